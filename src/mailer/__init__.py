@@ -1,0 +1,1 @@
+"""mailer: a self-hosted newsletter sender."""

@@ -1,0 +1,73 @@
+"""Bounces and complaints, each with its evidence, and provider webhook events seen."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mailer.db import Base, UTCDateTime, utcnow
+
+
+class BounceClass(enum.StrEnum):
+    hard = "hard"  # mailbox or domain does not exist
+    soft = "soft"  # temporary: mailbox full, server busy
+    policy = "policy"  # blocked, spam-filtered, DMARC: the sender's problem
+    delayed = "delayed"  # a warning, delivery still being tried
+    autoreply = "autoreply"  # vacation message: not a bounce
+    complaint = "complaint"  # the reader pressed "spam"
+    unparsed = "unparsed"  # kept, counted, understood by nobody yet
+
+
+class Bounce(Base):
+    __tablename__ = "bounce"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    source: Mapped[str] = mapped_column(String(32))
+    bounce_class: Mapped[str] = mapped_column(String(16), index=True)
+    recipient: Mapped[str] = mapped_column(String(320), default="")
+    status_code: Mapped[str] = mapped_column(String(16), default="")
+    diagnostic: Mapped[str] = mapped_column(Text, default="")
+    remote_mta: Mapped[str] = mapped_column(String(255), default="")
+    delivery_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("delivery.id", ondelete="SET NULL"),
+        index=True,
+    )
+    edition_id: Mapped[int | None] = mapped_column(
+        ForeignKey("edition.id", ondelete="SET NULL"), index=True
+    )
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscriber.id", ondelete="SET NULL"), index=True
+    )
+    #: How the bounce was tied to a delivery: verp, message-id, recipient or none.
+    attribution: Mapped[str] = mapped_column(String(16), default="none")
+    attribution_note: Mapped[str] = mapped_column(Text, default="")
+    #: What we did about it: suppressed, counted, unsubscribed, alerted, nothing.
+    action: Mapped[str] = mapped_column(String(32), default="")
+    raw_excerpt: Mapped[str] = mapped_column(Text, default="")
+    #: Identifies the incoming item, so a re-import or a re-delivered task adds nothing.
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        UniqueConstraint("fingerprint", "recipient"),
+        Index("ix_bounce_subscriber_class", "subscriber_id", "bounce_class"),
+    )
+
+
+class WebhookEvent(Base):
+    """A provider event already applied: deduplication by the provider's own id."""
+
+    __tablename__ = "webhook_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str] = mapped_column(String(255))
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32), default="")
+    payload_excerpt: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (UniqueConstraint("provider", "event_id"),)

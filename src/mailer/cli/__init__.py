@@ -1,0 +1,32 @@
+"""The ``mailer`` command: one Typer sub-command per domain."""
+
+from __future__ import annotations
+
+import typer
+
+from mailer.cli import db, outbox, subscribers
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="mailer: a self-hosted newsletter sender.")
+app.add_typer(db.app, name="db")
+app.add_typer(subscribers.app, name="subscribers")
+app.add_typer(outbox.app, name="outbox")
+
+
+@app.command("check")
+def check() -> None:
+    """Check that the database and Redis are reachable (make run calls this first)."""
+    from mailer.redis import redis_reachable
+
+    problem = redis_reachable()
+    if problem:
+        typer.echo(problem, err=True)
+        raise typer.Exit(1)
+    typer.echo("Redis: ok")
+
+
+def main() -> None:
+    from mailer.logging import setup_logging
+
+    setup_logging()
+    app()

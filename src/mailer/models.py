@@ -1,0 +1,15 @@
+"""Every table, imported in one place so Alembic and the tests see the whole schema."""
+
+from mailer.articles.models import Article
+from mailer.bounces.models import Bounce, WebhookEvent
+from mailer.db import Base
+from mailer.delivery.models import Delivery
+from mailer.editions.models import Edition, EditionArticle
+from mailer.staff.models import AuditEntry, StaffSession, StaffUser
+from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber, Suppression
+
+__all__ = [
+    "Article", "AuditEntry", "Base", "Bounce", "ConfirmationToken", "ConsentEvent", "Delivery",
+    "Edition", "EditionArticle", "StaffSession", "StaffUser", "Subscriber", "Suppression",
+    "WebhookEvent",
+]

@@ -1,0 +1,1 @@
+"""The subscription manager: sign-up with double opt-in, confirmation, unsubscribe, consent."""

@@ -1,0 +1,66 @@
+"""Sending the double opt-in mail: claimed in the database, sent, then recorded.
+
+The claim makes a task that runs twice (a redelivered Celery message, the sweeper's
+resend) send one mail; the mark after the server's 250 makes a crash before it a resend,
+never a loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+from mailer.config import get_settings
+from mailer.db import transaction
+from mailer.emails import render_email
+from mailer.emails.message import build_message, message_id, to_bytes
+from mailer.emails.transport import SMTPFailure, process_transport
+from mailer.emails.verp import return_path
+from mailer.subscribers import service
+from mailer.subscribers.models import Subscriber
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    sent = "sent"
+    nothing = "nothing"  # not pending any more, already sent, or sent today
+    retry = "retry"  # a temporary failure: try again later
+    failed = "failed"  # the server refused it for good
+
+
+def send_confirmation_mail(subscriber_id: int) -> Outcome:
+    settings = get_settings()
+    with transaction() as session:
+        token = service.claim_confirmation_mail(session, subscriber_id)
+        if token is None:
+            return Outcome.nothing
+        subscriber = session.get(Subscriber, subscriber_id)
+        assert subscriber is not None
+        msg_id = message_id("confirm", token.id)
+        rendered = render_email(
+            "confirm-subscription",
+            settings=settings,
+            subscriber=subscriber,
+            confirm_url=service.confirmation_url(token),
+            expires_days=settings.confirmation_ttl_days,
+        )
+        payload = to_bytes(build_message(
+            to_email=subscriber.email, to_name=subscriber.name, subject=rendered.subject,
+            text=rendered.text, html=rendered.html, msg_id=msg_id,
+        ))
+        recipient, sender, token_id = subscriber.email, return_path("confirmation", token.id), token.id
+    try:
+        reply = process_transport().send(sender, recipient, payload)
+    except SMTPFailure as failure:
+        with transaction() as session:
+            service.release_confirmation_mail(session, token_id, str(failure),
+                                              final=not failure.temporary)
+        log.warning("confirmation mail not sent: %s", failure,
+                    extra={"subscriber_id": subscriber_id, "smtp_code": failure.code})
+        return Outcome.retry if failure.temporary else Outcome.failed
+    with transaction() as session:
+        service.mark_confirmation_sent(session, token_id, msg_id)
+    log.info("confirmation mail sent: %s", reply.reply,
+             extra={"subscriber_id": subscriber_id, "smtp_code": reply.code})
+    return Outcome.sent

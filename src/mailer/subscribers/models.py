@@ -1,0 +1,130 @@
+"""Subscribers, their consent history, confirmation tokens and the suppression list."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from mailer.db import Base, UTCDateTime, utcnow
+
+
+class SubscriberStatus(enum.StrEnum):
+    pending = "pending"  # signed up, not yet confirmed: never mailed a newsletter
+    confirmed = "confirmed"  # double opt-in done (or imported with recorded consent)
+    unsubscribed = "unsubscribed"
+
+
+class Subscriber(Base):
+    __tablename__ = "subscriber"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Random public id: used in links instead of the row id or the address.
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    email: Mapped[str] = mapped_column(String(320))
+    #: Canonical form (case- and Unicode-folded): one subscriber per key.
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    #: sha256 of email_key: what suppressions and erasure keep.
+    address_hash: Mapped[str] = mapped_column(String(64), index=True)
+    first_name: Mapped[str] = mapped_column(String(100), default="")
+    last_name: Mapped[str] = mapped_column(String(100), default="")
+    organisation: Mapped[str] = mapped_column(String(200), default="")
+    country: Mapped[str] = mapped_column(String(100), default="")
+    status: Mapped[str] = mapped_column(String(16), default=SubscriberStatus.pending)
+    source: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    unsubscribed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    events: Mapped[list[ConsentEvent]] = relationship(
+        back_populates="subscriber", order_by="ConsentEvent.id", passive_deletes=True
+    )
+
+    __table_args__ = (Index("ix_subscriber_status_id", "status", "id"),)
+
+    @property
+    def name(self) -> str:
+        return " ".join(p for p in (self.first_name, self.last_name) if p)
+
+
+class ConsentEventKind(enum.StrEnum):
+    subscribed = "subscribed"
+    confirmation_sent = "confirmation_sent"
+    confirmed = "confirmed"
+    unsubscribed = "unsubscribed"
+    resubscribed = "resubscribed"
+    imported = "imported"
+    suppressed = "suppressed"
+    unsuppressed = "unsuppressed"
+    erased = "erased"
+
+
+class ConsentEvent(Base):
+    """Append-only record of every change to a person's consent (GDPR Art. 7(1))."""
+
+    __tablename__ = "consent_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscriber.id", ondelete="SET NULL"), index=True
+    )
+    address_hash: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    consent_version: Mapped[str | None] = mapped_column(String(32))
+    consent_text: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(String(100))
+    channel: Mapped[str | None] = mapped_column(String(32))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(500))
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    subscriber: Mapped[Subscriber | None] = relationship(back_populates="events")
+
+
+class ConfirmationToken(Base):
+    """One double opt-in round: the link is ``<id>.<hmac(nonce)>``, single use, expiring."""
+
+    __tablename__ = "confirmation_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscriber.id", ondelete="CASCADE"), index=True
+    )
+    nonce: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: Set while a worker sends the mail; a crashed worker's claim runs out and is taken again.
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: Set only once the SMTP server accepted the mail.
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    #: Outcome of the last attempt to send the mail (SMTP reply), for ops.
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class SuppressionReason(enum.StrEnum):
+    hard_bounce = "hard_bounce"
+    soft_bounces = "soft_bounces"
+    complaint = "complaint"
+    manual = "manual"
+    erased = "erased"
+
+
+class Suppression(Base):
+    """An address that is never mailed again, kept as a hash so that erasure can keep it."""
+
+    __tablename__ = "suppression"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    evidence: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(100), default="system")

@@ -1,0 +1,501 @@
+"""Service functions of the subscription manager.
+
+They take a session and keyword arguments, know nothing of the web or of Celery, and never
+commit: the caller owns the transaction. Every change of consent writes a ConsentEvent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, exists, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mailer.config import get_settings
+from mailer.db import utcnow
+from mailer.subscribers.addresses import normalise
+from mailer.subscribers.models import (
+    ConfirmationToken,
+    ConsentEvent,
+    ConsentEventKind,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+)
+from mailer.tokens import address_hash, random_id, sign, verify
+
+# --- consent events -----------------------------------------------------------------------
+
+
+def record_event(
+    session: Session, subscriber: Subscriber, kind: ConsentEventKind, **fields: Any
+) -> ConsentEvent:
+    event = ConsentEvent(
+        subscriber_id=subscriber.id, address_hash=subscriber.address_hash, kind=kind, **fields
+    )
+    session.add(event)
+    return event
+
+
+# --- sign-up --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    first_name: str = ""
+    last_name: str = ""
+    organisation: str = ""
+    country: str = ""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a consent came from: the form, the request's IP and user agent."""
+
+    source: str = "web"
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin) -> Subscriber:
+    """Record a sign-up. New, pending and unsubscribed addresses get a fresh confirmation
+    token (the mail is sent by the confirmations worker); a confirmed one changes nothing.
+
+    Raises InvalidAddress. The caller answers the same way whatever happened here.
+    """
+    address, key = normalise(email)
+    settings = get_settings()
+    consent = {
+        "consent_version": settings.consent_version,
+        "consent_text": settings.consent_text,
+        "source": origin.source[:100],
+        "ip": origin.ip,
+        "user_agent": (origin.user_agent or "")[:500] or None,
+    }
+    subscriber = _for_update(session, key)
+    if subscriber is None:
+        subscriber = _create_pending(session, address, key, profile, origin)
+        if subscriber is None:  # a concurrent sign-up for the same address won the race
+            subscriber = _for_update(session, key)
+            assert subscriber is not None
+        else:
+            record_event(session, subscriber, ConsentEventKind.subscribed, **consent)
+            _new_token(session, subscriber)
+            return subscriber
+    if subscriber.status == SubscriberStatus.confirmed:
+        return subscriber
+    _apply_profile(subscriber, profile)
+    subscriber.email = address
+    if subscriber.status == SubscriberStatus.unsubscribed:
+        subscriber.status = SubscriberStatus.pending
+        record_event(session, subscriber, ConsentEventKind.resubscribed, **consent)
+    else:
+        record_event(session, subscriber, ConsentEventKind.subscribed, **consent)
+    _new_token(session, subscriber)
+    return subscriber
+
+
+def _for_update(session: Session, key: str) -> Subscriber | None:
+    return session.scalars(
+        select(Subscriber).where(Subscriber.email_key == key).with_for_update()
+    ).first()
+
+
+def _create_pending(
+    session: Session, address: str, key: str, profile: Profile, origin: Origin
+) -> Subscriber | None:
+    subscriber = Subscriber(
+        public_id=random_id(),
+        email=address,
+        email_key=key,
+        address_hash=address_hash(key),
+        status=SubscriberStatus.pending,
+        source=origin.source[:100],
+    )
+    _apply_profile(subscriber, profile)
+    try:
+        with session.begin_nested():
+            session.add(subscriber)
+            session.flush()
+    except IntegrityError:
+        return None
+    return subscriber
+
+
+def _apply_profile(subscriber: Subscriber, profile: Profile) -> None:
+    subscriber.first_name = _clean(profile.first_name, 100)
+    subscriber.last_name = _clean(profile.last_name, 100)
+    subscriber.organisation = _clean(profile.organisation, 200)
+    subscriber.country = _clean(profile.country, 100)
+
+
+def _clean(value: str | None, limit: int) -> str:
+    """No control characters (CR/LF would let a name inject a header), trimmed, bounded."""
+    value = "".join(ch if ch >= " " and ch != "\x7f" else " " for ch in (value or ""))
+    return " ".join(value.split())[:limit]
+
+
+# --- confirmation tokens ----------------------------------------------------------------
+
+
+def _new_token(session: Session, subscriber: Subscriber) -> ConfirmationToken:
+    now = utcnow()
+    # Only the newest link works: older unused ones are retired.
+    session.execute(
+        update(ConfirmationToken)
+        .where(ConfirmationToken.subscriber_id == subscriber.id,
+               ConfirmationToken.used_at.is_(None))
+        .values(used_at=now)
+    )
+    token = ConfirmationToken(
+        subscriber_id=subscriber.id,
+        nonce=random_id(),
+        created_at=now,
+        expires_at=now + dt.timedelta(days=get_settings().confirmation_ttl_days),
+    )
+    session.add(token)
+    session.flush()
+    return token
+
+
+def confirmation_token_value(token: ConfirmationToken) -> str:
+    return f"{token.id}.{sign('confirm', f'{token.id}.{token.nonce}', 43)}"
+
+
+def confirmation_url(token: ConfirmationToken) -> str:
+    return f"{get_settings().base_url}/confirm/{confirmation_token_value(token)}"
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    status: str  # ok, invalid, expired, used
+    token: ConfirmationToken | None = None
+    subscriber: Subscriber | None = None
+
+
+def check_confirmation(session: Session, value: str) -> TokenCheck:
+    """What a confirmation link is worth, without changing anything (the GET page)."""
+    token_id, _, signature = value.partition(".")
+    if not token_id.isdigit() or len(token_id) > 18:
+        return TokenCheck("invalid")
+    token = session.get(ConfirmationToken, int(token_id))
+    if token is None or not verify("confirm", f"{token.id}.{token.nonce}", signature):
+        return TokenCheck("invalid")
+    subscriber = session.get(Subscriber, token.subscriber_id)
+    if subscriber is None:
+        return TokenCheck("invalid")
+    if token.used_at is not None or subscriber.status != SubscriberStatus.pending:
+        return TokenCheck("used", token, subscriber)
+    if token.expires_at <= utcnow():
+        return TokenCheck("expired", token, subscriber)
+    return TokenCheck("ok", token, subscriber)
+
+
+def confirm(session: Session, value: str, *, ip: str | None, user_agent: str | None) -> TokenCheck:
+    """Confirm the subscription a link belongs to (the POST of its Confirm button)."""
+    check = check_confirmation(session, value)
+    if check.status != "ok" or check.token is None or check.subscriber is None:
+        return check
+    now = utcnow()
+    # The conditional update makes a double submit (two tabs, a retry) confirm once.
+    claimed = session.execute(
+        update(ConfirmationToken)
+        .where(ConfirmationToken.id == check.token.id, ConfirmationToken.used_at.is_(None))
+        .values(used_at=now)
+    ).rowcount
+    if not claimed:
+        return TokenCheck("used", check.token, check.subscriber)
+    subscriber = check.subscriber
+    subscriber.status = SubscriberStatus.confirmed
+    subscriber.confirmed_at = now
+    subscriber.unsubscribed_at = None
+    record_event(session, subscriber, ConsentEventKind.confirmed, at=now, ip=ip,
+                 user_agent=(user_agent or "")[:500] or None,
+                 consent_version=get_settings().consent_version)
+    # A fresh double opt-in is fresh consent: it lifts an earlier suppression (an erasure,
+    # a complaint), which is recorded.
+    suppression = session.scalars(
+        select(Suppression).where(Suppression.address_hash == subscriber.address_hash)
+    ).first()
+    if suppression is not None:
+        record_event(session, subscriber, ConsentEventKind.unsuppressed,
+                     detail={"reason": suppression.reason, "by": "double opt-in"})
+        session.delete(suppression)
+    return TokenCheck("ok", check.token, subscriber)
+
+
+# --- the confirmation mail (used by the confirmations worker) ------------------------------
+
+
+def claim_confirmation_mail(
+    session: Session, subscriber_id: int, *, lease: dt.timedelta = dt.timedelta(minutes=5)
+) -> ConfirmationToken | None:
+    """The token whose mail this worker should send now, claimed; or None (nothing to do).
+
+    Nothing to do: the subscriber is gone or no longer pending, the newest token was sent
+    already, has expired, is claimed by another worker, or a confirmation mail went to this
+    address in the last 24 hours (at most one a day).
+    """
+    now = utcnow()
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None or subscriber.status != SubscriberStatus.pending:
+        return None
+    day_ago = now - dt.timedelta(days=1)
+    recent = session.scalar(
+        select(exists().where(ConfirmationToken.subscriber_id == subscriber_id,
+                              ConfirmationToken.sent_at > day_ago))
+    )
+    if recent:
+        return None
+    token = session.scalars(
+        select(ConfirmationToken)
+        .where(ConfirmationToken.subscriber_id == subscriber_id,
+               ConfirmationToken.used_at.is_(None),
+               ConfirmationToken.sent_at.is_(None),
+               ConfirmationToken.expires_at > now)
+        .order_by(ConfirmationToken.id.desc())
+    ).first()
+    if token is None:
+        return None
+    claimed = session.execute(
+        update(ConfirmationToken)
+        .where(ConfirmationToken.id == token.id, ConfirmationToken.sent_at.is_(None),
+               (ConfirmationToken.claimed_until.is_(None))
+               | (ConfirmationToken.claimed_until < now))
+        .values(claimed_until=now + lease)
+    ).rowcount
+    return token if claimed else None
+
+
+def mark_confirmation_sent(session: Session, token_id: int, message_id: str) -> None:
+    token = session.get(ConfirmationToken, token_id)
+    if token is None or token.sent_at is not None:
+        return
+    token.sent_at = utcnow()
+    token.message_id = message_id
+    token.last_error = None
+    subscriber = session.get(Subscriber, token.subscriber_id)
+    if subscriber is not None:
+        record_event(session, subscriber, ConsentEventKind.confirmation_sent,
+                     message_id=message_id, at=token.sent_at)
+
+
+def release_confirmation_mail(session: Session, token_id: int, error: str, *, final: bool) -> None:
+    """A send failed: free the claim for a retry, or (final) keep it so nobody retries."""
+    token = session.get(ConfirmationToken, token_id)
+    if token is None:
+        return
+    token.last_error = error[:2000]
+    token.claimed_until = token.expires_at if final else None
+
+
+def confirmations_to_resend(session: Session, *, older_than: dt.timedelta) -> list[int]:
+    """Pending subscribers whose confirmation mail never went out (a lost task, a crash)."""
+    now = utcnow()
+    rows = session.execute(
+        select(ConfirmationToken.subscriber_id)
+        .join(Subscriber, Subscriber.id == ConfirmationToken.subscriber_id)
+        .where(Subscriber.status == SubscriberStatus.pending,
+               ConfirmationToken.used_at.is_(None),
+               ConfirmationToken.sent_at.is_(None),
+               ConfirmationToken.expires_at > now,
+               ConfirmationToken.created_at < now - older_than,
+               (ConfirmationToken.claimed_until.is_(None))
+               | (ConfirmationToken.claimed_until < now))
+        .limit(1000)
+    )
+    return sorted({r[0] for r in rows})
+
+
+# --- unsubscribe -----------------------------------------------------------------------------
+
+
+def unsubscribe_token(subscriber: Subscriber) -> str:
+    """Never expires; cannot be forged without the secret key."""
+    return f"{subscriber.public_id}.{sign('unsubscribe', subscriber.public_id, 22)}"
+
+
+def unsubscribe_url(subscriber: Subscriber) -> str:
+    return f"{get_settings().base_url}/unsubscribe/{unsubscribe_token(subscriber)}"
+
+
+def unsubscribe_url_for(public_id: str) -> str:
+    token = f"{public_id}.{sign('unsubscribe', public_id, 22)}"
+    return f"{get_settings().base_url}/unsubscribe/{token}"
+
+
+def subscriber_for_unsubscribe(session: Session, token: str) -> Subscriber | None:
+    public_id, _, signature = token.partition(".")
+    if len(public_id) != 32 or not verify("unsubscribe", public_id, signature):
+        return None
+    return session.scalars(select(Subscriber).where(Subscriber.public_id == public_id)).first()
+
+
+def unsubscribe(
+    session: Session, subscriber: Subscriber, *, channel: str,
+    ip: str | None = None, user_agent: str | None = None,
+) -> bool:
+    """Unsubscribe; False when there was nothing to change (repeats are idempotent)."""
+    now = utcnow()
+    changed = session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber.id,
+               Subscriber.status != SubscriberStatus.unsubscribed)
+        .values(status=SubscriberStatus.unsubscribed, unsubscribed_at=now, updated_at=now)
+    ).rowcount
+    if not changed:
+        return False
+    # Links still in a pending subscriber's inbox must not re-confirm them.
+    session.execute(
+        update(ConfirmationToken)
+        .where(ConfirmationToken.subscriber_id == subscriber.id,
+               ConfirmationToken.used_at.is_(None))
+        .values(used_at=now)
+    )
+    session.refresh(subscriber)
+    record_event(session, subscriber, ConsentEventKind.unsubscribed, at=now, channel=channel,
+                 ip=ip, user_agent=(user_agent or "")[:500] or None)
+    return True
+
+
+# --- suppression --------------------------------------------------------------------------------
+
+
+def is_suppressed(session: Session, hash_: str) -> bool:
+    return bool(session.scalar(select(exists().where(Suppression.address_hash == hash_))))
+
+
+def suppress(
+    session: Session, hash_: str, *, reason: str, evidence: str = "", by: str = "system",
+) -> bool:
+    """Add an address hash to the suppression list; False when it was there already."""
+    if is_suppressed(session, hash_):
+        return False
+    try:
+        with session.begin_nested():
+            session.add(Suppression(address_hash=hash_, reason=reason,
+                                    evidence=evidence[:4000], created_by=by[:100]))
+            session.flush()
+    except IntegrityError:
+        return False
+    subscriber = session.scalars(select(Subscriber).where(Subscriber.address_hash == hash_)).first()
+    if subscriber is not None:
+        record_event(session, subscriber, ConsentEventKind.suppressed,
+                     detail={"reason": reason, "by": by, "evidence": evidence[:500]})
+    return True
+
+
+def unsuppress(session: Session, hash_: str, *, by: str) -> bool:
+    suppression = session.scalars(
+        select(Suppression).where(Suppression.address_hash == hash_)
+    ).first()
+    if suppression is None:
+        return False
+    subscriber = session.scalars(select(Subscriber).where(Subscriber.address_hash == hash_)).first()
+    if subscriber is not None:
+        record_event(session, subscriber, ConsentEventKind.unsuppressed,
+                     detail={"reason": suppression.reason, "by": by})
+    session.delete(suppression)
+    return True
+
+
+# --- lookup, export, erasure, purge --------------------------------------------------------------
+
+
+def find(session: Session, email: str) -> Subscriber | None:
+    _, key = normalise(email)
+    return session.scalars(select(Subscriber).where(Subscriber.email_key == key)).first()
+
+
+def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
+    """The subscriber and the whole consent history: the GDPR Art. 15 export."""
+    suppression = session.scalars(
+        select(Suppression).where(Suppression.address_hash == subscriber.address_hash)
+    ).first()
+    events = session.scalars(
+        select(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id)
+        .order_by(ConsentEvent.id)
+    ).all()
+    return {
+        "email": subscriber.email,
+        "first_name": subscriber.first_name,
+        "last_name": subscriber.last_name,
+        "organisation": subscriber.organisation,
+        "country": subscriber.country,
+        "status": subscriber.status,
+        "source": subscriber.source,
+        "created_at": _iso(subscriber.created_at),
+        "confirmed_at": _iso(subscriber.confirmed_at),
+        "unsubscribed_at": _iso(subscriber.unsubscribed_at),
+        "suppressed": {"reason": suppression.reason, "since": _iso(suppression.created_at)}
+        if suppression else None,
+        "consent_history": [
+            {
+                "event": e.kind,
+                "at": _iso(e.at),
+                **{k: v for k, v in (
+                    ("consent_version", e.consent_version), ("consent_text", e.consent_text),
+                    ("source", e.source), ("channel", e.channel), ("ip", e.ip),
+                    ("user_agent", e.user_agent), ("message_id", e.message_id),
+                    ("detail", e.detail)) if v},
+            }
+            for e in events
+        ],
+    }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def erase(session: Session, subscriber: Subscriber, *, by: str) -> str:
+    """Delete everything about a person but a hashed suppression entry (GDPR Art. 17).
+
+    Returns the address hash that remains. Bounce evidence naming the address goes too.
+    """
+    from mailer.bounces.models import Bounce  # the bounces domain depends on this one
+
+    hash_ = subscriber.address_hash
+    session.execute(
+        update(Bounce).where(Bounce.subscriber_id == subscriber.id)
+        .values(recipient="", raw_excerpt="", diagnostic="", subscriber_id=None)
+    )
+    session.execute(delete(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id))
+    session.delete(subscriber)
+    session.flush()
+    existing = session.scalars(select(Suppression).where(Suppression.address_hash == hash_)).first()
+    if existing is None:
+        session.add(Suppression(address_hash=hash_, reason="erased", created_by=by[:100],
+                                evidence="erased on request"))
+    # The one trace kept: that an erasure happened, under the hash alone.
+    session.add(ConsentEvent(subscriber_id=None, address_hash=hash_,
+                             kind=ConsentEventKind.erased, detail={"by": by}))
+    return hash_
+
+
+def purge_pending(session: Session, *, older_than: dt.timedelta | None = None) -> int:
+    """Unconfirmed sign-ups older than the limit: forget them (or, for a re-subscription
+    that was never confirmed, fall back to unsubscribed). Returns how many."""
+    days = get_settings().purge_pending_after_days
+    cutoff = utcnow() - (older_than or dt.timedelta(days=days))
+    stale = session.scalars(
+        select(Subscriber).where(Subscriber.status == SubscriberStatus.pending,
+                                 Subscriber.updated_at < cutoff)
+        .limit(5000)
+    ).all()
+    for subscriber in stale:
+        if subscriber.confirmed_at is not None:  # consented before, then left: keep the record
+            subscriber.status = SubscriberStatus.unsubscribed
+            session.execute(
+                update(ConfirmationToken)
+                .where(ConfirmationToken.subscriber_id == subscriber.id,
+                       ConfirmationToken.used_at.is_(None))
+                .values(used_at=utcnow())
+            )
+        else:
+            session.execute(delete(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id))
+            session.delete(subscriber)
+    return len(stale)

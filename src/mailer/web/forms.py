@@ -1,0 +1,30 @@
+"""Reading HTML forms without ever answering a malformed body with a 5xx."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+
+MAX_FIELD = 5000
+
+
+class BadForm(Exception):
+    pass
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The form's text fields (first value of each); files and oversized values dropped."""
+    try:
+        form = await request.form(max_files=0, max_fields=50)
+    except Exception as exc:  # multipart/urlencoded parse errors of every kind
+        raise BadForm(str(exc)) from None
+    out: dict[str, str] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile) or key in out:
+            continue
+        out[key] = value[:MAX_FIELD]
+    return out
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

@@ -1,0 +1,156 @@
+"""The reader's pages: subscribe, confirm, unsubscribe."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+
+from mailer.config import get_settings
+from mailer.db import publish_after_commit, transaction
+from mailer.ratelimit import hit
+from mailer.subscribers import service
+from mailer.subscribers.addresses import InvalidAddress, normalise
+from mailer.tokens import address_hash
+from mailer.web.forms import BadForm, client_ip, read_form
+from mailer.web.pages import page
+
+router = APIRouter()
+
+FIELDS = ("email", "first_name", "last_name", "organisation", "country")
+SOURCES = {"subscribe-page", "website-embed"}
+HONEYPOT = "website"
+
+
+@router.get("/", include_in_schema=False)
+def home() -> RedirectResponse:
+    return RedirectResponse("/subscribe", status_code=303)
+
+
+@router.get("/subscribe", response_class=HTMLResponse)
+def subscribe_form() -> HTMLResponse:
+    return page("subscribe.html", values={}, errors={})
+
+
+@router.get("/subscribe/embed", response_class=HTMLResponse)
+def subscribe_embed() -> HTMLResponse:
+    return page("embed.html")
+
+
+@router.post("/subscribe", response_class=HTMLResponse)
+async def subscribe(request: Request) -> HTMLResponse:
+    try:
+        form = await read_form(request)
+    except BadForm:
+        return page("subscribe.html", 400, values={}, errors={"form": "The form could not be read."})
+    if form.get(HONEYPOT):
+        return _thanks()  # a bot: answer as if all went well, store nothing
+    values = {name: form.get(name, "") for name in FIELDS}
+    errors: dict[str, str] = {}
+    try:
+        _, key = normalise(values["email"])
+    except InvalidAddress as exc:
+        errors["email"] = str(exc)
+    if form.get("consent") not in ("yes", "on", "true", "1"):
+        errors["consent"] = "Please tick the box to confirm that you want the newsletter."
+    if errors:
+        return page("subscribe.html", 422, values=values, errors=errors)
+
+    settings = get_settings()
+    ip = client_ip(request)
+    if not hit(f"signup-ip:{ip}", settings.signup_limit_per_ip_per_hour, 3600) or not hit(
+        f"signup-address:{address_hash(key)}", settings.confirmation_mails_per_address_per_day,
+        86400,
+    ):
+        return page("rate-limited.html", 429)
+
+    from workers.confirmations import send_confirmation
+
+    source = form.get("source", "")
+    with transaction() as session:
+        subscriber = service.sign_up(
+            session,
+            email=values["email"],
+            profile=service.Profile(
+                first_name=values["first_name"], last_name=values["last_name"],
+                organisation=values["organisation"], country=values["country"],
+            ),
+            origin=service.Origin(
+                source=source if source in SOURCES else "subscribe-page",
+                ip=ip, user_agent=request.headers.get("user-agent"),
+            ),
+        )
+        subscriber_id = subscriber.id
+        # Queued whatever the address's state, so that the answer and its timing are the
+        # same for everyone; the worker sends nothing to a confirmed address.
+        publish_after_commit(session, lambda: send_confirmation.delay(subscriber_id))
+    return _thanks()
+
+
+def _thanks() -> HTMLResponse:
+    return page("subscribe-thanks.html")
+
+
+# --- confirmation -------------------------------------------------------------------------
+
+
+@router.get("/confirm/{token}", response_class=HTMLResponse)
+def confirm_page(token: str) -> HTMLResponse:
+    with transaction() as session:
+        check = service.check_confirmation(session, token)
+    if check.status != "ok":
+        return _token_problem(check.status)
+    return page("confirm.html", token=token)
+
+
+@router.post("/confirm/{token}", response_class=HTMLResponse)
+def confirm(token: str, request: Request) -> HTMLResponse:
+    with transaction() as session:
+        check = service.confirm(session, token, ip=client_ip(request),
+                                user_agent=request.headers.get("user-agent"))
+        if check.status == "ok":
+            assert check.subscriber is not None
+            unsubscribe_url = service.unsubscribe_url(check.subscriber)
+    if check.status != "ok":
+        return _token_problem(check.status)
+    return page("confirm-done.html", unsubscribe_url=unsubscribe_url)
+
+
+def _token_problem(status: str) -> HTMLResponse:
+    code = {"invalid": 404, "expired": 410, "used": 410}[status]
+    return page("confirm-problem.html", code, status=status)
+
+
+# --- unsubscribe (RFC 8058) --------------------------------------------------------------------
+
+
+@router.get("/unsubscribe/{token}", response_class=HTMLResponse)
+def unsubscribe_page(token: str) -> HTMLResponse:
+    with transaction() as session:
+        subscriber = service.subscriber_for_unsubscribe(session, token)
+        if subscriber is None:
+            return page("unsubscribe-invalid.html", 404)
+        email, status = subscriber.email, subscriber.status
+    return page("unsubscribe.html", token=token, email=email, status=status)
+
+
+@router.post("/unsubscribe/{token}")
+async def unsubscribe(token: str, request: Request) -> Response:
+    try:
+        form = await read_form(request)
+    except BadForm:
+        form = {}
+    one_click = form.get("List-Unsubscribe") == "One-Click"
+    with transaction() as session:
+        subscriber = service.subscriber_for_unsubscribe(session, token)
+        if subscriber is None:
+            if one_click:
+                return PlainTextResponse("Unknown unsubscribe link.\n", status_code=404)
+            return page("unsubscribe-invalid.html", 404)
+        service.unsubscribe(
+            session, subscriber, channel="one-click" if one_click else "link",
+            ip=client_ip(request), user_agent=request.headers.get("user-agent"),
+        )
+    if one_click:
+        # RFC 8058: a 2xx, no redirect, nothing the mail program has to render.
+        return PlainTextResponse("You are unsubscribed.\n", status_code=200)
+    return page("unsubscribe-done.html", resubscribe_url="/subscribe")

@@ -1,0 +1,211 @@
+"""The test stack: real databases (SQLite and PostgreSQL), a real Redis, a real SMTP server
+on loopback, real Celery worker processes and a real web server.
+
+Every test that asks for ``stack`` runs twice, once per database backend. The stack (a
+migrated database, an SMTP server, the environment the child processes get) lives for the
+whole session per backend; ``clean`` empties every table, the Redis database and the SMTP
+server's mailbox before each test.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from tests.support.processes import Beat, WebServer, Worker, free_port
+from tests.support.smtp_server import RecordingSMTPServer
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+PG_ADMIN = os.environ.get("MAILER_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE = os.environ.get("MAILER_TEST_REDIS", "redis://127.0.0.1:6379")
+REDIS_DB = {"sqlite": 14, "postgresql": 15}
+
+
+@dataclass
+class Stack:
+    backend: str
+    database_url: str
+    redis_url: str
+    smtp: RecordingSMTPServer
+    env: dict[str, str]
+    tmp: Path
+    web_port: int
+    processes: list[object] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def worker(self, name: str = "w", **kwargs: object) -> Worker:
+        w = Worker(self.env, self.tmp / f"{name}.log", name=name, **kwargs)  # type: ignore[arg-type]
+        self.processes.append(w)
+        return w
+
+    def beat(self, env: dict[str, str] | None = None) -> Beat:
+        b = Beat(env or self.env, self.tmp / "beat.log", self.tmp / f"beat-{uuid.uuid4().hex}")
+        self.processes.append(b)
+        return b
+
+
+def _apply_env(env: dict[str, str]) -> None:
+    """Make this test process see the same settings as the child processes."""
+    from mailer.config import reset_settings
+    from mailer.db import dispose_engines
+    from mailer.emails.transport import close_process_transport
+    from mailer.redis import reset_redis
+
+    os.environ.update(env)
+    reset_settings()
+    dispose_engines()
+    reset_redis()
+    close_process_transport()
+
+
+def _create_pg_database() -> tuple[str, str]:
+    name = f"mailer_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    admin = psycopg.conninfo.conninfo_to_dict(PG_ADMIN)
+    url = f"postgresql+psycopg://{admin.get('user', 'postgres')}@{admin.get('host', '127.0.0.1')}:{admin.get('port', 5432)}/{name}"
+    return name, url
+
+
+def _drop_pg_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    backend = request.param
+    tmp = tmp_path_factory.mktemp(f"stack-{backend}")
+    pg_name = None
+    if backend == "sqlite":
+        database_url = f"sqlite:///{tmp / 'mailer.db'}"
+    else:
+        pg_name, database_url = _create_pg_database()
+    smtp = RecordingSMTPServer().start()
+    web_port = free_port()
+    env = {
+        "MAILER_ENV": "test",
+        "MAILER_SECRET_KEY": secrets.token_urlsafe(32),
+        "MAILER_DATABASE_URL": database_url,
+        "MAILER_REDIS_URL": f"{REDIS_BASE}/{REDIS_DB[backend]}",
+        "MAILER_SMTP_URL": smtp.url,
+        "MAILER_SMTP_TIMEOUT": "10",
+        "MAILER_BASE_URL": f"http://127.0.0.1:{web_port}",
+        "MAILER_VAR_DIR": str(tmp / "var"),
+        "MAILER_OUTBOX_DIR": str(tmp / "var" / "outbox"),
+        "MAILER_SIGNUP_LIMIT_PER_IP_PER_HOUR": "1000000",
+        "MAILER_CHECK_DELIVERABILITY": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    saved = dict(os.environ)
+    child_env = {**os.environ, **env}
+    _apply_env(env)
+    from mailer import migrate
+
+    migrate.upgrade(database_url)
+    s = Stack(backend, database_url, env["MAILER_REDIS_URL"], smtp, child_env, tmp, web_port)
+    try:
+        yield s
+    finally:
+        for proc in reversed(s.processes):
+            proc.stop()  # type: ignore[attr-defined]
+        smtp.stop()
+        from mailer.db import dispose_engines
+
+        dispose_engines()
+        if pg_name:
+            _drop_pg_database(pg_name)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _truncate_all() -> None:
+    from mailer.db import get_engine
+    from mailer.models import Base
+
+    engine = get_engine()
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in tables:
+                conn.execute(text(f"DELETE FROM {name}"))
+            conn.execute(text("DELETE FROM sqlite_sequence")) if _has_sqlite_sequence(conn) else None
+
+
+def _has_sqlite_sequence(conn: object) -> bool:
+    return bool(conn.execute(  # type: ignore[attr-defined]
+        text("SELECT 1 FROM sqlite_master WHERE name='sqlite_sequence'")).first())
+
+
+@pytest.fixture
+def clean(stack: Stack) -> Stack:
+    """An empty database, an empty Redis database and an empty SMTP mailbox."""
+    from mailer.redis import get_redis
+
+    _truncate_all()
+    get_redis().flushdb()
+    stack.smtp.reset()
+    return stack
+
+
+@pytest.fixture(scope="session")
+def worker(stack: Stack) -> Worker:
+    """One Celery worker (2 prefork processes, every queue) for the session's backend."""
+    return stack.worker("worker").start()  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def web(stack: Stack) -> WebServer:
+    server = WebServer(stack.env, stack.tmp / "web.log", stack.web_port)
+    stack.processes.append(server)
+    return server.start()  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"],
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,1 @@
+"""Celery: the app (``workers.app``) and one small module of tasks per queue."""

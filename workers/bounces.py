@@ -1,0 +1,5 @@
+"""Bounce processing tasks."""
+
+from __future__ import annotations
+
+from workers.app import app  # noqa: F401
