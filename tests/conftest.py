@@ -28,7 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 PG_ADMIN = os.environ.get("MAILER_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("MAILER_TEST_REDIS", "redis://127.0.0.1:6379")
-REDIS_DB = {"sqlite": 14, "postgresql": 15}
+# Separate Redis databases per backend; MAILER_TEST_REDIS_DBS="a,b" lets two test runs on
+# one machine (two developers, two checkouts) keep out of each other's way.
+_DBS = os.environ.get("MAILER_TEST_REDIS_DBS", "14,15").split(",")
+REDIS_DB = {"sqlite": int(_DBS[0]), "postgresql": int(_DBS[1])}
 
 
 @dataclass

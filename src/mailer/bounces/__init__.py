@@ -1,1 +1,1 @@
-
+"""Bounces and complaints: understanding every signal of a failed delivery and acting on it."""
