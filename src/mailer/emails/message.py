@@ -30,6 +30,25 @@ def message_id(kind: str, *parts: object) -> str:
     return f"<{local}@{settings.sending_domain}>"
 
 
+def parse_message_id(value: str) -> tuple[str, list[str]] | None:
+    """The kind and parts of a Message-ID this service made, or None (not ours, or altered).
+
+    ``<nl.12.3456.<digest>@domain>`` → ("nl", ["12", "3456"]). The digest is checked by
+    making the id again, so a bounce quoting a forged Message-ID attributes nothing.
+    """
+    value = value.strip()
+    if not (value.startswith("<") and value.endswith(">") and "@" in value):
+        return None
+    local = value[1:-1].rsplit("@", 1)[0]
+    kind, *parts = local.split(".")
+    if len(parts) < 2:
+        return None
+    parts = parts[:-1]
+    if message_id(kind, *parts).lower() != value.lower():
+        return None
+    return kind, parts
+
+
 def newsletter_headers(unsubscribe_url: str) -> list[tuple[str, str]]:
     settings = get_settings()
     return [
