@@ -42,8 +42,9 @@ bench: venv ## the benchmarks under bench/ (they print their figures)
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/bounces.py
 
-compose-check: ## validate docker-compose.yml (needs only the docker client)
-	docker compose config --quiet && echo "docker-compose.yml is valid"
+compose-check: ## validate docker-compose.yml (docker compose v2, or Debian's docker-compose)
+	@if docker compose version >/dev/null 2>&1; then MAILER_SECRET_KEY=check docker compose config --quiet; \
+	 else MAILER_SECRET_KEY=check docker-compose config -q; fi && echo "docker-compose.yml is valid"
 
 clean: ## remove the virtualenv and local state
 	rm -rf $(VENV) var test-artifacts .pytest_cache
