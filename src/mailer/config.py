@@ -177,6 +177,9 @@ class Settings(BaseSettings):
     mailgun_signing_key: SecretStr | None = None
     postmark_webhook_user: str | None = None
     postmark_webhook_password: SecretStr | None = None
+    #: A signed webhook timestamp older than this is refused as a replay (SNS retries a
+    #: failed notification with its original timestamp for up to about an hour).
+    webhook_max_age_seconds: int = 3600
 
     # --- staff and ops ------------------------------------------------------------------
     session_hours: int = 12

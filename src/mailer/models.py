@@ -1,7 +1,7 @@
 """Every table, imported in one place so Alembic and the tests see the whole schema."""
 
 from mailer.articles.models import Article
-from mailer.bounces.models import Bounce, WebhookEvent
+from mailer.bounces.models import Bounce, InboundMessage, WebhookEvent
 from mailer.db import Base
 from mailer.delivery.models import Delivery
 from mailer.editions.models import Edition, EditionArticle
@@ -10,6 +10,6 @@ from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscribe
 
 __all__ = [
     "Article", "AuditEntry", "Base", "Bounce", "ConfirmationToken", "ConsentEvent", "Delivery",
-    "Edition", "EditionArticle", "StaffSession", "StaffUser", "Subscriber", "Suppression",
-    "WebhookEvent",
+    "Edition", "EditionArticle", "InboundMessage", "StaffSession", "StaffUser", "Subscriber",
+    "Suppression", "WebhookEvent",
 ]

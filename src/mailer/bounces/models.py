@@ -5,7 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailer.db import Base, UTCDateTime, utcnow
@@ -19,6 +29,7 @@ class BounceClass(enum.StrEnum):
     autoreply = "autoreply"  # vacation message: not a bounce
     complaint = "complaint"  # the reader pressed "spam"
     unparsed = "unparsed"  # kept, counted, understood by nobody yet
+    not_a_bounce = "not-a-bounce"  # an ordinary reply to the return path: kept, no action
 
 
 class Bounce(Base):
@@ -71,3 +82,26 @@ class WebhookEvent(Base):
     payload_excerpt: Mapped[str] = mapped_column(Text, default="")
 
     __table_args__ = (UniqueConstraint("provider", "event_id"),)
+
+
+class InboundMessage(Base):
+    """A mail the bounce server accepted, kept until the intake has processed it.
+
+    The server answers 250 only once this row is committed, so a message it accepted
+    survives a crash, a Redis restart or a lost task: the beat task ``process-bounce-spool``
+    picks up whatever a worker has not finished. The row is deleted in the transaction
+    that records the bounce; the Bounce keeps the evidence.
+    """
+
+    __tablename__ = "inbound_message"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True
+    )
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    source: Mapped[str] = mapped_column(String(32))
+    envelope_from: Mapped[str] = mapped_column(String(320), default="")
+    envelope_to: Mapped[list[str]] = mapped_column(JSON, default=list)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
