@@ -5,67 +5,106 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from mailer.db import transaction
 from mailer.subscribers import service
 from mailer.subscribers.addresses import InvalidAddress
 from mailer.subscribers.importer import import_rows, read_csv
-from mailer.subscribers.models import Subscriber
+from mailer.subscribers.models import Subscriber, SubscriberStatus
 
 app = typer.Typer(no_args_is_help=True, help="Subscribers and their consent.")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @app.command("import")
 def import_(
-    path: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV with an 'email' column"),
-    source: str = typer.Option(None, help="Where their consent was given (default: the file name)"),
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True,
+                                help="UTF-8 CSV with a header row and at least an 'email' "
+                                     "column; also first_name, last_name, organisation, "
+                                     "country, consented_at"),
+    source: str = typer.Option(None, help="Where their consent was given "
+                                          "(default: import:<file name>)"),
 ) -> None:
-    """Import confirmed readers from an older system (consent source recorded)."""
+    """Import confirmed readers from an older system (consent source recorded).
+
+    Bad rows are reported with their line numbers and skipped; good rows are kept.
+    Addresses on the suppression list (erased, bounced) and existing subscribers are
+    left alone.
+    """
     source = source or f"import:{path.name}"
-    with path.open(newline="", encoding="utf-8-sig") as stream:
-        total = max(0, sum(1 for _ in stream) - 1)
-    with path.open(newline="", encoding="utf-8-sig") as stream, Progress(console=err) as bar:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as stream:
+            total = sum(1 for _ in read_csv(stream))
+    except UnicodeDecodeError as exc:
+        err.print(f"{path} is not UTF-8 text (byte {exc.start}): save it as “CSV UTF-8” "
+                  "and try again. Nothing was imported.", style="red", markup=False)
+        raise typer.Exit(2) from None
+    except ValueError as exc:
+        err.print(f"{exc}. Nothing was imported.", style="red", markup=False)
+        raise typer.Exit(2) from None
+    columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with path.open(newline="", encoding="utf-8-sig") as stream, \
+            Progress(*columns, console=err) as bar:
         task = bar.add_task("importing", total=total)
-        try:
-            report = import_rows(read_csv(stream), source=source,
-                                 progress=lambda n: bar.advance(task, n))
-        except ValueError as exc:
-            err.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from None
+        report = import_rows(read_csv(stream), source=source,
+                             progress=lambda n: bar.advance(task, n))
     for line, problem in report.problems:
-        err.print(f"line {line}: {problem}")
+        err.print(f"line {line}: {problem}", markup=False, highlight=False)
     typer.echo(f"imported {report.imported}, skipped {report.skipped}")
+
+
+class Format(StrEnum):
+    csv = "csv"
+    json = "json"
+
+
+EXPORT_FIELDS = ["email", "first_name", "last_name", "organisation", "country", "status",
+                 "source", "created_at", "confirmed_at", "unsubscribed_at"]
 
 
 @app.command("export")
 def export(
-    fmt: str = typer.Option("csv", "--format", help="csv or json"),
-    status: str = typer.Option(None, help="only this status: pending, confirmed, unsubscribed"),
+    fmt: Format = typer.Option(Format.csv, "--format", help="csv, or json (one array)"),
+    status: SubscriberStatus = typer.Option(None, help="only subscribers in this status"),
 ) -> None:
-    """Print every subscriber (CSV or JSON lines) on standard output."""
-    fields = ["email", "first_name", "last_name", "organisation", "country", "status",
-              "source", "created_at", "confirmed_at", "unsubscribed_at"]
-    writer = csv.writer(sys.stdout) if fmt == "csv" else None
-    if writer:
-        writer.writerow(fields)
+    """Print every subscriber on standard output, as CSV or as a JSON array."""
     with transaction() as session:
         query = select(Subscriber).order_by(Subscriber.id)
         if status:
             query = query.where(Subscriber.status == status)
-        for sub in session.scalars(query.execution_options(yield_per=1000)):
-            row = {f: getattr(sub, f) for f in fields}
-            row = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
-            if writer:
-                writer.writerow([row[f] or "" for f in fields])
-            else:
-                sys.stdout.write(json.dumps(row) + "\n")
+        rows = (_export_row(s) for s in session.scalars(query.execution_options(yield_per=1000)))
+        if fmt == Format.csv:
+            writer = csv.writer(sys.stdout)
+            writer.writerow(EXPORT_FIELDS)
+            for row in rows:
+                writer.writerow([_csv_cell(row[f]) for f in EXPORT_FIELDS])
+        else:
+            # Written row by row, so a large list never sits in memory twice.
+            sys.stdout.write("[")
+            for i, row in enumerate(rows):
+                sys.stdout.write(("," if i else "") + "\n  " + json.dumps(row, ensure_ascii=False))
+            sys.stdout.write("\n]\n")
+
+
+def _export_row(subscriber: Subscriber) -> dict[str, Any]:
+    row = {f: getattr(subscriber, f) for f in EXPORT_FIELDS}
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+def _csv_cell(value: object) -> str:
+    """Names come from a public form: a cell starting with = + - @ would be run as a formula
+    by a spreadsheet, so it is prefixed with an apostrophe (OWASP's CSV injection advice)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 @app.command("show")
@@ -78,13 +117,24 @@ def show(email: str) -> None:
 
 @app.command("erase")
 def erase(email: str, yes: bool = typer.Option(False, "--yes", help="do not ask")) -> None:
-    """Delete a person; keep only a hashed suppression entry so nothing mails them again."""
+    """Delete a person; keep only a hashed suppression entry so nothing mails them again.
+
+    An address with no subscriber is still added to the suppression list, so a later
+    import will not bring it in.
+    """
     if not yes:
         typer.confirm(f"Erase {email} and its consent history for good?", abort=True)
-    with transaction() as session:
-        subscriber = _find(session, email)
-        hash_ = service.erase(session, subscriber, by="cli")
-    typer.echo(f"erased; suppression hash {hash_}")
+    try:
+        with transaction() as session:
+            erased, hash_ = service.erase_address(session, email, by="cli")
+    except InvalidAddress as exc:
+        err.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from None
+    if erased:
+        typer.echo(f"erased; suppression hash {hash_}")
+    else:
+        typer.echo(f"no subscriber with that address; suppression hash {hash_} kept so that "
+                   "it is never mailed")
 
 
 @app.command("count")
@@ -93,17 +143,18 @@ def count() -> None:
     with transaction() as session:
         for status, n in session.execute(
             select(Subscriber.status, func.count()).group_by(Subscriber.status)
+            .order_by(Subscriber.status)
         ):
             typer.echo(f"{status}: {n}")
 
 
-def _find(session, email: str) -> Subscriber:  # type: ignore[no-untyped-def]
+def _find(session: Session, email: str) -> Subscriber:
     try:
         subscriber = service.find(session, email)
     except InvalidAddress as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(str(exc), style="red", markup=False)
         raise typer.Exit(2) from None
     if subscriber is None:
-        err.print(f"[red]no subscriber with the address {email}[/red]")
+        err.print(f"no subscriber with the address {email}", markup=False)
         raise typer.Exit(1)
     return subscriber

@@ -7,11 +7,12 @@ never a loss.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from enum import StrEnum
 
 from mailer.config import get_settings
-from mailer.db import transaction
+from mailer.db import transaction, utcnow
 from mailer.emails import render_email
 from mailer.emails.message import build_message, message_id, to_bytes
 from mailer.emails.transport import SMTPFailure, process_transport
@@ -29,7 +30,14 @@ class Outcome(StrEnum):
     failed = "failed"  # the server refused it for good
 
 
-def send_confirmation_mail(subscriber_id: int) -> Outcome:
+def send_confirmation_mail(subscriber_id: int, *, retry_in: float = 0.0) -> Outcome:
+    """Send the pending confirmation mail of ``subscriber_id``, if there is one to send.
+
+    On a temporary failure the token stays claimed for ``retry_in`` seconds: the caller's
+    own retry takes it then, and the sweeper does not start a second chain of retries
+    beside it (which, for a server that keeps answering 4xx, would multiply the mails
+    queued for one address every sweep).
+    """
     settings = get_settings()
     with transaction() as session:
         token = service.claim_confirmation_mail(session, subscriber_id)
@@ -49,13 +57,15 @@ def send_confirmation_mail(subscriber_id: int) -> Outcome:
             to_email=subscriber.email, to_name=subscriber.name, subject=rendered.subject,
             text=rendered.text, html=rendered.html, msg_id=msg_id,
         ))
-        recipient, sender, token_id = subscriber.email, return_path("confirmation", token.id), token.id
+        recipient, token_id = subscriber.email, token.id
+        sender = return_path("confirmation", token.id)
     try:
         reply = process_transport().send(sender, recipient, payload)
     except SMTPFailure as failure:
+        retry_at = utcnow() + dt.timedelta(seconds=retry_in)
         with transaction() as session:
             service.release_confirmation_mail(session, token_id, str(failure),
-                                              final=not failure.temporary)
+                                              final=not failure.temporary, retry_at=retry_at)
         log.warning("confirmation mail not sent: %s", failure,
                     extra={"subscriber_id": subscriber_id, "smtp_code": failure.code})
         return Outcome.retry if failure.temporary else Outcome.failed

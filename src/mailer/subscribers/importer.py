@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from mailer.db import transaction
 from mailer.subscribers.addresses import InvalidAddress, normalise
@@ -24,6 +26,7 @@ from mailer.subscribers.models import (
     SubscriberStatus,
     Suppression,
 )
+from mailer.subscribers.service import clean_text
 from mailer.tokens import address_hash, random_id
 
 COLUMNS = ("email", "first_name", "last_name", "organisation", "country", "consented_at")
@@ -44,13 +47,28 @@ class ImportReport:
 class Row:
     line: int
     values: dict[str, str]
+    #: Why the CSV reader could not read this row (then ``values`` is empty).
+    error: str | None = None
 
 
 def read_csv(stream: IO[str]) -> Iterator[Row]:
+    """The rows of a CSV file with a header row. A row the csv module cannot read (a NUL
+    byte, an unclosed quote) comes out as a Row with an ``error``; the rest still come."""
     reader = csv.DictReader(stream)
-    if reader.fieldnames is None or "email" not in [f.strip().lower() for f in reader.fieldnames]:
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as exc:
+        raise ValueError(f"line 1: the header row cannot be read: {exc}") from None
+    if fieldnames is None or "email" not in [f.strip().lower() for f in fieldnames]:
         raise ValueError("the CSV needs a header row with at least an 'email' column")
-    for record in reader:
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield Row(reader.line_num, {}, error=f"cannot be read as CSV: {exc}")
+            continue
         values = {(k or "").strip().lower(): (v or "").strip() for k, v in record.items()
                   if isinstance(v, str)}
         yield Row(reader.line_num, values)
@@ -65,8 +83,8 @@ def import_rows(
     chunk: list[tuple[Row, str, str]] = []
     for row in rows:
         try:
-            address, key = normalise(row.values.get("email", ""))
-        except InvalidAddress as exc:
+            address, key = _check(row)
+        except InvalidRow as exc:
             report.problems.append((row.line, str(exc)))
             progress(1)
             continue
@@ -87,9 +105,32 @@ def import_rows(
     return report
 
 
+class InvalidRow(ValueError):
+    pass
+
+
+def _check(row: Row) -> tuple[str, str]:
+    if row.error:
+        raise InvalidRow(row.error)
+    try:
+        address, key = normalise(row.values.get("email", ""))
+    except InvalidAddress as exc:
+        raise InvalidRow(str(exc)) from None
+    consented_at = row.values.get("consented_at")
+    if consented_at:
+        try:
+            dt.datetime.fromisoformat(consented_at)
+        except ValueError:
+            raise InvalidRow(
+                f"consented_at {consented_at[:40]!r} is not a date (use 2024-03-01 or "
+                "2024-03-01T09:30:00)") from None
+    return address, key
+
+
 def _import_chunk(chunk: list[tuple[Row, str, str]], source: str, by: str,
                   report: ImportReport) -> None:
-    """One transaction per chunk: a failure loses at most this chunk, reported as such."""
+    """One transaction per chunk; one savepoint per row, so a row that collides with a
+    sign-up made at the same moment is reported and the rest of the chunk is kept."""
     keys = [key for _, _, key in chunk]
     hashes = {address_hash(k): k for k in keys}
     with transaction() as session:
@@ -100,6 +141,7 @@ def _import_chunk(chunk: list[tuple[Row, str, str]], source: str, by: str,
             select(Suppression.address_hash, Suppression.reason)
             .where(Suppression.address_hash.in_(list(hashes)))
         ).tuples().all())
+        now = dt.datetime.now(dt.UTC)
         for row, address, key in chunk:
             hash_ = address_hash(key)
             if hash_ in suppressed:
@@ -110,24 +152,35 @@ def _import_chunk(chunk: list[tuple[Row, str, str]], source: str, by: str,
                 report.problems.append(
                     (row.line, f"already a subscriber ({existing[key]}): left unchanged"))
                 continue
-            now = dt.datetime.now(dt.UTC)
-            subscriber = Subscriber(
-                public_id=random_id(), email=address, email_key=key, address_hash=hash_,
-                first_name=_cell(row, "first_name", 100), last_name=_cell(row, "last_name", 100),
-                organisation=_cell(row, "organisation", 200), country=_cell(row, "country", 100),
-                status=SubscriberStatus.confirmed, source=source[:100], confirmed_at=now,
-            )
-            session.add(subscriber)
-            session.flush()
-            session.add(ConsentEvent(
-                subscriber_id=subscriber.id, address_hash=hash_, kind=ConsentEventKind.imported,
-                source=source[:100], consent_version="imported",
-                detail={"line": row.line, "consented_at": row.values.get("consented_at") or None,
-                        "by": by},
-            ))
+            try:
+                with session.begin_nested():
+                    _add(session, row, address, key, hash_, source, by, now)
+            except IntegrityError:
+                report.problems.append(
+                    (row.line, "signed up while the import ran: left unchanged"))
+                continue
             report.imported += 1
 
 
+def _add(session: Session, row: Row, address: str, key: str, hash_: str, source: str,
+         by: str, now: dt.datetime) -> None:
+    subscriber = Subscriber(
+        public_id=random_id(), email=address, email_key=key, address_hash=hash_,
+        first_name=_cell(row, "first_name", 100), last_name=_cell(row, "last_name", 100),
+        organisation=_cell(row, "organisation", 200), country=_cell(row, "country", 100),
+        status=SubscriberStatus.confirmed, source=source[:100], confirmed_at=now,
+        created_at=now, updated_at=now,
+    )
+    session.add(subscriber)
+    session.flush()
+    session.add(ConsentEvent(
+        subscriber_id=subscriber.id, address_hash=hash_, kind=ConsentEventKind.imported,
+        at=now, source=source[:100], consent_version="imported",
+        detail={"line": row.line, "consented_at": row.values.get("consented_at") or None,
+                "by": by},
+    ))
+    session.flush()
+
+
 def _cell(row: Row, name: str, limit: int) -> str:
-    value = row.values.get(name, "")
-    return " ".join("".join(c if c >= " " else " " for c in value).split())[:limit]
+    return clean_text(row.values.get(name, ""), limit)

@@ -53,6 +53,9 @@ class Subscriber(Base):
 
 class ConsentEventKind(enum.StrEnum):
     subscribed = "subscribed"
+    #: The form was sent for an address that is confirmed already: nothing changed, no
+    #: mail went out. Written so that this answer costs what every other sign-up costs.
+    already_subscribed = "already_subscribed"
     confirmation_sent = "confirmation_sent"
     confirmed = "confirmed"
     unsubscribed = "unsubscribed"

@@ -7,10 +7,11 @@ commit: the caller owns the transaction. Every change of consent writes a Consen
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,8 +25,16 @@ from mailer.subscribers.models import (
     Subscriber,
     SubscriberStatus,
     Suppression,
+    SuppressionReason,
 )
 from mailer.tokens import address_hash, random_id, sign, verify
+
+#: Signature lengths in base64 characters: 258 bits for a confirmation link, 132 bits for
+#: an unsubscribe link (it has to stay short in a List-Unsubscribe header).
+CONFIRM_SIGNATURE = 43
+UNSUBSCRIBE_SIGNATURE = 22
+#: At most one confirmation mail per address in this interval.
+MAIL_INTERVAL = dt.timedelta(days=1)
 
 # --- consent events -----------------------------------------------------------------------
 
@@ -61,8 +70,12 @@ class Origin:
 
 
 def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin) -> Subscriber:
-    """Record a sign-up. New, pending and unsubscribed addresses get a fresh confirmation
-    token (the mail is sent by the confirmations worker); a confirmed one changes nothing.
+    """Record a sign-up. New, pending and unsubscribed addresses get a confirmation token
+    whose mail the confirmations worker sends; a confirmed one changes nothing.
+
+    A pending address whose confirmation mail went out in the last day keeps that link
+    (and gets no second mail today): a second press of the form must not kill the link
+    that is already in the reader's inbox.
 
     Raises InvalidAddress. The caller answers the same way whatever happened here.
     """
@@ -75,6 +88,9 @@ def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin) -
         "ip": origin.ip,
         "user_agent": (origin.user_agent or "")[:500] or None,
     }
+    # Every kind of address goes through the same steps (find or create the row, write
+    # an event, settle the link) so that the answer takes as long for a subscribed address
+    # as for a new one: its timing must not tell an outsider who is subscribed.
     subscriber = _for_update(session, key)
     if subscriber is None:
         subscriber = _create_pending(session, address, key, profile, origin)
@@ -86,16 +102,37 @@ def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin) -
             _new_token(session, subscriber)
             return subscriber
     if subscriber.status == SubscriberStatus.confirmed:
+        # Nothing changes and no mail goes out; the submission is written down (who tried)
+        # and any stray open link is retired, the same work as for the other kinds.
+        record_event(session, subscriber, ConsentEventKind.already_subscribed, **consent)
+        _link_mailed_today(session, subscriber)
+        _retire_open_links(session, subscriber, utcnow())
+        session.flush()
         return subscriber
     _apply_profile(subscriber, profile)
     subscriber.email = address
+    # Set by hand: the 14-day purge counts from the latest sign-up, even one that changed
+    # no column (the ORM's onupdate fires only for a row that changed).
+    subscriber.updated_at = utcnow()
     if subscriber.status == SubscriberStatus.unsubscribed:
         subscriber.status = SubscriberStatus.pending
         record_event(session, subscriber, ConsentEventKind.resubscribed, **consent)
     else:
         record_event(session, subscriber, ConsentEventKind.subscribed, **consent)
-    _new_token(session, subscriber)
+    if not _link_mailed_today(session, subscriber):
+        _new_token(session, subscriber)
     return subscriber
+
+
+def _link_mailed_today(session: Session, subscriber: Subscriber) -> bool:
+    """Does the reader hold a working link whose mail went out in the last day?"""
+    now = utcnow()
+    return bool(session.scalar(select(exists().where(
+        ConfirmationToken.subscriber_id == subscriber.id,
+        ConfirmationToken.used_at.is_(None),
+        ConfirmationToken.expires_at > now,
+        ConfirmationToken.sent_at > now - MAIL_INTERVAL,
+    ))))
 
 
 def _for_update(session: Session, key: str) -> Subscriber | None:
@@ -126,16 +163,24 @@ def _create_pending(
 
 
 def _apply_profile(subscriber: Subscriber, profile: Profile) -> None:
-    subscriber.first_name = _clean(profile.first_name, 100)
-    subscriber.last_name = _clean(profile.last_name, 100)
-    subscriber.organisation = _clean(profile.organisation, 200)
-    subscriber.country = _clean(profile.country, 100)
+    subscriber.first_name = clean_text(profile.first_name, 100)
+    subscriber.last_name = clean_text(profile.last_name, 100)
+    subscriber.organisation = clean_text(profile.organisation, 200)
+    subscriber.country = clean_text(profile.country, 100)
 
 
-def _clean(value: str | None, limit: int) -> str:
-    """No control characters (CR/LF would let a name inject a header), trimmed, bounded."""
-    value = "".join(ch if ch >= " " and ch != "\x7f" else " " for ch in (value or ""))
+def clean_text(value: str | None, limit: int) -> str:
+    """No control characters or line separators (CR, LF, NEL, U+2028 would let a name
+    break a header line or a text part), trimmed, bounded."""
+    value = "".join(
+        " " if unicodedata.category(ch) in _UNPRINTABLE else ch for ch in (value or "")
+    )
     return " ".join(value.split())[:limit]
+
+
+#: Control characters, surrogates, private use and unassigned code points, line and
+#: paragraph separators.
+_UNPRINTABLE = frozenset({"Cc", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 # --- confirmation tokens ----------------------------------------------------------------
@@ -144,12 +189,7 @@ def _clean(value: str | None, limit: int) -> str:
 def _new_token(session: Session, subscriber: Subscriber) -> ConfirmationToken:
     now = utcnow()
     # Only the newest link works: older unused ones are retired.
-    session.execute(
-        update(ConfirmationToken)
-        .where(ConfirmationToken.subscriber_id == subscriber.id,
-               ConfirmationToken.used_at.is_(None))
-        .values(used_at=now)
-    )
+    _retire_open_links(session, subscriber, now)
     token = ConfirmationToken(
         subscriber_id=subscriber.id,
         nonce=random_id(),
@@ -161,8 +201,17 @@ def _new_token(session: Session, subscriber: Subscriber) -> ConfirmationToken:
     return token
 
 
+def _retire_open_links(session: Session, subscriber: Subscriber, now: dt.datetime) -> None:
+    session.execute(
+        update(ConfirmationToken)
+        .where(ConfirmationToken.subscriber_id == subscriber.id,
+               ConfirmationToken.used_at.is_(None))
+        .values(used_at=now)
+    )
+
+
 def confirmation_token_value(token: ConfirmationToken) -> str:
-    return f"{token.id}.{sign('confirm', f'{token.id}.{token.nonce}', 43)}"
+    return f"{token.id}.{sign('confirm', f'{token.id}.{token.nonce}', CONFIRM_SIGNATURE)}"
 
 
 def confirmation_url(token: ConfirmationToken) -> str:
@@ -179,7 +228,10 @@ class TokenCheck:
 def check_confirmation(session: Session, value: str) -> TokenCheck:
     """What a confirmation link is worth, without changing anything (the GET page)."""
     token_id, _, signature = value.partition(".")
-    if not token_id.isdigit() or len(token_id) > 18:
+    # isascii: str.isdigit() also accepts "²" and other digits int() refuses.
+    if not (token_id.isascii() and token_id.isdigit()) or len(token_id) > 9:
+        return TokenCheck("invalid")
+    if len(signature) != CONFIRM_SIGNATURE:  # tokens.verify would accept a prefix
         return TokenCheck("invalid")
     token = session.get(ConfirmationToken, int(token_id))
     if token is None or not verify("confirm", f"{token.id}.{token.nonce}", signature):
@@ -243,7 +295,7 @@ def claim_confirmation_mail(
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None or subscriber.status != SubscriberStatus.pending:
         return None
-    day_ago = now - dt.timedelta(days=1)
+    day_ago = now - MAIL_INTERVAL
     recent = session.scalar(
         select(exists().where(ConfirmationToken.subscriber_id == subscriber_id,
                               ConfirmationToken.sent_at > day_ago))
@@ -283,18 +335,28 @@ def mark_confirmation_sent(session: Session, token_id: int, message_id: str) -> 
                      message_id=message_id, at=token.sent_at)
 
 
-def release_confirmation_mail(session: Session, token_id: int, error: str, *, final: bool) -> None:
-    """A send failed: free the claim for a retry, or (final) keep it so nobody retries."""
+def release_confirmation_mail(
+    session: Session, token_id: int, error: str, *, final: bool,
+    retry_at: dt.datetime | None = None,
+) -> None:
+    """A send failed: keep the claim until ``retry_at`` (the task's own retry takes it
+    then; the sweeper leaves it alone until then), or (final) for good so nobody retries."""
     token = session.get(ConfirmationToken, token_id)
     if token is None:
         return
     token.last_error = error[:2000]
-    token.claimed_until = token.expires_at if final else None
+    token.claimed_until = token.expires_at if final else retry_at
 
 
 def confirmations_to_resend(session: Session, *, older_than: dt.timedelta) -> list[int]:
-    """Pending subscribers whose confirmation mail never went out (a lost task, a crash)."""
+    """Pending subscribers whose confirmation mail never went out (a lost task, a crash).
+
+    Readers mailed in the last day are left out: their next mail waits for the daily
+    limit, and queueing it every sweep until then would only be refused every time.
+    """
     now = utcnow()
+    mailed_today = select(ConfirmationToken.subscriber_id).where(
+        ConfirmationToken.sent_at > now - MAIL_INTERVAL)
     rows = session.execute(
         select(ConfirmationToken.subscriber_id)
         .join(Subscriber, Subscriber.id == ConfirmationToken.subscriber_id)
@@ -304,7 +366,8 @@ def confirmations_to_resend(session: Session, *, older_than: dt.timedelta) -> li
                ConfirmationToken.expires_at > now,
                ConfirmationToken.created_at < now - older_than,
                (ConfirmationToken.claimed_until.is_(None))
-               | (ConfirmationToken.claimed_until < now))
+               | (ConfirmationToken.claimed_until < now),
+               ConfirmationToken.subscriber_id.not_in(mailed_today))
         .limit(1000)
     )
     return sorted({r[0] for r in rows})
@@ -315,21 +378,26 @@ def confirmations_to_resend(session: Session, *, older_than: dt.timedelta) -> li
 
 def unsubscribe_token(subscriber: Subscriber) -> str:
     """Never expires; cannot be forged without the secret key."""
-    return f"{subscriber.public_id}.{sign('unsubscribe', subscriber.public_id, 22)}"
+    return _unsubscribe_token(subscriber.public_id)
+
+
+def _unsubscribe_token(public_id: str) -> str:
+    return f"{public_id}.{sign('unsubscribe', public_id, UNSUBSCRIBE_SIGNATURE)}"
 
 
 def unsubscribe_url(subscriber: Subscriber) -> str:
-    return f"{get_settings().base_url}/unsubscribe/{unsubscribe_token(subscriber)}"
+    return unsubscribe_url_for(subscriber.public_id)
 
 
 def unsubscribe_url_for(public_id: str) -> str:
-    token = f"{public_id}.{sign('unsubscribe', public_id, 22)}"
-    return f"{get_settings().base_url}/unsubscribe/{token}"
+    return f"{get_settings().base_url}/unsubscribe/{_unsubscribe_token(public_id)}"
 
 
 def subscriber_for_unsubscribe(session: Session, token: str) -> Subscriber | None:
     public_id, _, signature = token.partition(".")
-    if len(public_id) != 32 or not verify("unsubscribe", public_id, signature):
+    if len(public_id) != 32 or len(signature) != UNSUBSCRIBE_SIGNATURE:
+        return None
+    if not verify("unsubscribe", public_id, signature):
         return None
     return session.scalars(select(Subscriber).where(Subscriber.public_id == public_id)).first()
 
@@ -349,12 +417,7 @@ def unsubscribe(
     if not changed:
         return False
     # Links still in a pending subscriber's inbox must not re-confirm them.
-    session.execute(
-        update(ConfirmationToken)
-        .where(ConfirmationToken.subscriber_id == subscriber.id,
-               ConfirmationToken.used_at.is_(None))
-        .values(used_at=now)
-    )
+    _retire_open_links(session, subscriber, now)
     session.refresh(subscriber)
     record_event(session, subscriber, ConsentEventKind.unsubscribed, at=now, channel=channel,
                  ip=ip, user_agent=(user_agent or "")[:500] or None)
@@ -454,48 +517,83 @@ def _iso(value: dt.datetime | None) -> str | None:
 def erase(session: Session, subscriber: Subscriber, *, by: str) -> str:
     """Delete everything about a person but a hashed suppression entry (GDPR Art. 17).
 
-    Returns the address hash that remains. Bounce evidence naming the address goes too.
+    Returns the address hash that remains. Bounce evidence naming the address goes too,
+    and so does the evidence text of an earlier suppression (it may quote the address).
     """
-    from mailer.bounces.models import Bounce  # the bounces domain depends on this one
-
     hash_ = subscriber.address_hash
-    session.execute(
-        update(Bounce).where(Bounce.subscriber_id == subscriber.id)
-        .values(recipient="", raw_excerpt="", diagnostic="", subscriber_id=None)
-    )
+    _forget_bounces(session, subscriber, by_address=True)
     session.execute(delete(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id))
     session.delete(subscriber)
     session.flush()
-    existing = session.scalars(select(Suppression).where(Suppression.address_hash == hash_)).first()
-    if existing is None:
-        session.add(Suppression(address_hash=hash_, reason="erased", created_by=by[:100],
-                                evidence="erased on request"))
-    # The one trace kept: that an erasure happened, under the hash alone.
-    session.add(ConsentEvent(subscriber_id=None, address_hash=hash_,
-                             kind=ConsentEventKind.erased, detail={"by": by}))
+    _keep_erased_hash(session, hash_, by=by)
     return hash_
 
 
+def erase_address(session: Session, email: str, *, by: str) -> tuple[bool, str]:
+    """Erase whoever has this address; with nobody to erase, still make sure the address
+    is never mailed (a person who asks not to be mailed before any import brings them in).
+
+    Returns (a subscriber was erased, the hash kept). Raises InvalidAddress.
+    """
+    subscriber = find(session, email)
+    if subscriber is not None:
+        return True, erase(session, subscriber, by=by)
+    hash_ = address_hash(normalise(email)[1])
+    _keep_erased_hash(session, hash_, by=by)
+    return False, hash_
+
+
+def _keep_erased_hash(session: Session, hash_: str, *, by: str) -> None:
+    existing = session.scalars(select(Suppression).where(Suppression.address_hash == hash_)).first()
+    if existing is None:
+        session.add(Suppression(address_hash=hash_, reason=SuppressionReason.erased,
+                                created_by=by[:100], evidence="erased on request"))
+    else:
+        existing.evidence = "erased on request"
+    # The one trace kept: that an erasure happened, under the hash alone.
+    session.add(ConsentEvent(subscriber_id=None, address_hash=hash_,
+                             kind=ConsentEventKind.erased, detail={"by": by}))
+
+
+def _forget_bounces(session: Session, subscriber: Subscriber, *, by_address: bool) -> None:
+    """Bounce rows keep their counts and classes, but nothing that names the person.
+
+    ``by_address`` also finds bounces that were never tied to the subscriber (a full scan
+    of the bounce table: fine for an erasure on request, not for a batch purge).
+    """
+    from mailer.bounces.models import Bounce  # the bounces domain depends on this one
+
+    whose = Bounce.subscriber_id == subscriber.id
+    if by_address:
+        whose = whose | (func.lower(Bounce.recipient) == subscriber.email.lower())
+    session.execute(
+        update(Bounce).where(whose)
+        .values(recipient="", raw_excerpt="", diagnostic="", subscriber_id=None)
+    )
+
+
 def purge_pending(session: Session, *, older_than: dt.timedelta | None = None) -> int:
-    """Unconfirmed sign-ups older than the limit: forget them (or, for a re-subscription
-    that was never confirmed, fall back to unsubscribed). Returns how many."""
+    """Unconfirmed sign-ups older than the limit (14 days): forget them. A re-subscription
+    that was never confirmed falls back to unsubscribed instead, since the person's earlier
+    consent and its withdrawal are a record we must keep. Returns how many."""
     days = get_settings().purge_pending_after_days
-    cutoff = utcnow() - (older_than or dt.timedelta(days=days))
+    now = utcnow()
+    cutoff = now - (older_than or dt.timedelta(days=days))
     stale = session.scalars(
         select(Subscriber).where(Subscriber.status == SubscriberStatus.pending,
                                  Subscriber.updated_at < cutoff)
+        .order_by(Subscriber.id)
         .limit(5000)
     ).all()
     for subscriber in stale:
-        if subscriber.confirmed_at is not None:  # consented before, then left: keep the record
+        if subscriber.confirmed_at is not None:
             subscriber.status = SubscriberStatus.unsubscribed
-            session.execute(
-                update(ConfirmationToken)
-                .where(ConfirmationToken.subscriber_id == subscriber.id,
-                       ConfirmationToken.used_at.is_(None))
-                .values(used_at=utcnow())
-            )
+            _retire_open_links(session, subscriber, now)
+            record_event(session, subscriber, ConsentEventKind.unsubscribed, at=now,
+                         channel="unconfirmed",
+                         detail={"reason": f"re-subscription not confirmed in {days} days"})
         else:
+            _forget_bounces(session, subscriber, by_address=False)
             session.execute(delete(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id))
             session.delete(subscriber)
     return len(stale)

@@ -6,6 +6,8 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 
 MAX_FIELD = 5000
+#: A sign-up form is well under 10 KB; anything far larger is not one of ours.
+MAX_BODY = 64 * 1024
 
 
 class BadForm(Exception):
@@ -13,7 +15,15 @@ class BadForm(Exception):
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """The form's text fields (first value of each); files and oversized values dropped."""
+    """The form's text fields (first value of each); files and oversized values dropped.
+
+    Raises BadForm for a body that is too large or cannot be parsed as
+    ``application/x-www-form-urlencoded`` or ``multipart/form-data``. Any other content
+    type reads as an empty form.
+    """
+    length = request.headers.get("content-length", "")
+    if length.isascii() and length.isdigit() and int(length) > MAX_BODY:
+        raise BadForm("the form is too large")
     try:
         form = await request.form(max_files=0, max_fields=50)
     except Exception as exc:  # multipart/urlencoded parse errors of every kind

@@ -1,9 +1,15 @@
-"""The reader's pages: subscribe, confirm, unsubscribe."""
+"""The reader's pages: subscribe, confirm, unsubscribe.
+
+Routes are thin: they read the form, answer bad input with a page that says what is
+wrong, and call the subscribers service inside one transaction. Database work runs in
+the thread pool (``run_in_threadpool``), never on the event loop.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from mailer.config import get_settings
 from mailer.db import publish_after_commit, transaction
@@ -19,6 +25,7 @@ router = APIRouter()
 FIELDS = ("email", "first_name", "last_name", "organisation", "country")
 SOURCES = {"subscribe-page", "website-embed"}
 HONEYPOT = "website"
+CONSENT_VALUES = ("yes", "on", "true", "1")
 
 
 @router.get("/", include_in_schema=False)
@@ -41,19 +48,24 @@ async def subscribe(request: Request) -> HTMLResponse:
     try:
         form = await read_form(request)
     except BadForm:
-        return page("subscribe.html", 400, values={}, errors={"form": "The form could not be read."})
+        return page("subscribe.html", 400, values={},
+                    errors={"form": "The form could not be read. Please fill it in again."})
     if form.get(HONEYPOT):
         return _thanks()  # a bot: answer as if all went well, store nothing
     values = {name: form.get(name, "") for name in FIELDS}
+    source = form.get("source", "")
+    source = source if source in SOURCES else "subscribe-page"
     errors: dict[str, str] = {}
     try:
         _, key = normalise(values["email"])
     except InvalidAddress as exc:
         errors["email"] = str(exc)
-    if form.get("consent") not in ("yes", "on", "true", "1"):
+    consented = form.get("consent") in CONSENT_VALUES
+    if not consented:
         errors["consent"] = "Please tick the box to confirm that you want the newsletter."
     if errors:
-        return page("subscribe.html", 422, values=values, errors=errors)
+        return page("subscribe.html", 422, values={**values, "consent": consented},
+                    errors=errors, source=source)
 
     settings = get_settings()
     ip = client_ip(request)
@@ -62,10 +74,14 @@ async def subscribe(request: Request) -> HTMLResponse:
         86400,
     ):
         return page("rate-limited.html", 429)
+    origin = service.Origin(source=source, ip=ip, user_agent=request.headers.get("user-agent"))
+    await run_in_threadpool(_sign_up, values, origin)
+    return _thanks()
 
+
+def _sign_up(values: dict[str, str], origin: service.Origin) -> None:
     from workers.confirmations import send_confirmation
 
-    source = form.get("source", "")
     with transaction() as session:
         subscriber = service.sign_up(
             session,
@@ -74,19 +90,17 @@ async def subscribe(request: Request) -> HTMLResponse:
                 first_name=values["first_name"], last_name=values["last_name"],
                 organisation=values["organisation"], country=values["country"],
             ),
-            origin=service.Origin(
-                source=source if source in SOURCES else "subscribe-page",
-                ip=ip, user_agent=request.headers.get("user-agent"),
-            ),
+            origin=origin,
         )
         subscriber_id = subscriber.id
         # Queued whatever the address's state, so that the answer and its timing are the
         # same for everyone; the worker sends nothing to a confirmed address.
         publish_after_commit(session, lambda: send_confirmation.delay(subscriber_id))
-    return _thanks()
 
 
 def _thanks() -> HTMLResponse:
+    # One page, with nothing in it that depends on the address: the answer for a new, a
+    # pending, a confirmed and an unsubscribed address is the same, byte for byte.
     return page("subscribe-thanks.html")
 
 
@@ -95,6 +109,7 @@ def _thanks() -> HTMLResponse:
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)
 def confirm_page(token: str) -> HTMLResponse:
+    """Shows a Confirm button and changes nothing: link scanners fetch every URL in a mail."""
     with transaction() as session:
         check = service.check_confirmation(session, token)
     if check.status != "ok":
@@ -125,6 +140,7 @@ def _token_problem(status: str) -> HTMLResponse:
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse)
 def unsubscribe_page(token: str) -> HTMLResponse:
+    """Shows an Unsubscribe button and changes nothing (a GET never changes state)."""
     with transaction() as session:
         subscriber = service.subscriber_for_unsubscribe(session, token)
         if subscriber is None:
@@ -135,22 +151,33 @@ def unsubscribe_page(token: str) -> HTMLResponse:
 
 @router.post("/unsubscribe/{token}")
 async def unsubscribe(token: str, request: Request) -> Response:
+    """The page's button, and RFC 8058 one-click from the mail program: the body
+    ``List-Unsubscribe=One-Click`` (form-urlencoded or multipart), no cookies, no login.
+    Either way the answer is a 2xx without a redirect; a bad token is a 404 that changes
+    nothing; a repeat changes nothing and answers the same."""
     try:
         form = await read_form(request)
     except BadForm:
         form = {}
     one_click = form.get("List-Unsubscribe") == "One-Click"
+    found = await run_in_threadpool(
+        _unsubscribe, token, channel="one-click" if one_click else "link",
+        ip=client_ip(request), user_agent=request.headers.get("user-agent"),
+    )
+    if not found:
+        if one_click:
+            return PlainTextResponse("Unknown unsubscribe link.\n", status_code=404)
+        return page("unsubscribe-invalid.html", 404)
+    if one_click:
+        # A 2xx, no redirect, nothing the mail program has to render.
+        return PlainTextResponse("You are unsubscribed.\n", status_code=200)
+    return page("unsubscribe-done.html", resubscribe_url="/subscribe")
+
+
+def _unsubscribe(token: str, *, channel: str, ip: str, user_agent: str | None) -> bool:
     with transaction() as session:
         subscriber = service.subscriber_for_unsubscribe(session, token)
         if subscriber is None:
-            if one_click:
-                return PlainTextResponse("Unknown unsubscribe link.\n", status_code=404)
-            return page("unsubscribe-invalid.html", 404)
-        service.unsubscribe(
-            session, subscriber, channel="one-click" if one_click else "link",
-            ip=client_ip(request), user_agent=request.headers.get("user-agent"),
-        )
-    if one_click:
-        # RFC 8058: a 2xx, no redirect, nothing the mail program has to render.
-        return PlainTextResponse("You are unsubscribed.\n", status_code=200)
-    return page("unsubscribe-done.html", resubscribe_url="/subscribe")
+            return False
+        service.unsubscribe(session, subscriber, channel=channel, ip=ip, user_agent=user_agent)
+    return True
