@@ -31,3 +31,39 @@ def purge_pending_signups() -> int:
     if purged:
         log.info("purged %d unconfirmed sign-ups", purged)
     return purged
+
+
+@app.task
+def poll_feeds() -> dict[str, int]:
+    """Import what is new from the configured feeds (MAILER_FEED_URLS).
+
+    Safe to run twice: articles are keyed by guid and unchanged items are left alone. A feed
+    that cannot be read is logged and the others are still imported.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    from mailer.articles import feeds, importer
+    from mailer.config import get_settings
+
+    totals = {"created": 0, "updated": 0, "unchanged": 0, "problems": 0, "failed": 0}
+    for url in get_settings().feed_urls:
+        try:
+            feed = feeds.load(url)  # fetched outside the transaction
+        except feeds.FeedError as exc:
+            log.error("feed not imported: %s", exc)
+            totals["failed"] += 1
+            continue
+        try:
+            with transaction() as session:
+                report = importer.import_feed(session, feed)
+        except IntegrityError:  # a concurrent poll stored the same new item first
+            with transaction() as session:
+                report = importer.import_feed(session, feed)
+        for problem in report.problems:
+            log.warning("%s: %s", url, problem)
+        log.info("%s", report.summary())
+        totals["created"] += report.created
+        totals["updated"] += report.updated
+        totals["unchanged"] += report.unchanged
+        totals["problems"] += len(report.problems)
+    return totals

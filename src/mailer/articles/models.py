@@ -27,6 +27,10 @@ class Article(Base):
     summary_text: Mapped[str] = mapped_column(Text, default="")
     image_url: Mapped[str | None] = mapped_column(String(2000))
     image_alt: Mapped[str] = mapped_column(String(500), default="")
+    #: The image's size in pixels when the feed says it; the digest shows only images
+    #: whose size it knows (an <img> needs width and height to be drawn right).
+    image_width: Mapped[int | None] = mapped_column(Integer)
+    image_height: Mapped[int | None] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(2000), default="")
     content_hash: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
