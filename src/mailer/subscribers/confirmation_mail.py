@@ -53,8 +53,12 @@ def send_confirmation_mail(subscriber_id: int, *, retry_in: float = 0.0) -> Outc
             confirm_url=service.confirmation_url(token),
             expires_days=settings.confirmation_ttl_days,
         )
+        # To carries the address alone, as in the newsletters: nothing a stranger typed
+        # into the public form reaches a header (the email package's formataddr leaves
+        # ":" and "@" in a non-ASCII display name unquoted, so "Otto Bcc: x@y Ölberg"
+        # would turn To into a group naming x@y).
         payload = to_bytes(build_message(
-            to_email=subscriber.email, to_name=subscriber.name, subject=rendered.subject,
+            to_email=subscriber.email, subject=rendered.subject,
             text=rendered.text, html=rendered.html, msg_id=msg_id,
         ))
         recipient, token_id = subscriber.email, token.id

@@ -1,0 +1,119 @@
+"""Helpers for the subscription tests: readers in a given state, their events, their mail."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from sqlalchemy import select, update
+
+from mailer.db import transaction, utcnow
+from mailer.subscribers import service
+from mailer.subscribers.addresses import normalise
+from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber
+from tests.conftest import wait_for
+from tests.support.mail import links, parse, parts
+from tests.support.smtp_server import RecordingSMTPServer
+
+ORIGIN = service.Origin(source="test", ip="192.0.2.1", user_agent="test/1.0")
+
+
+def subscriber(email: str) -> Subscriber | None:
+    key = normalise(email)[1]
+    with transaction() as s:
+        return s.scalars(select(Subscriber).where(Subscriber.email_key == key)).first()
+
+
+def events(subscriber_id: int) -> list[str]:
+    with transaction() as s:
+        return list(s.scalars(select(ConsentEvent.kind).where(
+            ConsentEvent.subscriber_id == subscriber_id).order_by(ConsentEvent.id)))
+
+
+def event_rows(subscriber_id: int) -> list[dict[str, object]]:
+    """Every column of every event, to show that the record is only ever appended to."""
+    with transaction() as s:
+        rows = s.scalars(select(ConsentEvent).where(
+            ConsentEvent.subscriber_id == subscriber_id).order_by(ConsentEvent.id)).all()
+        return [{c.name: getattr(e, c.name) for c in ConsentEvent.__table__.columns}
+                for e in rows]
+
+
+def make(email: str, status: str, *, first_name: str = "") -> Subscriber:
+    """A reader in ``status`` (pending, confirmed, unsubscribed), made through the service
+    the way such a reader comes about. No task is queued: nothing is mailed."""
+    with transaction() as s:
+        sub = service.sign_up(s, email=email, profile=service.Profile(first_name=first_name),
+                              origin=ORIGIN)
+        if status in ("confirmed", "unsubscribed"):
+            token = s.scalars(select(ConfirmationToken).where(
+                ConfirmationToken.subscriber_id == sub.id)).one()
+            check = service.confirm(s, service.confirmation_token_value(token),
+                                    ip="192.0.2.1", user_agent="test/1.0")
+            assert check.status == "ok"
+        if status == "unsubscribed":
+            service.unsubscribe(s, sub, channel="link")
+        s.flush()
+        s.refresh(sub)
+        return sub
+
+
+def confirmation_link(smtp: RecordingSMTPServer, address: str, count: int = 1) -> str:
+    """Wait for the ``count``-th confirmation mail to ``address``; its confirm link."""
+    mails = wait_for(lambda: (m := smtp.to(address)) and len(m) >= count and m,
+                     what=f"confirmation mail #{count} to {address}")
+    text, _ = parts(parse(mails[count - 1]))
+    [link] = [u for u in links(text) if "/confirm/" in u]
+    return link
+
+
+def path(url: str) -> str:
+    return re.sub(r"^https?://[^/]+", "", url)
+
+
+def move_back(subscriber_id: int, delta: dt.timedelta) -> None:
+    """Make everything about a reader ``delta`` older: time passes, nobody sleeps."""
+    with transaction() as s:
+        sub = s.get(Subscriber, subscriber_id)
+        assert sub is not None
+        sub_values = {"created_at": sub.created_at - delta, "updated_at": sub.updated_at - delta}
+        s.execute(update(Subscriber).where(Subscriber.id == subscriber_id).values(**sub_values))
+        for token in s.scalars(select(ConfirmationToken).where(
+                ConfirmationToken.subscriber_id == subscriber_id)):
+            for column in ("created_at", "expires_at", "used_at", "sent_at", "claimed_until"):
+                value = getattr(token, column)
+                if value is not None:
+                    setattr(token, column, value - delta)
+
+
+def tokens(subscriber_id: int) -> list[ConfirmationToken]:
+    with transaction() as s:
+        return list(s.scalars(select(ConfirmationToken).where(
+            ConfirmationToken.subscriber_id == subscriber_id).order_by(ConfirmationToken.id)))
+
+
+def now() -> dt.datetime:
+    return utcnow()
+
+
+class TaskLog:
+    """The worker's log from a mark on: the confirmation tasks it received and finished."""
+
+    def __init__(self, worker: object) -> None:
+        self.worker = worker
+        self.offset = len(worker.output())  # type: ignore[attr-defined]
+
+    def _since(self) -> str:
+        return self.worker.output()[self.offset:]  # type: ignore[attr-defined]
+
+    def received(self) -> int:
+        return len(re.findall(r"Task workers\.confirmations\.send_confirmation\[[^\]]+\] "
+                              r"received", self._since()))
+
+    def outcomes(self) -> list[str]:
+        return re.findall(r"Task workers\.confirmations\.send_confirmation\[[^\]]+\] "
+                          r"succeeded in [0-9.e-]+s: '(\w+)'", self._since())
+
+    def wait_outcomes(self, n: int) -> list[str]:
+        return wait_for(lambda: len(o := self.outcomes()) >= n and o,
+                        what=f"{n} confirmation tasks to finish")
