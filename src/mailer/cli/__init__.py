@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from mailer.cli import articles, bounce_intake, db, outbox, subscribers, suppressions
+from mailer.cli import articles, bounce_intake, db, editions, outbox, subscribers, suppressions
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="mailer: a self-hosted newsletter sender.")
 app.add_typer(db.app, name="db")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(outbox.app, name="outbox")
+app.add_typer(editions.app, name="editions")
 app.add_typer(articles.app, name="articles")
 # The bounces group of mailer.cli.bounces, with the commands bounce_intake adds to it.
 app.add_typer(bounce_intake.app, name="bounces")

@@ -1,0 +1,225 @@
+"""Composing a digest: from an edition's articles to its subject, HTML and text.
+
+The templates are ``templates/email/digest/{subject.txt, body.txt, body.html}`` on the shared
+base layout. What differs between readers is not rendered here: the mail parts carry
+placeholders (``%%unsubscribe_url%%``…) that ``snapshot.Personaliser`` fills in per reader,
+so the CSS is inlined once per edition and never per message. The archive copy (the
+"view in browser" page) is the same template without any personal part.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from markupsafe import Markup, escape
+
+from mailer.articles.models import Article
+from mailer.articles.sanitise import excerpt
+from mailer.config import get_settings
+from mailer.editions.models import Edition
+from mailer.emails.render import inline_css, jinja_env
+
+#: What the sending pipeline fills in per reader.
+PERSONAL_FIELDS = ("unsubscribe_url", "view_url", "first_name", "email")
+#: The placeholders in a snapshot: the personal fields, and the greeting made from the
+#: first name (so that an empty name still reads well, see ``greeting_for``).
+PLACEHOLDERS = {name: f"%%{name}%%" for name in (*PERSONAL_FIELDS, "greeting")}
+
+GREETING_NAMED = "Dear {first_name},"
+GREETING_ANONYMOUS = "Dear reader,"
+
+CONTENT_WIDTH = 544  # 600 px less the content's 28 px padding on each side
+MAX_IMAGE_HEIGHT = 340
+EXCERPT_CHARS = 280
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December")
+
+
+@dataclass(frozen=True)
+class CardImage:
+    url: str
+    width: int
+    height: int
+    alt: str
+
+
+@dataclass(frozen=True)
+class Card:
+    title: str
+    url: str
+    date: str
+    categories: list[str]
+    excerpt: str
+    image: CardImage | None
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    cards: list[Card]
+
+
+@dataclass(frozen=True)
+class Composed:
+    subject: str
+    html: str  # CSS inlined, with placeholders
+    text: str  # with placeholders
+    archive_html: str  # the web copy, no personal part
+    article_count: int
+
+
+def compose(edition: Edition) -> Composed:
+    """Render and inline the edition once; the result is what every reader's mail is made of."""
+    env = jinja_env()
+    context = digest_context(edition)
+    page = env.get_template("email/digest/body.html")
+    subject = env.get_template("email/digest/subject.txt").render(**context)
+    mail = {"personal": PLACEHOLDERS, "greeting": PLACEHOLDERS["greeting"]}
+    web = {"personal": None, "greeting": GREETING_ANONYMOUS}
+    return Composed(
+        subject=" ".join(subject.split()),
+        html=inline_css(page.render(**context, **mail)),
+        text=env.get_template("email/digest/body.txt").render(**context, **mail),
+        # A browser reads <style>: the web copy needs no inlining.
+        archive_html=page.render(**context, **web),
+        article_count=context["article_count"],
+    )
+
+
+def greeting_for(first_name: str) -> str:
+    name = " ".join(first_name.split())
+    return GREETING_NAMED.format(first_name=name) if name else GREETING_ANONYMOUS
+
+
+def digest_context(edition: Edition) -> dict[str, Any]:
+    settings = get_settings()
+    articles = [link.article for link in edition.articles]
+    return {
+        "settings": settings,
+        "edition": edition,
+        "edition_date": month_label(edition.window_end),  # "December 2025"
+        "sections": sections(articles, edition.category_order),
+        "article_count": len(articles),
+        "intro_paragraphs": intro_paragraphs(edition.intro),
+        "intro_text": edition.intro.strip(),
+        "preheader": edition.preheader.strip() or default_preheader(articles),
+        "website_host": urlsplit(settings.website_url).hostname or settings.website_url,
+        "subscribe_url": f"{settings.base_url}/subscribe",
+        "archive_url": f"{settings.base_url}/archive",
+    }
+
+
+def category_order(staff_order: list[str]) -> list[str]:
+    """The staff's order first, then the association's categories they did not name."""
+    order = list(staff_order)
+    order += [name for name in get_settings().categories if name not in order]
+    return order
+
+
+def section_of(article: Article, order: list[str]) -> str:
+    """The first of the article's categories the digest knows, else its first, else
+    "Uncategorized"."""
+    for name in article.categories:
+        if name in order:
+            return name
+    return article.categories[0] if article.categories else "Uncategorized"
+
+
+def reading_order(articles: list[Article], staff_order: list[str]) -> list[tuple[str, Article]]:
+    """(section, article) as a reader meets them: sections in order, and within each the
+    articles in the edition's order."""
+    order = category_order(staff_order)
+    rank = {name: i for i, name in enumerate(order)}
+    placed = [(section_of(article, order), article) for article in articles]
+    # sorted() is stable: within a section the edition's order stays.
+    return sorted(placed, key=lambda pair: (rank.get(pair[0], len(rank)), pair[0].casefold()))
+
+
+def sections(articles: list[Article], staff_order: list[str]) -> list[Section]:
+    grouped: dict[str, list[Card]] = {}
+    for name, article in reading_order(articles, staff_order):
+        grouped.setdefault(name, []).append(card(article))
+    return [Section(name=name, cards=cards) for name, cards in grouped.items()]
+
+
+def card(article: Article) -> Card:
+    return Card(
+        title=article.title,
+        url=article.link,
+        date=date_label(article.published_at),
+        categories=list(article.categories) or ["Uncategorized"],
+        excerpt=excerpt(article.summary_text, EXCERPT_CHARS),
+        image=card_image(article),
+    )
+
+
+def card_image(article: Article) -> CardImage | None:
+    """The article's image at the size the card draws it, if we know its size."""
+    url, width, height = article.image_url, article.image_width, article.image_height
+    if not (url and url.startswith("https://") and width and height):
+        return None
+    shown_width = min(CONTENT_WIDTH, width)
+    shown_height = round(shown_width * height / width)
+    if shown_height > MAX_IMAGE_HEIGHT:  # a tall picture would push the text off screen
+        shown_height = MAX_IMAGE_HEIGHT
+        shown_width = round(MAX_IMAGE_HEIGHT * width / height)
+    return CardImage(url=url, width=shown_width, height=shown_height,
+                     alt=article.image_alt or article.title)
+
+
+def _local(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(ZoneInfo(get_settings().timezone))
+
+
+def date_label(moment: dt.datetime) -> str:
+    """18 December 2025, in the association's time zone."""
+    local = _local(moment)
+    return f"{local.day} {MONTHS[local.month - 1]} {local.year}"
+
+
+def month_label(window_end: dt.datetime) -> str:
+    """The month an edition is named after: that of the last moment its window covers (a
+    window up to 1 January 00:00 is December's)."""
+    local = _local(window_end - dt.timedelta(microseconds=1))
+    return f"{MONTHS[local.month - 1]} {local.year}"
+
+
+def month_slug(window_end: dt.datetime) -> str:
+    local = _local(window_end - dt.timedelta(microseconds=1))
+    return f"{local:%Y-%m}"
+
+
+def default_preheader(articles: list[Article]) -> str:
+    """The line a mail program shows after the subject, drawn from the edition's titles."""
+    if not articles:
+        return ""
+    return excerpt("In this edition: " + " · ".join(a.title for a in articles), 140)
+
+
+_URL = re.compile(r"https?://[^\s<>\"']+[^\s<>\"'.,;:!?)\]]")
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+
+
+def intro_paragraphs(intro: str) -> list[Markup]:
+    """The staff's intro, plain text with blank lines between paragraphs, as safe HTML:
+    everything escaped, web addresses made into links, single line breaks kept."""
+    return [
+        Markup("<br>\n").join(_linked(line.strip()) for line in block.strip().split("\n"))
+        for block in _PARAGRAPH_BREAK.split(intro.strip()) if block.strip()
+    ]
+
+
+def _linked(line: str) -> Markup:
+    pieces: list[Markup] = []
+    last = 0
+    for match in _URL.finditer(line):
+        pieces.append(escape(line[last:match.start()]))
+        pieces.append(Markup('<a href="{0}">{0}</a>').format(match.group(0)))
+        last = match.end()
+    pieces.append(escape(line[last:]))
+    return Markup("").join(pieces)

@@ -1,0 +1,284 @@
+"""Editions of the digest: drafting one, choosing its articles, previewing and checking it.
+
+An edition covers a window of time: by default from the cutoff of the previous edition
+that went out (or two months back for the first one) up to now, and starts with every
+article published in it, newest first. Staff then drop, add and reorder articles, set the
+order of the categories and write an intro. Changing the window chooses the articles
+again from the new window.
+
+Every change is allowed only while the edition is a draft or scheduled, and discards a
+snapshot frozen earlier, so what is sent is always what was last previewed. Functions take
+the caller's session and never commit.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailer.articles.models import Article
+from mailer.config import get_settings
+from mailer.db import utcnow
+from mailer.editions import snapshot
+from mailer.editions.compose import compose, month_label, month_slug
+from mailer.editions.errors import EditionError, NotSendable
+from mailer.editions.models import Edition, EditionArticle, EditionState
+
+__all__ = [
+    "EditionError", "NotSendable", "RenderedEdition", "add_article", "archived_edition",
+    "archived_editions", "candidate_articles",
+    "check_sendable", "draft_edition", "drop_article", "move_article", "render_preview",
+    "set_articles", "update_edition",
+]
+
+#: Editions whose window counts as covered when the next one is drafted.
+_GONE_OUT = (EditionState.sending, EditionState.paused, EditionState.sent)
+_EDITABLE = (EditionState.draft, EditionState.scheduled)
+FIRST_EDITION_MONTHS = 2
+
+
+@dataclass(frozen=True)
+class RenderedEdition:
+    subject: str
+    html: str
+    text: str
+
+
+def draft_edition(session: Session, *, subject: str | None = None,
+                  window_start: dt.datetime | None = None, window_end: dt.datetime | None = None,
+                  by: str = "") -> Edition:
+    """A new draft with every article of its window, newest first."""
+    end = _aware(window_end, "window end") or utcnow()
+    start = _aware(window_start, "window start") or _previous_cutoff(session) or _months_before(
+        end, FIRST_EDITION_MONTHS)
+    _check_window(start, end)
+    settings = get_settings()
+    edition = Edition(
+        slug=_unique_slug(session, f"{month_slug(end)}-newsletter"),
+        subject=_subject(subject) if subject else f"{settings.list_name} – {month_label(end)}",
+        window_start=start,
+        window_end=end,
+        category_order=[],
+        created_by=by[:200],
+    )
+    session.add(edition)
+    session.flush()
+    set_articles(session, edition, [a.id for a in _window_articles(session, start, end)])
+    return edition
+
+
+def update_edition(session: Session, edition: Edition, *, subject: str | None = None,
+                   preheader: str | None = None, intro: str | None = None,
+                   window_start: dt.datetime | None = None, window_end: dt.datetime | None = None,
+                   category_order: list[str] | None = None) -> Edition:
+    """Change what is given; a new window chooses the articles again."""
+    _ensure_editable(edition)
+    if subject is not None:
+        edition.subject = _subject(subject)
+    if preheader is not None:
+        edition.preheader = _one_line(preheader, "preheader", 300)
+    if intro is not None:
+        edition.intro = intro.replace("\r\n", "\n").strip()
+    if category_order is not None:
+        edition.category_order = _category_order(category_order)
+    if window_start is not None or window_end is not None:
+        start = _aware(window_start, "window start") or edition.window_start
+        end = _aware(window_end, "window end") or edition.window_end
+        _check_window(start, end)
+        edition.window_start, edition.window_end = start, end
+        set_articles(session, edition, [a.id for a in _window_articles(session, start, end)])
+    _forget_snapshot(edition)
+    session.flush()
+    return edition
+
+
+def set_articles(session: Session, edition: Edition, article_ids: list[int]) -> None:
+    """The edition's articles become exactly these, in this order."""
+    _ensure_editable(edition)
+    if len(set(article_ids)) != len(article_ids):
+        raise EditionError("an article appears twice in the list")
+    found = {a.id: a for a in session.scalars(
+        select(Article).where(Article.id.in_(article_ids)))} if article_ids else {}
+    missing = [str(i) for i in article_ids if i not in found]
+    if missing:
+        raise EditionError(f"there is no article with id {', '.join(missing)}")
+    # Rows of articles that stay are kept (the (edition, article) pair is unique, and a
+    # flush inserts before it deletes), rows of dropped articles are deleted as orphans.
+    current = {link.article_id: link for link in edition.articles}
+    links = []
+    for position, article_id in enumerate(article_ids):
+        link = current.pop(article_id, None) or EditionArticle(article=found[article_id])
+        link.position = position
+        links.append(link)
+    edition.articles = links
+    _forget_snapshot(edition)
+    session.flush()
+
+
+def add_article(session: Session, edition: Edition, article_id: int) -> None:
+    """Add an article (from the window or not) at the end of the edition."""
+    ids = _article_ids(edition)
+    if article_id in ids:
+        raise EditionError(f"article {article_id} is already in this edition")
+    set_articles(session, edition, [*ids, article_id])
+
+
+def drop_article(session: Session, edition: Edition, article_id: int) -> None:
+    ids = _article_ids(edition)
+    if article_id not in ids:
+        raise EditionError(f"article {article_id} is not in this edition")
+    set_articles(session, edition, [i for i in ids if i != article_id])
+
+
+def move_article(session: Session, edition: Edition, article_id: int, position: int) -> None:
+    """Move an article to ``position`` (0 is the first) in the edition's order."""
+    ids = _article_ids(edition)
+    if article_id not in ids:
+        raise EditionError(f"article {article_id} is not in this edition")
+    if not 0 <= position < len(ids):
+        raise EditionError(f"position {position + 1} is outside 1–{len(ids)}")
+    ids.remove(article_id)
+    ids.insert(position, article_id)
+    set_articles(session, edition, ids)
+
+
+def candidate_articles(session: Session, edition: Edition) -> list[Article]:
+    """Articles of the edition's window that are not in it (dropped, or new since)."""
+    chosen = set(_article_ids(edition))
+    return [a for a in _window_articles(session, edition.window_start, edition.window_end)
+            if a.id not in chosen]
+
+
+def render_preview(session: Session, edition: Edition) -> RenderedEdition:
+    """The edition exactly as a reader gets it, with sample personal values filled in:
+    the frozen snapshot once there is one, else a fresh composition of the same kind."""
+    if edition.html_snapshot is not None:
+        personaliser = snapshot.personaliser_for(edition)
+    else:
+        composed = compose(edition)
+        personaliser = snapshot.Personaliser(composed.subject, composed.html, composed.text)
+    values = sample_values(edition)
+    return RenderedEdition(subject=personaliser.subject(values), html=personaliser.html(values),
+                           text=personaliser.text(values))
+
+
+def sample_values(edition: Edition) -> dict[str, str]:
+    """A made-up reader for previews (the unsubscribe link has a real link's shape, but
+    names nobody)."""
+    return {
+        "unsubscribe_url": f"{get_settings().base_url}/unsubscribe/preview",
+        "view_url": snapshot.view_url(edition),
+        "first_name": "Maria",
+        "email": "maria.jansen@example.org",
+    }
+
+
+def check_sendable(session: Session, edition: Edition) -> None:
+    """Raise :class:`NotSendable` with the reason if the edition cannot be sent as it is."""
+    if not edition.articles:
+        raise NotSendable("This edition has no articles. Add at least one article (or widen "
+                          "its window) before sending it.")
+    if edition.html_snapshot is not None:
+        snapshot.check_size(snapshot.personaliser_for(edition), edition)
+    else:
+        snapshot.check_composed(compose(edition), edition)
+
+
+def archived_editions(session: Session) -> list[Edition]:
+    """The editions that went out, newest first: the web archive's list."""
+    return list(session.scalars(
+        select(Edition).where(Edition.state == EditionState.sent,
+                              Edition.archive_html.is_not(None))
+        .order_by(Edition.finished_at.desc(), Edition.id.desc())))
+
+
+def archived_edition(session: Session, slug: str) -> Edition | None:
+    """The edition behind a "view in browser" link, once it has started to go out (a reader
+    may open it while the rest are still being sent); never a draft."""
+    edition = session.scalars(select(Edition).where(Edition.slug == slug)).first()
+    if edition is None or edition.archive_html is None or edition.started_at is None:
+        return None
+    return edition
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def _ensure_editable(edition: Edition) -> None:
+    if edition.state not in _EDITABLE:
+        raise EditionError(f"Edition {edition.id} is {edition.state}: it can only be changed "
+                           "while it is a draft or scheduled.")
+
+
+def _forget_snapshot(edition: Edition) -> None:
+    edition.subject_snapshot = edition.html_snapshot = None
+    edition.text_snapshot = edition.archive_html = None
+
+
+def _article_ids(edition: Edition) -> list[int]:
+    return [link.article_id for link in edition.articles]
+
+
+def _window_articles(session: Session, start: dt.datetime, end: dt.datetime) -> list[Article]:
+    return list(session.scalars(
+        select(Article)
+        .where(Article.published_at >= start, Article.published_at < end)
+        .order_by(Article.published_at.desc(), Article.id.desc())
+    ))
+
+
+def _previous_cutoff(session: Session) -> dt.datetime | None:
+    return session.scalar(select(func.max(Edition.window_end)).where(Edition.state.in_(_GONE_OUT)))
+
+
+def _months_before(moment: dt.datetime, months: int) -> dt.datetime:
+    year, month = divmod(moment.year * 12 + moment.month - 1 - months, 12)
+    day = min(moment.day, calendar.monthrange(year, month + 1)[1])
+    return moment.replace(year=year, month=month + 1, day=day)
+
+
+def _aware(value: dt.datetime | None, what: str) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise EditionError(f"the {what} needs a time zone")
+    return value
+
+
+def _check_window(start: dt.datetime, end: dt.datetime) -> None:
+    if start >= end:
+        raise EditionError("the window must start before it ends")
+
+
+def _one_line(value: str, what: str, limit: int) -> str:
+    line = " ".join(value.split())
+    if len(line) > limit:
+        raise EditionError(f"the {what} is {len(line)} characters long; at most {limit}")
+    return line
+
+
+def _subject(value: str) -> str:
+    subject = _one_line(value, "subject", 300)
+    if not subject:
+        raise EditionError("the subject cannot be empty")
+    return subject
+
+
+def _category_order(names: list[str]) -> list[str]:
+    order = [" ".join(name.split()) for name in names]
+    if any(not name for name in order):
+        raise EditionError("a category name cannot be empty")
+    if len(set(order)) != len(order):
+        raise EditionError("a category appears twice in the order")
+    return order
+
+
+def _unique_slug(session: Session, base: str) -> str:
+    taken = set(session.scalars(select(Edition.slug).where(Edition.slug.like(f"{base}%"))))
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"

@@ -1,0 +1,146 @@
+"""The edition's snapshot: rendered and inlined once, personalised per reader in microseconds.
+
+``freeze`` composes the edition (Jinja + premailer, about 10 ms) and stores the subject, the
+inlined HTML and the text part with placeholders, plus the archive copy. From then on every
+reader and every retry gets the same bytes: a ``Personaliser`` splits each part once at its
+placeholders and a message is a join of the pieces with the reader's values.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from mailer.config import get_settings
+from mailer.editions.compose import PERSONAL_FIELDS, PLACEHOLDERS, Composed, compose, greeting_for
+from mailer.editions.errors import EditionError, NotSendable
+from mailer.editions.models import Edition
+from mailer.subscribers.service import unsubscribe_url_for
+
+__all__ = ["PERSONAL_FIELDS", "Personaliser", "check_composed", "freeze", "personaliser_for",
+           "view_url"]
+
+_PLACEHOLDER = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS.values()) + ")")
+_FIELD_OF = {token: name for name, token in PLACEHOLDERS.items()}
+#: A newsletter without a working unsubscribe or archive link must not go out.
+_REQUIRED = ("unsubscribe_url", "view_url")
+
+
+def freeze(session: Session, edition: Edition) -> None:
+    """Render and inline the edition once and store the result; a no-op when already frozen.
+
+    Raises :class:`NotSendable` (no articles, HTML over budget). Two workers freezing the
+    same edition at once: one conditional UPDATE wins and both go on with its bytes.
+    """
+    if edition.html_snapshot is not None:
+        return
+    composed = compose(edition)
+    check_composed(composed, edition)
+    session.execute(
+        update(Edition)
+        .where(Edition.id == edition.id, Edition.html_snapshot.is_(None))
+        .values(subject_snapshot=composed.subject, html_snapshot=composed.html,
+                text_snapshot=composed.text, archive_html=composed.archive_html)
+    )
+    session.refresh(edition)
+
+
+def check_composed(composed: Composed, edition: Edition) -> None:
+    """Raise :class:`NotSendable` if this composition of ``edition`` cannot be mailed."""
+    if composed.article_count == 0:
+        raise NotSendable("This edition has no articles. Add at least one article (or widen "
+                          "its window) before sending it.")
+    check_size(Personaliser(composed.subject, composed.html, composed.text), edition)
+
+
+def check_size(personaliser: Personaliser, edition: Edition) -> None:
+    """The HTML as the longest plausible reader would get it must fit the budget."""
+    budget = get_settings().html_budget_bytes
+    size = len(personaliser.html(_longest_values(edition)).encode("utf-8"))
+    if size > budget:
+        raise NotSendable(
+            f"The HTML is {size:,} bytes, over the {budget:,}-byte budget by "
+            f"{size - budget:,} bytes (Gmail cuts off longer messages). Drop an article or "
+            "shorten the intro.")
+
+
+def _longest_values(edition: Edition) -> dict[str, str]:
+    return {
+        "unsubscribe_url": unsubscribe_url_for("f" * 32),  # the real length of the link
+        "view_url": view_url(edition),
+        "first_name": "n" * 100,  # Subscriber.first_name holds up to 100 characters
+        "email": "e" * 254,  # the longest address SMTP allows
+    }
+
+
+def view_url(edition: Edition) -> str:
+    """The edition's page in the web archive: the mail's "view in browser" link."""
+    return f"{get_settings().base_url}/archive/{edition.slug}"
+
+
+class Personaliser:
+    """Fills one reader's values into a frozen snapshot without rendering anything again."""
+
+    def __init__(self, subject: str, html_snapshot: str, text_snapshot: str, *,
+                 defaults: Mapping[str, str] | None = None) -> None:
+        self._subject = subject
+        self._html = _split(html_snapshot)
+        self._text = _split(text_snapshot)
+        self._defaults = dict(defaults or {})
+
+    def subject(self, values: Mapping[str, str] | None = None) -> str:
+        return self._subject
+
+    def html(self, values: Mapping[str, str]) -> str:
+        """The HTML part; the values are escaped here, safe inside text and attributes."""
+        filled = self._values(values)
+        return _join(self._html, {k: html.escape(v, quote=True) for k, v in filled.items()})
+
+    def text(self, values: Mapping[str, str]) -> str:
+        return _join(self._text, self._values(values))
+
+    def _values(self, values: Mapping[str, str]) -> dict[str, str]:
+        filled = {name: values.get(name) or self._defaults.get(name) or ""
+                  for name in PERSONAL_FIELDS}
+        for name in _REQUIRED:
+            if not filled[name]:
+                raise EditionError(f"no {name} given for this reader")
+        filled["greeting"] = greeting_for(filled["first_name"])
+        return filled
+
+
+def _split(snapshot: str) -> tuple[list[str], list[tuple[int, str]]]:
+    """The snapshot's pieces, and where each placeholder sits among them with its field."""
+    pieces = _PLACEHOLDER.split(snapshot)
+    slots = [(i, _FIELD_OF[pieces[i]]) for i in range(1, len(pieces), 2)]
+    return pieces, slots
+
+
+def _join(split: tuple[list[str], list[tuple[int, str]]], values: Mapping[str, str]) -> str:
+    pieces, slots = split
+    out = pieces.copy()
+    for index, name in slots:
+        out[index] = values[name]
+    return "".join(out)
+
+
+def personaliser_for(edition: Edition) -> Personaliser:
+    """The frozen edition's personaliser, built once per process and snapshot."""
+    if edition.html_snapshot is None or edition.text_snapshot is None:
+        raise EditionError(f"edition {edition.id} has not been frozen yet")
+    return _cached_personaliser(edition.id, edition.subject_snapshot or edition.subject,
+                                edition.html_snapshot, edition.text_snapshot,
+                                view_url(edition))
+
+
+@lru_cache(maxsize=8)
+def _cached_personaliser(_edition_id: int, subject: str, html_snapshot: str,
+                         text_snapshot: str, default_view_url: str) -> Personaliser:
+    # The key holds the snapshot itself: a re-frozen edition gets a new personaliser.
+    return Personaliser(subject, html_snapshot, text_snapshot,
+                        defaults={"view_url": default_view_url})
