@@ -11,8 +11,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 app.add_typer(db.app, name="db")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(outbox.app, name="outbox")
-app.add_typer(editions.app, name="editions")
 app.add_typer(articles.app, name="articles")
+app.add_typer(editions.app, name="editions")
 # The bounces group of mailer.cli.bounces, with the commands bounce_intake adds to it.
 app.add_typer(bounce_intake.app, name="bounces")
 app.add_typer(suppressions.app, name="suppressions")
