@@ -1,0 +1,82 @@
+"""The web archive: the list of sent editions and each one as the "view in browser" page."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import lxml.html
+
+from mailer.articles.feeds import load
+from mailer.articles.importer import import_feed
+from mailer.db import transaction
+from mailer.editions import service, snapshot
+from mailer.editions.models import Edition, EditionState
+from mailer.editions.states import transition
+
+CEP_FEED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cep-feed.xml"
+AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+
+
+def _edition(subject: str, start: dt.datetime, end: dt.datetime, *states: EditionState) -> int:
+    """An edition of the fixture feed's articles, frozen and moved through ``states``."""
+    with transaction() as session:
+        edition = service.draft_edition(session, subject=subject, window_start=start,
+                                        window_end=end)
+        if states:
+            snapshot.freeze(session, edition)
+        for state in states:
+            transition(session, edition, state)
+        return edition.id
+
+
+def test_archive_lists_sent_editions_and_shows_them_without_personal_links(clean, web) -> None:
+    feed = load(str(CEP_FEED))
+    with transaction() as session:
+        import_feed(session, feed)
+    december = _edition("CEP Newsletter – December 2025",
+                        dt.datetime(2025, 12, 1, tzinfo=AMSTERDAM),
+                        dt.datetime(2026, 1, 1, tzinfo=AMSTERDAM),
+                        EditionState.sending, EditionState.sent)
+    going_out = _edition("CEP Newsletter – mid-December",
+                         dt.datetime(2025, 12, 12, tzinfo=AMSTERDAM),
+                         dt.datetime(2025, 12, 31, tzinfo=AMSTERDAM), EditionState.sending)
+    draft = _edition("CEP Newsletter – a draft", dt.datetime(2025, 12, 1, tzinfo=AMSTERDAM),
+                     dt.datetime(2025, 12, 20, tzinfo=AMSTERDAM))
+    with transaction() as session:
+        sent, sending, drafted = (session.get(Edition, i) for i in (december, going_out, draft))
+        sent_url, sending_url, draft_url = (snapshot.view_url(e) for e in (sent, sending, drafted))
+        archive_html = sent.archive_html
+        mail = snapshot.personaliser_for(sent).html({
+            "unsubscribe_url": "https://x.example/unsubscribe/abc.def", "view_url": sent_url,
+            "first_name": "Anna", "email": "anna@example.org"})
+    client = httpx.Client(base_url=web.url, timeout=10)
+
+    index = client.get("/archive")
+    assert index.status_code == 200
+    listed = lxml.html.fromstring(index.text).xpath("//ul[@class='archive']//a")
+    assert [(a.text, a.get("href")) for a in listed] == [
+        ("CEP Newsletter – December 2025", "/archive/2025-12-newsletter")]
+
+    # The mail's "view in browser" link opens the archive copy.
+    assert f'href="{sent_url}"' in mail
+    page = client.get(sent_url.removeprefix(web.url))
+    assert page.status_code == 200
+    assert page.text == archive_html
+    assert "script-src" not in page.headers["content-security-policy"]
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    for personal in ("/unsubscribe/", "Anna", "anna@example.org", "%%",
+                     "View this email in your browser"):
+        assert personal not in page.text
+    assert "Dear reader," in page.text
+    assert "Why some court-ordered psychiatric patients remain in prison in Europe" in page.text
+    doc = lxml.html.fromstring(page.text)
+    assert f"{web.url}/subscribe" in doc.xpath("//a/@href")
+
+    # Readers of an edition still going out can open it too; a draft is nobody's business.
+    assert client.get(sending_url.removeprefix(web.url)).status_code == 200
+    missing = client.get(draft_url.removeprefix(web.url))
+    assert missing.status_code == 404 and "not in the archive" in missing.text
+    assert client.get("/archive/no-such-edition").status_code == 404
