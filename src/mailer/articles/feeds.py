@@ -296,7 +296,8 @@ def _parse_time(value: str, fallback: Any = None) -> dt.datetime | None:
             except ValueError:
                 parsed = None
     if parsed is None and fallback:  # a format only feedparser understands: UTC
-        parsed = dt.datetime(*fallback[:6], tzinfo=dt.UTC)
+        year, month, day, hour, minute, second = fallback[:6]
+        parsed = dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.UTC)
     if parsed is not None and parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)  # "-0000" or no zone at all: take it as UTC
     return parsed

@@ -40,5 +40,7 @@ class Article(Base):
 
     @property
     def category(self) -> str:
-        """The category the digest files this article under: its first one."""
+        """The article's main category: the first the feed gave. (The digest files it under
+        the first of its categories that the association uses, see
+        ``mailer.editions.compose.section_of``.)"""
         return self.categories[0] if self.categories else "Uncategorized"

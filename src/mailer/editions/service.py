@@ -179,10 +179,7 @@ def sample_values(edition: Edition) -> dict[str, str]:
 
 def check_sendable(session: Session, edition: Edition) -> None:
     """Raise :class:`NotSendable` with the reason if the edition cannot be sent as it is."""
-    if not edition.articles:
-        raise NotSendable("This edition has no articles. Add at least one article (or widen "
-                          "its window) before sending it.")
-    if edition.html_snapshot is not None:
+    if edition.html_snapshot is not None:  # frozen, so it had articles; the budget may change
         snapshot.check_size(snapshot.personaliser_for(edition), edition)
     else:
         snapshot.check_composed(compose(edition), edition)
