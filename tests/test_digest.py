@@ -507,7 +507,8 @@ def _contrast(a: list[float], b: list[float]) -> float:
 
 
 @pytest.mark.browser
-def test_screenshots_at_600_and_375_light_and_dark(full_edition, browser, artifacts) -> None:
+def test_screenshots_at_600_and_375_light_and_dark(clean, full_edition, browser,
+                                                   artifacts) -> None:
     with _edition(full_edition) as (session, edition):
         page_html = service.render_preview(session, edition).html
     # Each picture is served at its real proportions (the feed's width and height).
@@ -521,7 +522,6 @@ def test_screenshots_at_600_and_375_light_and_dark(full_edition, browser, artifa
         else:
             r.abort()
 
-    backend = full_edition and get_settings().database_url.split(":")[0]
     for width in (600, 375):
         for scheme in ("light", "dark"):
             page = browser.new_page(viewport={"width": width, "height": 900},
@@ -529,7 +529,7 @@ def test_screenshots_at_600_and_375_light_and_dark(full_edition, browser, artifa
             try:
                 page.route("**/*", route)
                 page.set_content(page_html, wait_until="load")
-                name = f"digest-{width}-{scheme}-{backend}.png"
+                name = f"digest-{width}-{scheme}-{clean.backend}.png"
                 page.screenshot(path=str(artifacts / name), full_page=True)
                 assert (artifacts / name).stat().st_size > 10_000
 
