@@ -1,0 +1,247 @@
+"""Attribution: a bounce is tied to what we sent by its signed VERP token, else by the
+quoted Message-ID, else by a subscriber's address — and a forged token ties it to nobody.
+Runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from mailer.bounces.actions import record_bounce
+from mailer.bounces.attribute import attribute
+from mailer.bounces.models import Bounce, BounceClass
+from mailer.bounces.parse import BounceTooLarge, parse_bounce
+from mailer.db import transaction, utcnow
+from mailer.delivery.models import Delivery
+from mailer.editions.models import Edition
+from mailer.emails.message import message_id
+from mailer.emails.verp import return_path
+from mailer.models import Base
+from mailer.subscribers.models import ConfirmationToken, Subscriber, Suppression
+from tests.support import subscribers
+
+CORPUS = Path(__file__).parent / "fixtures" / "bounces"
+TEMPLATE = "postfix-user-unknown.eml"
+# What the template bounce says, to be replaced with this test's rows.
+OLD_VERP = "bounces+d2n-k3zx5u2m7n4p6rva@bounces.cep-probation.example.org"
+OLD_MID = "<nl.12.3455.5d1f0c9e2b7a48e6a1c3f2d4@cep-probation.example.org>"
+OLD_RCPT = "anna.berg@example.net"
+
+
+def _bounce(*, verp: str = "", mid: str = "", rcpt: str = OLD_RCPT, name: str = TEMPLATE) -> bytes:
+    """The template bounce rewritten for this test: its VERP address (or none), the
+    quoted Message-ID and the failed recipient."""
+    text = (CORPUS / name).read_text(encoding="utf-8")
+    text = text.replace(OLD_VERP, verp or "newsletter-bounces@bounces.cep-probation.example.org")
+    return text.replace(OLD_MID, mid or "<unrelated.1@elsewhere.example>").replace(
+        OLD_RCPT, rcpt).encode()
+
+
+def _sent(email: str, *, slug: str = "march-2026") -> tuple[int, int, int]:
+    """A confirmed subscriber, an edition and a delivery of it: (subscriber, edition, delivery)."""
+    sub = subscribers.make(email, "confirmed")
+    now = utcnow()
+    with transaction() as s:
+        edition = s.scalars(select(Edition).where(Edition.slug == slug)).first()
+        if edition is None:
+            edition = Edition(slug=slug, subject="CEP Newsletter", state="sent",
+                              window_start=now - dt.timedelta(days=60), window_end=now)
+            s.add(edition)
+            s.flush()
+        delivery = Delivery(edition_id=edition.id, subscriber_id=sub.id, state="sent",
+                            sent_at=now)
+        s.add(delivery)
+        s.flush()
+        return sub.id, edition.id, delivery.id
+
+
+def _attribute(raw: bytes, envelope_to: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    report = parse_bounce(raw, envelope_to=envelope_to)
+    with transaction() as s:
+        return attribute(s, report, report.recipients[0] if report.recipients else None)
+
+
+def _forge(address: str) -> str:
+    """The same token with one character of its signature changed."""
+    local, domain = address.split("@")
+    last = "a" if local[-1] != "a" else "b"
+    return f"{local[:-1]}{last}@{domain}"
+
+
+def test_a_valid_verp_token_names_the_delivery(clean) -> None:
+    subscriber_id, edition_id, delivery_id = _sent("anna.berg@example.net")
+    found = _attribute(_bounce(verp=return_path("delivery", delivery_id)))
+    assert (found.method, found.delivery_id, found.edition_id, found.subscriber_id) == (
+        "verp", delivery_id, edition_id, subscriber_id)
+    assert "signature valid" in found.note
+
+
+def test_the_token_counts_even_when_the_bounce_names_a_forwarding_address(clean) -> None:
+    """The reader forwards to another mailbox that bounces: still the reader's delivery."""
+    subscriber_id, _, delivery_id = _sent("anna.berg@example.net")
+    found = _attribute(_bounce(verp=return_path("delivery", delivery_id),
+                               rcpt="anna.private@example.com"))
+    assert (found.method, found.subscriber_id) == ("verp", subscriber_id)
+
+
+def test_the_token_is_found_in_the_envelope_or_the_quoted_return_path(clean) -> None:
+    subscriber_id, _, delivery_id = _sent("anna.berg@example.net")
+    verp = return_path("delivery", delivery_id)
+    raw = _bounce(verp="")  # the headers name no token …
+    assert _attribute(raw, (verp,)).subscriber_id == subscriber_id  # … the RCPT TO does
+    quoted = raw.replace(b"Return-Path: <newsletter-bounces@",
+                         f"Return-Path: <{verp}>\nX-Was: <".encode())
+    found = _attribute(quoted)
+    assert (found.method, found.delivery_id) == ("verp", delivery_id)
+
+
+def test_a_confirmation_mail_token_names_the_subscriber(clean) -> None:
+    sub = subscribers.make("marta.nowak@example.org", "pending")
+    with transaction() as s:
+        token_id = s.scalar(select(ConfirmationToken.id).where(
+            ConfirmationToken.subscriber_id == sub.id))
+    found = _attribute(_bounce(verp=return_path("confirmation", token_id),
+                               rcpt="marta.nowak@example.org"))
+    assert (found.method, found.subscriber_id, found.confirmation_token_id, found.delivery_id) \
+        == ("verp", sub.id, token_id, None)
+
+
+def test_a_forged_token_attributes_nobody_even_a_subscriber(clean) -> None:
+    _, _, delivery_id = _sent("anna.berg@example.net")
+    forged = _forge(return_path("delivery", delivery_id))
+    found = _attribute(_bounce(verp=forged, mid=message_id("nl", 1, delivery_id)))
+    assert (found.method, found.subscriber_id, found.delivery_id) == ("none", None, None)
+    assert "forged" in found.note
+
+
+def test_the_backscatter_fixture_attributes_nobody(clean) -> None:
+    _sent("anna.berg@example.net")
+    found = _attribute((CORPUS / "backscatter-forged-verp.eml").read_bytes())
+    assert (found.method, found.subscriber_id) == ("none", None)
+
+
+def test_a_test_copy_and_a_vanished_delivery(clean) -> None:
+    _sent("anna.berg@example.net")
+    test_copy = _attribute(_bounce(verp=return_path("test", 3)))
+    assert (test_copy.method, test_copy.subscriber_id) == ("verp", None)
+    gone = _attribute(_bounce(verp=return_path("delivery", 999_999)))
+    assert (gone.method, gone.delivery_id, gone.subscriber_id) == ("verp", None, None)
+    assert "no longer exists" in gone.note
+
+
+def test_without_a_token_the_quoted_message_id_names_the_delivery(clean) -> None:
+    subscriber_id, edition_id, delivery_id = _sent("anna.berg@example.net")
+    found = _attribute(_bounce(mid=message_id("nl", edition_id, delivery_id),
+                               rcpt="someone.else@example.com"))
+    assert (found.method, found.delivery_id, found.subscriber_id) == (
+        "message-id", delivery_id, subscriber_id)
+
+
+def test_an_altered_message_id_says_nothing(clean) -> None:
+    _, edition_id, delivery_id = _sent("anna.berg@example.net")
+    altered = message_id("nl", edition_id, delivery_id).replace(f".{delivery_id}.",
+                                                                f".{delivery_id + 1}.")
+    found = _attribute(_bounce(mid=altered, rcpt="nobody@example.com"))
+    assert (found.method, found.subscriber_id) == ("none", None)
+
+
+def test_the_recipient_counts_only_when_it_is_a_subscriber(clean) -> None:
+    subscriber_id, _, _ = _sent("anna.berg@example.net")
+    found = _attribute(_bounce(rcpt="Anna.Berg@EXAMPLE.net"))
+    assert (found.method, found.subscriber_id, found.delivery_id) == (
+        "recipient", subscriber_id, None)
+    stranger = _attribute(_bounce(rcpt="stranger@example.com"))
+    assert (stranger.method, stranger.subscriber_id) == ("none", None)
+
+
+def _counts() -> dict[str, int]:
+    with transaction() as s:
+        return {t.name: s.scalar(select(func.count()).select_from(t)) or 0
+                for t in Base.metadata.sorted_tables}
+
+
+def test_attribution_changes_nothing(clean) -> None:
+    for address in ("anna.berg@example.net", "p.okafor@probation.example.co.uk"):
+        _sent(address)
+    before = _counts()
+    with transaction() as s:
+        for path in sorted(CORPUS.glob("*.eml")):
+            report = parse_bounce(path.read_bytes())
+            for failure in report.recipients or [None]:
+                attribute(s, report, failure)
+            assert not (s.new or s.dirty or s.deleted)
+    assert _counts() == before
+
+
+HOSTILE = [
+    "backscatter-forged-verp.eml", "malformed-bad-base64-unclosed.eml",
+    "malformed-multipart-without-boundary.eml", "truncated-dsn-mid-field.eml",
+    "truncated-dsn-before-recipient.eml", "garbage-binary.eml", "bounce-without-details.eml",
+    "human-reply.eml", "human-reply-delivery-question.eml", "vacation-auto-submitted.eml",
+    "out-of-office-no-header.eml", "challenge-response.eml",
+]
+
+
+def _take_in(raw: bytes) -> None:
+    """What the intake does with a bounce mail: parse, attribute, record (and so act)."""
+    try:
+        report = parse_bounce(raw, max_bytes=256 * 1024)
+    except BounceTooLarge:
+        return
+    with transaction() as s:
+        for failure in report.recipients or [None]:
+            found = attribute(s, report, failure)
+            record_bounce(
+                s, bounce_class=failure.bounce_class if failure else BounceClass.unparsed,
+                source="import", recipient=failure.recipient if failure else "",
+                status_code=failure.status if failure else "",
+                delivery_id=found.delivery_id, edition_id=found.edition_id,
+                subscriber_id=found.subscriber_id, attribution=found.method,
+                attribution_note=found.note, fingerprint=str(hash(raw)),
+            )
+
+
+def test_forged_broken_and_harmless_mail_suppresses_nobody(clean) -> None:
+    # Every address these messages name is a subscriber, with a delivery of its own.
+    named = {"anna.berg@example.net", "w.jones@prison-service.example",
+             "olivia.brown@magistrates.example.org.uk", "giulia.ricci@uepe.example.it",
+             "koen.desmet@justitiehuizen.example.be", "m.dubois@justice.example.be",
+             "ingrid.johansson@kriminalvarden.example.se", "antonio.russo@studiolegale.example.it",
+             "kevin.oneill@probation.example.co.uk"}
+    deliveries = {address: _sent(address)[2] for address in sorted(named)}
+    # Their VERP tokens were signed with a key this test run never had: all forged.
+    for name in HOSTILE:
+        _take_in((CORPUS / name).read_bytes())
+    # A truncated copy of a real bounce, forged to every delivery, and a huge one.
+    real = _bounce(verp=_forge(return_path("delivery", deliveries["anna.berg@example.net"])))
+    _take_in(real[: len(real) // 2])
+    _take_in(real + b"x" * (300 * 1024))
+
+    with transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Suppression)) == 0
+        assert set(s.scalars(select(Subscriber.status))) == {"confirmed"}
+        kept = s.scalar(select(func.count()).select_from(Bounce))
+    assert kept >= len(HOSTILE)  # kept as evidence, acted on for nobody
+
+    # The same bounce with the genuine token does suppress: the guard is the signature.
+    _take_in(_bounce(verp=return_path("delivery", deliveries["anna.berg@example.net"])))
+    with transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Suppression)) == 1
+
+
+@pytest.mark.parametrize("kind", ["hard", "policy"])
+def test_only_a_hard_bounce_with_a_valid_token_suppresses(clean, kind: str) -> None:
+    """Policy rejections (DMARC, block lists) are the sender's problem: never suppress."""
+    _, _, delivery_id = _sent("georg.huber@gmail.com")
+    name = "postfix-user-unknown.eml" if kind == "hard" else "gmail-relay-dmarc-5.7.26.eml"
+    raw = (CORPUS / name).read_text(encoding="utf-8")
+    for old in (OLD_VERP, "bounces+d31-mn7op2qr3st4uv5w@bounces.cep-probation.example.org"):
+        raw = raw.replace(old, return_path("delivery", delivery_id))
+    _take_in(raw.replace(OLD_RCPT, "georg.huber@gmail.com").encode())
+    with transaction() as s:
+        suppressed = s.scalar(select(func.count()).select_from(Suppression))
+    assert suppressed == (1 if kind == "hard" else 0)

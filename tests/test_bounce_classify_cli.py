@@ -1,0 +1,132 @@
+"""``mailer bounces classify``: the real command in a child process, on the real databases.
+
+Ops point it at a puzzling bounce; it says what failed, how, and whom it would be
+attributed to — and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from mailer.bounces.models import Bounce
+from mailer.db import transaction
+from mailer.emails.verp import return_path
+from mailer.models import Base
+from tests.test_bounce_classify_attribution import OLD_RCPT, _bounce, _sent
+from tests.test_bounce_parse import MANIFEST
+
+CORPUS = Path(__file__).parent / "fixtures" / "bounces"
+MAILER = Path(sys.executable).with_name("mailer")
+
+
+def _run(env: dict[str, str], *args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(MAILER), "bounces", "classify", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def _rows(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _counts() -> dict[str, int]:
+    with transaction() as s:
+        return {t.name: s.scalar(select(func.count()).select_from(t)) or 0
+                for t in Base.metadata.sorted_tables}
+
+
+def test_json_over_the_whole_corpus(clean) -> None:
+    _sent("anna.berg@example.net")
+    before = _counts()
+    done = _run(clean.env, "--json", *sorted(CORPUS.glob("*.eml")))
+    assert done.returncode == 0, done.stderr
+    rows = _rows(done.stdout)
+    assert len(rows) == len(MANIFEST)
+    for row in rows:
+        name = Path(row["message"].split("#")[0]).name
+        expected = MANIFEST[name]
+        assert row["kind"] == expected["kind"], name
+        assert sorted((r["recipient"], r["class"]) for r in row["recipients"]) == sorted(
+            (r["recipient"], r["class"]) for r in expected["recipients"]), name
+        for failure in row["recipients"]:
+            assert failure["attribution"]["method"] in ("verp", "message-id", "recipient", "none")
+    # The corpus's tokens were signed with another key: forged, whoever they name.
+    backscatter = next(r for r in rows if r["message"].endswith("backscatter-forged-verp.eml"))
+    assert backscatter["recipients"][0]["attribution"]["method"] == "none"
+    assert "forged" in backscatter["recipients"][0]["attribution"]["note"]
+    assert _counts() == before  # changes nothing
+
+
+def test_a_genuine_bounce_is_shown_with_its_delivery(clean, tmp_path: Path) -> None:
+    subscriber_id, edition_id, delivery_id = _sent(OLD_RCPT)
+    path = tmp_path / "puzzling.eml"
+    path.write_bytes(_bounce(verp=return_path("delivery", delivery_id)))
+
+    [row] = _rows(_run(clean.env, "--json", path).stdout)
+    [failure] = row["recipients"]
+    assert (failure["recipient"], failure["class"], failure["status"]) == (
+        OLD_RCPT, "hard", "5.1.1")
+    assert "User unknown" in failure["diagnostic"]
+    assert failure["attribution"]["method"] == "verp"
+    assert (failure["attribution"]["delivery_id"], failure["attribution"]["edition_id"],
+            failure["attribution"]["subscriber_id"]) == (delivery_id, edition_id, subscriber_id)
+
+    table = _run({**clean.env, "COLUMNS": "250"}, path)
+    assert table.returncode == 0, table.stderr
+    assert OLD_RCPT in table.stdout and "hard" in table.stdout and "5.1.1" in table.stdout
+    assert f"delivery {delivery_id}" in table.stdout
+    with transaction() as s:  # a hard bounce, shown, and nobody suppressed by showing it
+        assert s.scalar(select(func.count()).select_from(Bounce)) == 0
+
+
+def test_mbox_and_maildir_inputs(clean, tmp_path: Path) -> None:
+    box = mailbox.mbox(tmp_path / "inbox.mbox")
+    maildir = mailbox.Maildir(tmp_path / "Maildir")
+    for name in ("qmail-no-mailbox.eml", "arf-yahoo.eml"):
+        box.add((CORPUS / name).read_bytes())
+        maildir.add((CORPUS / name).read_bytes())
+    box.close()
+    done = _run(clean.env, "--json", tmp_path / "inbox.mbox", tmp_path / "Maildir")
+    assert done.returncode == 0, done.stderr
+    assert [r["kind"] for r in _rows(done.stdout)][:2] == ["heuristic", "arf"]
+    assert sorted(r["kind"] for r in _rows(done.stdout)[2:]) == ["arf", "heuristic"]
+
+
+def test_without_a_database_the_classification_is_still_shown(clean, tmp_path: Path) -> None:
+    genuine = tmp_path / "genuine.eml"
+    genuine.write_bytes(_bounce(verp=return_path("delivery", 5)))
+    for url in ("postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
+                f"sqlite:///{tmp_path / 'missing.db'}"):
+        env = {**clean.env, "MAILER_DATABASE_URL": url}
+        done = _run(env, "--json", genuine, CORPUS / "backscatter-forged-verp.eml")
+        assert done.returncode == 0, done.stderr
+        signed, backscatter = _rows(done.stdout)
+        assert signed["recipients"][0]["class"] == "hard"
+        attribution = signed["recipients"][0]["attribution"]
+        assert attribution["method"] == "unknown"
+        assert "database not reachable" in attribution["note"]
+        assert "valid" in attribution["note"]
+        # A forged token needs no database to be known as forged.
+        assert backscatter["recipients"][0]["attribution"]["method"] == "none"
+    assert not (tmp_path / "missing.db").exists()  # nothing was created either
+
+
+def test_a_message_over_the_cap_is_refused_and_the_rest_shown(clean) -> None:
+    env = {**clean.env, "MAILER_BOUNCE_MAX_BYTES": "3000"}
+    done = _run(env, "--json", CORPUS / "yahoo-mailbox-disabled.eml",
+                CORPUS / "gmail-address-not-found.eml")
+    assert done.returncode == 1
+    small, big = _rows(done.stdout)
+    assert small["recipients"][0]["class"] == "soft"
+    assert big["kind"] == "refused" and "over the cap of 3,000 bytes" in big["error"]
+
+
+def test_a_missing_file_is_a_usage_error(clean, tmp_path: Path) -> None:
+    done = _run(clean.env, tmp_path / "nope.eml")
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr
