@@ -79,6 +79,11 @@ def beat_schedule() -> dict[str, dict[str, object]]:
         "schedule": crontab(minute=minute, hour=hour, day_of_month=day_of_month,
                             month_of_year=month, day_of_week=day_of_week),
     }
+    # What the bounce server accepted but no worker processed (a task lost with Redis).
+    schedule["process-bounce-spool"] = {
+        "task": "workers.bounces.process_spool",
+        "schedule": 60.0,
+    }
     if settings.imap_url or settings.pop3_url:
         schedule["poll-bounce-mailbox"] = {
             "task": "workers.bounces.poll_mailbox",

@@ -1,0 +1,84 @@
+"""Per-edition bounce and complaint rates, for the circuit breaker and the admin.
+
+Counted from the database (every bounce of every source is a Bounce row tied to its
+edition), so the figures survive restarts and include what arrives days later: DSNs and
+complaints come back long after the send has finished.
+
+Denominators: a bounce rate is over the deliveries a server gave an answer for (sent,
+bounced, failed); the complaint rate is over the deliveries a server accepted (sent), since
+only a delivered message can be reported as spam. Each delivery counts once per class,
+however many DSNs came back for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import distinct, func, select
+from sqlalchemy.orm import Session
+
+from mailer.bounces.models import Bounce, BounceClass
+from mailer.config import get_settings
+from mailer.delivery.models import Delivery, DeliveryState
+
+_COUNTED = (BounceClass.hard, BounceClass.soft, BounceClass.policy, BounceClass.complaint,
+            BounceClass.delayed, BounceClass.autoreply, BounceClass.unparsed)
+
+
+def edition_rates(session: Session, edition_id: int) -> dict[str, Any]:
+    """Counts and rates of one edition.
+
+    Keys: ``deliveries`` (all rows), ``answered`` (sent + bounced + failed), ``accepted``
+    (sent); per class the number of deliveries with such a bounce (``hard``, ``soft``,
+    ``policy``, ``complaints``, ``delayed``, ``autoreply``, ``unparsed``); the rates
+    ``hard_bounce_rate``, ``soft_bounce_rate``, ``bounce_rate`` (hard + soft),
+    ``policy_rate`` (over ``answered``) and ``complaint_rate`` (over ``accepted``), as
+    fractions; and ``complaint_alert`` / ``complaint_stop``: the complaint rate reached
+    ``complaint_alert_rate`` (0.1 %) / ``complaint_stop_rate`` (0.3 %).
+    """
+    settings = get_settings()
+    states: dict[str, int] = {state: n for state, n in session.execute(
+        select(Delivery.state, func.count()).where(Delivery.edition_id == edition_id)
+        .group_by(Delivery.state)
+    )}
+    deliveries = sum(states.values())
+    accepted = states.get(DeliveryState.sent, 0)
+    answered = accepted + states.get(DeliveryState.bounced, 0) + states.get(DeliveryState.failed, 0)
+
+    # One per delivery and class; a bounce tied to the edition but not to a delivery counts
+    # on its own.
+    per_class: dict[str, int] = {klass: n for klass, n in session.execute(
+        select(Bounce.bounce_class, func.count(distinct(func.coalesce(Bounce.delivery_id,
+                                                                      -Bounce.id))))
+        .where(Bounce.edition_id == edition_id, Bounce.bounce_class.in_(_COUNTED))
+        .group_by(Bounce.bounce_class)
+    )}
+    hard = per_class.get(BounceClass.hard, 0)
+    soft = per_class.get(BounceClass.soft, 0)
+    policy = per_class.get(BounceClass.policy, 0)
+    complaints = per_class.get(BounceClass.complaint, 0)
+    complaint_rate = _rate(complaints, accepted)
+    return {
+        "edition_id": edition_id,
+        "deliveries": deliveries,
+        "answered": answered,
+        "accepted": accepted,
+        "hard": hard,
+        "soft": soft,
+        "policy": policy,
+        "complaints": complaints,
+        "delayed": per_class.get(BounceClass.delayed, 0),
+        "autoreply": per_class.get(BounceClass.autoreply, 0),
+        "unparsed": per_class.get(BounceClass.unparsed, 0),
+        "hard_bounce_rate": _rate(hard, answered),
+        "soft_bounce_rate": _rate(soft, answered),
+        "bounce_rate": _rate(hard + soft, answered),
+        "policy_rate": _rate(policy, answered),
+        "complaint_rate": complaint_rate,
+        "complaint_alert": accepted > 0 and complaint_rate >= settings.complaint_alert_rate,
+        "complaint_stop": accepted > 0 and complaint_rate >= settings.complaint_stop_rate,
+    }
+
+
+def _rate(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
