@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from mailer.config import get_settings
 from mailer.logging import setup_logging
 from mailer.paths import templates_dir
-from mailer.web import archive, health, public
+from mailer.web import archive, health, public, webhooks
 from mailer.web.pages import page
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title=settings.list_name, docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(health.router)
     app.include_router(public.router)
+    app.include_router(webhooks.router)
     app.include_router(archive.router)
     static = templates_dir() / "static"
     if static.is_dir():

@@ -1,0 +1,201 @@
+"""Provider webhooks: bounces and complaints reported by an email service we relay through.
+
+One module per provider (ses, sendgrid, mailgun, postmark) checks that a request really
+comes from the provider and turns its payload into :class:`ProviderEvent` objects;
+:func:`apply_events` then records them through the same rules as every other bounce.
+
+- A request whose signature (or basic auth) does not verify, whose timestamp is too old,
+  or that comes from a topic we do not know is refused with a 4xx and changes nothing.
+- Every event is remembered by its provider's id (WebhookEvent, unique on provider and
+  id): a request all of whose events were applied before is a replay, refused with 409;
+  a batch with some new events applies only those.
+- Classification follows our rules, not the provider's words alone: a "permanent" failure
+  that is a policy rejection (5.7.x, DMARC, blocked) suppresses nobody.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mailer.bounces.actions import record_bounce
+from mailer.bounces.attribute import Attribution, attribute
+from mailer.bounces.classify import basic_code, classify, enhanced_status
+from mailer.bounces.models import BounceClass, WebhookEvent
+from mailer.bounces.parse import BounceReport, FailedRecipient
+from mailer.config import get_settings
+from mailer.db import utcnow
+
+#: The largest request body a webhook reads (SendGrid batches are the largest, ~1 MB).
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+class WebhookRefused(Exception):
+    """The request is refused; ``status`` is the 4xx to answer, ``reason`` says why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    provider: str
+    event_id: str
+    #: The provider's name for what happened (bounce, complaint, delivered, deferred…).
+    kind: str
+    #: What to record; None for events that are not bounces (delivered, opened…).
+    bounce_class: BounceClass | None
+    recipient: str = ""
+    status: str = ""
+    diagnostic: str = ""
+    remote_mta: str = ""
+    #: The Message-ID header of the message that bounced, when the provider reports it.
+    message_id: str = ""
+    excerpt: str = ""
+
+
+@dataclass
+class Applied:
+    recorded: int = 0
+    repeats: int = 0
+    ignored: int = 0
+    actions: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"recorded": self.recorded, "repeats": self.repeats, "ignored": self.ignored,
+                "actions": self.actions}
+
+
+def apply_events(session: Session, provider: str, events: Sequence[ProviderEvent], *,
+                 replay_token: str | None = None) -> Applied:
+    """Record the new events of one request; raise WebhookRefused(409) for a replay.
+
+    ``replay_token`` is a value that must never be seen twice (Mailgun's signature token);
+    it is remembered in the same transaction, so a request that failed half-way can be
+    retried with it.
+    """
+    if replay_token is not None and not _remember(session, f"{provider}-token", replay_token,
+                                                  "token", ""):
+        raise WebhookRefused(409, "replay: this signature token was used before")
+    applied = Applied()
+    for event in events:
+        if not _remember(session, provider, event.event_id, event.kind, event.excerpt):
+            applied.repeats += 1
+            continue
+        if event.bounce_class is None:
+            applied.ignored += 1
+            continue
+        attribution = _attribute(session, event)
+        bounce = record_bounce(
+            session, bounce_class=event.bounce_class, source=provider,
+            recipient=event.recipient, status_code=event.status, diagnostic=event.diagnostic,
+            remote_mta=event.remote_mta, delivery_id=attribution.delivery_id,
+            edition_id=attribution.edition_id, subscriber_id=attribution.subscriber_id,
+            attribution=attribution.method, attribution_note=attribution.note,
+            raw_excerpt=event.excerpt,
+            fingerprint=hashlib.sha256(f"{provider}\x00{event.event_id}".encode()).hexdigest(),
+        )
+        if bounce is None:
+            applied.repeats += 1
+            continue
+        applied.recorded += 1
+        applied.actions.append(f"{bounce.bounce_class} {bounce.recipient}: {bounce.action}")
+    if events and applied.repeats == len(events):
+        raise WebhookRefused(409, "replay: every event of this request was applied before")
+    return applied
+
+
+def _remember(session: Session, provider: str, event_id: str, kind: str, excerpt: str) -> bool:
+    """Note an event id as seen; False when it was seen before."""
+    try:
+        with session.begin_nested():
+            session.add(WebhookEvent(provider=provider[:16], event_id=event_id[:255],
+                                     kind=kind[:32], payload_excerpt=excerpt[:4000]))
+            session.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
+def _attribute(session: Session, event: ProviderEvent) -> Attribution:
+    """Tie an event to a delivery by the Message-ID it reports, else to a known subscriber
+    by its address: the same attribution as for a DSN."""
+    failure = FailedRecipient(
+        recipient=event.recipient, original_recipient="", action="failed",
+        status=event.status, diagnostic=event.diagnostic, remote_mta=event.remote_mta,
+        bounce_class=event.bounce_class or BounceClass.unparsed,
+    )
+    report = BounceReport(
+        kind="arf" if event.bounce_class == BounceClass.complaint else "dsn",
+        recipients=[failure], addressed_to=[], original_message_id=event.message_id,
+        original_return_path="", subject="", message_id="", feedback_type="", error="",
+        excerpt=event.excerpt,
+    )
+    return attribute(session, report, failure)
+
+
+# --- helpers for the provider modules ------------------------------------------------------
+
+
+def as_message_id(value: object) -> str:
+    """A Message-ID as a header holds it, ``<…>`` (Mailgun drops the brackets)."""
+    text = str(value or "").strip()
+    if text and not text.startswith("<"):
+        text = f"<{text}>"
+    return text
+
+
+def failure_class(*, permanent: bool, status: str = "", diagnostic: str = "",
+                  code: int | None = None) -> BounceClass:
+    """Our class for a failure a provider reports as permanent or temporary (final).
+
+    Our rules decide, as for a DSN: hard only when the mailbox or the domain does not exist,
+    policy for blocks and authentication failures, soft otherwise. A temporary failure is
+    never hard. (A provider that will try again reports a delay, not a failure: callers
+    map those to ``delayed`` themselves.)
+    """
+    status = status or enhanced_status(diagnostic)
+    code = code or basic_code(diagnostic) or (550 if permanent else 450)
+    ours = classify(code, status, diagnostic)
+    if ours == BounceClass.policy:
+        return BounceClass.policy
+    if permanent and ours == BounceClass.hard:
+        return BounceClass.hard
+    return BounceClass.soft
+
+
+def address_gone(*, status: str = "", diagnostic: str = "") -> BounceClass:
+    """A provider says in so many words that the address does not exist (SES NoEmail,
+    Postmark HardBounce, SendGrid "Invalid Address"): hard, unless the wording shows a
+    policy rejection after all."""
+    status = status or enhanced_status(diagnostic)
+    if classify(550, status, diagnostic) == BounceClass.policy:
+        return BounceClass.policy
+    return BounceClass.hard
+
+
+def excerpt_of(payload: object, limit: int = 4000) -> str:
+    return json.dumps(payload, ensure_ascii=False, default=str)[:limit]
+
+
+def check_fresh(timestamp: float, what: str) -> None:
+    """Refuse a signed timestamp too far from now (a replay of an old request)."""
+    window = get_settings().webhook_max_age_seconds
+    age = utcnow().timestamp() - timestamp
+    if age > window or age < -300:
+        raise WebhookRefused(403, f"{what} is {int(age)} s old: outside the "
+                                  f"{window} s window (a replay, or a clock out of step)")
+
+
+def parse_json(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WebhookRefused(400, f"the body is not JSON: {exc}") from None
