@@ -102,6 +102,12 @@ _HARD_WORDS = _words(
     r"nie istnieje|neexistuje|finns inte|findes ikke|finnes ikke|ei ole olemassa",
 )
 
+#: Wordings that say "rejected" more than "does not exist": servers also use them for blocks.
+_HARD_WEAK = _words(
+    r"(recipient|address|recipient address) (rejected|not accepted)|address rejected",
+    r"mailbox (is )?(unavailable|not available)|mailbox unavailable|invalid recipient",
+)
+
 #: The mailbox exists but is full.
 _FULL_WORDS = _words(
     r"mailbox (is |was )?full|full mailbox|(mail ?box|inbox|mailfolder|storage) (is )?full",
@@ -258,8 +264,13 @@ def explain(code: int | None, status: str, text: str) -> Verdict:
         # Exchange Online's directory-based edge blocking: the address is not in the tenant.
         return verdict(BounceClass.hard, "5.4.1 recipient address rejected: not in the directory")
     if status.startswith("5.7."):
-        if hard and not policy:
-            return verdict(BounceClass.hard, f"{status}, but worded as unknown: {hard.group(0)!r}")
+        # Only a plain "no such user" overrides a security code; "Recipient address
+        # rejected: Access denied" under 5.7.1 is a block, not a missing mailbox.
+        unknown = next((m for m in _HARD_WORDS.finditer(text)
+                        if not _HARD_WEAK.fullmatch(m.group(0))), None)
+        if unknown and not policy and not _POLICY_WEAK.search(text):
+            return verdict(BounceClass.hard,
+                           f"{status}, but worded as unknown: {unknown.group(0)!r}")
         return verdict(BounceClass.policy, f"{status}: security or policy rejection")
     if status in _SOFT_STATUSES:
         return verdict(BounceClass.soft, f"{status}: temporary or size problem")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
+import functools
 import html
 import logging
 import mailbox
@@ -211,7 +212,7 @@ class _Reader:
         msg = self.msg
         subject = _header_text(msg.get("Subject"))
         base = {
-            "addressed_to": self._addressed_to(),
+            "addressed_to": self.addressed_to,
             "subject": subject[:500],
             "message_id": _header_text(msg.get("Message-ID")).strip()[:255],
             "excerpt": self.excerpt,
@@ -244,7 +245,8 @@ class _Reader:
         return BounceReport(kind=kind, recipients=recipients, original_return_path=return_path,
                             feedback_type=feedback_type, error=error, **base)  # type: ignore[arg-type]
 
-    def _addressed_to(self) -> list[str]:
+    @functools.cached_property
+    def addressed_to(self) -> list[str]:
         found: list[str] = []
         values = list(self.envelope_to)
         for name in ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To",
@@ -370,7 +372,7 @@ class _Reader:
         if why == CHALLENGE:
             # The challenge comes from the filter's own address; the reader is the one
             # it protects, named in the subject or the text.
-            ours = {a.lower() for a in self._addressed_to()} | {sender_address.lower()}
+            ours = {a.lower() for a in self.addressed_to} | {sender_address.lower()}
             ours |= {a.lower() for _, a in getaddresses([_header_text(self.msg.get("Reply-To"))])}
             named = ADDRESS.findall(f"{base['subject']}\n{self._report_text()}")
             address = next((a for a in named if a.lower() not in ours), sender_address)
@@ -419,7 +421,7 @@ class _Reader:
     def _not_recipients(self, text: str, sender_address: str) -> set[str]:
         """Addresses a bounce mentions that are surely not the failed recipient."""
         settings = get_settings()
-        excluded = {a.lower() for a in self._addressed_to()}
+        excluded = {a.lower() for a in self.addressed_to}
         excluded |= {a.lower() for a in self.original.senders}
         excluded |= {sender_address.lower(), settings.from_email.lower()}
         if self.original.return_path:
@@ -640,7 +642,7 @@ _CUT = re.compile(
     r"|undelivered message|the original message headers are included"
     r"|rfc ?822 headers|copie du message|kopie der nachricht|urspr[üu]ngliche nachricht"
     r")[^\n]*$"
-    r"|^(?:Received: from |Return-Path: <|Content-Type: message/rfc822)",
+    r"|^(?:Received: ?from |Return-Path: ?<|Content-Type: message/rfc822)",
     re.IGNORECASE | re.MULTILINE,
 )
 
@@ -660,7 +662,7 @@ _SENDER_LINE = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _DAEMON = re.compile(
-    r"^(mailer[-_]?daemon|mail[-_]?daemon|postmaster|mdaemon|mail[-_]?delivery[-_]?(system|subsystem)?"
+    r"^(mailer[-_]?daemon|mail[-_]?daemon|post[-_]?master|mdaemon|mail[-_]?delivery[-_]?(system|subsystem)?"
     r"|bounces?|nobody|noreply-?dmarc-?support|abuse)$",
     re.IGNORECASE,
 )
@@ -687,7 +689,10 @@ _BOUNCE_BODY = re.compile(
     r"|i'm afraid i wasn't able to deliver|failed permanently|cannot be delivered"
     r"|undeliverable|non-delivery|delivery failure|not yet been delivered|mail delivery failed"
     r"|konnte nicht zugestellt werden|n'a pas pu être (remis|distribué)|no se ha podido entregar"
-    r"|non è stato possibile recapitare|kon niet worden afgeleverd",
+    r"|non è stato possibile recapitare|kon niet worden afgeleverd"
+    # an SMTP transcript or a relayed reply: only a delivery report quotes those
+    r"|\brcpt to:|remote (host|server) (said|returned)|smtp error from remote"
+    r"|requested action not taken|invalid (user|recipient) address",
     re.IGNORECASE,
 )
 #: A warning: delivery is still being tried. These win over words like "give up" that a
@@ -717,7 +722,7 @@ _CANDIDATES = [
     # "<addr>... User unknown", "<addr>: host mx said: 550 …", "addr: 550 …"
     re.compile(r"^[ \t]*<?(" + ADDRESS.pattern + r")>?(?:\.\.\.|:)[ \t]+\S", re.MULTILINE),
     re.compile(r"<(" + ADDRESS.pattern + r")>(?:\.\.\.|:)[ \t]", re.MULTILINE),
-    re.compile(r"RCPT TO:?[ \t]*<(" + ADDRESS.pattern + r")>", re.IGNORECASE),
+    re.compile(r"RCPT TO:?[ \t]*<?(" + ADDRESS.pattern + r")", re.IGNORECASE),
     # "Your message to addr couldn't be delivered", "wasn't delivered to addr"
     re.compile(
         r"(?:message|mail|e-?mail) (?:to|for) <?(" + ADDRESS.pattern + r")>?,? "
@@ -797,18 +802,33 @@ def _best_line(text: str) -> str:
             if code and stripped.startswith((f"{code.group(1)}-", f"{code.group(1)} ")):
                 parts.append(_REPLY_PREFIX.sub("", stripped))
                 continue
-            if not stripped or len(following) - len(following.lstrip()) <= indent:
+            following_indent = len(following) - len(following.lstrip())
+            # Postfix indents the rest of a reply; Exim wraps it at the same indent.
+            if not stripped or following_indent < indent or following_indent == indent == 0:
                 break
             if BASIC.match(stripped) or stripped.startswith(("---", "***", "===")):
                 break
             parts.append(stripped)
-        return " ".join(parts)[:1000]
+        return _from_the_code(" ".join(parts))[:1000]
     for index in candidates:
         if explain(None, "", lines[index]).explained:
             return lines[index].strip()[:1000]
     return lines[candidates[0]].strip()[:1000] if candidates else ""
 
 
+def _from_the_code(line: str) -> str:
+    """A long sentence that ends in the reply ("… the error that the other server returned
+    was: 550 5.1.1 user unknown") is shown from the sentence that holds the code."""
+    if len(line) <= 160:
+        return line
+    code = ENHANCED.search(line) or BASIC.search(line)
+    if code is None:
+        return line
+    starts = [m.end() for m in _CLAUSE_END.finditer(line, 0, code.start())]
+    return line[starts[-1]:] if starts else line
+
+
+_CLAUSE_END = re.compile(r"[.!?:]\s+")
 _REPLY_PREFIX = re.compile(r"^\d{3}[ -](\d\.\d{1,3}\.\d{1,3} )?")
 
 #: Sentences that advise or hedge ("the account may not exist, they may be blacklisted")
