@@ -97,22 +97,30 @@ def now() -> dt.datetime:
 
 
 class TaskLog:
-    """The worker's log from a mark on: the confirmation tasks it received and finished."""
+    """The worker's log from a mark on: the confirmation tasks it received and finished.
+
+    Only tasks received after the mark count, so a task left over from before (a retry,
+    a message queued by an earlier test) does not muddle the figures.
+    """
+
+    _RECEIVED = re.compile(r"Task workers\.confirmations\.send_confirmation\[([^\]]+)\] received")
+    _DONE = re.compile(r"Task workers\.confirmations\.send_confirmation\[([^\]]+)\] "
+                       r"succeeded in [0-9.e-]+s: '(\w+)'")
 
     def __init__(self, worker: object) -> None:
         self.worker = worker
         self.offset = len(worker.output())  # type: ignore[attr-defined]
 
-    def _since(self) -> str:
+    def since(self) -> str:
         return self.worker.output()[self.offset:]  # type: ignore[attr-defined]
 
     def received(self) -> int:
-        return len(re.findall(r"Task workers\.confirmations\.send_confirmation\[[^\]]+\] "
-                              r"received", self._since()))
+        return len(self._RECEIVED.findall(self.since()))
 
     def outcomes(self) -> list[str]:
-        return re.findall(r"Task workers\.confirmations\.send_confirmation\[[^\]]+\] "
-                          r"succeeded in [0-9.e-]+s: '(\w+)'", self._since())
+        log = self.since()
+        ours = set(self._RECEIVED.findall(log))
+        return [outcome for task_id, outcome in self._DONE.findall(log) if task_id in ours]
 
     def wait_outcomes(self, n: int) -> list[str]:
         return wait_for(lambda: len(o := self.outcomes()) >= n and o,
