@@ -12,9 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from mailer.bounces.models import Bounce
+from mailer.cli.bounces import _read_only_session
 from mailer.db import transaction
 from mailer.emails.verp import return_path
 from mailer.models import Base
@@ -130,3 +133,16 @@ def test_a_missing_file_is_a_usage_error(clean, tmp_path: Path) -> None:
     done = _run(clean.env, tmp_path / "nope.eml")
     assert done.returncode == 2
     assert "does not exist" in done.stderr
+
+
+def test_the_commands_session_cannot_write(clean) -> None:
+    """The claim "changes nothing" holds at the database, not only in our code."""
+    session = _read_only_session()
+    try:
+        assert session.scalar(select(func.count()).select_from(Bounce)) == 0  # reads work
+        with pytest.raises(DBAPIError, match="(?i)read-only|readonly"):
+            session.execute(text("DELETE FROM bounce"))
+    finally:
+        session.rollback()
+        session.close()
+        session.get_bind().dispose()  # type: ignore[union-attr]

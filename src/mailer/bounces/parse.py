@@ -35,6 +35,7 @@ from email.message import Message
 from email.parser import HeaderParser
 from email.utils import getaddresses, parseaddr
 from pathlib import Path
+from typing import Any
 
 from mailer.bounces.classify import BASIC, ENHANCED, Verdict, explain
 from mailer.bounces.models import BounceClass
@@ -125,9 +126,9 @@ def iter_messages(path: Path, *, limit: int | None = None) -> Iterator[tuple[str
     path = Path(path)
     if path.is_dir():
         if all((path / sub).is_dir() for sub in ("cur", "new")):
-            box = mailbox.Maildir(path, factory=None, create=False)
-            for key in sorted(box.keys()):
-                yield f"{path}/{key}", box.get_bytes(key)
+            maildir = mailbox.Maildir(path, factory=None, create=False)
+            for key in sorted(maildir.keys()):
+                yield f"{path}/{key}", maildir.get_bytes(key)
             return
         for child in sorted(path.iterdir()):
             if child.is_file() and not child.name.startswith("."):
@@ -211,7 +212,7 @@ class _Reader:
     def report(self) -> BounceReport:
         msg = self.msg
         subject = _header_text(msg.get("Subject"))
-        base = {
+        base: dict[str, Any] = {
             "addressed_to": self.addressed_to,
             "subject": subject[:500],
             "message_id": _header_text(msg.get("Message-ID")).strip()[:255],
@@ -238,12 +239,12 @@ class _Reader:
                 return built
         return self._non_standard(base, subject, text, return_path)
 
-    def _build(self, base: dict[str, object], kind: str, recipients: list[FailedRecipient],
+    def _build(self, base: dict[str, Any], kind: str, recipients: list[FailedRecipient],
                return_path: str, *, feedback_type: str = "", error: str = "") -> BounceReport:
         if not return_path:
             return_path = _verp_in_body(self.raw)
         return BounceReport(kind=kind, recipients=recipients, original_return_path=return_path,
-                            feedback_type=feedback_type, error=error, **base)  # type: ignore[arg-type]
+                            feedback_type=feedback_type, error=error, **base)
 
     @functools.cached_property
     def addressed_to(self) -> list[str]:
@@ -268,7 +269,7 @@ class _Reader:
 
     # --- ARF complaints ------------------------------------------------------------------------
 
-    def _arf(self, base: dict[str, object], return_path: str) -> BounceReport:
+    def _arf(self, base: dict[str, Any], return_path: str) -> BounceReport:
         fields = _merge_blocks(_field_blocks("\n\n".join(self.arf_texts)))
         feedback_type = (fields.get("feedback-type", [""])[0].split() or [""])[0].lower()
         rcpts = [a for v in fields.get("original-rcpt-to", []) for _, a in getaddresses([v])]
@@ -289,7 +290,7 @@ class _Reader:
 
     # --- RFC 3464 delivery status notifications -----------------------------------------------
 
-    def _dsn(self, base: dict[str, object], text: str, return_path: str) -> BounceReport | None:
+    def _dsn(self, base: dict[str, Any], text: str, return_path: str) -> BounceReport | None:
         blocks = _field_blocks("\n\n".join(self.dsn_texts))
         per_message = _merge_blocks([b for b in blocks if not _is_recipient_block(b)])
         senders = per_message.get("x-postfix-sender") or per_message.get("original-mail-from")
@@ -337,7 +338,7 @@ class _Reader:
 
     # --- everything else ---------------------------------------------------------------------
 
-    def _non_standard(self, base: dict[str, object], subject: str, text: str,
+    def _non_standard(self, base: dict[str, Any], subject: str, text: str,
                       return_path: str) -> BounceReport:
         msg = self.msg
         sender = _header_text(msg.get("From"))
@@ -366,7 +367,7 @@ class _Reader:
             )
         return self._build(base, "not-a-bounce", [], return_path)
 
-    def _autoreply(self, base: dict[str, object], sender_address: str, why: str,
+    def _autoreply(self, base: dict[str, Any], sender_address: str, why: str,
                    return_path: str) -> BounceReport:
         address = sender_address
         if why == CHALLENGE:
