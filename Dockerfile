@@ -9,7 +9,7 @@ COPY src ./src
 COPY workers ./workers
 COPY templates ./templates
 COPY migrations ./migrations
-RUN pip install --upgrade pip && pip install '.[dev]' && mkdir -p /app/var && chown mailer /app/var
+RUN pip install --upgrade pip && pip install -e '.[dev]' && mkdir -p /app/var && chown mailer /app/var
 USER mailer
 EXPOSE 8000
 CMD ["uvicorn", "--factory", "mailer.web.app:create_app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]

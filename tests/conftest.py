@@ -72,6 +72,9 @@ def _apply_env(env: dict[str, str]) -> None:
     dispose_engines()
     reset_redis()
     close_process_transport()
+    from workers.app import reset_broker
+
+    reset_broker()
 
 
 def _create_pg_database() -> tuple[str, str]:
@@ -212,3 +215,60 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+class SendingRig:
+    """A private Redis, workers and beat with short timeouts, for the sending tests.
+
+    The private Redis keeps these workers' queues apart from the session's ``worker``.
+    """
+
+    def __init__(self, stack: Stack, redis_server: object, env: dict[str, str]) -> None:
+        self.stack, self.redis, self.env = stack, redis_server, env
+        self.procs: list[object] = []
+
+    def worker(self, name: str = "sender", concurrency: int = 2, **env: str) -> Worker:
+        w = Worker({**self.stack.env, **self.env, **env}, self.stack.tmp / f"{name}.log",
+                   name=name, concurrency=concurrency)
+        self.procs.append(w)
+        return w.start()  # type: ignore[return-value]
+
+    def beat(self) -> Beat:
+        b = Beat({**self.stack.env, **self.env}, self.stack.tmp / "beat.log",
+                 self.stack.tmp / f"beat-{uuid.uuid4().hex}")
+        self.procs.append(b)
+        return b.start()  # type: ignore[return-value]
+
+
+SENDING_ENV = {
+    "MAILER_SWEEP_EVERY_SECONDS": "1",
+    "MAILER_LEASE_SECONDS": "15",
+    "MAILER_REQUEUE_AFTER_SECONDS": "3",
+    "MAILER_RETRY_BASE_SECONDS": "1",
+    "MAILER_RETRY_MAX_SECONDS": "3",
+    "MAILER_SMTP_TIMEOUT": "3",
+    "MAILER_BATCH_SIZE": "200",
+}
+
+
+@pytest.fixture
+def rig(clean: Stack) -> Iterator[SendingRig]:
+    from tests.support.redis_server import RedisServer
+
+    server = RedisServer(clean.tmp / f"redis-{uuid.uuid4().hex[:6]}").start()
+    env = {**SENDING_ENV, "MAILER_REDIS_URL": server.url}
+    base = {k: os.environ.get(k) for k in env}
+    _apply_env(env)
+    r = SendingRig(clean, server, env)
+    try:
+        yield r
+    finally:
+        for proc in reversed(r.procs):
+            proc.stop()  # type: ignore[attr-defined]
+        server.stop()
+        for key, value in base.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        _apply_env({})

@@ -111,3 +111,12 @@ def _close_smtp(**_: object) -> None:
     from mailer.emails.transport import close_process_transport
 
     close_process_transport()
+
+
+def reset_broker() -> None:
+    """Point the app at the Redis the settings name now (tests switch between servers)."""
+    app.conf.broker_url = get_settings().redis_url
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None

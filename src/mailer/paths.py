@@ -1,8 +1,9 @@
 """Where the project's non-Python files are, wherever the package runs from.
 
-In a checkout (editable install) they are the top-level ``templates/`` and ``migrations/``
-folders; in a built wheel they are packaged as ``mailer/_templates`` and
-``mailer/_migrations``. ``MAILER_TEMPLATES_DIR`` overrides the templates.
+They are the top-level ``templates/`` and ``migrations/`` folders of the checkout the package
+is installed from (``pip install -e .``, as ``make`` and the Docker image do). A packaged
+copy under ``mailer/_templates`` and ``mailer/_migrations`` is used when present, and
+``MAILER_TEMPLATES_DIR`` overrides the templates.
 """
 
 from __future__ import annotations

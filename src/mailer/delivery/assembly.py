@@ -1,0 +1,125 @@
+"""Assembling one reader's message from the edition's frozen snapshot, in microseconds.
+
+Everything that is the same for every reader — the From and Subject headers, the MIME
+structure, the List-Id — is encoded once per edition. Per reader, only the personal values
+are filled into the snapshot (``Personaliser``), the two parts are quoted-printable encoded
+(binascii, in C) and the per-reader headers (To, Date, Message-ID, List-Unsubscribe) are
+spliced in. No ``EmailMessage`` is built on the hot path: that costs ~3 ms a message.
+
+The header *list* still comes from :mod:`mailer.emails.message`, so there is one place that
+decides what a newsletter carries.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+
+from mailer.config import get_settings
+from mailer.db import utcnow
+from mailer.emails.message import (
+    SMTP_POLICY,
+    _header_safe,
+    _split_from,
+    message_id,
+    newsletter_headers,
+)
+from mailer.emails.verp import return_path
+from mailer.subscribers.service import unsubscribe_url_for
+
+
+@dataclass(frozen=True)
+class Reader:
+    """What the assembler needs to know of one recipient."""
+
+    delivery_id: int
+    email: str
+    first_name: str
+    public_id: str
+
+
+def _qp(text: str) -> bytes:
+    body = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    return binascii.b2a_qp(body, istext=True).replace(b"\n", b"\r\n")
+
+
+def _static_headers(subject: str) -> bytes:
+    """From, Subject, Reply-To, MIME-Version encoded and folded once (RFC 2047 where needed)."""
+    settings = get_settings()
+    msg = EmailMessage(policy=SMTP_POLICY)
+    from_name, from_email = _split_from(settings.from_address)
+    msg["From"] = formataddr((from_name, from_email)) if from_name else from_email
+    msg["Subject"] = _header_safe(subject)
+    if settings.reply_to:
+        msg["Reply-To"] = settings.reply_to
+    msg["MIME-Version"] = "1.0"
+    head = msg.as_bytes(policy=SMTP_POLICY)
+    return head.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+
+
+class MessageAssembler:
+    """Turns (snapshot, reader) into the exact bytes handed to the SMTP server."""
+
+    def __init__(self, *, edition_id: int, subject: str, personaliser: object,
+                 view_url: str, kind: str = "nl", test: bool = False) -> None:
+        self.edition_id = edition_id
+        self.personaliser = personaliser
+        self.view_url = view_url
+        self.kind = kind
+        self.test = test
+        self.static = _static_headers(subject)
+        seed = hashlib.sha256(f"{edition_id}:{subject}:{view_url}".encode()).hexdigest()[:20]
+        self.boundary = f"=_mailer_{seed}"
+        self.multipart_head = (
+            f'Content-Type: multipart/alternative; boundary="{self.boundary}"\r\n\r\n'
+            f"--{self.boundary}\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        ).encode()
+        self.between = (
+            f"\r\n--{self.boundary}\r\n"
+            "Content-Type: text/html; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        ).encode()
+        self.tail = f"\r\n--{self.boundary}--\r\n".encode()
+        self._date_second = -1
+        self._date = b""
+
+    def _date_header(self) -> bytes:
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            self._date = f"Date: {format_datetime(utcnow().replace(microsecond=0))}\r\n".encode()
+        return self._date
+
+    def envelope_from(self, reader: Reader) -> str:
+        if self.test:  # a bounce of a test copy names the edition, and suppresses nobody
+            return return_path("test", self.edition_id)
+        return return_path("delivery", reader.delivery_id)
+
+    def message_id(self, reader: Reader) -> str:
+        return message_id(self.kind, self.edition_id, reader.delivery_id)
+
+    def build(self, reader: Reader) -> bytes:
+        unsubscribe = unsubscribe_url_for(reader.public_id)
+        values = {
+            "unsubscribe_url": unsubscribe,
+            "view_url": self.view_url,
+            "first_name": reader.first_name,
+            "email": reader.email,
+        }
+        text = _qp(self.personaliser.text(values))  # type: ignore[attr-defined]
+        html = _qp(self.personaliser.html(values))  # type: ignore[attr-defined]
+        # To carries the address alone: nothing a reader typed into a form reaches a header.
+        per_reader = [f"To: {reader.email}", f"Message-ID: {self.message_id(reader)}"]
+        per_reader += [f"{name}: {value}" for name, value in newsletter_headers(unsubscribe)]
+        return b"".join((
+            self.static,
+            self._date_header(),
+            ("\r\n".join(per_reader) + "\r\n").encode("utf-8"),
+            self.multipart_head, text, self.between, html, self.tail,
+        ))

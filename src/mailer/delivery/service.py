@@ -1,0 +1,290 @@
+"""Starting, pausing, resuming, cancelling and watching the send of an edition.
+
+Starting a send freezes the audience in one set-based statement: one delivery row per
+confirmed, unsuppressed subscriber at that moment, unique on (edition, subscriber). From
+then on the delivery rows are the truth; Celery messages only carry their ids, and losing
+one (a Redis restart) loses nothing: the sweeper queues the rows again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import exists, func, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from mailer.config import get_settings
+from mailer.db import UTCDateTime, publish_after_commit, utcnow
+from mailer.delivery.models import FINAL_STATES, Delivery, DeliveryState
+from mailer.editions.models import Edition, EditionState
+from mailer.editions.states import transition
+from mailer.subscribers.models import Subscriber, SubscriberStatus, Suppression
+
+D = DeliveryState
+
+
+class SendError(Exception):
+    """Why an edition cannot be sent (or paused, resumed…) now, in words staff understand."""
+
+
+def _edition(session: Session, edition_id: int, *, lock: bool = False) -> Edition:
+    query = select(Edition).where(Edition.id == edition_id)
+    edition = session.scalars(query.with_for_update() if lock else query).first()
+    if edition is None:
+        raise SendError(f"there is no edition {edition_id}")
+    return edition
+
+
+def _mailable() -> object:
+    """Confirmed and not on the suppression list: who may receive a newsletter now."""
+    return (Subscriber.status == SubscriberStatus.confirmed) & ~exists().where(
+        Suppression.address_hash == Subscriber.address_hash
+    )
+
+
+def audience_size(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(Subscriber).where(_mailable())) or 0)
+
+
+def _freeze_audience(session: Session, edition: Edition) -> int:
+    now = utcnow()
+    chosen = select(
+        literal(edition.id), Subscriber.id, literal(D.queued.value), literal(0),
+        literal(now, UTCDateTime()),
+    ).where(_mailable())
+    dialect = session.get_bind().dialect.name
+    make_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = make_insert(Delivery).from_select(
+        ["edition_id", "subscriber_id", "state", "attempts", "updated_at"], chosen
+    ).on_conflict_do_nothing(index_elements=["edition_id", "subscriber_id"])
+    session.execute(stmt)
+    return int(session.scalar(
+        select(func.count()).select_from(Delivery).where(Delivery.edition_id == edition.id)
+    ) or 0)
+
+
+def start_send(session: Session, edition_id: int, *, by: str) -> int:
+    """Freeze the snapshot and the audience, and queue the batches. Returns the audience.
+
+    Safe to run twice: a second call on an edition already sending changes nothing.
+    """
+    from mailer.editions import snapshot
+    from mailer.editions.service import NotSendable
+
+    edition = _edition(session, edition_id, lock=True)
+    if edition.state in (EditionState.sending, EditionState.sent):
+        return edition.audience_count
+    if edition.state not in (EditionState.draft, EditionState.scheduled):
+        raise SendError(f"edition {edition.id} is {edition.state}; only a draft or a "
+                        "scheduled edition can be sent")
+    try:
+        snapshot.freeze(session, edition)
+    except NotSendable as exc:
+        raise SendError(str(exc)) from exc
+    audience = _freeze_audience(session, edition)
+    if audience == 0:
+        raise SendError("nobody would receive it: there is no confirmed, unsuppressed subscriber")
+    edition.audience_count = audience
+    transition(session, edition, EditionState.sending, reason=f"started by {by}")
+    _record(session, by, "edition.send", edition, {"audience": audience})
+    enqueue_pending(session, edition.id)
+    return audience
+
+
+def schedule_send(session: Session, edition_id: int, at: dt.datetime, *, by: str) -> None:
+    from mailer.editions.service import check_sendable
+
+    edition = _edition(session, edition_id, lock=True)
+    if at.tzinfo is None:
+        raise SendError("the time needs a time zone")
+    if at <= utcnow():
+        raise SendError("that time is in the past")
+    check_sendable(session, edition)
+    if edition.state == EditionState.draft:
+        transition(session, edition, EditionState.scheduled, reason=f"scheduled by {by}")
+    elif edition.state != EditionState.scheduled:
+        raise SendError(f"edition {edition.id} is {edition.state}; it cannot be scheduled")
+    edition.scheduled_at = at
+    _record(session, by, "edition.schedule", edition, {"at": at.isoformat()})
+
+
+def unschedule(session: Session, edition_id: int, *, by: str) -> None:
+    edition = _edition(session, edition_id, lock=True)
+    transition(session, edition, EditionState.draft, reason=f"unscheduled by {by}")
+    edition.scheduled_at = None
+    _record(session, by, "edition.unschedule", edition, {})
+
+
+def start_due_editions(session: Session) -> list[int]:
+    """Scheduled editions whose time has come (beat calls this)."""
+    due = session.scalars(
+        select(Edition.id).where(Edition.state == EditionState.scheduled,
+                                 Edition.scheduled_at <= utcnow())
+    ).all()
+    started = []
+    for edition_id in due:
+        try:
+            with session.begin_nested():
+                start_send(session, edition_id, by="schedule")
+            started.append(edition_id)
+        except SendError as exc:
+            edition = _edition(session, edition_id)
+            edition.state_reason = f"scheduled send could not start: {exc}"
+    return started
+
+
+def pause(session: Session, edition_id: int, *, by: str, reason: str = "") -> None:
+    edition = _edition(session, edition_id, lock=True)
+    if edition.state != EditionState.sending:
+        raise SendError(f"edition {edition.id} is {edition.state}; only a sending edition pauses")
+    transition(session, edition, EditionState.paused, reason=reason or f"paused by {by}")
+    _record(session, by, "edition.pause", edition, {"reason": reason})
+
+
+def resume(session: Session, edition_id: int, *, by: str) -> None:
+    edition = _edition(session, edition_id, lock=True)
+    if edition.state != EditionState.paused:
+        raise SendError(f"edition {edition.id} is {edition.state}; only a paused edition resumes")
+    transition(session, edition, EditionState.sending, reason=f"resumed by {by}")
+    _record(session, by, "edition.resume", edition, {})
+    enqueue_pending(session, edition.id)
+
+
+def cancel(session: Session, edition_id: int, *, by: str) -> int:
+    """Cancel: what has not gone out yet never will. Returns how many were cancelled."""
+    edition = _edition(session, edition_id, lock=True)
+    if edition.state not in (EditionState.draft, EditionState.scheduled, EditionState.sending,
+                             EditionState.paused):
+        raise SendError(f"edition {edition.id} is {edition.state}; it cannot be cancelled")
+    transition(session, edition, EditionState.cancelled, reason=f"cancelled by {by}")
+    cancelled = session.execute(
+        update(Delivery)
+        .where(Delivery.edition_id == edition.id, Delivery.state.in_([D.queued, D.deferred]))
+        .values(state=D.cancelled, outcome="edition cancelled", updated_at=utcnow())
+    ).rowcount
+    _record(session, by, "edition.cancel", edition, {"cancelled": cancelled})
+    return int(cancelled or 0)
+
+
+def finish_if_done(session: Session, edition_id: int) -> bool:
+    """Mark the edition sent once every delivery is final and the counts add up."""
+    edition = _edition(session, edition_id)
+    if edition.state != EditionState.sending:
+        return False
+    counts = state_counts(session, edition_id)
+    open_ = sum(n for state, n in counts.items() if state not in FINAL_STATES)
+    if open_ or sum(counts.values()) != edition.audience_count:
+        return False
+    edition.stats = {"deliveries": counts}
+    return transition(session, edition, EditionState.sent, reason="every delivery is final",
+                      allow_same=True)
+
+
+# --- queueing ---------------------------------------------------------------------------------
+
+
+def _publisher() -> Callable[[int, list[int]], None]:
+    from workers.bulk import send_batch
+
+    def publish(edition_id: int, ids: list[int]) -> None:
+        send_batch.apply_async((edition_id, ids), queue="bulk")
+
+    return publish
+
+
+def enqueue_ids(session: Session, edition_id: int, ids: Sequence[int]) -> int:
+    """Queue delivery ids in batches, once the current transaction commits."""
+    size = get_settings().batch_size
+    publish = _publisher()
+    ids = sorted(ids)
+    for start in range(0, len(ids), size):
+        chunk = list(ids[start:start + size])
+        publish_after_commit(session, lambda chunk=chunk: publish(edition_id, chunk))
+    return len(ids)
+
+
+def enqueue_pending(session: Session, edition_id: int) -> int:
+    """Queue every delivery of the edition that is waiting (deferred ones when due)."""
+    now = utcnow()
+    session.execute(
+        update(Delivery)
+        .where(Delivery.edition_id == edition_id,
+               (Delivery.state == D.queued)
+               | ((Delivery.state == D.deferred) & (Delivery.next_attempt_at <= now)))
+        .values(state=D.queued, updated_at=now)
+    )
+    ids = session.scalars(
+        select(Delivery.id).where(Delivery.edition_id == edition_id, Delivery.state == D.queued)
+    ).all()
+    return enqueue_ids(session, edition_id, ids)
+
+
+# --- watching -----------------------------------------------------------------------------------
+
+
+def state_counts(session: Session, edition_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(Delivery.state, func.count()).where(Delivery.edition_id == edition_id)
+        .group_by(Delivery.state)
+    ).all()
+    return {state: int(n) for state, n in rows}
+
+
+@dataclass
+class Progress:
+    edition_id: int
+    state: str
+    reason: str
+    audience: int
+    counts: dict[str, int] = field(default_factory=dict)
+    rate_per_second: float = 0.0
+    eta_seconds: float | None = None
+
+    @property
+    def done(self) -> int:
+        return sum(n for s, n in self.counts.items() if s in FINAL_STATES)
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.audience - self.done)
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.done / self.audience if self.audience else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "edition_id": self.edition_id, "state": self.state, "reason": self.reason,
+            "audience": self.audience, "counts": self.counts, "done": self.done,
+            "remaining": self.remaining, "percent": round(self.percent, 2),
+            "rate_per_second": round(self.rate_per_second, 1),
+            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds),
+        }
+
+
+def progress(session: Session, edition_id: int, *, window_seconds: int = 10) -> Progress:
+    edition = _edition(session, edition_id)
+    counts = {s.value: 0 for s in DeliveryState} | state_counts(session, edition_id)
+    since = utcnow() - dt.timedelta(seconds=window_seconds)
+    recent = int(session.scalar(
+        select(func.count()).select_from(Delivery)
+        .where(Delivery.edition_id == edition_id, Delivery.state == D.sent,
+               Delivery.sent_at >= since)
+    ) or 0)
+    rate = recent / window_seconds
+    result = Progress(edition.id, edition.state, edition.state_reason, edition.audience_count,
+                      counts, rate)
+    if rate > 0:
+        result.eta_seconds = result.remaining / rate
+    return result
+
+
+def _record(session: Session, actor: str, action: str, edition: Edition,
+            detail: dict[str, object]) -> None:
+    from mailer.staff.models import AuditEntry
+
+    session.add(AuditEntry(actor=actor[:320], action=action, target=f"edition:{edition.id}",
+                           detail=detail))

@@ -1,0 +1,78 @@
+"""Rows for tests, made fast: thousands of subscribers in one statement."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+
+from sqlalchemy import insert, select
+
+from mailer.articles.models import Article
+from mailer.db import transaction, utcnow
+from mailer.editions.models import Edition
+from mailer.subscribers.models import Subscriber
+
+
+def make_subscribers(n: int, *, domain: str = "example.net", prefix: str = "reader",
+                     status: str = "confirmed", domains: int = 1) -> list[str]:
+    """``n`` subscribers reader00001@example.net …; returns their addresses in id order."""
+    now = utcnow()
+    rows = []
+    addresses = []
+    for i in range(n):
+        d = domain if domains == 1 else f"d{i % domains}.{domain}"
+        email = f"{prefix}{i:05d}@{d}"
+        addresses.append(email)
+        rows.append({
+            "public_id": secrets.token_hex(16), "email": email, "email_key": email,
+            "address_hash": hashlib.sha256(email.encode()).hexdigest(),
+            "first_name": f"Reader{i}", "last_name": "", "organisation": "", "country": "",
+            "status": status, "source": "test", "created_at": now, "updated_at": now,
+            "confirmed_at": now if status == "confirmed" else None,
+        })
+    with transaction() as session:
+        for start in range(0, n, 5000):
+            session.execute(insert(Subscriber), rows[start:start + 5000])
+    return addresses
+
+
+def make_articles(n: int = 3) -> list[int]:
+    categories = ["News", "CEP Events", "Criminal Justice", "Mental Health"]
+    now = utcnow()
+    batch = secrets.token_hex(3)
+    with transaction() as session:
+        ids = []
+        for i in range(n):
+            article = Article(
+                guid=f"https://www.cep-probation.org/?p={40000 + i}&b={batch}",
+                link=f"https://www.cep-probation.org/article-{i}/",
+                title=f"Article number {i} about probation in Europe",
+                published_at=now - dt.timedelta(days=i + 1),
+                categories=[categories[i % len(categories)]],
+                author="CEP",
+                summary_html=f"<p>Summary of article {i}: probation practice across Europe.</p>",
+                summary_text=f"Summary of article {i}: probation practice across Europe.",
+            )
+            session.add(article)
+            session.flush()
+            ids.append(article.id)
+        return ids
+
+
+def make_edition(subject: str = "CEP Newsletter – test edition", articles: int = 3) -> int:
+    """A draft edition with ``articles`` articles, made through the editions service."""
+    from mailer.editions import service
+
+    make_articles(articles)
+    with transaction() as session:
+        edition = service.draft_edition(session, subject=subject, by="test",
+                                        window_start=utcnow() - dt.timedelta(days=articles + 1))
+        return edition.id
+
+
+def edition_state(edition_id: int) -> str:
+    with transaction() as session:
+        return session.scalar(select(Edition.state).where(Edition.id == edition_id))
+
+

@@ -1,0 +1,217 @@
+"""Sending an edition through real Celery workers, a real Redis and a real SMTP server."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from mailer.bounces.models import Bounce
+from mailer.db import transaction
+from mailer.delivery import service
+from mailer.delivery.models import Delivery
+from mailer.emails.verp import parse_return_path
+from mailer.subscribers import service as subscribers
+from mailer.subscribers.models import Subscriber
+from tests.conftest import wait_for
+from tests.support.factories import edition_state, make_edition, make_subscribers
+from tests.support.mail import links, parse, parts
+
+
+def start(edition_id: int) -> int:
+    with transaction() as session:
+        return service.start_send(session, edition_id, by="test")
+
+
+def counts(edition_id: int) -> dict[str, int]:
+    with transaction() as session:
+        return service.state_counts(session, edition_id)
+
+
+def wait_sent(edition_id: int, timeout: float = 120) -> None:
+    wait_for(lambda: edition_state(edition_id) == "sent", timeout=timeout,
+             what=f"edition {edition_id} to be sent (now {counts(edition_id)})")
+
+
+def test_every_message_on_the_wire_meets_the_standards(rig) -> None:
+    readers = make_subscribers(12)
+    edition_id = make_edition()
+    rig.worker()
+    assert start(edition_id) == 12
+    wait_sent(edition_id)
+
+    received = rig.stack.smtp.messages
+    assert sorted(r for m in received for r in m.rcpt_tos) == sorted(readers)
+    settings_domain = "cep-probation.example.org"
+    message_ids = set()
+    for mail in received:
+        assert len(mail.rcpt_tos) == 1  # one recipient per transaction
+        raw = mail.data
+        assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only
+        assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+        msg = parse(mail)
+        for header in ("From", "To", "Subject", "Date", "Message-ID"):
+            assert len(msg.get_all(header)) == 1, header
+        assert len(msg["From"].addresses) == 1
+        assert msg["To"].addresses[0].addr_spec == mail.rcpt_tos[0]
+        assert re.search(r"[+-]\d{4}$", msg["Date"])  # numeric zone
+        mid = msg["Message-ID"]
+        assert re.fullmatch(rf"<[^@<>\s]+@{re.escape(settings_domain)}>", mid)
+        message_ids.add(mid)
+        assert msg.get_content_type() == "multipart/alternative"
+        kinds = [p.get_content_type() for p in msg.iter_parts()]
+        assert kinds == ["text/plain", "text/html"]
+        unsubscribe = msg["List-Unsubscribe"]
+        assert re.fullmatch(r"<https?://[^>]+/unsubscribe/[^>]+>", unsubscribe)
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert msg["List-Id"].endswith("<newsletter.cep-probation.example.org>")
+        assert msg["Precedence"] == "bulk"
+        # VERP: signed, names the delivery, holds no address, local part <= 64 octets.
+        local = mail.mail_from.split("@")[0]
+        assert len(local.encode()) <= 64 and mail.mail_from.endswith("@bounces.cep-probation.example.org")
+        assert mail.rcpt_tos[0].split("@")[0] not in local
+        token = parse_return_path(mail.mail_from)
+        assert token and token.kind == "delivery"
+        text, html = parts(msg)
+        url = unsubscribe[1:-1]
+        assert url in text and url.replace("&", "&amp;") in html
+        assert "Utrecht" in text and "Utrecht" in html  # the postal address, in both parts
+        assert set(links(text)) - {url} <= set(links(html)) | {url}
+    assert len(message_ids) == 12
+    assert counts(edition_id) == {"sent": 12}
+
+
+def test_smtp_outcomes_are_recorded_and_acted_on(rig) -> None:
+    readers = make_subscribers(10)
+    once_greylisted, hard, policy, always_busy = readers[1], readers[2], readers[3], readers[4]
+    smtp = rig.stack.smtp
+    smtp.behaviour.add(once_greylisted, "rcpt", "451 4.7.1 Greylisted, try again later", times=1)
+    smtp.behaviour.add(hard, "rcpt", "550 5.1.1 <x>: Recipient address rejected: User unknown")
+    smtp.behaviour.add(policy, "data", "554 5.7.1 Message rejected as spam by content filter")
+    smtp.behaviour.add(always_busy, "rcpt", "452 4.2.2 Mailbox full")
+    edition_id = make_edition()
+    rig.worker()
+    rig.beat()  # the sweeper drives the retries
+    start(edition_id)
+    wait_sent(edition_id, timeout=90)
+
+    with transaction() as session:
+        rows = {s.email: d for d, s in session.execute(
+            select(Delivery, Subscriber).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Delivery.edition_id == edition_id)).all()}
+        bounces = {b.recipient: b for b in session.scalars(select(Bounce))}
+        hard_suppressed = subscribers.is_suppressed(session, _hash(session, hard))
+        policy_suppressed = subscribers.is_suppressed(session, _hash(session, policy))
+        busy_suppressed = subscribers.is_suppressed(session, _hash(session, always_busy))
+    assert rows[once_greylisted].state == "sent" and rows[once_greylisted].attempts == 2
+    assert rows[hard].state == "bounced" and rows[hard].smtp_code == 550
+    assert "User unknown" in rows[hard].smtp_reply
+    assert bounces[hard].bounce_class == "hard" and hard_suppressed
+    assert rows[policy].state == "failed" and rows[policy].outcome == "policy rejection"
+    assert bounces[policy].bounce_class == "policy" and not policy_suppressed
+    assert rows[always_busy].state == "failed" and rows[always_busy].outcome == "retries exhausted"
+    assert rows[always_busy].attempts == 5
+    assert bounces[always_busy].bounce_class == "soft" and not busy_suppressed
+    final = counts(edition_id)
+    assert final == {"sent": 7, "bounced": 1, "failed": 2}
+    assert sum(final.values()) == 10
+    delivered = Counter(r for m in smtp.messages for r in m.rcpt_tos)
+    assert delivered[once_greylisted] == 1 and delivered[hard] == 0 and delivered[policy] == 0
+
+
+def _hash(session, email: str) -> str:  # type: ignore[no-untyped-def]
+    return session.scalar(select(Subscriber.address_hash).where(Subscriber.email == email))
+
+
+def test_audience_is_confirmed_and_unsuppressed_readers_frozen_once(rig) -> None:
+    make_subscribers(5)
+    make_subscribers(2, prefix="pending", status="pending")
+    make_subscribers(2, prefix="gone", status="unsubscribed")
+    with transaction() as session:
+        subscribers.suppress(session, _hash(session, "reader00000@example.net"),
+                             reason="manual", by="test")
+    edition_id = make_edition()
+    assert start(edition_id) == 4
+    assert start(edition_id) == 4  # a second start changes nothing
+    with transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 4
+    rig.worker()
+    wait_sent(edition_id)
+    assert sorted(r for m in rig.stack.smtp.messages for r in m.rcpt_tos) == [
+        f"reader0000{i}@example.net" for i in range(1, 5)]
+
+
+def test_a_reader_who_unsubscribes_during_the_send_gets_nothing(rig, web) -> None:
+    readers = make_subscribers(400)
+    leaver = readers[-1]
+    edition_id = make_edition()
+    with transaction() as session:
+        public_id = session.scalar(select(Subscriber.public_id).where(Subscriber.email == leaver))
+    rig.worker(MAILER_RATE_LIMIT_PER_SECOND="100")  # the send takes about four seconds
+    start(edition_id)
+    wait_for(lambda: len(rig.stack.smtp.messages) >= 50, what="the send to be under way")
+    url = subscribers.unsubscribe_url_for(public_id).replace(rig.stack.base_url, web.url)
+    answer = httpx.post(url, data={"List-Unsubscribe": "One-Click"})
+    assert answer.status_code == 200
+    assert len(rig.stack.smtp.messages) < 399  # it really happened during the send
+    wait_sent(edition_id)
+    assert rig.stack.smtp.to(leaver) == []
+    final = counts(edition_id)
+    assert final == {"sent": 399, "skipped": 1}
+
+
+def test_pause_resume_and_cancel_take_effect_within_a_batch(rig) -> None:
+    make_subscribers(600)
+    edition_id = make_edition()
+    rig.worker(MAILER_RATE_LIMIT_PER_SECOND="150", MAILER_BATCH_SIZE="50")
+    start(edition_id)
+    wait_for(lambda: len(rig.stack.smtp.messages) >= 100, what="the send to be under way")
+    with transaction() as session:
+        service.pause(session, edition_id, by="test")
+    time.sleep(1.0)  # in-flight messages settle: the state is read every 0.25 s
+    settled = len(rig.stack.smtp.messages)
+    time.sleep(1.5)
+    assert len(rig.stack.smtp.messages) == settled  # nothing more while paused
+    assert settled < 600
+    with transaction() as session:
+        service.resume(session, edition_id, by="test")
+    wait_sent(edition_id)
+    assert len(rig.stack.smtp.messages) == 600
+    assert len({r for m in rig.stack.smtp.messages for r in m.rcpt_tos}) == 600
+
+    second = make_edition(subject="Second edition")
+    start(second)
+    before = len(rig.stack.smtp.messages)
+    wait_for(lambda: len(rig.stack.smtp.messages) >= before + 100, what="the second send")
+    with transaction() as session:
+        service.cancel(session, second, by="test")
+    time.sleep(1.5)
+    sent_of_second = len(rig.stack.smtp.messages) - before
+    time.sleep(1.0)
+    assert len(rig.stack.smtp.messages) - before == sent_of_second
+    final = counts(second)
+    assert edition_state(second) == "cancelled"
+    assert final.get("sent", 0) == sent_of_second
+    assert final.get("sent", 0) + final.get("cancelled", 0) == 600
+
+
+@pytest.mark.parametrize("times", [2])
+def test_a_batch_run_twice_sends_nothing_twice(rig, times: int) -> None:
+    from workers.bulk import send_batch
+
+    make_subscribers(50)
+    edition_id = make_edition()
+    start(edition_id)  # queued on the private Redis; no worker yet
+    with transaction() as session:
+        ids = list(session.scalars(select(Delivery.id).where(Delivery.edition_id == edition_id)))
+    for _ in range(times):  # the same batch published again, as a redelivery would
+        send_batch.apply_async((edition_id, ids), queue="bulk")
+    rig.worker()
+    wait_sent(edition_id)
+    time.sleep(1.0)
+    delivered = Counter(r for m in rig.stack.smtp.messages for r in m.rcpt_tos)
+    assert len(delivered) == 50 and set(delivered.values()) == {1}

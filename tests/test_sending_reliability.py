@@ -1,0 +1,157 @@
+"""What a send survives: a worker killed with -9, a Redis restart, an SMTP server that hangs
+up, answers 421, 451, 550 5.1.1, 554 5.7.1, or stops answering. Real worker processes,
+a real (private) Redis, a real SMTP server. Every reader gets the edition exactly once,
+except at most the messages that were in flight at a crash; the counts add up."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+from sqlalchemy import select
+
+from mailer.db import transaction
+from mailer.delivery import service
+from mailer.delivery.models import Delivery
+from mailer.subscribers.models import Subscriber
+from tests.conftest import wait_for
+from tests.support.factories import edition_state, make_edition, make_subscribers
+
+pytestmark = pytest.mark.slow
+
+
+def start(edition_id: int) -> int:
+    with transaction() as session:
+        return service.start_send(session, edition_id, by="test")
+
+
+def counts(edition_id: int) -> dict[str, int]:
+    with transaction() as session:
+        return service.state_counts(session, edition_id)
+
+
+def wait_sent(edition_id: int, timeout: float = 240) -> None:
+    wait_for(lambda: edition_state(edition_id) == "sent", timeout=timeout, interval=0.2,
+             what=f"edition {edition_id} to be sent (now {counts(edition_id)})")
+
+
+def delivered(smtp) -> Counter[str]:  # type: ignore[no-untyped-def]
+    return Counter(r.lower() for m in list(smtp.messages) for r in m.rcpt_tos)
+
+
+def assert_everyone_once(smtp, readers: list[str], allowed_duplicates: int) -> None:  # type: ignore[no-untyped-def]
+    got = delivered(smtp)
+    missing = [r for r in readers if got[r] == 0]
+    assert not missing, f"{len(missing)} readers never got the edition, e.g. {missing[:3]}"
+    duplicates = sum(n - 1 for n in got.values() if n > 1)
+    assert duplicates <= allowed_duplicates, f"{duplicates} duplicate copies"
+    return None
+
+
+def test_kill_9_a_worker_mid_send(rig) -> None:
+    readers = make_subscribers(3000)
+    edition_id = make_edition()
+    concurrency = 2
+    first = rig.worker("doomed", concurrency=concurrency)
+    rig.beat()
+    assert start(edition_id) == 3000
+    wait_for(lambda: len(rig.stack.smtp.messages) >= 1000, timeout=120, what="1,000 messages")
+    first.kill()  # SIGKILL to the whole process group: main process and its children
+    at_kill = len(rig.stack.smtp.messages)
+    assert at_kill < 3000, "the send finished before the kill; the test proves nothing"
+    with transaction() as session:
+        stranded = session.scalar(select(Delivery.id).where(
+            Delivery.edition_id == edition_id, Delivery.state.in_(["queued", "sending"])).limit(1))
+    assert stranded is not None
+    rig.worker("rescuer", concurrency=concurrency)
+    wait_sent(edition_id)
+    # At most one message per killed worker process can have been accepted by the server
+    # without being recorded as sent.
+    assert_everyone_once(rig.stack.smtp, readers, allowed_duplicates=concurrency)
+    final = counts(edition_id)
+    assert final == {"sent": 3000}
+
+
+def test_redis_restart_mid_send(rig) -> None:
+    readers = make_subscribers(2500)
+    edition_id = make_edition()
+    rig.worker("steady")
+    rig.beat()
+    start(edition_id)
+    wait_for(lambda: len(rig.stack.smtp.messages) >= 500, timeout=120, what="500 messages")
+    rig.redis.restart(down_seconds=1.0)  # every queued Celery message is gone
+    assert len(rig.stack.smtp.messages) < 2500
+    wait_sent(edition_id)
+    assert_everyone_once(rig.stack.smtp, readers, allowed_duplicates=0)
+    assert counts(edition_id) == {"sent": 2500}
+
+
+def test_smtp_server_misbehaving_in_every_way(rig) -> None:
+    readers = make_subscribers(2000)
+    smtp = rig.stack.smtp
+    hangups = readers[100:110]
+    closing = readers[200:210]
+    greylisted = readers[300:340]
+    unknown = readers[400:430]
+    blocked = readers[500:520]
+    stalled = readers[600:603]
+    for r in hangups:
+        smtp.behaviour.add(r, "data", "hangup", times=1)
+    for r in closing:
+        smtp.behaviour.add(r, "rcpt", "421 4.3.2 Service shutting down, closing channel", times=1)
+    for r in greylisted:
+        smtp.behaviour.add(r, "rcpt", "451 4.7.1 Greylisted, please try again later", times=2)
+    for r in unknown:
+        smtp.behaviour.add(r, "rcpt", "550 5.1.1 The email account that you tried to reach does not exist")
+    for r in blocked:
+        smtp.behaviour.add(r, "data", "554 5.7.1 Service unavailable; client host blocked")
+    for r in stalled:
+        smtp.behaviour.add(r, "data", "stall", times=1)
+    edition_id = make_edition()
+    rig.worker("w1")
+    rig.beat()
+    start(edition_id)
+    wait_sent(edition_id)
+
+    got = delivered(smtp)
+    for r in unknown + blocked:
+        assert got[r] == 0
+    ok = [r for r in readers if r not in set(unknown + blocked)]
+    # A stalled DATA may have been taken by the server before the timeout: the only
+    # messages allowed twice are those.
+    duplicates = {r: n for r, n in got.items() if n > 1}
+    assert set(duplicates) <= set(stalled), duplicates
+    assert all(got[r] >= 1 for r in ok)
+    final = counts(edition_id)
+    assert final == {"sent": 2000 - 50, "bounced": 30, "failed": 20}
+    with transaction() as session:
+        rows = dict(session.execute(
+            select(Subscriber.email, Delivery.smtp_reply)
+            .join(Delivery, Delivery.subscriber_id == Subscriber.id)
+            .where(Subscriber.email.in_(unknown[:1] + blocked[:1]))).tuples())
+    assert "does not exist" in rows[unknown[0]]  # the server's words are kept
+    assert "client host blocked" in rows[blocked[0]]
+
+
+def test_circuit_breaker_pauses_a_send_that_bounces_too_much(rig) -> None:
+    readers = make_subscribers(600)
+    smtp = rig.stack.smtp
+    for r in readers[:60]:  # 30 % of the first window of 200 do not exist
+        smtp.behaviour.add(r, "rcpt", "550 5.1.1 User unknown")
+    # Interleave them with good readers so the first window sees them.
+    edition_id = make_edition()
+    with transaction() as session:
+        ids = session.scalars(select(Subscriber.id).order_by(Subscriber.id)).all()
+    assert len(ids) == 600
+    rig.worker("breaker", MAILER_BREAKER_WINDOW="200", MAILER_BREAKER_HARD_BOUNCE_RATE="0.1")
+    start(edition_id)
+    wait_for(lambda: edition_state(edition_id) == "paused", timeout=60, what="the breaker")
+    with transaction() as session:
+        progress = service.progress(session, edition_id)
+    assert "circuit breaker" in progress.reason and "hard bounces" in progress.reason
+    time.sleep(1.0)
+    assert progress.counts["queued"] > 0  # stopped before the end
+    settled = len(smtp.messages)
+    time.sleep(1.0)
+    assert len(smtp.messages) == settled
