@@ -158,6 +158,19 @@ def test_the_recipient_counts_only_when_it_is_a_subscriber(clean) -> None:
     assert (stranger.method, stranger.subscriber_id) == ("none", None)
 
 
+def test_the_original_recipient_of_an_expanded_alias_counts(clean) -> None:
+    """Final-Recipient is the internal mailbox the alias led to; we sent to the original."""
+    subscriber_id, _, _ = _sent("anna.berg@example.net")
+    raw = _bounce().replace(b"Final-Recipient: rfc822; anna.berg@example.net",
+                            b"Final-Recipient: rfc822; aberg@mailstore.internal.example")
+    report = parse_bounce(raw)
+    assert report.recipients[0].recipient == "aberg@mailstore.internal.example"
+    assert report.recipients[0].original_recipient == "anna.berg@example.net"
+    with transaction() as s:
+        found = attribute(s, report, report.recipients[0])
+    assert (found.method, found.subscriber_id) == ("recipient", subscriber_id)
+
+
 def _counts() -> dict[str, int]:
     with transaction() as s:
         return {t.name: s.scalar(select(func.count()).select_from(t)) or 0

@@ -123,18 +123,23 @@ def _by_message_id(session: Session, message_id: str) -> Attribution | None:
 
 
 def _by_recipient(session: Session, recipient: FailedRecipient | None) -> Attribution:
-    address = recipient.recipient if recipient else ""
-    if not address:
+    """The address we sent to is the DSN's Original-Recipient when the final one is an
+    alias it expanded to; either may be the subscriber's."""
+    addresses = [a for a in (recipient.original_recipient, recipient.recipient) if a] \
+        if recipient else []
+    if not addresses:
         return Attribution("none", "no VERP token, no Message-ID of ours, no recipient address")
-    try:
-        _, key = normalise(address)
-    except InvalidAddress:
-        # With MAILER_CHECK_DELIVERABILITY on, a domain that no longer exists fails
-        # validation: exactly the hard bounce we want to match. Keys are lowercase.
-        key = address.strip().lower()
-    subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email_key == key))
-    if subscriber_id is None:
-        return Attribution("none", f"no VERP token or Message-ID of ours; {address} is not "
-                                   "a subscriber")
-    return Attribution("recipient", f"no VERP token or Message-ID of ours; {address} is "
-                                    f"subscriber {subscriber_id}", subscriber_id=subscriber_id)
+    for address in dict.fromkeys(addresses):
+        try:
+            _, key = normalise(address)
+        except InvalidAddress:
+            # With MAILER_CHECK_DELIVERABILITY on, a domain that no longer exists fails
+            # validation: exactly the hard bounce we want to match. Keys are lowercase.
+            key = address.strip().lower()
+        subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email_key == key))
+        if subscriber_id is not None:
+            return Attribution("recipient", f"no VERP token or Message-ID of ours; {address} "
+                                            f"is subscriber {subscriber_id}",
+                               subscriber_id=subscriber_id)
+    return Attribution("none", f"no VERP token or Message-ID of ours; {addresses[-1]} is not "
+                               "a subscriber")

@@ -638,7 +638,7 @@ _CUT = re.compile(
     r"^[ \t>]*(?:-{2,}|={2,}|\*{2,})?[ \t]*(?:"
     r"this is a copy of the message|below this line is a copy of the message"
     r"|original message|the header of the original message|returned message"
-    r"|message headers? follows?|headers? of (the )?original message|unsent message below"
+    r"|message headers? follows?|headers? of (the )?original message|unsent message (below|follows)"
     r"|forwarded message|copy of the original message|original message headers"
     r"|undelivered message|the original message headers are included"
     r"|rfc ?822 headers|copie du message|kopie der nachricht|urspr[üu]ngliche nachricht"
