@@ -322,3 +322,19 @@ def test_a_shuffled_corpus_gives_the_same_answers() -> None:
     first = {n: _shape(_parse_file(n)) for n in names}
     random.Random(7).shuffle(names)
     assert {n: _shape(_parse_file(n)) for n in names} == first
+
+
+def test_an_address_mentioned_without_a_reason_is_not_a_failure() -> None:
+    raw = (CORPUS / "qmail-no-mailbox.eml").read_bytes().replace(
+        b"--- Below this line",
+        b"Questions? Our helpdesk answers at\n\n  helpdesk@smallisp.example\n\n--- Below this line")
+    assert _shape(parse_bounce(raw)) == [("george.papadopoulos@smallisp.example", "hard")]
+
+
+def test_x_failed_recipients_names_the_failure_when_the_text_does_not() -> None:
+    raw = (CORPUS / "exim-classic-unrouteable.eml").read_bytes()
+    assert b"X-Failed-Recipients: karl.weber@" in raw
+    vague = raw.replace(b"  karl.weber@bewaehrungshilfe.example.at\n    Unrouteable address",
+                        b"  (address withheld)\n    Unrouteable address")
+    vague = vague.split(b"------ This is a copy")[0]  # no quoted original to fall back on
+    assert _shape(parse_bounce(vague)) == [("karl.weber@bewaehrungshilfe.example.at", "hard")]

@@ -383,21 +383,32 @@ class _Reader:
 
     def _heuristic(self, subject: str, text: str, sender_address: str) -> list[FailedRecipient]:
         excluded = self._not_recipients(text, sender_address)
-        addresses = [a for a in _candidate_addresses(text) if a.lower() not in excluded]
+        # Exim and Gmail name the failed addresses in a header: better than any guess.
+        addresses = [a for _, a in getaddresses(
+            [_header_text(v) for v in self.msg.get_all("X-Failed-Recipients", [])]) if "@" in a]
+        if not addresses:
+            addresses = [a for a in _candidate_addresses(text) if a.lower() not in excluded]
         if not addresses:
             addresses = [a for a in self._flufl_addresses() if a.lower() not in excluded]
         warning = bool(_WARNING.search(subject) or _WARNING.search(text[:4000]))
         whole = _strip_boilerplate(text)
-        results: list[FailedRecipient] = []
+        found: list[tuple[bool, FailedRecipient]] = []
         for address in dict.fromkeys(_address(a) for a in addresses):
             near = _strip_boilerplate(_diagnostic_near(text, address, others=addresses))
             verdict = explain(None, "", near)
+            own_reason = verdict.explained
             diagnostic = _best_line(near)
-            if not verdict.explained:
+            if not own_reason:
                 overall = explain(None, "", whole)
                 if overall.explained or not diagnostic:
                     verdict, diagnostic = overall, _best_line(whole) or diagnostic
-            results.append(self._heuristic_recipient(address, verdict, diagnostic, near, warning))
+            found.append((own_reason, self._heuristic_recipient(address, verdict, diagnostic,
+                                                                near, warning)))
+        # An address with no reason next to it, among others that have one, is a mention
+        # (a helpdesk, a colleague), not a failure.
+        if any(own for own, _ in found):
+            found = [(own, r) for own, r in found if own]
+        results = [r for _, r in found]
         if results:
             return results
         # A reason without an address ("550 5.1.1 User unknown" and nothing else): still a
