@@ -52,9 +52,10 @@ class Row:
 
 
 def read_csv(stream: IO[str]) -> Iterator[Row]:
-    """The rows of a CSV file with a header row. A row the csv module cannot read (a NUL
-    byte, an unclosed quote) comes out as a Row with an ``error``; the rest still come."""
-    reader = csv.DictReader(stream)
+    """The rows of a CSV file with a header row. A row the csv module cannot read (a field
+    over its size limit) comes out as a Row with an ``error``; the rest still come."""
+    lines = _CountedLines(stream)
+    reader = csv.DictReader(lines)
     try:
         fieldnames = reader.fieldnames
     except csv.Error as exc:
@@ -67,11 +68,25 @@ def read_csv(stream: IO[str]) -> Iterator[Row]:
         except StopIteration:
             return
         except csv.Error as exc:
-            yield Row(reader.line_num, {}, error=f"cannot be read as CSV: {exc}")
+            # The csv module's line_num lags behind on an error: count the lines ourselves.
+            yield Row(lines.count, {}, error=f"cannot be read as CSV: {exc}")
             continue
         values = {(k or "").strip().lower(): (v or "").strip() for k, v in record.items()
                   if isinstance(v, str)}
         yield Row(reader.line_num, values)
+
+
+class _CountedLines:
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream, self.count = stream, 0
+
+    def __iter__(self) -> _CountedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.stream)
+        self.count += 1
+        return line
 
 
 def import_rows(
