@@ -338,3 +338,17 @@ def test_x_failed_recipients_names_the_failure_when_the_text_does_not() -> None:
                         b"  (address withheld)\n    Unrouteable address")
     vague = vague.split(b"------ This is a copy")[0]  # no quoted original to fall back on
     assert _shape(parse_bounce(vague)) == [("karl.weber@bewaehrungshilfe.example.at", "hard")]
+
+
+@pytest.mark.parametrize("body", [
+    b"a" * 200_000,  # one endless word: no address, no line break
+    b"a.b-" * 50_000,
+    b"<a@b.example>: " * 10_000,  # the same "failed address" ten thousand times
+    b"user unknown exceeded quota blocked " * 5_000,
+    (b"x" * 70 + b"\n") * 100_000,
+], ids=["word", "dots", "addresses", "wordings", "lines"])
+def test_hostile_bodies_are_answered(body: bytes) -> None:
+    raw = b"From: MAILER-DAEMON@x.example\nSubject: Undelivered Mail\n\n" + body
+    report = parse_bounce(raw)
+    assert report.kind in KINDS
+    assert len(report.recipients) <= 1 or report.kind == "heuristic"

@@ -49,6 +49,8 @@ logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 EXCERPT_BYTES = 8 * 1024
 #: The report text the heuristics read: a bounce says what it has to say long before this.
 TEXT_LIMIT = 64 * 1024
+#: What flufl.bounce's detectors get to read of a large message.
+FLUFL_LIMIT = 256 * 1024
 #: MIME nesting deeper than this is not a bounce, it is an attack on the parser.
 MAX_DEPTH = 20
 
@@ -57,7 +59,9 @@ _ARF_TYPE = "message/feedback-report"
 _ORIGINAL_TYPES = {"message/rfc822", "message/global", "message/partial"}
 _ORIGINAL_HEADER_TYPES = {"text/rfc822-headers", "message/global-headers"}
 
-ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+#: An address; matched only from the start of a run of address characters, so a long run
+#: without an "@" costs one attempt, not one per character (hostile input stays linear).
+ADDRESS = re.compile(r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 
 
 class BounceTooLarge(ValueError):
@@ -261,11 +265,11 @@ class _Reader:
 
     def _report_text(self) -> str:
         """The human-readable part of the report, without the quoted original."""
-        text = "\n".join(self.texts) or "\n".join(_html_to_text(h) for h in self.htmls)
-        return _before_cut(text)[:TEXT_LIMIT]
+        return _before_cut(self._full_text())[:TEXT_LIMIT]
 
     def _full_text(self) -> str:
-        return "\n".join(self.texts) or "\n".join(_html_to_text(h) for h in self.htmls)
+        text = "\n".join(self.texts) or "\n".join(_html_to_text(h) for h in self.htmls)
+        return text[: 4 * TEXT_LIMIT]
 
     # --- ARF complaints ------------------------------------------------------------------------
 
@@ -450,7 +454,10 @@ class _Reader:
         try:
             from flufl.bounce import all_failures
 
-            temporary, permanent = all_failures(self.msg)
+            # Its detectors read every line: a huge returned attachment would cost seconds.
+            msg = self.msg if len(self.raw) <= FLUFL_LIMIT else email.message_from_bytes(
+                self.raw[:FLUFL_LIMIT], policy=email.policy.compat32)
+            temporary, permanent = all_failures(msg)
         except Exception:  # a detector choking on odd MIME is no reason to give up
             return []
         found = [a.decode("ascii", "replace") for a in sorted(permanent | temporary)]
