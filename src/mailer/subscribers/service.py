@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,6 +36,11 @@ CONFIRM_SIGNATURE = 43
 UNSUBSCRIBE_SIGNATURE = 22
 #: At most one confirmation mail per address in this interval.
 MAIL_INTERVAL = dt.timedelta(days=1)
+
+def _rowcount(result: Result[Any]) -> int:
+    """How many rows an UPDATE changed (the conditional updates below are our locks)."""
+    return cast(CursorResult[Any], result).rowcount
+
 
 # --- consent events -----------------------------------------------------------------------
 
@@ -253,11 +259,11 @@ def confirm(session: Session, value: str, *, ip: str | None, user_agent: str | N
         return check
     now = utcnow()
     # The conditional update makes a double submit (two tabs, a retry) confirm once.
-    claimed = session.execute(
+    claimed = _rowcount(session.execute(
         update(ConfirmationToken)
         .where(ConfirmationToken.id == check.token.id, ConfirmationToken.used_at.is_(None))
         .values(used_at=now)
-    ).rowcount
+    ))
     if not claimed:
         return TokenCheck("used", check.token, check.subscriber)
     subscriber = check.subscriber
@@ -312,13 +318,13 @@ def claim_confirmation_mail(
     ).first()
     if token is None:
         return None
-    claimed = session.execute(
+    claimed = _rowcount(session.execute(
         update(ConfirmationToken)
         .where(ConfirmationToken.id == token.id, ConfirmationToken.sent_at.is_(None),
                (ConfirmationToken.claimed_until.is_(None))
                | (ConfirmationToken.claimed_until < now))
         .values(claimed_until=now + lease)
-    ).rowcount
+    ))
     return token if claimed else None
 
 
@@ -408,12 +414,12 @@ def unsubscribe(
 ) -> bool:
     """Unsubscribe; False when there was nothing to change (repeats are idempotent)."""
     now = utcnow()
-    changed = session.execute(
+    changed = _rowcount(session.execute(
         update(Subscriber)
         .where(Subscriber.id == subscriber.id,
                Subscriber.status != SubscriberStatus.unsubscribed)
         .values(status=SubscriberStatus.unsubscribed, unsubscribed_at=now, updated_at=now)
-    ).rowcount
+    ))
     if not changed:
         return False
     # Links still in a pending subscriber's inbox must not re-confirm them.
