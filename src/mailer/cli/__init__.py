@@ -18,6 +18,16 @@ app.add_typer(bounce_intake.app, name="bounces")
 app.add_typer(suppressions.app, name="suppressions")
 
 
+def _staff_and_ops() -> None:
+    from mailer.cli import staff, status
+
+    app.add_typer(staff.app, name="staff")
+    app.command("status")(status.status)
+
+
+_staff_and_ops()
+
+
 @app.command("check")
 def check() -> None:
     """Check that the database and Redis are reachable (make run calls this first)."""

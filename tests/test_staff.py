@@ -1,0 +1,185 @@
+"""Staff accounts: ``mailer staff``, argon2 passwords, logins with lock-out, sessions that
+expire, and the audit log every change writes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from sqlalchemy import select, update
+from typer.testing import CliRunner
+
+from mailer.cli import app
+from mailer.db import transaction, utcnow
+from mailer.staff import accounts, sessions
+from mailer.staff.models import AuditEntry, StaffSession, StaffUser
+
+runner = CliRunner()
+PASSWORD = "correct horse battery staple"
+
+
+def mailer(*args: str, input: str | None = None):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, list(args), input=input, catch_exceptions=False)
+
+
+def user(email: str) -> StaffUser | None:
+    with transaction() as session:
+        return accounts.find(session, email)
+
+
+def login(email: str, password: str) -> accounts.LoginResult:
+    with transaction() as session:
+        return accounts.authenticate(session, email=email, password=password, ip="192.0.2.1")
+
+
+def actions() -> list[tuple[str, str]]:
+    with transaction() as session:
+        return [(a.actor, a.action) for a in session.scalars(select(AuditEntry)
+                                                              .order_by(AuditEntry.id))]
+
+
+def test_create_from_the_command_line_with_a_prompted_password(clean) -> None:
+    made = mailer("staff", "create", "Editor@Example.org", input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert made.exit_code == 0, made.output
+    assert "Created editor editor@example.org" in made.output
+    assert PASSWORD not in made.output  # the prompt hides what is typed
+    stored = user("EDITOR@example.org")
+    assert stored is not None and stored.role == "editor" and stored.active
+    assert stored.password_hash.startswith("$argon2id$") and PASSWORD not in stored.password_hash
+
+    viewer = mailer("staff", "create", "ops@example.org", "--role", "viewer",
+                    "--password-stdin", input=f"{PASSWORD}\n")
+    assert viewer.exit_code == 0, viewer.output
+    assert user("ops@example.org").role == "viewer"
+
+    listed = mailer("staff", "list")
+    assert "editor@example.org" in listed.output and "viewer" in listed.output
+    assert ("cli", "staff.create") in actions()
+
+
+def test_bad_input_is_refused_and_nothing_is_stored(clean) -> None:
+    short = mailer("staff", "create", "a@example.org", "--password-stdin", input="short\n")
+    assert short.exit_code == 1 and "at least 10 characters" in short.output
+    role = mailer("staff", "create", "a@example.org", "--role", "admin", "--password-stdin",
+                  input=f"{PASSWORD}\n")
+    assert role.exit_code == 1 and "editor, viewer" in role.output
+    address = mailer("staff", "create", "not an address", "--password-stdin",
+                     input=f"{PASSWORD}\n")
+    assert address.exit_code == 1
+    mismatch = mailer("staff", "create", "a@example.org", input=f"{PASSWORD}\nanother one!\n"
+                      f"{PASSWORD}\n{PASSWORD}\n")
+    assert mismatch.exit_code == 0 and "do not match" in mismatch.output.lower()
+    again = mailer("staff", "create", "A@example.org", "--password-stdin", input=f"{PASSWORD}\n")
+    assert again.exit_code == 1 and "already" in again.output
+    with transaction() as session:
+        assert [u.email for u in accounts.everyone(session)] == ["a@example.org"]
+
+
+def test_login_locks_out_after_repeated_failures(clean, monkeypatch) -> None:
+    monkeypatch.setenv("MAILER_LOGIN_MAX_FAILURES", "3")
+    from mailer.config import reset_settings
+
+    reset_settings()
+    try:
+        with transaction() as session:
+            accounts.create(session, email="ed@example.org", password=PASSWORD, role="editor",
+                            by="test")
+        assert login("ed@example.org", PASSWORD).reason == "ok"
+        assert login("ED@example.org", "wrong password 1").reason == "wrong-password"
+        assert user("ed@example.org").failed_logins == 1
+        # A success in between starts the count again.
+        assert login("ed@example.org", PASSWORD).user is not None
+        for n in range(3):
+            assert login("ed@example.org", f"wrong password {n}").user is None
+        locked = user("ed@example.org")
+        assert locked.locked_until is not None and locked.locked_until > utcnow()
+        # Locked: the right password does not open it, and the reason is kept for the log.
+        result = login("ed@example.org", PASSWORD)
+        assert result.user is None and result.reason == "locked"
+        # Once the lock-out is over, the right password works.
+        with transaction() as session:
+            session.execute(update(StaffUser).values(
+                locked_until=utcnow() - dt.timedelta(seconds=1)))
+        assert login("ed@example.org", PASSWORD).reason == "ok"
+    finally:
+        monkeypatch.delenv("MAILER_LOGIN_MAX_FAILURES")
+        reset_settings()
+    logged = actions()
+    assert logged.count(("ed@example.org", "login.failed")) == 5
+    assert logged.count(("ed@example.org", "login")) == 3
+
+
+def test_unknown_and_disabled_accounts_fail_like_a_wrong_password(clean) -> None:
+    with transaction() as session:
+        accounts.create(session, email="gone@example.org", password=PASSWORD, role="editor",
+                        by="test")
+    assert login("nobody@example.org", PASSWORD).reason == "unknown"
+    assert login("x" * 400, PASSWORD).reason == "unknown"
+    assert mailer("staff", "disable", "gone@example.org").exit_code == 0
+    assert login("gone@example.org", PASSWORD).reason == "disabled"
+    assert mailer("staff", "enable", "gone@example.org").exit_code == 0
+    assert login("gone@example.org", PASSWORD).reason == "ok"
+    assert ("nobody@example.org", "login.failed") in actions()
+
+
+def test_cli_unlock_role_and_password(clean) -> None:
+    with transaction() as session:
+        accounts.create(session, email="ed@example.org", password=PASSWORD, role="viewer",
+                        by="test")
+        session.execute(update(StaffUser).values(locked_until=utcnow() + dt.timedelta(hours=1)))
+    assert login("ed@example.org", PASSWORD).reason == "locked"
+    assert mailer("staff", "unlock", "ed@example.org").exit_code == 0
+    assert login("ed@example.org", PASSWORD).reason == "ok"
+    assert mailer("staff", "role", "ed@example.org", "editor").exit_code == 0
+    assert user("ed@example.org").role == "editor"
+    assert mailer("staff", "role", "ed@example.org", "root").exit_code == 1
+    changed = mailer("staff", "password", "ed@example.org", "--password-stdin",
+                     input="a brand new password\n")
+    assert changed.exit_code == 0, changed.output
+    assert login("ed@example.org", PASSWORD).reason == "wrong-password"
+    assert login("ed@example.org", "a brand new password").reason == "ok"
+    assert mailer("staff", "unlock", "nobody@example.org").exit_code == 1
+
+
+def test_sessions_are_stored_hashed_expire_and_end(clean) -> None:
+    with transaction() as session:
+        ed = accounts.create(session, email="ed@example.org", password=PASSWORD, role="editor",
+                             by="test")
+        cookie, row = sessions.start(session, ed)
+        other_cookie, _ = sessions.start(session, ed)
+    assert cookie != other_cookie
+    with transaction() as session:
+        stored = session.scalars(select(StaffSession.id)).all()
+        assert hashlib.sha256(cookie.encode()).hexdigest() in stored
+        assert cookie not in stored  # a stolen database logs nobody in
+        live = sessions.load(session, cookie)
+        assert live is not None and live.user.email == "ed@example.org"
+        assert sessions.csrf_ok(live, live.csrf_token)
+        assert not sessions.csrf_ok(live, live.csrf_token[:-1] + "x")
+        assert not sessions.csrf_ok(live, "") and not sessions.csrf_ok(live, None)
+        assert sessions.load(session, "made-up") is None and sessions.load(session, None) is None
+        sessions.end(session, other_cookie)
+    with transaction() as session:
+        assert sessions.load(session, other_cookie) is None
+        session.execute(update(StaffSession).values(expires_at=utcnow() - dt.timedelta(seconds=1)))
+    with transaction() as session:
+        assert sessions.load(session, cookie) is None  # expired
+        # A new login clears expired rows away.
+        sessions.start(session, session.get(StaffUser, ed.id))
+    with transaction() as session:
+        assert len(session.scalars(select(StaffSession)).all()) == 1
+
+
+def test_a_new_password_or_disabling_ends_every_session(clean) -> None:
+    with transaction() as session:
+        ed = accounts.create(session, email="ed@example.org", password=PASSWORD, role="editor",
+                             by="test")
+        cookie, _ = sessions.start(session, ed)
+    assert mailer("staff", "password", "ed@example.org", "--password-stdin",
+                  input="another password here\n").exit_code == 0
+    with transaction() as session:
+        assert sessions.load(session, cookie) is None
+        cookie, _ = sessions.start(session, session.get(StaffUser, ed.id))
+    assert mailer("staff", "disable", "ed@example.org").exit_code == 0
+    with transaction() as session:
+        assert sessions.load(session, cookie) is None
