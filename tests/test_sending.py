@@ -215,3 +215,20 @@ def test_a_batch_run_twice_sends_nothing_twice(rig, times: int) -> None:
     time.sleep(1.0)
     delivered = Counter(r for m in rig.stack.smtp.messages for r in m.rcpt_tos)
     assert len(delivered) == 50 and set(delivered.values()) == {1}
+
+
+def test_a_scheduled_edition_is_started_by_beat_on_time(rig) -> None:
+    import datetime as dt
+
+    from mailer.db import utcnow
+
+    make_subscribers(5)
+    edition_id = make_edition()
+    with transaction() as session:
+        service.schedule_send(session, edition_id, utcnow() + dt.timedelta(seconds=3), by="test")
+    rig.worker()
+    rig.beat()
+    time.sleep(1.0)
+    assert edition_state(edition_id) == "scheduled"  # not before its time
+    wait_sent(edition_id, timeout=60)
+    assert len(rig.stack.smtp.messages) == 5

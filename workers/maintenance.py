@@ -15,13 +15,20 @@ log = logging.getLogger(__name__)
 @app.task
 def sweep() -> dict[str, int]:
     """Put back to work what a dead worker or a lost Redis message left behind."""
+    from mailer.delivery import sweeper
+    from mailer.redis import get_redis
     from workers.confirmations import send_confirmation
 
     with transaction() as session:
         stranded = subscribers.confirmations_to_resend(session, older_than=dt.timedelta(minutes=2))
     for subscriber_id in stranded:
         send_confirmation.delay(subscriber_id)
-    return {"confirmations": len(stranded)}
+    bulk_queue_empty = get_redis().llen("bulk") == 0
+    with transaction() as session:
+        report = sweeper.sweep(session, bulk_queue_empty=bulk_queue_empty)
+    if report.reclaimed or report.retried or report.requeued or report.finished or report.started:
+        log.info("sweep: %s", report.as_dict())
+    return {"confirmations": len(stranded), **report.as_dict()}
 
 
 @app.task

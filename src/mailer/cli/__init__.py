@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from mailer.cli import articles, bounce_intake, db, editions, outbox, subscribers, suppressions
+from mailer.cli import (
+    articles,
+    bounce_intake,
+    db,
+    editions,
+    outbox,
+    sending,  # noqa: F401 - registers its commands on the editions group
+    subscribers,
+    suppressions,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="mailer: a self-hosted newsletter sender.")
@@ -12,7 +21,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(outbox.app, name="outbox")
 app.add_typer(articles.app, name="articles")
-app.add_typer(editions.app, name="editions")
+app.add_typer(editions.app, name="editions")  # with the send commands of cli/sending.py
 # The bounces group of mailer.cli.bounces, with the commands bounce_intake adds to it.
 app.add_typer(bounce_intake.app, name="bounces")
 app.add_typer(suppressions.app, name="suppressions")

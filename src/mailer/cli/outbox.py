@@ -14,7 +14,8 @@ app = typer.Typer(no_args_is_help=True, help="The local SMTP catcher for develop
 
 @app.command("serve")
 def serve(host: str = "127.0.0.1", port: int = 1025,
-          outbox: Path = typer.Option(None, help="Folder for .eml files (default var/outbox)")) -> None:
+          outbox: Path = typer.Option(None, help="Folder for .eml files (default var/outbox)"),
+          ) -> None:
     """Accept every message on HOST:PORT and store it as an .eml file."""
     from mailer.emails.catcher import serve as start
 

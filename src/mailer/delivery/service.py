@@ -288,3 +288,55 @@ def _record(session: Session, actor: str, action: str, edition: Edition,
 
     session.add(AuditEntry(actor=actor[:320], action=action, target=f"edition:{edition.id}",
                            detail=detail))
+
+
+# --- test copies ----------------------------------------------------------------------------
+
+
+def send_test_copies(
+    edition_id: int, addresses: Sequence[str], *, by: str
+) -> list[tuple[str, str]]:
+    """Send a marked copy ("[TEST]" in the subject) to each address, as a reader would get
+    it. Not counted: no delivery rows, no audience. Returns (address, result) pairs."""
+    import secrets
+
+    from mailer.db import transaction
+    from mailer.delivery.assembly import MessageAssembler, Reader
+    from mailer.editions import snapshot
+    from mailer.editions.compose import compose
+    from mailer.emails.transport import SMTPFailure, process_transport
+    from mailer.subscribers.addresses import InvalidAddress, normalise
+
+    with transaction() as session:
+        edition = _edition(session, edition_id)
+        if edition.html_snapshot is not None:
+            personaliser = snapshot.personaliser_for(edition)
+            subject = edition.subject_snapshot or edition.subject
+        else:
+            composed = compose(edition)
+            snapshot.check_composed(composed, edition)
+            personaliser = snapshot.Personaliser(composed.subject, composed.html, composed.text,
+                                                 defaults={"view_url": snapshot.view_url(edition)})
+            subject = composed.subject
+        assembler = MessageAssembler(edition_id=edition.id, subject=f"[TEST] {subject}",
+                                     personaliser=personaliser, view_url=snapshot.view_url(edition),
+                                     kind="test", test=True)
+        _record(session, by, "edition.test", edition, {"to": list(addresses)})
+    results: list[tuple[str, str]] = []
+    transport = process_transport()
+    for address in addresses:
+        try:
+            email, _ = normalise(address)
+        except InvalidAddress as exc:
+            results.append((address, f"not sent: {exc}"))
+            continue
+        # The unsubscribe link of a test copy names nobody: it leads to the "not valid" page.
+        reader = Reader(delivery_id=secrets.randbelow(2**31), email=email, first_name="",
+                        public_id="0" * 32)
+        try:
+            accepted = transport.send(assembler.envelope_from(reader), email,
+                                      assembler.build(reader))
+            results.append((address, f"sent: {accepted.code} {accepted.reply}"))
+        except SMTPFailure as failure:
+            results.append((address, f"not sent: {failure}"))
+    return results
