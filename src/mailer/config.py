@@ -187,6 +187,15 @@ class Settings(BaseSettings):
     login_lockout_minutes: int = 15
     metrics_token: SecretStr | None = None
     metrics_networks: list[str] = ["127.0.0.0/8", "::1/128"]
+    #: How often each Celery worker writes its heartbeat to Redis; a worker is alive while
+    #: its last one is younger than three intervals.
+    worker_heartbeat_seconds: float = 10.0
+    #: A queue that held work this long with no worker touching it raises an alert.
+    queue_stall_seconds: float = 300.0
+    #: Policy rejections within this many hours raise an alert.
+    alert_window_hours: int = 24
+    #: Timeout of each check of /readyz (database, Redis, SMTP).
+    readiness_timeout_seconds: float = 3.0
 
     @field_validator("base_url", "website_url")
     @classmethod
