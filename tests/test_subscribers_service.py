@@ -227,3 +227,22 @@ def test_a_sign_up_again_restarts_the_14_days(clean) -> None:
     with transaction() as s:
         assert service.purge_pending(s) == 0
     assert subscriber("again@example.org") is not None
+
+
+def test_a_fresh_double_opt_in_after_erasure_lifts_the_suppression(clean) -> None:
+    from mailer.subscribers.models import Suppression
+
+    make("phoenix@example.org", "confirmed")
+    with transaction() as s:
+        service.erase_address(s, "phoenix@example.org", by="test")
+    # She signs up again herself, and confirms: fresh consent.
+    reader = make("Phoenix@example.org", "confirmed")
+    with transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Suppression)) == 0
+    assert events(reader.id) == ["subscribed", "confirmed", "unsuppressed"]
+    # Signing up alone (without confirming) lifts nothing.
+    with transaction() as s:
+        service.erase_address(s, "phoenix@example.org", by="test")
+    make("phoenix@example.org", "pending")
+    with transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Suppression)) == 1
