@@ -205,15 +205,18 @@ def browser() -> Iterator[object]:
             chromium.close()
 
 
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what="condition"):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``.
+
+    ``what`` names the condition; a callable is asked at the end (to show the state then)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         time.sleep(interval)
 
 

@@ -34,7 +34,7 @@ def counts(edition_id: int) -> dict[str, int]:
 
 def wait_sent(edition_id: int, timeout: float = 120) -> None:
     wait_for(lambda: edition_state(edition_id) == "sent", timeout=timeout,
-             what=f"edition {edition_id} to be sent (now {counts(edition_id)})")
+             what=lambda: f"edition {edition_id} to be sent (now {counts(edition_id)})")
 
 
 def test_every_message_on_the_wire_meets_the_standards(rig) -> None:
@@ -232,3 +232,28 @@ def test_a_scheduled_edition_is_started_by_beat_on_time(rig) -> None:
     assert edition_state(edition_id) == "scheduled"  # not before its time
     wait_sent(edition_id, timeout=60)
     assert len(rig.stack.smtp.messages) == 5
+
+
+def test_complaints_over_the_stop_rate_hold_every_send_until_acknowledged(rig) -> None:
+    from sqlalchemy import update
+
+    from mailer.bounces.actions import record_bounce
+    from mailer.bounces.models import BounceClass
+
+    make_subscribers(300)
+    first = make_edition()
+    start(first)
+    with transaction() as session:  # as if the send had gone out
+        session.execute(update(Delivery).values(state="sent"))
+        service.finish_if_done(session, first)
+        delivery = session.scalars(select(Delivery).order_by(Delivery.id)).first()
+        record_bounce(session, bounce_class=BounceClass.complaint, source="arf",
+                      delivery_id=delivery.id, attribution="verp", fingerprint="c1")
+    assert edition_state(first) == "sent"
+    second = make_edition(subject="Next edition")
+    with pytest.raises(service.SendError, match=r"complaint rate of 0\.33 %"):
+        start(second)
+    assert edition_state(second) == "draft"
+    with transaction() as session:
+        assert service.acknowledge_complaints(session, first, by="ops@example.org") == 1
+    assert start(second) == 299  # the complainer is unsubscribed and suppressed

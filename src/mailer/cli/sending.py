@@ -145,3 +145,14 @@ def progress(edition_id: int,
             current = read()
     if current.reason:
         typer.echo(current.reason)
+
+
+@app.command("acknowledge")
+def acknowledge(edition_id: int) -> None:
+    """Acknowledge an edition's complaints (over 0.3 % stops every send until you do)."""
+    try:
+        with transaction() as session:
+            n = service.acknowledge_complaints(session, edition_id, by="cli")
+    except service.SendError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"edition {edition_id}: {n} complaint(s) acknowledged; sending may go on")

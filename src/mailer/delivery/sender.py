@@ -32,6 +32,7 @@ from mailer.delivery.assembly import MessageAssembler, Reader
 from mailer.delivery.models import Delivery, DeliveryState
 from mailer.editions.models import Edition, EditionState
 from mailer.emails.transport import SMTPFailure, process_transport
+from mailer.ops.counters import timed
 from mailer.ratelimit import take_token
 from mailer.subscribers.models import Subscriber, SubscriberStatus, Suppression
 
@@ -207,13 +208,18 @@ def send_batch(edition_id: int, delivery_ids: list[int]) -> BatchResult:
         if edition is None or edition.state != EditionState.sending:
             result.stopped = f"edition is {edition.state if edition else 'gone'}"
             return result
-        assembler = assembler_for(edition)
-        readers = _load(session, edition_id, delivery_ids)
         if edition.html_snapshot is None:
             result.stopped = "edition has no snapshot"
             return result
+        hold = _complaint_hold(session, edition_id)
+        assembler = assembler_for(edition)
+        readers = _load(session, edition_id, delivery_ids)
+    if hold:
+        _pause_for(edition_id, hold)
+        result.stopped = hold
+        return result
 
-    transport = process_transport()
+    transport = timed(process_transport())  # SMTP reply codes and latency for /metrics
     pending: Outcome | None = None
     next_check = 0.0
     order = sorted(readers)
@@ -267,6 +273,13 @@ def send_batch(edition_id: int, delivery_ids: list[int]) -> BatchResult:
         if pending is not None:
             _flush(pending, edition_id)
     return result
+
+
+def _complaint_hold(session: Session, edition_id: int) -> str | None:
+    """Checked once per batch: complaints arrive (ARF, webhooks) while the send goes on."""
+    from mailer.delivery.service import complaint_hold
+
+    return complaint_hold(session, edition_id=edition_id)
 
 
 def _flush(outcome: Outcome, edition_id: int) -> None:

@@ -84,6 +84,9 @@ def start_send(session: Session, edition_id: int, *, by: str) -> int:
         snapshot.freeze(session, edition)
     except NotSendable as exc:
         raise SendError(str(exc)) from exc
+    hold = complaint_hold(session)
+    if hold:
+        raise SendError(hold)
     audience = _freeze_audience(session, edition)
     if audience == 0:
         raise SendError("nobody would receive it: there is no confirmed, unsuppressed subscriber")
@@ -148,6 +151,9 @@ def resume(session: Session, edition_id: int, *, by: str) -> None:
     edition = _edition(session, edition_id, lock=True)
     if edition.state != EditionState.paused:
         raise SendError(f"edition {edition.id} is {edition.state}; only a paused edition resumes")
+    hold = complaint_hold(session)
+    if hold:
+        raise SendError(hold)
     transition(session, edition, EditionState.sending, reason=f"resumed by {by}")
     _record(session, by, "edition.resume", edition, {})
     enqueue_pending(session, edition.id)
@@ -178,9 +184,48 @@ def finish_if_done(session: Session, edition_id: int) -> bool:
     open_ = sum(n for state, n in counts.items() if state not in FINAL_STATES)
     if open_ or sum(counts.values()) != edition.audience_count:
         return False
-    edition.stats = {"deliveries": counts}
+    edition.stats = {**(edition.stats or {}), "deliveries": counts}
     return transition(session, edition, EditionState.sent, reason="every delivery is final",
                       allow_same=True)
+
+
+# --- complaints: stop at 0.3 % until someone acknowledges -----------------------------------
+
+
+def complaint_hold(session: Session, *, edition_id: int | None = None) -> str | None:
+    """Why no edition may go out now: a recent edition's complaint rate reached the stop
+    level (``complaint_stop_rate``) with complaints nobody has acknowledged. None if clear."""
+    from mailer.bounces.rates import edition_rates
+
+    settings = get_settings()
+    recent = utcnow() - dt.timedelta(days=60)
+    query = select(Edition).where(
+        Edition.state.in_([EditionState.sending, EditionState.paused, EditionState.sent]),
+        Edition.started_at >= recent)
+    if edition_id is not None:
+        query = query.where(Edition.id == edition_id)
+    for edition in session.scalars(query.order_by(Edition.id.desc()).limit(6)):
+        rates = edition_rates(session, edition.id)
+        acknowledged = int((edition.stats or {}).get("complaints_acknowledged", -1))
+        if rates["complaint_stop"] and rates["complaints"] > acknowledged:
+            return (f"edition {edition.id} has a complaint rate of "
+                    f"{100 * rates['complaint_rate']:.2f} % ({rates['complaints']} complaints), "
+                    f"at or over the {100 * settings.complaint_stop_rate:.1f} % stop level: "
+                    f"look into it, then acknowledge it (mailer editions acknowledge "
+                    f"{edition.id}) before sending more")
+    return None
+
+
+def acknowledge_complaints(session: Session, edition_id: int, *, by: str) -> int:
+    """An operator has looked at the complaints of an edition: sending may go on."""
+    from mailer.bounces.rates import edition_rates
+
+    edition = _edition(session, edition_id, lock=True)
+    complaints = int(edition_rates(session, edition_id)["complaints"])
+    edition.stats = {**(edition.stats or {}), "complaints_acknowledged": complaints,
+                     "complaints_acknowledged_by": by}
+    _record(session, by, "edition.acknowledge_complaints", edition, {"complaints": complaints})
+    return complaints
 
 
 # --- queueing ---------------------------------------------------------------------------------
