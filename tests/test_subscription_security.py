@@ -344,3 +344,12 @@ def test_pages_forbid_framing_and_leak_no_token_in_referers(web) -> None:
     assert answer.headers["referrer-policy"] == "no-referrer"
     assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
     assert answer.headers["x-frame-options"] == "DENY"
+
+
+def test_a_forwarded_address_of_any_length_is_stored_bounded(clean, web) -> None:
+    answer = httpx.post(f"{web.url}/subscribe", data={"email": "proxied@example.org", **CONSENT},
+                        headers={"X-Forwarded-For": "x" * 500})
+    assert answer.status_code == 200
+    with transaction() as s:
+        event = s.scalars(select(ConsentEvent)).one()
+    assert event.ip == "x" * 64

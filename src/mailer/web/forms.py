@@ -37,4 +37,6 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The client's address; behind a local reverse proxy uvicorn has already taken it from
+    X-Forwarded-For, which a misconfigured proxy could fill with anything: bounded."""
+    return (request.client.host if request.client else "unknown")[:64]
