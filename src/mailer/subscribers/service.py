@@ -37,6 +37,7 @@ UNSUBSCRIBE_SIGNATURE = 22
 #: At most one confirmation mail per address in this interval.
 MAIL_INTERVAL = dt.timedelta(days=1)
 
+
 def _rowcount(result: Result[Any]) -> int:
     """How many rows an UPDATE changed (the conditional updates below are our locks)."""
     return cast(CursorResult[Any], result).rowcount
@@ -91,7 +92,7 @@ def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin) -
         "consent_version": settings.consent_version,
         "consent_text": settings.consent_text,
         "source": origin.source[:100],
-        "ip": origin.ip,
+        "ip": (origin.ip or "")[:64] or None,
         "user_agent": (origin.user_agent or "")[:500] or None,
     }
     # Every kind of address goes through the same steps (find or create the row, write
