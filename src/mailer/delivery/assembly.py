@@ -21,6 +21,7 @@ from email.utils import format_datetime, formataddr
 
 from mailer.config import get_settings
 from mailer.db import utcnow
+from mailer.emails.dkim import configured_signer
 from mailer.emails.message import (
     SMTP_POLICY,
     _header_safe,
@@ -88,6 +89,7 @@ class MessageAssembler:
         self.tail = f"\r\n--{self.boundary}--\r\n".encode()
         self._date_second = -1
         self._date = b""
+        self.signer = configured_signer()
 
     def _date_header(self) -> bytes:
         now = int(time.time())
@@ -117,9 +119,10 @@ class MessageAssembler:
         # To carries the address alone: nothing a reader typed into a form reaches a header.
         per_reader = [f"To: {reader.email}", f"Message-ID: {self.message_id(reader)}"]
         per_reader += [f"{name}: {value}" for name, value in newsletter_headers(unsubscribe)]
-        return b"".join((
+        message = b"".join((
             self.static,
             self._date_header(),
             ("\r\n".join(per_reader) + "\r\n").encode("utf-8"),
             self.multipart_head, text, self.between, html, self.tail,
         ))
+        return self.signer.sign(message) if self.signer else message

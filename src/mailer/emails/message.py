@@ -106,4 +106,9 @@ def _split_from(value: str) -> tuple[str, str]:
 
 
 def to_bytes(msg: EmailMessage) -> bytes:
-    return msg.as_bytes(policy=SMTP_POLICY)
+    """The bytes to send: serialised with CRLF, DKIM-signed when a key is configured."""
+    from mailer.emails.dkim import configured_signer
+
+    raw = msg.as_bytes(policy=SMTP_POLICY)
+    signer = configured_signer()
+    return signer.sign(raw) if signer else raw
