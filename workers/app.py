@@ -11,9 +11,21 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import (
+    task_failure,
+    task_postrun,
+    task_prerun,
+    task_retry,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 from kombu import Queue
 
 from mailer.config import get_settings
@@ -41,6 +53,8 @@ def make_app() -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
+        # Our JSON lines go to stderr as they are, not wrapped in Celery's own log format.
+        worker_redirect_stdouts=False,
         task_default_queue="default",
         task_queues=[Queue(name) for name in QUEUES],
         task_routes={
@@ -120,3 +134,84 @@ def reset_broker() -> None:
         app._pool.force_close_all()
         app._pool = None
     app.amqp._producer_pool = None
+
+
+# --- ops: worker heartbeats, task counters, the task id on every log line --------------------
+
+_heartbeat: list[object] = []
+_log_tokens: dict[str, object] = {}
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: object = None, **_: object) -> None:
+    """The worker's main process tells Redis it is alive (``mailer status``, /readyz)."""
+    from mailer.ops.workers import Heartbeat
+
+    try:
+        hostname = str(getattr(sender, "hostname", "") or "worker")
+        queues = sorted(q.name for q in sender.task_consumer.queues)  # type: ignore[attr-defined]
+        concurrency = getattr(getattr(sender, "pool", None), "num_processes", None)
+        _heartbeat.append(Heartbeat(hostname, {"pid": os.getpid(), "queues": queues,
+                                               "concurrency": concurrency}).start())
+    except Exception:  # never keep a worker from starting
+        logging.getLogger(__name__).exception("could not start the worker heartbeat")
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: object) -> None:
+    while _heartbeat:
+        _heartbeat.pop().stop()  # type: ignore[attr-defined]
+
+
+@task_prerun.connect
+def _task_started(task_id: str = "", task: object = None, args: object = None,
+                  kwargs: object = None, **_: object) -> None:
+    from mailer.logging import bind_context
+    from mailer.ops.counters import mark_activity
+
+    try:
+        name = str(getattr(task, "name", ""))
+        fields: dict[str, object] = {"task_id": task_id, "task": name}
+        edition_id = (kwargs or {}).get("edition_id")  # type: ignore[attr-defined]
+        if edition_id is None and name.startswith("workers.bulk.") and args:
+            edition_id = args[0]  # type: ignore[index]
+        if edition_id is not None:
+            fields["edition_id"] = edition_id
+        _log_tokens[task_id] = bind_context(**fields)
+        mark_activity(_queue_of(task))
+    except Exception:
+        logging.getLogger(__name__).debug("task_prerun hook failed", exc_info=True)
+
+
+@task_postrun.connect
+def _task_finished(task_id: str = "", task: object = None, **_: object) -> None:
+    from mailer.logging import reset_context
+    from mailer.ops.counters import flush, mark_activity
+
+    try:
+        flush()  # this task's SMTP figures, before the next one starts
+        mark_activity(_queue_of(task))
+        token = _log_tokens.pop(task_id, None)
+        if token is not None:
+            reset_context(token)  # type: ignore[arg-type]
+    except Exception:
+        logging.getLogger(__name__).debug("task_postrun hook failed", exc_info=True)
+
+
+@task_failure.connect
+def _task_failed(sender: object = None, **_: object) -> None:
+    from mailer.ops.counters import record_task
+
+    record_task("failure", str(getattr(sender, "name", "unknown")))
+
+
+@task_retry.connect
+def _task_retried(sender: object = None, **_: object) -> None:
+    from mailer.ops.counters import record_task
+
+    record_task("retry", str(getattr(sender, "name", "unknown")))
+
+
+def _queue_of(task: object) -> str:
+    info = getattr(getattr(task, "request", None), "delivery_info", None) or {}
+    return str(info.get("routing_key") or "default")

@@ -9,9 +9,35 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar, Token
 from typing import Any
 
-_CONTEXT_KEYS = ("edition_id", "delivery_id", "subscriber_id", "task_id", "smtp_code", "event")
+_CONTEXT_KEYS = ("edition_id", "delivery_id", "subscriber_id", "task_id", "smtp_code", "event",
+                 "task")
+
+#: Fields every record logged in the current context carries (set for the time a Celery
+#: task runs: its id and name, and the edition it works on), unless the call gives its own.
+_context: ContextVar[dict[str, Any] | None] = ContextVar("mailer_log_context", default=None)
+
+
+def bind_context(**fields: Any) -> Token[dict[str, Any] | None]:
+    """Add fields to every record logged until :func:`reset_context` with the token."""
+    return _context.set({**(_context.get() or {}), **fields})
+
+
+def reset_context(token: Token[dict[str, Any] | None]) -> None:
+    try:
+        _context.reset(token)
+    except ValueError:  # set in another context: forget everything instead
+        _context.set(None)
+
+
+class ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (_context.get() or {}).items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
 
 
 class JSONFormatter(logging.Formatter):
@@ -50,6 +76,7 @@ def setup_logging(level: int = logging.INFO) -> None:
         handler.setFormatter(ContextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     else:
         handler.setFormatter(JSONFormatter())
+    handler.addFilter(ContextFilter())
     root = logging.getLogger("mailer")
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -1,0 +1,139 @@
+"""The alerts an operator needs, worked out from the database and Redis when asked.
+
+- ``circuit_breaker``: an edition was paused by the sending circuit breaker;
+- ``policy_rejections``: a server refused our mail for policy reasons (block list, DMARC,
+  spam filter) in the last ``alert_window_hours``: our problem, not the reader's;
+- ``complaint_rate``: an edition's complaint rate reached 0.1 % (critical at 0.3 %);
+- ``queue_not_draining``: a queue has held work for ``queue_stall_seconds`` and no worker
+  touched it meanwhile;
+- ``no_worker``: no Celery worker has sent a heartbeat lately;
+- ``redis_unreachable``: the broker itself is away (queues and workers cannot be seen).
+
+The same list feeds ``/metrics`` (``mailer_alert{alert=…}``), the admin's banner and
+``mailer status``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from mailer.bounces.models import Bounce, BounceClass
+from mailer.bounces.rates import edition_rates
+from mailer.config import get_settings
+from mailer.db import utcnow
+from mailer.editions.models import Edition, EditionState
+from mailer.ops.queues import QueueState
+from mailer.ops.workers import WorkerInfo
+
+NAMES = ("circuit_breaker", "policy_rejections", "complaint_rate", "queue_not_draining",
+         "no_worker", "redis_unreachable")
+BREAKER_PREFIX = "circuit breaker:"
+#: Sent editions whose complaint rate is still watched (complaints come back for weeks).
+COMPLAINT_WATCH_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    severity: str  # critical or warning
+    message: str
+    edition_id: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def evaluate(session: Session, *, queues: list[QueueState] | None,
+             workers: list[WorkerInfo] | None,
+             rates: list[dict[str, Any]] | None = None) -> list[Alert]:
+    """Every alert that holds now. ``queues``/``workers`` None: Redis could not be read.
+    ``rates``: :func:`watched_rates`, when the caller has them already."""
+    if rates is None:
+        rates = watched_rates(session)
+    alerts = [*_breaker(session), *_policy(session), *_complaints(rates)]
+    if queues is None or workers is None:
+        alerts.append(Alert("redis_unreachable", "critical",
+                            "Redis cannot be reached: nothing can be queued or sent."))
+        return alerts
+    stall = get_settings().queue_stall_seconds
+    for queue in queues:
+        if queue.stalled:
+            alerts.append(Alert(
+                "queue_not_draining", "critical",
+                f"The {queue.name} queue has held {queue.depth:,} task(s) for over "
+                f"{_duration(stall)} and no worker took any."))
+    if not workers:
+        alerts.append(Alert("no_worker", "critical",
+                            "No Celery worker is running: nothing will be sent."))
+    return alerts
+
+
+def _breaker(session: Session) -> list[Alert]:
+    paused = session.execute(
+        select(Edition.id, Edition.subject, Edition.state_reason)
+        .where(Edition.state == EditionState.paused,
+               Edition.state_reason.startswith(BREAKER_PREFIX))
+        .order_by(Edition.id)
+    ).all()
+    return [Alert("circuit_breaker", "critical",
+                  f"Edition {eid} (“{subject}”) was paused by the {reason}. Find the cause "
+                  "in its bounces before resuming it.", eid)
+            for eid, subject, reason in paused]
+
+
+def _policy(session: Session) -> list[Alert]:
+    hours = get_settings().alert_window_hours
+    since = utcnow() - dt.timedelta(hours=hours)
+    count, latest = session.execute(
+        select(func.count(), func.max(Bounce.id))
+        .where(Bounce.bounce_class == BounceClass.policy, Bounce.edition_id.is_not(None),
+               Bounce.received_at >= since)
+    ).one()
+    if not count:
+        return []
+    last = session.get(Bounce, latest)
+    said = f" The latest: {last.status_code} {last.diagnostic[:160]}".rstrip() if last else ""
+    return [Alert("policy_rejections", "warning",
+                  f"{count:,} message(s) refused for policy reasons in the last {hours} h "
+                  f"(block list, DMARC or content filter).{said}",
+                  last.edition_id if last else None)]
+
+
+def watched_rates(session: Session) -> list[dict[str, Any]]:
+    """Bounce and complaint rates (``edition_rates``) of every edition under way or sent in
+    the last 30 days: complaints keep coming back for weeks after a send."""
+    since = utcnow() - dt.timedelta(days=COMPLAINT_WATCH_DAYS)
+    watched = session.scalars(
+        select(Edition.id).where(or_(
+            Edition.state.in_([EditionState.sending, EditionState.paused]),
+            (Edition.state == EditionState.sent) & (Edition.finished_at >= since),
+        )).order_by(Edition.id)
+    ).all()
+    return [edition_rates(session, edition_id) for edition_id in watched]
+
+
+def _complaints(watched: list[dict[str, Any]]) -> list[Alert]:
+    settings = get_settings()
+    alerts = []
+    for rates in watched:
+        edition_id = rates["edition_id"]
+        if not rates["complaint_alert"]:
+            continue
+        stop = rates["complaint_stop"]
+        alerts.append(Alert(
+            "complaint_rate", "critical" if stop else "warning",
+            f"Edition {edition_id}: {rates['complaints']:,} complaint(s) for "
+            f"{rates['accepted']:,} delivered, {100 * rates['complaint_rate']:.2f} % "
+            f"(alert at {100 * settings.complaint_alert_rate:.1f} %"
+            + (f", stop at {100 * settings.complaint_stop_rate:.1f} %)" if stop else ")"),
+            edition_id))
+    return alerts
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} minutes" if seconds >= 120 else f"{seconds:g} seconds"

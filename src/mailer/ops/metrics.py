@@ -1,0 +1,211 @@
+"""``/metrics`` in Prometheus's text format, gathered at scrape time.
+
+From Redis: queue depths, workers alive, SMTP reply codes and latency, messages sent,
+task failures and retries, the bounce alert counters. From the database: deliveries by
+state, each edition under way, bounces by class, complaint rates, subscribers. Alerts as
+``mailer_alert{alert="…"}`` 0/1. A part that cannot be read is left out and its
+``mailer_*_up`` gauge says 0, so a scrape never fails as a whole.
+
+The workers' side of the counters is :mod:`mailer.ops.counters`; :func:`record_smtp` is
+re-exported here for the sending pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailer.bounces.actions import alert_counts
+from mailer.bounces.models import Bounce
+from mailer.db import transaction
+from mailer.delivery.models import Delivery, DeliveryState
+from mailer.ops import alerts as alerts_
+from mailer.ops import counters, status
+from mailer.ops.counters import LATENCY_BUCKETS, record_smtp, timed
+from mailer.subscribers.models import Subscriber, Suppression
+
+__all__ = ["CONTENT_TYPE", "record_smtp", "render", "timed"]
+
+#: The classic text format (0.0.4): every Prometheus version reads it.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+log = logging.getLogger(__name__)
+
+
+class MailerCollector:
+    def collect(self) -> Iterator[Metric]:
+        redis_part = status.redis_state()
+        yield from _redis_metrics(redis_part)
+        yield from _database_metrics(redis_part)
+
+
+def render() -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MailerCollector())  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+def _gauge(name: str, doc: str, value: float | None = None,
+           labels: list[str] | None = None) -> GaugeMetricFamily:
+    if labels is None:
+        return GaugeMetricFamily(name, doc, value=value or 0)
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+# --- Redis ---------------------------------------------------------------------------------------
+
+
+def _redis_metrics(redis_part: status.RedisState) -> Iterator[Metric]:
+    try:
+        error, queues, unacked, workers = redis_part
+        if error is not None or queues is None or workers is None:
+            raise redis.ConnectionError(error or "unreachable")
+        smtp = counters.smtp_figures()
+        tasks = counters.task_figures()
+        bounce_alerts = alert_counts()
+    except (redis.RedisError, OSError) as exc:
+        log.warning("metrics: Redis not readable: %s", exc)
+        yield _gauge("mailer_redis_up", "1 when Redis (the broker) answered this scrape", 0)
+        return
+    yield _gauge("mailer_redis_up", "1 when Redis (the broker) answered this scrape", 1)
+
+    depth = _gauge("mailer_queue_depth", "Tasks waiting in each Celery queue", labels=["queue"])
+    for queue in queues:
+        depth.add_metric([queue.name], queue.depth)
+    yield depth
+    yield _gauge("mailer_queue_unacked",
+                 "Tasks held by workers and not acknowledged yet (running or waiting for a "
+                 "retry)", unacked)
+    yield _gauge("mailer_workers_alive", "Celery workers with a recent heartbeat", len(workers))
+
+    yield CounterMetricFamily("mailer_messages_sent", "Newsletter messages an SMTP server "
+                              "accepted", value=smtp["sent"])
+    replies = CounterMetricFamily("mailer_smtp_replies", "SMTP transactions of newsletter "
+                                  "sends by the final reply code (none: no reply, the "
+                                  "connection failed)", labels=["code"])
+    for code, n in sorted(smtp["codes"].items()):
+        replies.add_metric([code], n)
+    yield replies
+    cumulative, buckets = 0, []
+    for bound in (*(repr(b) for b in LATENCY_BUCKETS), "+Inf"):
+        cumulative += smtp["buckets"].get(bound, 0)
+        buckets.append((bound, cumulative))
+    yield HistogramMetricFamily("mailer_smtp_latency_seconds",
+                                "Duration of one SMTP transaction of a newsletter send",
+                                buckets=buckets, sum_value=smtp["sum"])
+
+    for event, name, doc in (
+            ("failure", "mailer_task_failures", "Celery tasks that raised an exception"),
+            ("retry", "mailer_task_retries", "Celery tasks that asked to be retried")):
+        family = CounterMetricFamily(name, doc, labels=["task"])
+        for task, n in sorted(tasks.get(event, {}).items()):
+            family.add_metric([task], n)
+        yield family
+    yield CounterMetricFamily("mailer_policy_rejections",
+                              "Policy rejections of our mail (block lists, DMARC, filters)",
+                              value=bounce_alerts.get("policy_rejections", 0))
+    yield CounterMetricFamily("mailer_complaints", "Complaints (readers who marked a "
+                              "newsletter as spam)", value=bounce_alerts.get("complaints", 0))
+
+
+# --- the database -------------------------------------------------------------------------------
+
+
+def _database_metrics(redis_part: status.RedisState) -> Iterator[Metric]:
+    try:
+        with transaction() as session:
+            families = list(_from_database(session, redis_part))
+    except Exception as exc:  # any driver error: report the database as down
+        log.warning("metrics: database not readable: %s", exc)
+        yield _gauge("mailer_database_up", "1 when the database answered this scrape", 0)
+        return
+    yield _gauge("mailer_database_up", "1 when the database answered this scrape", 1)
+    yield from families
+
+
+def _from_database(session: Session, redis_part: status.RedisState) -> Iterator[Metric]:
+    snapshot = status.collect(session, redis_part)
+
+    by_state = dict(session.execute(
+        select(Delivery.state, func.count()).group_by(Delivery.state)).all())
+    deliveries = _gauge("mailer_deliveries", "Deliveries (one per edition and reader) by "
+                        "state, all editions", labels=["state"])
+    for delivery_state in DeliveryState:
+        deliveries.add_metric([delivery_state.value], by_state.get(delivery_state.value, 0))
+    yield deliveries
+
+    per_edition = _gauge("mailer_edition_deliveries", "Deliveries of each edition sending or "
+                         "paused, by state", labels=["edition", "state"])
+    progress = _gauge("mailer_edition_progress_ratio", "Share of an edition's deliveries that "
+                      "are final (0–1)", labels=["edition"])
+    rate = _gauge("mailer_edition_send_rate", "Messages per second an edition is being sent "
+                  "at (the last 10 seconds)", labels=["edition"])
+    for edition in snapshot.editions:
+        if edition.progress is None:
+            continue
+        label = str(edition.id)
+        for state, n in sorted(edition.progress.counts.items()):
+            per_edition.add_metric([label, state], n)
+        progress.add_metric([label], edition.progress.percent / 100)
+        rate.add_metric([label], edition.progress.rate_per_second)
+    yield per_edition
+    yield progress
+    yield rate
+    yield _gauge("mailer_send_rate", "Messages per second across every edition being sent",
+                 sum(e.progress.rate_per_second for e in snapshot.editions if e.progress))
+
+    bounces = CounterMetricFamily("mailer_bounces", "Bounces and complaints received, by "
+                                  "class", labels=["class"])
+    for klass, n in sorted(session.execute(
+            select(Bounce.bounce_class, func.count()).group_by(Bounce.bounce_class))):
+        bounces.add_metric([klass], n)
+    yield bounces
+
+    yield from _complaint_rates(snapshot.rates)
+
+    subscribers = _gauge("mailer_subscribers", "Subscribers by status", labels=["status"])
+    for subscriber_status, n in sorted(session.execute(
+            select(Subscriber.status, func.count()).group_by(Subscriber.status))):
+        subscribers.add_metric([subscriber_status], n)
+    yield subscribers
+    suppressed = _gauge("mailer_suppressions", "Suppressed addresses by reason",
+                        labels=["reason"])
+    for reason, n in sorted(session.execute(
+            select(Suppression.reason, func.count()).group_by(Suppression.reason))):
+        suppressed.add_metric([reason], n)
+    yield suppressed
+
+    alert = _gauge("mailer_alert", "1 while the alert holds (see the admin's ops page for "
+                   "the reason)", labels=["alert"])
+    holding = {a.name for a in snapshot.alerts}
+    for name in alerts_.NAMES:
+        alert.add_metric([name], 1 if name in holding else 0)
+    yield alert
+
+
+def _complaint_rates(watched: list[dict[str, Any]]) -> Iterator[Metric]:
+    per_edition = _gauge("mailer_edition_complaint_rate", "Complaints over delivered messages "
+                         "of each edition under way or sent in the last 30 days (0–1)",
+                         labels=["edition"])
+    complaints = accepted = 0
+    for rates in watched:
+        per_edition.add_metric([str(rates["edition_id"])], rates["complaint_rate"])
+        complaints += rates["complaints"]
+        accepted += rates["accepted"]
+    yield per_edition
+    yield _gauge("mailer_complaint_rate", "Complaints over delivered messages of every edition "
+                 "under way or sent in the last 30 days (0–1)",
+                 complaints / accepted if accepted else 0.0)

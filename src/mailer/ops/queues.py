@@ -1,0 +1,85 @@
+"""How much work waits in each Celery queue, read straight from the broker's Redis.
+
+Celery on Redis keeps a queue as a Redis list under the queue's name (and, for messages
+sent with a priority, under the name plus a priority suffix), and the messages that
+workers hold but have not acknowledged yet (running, or waiting for a retry's countdown)
+in the hash ``unacked``.
+
+"Not draining" means: the queue has held work for longer than ``queue_stall_seconds``
+and no worker has started, finished or sent anything from it for that long either.
+Since when a queue holds work is noted whenever the depths are read (every scrape).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+
+from mailer.config import get_settings
+from mailer.ops.counters import last_activity
+from mailer.redis import get_redis
+
+QUEUES = ("bulk", "confirmations", "default")
+#: kombu's Redis transport: priority queues are "<name>\x06\x16<priority>".
+_PRIORITY_SEP = "\x06\x16"
+_PRIORITIES = (3, 6, 9)
+NONEMPTY_KEY = "mailer:ops:queue_nonempty_since"
+
+
+@dataclass(frozen=True)
+class QueueState:
+    name: str
+    depth: int
+    waiting_since: float | None  # when it was first seen holding work (None: empty)
+    last_activity: float | None  # when a worker last started, finished or sent from it
+    stalled: bool
+
+    def as_dict(self) -> dict[str, object]:
+        now = time.time()
+        return {
+            "queue": self.name, "depth": self.depth, "stalled": self.stalled,
+            "waiting_seconds": round(now - self.waiting_since) if self.waiting_since else 0,
+            "idle_seconds": round(now - self.last_activity) if self.last_activity else None,
+        }
+
+
+def depth(client: redis.Redis, name: str) -> int:
+    pipe = client.pipeline(transaction=False)
+    pipe.llen(name)
+    for priority in _PRIORITIES:
+        pipe.llen(f"{name}{_PRIORITY_SEP}{priority}")
+    return sum(int(n) for n in pipe.execute())
+
+
+def unacked(client: redis.Redis | None = None) -> int:
+    return int((client or get_redis()).hlen("unacked"))
+
+
+def states(client: redis.Redis | None = None) -> list[QueueState]:
+    """Every queue's depth and whether it is stalled. Raises RedisError."""
+    r = client or get_redis()
+    now = time.time()
+    stall = get_settings().queue_stall_seconds
+    activity = last_activity(r)
+    seen = {(k.decode() if isinstance(k, bytes) else k): float(v)
+            for k, v in r.hgetall(NONEMPTY_KEY).items()}  # type: ignore[union-attr]
+    out = []
+    for name in QUEUES:
+        n = depth(r, name)
+        since: float | None
+        if n:
+            since = seen.get(name)
+            if since is None:
+                r.hsetnx(NONEMPTY_KEY, name, now)
+                since = now
+        else:
+            since = None
+            if name in seen:
+                r.hdel(NONEMPTY_KEY, name)
+        last = activity.get(name)
+        stalled = bool(n) and since is not None and now - since >= stall and (
+            last is None or now - last >= stall)
+        out.append(QueueState(name, n, since, last, stalled))
+    return out

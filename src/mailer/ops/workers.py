@@ -1,0 +1,115 @@
+"""Which Celery workers are alive: each worker's main process writes a heartbeat to Redis.
+
+A worker counts as alive while its heartbeat is younger than three intervals. This works
+across machines (every worker shares the broker's Redis), costs the reader one sorted-set
+query, and a worker killed with ``kill -9`` drops out on its own when its beats stop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from mailer.config import get_settings
+from mailer.redis import get_redis
+
+log = logging.getLogger(__name__)
+
+WORKERS_KEY = "mailer:ops:workers"  # sorted set: hostname → time of its last beat
+INFO_PREFIX = "mailer:ops:worker:"  # hostname → JSON: pid, queues, concurrency, started
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    hostname: str
+    last_beat: float
+    pid: int | None = None
+    queues: tuple[str, ...] = ()
+    concurrency: int | None = None
+    started_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"hostname": self.hostname, "pid": self.pid, "queues": list(self.queues),
+                "concurrency": self.concurrency, "started_at": self.started_at,
+                "seconds_since_beat": round(max(0.0, time.time() - self.last_beat), 1)}
+
+
+def _ttl() -> float:
+    return 3 * get_settings().worker_heartbeat_seconds
+
+
+def beat(hostname: str, info: dict[str, Any], client: redis.Redis | None = None) -> None:
+    r = client or get_redis()
+    now = time.time()
+    pipe = r.pipeline(transaction=False)
+    pipe.zadd(WORKERS_KEY, {hostname: now})
+    pipe.set(INFO_PREFIX + hostname, json.dumps(info), ex=int(_ttl()) + 1)
+    # Workers gone for a day are forgotten.
+    pipe.zremrangebyscore(WORKERS_KEY, "-inf", now - 86400)
+    pipe.execute()
+
+
+def forget(hostname: str) -> None:
+    try:
+        r = get_redis()
+        r.zrem(WORKERS_KEY, hostname)
+        r.delete(INFO_PREFIX + hostname)
+    except redis.RedisError as exc:
+        log.warning("could not remove the heartbeat of %s: %s", hostname, exc)
+
+
+def alive(client: redis.Redis | None = None) -> list[WorkerInfo]:
+    """The workers whose last heartbeat is recent enough. Raises RedisError."""
+    r = client or get_redis()
+    members: list[tuple[Any, float]] = r.zrangebyscore(  # type: ignore[assignment]
+        WORKERS_KEY, time.time() - _ttl(), "+inf", withscores=True)
+    if not members:
+        return []
+    names = [m.decode() if isinstance(m, bytes) else str(m) for m, _ in members]
+    infos = r.mget([INFO_PREFIX + n for n in names])
+    out = []
+    for (_, score), name, raw in zip(members, names, infos, strict=True):
+        data: dict[str, Any] = {}
+        if raw:
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                data = {}
+        out.append(WorkerInfo(hostname=name, last_beat=float(score), pid=data.get("pid"),
+                              queues=tuple(data.get("queues") or ()),
+                              concurrency=data.get("concurrency"),
+                              started_at=data.get("started_at")))
+    return sorted(out, key=lambda w: w.hostname)
+
+
+class Heartbeat:
+    """A daemon thread in a worker's main process that beats every interval until stopped."""
+
+    def __init__(self, hostname: str, info: dict[str, Any]) -> None:
+        self.hostname, self.info = hostname, {**info, "started_at": time.time()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mailer-heartbeat", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        interval = get_settings().worker_heartbeat_seconds
+        while not self._stop.is_set():
+            try:
+                beat(self.hostname, self.info)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("worker heartbeat not written: %s", exc)
+            self._stop.wait(interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        forget(self.hostname)
