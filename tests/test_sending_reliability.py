@@ -130,7 +130,7 @@ def test_smtp_server_misbehaving_in_every_way(rig) -> None:
         rows = dict(session.execute(
             select(Subscriber.email, Delivery.smtp_reply)
             .join(Delivery, Delivery.subscriber_id == Subscriber.id)
-            .where(Subscriber.email.in_(unknown[:1] + blocked[:1]))).tuples())
+            .where(Subscriber.email.in_(unknown[:1] + blocked[:1]))).all())
     assert "does not exist" in rows[unknown[0]]  # the server's words are kept
     assert "client host blocked" in rows[blocked[0]]
 

@@ -151,11 +151,11 @@ def _import_chunk(chunk: list[tuple[Row, str, str]], source: str, by: str,
     with transaction() as session:
         existing = dict(session.execute(
             select(Subscriber.email_key, Subscriber.status).where(Subscriber.email_key.in_(keys))
-        ).tuples().all())
+        ).all())
         suppressed = dict(session.execute(
             select(Suppression.address_hash, Suppression.reason)
             .where(Suppression.address_hash.in_(list(hashes)))
-        ).tuples().all())
+        ).all())
         now = dt.datetime.now(dt.UTC)
         for row, address, key in chunk:
             hash_ = address_hash(key)
