@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.subscribers import subscriber
+from tests.support.subscribers import (
+    settle_confirmation_tasks,  # noqa: F401
+    subscriber,
+)
 
 pytestmark = pytest.mark.browser
 

@@ -14,7 +14,12 @@ from sqlalchemy import func, inspect, select, text
 from mailer.db import get_engine, transaction
 from mailer.subscribers.addresses import key_hash
 from mailer.subscribers.models import ConsentEvent, Subscriber, Suppression
-from tests.support.subscribers import events, make, subscriber
+from tests.support.subscribers import (
+    events,
+    make,
+    settle_confirmation_tasks,  # noqa: F401
+    subscriber,
+)
 
 MAILER = str(Path(sys.executable).parent / "mailer")
 

@@ -15,7 +15,15 @@ from mailer.subscribers.addresses import InvalidAddress, normalise
 from mailer.subscribers.confirmation_mail import Outcome, send_confirmation_mail
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber
 from tests.conftest import wait_for
-from tests.support.subscribers import ORIGIN, events, make, move_back, subscriber, tokens
+from tests.support.subscribers import (
+    ORIGIN,
+    events,
+    make,
+    move_back,
+    settle_confirmation_tasks,  # noqa: F401
+    subscriber,
+    tokens,
+)
 
 
 def _sign_up(address: str, **profile: str) -> int:

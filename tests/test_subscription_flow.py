@@ -22,6 +22,7 @@ from tests.support.subscribers import (
     events,
     move_back,
     path,
+    settle_confirmation_tasks,  # noqa: F401
     subscriber,
     tokens,
 )

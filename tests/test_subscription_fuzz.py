@@ -21,7 +21,13 @@ from mailer.subscribers import service
 from mailer.subscribers.addresses import normalise
 from mailer.subscribers.models import ConsentEvent, Subscriber
 from tests.conftest import wait_for
-from tests.support.subscribers import TaskLog, event_rows, make, tokens
+from tests.support.subscribers import (
+    TaskLog,
+    event_rows,
+    make,
+    settle_confirmation_tasks,  # noqa: F401
+    tokens,
+)
 
 FIELDS = ["email", "first_name", "last_name", "organisation", "country", "consent",
           "website", "source", "List-Unsubscribe"]

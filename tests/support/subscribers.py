@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterator
 
+import pytest
 from sqlalchemy import select, update
 
 from mailer.db import transaction, utcnow
+from mailer.redis import get_redis
 from mailer.subscribers import service
 from mailer.subscribers.addresses import normalise
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber
@@ -106,6 +109,8 @@ class TaskLog:
     _RECEIVED = re.compile(r"Task workers\.confirmations\.send_confirmation\[([^\]]+)\] received")
     _DONE = re.compile(r"Task workers\.confirmations\.send_confirmation\[([^\]]+)\] "
                        r"succeeded in [0-9.e-]+s: '(\w+)'")
+    _ENDED = re.compile(r"Task workers\.confirmations\.send_confirmation\[([^\]]+)\] "
+                        r"(?:succeeded|raised|retry)")
 
     def __init__(self, worker: object) -> None:
         self.worker = worker
@@ -122,6 +127,28 @@ class TaskLog:
         ours = set(self._RECEIVED.findall(log))
         return [outcome for task_id, outcome in self._DONE.findall(log) if task_id in ours]
 
+    def all_finished(self) -> bool:
+        log = self.since()
+        return set(self._RECEIVED.findall(log)) <= set(self._ENDED.findall(log))
+
     def wait_outcomes(self, n: int) -> list[str]:
         return wait_for(lambda: len(o := self.outcomes()) >= n and o,
                         what=f"{n} confirmation tasks to finish")
+
+
+@pytest.fixture(autouse=True)
+def settle_confirmation_tasks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test, let the worker finish the confirmation mails the test queued.
+
+    Otherwise a mail still on its way when the next test empties the tables would land
+    in that test's data (the row ids start again at 1), or make its TRUNCATE deadlock on
+    PostgreSQL. Import this fixture into a test module to use it there.
+    """
+    if "clean" not in request.fixturenames:
+        yield
+        return
+    log = TaskLog(request.getfixturevalue("worker"))
+    yield
+    redis = get_redis()
+    wait_for(lambda: redis.llen("confirmations") == 0 and log.all_finished(), timeout=60,
+             what="the worker to finish this test's confirmation mails")
