@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from mailer.config import get_settings
 from mailer.logging import setup_logging
 from mailer.paths import templates_dir
-from mailer.web import archive, health, public, webhooks
+from mailer.web import admin, archive, health, public, webhooks
 from mailer.web.pages import page
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ def create_app() -> FastAPI:
     app.include_router(public.router)
     app.include_router(webhooks.router)
     app.include_router(archive.router)
+    admin.install(app)  # the staff desk at /admin
     static = templates_dir() / "static"
     if static.is_dir():
         app.mount("/static", StaticFiles(directory=str(static)), name="static")

@@ -1,0 +1,24 @@
+"""The staff desk at /admin: server-rendered pages over the domain services.
+
+- ``auth``: logging in and out, sessions, CSRF, who may do what;
+- ``editions``: draft, edit, preview, test, schedule, send, pause, resume, cancel, watch;
+- ``subscribers``: search, consent history, import, export, erase, the suppression list;
+- ``bounces``: the latest bounces with their evidence;
+- ``ops``: queues, workers, sends under way, alerts; the audit log.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from mailer.web.admin import auth, bounces, editions, ops, subscribers
+
+
+def install(app: FastAPI) -> None:
+    for module in (auth, editions, subscribers, bounces, ops):
+        app.include_router(module.router)
+
+    @app.exception_handler(auth.AdminRefusal)
+    async def _refused(request: Request, exc: auth.AdminRefusal) -> Response:
+        return auth.refusal_response(request, exc)

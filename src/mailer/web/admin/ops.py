@@ -1,0 +1,60 @@
+"""The admin's ops view and audit log (every staff member may look).
+
+The ops page is the same snapshot as ``mailer status`` and ``/metrics``: queues, workers,
+editions under way, alerts, plus what the workers counted (SMTP replies, task failures
+and retries) and the readiness checks.
+"""
+
+from __future__ import annotations
+
+import redis
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
+
+from mailer.db import transaction
+from mailer.ops import counters, readiness, status
+from mailer.paths import templates_dir
+from mailer.staff.audit import recent
+from mailer.web.admin.auth import Staff, viewer
+from mailer.web.admin.render import admin_page, headers
+
+router = APIRouter(prefix="/admin")
+
+
+@router.get("/ops", response_class=HTMLResponse)
+def ops(request: Request, staff: Staff = Depends(viewer)) -> HTMLResponse:
+    with transaction() as session:
+        snapshot = status.collect(session)
+        schedule = _schedule(session)
+    try:
+        smtp, tasks = counters.smtp_figures(), counters.task_figures()
+    except (redis.RedisError, OSError):
+        smtp, tasks = None, None
+    return admin_page(request, "ops.html", staff, snapshot=snapshot, smtp=smtp, tasks=tasks,
+                      checks=readiness.checks(), schedule=schedule, banner=snapshot.alerts)
+
+
+def _schedule(session: object) -> dict[str, object] | None:
+    """When the next edition is drafted automatically, and what the last run did."""
+    try:
+        from mailer.staff import rhythm
+    except ImportError:
+        return None
+    return rhythm.overview(session)  # type: ignore[arg-type]
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit(request: Request, actor: str = "", action: str = "", before: int = 0,
+          staff: Staff = Depends(viewer)) -> HTMLResponse:
+    with transaction() as session:
+        entries = recent(session, limit=100, actor=actor.strip() or None,
+                         action=action.strip() or None, before_id=before or None)
+        return admin_page(request, "audit.html", staff, session=session, entries=entries,
+                          actor=actor, action=action)
+
+
+@router.get("/assets/admin.js")
+def script() -> Response:
+    body = (templates_dir() / "web" / "admin" / "admin.js").read_bytes()
+    return Response(body, media_type="text/javascript; charset=utf-8",
+                    headers={**headers(), "Cache-Control": "public, max-age=300"})

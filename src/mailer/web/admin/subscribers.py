@@ -1,0 +1,302 @@
+"""The admin's subscribers and suppression list (editors only: this is personal data).
+
+Search by address or name; a subscriber's status, consent history, suppression and
+bounces; the GDPR export (JSON) and erasure; suppress and lift; import a CSV; export the
+list as CSV. Every change and every export is in the audit log.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import secrets
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from sqlalchemy import func, or_, select
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from mailer.bounces.models import Bounce
+from mailer.db import transaction
+from mailer.staff.audit import record
+from mailer.subscribers import importer
+from mailer.subscribers import service as subscribers
+from mailer.subscribers.addresses import InvalidAddress, key_hash
+from mailer.subscribers.models import (
+    ConsentEvent,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+    SuppressionReason,
+)
+from mailer.web.admin.auth import AdminRefusal, Staff, editor, form_of
+from mailer.web.admin.render import admin_page, headers, redirect
+
+router = APIRouter(prefix="/admin")
+PAGE = 50
+MAX_IMPORT_BYTES = 20 * 1024 * 1024
+EXPORT_FIELDS = ["email", "first_name", "last_name", "organisation", "country", "status",
+                 "source", "created_at", "confirmed_at", "unsubscribed_at"]
+
+
+@router.get("/subscribers", response_class=HTMLResponse)
+def search(request: Request, q: str = "", status: str = "", page: int = 1,
+           staff: Staff = Depends(editor)) -> HTMLResponse:
+    q, page = q.strip()[:200], max(1, page)
+    with transaction() as session:
+        query = select(Subscriber)
+        if q:
+            needle = q.casefold()
+            query = query.where(or_(
+                func.lower(Subscriber.email).contains(needle, autoescape=True),
+                func.lower(Subscriber.first_name + " " + Subscriber.last_name)
+                .contains(needle, autoescape=True),
+                func.lower(Subscriber.organisation).contains(needle, autoescape=True)))
+        if status in {s.value for s in SubscriberStatus}:
+            query = query.where(Subscriber.status == status)
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = session.scalars(query.order_by(Subscriber.id.desc())
+                               .offset((page - 1) * PAGE).limit(PAGE)).all()
+        by_status = dict(session.execute(
+            select(Subscriber.status, func.count()).group_by(Subscriber.status)).all())
+        return admin_page(request, "subscribers.html", staff, session=session, rows=rows, q=q,
+                          status=status, total=total, page=page, pages=max(1, -(-total // PAGE)),
+                          by_status=by_status, statuses=[s.value for s in SubscriberStatus])
+
+
+def _subscriber(session: object, subscriber_id: int) -> Subscriber:
+    subscriber = session.get(Subscriber, subscriber_id)  # type: ignore[attr-defined]
+    if subscriber is None:
+        raise AdminRefusal(404, "There is no such subscriber (erased, or never there).")
+    return subscriber  # type: ignore[no-any-return]
+
+
+@router.get("/subscribers/{subscriber_id}", response_class=HTMLResponse)
+def detail(request: Request, subscriber_id: int, staff: Staff = Depends(editor)) -> HTMLResponse:
+    with transaction() as session:
+        subscriber = _subscriber(session, subscriber_id)
+        events = session.scalars(select(ConsentEvent).where(
+            ConsentEvent.subscriber_id == subscriber.id).order_by(ConsentEvent.id)).all()
+        suppression = session.scalars(select(Suppression).where(
+            Suppression.address_hash == subscriber.address_hash)).first()
+        bounces = session.scalars(select(Bounce).where(Bounce.subscriber_id == subscriber.id)
+                                  .order_by(Bounce.id.desc()).limit(50)).all()
+        return admin_page(request, "subscriber.html", staff, session=session, subscriber=subscriber,
+                          events=events, suppression=suppression, bounces=bounces)
+
+
+@router.get("/subscribers/{subscriber_id}/export.json")
+def export_one(subscriber_id: int, staff: Staff = Depends(editor)) -> Response:
+    with transaction() as session:
+        subscriber = _subscriber(session, subscriber_id)
+        data = subscribers.export(session, subscriber)
+        record(session, actor=staff.email, action="subscriber.export",
+               target=f"subscriber:{subscriber.id}")
+    return Response(json.dumps(data, indent=2, ensure_ascii=False), media_type="application/json",
+                    headers={**headers(), "Content-Disposition":
+                             f'attachment; filename="subscriber-{subscriber_id}.json"'})
+
+
+@router.post("/subscribers/{subscriber_id}/erase")
+async def erase(request: Request, subscriber_id: int, staff: Staff = Depends(editor)) -> Response:
+    form = await form_of(request, staff)
+    return await run_in_threadpool(_erase, subscriber_id, form.get("confirm", ""), staff)
+
+
+def _erase(subscriber_id: int, typed: str, staff: Staff) -> Response:
+    here = f"/admin/subscribers/{subscriber_id}"
+    with transaction() as session:
+        subscriber = _subscriber(session, subscriber_id)
+        if typed.strip().casefold() != subscriber.email.casefold():
+            return redirect(here, "To erase, type the subscriber's address exactly.", "error")
+        hash_ = subscribers.erase(session, subscriber, by=staff.email)
+        record(session, actor=staff.email, action="subscriber.erase",
+               target=f"subscriber:{subscriber_id}", detail={"address_hash": hash_})
+    return redirect("/admin/subscribers", "Erased. Only a hashed suppression entry is kept, so "
+                    "the address is never mailed again.")
+
+
+@router.post("/subscribers/{subscriber_id}/suppress")
+async def suppress(request: Request, subscriber_id: int,
+                   staff: Staff = Depends(editor)) -> Response:
+    form = await form_of(request, staff)
+    return await run_in_threadpool(_suppress, subscriber_id, form, staff)
+
+
+def _suppress(subscriber_id: int, form: dict[str, str], staff: Staff) -> Response:
+    here = f"/admin/subscribers/{subscriber_id}"
+    with transaction() as session:
+        subscriber = _subscriber(session, subscriber_id)
+        if form.get("lift") == "yes":
+            done = subscribers.unsuppress(session, subscriber.address_hash, by=staff.email)
+            action, message = "suppression.remove", "Lifted from the suppression list."
+        else:
+            evidence = form.get("evidence", "").strip()[:1000] or f"by {staff.email}"
+            done = subscribers.suppress(session, subscriber.address_hash,
+                                        reason=SuppressionReason.manual, evidence=evidence,
+                                        by=staff.email)
+            action, message = "suppression.add", "Suppressed: never mailed again."
+        if not done:
+            return redirect(here, "Nothing to change.", "error")
+        record(session, actor=staff.email, action=action, target=f"subscriber:{subscriber_id}")
+    return redirect(here, message)
+
+
+# --- import and export ---------------------------------------------------------------------
+
+
+@router.get("/subscribers-import", response_class=HTMLResponse)
+def import_form(request: Request, staff: Staff = Depends(editor)) -> HTMLResponse:
+    return admin_page(request, "import.html", staff, report=None, columns=importer.COLUMNS)
+
+
+@router.post("/subscribers-import", response_class=HTMLResponse)
+async def import_csv(request: Request, staff: Staff = Depends(editor)) -> Response:
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_IMPORT_BYTES:
+        raise AdminRefusal(413, f"The file is over {MAX_IMPORT_BYTES // 2**20} MB; split it.")
+    try:
+        form = await request.form(max_files=1, max_fields=10)
+    except Exception:
+        raise AdminRefusal(400, "The upload could not be read. Try again.") from None
+    token = form.get("csrf")
+    if not (isinstance(token, str) and secrets.compare_digest(token.encode(),
+                                                                staff.csrf.encode())):
+        raise AdminRefusal(403, "This form has expired or did not come from this site. "
+                                "Go back, reload the page and try again.")
+    upload = form.get("file")
+    source = str(form.get("source") or "").strip()[:80] or "admin import"
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        return redirect("/admin/subscribers-import", "Choose a CSV file to import.", "error")
+    raw = await upload.read(MAX_IMPORT_BYTES + 1)
+    if len(raw) > MAX_IMPORT_BYTES:
+        raise AdminRefusal(413, f"The file is over {MAX_IMPORT_BYTES // 2**20} MB; split it.")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return redirect("/admin/subscribers-import", "The file is not UTF-8 text. Save it as "
+                        "“CSV UTF-8” and import it again; nothing was imported.", "error")
+    name = upload.filename[:100]
+    report = await run_in_threadpool(_import, text, source, name, staff)
+    if isinstance(report, str):
+        return redirect("/admin/subscribers-import", report, "error")
+    return admin_page(request, "import.html", staff, report=report, filename=name,
+                      columns=importer.COLUMNS)
+
+
+def _import(text: str, source: str, filename: str,
+            staff: Staff) -> importer.ImportReport | str:
+    try:
+        rows = importer.read_csv(io.StringIO(text, newline=""))
+        report = importer.import_rows(rows, source=source, by=staff.email)
+    except ValueError as exc:
+        return f"Nothing was imported: {exc}"
+    with transaction() as session:
+        record(session, actor=staff.email, action="subscribers.import", target=filename,
+               detail={"imported": report.imported, "skipped": report.skipped,
+                       "source": source})
+    return report
+
+
+@router.get("/subscribers-export.csv")
+def export_all(status: str = "", staff: Staff = Depends(editor)) -> Response:
+    with transaction() as session:
+        record(session, actor=staff.email, action="subscribers.export",
+               detail={"status": status or "all"})
+    return StreamingResponse(_csv_rows(status), media_type="text/csv; charset=utf-8", headers={
+        **headers(), "Content-Disposition": 'attachment; filename="subscribers.csv"'})
+
+
+def _csv_rows(status: str) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(EXPORT_FIELDS)
+    with transaction() as session:
+        query = select(Subscriber).order_by(Subscriber.id)
+        if status in {s.value for s in SubscriberStatus}:
+            query = query.where(Subscriber.status == status)
+        for subscriber in session.scalars(query.execution_options(yield_per=1000)):
+            writer.writerow([_cell(getattr(subscriber, f)) for f in EXPORT_FIELDS])
+            if buffer.tell() > 64 * 1024:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _cell(value: object) -> str:
+    """A cell a spreadsheet will not run as a formula (OWASP's CSV injection advice)."""
+    text = value.isoformat() if hasattr(value, "isoformat") else "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+# --- the suppression list ------------------------------------------------------------------
+
+
+@router.get("/suppressions", response_class=HTMLResponse)
+def suppressions(request: Request, reason: str = "", q: str = "",
+                 staff: Staff = Depends(editor)) -> HTMLResponse:
+    with transaction() as session:
+        query = (select(Suppression, Subscriber.email, Subscriber.id)
+                 .outerjoin(Subscriber, Subscriber.address_hash == Suppression.address_hash)
+                 .order_by(Suppression.id.desc()).limit(500))
+        if reason:
+            query = query.where(Suppression.reason == reason)
+        error = ""
+        if q.strip():
+            try:
+                query = query.where(Suppression.address_hash == key_hash(q.strip()))
+            except InvalidAddress as exc:
+                error = str(exc)
+        rows = session.execute(query).all() if not error else []
+        counts = dict(session.execute(
+            select(Suppression.reason, func.count()).group_by(Suppression.reason)).all())
+        return admin_page(request, "suppressions.html", staff, session=session, rows=rows,
+                          reason=reason, q=q, error=error, counts=counts,
+                          reasons=[r.value for r in SuppressionReason])
+
+
+@router.post("/suppressions")
+async def add_suppression(request: Request, staff: Staff = Depends(editor)) -> Response:
+    form = await form_of(request, staff)
+    return await run_in_threadpool(_add_suppression, form, staff)
+
+
+def _add_suppression(form: dict[str, str], staff: Staff) -> Response:
+    try:
+        hash_ = key_hash(form.get("email", ""))
+    except InvalidAddress as exc:
+        return redirect("/admin/suppressions", str(exc), "error")
+    evidence = form.get("evidence", "").strip()[:1000] or f"added by {staff.email}"
+    with transaction() as session:
+        done = subscribers.suppress(session, hash_, reason=SuppressionReason.manual,
+                                    evidence=evidence, by=staff.email)
+        if done:
+            record(session, actor=staff.email, action="suppression.add",
+                   target=f"address:{hash_[:16]}")
+    return redirect("/admin/suppressions", "Suppressed: never mailed again." if done
+                    else "That address was suppressed already.", "ok" if done else "error")
+
+
+@router.post("/suppressions/remove")
+async def remove_suppression(request: Request, staff: Staff = Depends(editor)) -> Response:
+    form = await form_of(request, staff)
+    return await run_in_threadpool(_remove_suppression, form.get("hash", ""), staff)
+
+
+def _remove_suppression(hash_: str, staff: Staff) -> Response:
+    with transaction() as session:
+        row = session.scalars(select(Suppression).where(Suppression.address_hash == hash_)).first()
+        if row is None:
+            return redirect("/admin/suppressions", "That entry is not on the list.", "error")
+        if row.reason == SuppressionReason.erased:
+            return redirect("/admin/suppressions", "An erasure's entry stays: it is what keeps "
+                            "an erased person from being imported and mailed again.", "error")
+        subscribers.unsuppress(session, hash_, by=staff.email)
+        record(session, actor=staff.email, action="suppression.remove",
+               target=f"address:{hash_[:16]}", detail={"reason": row.reason})
+    return redirect("/admin/suppressions", "Removed from the suppression list. The address "
+                    "gets newsletters again only as a confirmed subscriber.")
