@@ -430,5 +430,6 @@ def test_ops_page_and_audit_log(editor, worker) -> None:
     assert "Queues" in page and "bulk" in page and "confirmations" in page
     assert 'id="verdict">Yes.' in page
     assert "database</th><td class=\"ok\">ok" in page
+    assert "Next: <strong>" in page and "0 9 1-7 */2 2" in page  # the automatic drafts
     log = editor.get("/admin/audit", params={"action": "login"}).text
     assert EDITOR in log and "login" in log

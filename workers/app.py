@@ -15,7 +15,6 @@ import logging
 import os
 
 from celery import Celery
-from celery.schedules import crontab
 from celery.signals import (
     task_failure,
     task_postrun,
@@ -87,12 +86,16 @@ def beat_schedule() -> dict[str, dict[str, object]]:
             "task": "workers.maintenance.poll_feeds",
             "schedule": settings.feed_poll_minutes * 60.0,
         }
-    minute, hour, day_of_month, month, day_of_week = settings.edition_schedule_cron.split()
-    schedule["draft-next-edition"] = {
-        "task": "workers.maintenance.draft_next_edition",
-        "schedule": crontab(minute=minute, hour=hour, day_of_month=day_of_month,
-                            month_of_year=month, day_of_week=day_of_week),
-    }
+    # First Tuesday of every other month by default; "off" switches it off. Celery's crontab
+    # wants both the day of the month and the day of the week to match (see rhythm.py).
+    from mailer.staff.rhythm import edition_crontab
+
+    drafting = edition_crontab(settings.edition_schedule_cron)
+    if drafting is not None:
+        schedule["draft-next-edition"] = {
+            "task": "workers.maintenance.draft_next_edition",
+            "schedule": drafting,
+        }
     # What the bounce server accepted but no worker processed (a task lost with Redis).
     schedule["process-bounce-spool"] = {
         "task": "workers.bounces.process_spool",

@@ -74,3 +74,32 @@ def poll_feeds() -> dict[str, int]:
         totals["unchanged"] += report.unchanged
         totals["problems"] += len(report.problems)
     return totals
+
+
+@app.task
+def draft_next_edition() -> str:
+    """Beat's bi-monthly run: draft the next edition and ask the editors to review it.
+
+    Nothing is sent. Safe to run twice: one run per day of the schedule drafts anything
+    (see :mod:`mailer.staff.rhythm`).
+    """
+    from mailer.db import publish_after_commit
+    from mailer.staff import rhythm
+
+    with transaction() as session:
+        result = rhythm.draft_on_schedule(session)
+        if result.drafted:
+            edition_id = result.edition_id
+            publish_after_commit(session, lambda: mail_editors.delay(edition_id))
+    return result.outcome
+
+
+@app.task(bind=True, max_retries=8)
+def mail_editors(self, edition_id: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """Mail every editor a link to review the drafted edition (each editor once)."""
+    from mailer.staff.review_mail import send_review_mails
+
+    results = send_review_mails(edition_id)
+    if any(r.temporary for r in results):
+        raise self.retry(countdown=min(3600, 60 * 2 ** self.request.retries))
+    return [f"{r.to}: {r.result}" for r in results]

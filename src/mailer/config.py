@@ -137,7 +137,11 @@ class Settings(BaseSettings):
     feed_poll_minutes: int = 60
     categories: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES))
     html_budget_bytes: int = 100 * 1024
-    edition_schedule_cron: str = "0 9 1-7 */2 2"  # first Tuesday of every other month, 09:00
+    #: When beat drafts the next edition: minute hour day-of-month month day-of-week in
+    #: ``timezone``; "off" for never. Celery requires the day of the month *and* the day of
+    #: the week to match (cron takes either), so the default is the first Tuesday of every
+    #: other month at 09:00.
+    edition_schedule_cron: str = "0 9 1-7 */2 2"
 
     # --- sending ------------------------------------------------------------------------
     batch_size: int = 500

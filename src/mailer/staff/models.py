@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mailer.db import Base, UTCDateTime, utcnow
@@ -54,3 +54,19 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(200), default="")
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ScheduledDraft(Base):
+    """One run of the bi-monthly schedule and what it did.
+
+    The slot (the run's date in the association's time zone) is unique: a beat task that is
+    delivered twice, or runs on two workers at once, drafts one edition.
+    """
+
+    __tablename__ = "scheduled_draft"
+
+    slot: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ran_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    edition_id: Mapped[int | None] = mapped_column(ForeignKey("edition.id", ondelete="SET NULL"))
+    #: What the run did, in words: "drafted edition 4 (6 articles)", "no article…".
+    outcome: Mapped[str] = mapped_column(Text, default="")

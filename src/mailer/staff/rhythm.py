@@ -1,0 +1,159 @@
+"""The bi-monthly rhythm: beat drafts the next edition and the editors are asked to review it.
+
+``MAILER_EDITION_SCHEDULE_CRON`` is five crontab fields, minute hour day-of-month month
+day-of-week, read in the association's time zone (``MAILER_TIMEZONE``); ``off`` switches
+the schedule off. The default ``0 9 1-7 */2 2`` is the first Tuesday of every other month
+(January, March, May…) at 09:00. Celery's crontab requires *both* the day of the month and
+the day of the week to match (classic cron is satisfied by either), which is what makes
+"day 1–7 and a Tuesday" the first Tuesday.
+
+A run drafts an edition with every article since the last edition that went out. It
+drafts nothing, and says so, when that window holds no article, or when an edition not
+sent yet (a draft or a scheduled one) already covers part of that window. Nothing is
+ever sent by the schedule: an editor reviews the draft and presses "Send" (or schedules it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from celery.schedules import crontab
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mailer.config import get_settings
+from mailer.db import utcnow
+from mailer.editions import service as editions
+from mailer.editions.compose import date_label
+from mailer.editions.models import Edition, EditionState
+from mailer.staff.audit import record
+from mailer.staff.models import ScheduledDraft
+
+log = logging.getLogger(__name__)
+
+ACTOR = "schedule"
+OFF = ("", "off", "none", "disabled")
+
+
+class ScheduleError(ValueError):
+    pass
+
+
+def edition_crontab(expression: str | None = None) -> crontab | None:
+    """The schedule as a Celery crontab in the association's time zone; None when off."""
+    expression = (get_settings().edition_schedule_cron if expression is None
+                  else expression).strip()
+    if expression.lower() in OFF:
+        return None
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ScheduleError(f"MAILER_EDITION_SCHEDULE_CRON needs five fields (minute hour "
+                            f"day-of-month month day-of-week), got {expression!r}")
+    minute, hour, day_of_month, month, day_of_week = fields
+    try:
+        schedule = crontab(minute=minute, hour=hour, day_of_month=day_of_month,
+                           month_of_year=month, day_of_week=day_of_week)
+    except ValueError as exc:
+        raise ScheduleError(f"MAILER_EDITION_SCHEDULE_CRON {expression!r}: {exc}") from None
+    return schedule
+
+
+def next_runs(count: int = 1, *, after: dt.datetime | None = None,
+              expression: str | None = None) -> list[dt.datetime]:
+    """The next ``count`` times the schedule fires after ``after`` (default: now), in the
+    association's time zone."""
+    schedule = edition_crontab(expression)
+    if schedule is None:
+        return []
+    zone = ZoneInfo(get_settings().timezone)
+    moment = (after or utcnow()).astimezone(zone)
+    runs = []
+    for _ in range(count):
+        last, delta, _now = schedule.remaining_delta(moment, tz=zone)
+        moment = (last + delta).astimezone(zone)
+        runs.append(moment)
+    return runs
+
+
+@dataclass(frozen=True)
+class DraftResult:
+    slot: str
+    outcome: str
+    edition_id: int | None = None
+
+    @property
+    def drafted(self) -> bool:
+        return self.edition_id is not None
+
+
+def draft_on_schedule(session: Session, *, now: dt.datetime | None = None) -> DraftResult:
+    """The scheduled run: draft the next edition, or say why not. Safe to run twice."""
+    now = now or utcnow()
+    slot = now.astimezone(ZoneInfo(get_settings().timezone)).date().isoformat()
+    run = ScheduledDraft(slot=slot, ran_at=now, outcome="running")
+    try:
+        with session.begin_nested():
+            session.add(run)
+            session.flush()
+    except IntegrityError:
+        earlier = session.get(ScheduledDraft, slot)
+        said = earlier.outcome if earlier else "unknown"
+        return DraftResult(slot, f"already ran for {slot}: {said}")
+
+    savepoint = session.begin_nested()
+    edition = editions.draft_edition(session, window_end=now, by=ACTOR)
+    window = f"{date_label(edition.window_start)} – {date_label(edition.window_end)}"
+    # An edition not sent yet whose window overlaps this one holds the same articles: the
+    # editors have it to review already.
+    covering = session.scalars(
+        select(Edition).where(Edition.id != edition.id,
+                              Edition.state.in_([EditionState.draft, EditionState.scheduled]),
+                              Edition.window_start < edition.window_end,
+                              Edition.window_end > edition.window_start)
+        .order_by(Edition.id)
+    ).first()
+    if covering is not None:
+        savepoint.rollback()
+        outcome = (f"nothing drafted: edition {covering.id} ({covering.state}) already covers "
+                   f"this window ({date_label(covering.window_start)} – "
+                   f"{date_label(covering.window_end)})")
+        _finish(session, run, outcome, "edition.schedule.skipped", covering.id)
+        return DraftResult(slot, outcome)
+    if not edition.articles:
+        savepoint.rollback()
+        outcome = f"nothing drafted: no article was published {window}"
+        _finish(session, run, outcome, "edition.schedule.empty", None)
+        return DraftResult(slot, outcome)
+    savepoint.commit()
+    outcome = f"drafted edition {edition.id} with {len(edition.articles)} article(s) from {window}"
+    run.edition_id = edition.id
+    _finish(session, run, outcome, "edition.draft", edition.id)
+    return DraftResult(slot, outcome, edition.id)
+
+
+def _finish(session: Session, run: ScheduledDraft, outcome: str, action: str,
+            edition_id: int | None) -> None:
+    run.outcome = outcome
+    record(session, actor=ACTOR, action=action,
+           target=f"edition:{edition_id}" if edition_id else f"schedule:{run.slot}",
+           detail={"outcome": outcome})
+    log.info("scheduled draft: %s", outcome,
+             extra={"edition_id": edition_id} if edition_id else {})
+
+
+def overview(session: Session) -> dict[str, Any]:
+    """For the ops page: the schedule, its next run, the last run."""
+    try:
+        upcoming = next_runs(1)
+    except ScheduleError as exc:
+        return {"cron": get_settings().edition_schedule_cron, "next": None, "last": None,
+                "error": str(exc)}
+    last = session.scalars(select(ScheduledDraft).order_by(ScheduledDraft.ran_at.desc())
+                           .limit(1)).first()
+    return {"cron": get_settings().edition_schedule_cron,
+            "next": upcoming[0] if upcoming else None, "last": last}
