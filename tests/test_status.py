@@ -1,0 +1,110 @@
+"""``mailer status`` and the operators' alerts: a tripped circuit breaker, policy
+rejections, a queue that does not drain, no worker — and a healthy service saying so."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from mailer.bounces.actions import record_bounce
+from mailer.bounces.models import BounceClass
+from mailer.cli import app
+from mailer.config import reset_settings
+from mailer.db import transaction
+from mailer.delivery import service
+from tests.conftest import wait_for
+from tests.support.factories import edition_state, make_edition, make_subscribers
+
+runner = CliRunner()
+BREAKER = "circuit breaker: 30 hard bounces in messages 1–200 (15.0 % > 10.0 %)"
+
+
+def status_json() -> tuple[int, dict]:  # type: ignore[type-arg]
+    result = runner.invoke(app, ["status", "--json"], catch_exceptions=False)
+    return result.exit_code, json.loads(result.output)
+
+
+def names(snapshot: dict) -> list[str]:  # type: ignore[type-arg]
+    return sorted(a["name"] for a in snapshot["alerts"])
+
+
+def test_alerts_for_a_tripped_breaker_policy_rejections_a_stuck_queue_and_no_worker(
+        rig, monkeypatch) -> None:
+    monkeypatch.setenv("MAILER_QUEUE_STALL_SECONDS", "1")
+    reset_settings()
+    try:
+        make_subscribers(30)
+        edition_id = make_edition()
+        with transaction() as session:
+            service.start_send(session, edition_id, by="test")  # no worker: it waits in Redis
+        with transaction() as session:
+            service.pause(session, edition_id, by="circuit breaker", reason=BREAKER)
+            record_bounce(session, bounce_class=BounceClass.policy, source="smtp",
+                          recipient="reader00001@example.net", status_code="5.7.1",
+                          diagnostic="554 5.7.1 Service unavailable; client host blocked "
+                                     "using zen.spamhaus.org", edition_id=edition_id)
+
+        code, snapshot = status_json()
+        assert code == 1 and snapshot["healthy"] is False
+        assert names(snapshot) == ["circuit_breaker", "no_worker", "policy_rejections"]
+        breaker = next(a for a in snapshot["alerts"] if a["name"] == "circuit_breaker")
+        assert breaker["edition_id"] == edition_id and "15.0 %" in breaker["message"]
+        policy = next(a for a in snapshot["alerts"] if a["name"] == "policy_rejections")
+        assert "spamhaus" in policy["message"]
+        assert {q["queue"]: q["depth"] for q in snapshot["queues"]} == {
+            "bulk": 1, "confirmations": 0, "default": 0}
+        assert snapshot["workers"] == []
+        [edition] = snapshot["editions"]
+        assert edition["id"] == edition_id and edition["state"] == "paused"
+        assert edition["progress"]["audience"] == 30 and edition["progress"]["remaining"] == 30
+        assert edition["progress"]["reason"] == BREAKER
+
+        # Held for longer than the stall time with no worker touching it: not draining.
+        snapshot = wait_for(lambda: "queue_not_draining" in names(s := status_json()[1]) and s,
+                            timeout=10, what="the queue_not_draining alert")
+        stuck = next(a for a in snapshot["alerts"] if a["name"] == "queue_not_draining")
+        assert "bulk queue" in stuck["message"]
+        assert next(q for q in snapshot["queues"] if q["queue"] == "bulk")["stalled"] is True
+
+        once = runner.invoke(app, ["status", "--once"], catch_exceptions=False,
+                             env={"COLUMNS": "160"})
+        assert once.exit_code == 1
+        for text in ("Alerts", "circuit_breaker", "queue_not_draining", "no_worker", "bulk",
+                     "none running", "paused", "0.0 % of 30"):
+            assert text in once.output, text
+
+        # A worker comes: the queue drains (the paused edition's batch stops at once), the
+        # worker shows up, and those alerts clear; the paused edition still needs a person.
+        rig.worker()
+        snapshot = wait_for(lambda: (s := status_json()[1])["workers"] and not {
+            "no_worker", "queue_not_draining"} & set(names(s)) and s, timeout=60,
+            what="the worker to drain the queue")
+        assert names(snapshot) == ["circuit_breaker", "policy_rejections"]
+        [worker] = snapshot["workers"]
+        assert worker["queues"] == ["bulk", "confirmations", "default"]
+        assert worker["concurrency"] == 2
+        with transaction() as session:
+            service.resume(session, edition_id, by="test")
+        wait_for(lambda: edition_state(edition_id) == "sent", timeout=60, what="the send")
+        code, snapshot = status_json()
+        assert names(snapshot) == ["policy_rejections"] and snapshot["editions"] == []
+    finally:
+        monkeypatch.delenv("MAILER_QUEUE_STALL_SECONDS")
+        reset_settings()
+
+
+def test_a_healthy_service_says_so(clean, worker) -> None:
+    code, snapshot = wait_for(lambda: (r := status_json())[1]["workers"] and r, timeout=40,
+                              what="the worker's heartbeat")
+    assert code == 0 and snapshot["healthy"] is True and snapshot["alerts"] == []
+    assert snapshot["redis"] == "ok"
+    # The installed command, as a script would run it.
+    env = {**os.environ, "COLUMNS": "160"}
+    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "mailer"), "status",
+                           "--once"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All is well" in done.stdout and "worker" in done.stdout
