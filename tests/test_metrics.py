@@ -235,3 +235,38 @@ def test_healthz_is_liveness_and_readyz_names_what_is_missing(clean, worker, web
     metrics = scrape(no_redis.url)
     assert value(metrics, "mailer_redis_up") == 0 and value(metrics, "mailer_database_up") == 1
     assert "mailer_deliveries" in metrics
+
+
+def test_the_deploy_examples_use_metrics_that_exist(clean, web) -> None:
+    """deploy/: the Prometheus scrape example, the alert rules and the Grafana dashboard
+    only use metrics that /metrics exports (a renamed metric would leave them blind)."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    deploy = Path(__file__).resolve().parents[1] / "deploy"
+    text = httpx.get(f"{web.url}/metrics", timeout=30).text
+    exported = set()
+    for family in text_string_to_metric_families(text):  # families without samples too
+        exported |= {family.name, f"{family.name}_total"} | {s.name for s in family.samples}
+    assert {"mailer_workers_alive", "mailer_smtp_replies_total", "mailer_task_retries_total",
+            "mailer_smtp_latency_seconds_bucket", "mailer_edition_complaint_rate"} <= exported
+
+    scrape_config = yaml.safe_load((deploy / "prometheus.yml").read_text())
+    job = scrape_config["scrape_configs"][0]
+    assert job["job_name"] == "mailer" and job["metrics_path"] == "/metrics"
+    assert scrape_config["rule_files"] == ["alert-rules.yml"]
+    rules = yaml.safe_load((deploy / "alert-rules.yml").read_text())
+    dashboard = json.loads((deploy / "grafana-dashboard.json").read_text())
+    expressions = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    expressions += [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {name for expr in expressions for name in re.findall(r"\bmailer_[a-z_]+", expr)}
+    assert len(used) >= 15
+    assert used <= exported, f"not exported: {sorted(used - exported)}"
+    alerts = {re.search(r'alert="(\w+)"', e).group(1) for e in expressions if 'alert="' in e}
+    from mailer.ops.alerts import NAMES
+
+    assert alerts <= set(NAMES)
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)) and dashboard["uid"] == "mailer-overview"
