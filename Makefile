@@ -41,6 +41,7 @@ bench: venv ## the benchmarks under bench/ (they print their figures)
 	$(BIN)/python bench/compose.py
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/bounces.py
+	$(BIN)/python bench/ops.py
 
 compose-check: ## validate docker-compose.yml (docker compose v2, or Debian's docker-compose)
 	@if docker compose version >/dev/null 2>&1; then MAILER_SECRET_KEY=check docker compose config --quiet; \
