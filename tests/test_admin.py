@@ -230,6 +230,8 @@ def test_an_edition_that_cannot_be_sent_says_why(editor) -> None:
         edition_id = edition.id
     page = editor.get(f"/admin/editions/{edition_id}").text
     assert "Not sendable yet" in page and "no articles" in page
+    for preview in ("preview", "preview.html"):  # still shown, as it would go out
+        assert editor.get(f"/admin/editions/{edition_id}/{preview}").status_code == 200
     confirm = editor.get(f"/admin/editions/{edition_id}/send").text
     assert "cannot be sent now" in confirm and "Send to" not in confirm
     forced = editor.post(f"/admin/editions/{edition_id}/send", {"confirm": "yes"})

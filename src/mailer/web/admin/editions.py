@@ -267,7 +267,10 @@ def preview(request: Request, edition_id: int, staff: Staff = Depends(viewer)) -
 def preview_html(edition_id: int, staff: Staff = Depends(viewer)) -> HTMLResponse:
     """The mail's HTML exactly as a reader gets it, for the preview's frames."""
     with transaction() as session:
-        rendered = editions.render_preview(session, _edition(session, edition_id))
+        try:
+            rendered = editions.render_preview(session, _edition(session, edition_id))
+        except editions.EditionError as exc:
+            raise AdminRefusal(422, str(exc)) from None
     return HTMLResponse(rendered.html, headers={
         **headers(), "X-Frame-Options": "SAMEORIGIN",
         # What a mail program allows: no script, no form, images from anywhere.
