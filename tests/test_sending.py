@@ -222,15 +222,20 @@ def test_a_scheduled_edition_is_started_by_beat_on_time(rig) -> None:
 
     from mailer.db import utcnow
 
+    from mailer.editions.models import Edition
+
     make_subscribers(5)
     edition_id = make_edition()
-    with transaction() as session:
-        service.schedule_send(session, edition_id, utcnow() + dt.timedelta(seconds=3), by="test")
     rig.worker()
     rig.beat()
-    time.sleep(1.0)
-    assert edition_state(edition_id) == "scheduled"  # not before its time
+    at = utcnow() + dt.timedelta(seconds=3)
+    with transaction() as session:
+        service.schedule_send(session, edition_id, at, by="test")
+    assert edition_state(edition_id) == "scheduled"
     wait_sent(edition_id, timeout=60)
+    with transaction() as session:
+        started = session.get(Edition, edition_id).started_at
+    assert started >= at  # not before its time
     assert len(rig.stack.smtp.messages) == 5
 
 

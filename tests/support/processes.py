@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -74,10 +75,8 @@ class Process:
         """kill -9 the whole process group: no cleanup, no goodbye to Redis or SMTP."""
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(10)
 
     @property
@@ -88,11 +87,13 @@ class Process:
 class Worker(Process):
     ready_text = " ready."
 
-    def __init__(self, env: dict[str, str], log: Path, *, queues: str = "confirmations,default,bulk",
-                 concurrency: int = 2, name: str = "test") -> None:
+    def __init__(self, env: dict[str, str], log: Path, *,
+                 queues: str = "confirmations,default,bulk", concurrency: int = 2,
+                 name: str = "test") -> None:
+        node = f"{name}-{os.getpid()}-{time.time_ns()}@%h"
         super().__init__([
             str(BIN / "celery"), "-A", "workers.app", "worker", "-Q", queues,
-            "-c", str(concurrency), "--pool", "prefork", "-n", f"{name}-{os.getpid()}-{time.time_ns()}@%h",
+            "-c", str(concurrency), "--pool", "prefork", "-n", node,
             "--without-mingle", "--without-gossip", "--loglevel", "INFO",
         ], env, log)
 

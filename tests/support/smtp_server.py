@@ -59,6 +59,13 @@ class RecordingHandler:
     def __init__(self, server: RecordingSMTPServer) -> None:
         self.server = server
 
+    async def handle_EHLO(self, smtp: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.server.pipelining:  # aiosmtpd reads pipelined commands; it just never says so
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def _answer(self, smtp: SMTP, reply: str) -> str | None:
         if reply == "hangup":
             smtp.transport.close()  # type: ignore[union-attr]
@@ -94,6 +101,7 @@ class RecordingHandler:
 class RecordingSMTPServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.behaviour = Behaviour()
+        self.pipelining = True
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Received], None]] = []
@@ -115,6 +123,7 @@ class RecordingSMTPServer:
         with self._lock:
             self.messages = []
         self.behaviour = Behaviour()
+        self.pipelining = True
 
     def record(self, received: Received) -> None:
         with self._lock:

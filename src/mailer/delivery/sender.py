@@ -17,16 +17,18 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import Table, bindparam, exists, func, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.classify import classify_reply
 from mailer.bounces.models import BounceClass
 from mailer.config import get_settings
-from mailer.db import transaction, utcnow
+from mailer.db import UTCDateTime, get_engine, transaction, utcnow
 from mailer.delivery import breaker
 from mailer.delivery.assembly import MessageAssembler, Reader
 from mailer.delivery.models import Delivery, DeliveryState
@@ -86,66 +88,151 @@ def assembler_for(edition: Edition) -> MessageAssembler:
 
 
 # --- the statements ---------------------------------------------------------------------------
+# Built once: the hot path runs them with new parameters, not new statement objects.
+
+_delivery = cast(Table, Delivery.__table__)
+_subscriber = cast(Table, Subscriber.__table__)
+_suppression = cast(Table, Suppression.__table__)
+
+_MAILABLE = exists().where(
+    _subscriber.c.id == _delivery.c.subscriber_id,
+    _subscriber.c.status == SubscriberStatus.confirmed.value,
+    ~exists().where(_suppression.c.address_hash == _subscriber.c.address_hash),
+)
+_WAITING = _delivery.c.state.in_([D.queued.value, D.deferred.value])
+
+#: queued/deferred → sending, if due and the reader is still confirmed and unsuppressed.
+CLAIM = (
+    update(_delivery)
+    .where(_delivery.c.id == bindparam("claim_id"), _WAITING,
+           or_(_delivery.c.next_attempt_at.is_(None),
+               _delivery.c.next_attempt_at <= bindparam("now", type_=UTCDateTime())),
+           _MAILABLE)
+    .values(state=D.sending.value, attempts=_delivery.c.attempts + 1,
+            updated_at=bindparam("now", type_=UTCDateTime()),
+            lease_until=bindparam("lease_until", type_=UTCDateTime()))
+)
+#: A reader who left (unsubscribed, suppressed, erased) since the audience froze.
+SKIP = (
+    update(_delivery)
+    .where(_delivery.c.id == bindparam("claim_id"), _WAITING, ~_MAILABLE)
+    .values(state=D.skipped.value, outcome="left the list during the send",
+            updated_at=bindparam("now", type_=UTCDateTime()))
+)
+#: sending → the outcome; only the claim's holder can still find it ``sending``.
+RECORD = (
+    update(_delivery)
+    .where(_delivery.c.id == bindparam("done_id"), _delivery.c.state == D.sending.value)
+    .values(state=bindparam("done_state"), smtp_code=bindparam("done_code"),
+            smtp_reply=bindparam("done_reply"), outcome=bindparam("done_outcome"),
+            updated_at=bindparam("now", type_=UTCDateTime()), lease_until=None,
+            sent_at=bindparam("done_sent_at", type_=UTCDateTime()),
+            next_attempt_at=bindparam("done_next_at", type_=UTCDateTime()))
+)
+EDITION_STATE = select(Edition.__table__.c.state).where(
+    Edition.__table__.c.id == bindparam("the_edition"))
+
+#: PostgreSQL only: record the previous outcome and claim the next delivery (only while the
+#: edition is sending) in ONE statement, committed on its own: one round trip per reader.
+_RECORDED = RECORD.returning(_delivery.c.id).cte("recorded")
+STEP = (
+    CLAIM.where(EDITION_STATE.scalar_subquery() == EditionState.sending.value)
+    .add_cte(_RECORDED)
+    .returning(_delivery.c.id,
+               select(func.count()).select_from(_RECORDED).scalar_subquery().label("recorded"))
+)
 
 
-def _reader_still_mailable() -> object:
-    return exists().where(
-        Subscriber.id == Delivery.subscriber_id,
-        Subscriber.status == SubscriberStatus.confirmed,
-        ~exists().where(Suppression.address_hash == Subscriber.address_hash),
-    )
+class Ledger:
+    """The database side of a batch: one short transaction per reader records the previous
+    outcome and claims the next delivery. Core statements on one connection: the ORM's
+    per-statement overhead was most of the cost of a message."""
 
+    def __init__(self, edition_id: int, lease_seconds: float) -> None:
+        self.edition_id = edition_id
+        self.lease = dt.timedelta(seconds=lease_seconds)
+        self.conn: Connection | None = None
+        self.quick: Connection | None = None  # PostgreSQL: autocommit, one statement per reader
+        self.fast = False
 
-def _claim(session: Session, delivery_id: int, lease_seconds: float) -> bool:
-    now = utcnow()
-    claimed = session.execute(
-        update(Delivery)
-        .where(
-            Delivery.id == delivery_id,
-            Delivery.state.in_([D.queued, D.deferred]),
-            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-            _reader_still_mailable(),
-        )
-        .values(state=D.sending, attempts=Delivery.attempts + 1, updated_at=now,
-                lease_until=now + dt.timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if claimed:
-        return True
-    # Not claimable: skip it if the reader left (unsubscribed, suppressed, erased) since the
-    # audience froze; otherwise someone else has it, or it is final, or not due yet.
-    session.execute(
-        update(Delivery)
-        .where(Delivery.id == delivery_id, Delivery.state.in_([D.queued, D.deferred]),
-               ~_reader_still_mailable())
-        .values(state=D.skipped, outcome="left the list during the send", updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return False
+    def close(self) -> None:
+        for conn in (self.conn, self.quick):
+            if conn is not None:
+                conn.close()
+        self.conn = self.quick = None
 
+    def step(self, outcome: Outcome | None, claim_id: int | None,
+             check_state: bool) -> tuple[bool, str | None]:
+        """Record ``outcome``, read the edition's state if asked, claim ``claim_id``.
 
-def _record(session: Session, outcome: Outcome, edition_id: int) -> None:
-    now = utcnow()
-    values: dict[str, object] = {
-        "state": outcome.state, "smtp_code": outcome.code, "smtp_reply": outcome.reply[:2000],
-        "outcome": outcome.label[:32], "updated_at": now, "lease_until": None,
-    }
-    if outcome.state == D.sent:
-        values["sent_at"] = now
-    if outcome.state == D.deferred:
-        values["next_attempt_at"] = now + _backoff(outcome.attempts)
-    recorded = session.execute(
-        update(Delivery).where(Delivery.id == outcome.delivery_id, Delivery.state == D.sending)
-        .values(**values).execution_options(synchronize_session=False)
-    ).rowcount
-    if recorded and outcome.bounce is not None:
-        record_bounce(
-            session, bounce_class=outcome.bounce, source="smtp", recipient=outcome.recipient,
-            status_code=outcome.status or (str(outcome.code) if outcome.code else ""),
-            diagnostic=outcome.reply, delivery_id=outcome.delivery_id, edition_id=edition_id,
-            attribution="smtp", attribution_note="rejected during our own SMTP transaction",
-            fingerprint=f"smtp:{outcome.delivery_id}:{outcome.attempts}",
-        )
+        Returns (claimed, the edition's state or None when not read). When the edition is
+        no longer sending, nothing is claimed."""
+        if self.conn is None:  # one connection for the whole batch: no pool round trips
+            self.conn = get_engine().connect()
+            self.fast = self.conn.dialect.name == "postgresql"
+            if self.fast:
+                self.quick = get_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
+        now = utcnow()
+        if self.fast and claim_id is not None and (outcome is None or outcome.bounce is None):
+            params = {"claim_id": claim_id, "now": now, "lease_until": now + self.lease,
+                      "the_edition": self.edition_id, **self._outcome_params(outcome, now)}
+            assert self.quick is not None
+            claimed = self.quick.execute(STEP, params).first() is not None
+            self.quick.commit()  # ends SQLAlchemy's transaction object; the server autocommitted
+            if claimed:
+                return True, None
+            outcome = None  # recorded by STEP; now find out why nothing was claimed
+            check_state = True
+        return self._step(outcome, claim_id, check_state, now)
+
+    def _step(self, outcome: Outcome | None, claim_id: int | None, check_state: bool,
+              now: dt.datetime) -> tuple[bool, str | None]:
+        assert self.conn is not None
+        conn = self.conn
+        with conn.begin():
+            if outcome is not None:
+                self._record(conn, outcome, now)
+            state = None
+            if check_state:
+                state = conn.execute(EDITION_STATE, {"the_edition": self.edition_id}).scalar()
+                if state != EditionState.sending:
+                    return False, state
+            if claim_id is None:
+                return False, state
+            params = {"claim_id": claim_id, "now": now, "lease_until": now + self.lease}
+            if conn.execute(CLAIM, params).rowcount:
+                return True, state
+            conn.execute(SKIP, params)
+            return False, state
+
+    @staticmethod
+    def _outcome_params(outcome: Outcome | None, now: dt.datetime) -> dict[str, object]:
+        if outcome is None:  # nothing to record: the statement's record part matches no row
+            return {"done_id": None, "done_state": None, "done_code": None, "done_reply": None,
+                    "done_outcome": None, "done_sent_at": None, "done_next_at": None}
+        deferred = outcome.state == D.deferred
+        return {
+            "done_id": outcome.delivery_id, "done_state": outcome.state.value,
+            "done_code": outcome.code, "done_reply": outcome.reply[:2000],
+            "done_outcome": outcome.label[:32],
+            "done_sent_at": now if outcome.state == D.sent else None,
+            "done_next_at": now + _backoff(outcome.attempts) if deferred else None,
+        }
+
+    def _record(self, conn: Connection, outcome: Outcome, now: dt.datetime) -> None:
+        recorded = conn.execute(RECORD, {"now": now, **self._outcome_params(outcome, now)}).rowcount
+        if recorded and outcome.bounce is not None:
+            with Session(bind=conn) as session:  # the same transaction
+                record_bounce(
+                    session, bounce_class=outcome.bounce, source="smtp",
+                    recipient=outcome.recipient,
+                    status_code=outcome.status or (str(outcome.code) if outcome.code else ""),
+                    diagnostic=outcome.reply, delivery_id=outcome.delivery_id,
+                    edition_id=self.edition_id, attribution="smtp",
+                    attribution_note="rejected during our own SMTP transaction",
+                    fingerprint=f"smtp:{outcome.delivery_id}:{outcome.attempts}",
+                )
+                session.flush()
 
 
 def _backoff(attempts: int) -> dt.timedelta:
@@ -220,6 +307,8 @@ def send_batch(edition_id: int, delivery_ids: list[int]) -> BatchResult:
         return result
 
     transport = timed(process_transport())  # SMTP reply codes and latency for /metrics
+    ledger = Ledger(edition_id, settings.lease_seconds)
+    tally = breaker.Tally(edition_id)
     pending: Outcome | None = None
     next_check = 0.0
     order = sorted(readers)
@@ -227,17 +316,17 @@ def send_batch(edition_id: int, delivery_ids: list[int]) -> BatchResult:
         for index, delivery_id in enumerate(order):
             reader, attempts = readers[delivery_id]
             _wait_for_rate(reader.email.rsplit("@", 1)[-1].lower())
-            with transaction() as session:
-                if pending is not None:
-                    _record(session, pending, edition_id)
-                    pending = None
-                if time.monotonic() >= next_check:
-                    next_check = time.monotonic() + STATE_CHECK_SECONDS
-                    state = session.scalar(select(Edition.state).where(Edition.id == edition_id))
-                    if state != EditionState.sending:
-                        result.stopped = f"edition is {state}"
-                        return result
-                claimed = _claim(session, delivery_id, settings.lease_seconds)
+            check = time.monotonic() >= next_check
+            if check:
+                next_check = time.monotonic() + STATE_CHECK_SECONDS
+                trip = tally.flush()
+                if trip:
+                    _pause_for(edition_id, trip)
+            claimed, state = ledger.step(pending, delivery_id, check)
+            pending = None
+            if state is not None and state != EditionState.sending:
+                result.stopped = f"edition is {state}"
+                return result
             if not claimed:
                 result.counts["not claimed"] += 1
                 continue
@@ -252,6 +341,7 @@ def send_batch(edition_id: int, delivery_ids: list[int]) -> BatchResult:
                                 "smtp_code": failure.code})
                 if failure.code is None or failure.code == 421:
                     # The connection is gone: the rest of the batch waits and tries later.
+                    result.counts[pending.label] += 1
                     result.stopped = f"SMTP connection failed: {failure}"
                     result.retry_ids = order[index + 1:]
                     result.retry_in = settings.retry_base_seconds * random.uniform(0.5, 1.0)
@@ -260,18 +350,15 @@ def send_batch(edition_id: int, delivery_ids: list[int]) -> BatchResult:
                 pending = Outcome(delivery_id, D.sent, accepted.code, accepted.reply, attempts,
                                   "sent")
             result.counts[pending.label] += 1
-            kind = {"sent": "ok", "hard bounce": "hard", "policy rejection": "policy"}.get(
-                pending.label, "other")
-            trip = breaker.note(edition_id, kind)
-            if trip:
-                _flush(pending, edition_id)
-                pending = None
-                _pause_for(edition_id, trip)
-                result.stopped = trip
-                return result
+            tally.add(pending.label)
     finally:
         if pending is not None:
-            _flush(pending, edition_id)
+            ledger.step(pending, None, False)
+        ledger.close()
+        trip = tally.flush()
+        if trip:
+            _pause_for(edition_id, trip)
+            result.stopped = result.stopped or trip
     return result
 
 
@@ -280,11 +367,6 @@ def _complaint_hold(session: Session, edition_id: int) -> str | None:
     from mailer.delivery.service import complaint_hold
 
     return complaint_hold(session, edition_id=edition_id)
-
-
-def _flush(outcome: Outcome, edition_id: int) -> None:
-    with transaction() as session:
-        _record(session, outcome, edition_id)
 
 
 def _pause_for(edition_id: int, reason: str) -> None:

@@ -9,12 +9,16 @@ one (a Redis restart) loses nothing: the sweeper queues the rows again.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from sqlalchemy import exists, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from mailer.config import get_settings
 from mailer.db import UTCDateTime, publish_after_commit, utcnow
@@ -38,7 +42,7 @@ def _edition(session: Session, edition_id: int, *, lock: bool = False) -> Editio
     return edition
 
 
-def _mailable() -> object:
+def _mailable() -> ColumnElement[bool]:
     """Confirmed and not on the suppression list: who may receive a newsletter now."""
     return (Subscriber.status == SubscriberStatus.confirmed) & ~exists().where(
         Suppression.address_hash == Subscriber.address_hash
@@ -166,11 +170,11 @@ def cancel(session: Session, edition_id: int, *, by: str) -> int:
                              EditionState.paused):
         raise SendError(f"edition {edition.id} is {edition.state}; it cannot be cancelled")
     transition(session, edition, EditionState.cancelled, reason=f"cancelled by {by}")
-    cancelled = session.execute(
+    cancelled = cast(CursorResult[Any], session.execute(
         update(Delivery)
         .where(Delivery.edition_id == edition.id, Delivery.state.in_([D.queued, D.deferred]))
         .values(state=D.cancelled, outcome="edition cancelled", updated_at=utcnow())
-    ).rowcount
+    )).rowcount
     _record(session, by, "edition.cancel", edition, {"cancelled": cancelled})
     return int(cancelled or 0)
 
@@ -247,7 +251,7 @@ def enqueue_ids(session: Session, edition_id: int, ids: Sequence[int]) -> int:
     ids = sorted(ids)
     for start in range(0, len(ids), size):
         chunk = list(ids[start:start + size])
-        publish_after_commit(session, lambda chunk=chunk: publish(edition_id, chunk))
+        publish_after_commit(session, functools.partial(publish, edition_id, chunk))
     return len(ids)
 
 

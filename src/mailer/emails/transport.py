@@ -7,9 +7,9 @@ whether it is temporary. The callers decide what each outcome means for a delive
 
 from __future__ import annotations
 
+import contextlib
 import os
 import smtplib
-import socket
 import ssl
 from dataclasses import dataclass
 
@@ -52,6 +52,10 @@ class _FastSMTP(smtplib.SMTP):
         code, repl = self.getreply()
         if code != 354:
             raise smtplib.SMTPDataError(code, repl)
+        return self.payload(payload)
+
+    def payload(self, payload: bytes) -> tuple[int, bytes]:
+        """Send the message after a 354 and read the server's verdict."""
         if payload.startswith(b"."):
             payload = b"." + payload
         payload = payload.replace(b"\r\n.", b"\r\n..")
@@ -110,10 +114,8 @@ class SMTPTransport:
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(OSError):
                 conn.close()
-            except OSError:
-                pass
 
     # --- sending ------------------------------------------------------------------------
     def send(self, sender: str, recipient: str, payload: bytes) -> Accepted:
@@ -138,6 +140,8 @@ class SMTPTransport:
         stage = "mail"
         try:
             options = ["SMTPUTF8"] if not (sender + recipient).isascii() else []
+            if conn.has_extn("pipelining"):
+                return self._pipelined(conn, sender, recipient, payload, options)
             try:
                 code, reply = conn.mail(sender, options)
             except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
@@ -159,13 +163,56 @@ class SMTPTransport:
             if exc.smtp_code == 421:  # the server is closing the connection
                 self._drop()
             raise SMTPFailure(exc.smtp_code, _decode(exc.smtp_error), stage) from exc
-        except (smtplib.SMTPServerDisconnected, OSError, socket.timeout) as exc:
+        except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
             self._drop()
             raise SMTPFailure(None, f"{type(exc).__name__}: {exc}", stage) from exc
         except SMTPFailure as exc:
             if exc.code == 421:
                 self._drop()
             raise
+
+    def _pipelined(self, conn: _FastSMTP, sender: str, recipient: str, payload: bytes,
+                   options: list[str]) -> Accepted:
+        """RFC 2920: MAIL, RCPT and DATA in one write, three replies in one read.
+
+        Two round trips a message instead of four. Every reply is read, whatever the
+        first ones said, so the connection stays in step for the next message."""
+        extra = (" " + " ".join(options)) if options else ""
+        commands = (f"MAIL FROM:{smtplib.quoteaddr(sender)}{extra}\r\n"
+                    f"RCPT TO:{smtplib.quoteaddr(recipient)}\r\n"
+                    "DATA\r\n").encode()
+        stage = "mail"
+        try:
+            conn.send(commands)
+            mail = conn.getreply()
+        except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            raise _StaleConnection from exc
+        try:
+            stage = "rcpt"
+            rcpt = conn.getreply()
+            stage = "data"
+            data = conn.getreply()
+            failed = (("mail", mail) if mail[0] != 250
+                      else ("rcpt", rcpt) if rcpt[0] not in (250, 251) else None)
+            if failed:
+                if data[0] == 354:  # a server that said yes to DATA anyway: end it empty
+                    conn.send(b".\r\n")
+                    conn.getreply()
+                self._reset()
+                raise SMTPFailure(failed[1][0], _decode(failed[1][1]), failed[0])
+            if data[0] != 354:
+                raise SMTPFailure(data[0], _decode(data[1]), "data")
+            code, reply = conn.payload(payload)
+            if code != 250:
+                raise SMTPFailure(code, _decode(reply), "data")
+            return Accepted(code, _decode(reply))
+        except SMTPFailure as exc:
+            if exc.code == 421:
+                self._drop()
+            raise
+        except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
+            self._drop()
+            raise SMTPFailure(None, f"{type(exc).__name__}: {exc}", stage) from exc
 
     def _reset(self) -> None:
         try:
