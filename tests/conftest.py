@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from tests.support.processes import Beat, WebServer, Worker, free_port
 from tests.support.smtp_server import RecordingSMTPServer
@@ -120,8 +121,10 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     child_env = {**os.environ, **env}
     _apply_env(env)
     from mailer import migrate
+    from mailer.redis import get_redis
 
     migrate.upgrade(database_url)
+    get_redis().flushdb()  # no task of an earlier run may reach this run's processes
     s = Stack(backend, database_url, env["MAILER_REDIS_URL"], smtp, child_env, tmp, web_port)
     try:
         yield s
@@ -144,13 +147,24 @@ def _truncate_all() -> None:
 
     engine = get_engine()
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    if engine.dialect.name == "postgresql":
+        # A worker still finishing the previous test's task can hold a row lock; wait a
+        # little, and try again rather than deadlock with it.
+        for attempt in range(10):
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+                    conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+                return
+            except DBAPIError:
+                if attempt == 9:
+                    raise
+                time.sleep(0.5)
     with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
-            for name in tables:
-                conn.execute(text(f"DELETE FROM {name}"))
-            conn.execute(text("DELETE FROM sqlite_sequence")) if _has_sqlite_sequence(conn) else None
+        for name in tables:
+            conn.execute(text(f"DELETE FROM {name}"))
+        if _has_sqlite_sequence(conn):
+            conn.execute(text("DELETE FROM sqlite_sequence"))
 
 
 def _has_sqlite_sequence(conn: object) -> bool:

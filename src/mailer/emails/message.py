@@ -11,7 +11,7 @@ import email.policy
 import hashlib
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 
 from mailer.config import get_settings
 from mailer.db import utcnow
@@ -64,15 +64,9 @@ def _header_safe(value: str) -> str:
     return "".join(ch for ch in value if ch >= " " and ch != "\x7f").strip()
 
 
-def recipient_header(email: str, name: str = "") -> str:
-    name = _header_safe(name)
-    return formataddr((name, email)) if name else email
-
-
 def build_message(
     *,
     to_email: str,
-    to_name: str = "",
     subject: str,
     text: str,
     html: str,
@@ -84,7 +78,8 @@ def build_message(
     msg = EmailMessage(policy=SMTP_POLICY)
     from_name, from_email = _split_from(settings.from_address)
     msg["From"] = Address(display_name=from_name, addr_spec=from_email)
-    msg["To"] = recipient_header(to_email, to_name)
+    # The address alone: nothing a reader typed into a form ever reaches a header.
+    msg["To"] = to_email
     msg["Subject"] = _header_safe(subject)
     msg["Date"] = format_datetime(utcnow())
     msg["Message-ID"] = msg_id
