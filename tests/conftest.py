@@ -83,7 +83,8 @@ def _create_pg_database() -> tuple[str, str]:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     admin = psycopg.conninfo.conninfo_to_dict(PG_ADMIN)
-    url = f"postgresql+psycopg://{admin.get('user', 'postgres')}@{admin.get('host', '127.0.0.1')}:{admin.get('port', 5432)}/{name}"
+    user, host = admin.get("user", "postgres"), admin.get("host", "127.0.0.1")
+    url = f"postgresql+psycopg://{user}@{host}:{admin.get('port', 5432)}/{name}"
     return name, url
 
 
@@ -93,7 +94,8 @@ def _drop_pg_database(name: str) -> None:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"stack-{backend}")
     pg_name = None
