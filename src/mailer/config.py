@@ -111,7 +111,8 @@ class Settings(BaseSettings):
     # --- who we are -------------------------------------------------------------------
     from_address: str = "CEP Newsletter <newsletter@cep-probation.example.org>"
     reply_to: str | None = None
-    postal_address: str = "CEP, Confederation of European Probation, Postbus 8284, 3503 RG Utrecht, The Netherlands"
+    postal_address: str = ("CEP, Confederation of European Probation, Postbus 8284, "
+                           "3503 RG Utrecht, The Netherlands")
     organisation_name: str = "CEP – Confederation of European Probation"
     list_name: str = "CEP Newsletter"
     list_id: str = "newsletter.cep-probation.example.org"

@@ -148,13 +148,22 @@ def publish_after_commit(session: Session, send: Callable[[], Any]) -> None:
     session.info.setdefault(_PENDING, []).append(send)
 
 
-@event.listens_for(Session, "after_commit")
-def _run_pending(session: Session) -> None:
-    for send in session.info.pop(_PENDING, []):
+def take_after_commit(session: Session) -> list[Callable[[], Any]]:
+    """The callbacks a session holds, for a caller that commits the connection itself."""
+    return list(session.info.pop(_PENDING, []))
+
+
+def run_after_commit(callbacks: list[Callable[[], Any]]) -> None:
+    for send in callbacks:
         try:
             send()
         except Exception:  # the broker is down: the sweeper re-queues from the database
             logging.getLogger(__name__).exception("could not publish a task after commit")
+
+
+@event.listens_for(Session, "after_commit")
+def _run_pending(session: Session) -> None:
+    run_after_commit(take_after_commit(session))
 
 
 @event.listens_for(Session, "after_soft_rollback")

@@ -16,6 +16,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -28,7 +29,14 @@ from mailer.bounces.actions import record_bounce
 from mailer.bounces.classify import classify_reply
 from mailer.bounces.models import BounceClass
 from mailer.config import get_settings
-from mailer.db import UTCDateTime, get_engine, transaction, utcnow
+from mailer.db import (
+    UTCDateTime,
+    get_engine,
+    run_after_commit,
+    take_after_commit,
+    transaction,
+    utcnow,
+)
 from mailer.delivery import breaker
 from mailer.delivery.assembly import MessageAssembler, Reader
 from mailer.delivery.models import Delivery, DeliveryState
@@ -189,21 +197,29 @@ class Ledger:
               now: dt.datetime) -> tuple[bool, str | None]:
         assert self.conn is not None
         conn = self.conn
+        callbacks: list[Callable[[], object]] = []
         with conn.begin():
-            if outcome is not None:
-                self._record(conn, outcome, now)
-            state = None
-            if check_state:
-                state = conn.execute(EDITION_STATE, {"the_edition": self.edition_id}).scalar()
-                if state != EditionState.sending:
-                    return False, state
-            if claim_id is None:
+            result = self._in_transaction(conn, outcome, claim_id, check_state, now, callbacks)
+        run_after_commit(callbacks)  # e.g. the operators' alert of a policy bounce
+        return result
+
+    def _in_transaction(self, conn: Connection, outcome: Outcome | None, claim_id: int | None,
+                        check_state: bool, now: dt.datetime,
+                        callbacks: list[Callable[[], object]]) -> tuple[bool, str | None]:
+        if outcome is not None:
+            callbacks.extend(self._record(conn, outcome, now))
+        state = None
+        if check_state:
+            state = conn.execute(EDITION_STATE, {"the_edition": self.edition_id}).scalar()
+            if state != EditionState.sending:
                 return False, state
-            params = {"claim_id": claim_id, "now": now, "lease_until": now + self.lease}
-            if conn.execute(CLAIM, params).rowcount:
-                return True, state
-            conn.execute(SKIP, params)
+        if claim_id is None:
             return False, state
+        params = {"claim_id": claim_id, "now": now, "lease_until": now + self.lease}
+        if conn.execute(CLAIM, params).rowcount:
+            return True, state
+        conn.execute(SKIP, params)
+        return False, state
 
     @staticmethod
     def _outcome_params(outcome: Outcome | None, now: dt.datetime) -> dict[str, object]:
@@ -219,7 +235,8 @@ class Ledger:
             "done_next_at": now + _backoff(outcome.attempts) if deferred else None,
         }
 
-    def _record(self, conn: Connection, outcome: Outcome, now: dt.datetime) -> None:
+    def _record(self, conn: Connection, outcome: Outcome,
+                now: dt.datetime) -> list[Callable[[], object]]:
         recorded = conn.execute(RECORD, {"now": now, **self._outcome_params(outcome, now)}).rowcount
         if recorded and outcome.bounce is not None:
             with Session(bind=conn) as session:  # the same transaction
@@ -233,6 +250,8 @@ class Ledger:
                     fingerprint=f"smtp:{outcome.delivery_id}:{outcome.attempts}",
                 )
                 session.flush()
+                return take_after_commit(session)
+        return []
 
 
 def _backoff(attempts: int) -> dt.timedelta:
@@ -349,6 +368,9 @@ def send_batch(edition_id: int, delivery_ids: list[int]) -> BatchResult:
             else:
                 pending = Outcome(delivery_id, D.sent, accepted.code, accepted.reply, attempts,
                                   "sent")
+                log.info("delivery sent: %s", accepted.reply,
+                         extra={"edition_id": edition_id, "delivery_id": delivery_id,
+                                "smtp_code": accepted.code})
             result.counts[pending.label] += 1
             tally.add(pending.label)
     finally:
