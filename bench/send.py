@@ -94,7 +94,8 @@ def children(pid: int) -> list[int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--readers", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=1, help="worker main processes")
     ap.add_argument("--concurrency", type=int, default=2, help="prefork processes per worker")
@@ -175,15 +176,15 @@ def main() -> None:
                 session.rollback()
         results["freeze_seconds"] = round(statistics.median(freeze_times), 3)
 
+        (ROOT / "var").mkdir(exist_ok=True)
         for n in range(args.workers):
-            log = open(ROOT / "var" / f"bench-worker-{n}.log", "wb") if (ROOT / "var").exists() \
-                else subprocess.DEVNULL
-            procs.append(subprocess.Popen(
-                [str(BIN / "celery"), "-A", "workers.app", "worker", "-Q", "bulk,default",
-                 "-c", str(args.concurrency), "-n", f"bench{n}@%h", "--without-mingle",
-                 "--without-gossip", "--loglevel", "WARNING"],
-                env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=str(ROOT)))
+            with open(ROOT / "var" / f"bench-worker-{n}.log", "wb") as log:
+                procs.append(subprocess.Popen(
+                    [str(BIN / "celery"), "-A", "workers.app", "worker", "-Q", "bulk,default",
+                     "-c", str(args.concurrency), "-n", f"bench{n}@%h", "--without-mingle",
+                     "--without-gossip", "--loglevel", "WARNING"],
+                    env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True, cwd=str(ROOT)))
         time.sleep(4)  # workers up and connected
 
         t0 = time.perf_counter()
@@ -227,8 +228,10 @@ def main() -> None:
         results["smtp_source_per_second"] = round(smtp_source_rate(
             port, args.baseline_messages * 2, len(payload), args.workers * args.concurrency), 1)
         rate = float(results["messages_per_second"])  # type: ignore[arg-type]
-        results["ratio_to_smtplib"] = round(rate / float(results["smtplib_one_connection_per_second"]), 2)  # type: ignore[arg-type]
-        results["ratio_to_smtp_source"] = round(rate / float(results["smtp_source_per_second"]), 2)  # type: ignore[arg-type]
+        smtplib_rate_ = float(results["smtplib_one_connection_per_second"])  # type: ignore[arg-type]
+        source_rate = float(results["smtp_source_per_second"])  # type: ignore[arg-type]
+        results["ratio_to_smtplib"] = round(rate / smtplib_rate_, 2)
+        results["ratio_to_smtp_source"] = round(rate / source_rate, 2)
     finally:
         for p in procs:
             try:

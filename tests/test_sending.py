@@ -72,7 +72,8 @@ def test_every_message_on_the_wire_meets_the_standards(rig) -> None:
         assert msg["Precedence"] == "bulk"
         # VERP: signed, names the delivery, holds no address, local part <= 64 octets.
         local = mail.mail_from.split("@")[0]
-        assert len(local.encode()) <= 64 and mail.mail_from.endswith("@bounces.cep-probation.example.org")
+        assert len(local.encode()) <= 64
+        assert mail.mail_from.endswith("@bounces.cep-probation.example.org")
         assert mail.rcpt_tos[0].split("@")[0] not in local
         token = parse_return_path(mail.mail_from)
         assert token and token.kind == "delivery"
@@ -221,7 +222,6 @@ def test_a_scheduled_edition_is_started_by_beat_on_time(rig) -> None:
     import datetime as dt
 
     from mailer.db import utcnow
-
     from mailer.editions.models import Edition
 
     make_subscribers(5)

@@ -103,7 +103,8 @@ def test_smtp_server_misbehaving_in_every_way(rig) -> None:
     for r in greylisted:
         smtp.behaviour.add(r, "rcpt", "451 4.7.1 Greylisted, please try again later", times=2)
     for r in unknown:
-        smtp.behaviour.add(r, "rcpt", "550 5.1.1 The email account that you tried to reach does not exist")
+        smtp.behaviour.add(
+            r, "rcpt", "550 5.1.1 The email account that you tried to reach does not exist")
     for r in blocked:
         smtp.behaviour.add(r, "data", "554 5.7.1 Service unavailable; client host blocked")
     for r in stalled:
