@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-FEEDS = [ROOT.parent / "shared" / "fixtures" / "cep-feed.xml",
+FEEDS = [ROOT / "tests" / "fixtures" / "cep-feed.xml",  # a copy of shared/fixtures/
          ROOT / "tests" / "fixtures" / "atom-feed.xml",
          ROOT / "tests" / "fixtures" / "articles.json"]
 ARTICLES = 12

@@ -31,9 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-FEED = ROOT.parent / "shared" / "fixtures" / "cep-feed.xml"
-if not FEED.exists():
-    FEED = ROOT / "tests" / "fixtures" / "cep-feed.xml"
+FEED = ROOT / "tests" / "fixtures" / "cep-feed.xml"  # a copy of shared/fixtures/cep-feed.xml
 BIN = Path(sys.executable).parent
 
 

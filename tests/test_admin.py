@@ -33,7 +33,7 @@ from tests.support.mail import parse, parts
 from tests.support.subscribers import make
 
 ROOT = Path(__file__).resolve().parents[1]
-CEP_FEED = ROOT.parent / "shared" / "fixtures" / "cep-feed.xml"
+CEP_FEED = ROOT / "tests" / "fixtures" / "cep-feed.xml"  # copy of shared/fixtures
 EDITOR = "editor@cep-probation.example.org"
 
 

@@ -20,7 +20,7 @@ from tests.support.mail import parse
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
-CEP_FEED = ROOT.parent / "shared" / "fixtures" / "cep-feed.xml"
+CEP_FEED = ROOT / "tests" / "fixtures" / "cep-feed.xml"  # copy of shared/fixtures
 EDITOR = "editor@cep-probation.example.org"
 READERS = 300
 

@@ -16,7 +16,7 @@ from mailer.editions import service, snapshot
 from mailer.editions.models import Edition, EditionState
 from mailer.editions.states import transition
 
-CEP_FEED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cep-feed.xml"
+CEP_FEED = Path(__file__).resolve().parent / "fixtures" / "cep-feed.xml"  # copy of shared/fixtures
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 
 

@@ -25,7 +25,7 @@ from tests.conftest import wait_for
 from tests.support.processes import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
-CEP_FEED = ROOT.parent / "shared" / "fixtures" / "cep-feed.xml"
+CEP_FEED = ROOT / "tests" / "fixtures" / "cep-feed.xml"  # copy of shared/fixtures
 FIXTURES = ROOT / "tests" / "fixtures"
 
 ACTIVE_CONTENT = re.compile(

@@ -31,7 +31,7 @@ from mailer.editions.states import transition
 from tests.support.mail import links
 
 ROOT = Path(__file__).resolve().parents[1]
-CEP_FEED = ROOT.parent / "shared" / "fixtures" / "cep-feed.xml"
+CEP_FEED = ROOT / "tests" / "fixtures" / "cep-feed.xml"  # copy of shared/fixtures
 FIXTURES = ROOT / "tests" / "fixtures"
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")  # the association's time zone (the default setting)
 DECEMBER = (dt.datetime(2025, 12, 1, tzinfo=AMSTERDAM), dt.datetime(2026, 1, 1, tzinfo=AMSTERDAM))
