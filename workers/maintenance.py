@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 @app.task
-def sweep() -> dict[str, int]:
+def sweep() -> dict[str, object]:
     """Put back to work what a dead worker or a lost Redis message left behind."""
     from mailer.delivery import sweeper
     from mailer.redis import get_redis

@@ -15,7 +15,10 @@ not allowed from the current state raises :class:`TransitionError`.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from sqlalchemy import update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from mailer.db import utcnow
@@ -50,9 +53,10 @@ def transition(session: Session, edition: Edition, to: EditionState, *, reason: 
         values["started_at"] = now
     if to in (S.sent, S.cancelled):
         values["finished_at"] = now
-    changed = session.execute(
+    result = session.execute(
         update(Edition).where(Edition.id == edition.id, Edition.state == current).values(**values)
-    ).rowcount
+    )
+    changed = cast(CursorResult[Any], result).rowcount
     if not changed:
         session.refresh(edition)
         if edition.state == to and allow_same:
