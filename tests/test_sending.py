@@ -18,23 +18,15 @@ from mailer.emails.verp import parse_return_path
 from mailer.subscribers import service as subscribers
 from mailer.subscribers.models import Subscriber
 from tests.conftest import wait_for
-from tests.support.factories import edition_state, make_edition, make_subscribers
+from tests.support.factories import (
+    counts,
+    edition_state,
+    make_edition,
+    make_subscribers,
+    start,
+    wait_sent,
+)
 from tests.support.mail import links, parse, parts
-
-
-def start(edition_id: int) -> int:
-    with transaction() as session:
-        return service.start_send(session, edition_id, by="test")
-
-
-def counts(edition_id: int) -> dict[str, int]:
-    with transaction() as session:
-        return service.state_counts(session, edition_id)
-
-
-def wait_sent(edition_id: int, timeout: float = 120) -> None:
-    wait_for(lambda: edition_state(edition_id) == "sent", timeout=timeout,
-             what=lambda: f"edition {edition_id} to be sent (now {counts(edition_id)})")
 
 
 def test_every_message_on_the_wire_meets_the_standards(rig) -> None:

@@ -16,24 +16,16 @@ from mailer.delivery import service
 from mailer.delivery.models import Delivery
 from mailer.subscribers.models import Subscriber
 from tests.conftest import wait_for
-from tests.support.factories import edition_state, make_edition, make_subscribers
+from tests.support.factories import (
+    counts,
+    edition_state,
+    make_edition,
+    make_subscribers,
+    start,
+    wait_sent,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def start(edition_id: int) -> int:
-    with transaction() as session:
-        return service.start_send(session, edition_id, by="test")
-
-
-def counts(edition_id: int) -> dict[str, int]:
-    with transaction() as session:
-        return service.state_counts(session, edition_id)
-
-
-def wait_sent(edition_id: int, timeout: float = 240) -> None:
-    wait_for(lambda: edition_state(edition_id) == "sent", timeout=timeout, interval=0.2,
-             what=lambda: f"edition {edition_id} to be sent (now {counts(edition_id)})")
 
 
 def delivered(smtp) -> Counter[str]:  # type: ignore[no-untyped-def]
@@ -65,7 +57,7 @@ def test_kill_9_a_worker_mid_send(rig) -> None:
             Delivery.edition_id == edition_id, Delivery.state.in_(["queued", "sending"])).limit(1))
     assert stranded is not None
     rig.worker("rescuer", concurrency=concurrency)
-    wait_sent(edition_id)
+    wait_sent(edition_id, timeout=240)
     # At most one message per killed worker process can have been accepted by the server
     # without being recorded as sent.
     assert_everyone_once(rig.stack.smtp, readers, allowed_duplicates=concurrency)
@@ -82,7 +74,7 @@ def test_redis_restart_mid_send(rig) -> None:
     wait_for(lambda: len(rig.stack.smtp.messages) >= 500, timeout=120, what="500 messages")
     rig.redis.restart(down_seconds=1.0)  # every queued Celery message is gone
     assert len(rig.stack.smtp.messages) < 2500
-    wait_sent(edition_id)
+    wait_sent(edition_id, timeout=240)
     assert_everyone_once(rig.stack.smtp, readers, allowed_duplicates=0)
     assert counts(edition_id) == {"sent": 2500}
 
@@ -114,7 +106,7 @@ def test_smtp_server_misbehaving_in_every_way(rig) -> None:
     rig.worker("w1", MAILER_BREAKER_HARD_BOUNCE_RATE="0.9", MAILER_BREAKER_POLICY_RATE="0.9")
     rig.beat()
     start(edition_id)
-    wait_sent(edition_id)
+    wait_sent(edition_id, timeout=240)
 
     got = delivered(smtp)
     for r in unknown + blocked:

@@ -76,3 +76,25 @@ def edition_state(edition_id: int) -> str:
         return session.scalar(select(Edition.state).where(Edition.id == edition_id))
 
 
+
+
+def start(edition_id: int) -> int:
+    """Start the send of an edition as staff would; returns the audience."""
+    from mailer.delivery import service
+
+    with transaction() as session:
+        return service.start_send(session, edition_id, by="test")
+
+
+def counts(edition_id: int) -> dict[str, int]:
+    from mailer.delivery import service
+
+    with transaction() as session:
+        return service.state_counts(session, edition_id)
+
+
+def wait_sent(edition_id: int, timeout: float = 120) -> None:
+    from tests.conftest import wait_for
+
+    wait_for(lambda: edition_state(edition_id) == "sent", timeout=timeout, interval=0.1,
+             what=lambda: f"edition {edition_id} to be sent (now {counts(edition_id)})")
