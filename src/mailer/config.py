@@ -152,7 +152,7 @@ class Settings(BaseSettings):
     #: Messages per second across all workers (0: no limit).
     rate_limit_per_second: float = 0.0
     #: Messages per second to any one recipient domain across all workers (0: no limit).
-    domain_rate_limit_per_second: float = 0.0
+    domain_rate_limit_per_second: float = 50.0
     #: A delivery claimed by a worker that has not finished within this many seconds is
     #: considered abandoned (the worker died) and queued again by the sweeper.
     lease_seconds: float = 300.0
