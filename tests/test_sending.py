@@ -254,3 +254,21 @@ def test_complaints_over_the_stop_rate_hold_every_send_until_acknowledged(rig) -
     with transaction() as session:
         assert service.acknowledge_complaints(session, first, by="ops@example.org") == 1
     assert start(second) == 299  # the complainer is unsubscribed and suppressed
+
+
+def test_rate_limits_hold_across_workers_per_domain_and_overall(rig) -> None:
+    make_subscribers(40, domain="slow.example", prefix="s")
+    make_subscribers(40, domain="fast.example", prefix="f")
+    edition_id = make_edition()
+    limits = {"MAILER_DOMAIN_RATE_LIMIT_PER_SECOND": "10", "MAILER_RATE_LIMIT_PER_SECOND": "0"}
+    rig.worker("a", **limits)
+    rig.worker("b", **limits)  # two workers, four processes, one bucket per domain
+    start(edition_id)
+    wait_sent(edition_id)
+    for domain in ("slow.example", "fast.example"):
+        times = sorted(m.at for m in rig.stack.smtp.messages if m.rcpt_tos[0].endswith(domain))
+        assert len(times) == 40
+        # A bucket of 10 a second (burst 10): no second holds more than 10 + 10 messages, and
+        # the whole domain needs at least (40 - 10) / 10 = 3 seconds.
+        assert max(sum(1 for t in times if s <= t < s + 1) for s in times) <= 20
+        assert times[-1] - times[0] >= 2.5

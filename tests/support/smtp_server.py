@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ class Received:
     rcpt_tos: list[str]
     data: bytes
     peer: str
+    at: float = field(default_factory=time.monotonic)  # when the server took it
 
 
 @dataclass
