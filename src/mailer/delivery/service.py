@@ -181,8 +181,8 @@ def cancel(session: Session, edition_id: int, *, by: str) -> int:
 
 def finish_if_done(session: Session, edition_id: int) -> bool:
     """Mark the edition sent once every delivery is final and the counts add up."""
-    edition = _edition(session, edition_id)
-    if edition.state != EditionState.sending:
+    edition = session.get(Edition, edition_id)
+    if edition is None or edition.state != EditionState.sending:
         return False
     counts = state_counts(session, edition_id)
     open_ = sum(n for state, n in counts.items() if state not in FINAL_STATES)
