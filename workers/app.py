@@ -132,11 +132,14 @@ def _close_smtp(**_: object) -> None:
 
 def reset_broker() -> None:
     """Point the app at the Redis the settings name now (tests switch between servers)."""
+    from kombu import pools
+
     app.conf.broker_url = get_settings().redis_url
     if app._pool is not None:
         app._pool.force_close_all()
         app._pool = None
     app.amqp._producer_pool = None
+    pools.reset()  # kombu's registry would hand back the closed pool for a URL seen before
 
 
 # --- ops: worker heartbeats, task counters, the task id on every log line --------------------
