@@ -43,7 +43,7 @@ from mailer.delivery.models import Delivery, DeliveryState
 from mailer.editions.models import Edition, EditionState
 from mailer.emails.transport import SMTPFailure, process_transport
 from mailer.ops.counters import timed
-from mailer.ratelimit import take_token
+from mailer.ratelimit import LocalTokens
 from mailer.subscribers.models import Subscriber, SubscriberStatus, Suppression
 
 log = logging.getLogger(__name__)
@@ -293,15 +293,15 @@ def _load(session: Session, edition_id: int, ids: list[int]) -> dict[int, tuple[
     return {r.id: (Reader(r.id, r.email, r.first_name, r.public_id), r.attempts) for r in rows}
 
 
+_tokens = LocalTokens()
+
+
 def _wait_for_rate(domain: str) -> None:
     settings = get_settings()
     for key, rate in (("global", settings.rate_limit_per_second),
                       (f"domain:{domain}", settings.domain_rate_limit_per_second)):
-        if rate <= 0:
-            continue
         try:
-            while (wait := take_token(key, rate)) > 0:
-                time.sleep(wait)
+            _tokens.wait(key, rate)
         except redis.RedisError:
             time.sleep(1.0 / rate)  # Redis is away: keep to the rate within this process
 
