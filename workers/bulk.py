@@ -27,9 +27,3 @@ def send_batch(self, edition_id: int, delivery_ids: list[int]) -> dict[str, obje
              f" (stopped: {result.stopped})" if result.stopped else "",
              extra={"edition_id": edition_id, "task_id": self.request.id})
     return {"counts": dict(result.counts), "stopped": result.stopped}
-
-
-@app.task(queue="confirmations")
-def send_test(edition_id: int, addresses: list[str], by: str) -> list[tuple[str, str]]:
-    """Test copies go on the fast lane: an editor waits for them."""
-    return service.send_test_copies(edition_id, addresses, by=by)

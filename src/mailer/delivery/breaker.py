@@ -84,10 +84,3 @@ def _note(edition_id: int, counts: dict[str, int]) -> str | None:
         return (f"circuit breaker: {policy} policy rejections in messages {first}–{last} "
                 f"({100 * policy / total:.1f} % > {100 * settings.breaker_policy_rate:.1f} %)")
     return None
-
-
-def reset(edition_id: int) -> None:
-    r = get_redis()
-    keys = list(r.scan_iter(f"mailer:breaker:{edition_id}:*"))
-    if keys:
-        r.delete(*keys)
