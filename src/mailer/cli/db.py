@@ -10,7 +10,7 @@ app = typer.Typer(no_args_is_help=True, help="Database schema migrations (Alembi
 
 
 @app.command("upgrade")
-def upgrade(revision: str = typer.Argument("heads")) -> None:
+def upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply the migrations (SQLite or PostgreSQL, from MAILER_DATABASE_URL)."""
     migrate.upgrade(revision=revision)
     typer.echo("database is up to date")
