@@ -18,9 +18,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from typing import Any, cast
 
 import redis
-from sqlalchemy import distinct, exists, func, select, update
+from sqlalchemy import CursorResult, distinct, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -227,11 +228,11 @@ def confirm_bounce(session: Session, bounce_id: int, *, by: str) -> Bounce:
     """
     now = utcnow()
     # A conditional UPDATE: of two staff clicking at once, one confirms, the other is told.
-    done = session.execute(
+    done = cast(CursorResult[Any], session.execute(
         update(Bounce).where(Bounce.id == bounce_id, Bounce.trust == Trust.unverified)
         .values(trust=Trust.confirmed, confirmed_by=by[:320], confirmed_at=now)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )).rowcount
     bounce = session.get(Bounce, bounce_id, populate_existing=True)
     if bounce is None:
         raise NotConfirmable(f"there is no bounce #{bounce_id}")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailer.bounces.models import UNVERIFIED_REASONS
 from mailer.bounces.parse import BounceReport, FailedRecipient
 from mailer.delivery.models import Delivery
 from mailer.emails.message import looks_like_ours, parse_message_id
@@ -41,12 +42,13 @@ from mailer.subscribers.models import ConfirmationToken, Subscriber
 
 #: Why an unverified bounce could not be tied (the ``reason`` label of
 #: ``mailer_bounces_unverified_total``).
-NO_TOKEN = "no-token"
-FORGED_TOKEN = "forged-token"
+NO_TOKEN = "no-token"  # noqa: S105 - a reason, not a secret
+FORGED_TOKEN = "forged-token"  # noqa: S105 - a reason, not a secret
 FORGED_MESSAGE_ID = "forged-message-id"
 UNKNOWN_MESSAGE = "unknown-message"
 OTHER_RECIPIENT = "other-recipient"
-REASONS = (NO_TOKEN, FORGED_TOKEN, FORGED_MESSAGE_ID, UNKNOWN_MESSAGE, OTHER_RECIPIENT)
+assert (NO_TOKEN, FORGED_TOKEN, FORGED_MESSAGE_ID, UNKNOWN_MESSAGE,
+        OTHER_RECIPIENT) == UNVERIFIED_REASONS
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,12 @@ class Trust(enum.StrEnum):
     none = ""
 
 
+#: Why an unverified bounce could not be tied to a message we sent (the ``reason`` label of
+#: ``mailer_bounces_unverified_total``); see :mod:`mailer.bounces.attribute`.
+UNVERIFIED_REASONS = ("no-token", "forged-token", "forged-message-id", "unknown-message",
+                      "other-recipient")
+
+
 class Bounce(Base):
     __tablename__ = "bounce"
 
