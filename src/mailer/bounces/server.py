@@ -33,6 +33,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 from aiosmtpd.controller import Controller
@@ -265,6 +266,9 @@ class BounceSMTP(SMTP):
 class BounceHandler:
     def __init__(self, domain: str) -> None:
         self.domain = domain.lower().rstrip(".")
+        # Two at a time: each INSERT holds a copy of its message, and the messages waiting
+        # for their turn stay counted in flight (a database is no faster with more).
+        self.storing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bounce-store")
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
@@ -290,7 +294,7 @@ class BounceHandler:
         loop = asyncio.get_running_loop()
         try:
             inbound_id = await loop.run_in_executor(
-                None, store, raw, envelope.mail_from or "", list(envelope.rcpt_tos))
+                self.storing, store, raw, envelope.mail_from or "", list(envelope.rcpt_tos))
         except Exception:
             log.exception("could not spool an inbound bounce; answered 451")
             return "451 4.3.0 cannot store the message now, please try again later"
