@@ -17,8 +17,8 @@ import pytest
 
 from mailer.config import get_settings
 from tests.conftest import wait_for
-from tests.test_bounce_intake_server import BounceServer
 from tests.support.processes import free_port
+from tests.test_bounce_intake_server import BounceServer
 
 MiB = 1024 * 1024
 LIMITS = {

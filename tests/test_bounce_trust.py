@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 
 from mailer.bounces.actions import alert_counts, soft_bounce_count
 from mailer.bounces.mailbox import poll_imap
-from mailer.bounces.models import Bounce, InboundMessage
+from mailer.bounces.models import InboundMessage
 from mailer.bounces.rates import edition_rates
 from mailer.cli import app
 from mailer.config import get_settings
@@ -248,8 +248,8 @@ def test_a_valid_token_in_a_dsn_about_another_readers_address_acts_on_nobody(cle
     someone else's address ties to nobody: it is not evidence about either of them."""
     from mailer.bounces.intake import receive
 
-    edition, readers = sent_edition(["holder", "victim"])
-    holder, victim = readers["holder"], readers["victim"]
+    _, readers = sent_edition(["holder", "victim"])
+    holder = readers["holder"]
     raw = dsn(to_verp=verp_of(holder[1]), recipients=[
         ("victim@example.net", "failed", "5.1.1", "550 5.1.1 User unknown")])
     with transaction() as session:
