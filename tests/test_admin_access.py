@@ -12,6 +12,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+from mailer.bounces.actions import record_bounce
+from mailer.bounces.models import BounceClass
 from mailer.db import transaction, utcnow
 from mailer.editions.models import Edition
 from mailer.staff.models import AuditEntry, StaffSession, StaffUser
@@ -58,6 +60,7 @@ ACTIONS = {
     "/admin/subscribers-import": {"source": "intruder"},
     "/admin/suppressions": {"email": "victim@example.org"},
     "/admin/suppressions/remove": {"hash": "0" * 64},
+    "/admin/bounces/{bounce_id}/confirm": {},
 }
 
 
@@ -88,7 +91,12 @@ def world(clean, web):  # type: ignore[no-untyped-def]
     edition_id = make_edition()
     with transaction() as session:
         subscriber_id = session.scalar(select(func.min(Subscriber.id)))
-    return {"edition_id": edition_id, "subscriber_id": subscriber_id}
+        # An unverified hard bounce naming that subscriber: confirming it would suppress.
+        bounce_id = record_bounce(
+            session, bounce_class=BounceClass.hard, source="mx", recipient="x@example.net",
+            status_code="5.1.1", unverified="no-token", claimed_subscriber_id=subscriber_id,
+            fingerprint="access-test").id  # type: ignore[union-attr]
+    return {"edition_id": edition_id, "subscriber_id": subscriber_id, "bounce_id": bounce_id}
 
 
 def state() -> tuple[object, ...]:

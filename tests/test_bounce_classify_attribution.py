@@ -1,5 +1,6 @@
 """Attribution: a bounce is tied to what we sent by its signed VERP token, else by the
-quoted Message-ID, else by a subscriber's address — and a forged token ties it to nobody.
+signed quoted Message-ID; an address alone, a forged token or a made-up Message-ID ties it
+to nobody (unverified, naming whom it would have hit).
 Runs on SQLite and PostgreSQL.
 """
 
@@ -149,16 +150,21 @@ def test_an_altered_message_id_says_nothing(clean) -> None:
     assert (found.method, found.subscriber_id) == ("none", None)
 
 
-def test_the_recipient_counts_only_when_it_is_a_subscriber(clean) -> None:
+def test_an_address_alone_ties_nobody_but_names_the_subscriber(clean) -> None:
+    """Anyone can write a DSN naming a reader's address: with no token and no signed
+    Message-ID it is unverified. It says whom it names, and acts on nobody. (Before issue 9
+    the address alone attributed the bounce, and so suppressed the reader.)"""
     subscriber_id, _, _ = _sent("anna.berg@example.net")
     found = _attribute(_bounce(rcpt="Anna.Berg@EXAMPLE.net"))
-    assert (found.method, found.subscriber_id, found.delivery_id) == (
-        "recipient", subscriber_id, None)
+    assert (found.method, found.subscriber_id, found.delivery_id) == ("none", None, None)
+    assert (found.unverified, found.claimed_subscriber_id) == ("no-token", subscriber_id)
     stranger = _attribute(_bounce(rcpt="stranger@example.com"))
-    assert (stranger.method, stranger.subscriber_id) == ("none", None)
+    assert (stranger.method, stranger.subscriber_id, stranger.claimed_subscriber_id) == (
+        "none", None, None)
+    assert stranger.unverified == "no-token"
 
 
-def test_the_original_recipient_of_an_expanded_alias_counts(clean) -> None:
+def test_the_original_recipient_of_an_expanded_alias_is_who_it_names(clean) -> None:
     """Final-Recipient is the internal mailbox the alias led to; we sent to the original."""
     subscriber_id, _, _ = _sent("anna.berg@example.net")
     raw = _bounce().replace(b"Final-Recipient: rfc822; anna.berg@example.net",
@@ -168,7 +174,38 @@ def test_the_original_recipient_of_an_expanded_alias_counts(clean) -> None:
     assert report.recipients[0].original_recipient == "anna.berg@example.net"
     with transaction() as s:
         found = attribute(s, report, report.recipients[0])
-    assert (found.method, found.subscriber_id) == ("recipient", subscriber_id)
+    assert (found.method, found.subscriber_id) == ("none", None)
+    assert found.claimed_subscriber_id == subscriber_id
+
+
+def test_a_valid_token_about_another_subscribers_address_is_unverified(clean) -> None:
+    anna, _, anna_delivery = _sent("anna.berg@example.net")
+    bob, _, _ = _sent("bob.smith@example.net")
+    found = _attribute(_bounce(verp=return_path("delivery", anna_delivery),
+                               rcpt="bob.smith@example.net"))
+    assert (found.method, found.subscriber_id, found.unverified) == (
+        "none", None, "other-recipient")
+    assert (found.claimed_delivery_id, found.claimed_subscriber_id) == (anna_delivery, anna)
+    assert "bob.smith@example.net" in found.note and bob != anna
+
+
+def test_made_up_message_ids_tie_nobody(clean) -> None:
+    """Sequential delivery ids and the unkeyed digest the ids carried before: no tie."""
+    import hashlib
+
+    subscriber_id, edition_id, delivery_id = _sent("anna.berg@example.net")
+    list_id = "newsletter.cep-probation.example.org"
+    digest = hashlib.sha256("\x00".join(["nl", str(edition_id), str(delivery_id), list_id])
+                            .encode()).hexdigest()[:24]
+    for forged in (f"<nl.{edition_id}.{delivery_id}.{digest}@cep-probation.example.org>",
+                   f"<nl.{edition_id}.{delivery_id}@cep-probation.example.org>",
+                   f"<nl.{edition_id}.{delivery_id}.{'a' * 26}@cep-probation.example.org>"):
+        found = _attribute(_bounce(mid=forged, rcpt="someone@example.com"))
+        assert (found.method, found.subscriber_id, found.unverified) == (
+            "none", None, "forged-message-id"), forged
+    genuine = _attribute(_bounce(mid=message_id("nl", edition_id, delivery_id),
+                                 rcpt="someone@example.com"))
+    assert (genuine.method, genuine.subscriber_id) == ("message-id", subscriber_id)
 
 
 def _counts() -> dict[str, int]:

@@ -92,11 +92,13 @@ def test_soft_bounces_suppress_on_the_third_distinct_edition(clean) -> None:
         raw, envelope = bounce_of("full@example.net", edition, delivery, MAILBOX_FULL, "5.2.2")
         actions.append(take_in(raw, envelope).recorded[0].action)
         if n == 0:
-            # A second DSN for the same edition (another MTA's copy) does not count twice.
+            # A second DSN for the same delivery (another MTA's copy) does not count
+            # twice: it is kept as a repeat of the first and acts on nobody.
             other = dsn(to_verp=envelope[0], recipients=[
                 ("full@example.net", "failed", "4.2.2", "452 4.2.2 Over quota")],
                 reporting_mta="relay.example.net")
-            assert take_in(other, envelope).recorded[0].action == "counted: 1 of 3 soft"
+            assert take_in(other, envelope).recorded[0].action.startswith(
+                "nothing: repeat of #")
             assert suppressed("full@example.net") is None
     assert actions == ["counted: 1 of 3 soft", "counted: 2 of 3 soft", "suppressed"]
     row = suppressed("full@example.net")
@@ -209,10 +211,12 @@ def test_a_forged_verp_token_attributes_nobody_even_for_a_known_address(clean) -
     result = take_in(raw, [forged])
     [recorded] = result.recorded
     assert recorded.bounce_class == BounceClass.hard
-    assert recorded.attribution == "none" and recorded.action == "nothing: not attributed"
+    assert recorded.attribution == "none" and recorded.action == "nothing: unverified"
     [bounce] = bounces()
     assert bounce.subscriber_id is None and bounce.delivery_id is None
     assert "forged" in bounce.attribution_note
+    assert (bounce.trust, bounce.unverified_reason) == ("unverified", "forged-token")
+    assert bounce.claimed_subscriber_id == reader  # who it names, for staff to judge
     assert suppressed("victim@example.net") is None and events_of(reader) == []
 
 
@@ -283,7 +287,7 @@ def test_backscatter_policy_rejections_do_not_alert(clean) -> None:
         ("someone@example.net", "failed", "5.7.1", "550 5.7.1 Message rejected as spam")])
     result = take_in(raw, ["bounces+nobody@bounces.cep-probation.example.org"])
     assert result.recorded[0].bounce_class == BounceClass.policy
-    assert result.recorded[0].action == "nothing: not attributed"
+    assert result.recorded[0].action == "nothing: unverified"
     assert alert_counts() == {}
 
 

@@ -169,7 +169,16 @@ class Settings(BaseSettings):
     dkim_private_key_path: Path | None = None
 
     # --- bounces --------------------------------------------------------------------------
-    bounce_max_bytes: int = 10 * 1024 * 1024
+    #: The largest bounce mail taken in (server, mailbox, import). Our own messages are at
+    #: most ~260 KB (a 100 KB HTML budget plus its text part, quoted-printable); a bounce
+    #: that returns one whole and base64-encoded stays under ~400 KB. 1 MiB leaves room.
+    bounce_max_bytes: int = 1024 * 1024
+    #: The bounce server's limits (``mailer bounces serve``; see mailer.bounces.server).
+    bounce_max_connections: int = 100
+    bounce_max_connections_per_ip: int = 10
+    bounce_messages_per_ip_per_minute: int = 120
+    bounce_max_inflight_bytes: int = 32 * 1024 * 1024
+    bounce_timeout_seconds: float = 120.0
     soft_bounce_limit: int = 3
     soft_bounce_days: int = 30
     imap_url: str | None = None

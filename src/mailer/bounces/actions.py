@@ -16,14 +16,16 @@ is kept and suppresses nobody. Suppressing writes a consent event (``suppressed`
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+from typing import Any, cast
 
 import redis
-from sqlalchemy import distinct, exists, func, select
+from sqlalchemy import CursorResult, distinct, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mailer.bounces.models import Bounce, BounceClass
+from mailer.bounces.models import Bounce, BounceClass, Trust
 from mailer.config import get_settings
 from mailer.db import publish_after_commit, utcnow
 from mailer.delivery.models import Delivery, DeliveryState
@@ -54,23 +56,43 @@ def record_bounce(
     delivery_id: int | None = None,
     edition_id: int | None = None,
     subscriber_id: int | None = None,
+    confirmation_token_id: int | None = None,
     attribution: str = "none",
     attribution_note: str = "",
+    unverified: str = "",
+    claimed_delivery_id: int | None = None,
+    claimed_subscriber_id: int | None = None,
     raw_excerpt: str = "",
     fingerprint: str | None = None,
 ) -> Bounce | None:
     """Store a bounce and apply its consequence; ``bounce.action`` says what was done.
 
+    The ties (``delivery_id``, ``edition_id``, ``subscriber_id``) are what acts: a caller
+    passes them only for a bounce it verified (a signed token or Message-ID, our own SMTP
+    transaction, a provider webhook whose signature checked). An ``unverified`` bounce (its
+    reason) passes who it names as ``claimed_*`` instead and acts on nobody.
+
     Returns None when this exact bounce (same fingerprint and recipient) was recorded
     before — a re-import, a redelivered task, a provider's retry — and then does nothing.
-    Callers that may run twice must pass a fingerprint (a bounce without one is never
-    taken for a repeat). The caller owns the transaction.
+    A bounce whose consequence an earlier one already had (the same class for the same
+    message: a replayed DSN with a new Message-ID or date, a DSN after our own SMTP
+    transaction saw the same refusal) is recorded as a repeat and acts on nobody.
+    Callers that may run twice must pass a fingerprint. The caller owns the transaction.
     """
+    if unverified:
+        assert delivery_id is None and edition_id is None and subscriber_id is None
     if delivery_id is not None and (edition_id is None or subscriber_id is None):
         delivery = session.get(Delivery, delivery_id)
         if delivery is not None:
             edition_id = edition_id or delivery.edition_id
             subscriber_id = subscriber_id or delivery.subscriber_id
+    acts = bounce_class in ACTING
+    tied = any(x is not None for x in (delivery_id, edition_id, subscriber_id)) or \
+        attribution in ("verp", "message-id", "smtp")
+    if unverified:
+        trust = Trust.unverified if acts else Trust.none
+    else:
+        trust = Trust.verified if tied else Trust.none
     bounce = Bounce(
         source=_text(source, 32), bounce_class=bounce_class,
         recipient=_text(recipient.strip(), 320), status_code=_text(status_code, 16),
@@ -78,15 +100,68 @@ def record_bounce(
         delivery_id=delivery_id, edition_id=edition_id, subscriber_id=subscriber_id,
         attribution=_text(attribution, 16), attribution_note=_text(attribution_note, 1000),
         raw_excerpt=_text(raw_excerpt, EXCERPT_LIMIT), fingerprint=fingerprint,
+        trust=trust, unverified_reason=_text(unverified, 32),
+        claimed_delivery_id=claimed_delivery_id, claimed_subscriber_id=claimed_subscriber_id,
+        act_key=_act_key(bounce_class, delivery_id, confirmation_token_id) if acts else None,
     )
     try:
         with session.begin_nested():
             session.add(bounce)
             session.flush()
     except IntegrityError:
-        return None
+        if _seen(session, fingerprint, bounce.recipient):
+            return None
+        return _record_repeat(session, bounce)
     bounce.action = _act(session, bounce)[:32]
     return bounce
+
+
+#: The classes that act on a reader or alert the operators.
+ACTING = (BounceClass.hard, BounceClass.soft, BounceClass.complaint, BounceClass.policy)
+
+
+def _act_key(klass: str, delivery_id: int | None, token_id: int | None,
+             extra: str = "") -> str | None:
+    """The consequence a bounce has: its class for one message we sent."""
+    if delivery_id is not None:
+        return f"{klass}:d{delivery_id}"
+    if token_id is not None:
+        return f"{klass}:c{token_id}"
+    return f"{klass}:{extra}"[:80] if extra else None
+
+
+def _seen(session: Session, fingerprint: str | None, recipient: str) -> bool:
+    if fingerprint is None:
+        return False
+    return session.scalar(select(Bounce.id).where(
+        Bounce.fingerprint == fingerprint, Bounce.recipient == recipient)) is not None
+
+
+def _record_repeat(session: Session, bounce: Bounce) -> Bounce | None:
+    """The bounce's consequence was had already: keep it as evidence, tied to nobody (so no
+    count, rate or alert sees it twice), with who it named."""
+    first = session.scalar(select(Bounce.id).where(Bounce.act_key == bounce.act_key))
+    if bounce in session:
+        session.expunge(bounce)
+    repeat = Bounce(
+        **{c: getattr(bounce, c) for c in _COPIED},
+        claimed_delivery_id=bounce.claimed_delivery_id or bounce.delivery_id,
+        claimed_subscriber_id=bounce.claimed_subscriber_id or bounce.subscriber_id,
+        trust=bounce.trust, act_key=None,
+        action=f"nothing: repeat of #{first}"[:32],
+    )
+    try:
+        with session.begin_nested():
+            session.add(repeat)
+            session.flush()
+    except IntegrityError:
+        return None
+    return repeat
+
+
+_COPIED = ("source", "bounce_class", "recipient", "status_code", "diagnostic", "remote_mta",
+           "attribution", "attribution_note", "raw_excerpt", "fingerprint",
+           "unverified_reason")
 
 
 def _text(value: str, limit: int) -> str:
@@ -96,9 +171,12 @@ def _text(value: str, limit: int) -> str:
 
 
 def _act(session: Session, bounce: Bounce) -> str:
-    if bounce.bounce_class not in (BounceClass.hard, BounceClass.soft, BounceClass.complaint,
-                                   BounceClass.policy):
+    if bounce.bounce_class not in ACTING:
         return "nothing"
+    if bounce.trust == Trust.unverified:
+        # Anyone can mail the bounce server: only a bounce tied to a message we sent may
+        # act. Kept for staff, who can confirm it (confirm_bounce).
+        return "nothing: unverified"
     if bounce.subscriber_id is None and bounce.edition_id is None:
         # Backscatter of spam that forged our domain is full of "5.7.1 spam" rejections:
         # only a bounce of a message we really sent may act or alert.
@@ -114,6 +192,8 @@ def _act(session: Session, bounce: Bounce) -> str:
         return "nothing: subscriber erased"
     evidence = (f"bounce #{bounce.id} via {bounce.source}: "
                 f"{bounce.status_code} {bounce.diagnostic}").strip()[:1000]
+    if bounce.trust == Trust.confirmed:
+        evidence = f"{evidence} (confirmed by {bounce.confirmed_by})"[:1000]
     if bounce.bounce_class == BounceClass.hard:
         done = subscribers.suppress(session, subscriber.address_hash,
                                     reason=SuppressionReason.hard_bounce, evidence=evidence)
@@ -132,6 +212,55 @@ def _act(session: Session, bounce: Bounce) -> str:
             evidence=f"{count} soft bounces on distinct editions; last: {evidence}")
         return "suppressed" if done else "already suppressed"
     return f"counted: {count} of {limit} soft"
+
+
+# --- staff confirm an unverified bounce --------------------------------------------------------
+
+
+class NotConfirmable(Exception):
+    """The bounce does not exist, or is not an unverified one."""
+
+
+def confirm_bounce(session: Session, bounce_id: int, *, by: str) -> Bounce:
+    """A staff member vouches for an unverified bounce: it now acts exactly as a verified
+    one would, on the reader it named, once. Confirming it again does nothing more
+    (raises NotConfirmable). The caller owns the transaction and writes the audit entry.
+    """
+    now = utcnow()
+    # A conditional UPDATE: of two staff clicking at once, one confirms, the other is told.
+    done = cast(CursorResult[Any], session.execute(
+        update(Bounce).where(Bounce.id == bounce_id, Bounce.trust == Trust.unverified)
+        .values(trust=Trust.confirmed, confirmed_by=by[:320], confirmed_at=now)
+        .execution_options(synchronize_session=False)
+    )).rowcount
+    bounce = session.get(Bounce, bounce_id, populate_existing=True)
+    if bounce is None:
+        raise NotConfirmable(f"there is no bounce #{bounce_id}")
+    if not done:
+        raise NotConfirmable(f"bounce #{bounce_id} is {bounce.trust or 'not unverified'}: "
+                             "nothing to confirm")
+    delivery = session.get(Delivery, bounce.claimed_delivery_id) \
+        if bounce.claimed_delivery_id is not None else None
+    bounce.delivery_id = delivery.id if delivery else None
+    bounce.edition_id = delivery.edition_id if delivery else None
+    bounce.subscriber_id = bounce.claimed_subscriber_id or (
+        delivery.subscriber_id if delivery else None)
+    content = f"s{bounce.subscriber_id}:" + hashlib.sha256(
+        f"{bounce.recipient}\x00{bounce.status_code}\x00{bounce.diagnostic}".encode()
+    ).hexdigest()[:24]
+    key = _act_key(bounce.bounce_class, bounce.delivery_id, None,
+                   content if bounce.subscriber_id is not None else "")
+    first = session.scalar(select(Bounce.id).where(Bounce.act_key == key)) if key else None
+    if first is not None:
+        # A verified (or confirmed) bounce had this consequence already: once is enough.
+        # (Two confirmations racing for the same key: the unique act_key stops the second.)
+        bounce.delivery_id = bounce.edition_id = bounce.subscriber_id = None
+        bounce.action = f"nothing: repeat of #{first}"[:32]
+        return bounce
+    bounce.act_key = key
+    session.flush()
+    bounce.action = _act(session, bounce)[:32]
+    return bounce
 
 
 def soft_bounce_count(session: Session, subscriber_id: int) -> int:

@@ -1,56 +1,117 @@
 """Tying a bounce to what we sent: the delivery, the edition, the subscriber.
 
-Three ways, most trustworthy first:
+Anyone can send mail to the bounce server or the bounce mailbox, so a bounce that arrives
+by mail acts on a reader only when something *we signed* ties it to a message we sent to
+that reader:
 
-1. The VERP token in the address the bounce came back to (``bounces+d1f3-<sig>@…``), or in
-   the quoted original's Return-Path. It is signed: a token whose signature fails is
-   backscatter or forgery, and then *nobody* is attributed, not even a subscriber whose
-   address the bounce happens to name — otherwise anyone could unsubscribe anyone by
-   mailing us a fake bounce.
-2. The Message-ID of the quoted original, when it is one of ours (``parse_message_id``
-   checks its digest): a newsletter delivery or a confirmation mail.
-3. The failed address itself, only when it is a known subscriber.
+1. the VERP token in the address the bounce came back to (``bounces+d1f3-<sig>@…``), or in
+   the quoted original's Return-Path (an HMAC keyed with the secret key);
+2. the Message-ID of the quoted original (or of ``In-Reply-To``), which carries an HMAC too
+   (:func:`mailer.emails.message.message_id`).
 
-Read-only: this module looks rows up and changes nothing.
+When a tie is found and the bounce names a failed address, the address must not be
+another subscriber's: a token of Anna's delivery in a DSN about Bob's address is not
+evidence about anybody. (An address that is no subscriber's — the mailbox a reader
+forwards to — is fine: the token says whose message it was.)
+
+Everything else is *unverified*: a DSN that only names a subscriber's address, a forged
+token, a made-up Message-ID (sequential delivery ids, the unkeyed digest our ids carried
+before they were signed). It is kept as evidence, with who it names
+(``claimed_subscriber_id``) and why it could not be tied (``unverified``), and acts on
+nobody until a staff member confirms it (:func:`mailer.bounces.actions.confirm_bounce`).
+
+Provider webhooks are authentic by their own signature, so :func:`attribute_event` also
+ties by the address. Read-only: this module looks rows up and changes nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailer.bounces.models import UNVERIFIED_REASONS
 from mailer.bounces.parse import BounceReport, FailedRecipient
 from mailer.delivery.models import Delivery
-from mailer.emails.message import parse_message_id
+from mailer.emails.message import looks_like_ours, parse_message_id
 from mailer.emails.verp import VerpToken, parse_return_path
 from mailer.subscribers.addresses import InvalidAddress, normalise
 from mailer.subscribers.models import ConfirmationToken, Subscriber
 
+#: Why an unverified bounce could not be tied (the ``reason`` label of
+#: ``mailer_bounces_unverified_total``).
+NO_TOKEN = "no-token"  # noqa: S105 - a reason, not a secret
+FORGED_TOKEN = "forged-token"  # noqa: S105 - a reason, not a secret
+FORGED_MESSAGE_ID = "forged-message-id"
+UNKNOWN_MESSAGE = "unknown-message"
+OTHER_RECIPIENT = "other-recipient"
+assert (NO_TOKEN, FORGED_TOKEN, FORGED_MESSAGE_ID, UNKNOWN_MESSAGE,
+        OTHER_RECIPIENT) == UNVERIFIED_REASONS
+
 
 @dataclass(frozen=True)
 class Attribution:
-    method: str  # "verp", "message-id", "recipient", "none"
+    method: str  # "verp", "message-id", "recipient" (provider webhooks only), "none"
     note: str  # why, in words
     delivery_id: int | None = None
     edition_id: int | None = None
     subscriber_id: int | None = None
     confirmation_token_id: int | None = None
+    #: "" when the bounce is tied (or names nobody it could act on); else the reason.
+    unverified: str = ""
+    #: Who an unverified bounce names: the delivery a valid token named, the subscriber
+    #: whose address the bounce gives. Evidence only; nothing acts on them.
+    claimed_delivery_id: int | None = None
+    claimed_subscriber_id: int | None = None
+
+    @property
+    def act_target(self) -> str:
+        """What a consequence of this bounce is about, for the at-most-once key."""
+        if self.delivery_id is not None:
+            return f"d{self.delivery_id}"
+        if self.confirmation_token_id is not None:
+            return f"c{self.confirmation_token_id}"
+        return f"s{self.subscriber_id}" if self.subscriber_id is not None else ""
 
 
 def attribute(session: Session, report: BounceReport,
               recipient: FailedRecipient | None) -> Attribution:
-    """Who this bounce (for this one recipient of it) belongs to, and why we think so."""
+    """Who this bounce mail (for this one recipient of it) belongs to, and why we think so."""
+    named = subscriber_by_address(session, _addresses(recipient))
+    claimed = named[0] if named else None
     token, where, forged = find_verp_token(report)
     if token is not None:
-        return _by_token(session, token, where)
+        return _checked(session, _by_token(session, token, where), recipient, named)
     if forged:
-        return Attribution("none", forged_note(forged))
+        return Attribution("none", forged_note(forged), unverified=FORGED_TOKEN,
+                           claimed_subscriber_id=claimed)
     by_id = _by_message_id(session, report.original_message_id)
     if by_id is not None:
+        return _checked(session, by_id, recipient, named)
+    if report.original_message_id and looks_like_ours(report.original_message_id):
+        return Attribution(
+            "none", f"quoted Message-ID {report.original_message_id} is not one we signed "
+                    f"(forged or altered){_naming(named)}",
+            unverified=FORGED_MESSAGE_ID, claimed_subscriber_id=claimed)
+    return Attribution("none", f"no VERP token, no Message-ID of ours{_naming(named)}",
+                       unverified=NO_TOKEN, claimed_subscriber_id=claimed)
+
+
+def attribute_event(session: Session, *, message_id: str, recipient: str) -> Attribution:
+    """A provider event (its request's signature checked): tied by the Message-ID it
+    reports, else to a known subscriber by its address."""
+    by_id = _by_message_id(session, message_id)
+    if by_id is not None and not by_id.unverified:
         return by_id
-    return _by_recipient(session, recipient)
+    named = subscriber_by_address(session, [recipient] if recipient else [])
+    if named is None:
+        return Attribution("none", f"no Message-ID of ours; {recipient or 'no address'} is "
+                                   "not a subscriber")
+    subscriber_id, address = named
+    return Attribution("recipient", f"provider event (signature checked); {address} is "
+                                    f"subscriber {subscriber_id}", subscriber_id=subscriber_id)
 
 
 def forged_note(address: str) -> str:
@@ -71,13 +132,66 @@ def find_verp_token(report: BounceReport) -> tuple[VerpToken | None, str, str]:
     return None, "", forged
 
 
+def subscriber_by_address(session: Session, addresses: Sequence[str]) -> tuple[int, str] | None:
+    """The first subscriber among ``addresses``, (id, address), or None."""
+    for address in addresses:
+        subscriber_id = session.scalar(select(Subscriber.id).where(
+            Subscriber.email_key == _key(address)))
+        if subscriber_id is not None:
+            return subscriber_id, address
+    return None
+
+
+def _addresses(recipient: FailedRecipient | None) -> list[str]:
+    """The address we sent to is the DSN's Original-Recipient when the final one is an alias
+    it expanded to; either may be the subscriber's."""
+    if recipient is None:
+        return []
+    return list(dict.fromkeys(a for a in (recipient.original_recipient, recipient.recipient)
+                              if a))
+
+
+def _key(address: str) -> str:
+    try:
+        return normalise(address)[1]
+    except InvalidAddress:
+        # With MAILER_CHECK_DELIVERABILITY on, a domain that no longer exists fails
+        # validation: exactly the hard bounce we want to match. Keys are lowercase.
+        return address.strip().lower()
+
+
+def _naming(named: tuple[int, str] | None) -> str:
+    if named is None:
+        return "; it names no subscriber"
+    return f"; it names {named[1]} (subscriber {named[0]}): not acted on"
+
+
+def _checked(session: Session, tie: Attribution, recipient: FailedRecipient | None,
+             named: tuple[int, str] | None) -> Attribution:
+    """A tie holds when the bounce is not about another subscriber's address."""
+    if tie.subscriber_id is None:
+        if tie.unverified:
+            return replace(tie, claimed_subscriber_id=named[0] if named else None)
+        return tie
+    keys = {_key(a) for a in _addresses(recipient)}
+    ours = session.scalar(select(Subscriber.email_key).where(Subscriber.id == tie.subscriber_id))
+    if named is None or named[0] == tie.subscriber_id or ours in keys:
+        return tie
+    return Attribution(
+        "none", f"{tie.note}, but it is about {named[1]} (subscriber {named[0]}), not the "
+                f"reader that message went to (subscriber {tie.subscriber_id}): not acted on",
+        unverified=OTHER_RECIPIENT, claimed_delivery_id=tie.delivery_id,
+        claimed_subscriber_id=tie.subscriber_id,
+    )
+
+
 def _by_token(session: Session, token: VerpToken, where: str) -> Attribution:
     local = where.split("@")[0]
     if token.kind == "delivery":
         delivery = session.get(Delivery, token.id)
         if delivery is None:
             return Attribution("verp", f"VERP token {local}: signature valid, but delivery "
-                                       f"{token.id} no longer exists")
+                                       f"{token.id} no longer exists", unverified=UNKNOWN_MESSAGE)
         return Attribution(
             "verp", f"VERP token {local}: signature valid, delivery {delivery.id}",
             delivery_id=delivery.id, edition_id=delivery.edition_id,
@@ -91,7 +205,8 @@ def _by_token(session: Session, token: VerpToken, where: str) -> Attribution:
 def _confirmation(session: Session, token_id: int, how: str) -> Attribution:
     row = session.get(ConfirmationToken, token_id)
     if row is None:
-        return Attribution("none", f"{how}, but confirmation {token_id} no longer exists")
+        return Attribution("none", f"{how}, but confirmation {token_id} no longer exists",
+                           unverified=UNKNOWN_MESSAGE)
     return Attribution(
         "verp" if how.startswith("VERP") else "message-id",
         f"{how}, confirmation mail {token_id}",
@@ -106,40 +221,17 @@ def _by_message_id(session: Session, message_id: str) -> Attribution | None:
     if parsed is None:
         return None  # not ours, or altered: says nothing about who it was
     kind, parts = parsed
-    how = f"quoted Message-ID {message_id}"
+    how = f"quoted Message-ID {message_id} (signature valid)"
     if kind == "nl" and len(parts) == 2 and all(p.isdigit() for p in parts):
         edition_id, delivery_id = int(parts[0]), int(parts[1])
         delivery = session.get(Delivery, delivery_id)
         if delivery is None or delivery.edition_id != edition_id:
             return Attribution("none", f"{how} names delivery {delivery_id}, which no "
-                                       "longer exists")
+                                       "longer exists", unverified=UNKNOWN_MESSAGE)
         return Attribution(
             "message-id", f"{how}: delivery {delivery.id}", delivery_id=delivery.id,
             edition_id=delivery.edition_id, subscriber_id=delivery.subscriber_id,
         )
     if kind == "confirm" and len(parts) == 1 and parts[0].isdigit():
         return _confirmation(session, int(parts[0]), how)
-    return Attribution("none", f"{how}: a {kind!r} message, no subscriber")
-
-
-def _by_recipient(session: Session, recipient: FailedRecipient | None) -> Attribution:
-    """The address we sent to is the DSN's Original-Recipient when the final one is an
-    alias it expanded to; either may be the subscriber's."""
-    addresses = [a for a in (recipient.original_recipient, recipient.recipient) if a] \
-        if recipient else []
-    if not addresses:
-        return Attribution("none", "no VERP token, no Message-ID of ours, no recipient address")
-    for address in dict.fromkeys(addresses):
-        try:
-            _, key = normalise(address)
-        except InvalidAddress:
-            # With MAILER_CHECK_DELIVERABILITY on, a domain that no longer exists fails
-            # validation: exactly the hard bounce we want to match. Keys are lowercase.
-            key = address.strip().lower()
-        subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email_key == key))
-        if subscriber_id is not None:
-            return Attribution("recipient", f"no VERP token or Message-ID of ours; {address} "
-                                            f"is subscriber {subscriber_id}",
-                               subscriber_id=subscriber_id)
-    return Attribution("none", f"no VERP token or Message-ID of ours; {addresses[-1]} is not "
-                               "a subscriber")
+    return Attribution("message-id", f"{how}: a {kind!r} message, no subscriber")

@@ -14,8 +14,11 @@ the delivery it belongs to, and records one Bounce per recipient through
   of class autoreply, not-a-bounce or unparsed, with an excerpt) and act on nobody;
 - a message over ``bounce_max_bytes`` is refused: kept as an unparsed Bounce that says so,
   with the start of the message as its excerpt;
-- a VERP token whose signature fails (backscatter, forgery) ties the message to nobody,
-  whatever the DSN claims (:mod:`mailer.bounces.attribute` sees to that).
+- only a valid VERP token or a signed Message-ID ties a bounce to a reader; anything
+  else (an address alone, a forged token, a made-up Message-ID) is recorded *unverified*
+  and acts on nobody until staff confirm it (:mod:`mailer.bounces.attribute`);
+- the same consequence is had once: a replayed DSN (new Message-ID or date, same
+  message of ours and class) is recorded as a repeat and acts on nobody.
 
 Nothing here raises on bad input; the caller owns the transaction.
 """
@@ -116,8 +119,12 @@ def receive(
             delivery_id=attribution.delivery_id,
             edition_id=attribution.edition_id,
             subscriber_id=attribution.subscriber_id,
+            confirmation_token_id=attribution.confirmation_token_id,
             attribution=attribution.method,
             attribution_note=attribution.note,
+            unverified=attribution.unverified,
+            claimed_delivery_id=attribution.claimed_delivery_id,
+            claimed_subscriber_id=attribution.claimed_subscriber_id,
             raw_excerpt=report.excerpt,
             fingerprint=fingerprint,
         )
@@ -152,8 +159,7 @@ def _attribute(session: Session, report: BounceReport,
 
 
 def _nobody(note: str) -> Attribution:
-    return Attribution(method="none", note=note, delivery_id=None, edition_id=None,
-                       subscriber_id=None, confirmation_token_id=None)
+    return Attribution(method="none", note=note)
 
 
 def _unparsed(raw: bytes, error: str) -> BounceReport:

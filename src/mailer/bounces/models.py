@@ -32,6 +32,26 @@ class BounceClass(enum.StrEnum):
     not_a_bounce = "not-a-bounce"  # an ordinary reply to the return path: kept, no action
 
 
+class Trust(enum.StrEnum):
+    """Whether a bounce may act on a reader (see :mod:`mailer.bounces.attribute`)."""
+
+    #: Tied to a message we sent by a valid VERP token or signed Message-ID, or authentic by
+    #: its source (our own SMTP transaction, a provider webhook whose signature checked).
+    verified = "verified"
+    #: Would act, but nothing ties it to a message we sent: kept as evidence, acts on nobody.
+    unverified = "unverified"
+    #: Was unverified; a staff member confirmed it by hand, and it acted then.
+    confirmed = "confirmed"
+    #: A class that never acts (delayed, autoreply, not-a-bounce, unparsed) and was not tied.
+    none = ""
+
+
+#: Why an unverified bounce could not be tied to a message we sent (the ``reason`` label of
+#: ``mailer_bounces_unverified_total``); see :mod:`mailer.bounces.attribute`.
+UNVERIFIED_REASONS = ("no-token", "forged-token", "forged-message-id", "unknown-message",
+                      "other-recipient")
+
+
 class Bounce(Base):
     __tablename__ = "bounce"
 
@@ -62,6 +82,27 @@ class Bounce(Base):
     raw_excerpt: Mapped[str] = mapped_column(Text, default="")
     #: Identifies the incoming item, so a re-import or a re-delivered task adds nothing.
     fingerprint: Mapped[str | None] = mapped_column(String(64))
+    #: verified, unverified, confirmed or "" (:class:`Trust`).
+    trust: Mapped[str] = mapped_column(String(16), default="", server_default="", index=True)
+    #: Why an unverified bounce could not be tied (no-token, forged-token,
+    #: forged-message-id, unknown-message, other-recipient); "" otherwise.
+    unverified_reason: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    #: Who an unverified (or repeated) bounce names: the delivery its valid token named, the
+    #: subscriber whose address it gives. Never read by any rule: confirming copies them to
+    #: delivery_id / subscriber_id, which are the ties that act.
+    claimed_delivery_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("delivery.id", ondelete="SET NULL"),
+    )
+    claimed_subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscriber.id", ondelete="SET NULL"), index=True
+    )
+    #: The one consequence this bounce had: its class and the message it was about
+    #: (``hard:d42``). Unique, so a replayed bounce (the same DSN again with a new
+    #: Message-ID or date) acts at most once, even when two workers take both at once.
+    act_key: Mapped[str | None] = mapped_column(String(80), unique=True)
+    confirmed_by: Mapped[str | None] = mapped_column(String(320))
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         UniqueConstraint("fingerprint", "recipient"),

@@ -8,45 +8,70 @@ newsletters List-Unsubscribe (+ One-Click), List-Id and Precedence. The bulk pat
 from __future__ import annotations
 
 import email.policy
-import hashlib
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
 from mailer.config import get_settings
 from mailer.db import utcnow
+from mailer.tokens import sign, verify
 
 #: CRLF line ends and headers folded at 78 characters, as RFC 5322 wants on the wire.
 SMTP_POLICY = email.policy.SMTP.clone(max_line_length=78)
 
 
+#: Message-IDs carry an HMAC of what they name, so nobody without the secret key can make
+#: one we accept: a bounce quoting a Message-ID acts only when it really is one we sent.
+_MID_PURPOSE = "message-id"
+_MID_SIG_LEN = 26  # 130 bits of lowercase base32 (survives case-folding mail systems)
+
+
 def message_id(kind: str, *parts: object) -> str:
-    """A deterministic Message-ID: the same message retried keeps its id."""
+    """A deterministic, signed Message-ID: ``<kind.part….signature@sending domain>``.
+
+    The same message retried keeps its id (the signature is over the kind and the parts).
+    Signed with the current secret key; :func:`parse_message_id` also accepts the keys in
+    ``MAILER_OLD_SECRET_KEYS``, so bounces of mail sent before a rotation still tie.
+    """
     settings = get_settings()
-    digest = hashlib.sha256(
-        "\x00".join([kind, *map(str, parts), settings.list_id]).encode()
-    ).hexdigest()[:24]
-    local = ".".join([kind, *map(str, parts), digest])
-    return f"<{local}@{settings.sending_domain}>"
+    value = ".".join([kind, *map(str, parts)])
+    signature = sign(_MID_PURPOSE, value, _MID_SIG_LEN, alphabet="b32")
+    return f"<{value}.{signature}@{settings.sending_domain}>"
 
 
 def parse_message_id(value: str) -> tuple[str, list[str]] | None:
     """The kind and parts of a Message-ID this service made, or None (not ours, or altered).
 
-    ``<nl.12.3456.<digest>@domain>`` → ("nl", ["12", "3456"]). The digest is checked by
-    making the id again, so a bounce quoting a forged Message-ID attributes nothing.
+    ``<nl.12.3456.<signature>@domain>`` → ("nl", ["12", "3456"]). The signature is an HMAC
+    keyed with the secret: a made-up id (sequential delivery ids, the unkeyed digest the ids
+    carried before) attributes nothing.
     """
+    local = _local_part(value)
+    if local is None:
+        return None
+    head, _, signature = local.lower().rpartition(".")
+    kind, _, rest = head.partition(".")
+    if not (kind and rest) or len(signature) != _MID_SIG_LEN:
+        return None
+    if not verify(_MID_PURPOSE, head, signature, alphabet="b32"):
+        return None
+    return kind, rest.split(".")
+
+
+def looks_like_ours(value: str) -> bool:
+    """A Message-ID at our sending domain (signed or not): one whose signature fails is a
+    forgery, not someone else's mail."""
+    value = value.strip()
+    domain = value[1:-1].rpartition("@")[2] if value.endswith(">") else ""
+    return _local_part(value) is not None and \
+        domain.lower() == get_settings().sending_domain.lower()
+
+
+def _local_part(value: str) -> str | None:
     value = value.strip()
     if not (value.startswith("<") and value.endswith(">") and "@" in value):
         return None
-    local = value[1:-1].rsplit("@", 1)[0]
-    kind, *parts = local.split(".")
-    if len(parts) < 2:
-        return None
-    parts = parts[:-1]
-    if message_id(kind, *parts).lower() != value.lower():
-        return None
-    return kind, parts
+    return value[1:-1].rsplit("@", 1)[0]
 
 
 def newsletter_headers(unsubscribe_url: str) -> list[tuple[str, str]]:

@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailer.bounces.actions import alert_counts
-from mailer.bounces.models import Bounce
+from mailer.bounces.models import UNVERIFIED_REASONS, Bounce, Trust
 from mailer.db import transaction
 from mailer.delivery.models import Delivery, DeliveryState
 from mailer.ops import alerts as alerts_
@@ -173,6 +173,7 @@ def _from_database(session: Session, redis_part: status.RedisState) -> Iterator[
             select(Bounce.bounce_class, func.count()).group_by(Bounce.bounce_class))):
         bounces.add_metric([klass], n)
     yield bounces
+    yield from _unverified(session)
 
     yield from _complaint_rates(snapshot.rates)
 
@@ -194,6 +195,25 @@ def _from_database(session: Session, redis_part: status.RedisState) -> Iterator[
     for name in alerts_.NAMES:
         alert.add_metric([name], 1 if name in holding else 0)
     yield alert
+
+
+def _unverified(session: Session) -> Iterator[Metric]:
+    """Bounce mails nothing we signed tied to a message we sent: kept, acted on nobody."""
+    counted = (Trust.unverified, Trust.confirmed)
+    total = CounterMetricFamily(
+        "mailer_bounces_unverified", "Bounces and complaints by mail that no valid VERP "
+        "token or signed Message-ID tied to a message we sent (kept as evidence, acted on "
+        "nobody unless staff confirmed them), by why", labels=["reason"])
+    found = dict(session.execute(
+        select(Bounce.unverified_reason, func.count()).where(Bounce.trust.in_(counted))
+        .group_by(Bounce.unverified_reason)).all())
+    for reason in sorted({*UNVERIFIED_REASONS, *found}):
+        total.add_metric([reason], found.get(reason, 0))
+    yield total
+    yield _gauge("mailer_bounces_unverified_pending", "Unverified bounces no staff member "
+                 "has confirmed (they act on nobody)", session.scalar(
+                     select(func.count()).select_from(Bounce)
+                     .where(Bounce.trust == Trust.unverified)) or 0)
 
 
 def _complaint_rates(watched: list[dict[str, Any]]) -> Iterator[Metric]:

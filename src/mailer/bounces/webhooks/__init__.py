@@ -24,10 +24,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer.bounces.actions import record_bounce
-from mailer.bounces.attribute import Attribution, attribute
+from mailer.bounces.attribute import Attribution, attribute_event
 from mailer.bounces.classify import basic_code, classify, enhanced_status
 from mailer.bounces.models import BounceClass, WebhookEvent
-from mailer.bounces.parse import BounceReport, FailedRecipient
 from mailer.config import get_settings
 from mailer.db import utcnow
 
@@ -126,19 +125,8 @@ def _remember(session: Session, provider: str, event_id: str, kind: str, excerpt
 
 def _attribute(session: Session, event: ProviderEvent) -> Attribution:
     """Tie an event to a delivery by the Message-ID it reports, else to a known subscriber
-    by its address: the same attribution as for a DSN."""
-    failure = FailedRecipient(
-        recipient=event.recipient, original_recipient="", action="failed",
-        status=event.status, diagnostic=event.diagnostic, remote_mta=event.remote_mta,
-        bounce_class=event.bounce_class or BounceClass.unparsed,
-    )
-    report = BounceReport(
-        kind="arf" if event.bounce_class == BounceClass.complaint else "dsn",
-        recipients=[failure], addressed_to=[], original_message_id=event.message_id,
-        original_return_path="", subject="", message_id="", feedback_type="", error="",
-        excerpt=event.excerpt,
-    )
-    return attribute(session, report, failure)
+    by its address: the request's signature was checked, so the event is authentic."""
+    return attribute_event(session, message_id=event.message_id, recipient=event.recipient)
 
 
 # --- helpers for the provider modules ------------------------------------------------------
