@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run migrate test test-fast lint typecheck bench compose-check clean
+.PHONY: help setup venv run migrate test test-fast lint typecheck bench compose-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv and install mailer with its development tools
 
+setup: ## what the tests need on this machine (Debian packages, PostgreSQL, Redis): .ci/setup
+	@.ci/setup
+
 migrate: venv ## apply the database migrations (SQLite under var/ unless MAILER_DATABASE_URL says otherwise)
 	$(BIN)/mailer db upgrade
 
@@ -27,10 +30,10 @@ run: venv ## run web (:8000), a Celery worker, Celery beat and the SMTP catcher 
 	$(BIN)/mailer db upgrade
 	$(BIN)/honcho -f Procfile.dev start
 
-test: venv ## the whole test suite against real PostgreSQL, SQLite, Redis, Celery workers, SMTP and Chromium
+test: setup venv ## the whole test suite against real PostgreSQL, SQLite, Redis, Celery workers, SMTP and Chromium
 	$(BIN)/pytest
 
-test-fast: venv ## the suite without the browser and the long reliability tests
+test-fast: setup venv ## the suite without the browser and the long reliability tests
 	$(BIN)/pytest -m "not browser and not slow"
 
 lint: venv ## ruff and mypy
