@@ -50,8 +50,12 @@ def test_make_run_starts_a_redis_of_its_own_and_the_service_works_against_it(
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     web = f"http://127.0.0.1:{web_port}"
     try:
-        wait_for(lambda: make.poll() is None and accepts_connections(web_port)
-                 and "ready." in log.read_text(errors="replace"), timeout=180,
+        def started() -> bool:
+            if make.poll() is not None:
+                raise AssertionError(f"make run ended:\n{log.read_text(errors='replace')}")
+            return accepts_connections(web_port) and "ready." in log.read_text(errors="replace")
+
+        wait_for(started, timeout=180,
                  what=lambda: f"make run to start:\n{log.read_text(errors='replace')[-3000:]}")
         said = log.read_text(errors="replace")
         assert f"Redis: nothing answered at {redis_url}, so one of our own is running" in said

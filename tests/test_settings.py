@@ -77,7 +77,7 @@ def test_short_secrets_are_refused_old_keys_included(env) -> None:  # type: igno
             MAILER_OLD_SECRET_KEYS=f'["{GOOD_SECRET}", "x", "{DEFAULT_SECRET}"]')
     assert [p.split(",")[0] for p in problems(refused)] == [
         "MAILER_SECRET_KEY has only 31 characters",
-        "MAILER_OLD_SECRET_KEYS[1] has only 1 characters",
+        "MAILER_OLD_SECRET_KEYS[1] has only 1 character",
         "MAILER_OLD_SECRET_KEYS[2] is the public development default",
     ]
     settings = env(**DEPLOYED, MAILER_SECRET_KEY="s" * 32,

@@ -284,7 +284,8 @@ class Settings(BaseSettings):
                                 f"anyone could forge its tokens. Make a long random one: "
                                 f"{KEYGEN_COMMAND}")
             elif len(value) < MIN_SECRET_LENGTH:
-                problems.append(f"{name} has only {len(value)} characters, and {why}: it "
+                chars = "character" if len(value) == 1 else "characters"
+                problems.append(f"{name} has only {len(value)} {chars}, and {why}: it "
                                 f"needs at least {MIN_SECRET_LENGTH}. Make one: {KEYGEN_COMMAND}")
         return problems
 
