@@ -57,7 +57,7 @@ class SMTPTarget:
 
     @property
     def is_loopback(self) -> bool:
-        return _is_loopback(self.host)
+        return is_loopback(self.host)
 
 
 def is_loopback(host: str) -> bool:
@@ -69,9 +69,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-_is_loopback = is_loopback  # the older private name
 
 
 def _url_is_local(url: str) -> bool:
@@ -102,7 +99,7 @@ def parse_smtp_url(url: str) -> SMTPTarget:
     if parts.scheme == "smtps":
         tls = "implicit"
     else:
-        tls = query.get("tls") or ("none" if _is_loopback(host) else "starttls")
+        tls = query.get("tls") or ("none" if is_loopback(host) else "starttls")
     if tls not in ("none", "starttls", "implicit"):
         raise ValueError(f"SMTP URL tls= must be none, starttls or implicit, got {tls!r}")
     default_port = {"implicit": 465, "starttls": 587, "none": 25}[tls]

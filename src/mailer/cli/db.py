@@ -24,7 +24,9 @@ def upgrade(revision: str = typer.Argument("head")) -> None:
         typer.echo(f"applied {', '.join(applied)} to {where}")
     else:
         current, _ = migrate.schema_state()
-        typer.echo(f"already up to date: {where} is at {', '.join(current) or 'no revision'}")
+        at = ", ".join(current) or "no revision"
+        typer.echo(f"already up to date: {where} is at {at}" if revision in ("head", "heads")
+                   else f"nothing to apply up to {revision}: {where} is at {at}")
 
 
 @app.command("downgrade")
