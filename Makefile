@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+VAR    := $(or $(MAILER_VAR_DIR),var)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run migrate test test-fast lint typecheck bench compose-check clean
+.PHONY: help setup venv run migrate test test-fast lint typecheck bench compose-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -18,19 +19,22 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv and install mailer with its development tools
 
+setup: ## what the tests need on this machine (Debian packages, PostgreSQL, Redis): .ci/setup
+	@.ci/setup
+
 migrate: venv ## apply the database migrations (SQLite under var/ unless MAILER_DATABASE_URL says otherwise)
 	$(BIN)/mailer db upgrade
 
-run: venv ## run web (:8000), a Celery worker, Celery beat and the SMTP catcher (:1025) until Ctrl-C
-	@mkdir -p var/outbox
-	@$(BIN)/mailer check
-	$(BIN)/mailer db upgrade
-	$(BIN)/honcho -f Procfile.dev start
+run: venv ## run web (:8000), a Celery worker, Celery beat and the SMTP catcher (:1025) until Ctrl-C; a Redis of its own under var/ if none answers
+	@mkdir -p $(VAR)/outbox
+	@$(BIN)/mailer local-redis start
+	@trap '$(BIN)/mailer local-redis stop' EXIT; trap 'exit 130' INT TERM; \
+	 $(BIN)/mailer check && $(BIN)/mailer db upgrade && $(BIN)/honcho -f Procfile.dev start
 
-test: venv ## the whole test suite against real PostgreSQL, SQLite, Redis, Celery workers, SMTP and Chromium
+test: setup venv ## the whole test suite against real PostgreSQL, SQLite, Redis, Celery workers, SMTP and Chromium
 	$(BIN)/pytest
 
-test-fast: venv ## the suite without the browser and the long reliability tests
+test-fast: setup venv ## the suite without the browser and the long reliability tests
 	$(BIN)/pytest -m "not browser and not slow"
 
 lint: venv ## ruff and mypy
@@ -43,9 +47,17 @@ bench: venv ## the benchmarks under bench/ (they print their figures)
 	$(BIN)/python bench/bounces.py
 	$(BIN)/python bench/ops.py
 
-compose-check: ## validate docker-compose.yml (docker compose v2, or Debian's docker-compose)
-	@if docker compose version >/dev/null 2>&1; then MAILER_SECRET_KEY=check docker compose config --quiet; \
-	 else MAILER_SECRET_KEY=check docker-compose config -q; fi && echo "docker-compose.yml is valid"
+# Sample values for the variables docker-compose.yml requires (the check only reads the file).
+COMPOSE_SAMPLE := MAILER_SECRET_KEY=compose-check-compose-check-compose-check POSTGRES_PASSWORD=check \
+	MAILER_SMTP_URL=smtp://relay.example.org:587 MAILER_BASE_URL=https://newsletter.example.org
+
+compose-check: ## validate docker-compose.yml with Docker Compose (the v2 plugin, or Debian's docker-compose)
+	@if docker compose version >/dev/null 2>&1; then $(COMPOSE_SAMPLE) docker compose config --quiet; \
+	 elif command -v docker-compose >/dev/null 2>&1; then $(COMPOSE_SAMPLE) docker-compose config -q; \
+	 else echo "make compose-check needs Docker Compose, and none is installed: apt-get install docker-compose" \
+	   "(Debian; .ci/setup does), or Docker's docker-compose-plugin. Without it, the suite's" \
+	   "tests/test_deploy.py checks the file's structure: .venv/bin/pytest tests/test_deploy.py" >&2; exit 1; fi
+	@echo "docker-compose.yml is valid"
 
 clean: ## remove the virtualenv and local state
 	rm -rf $(VENV) var test-artifacts .pytest_cache

@@ -31,6 +31,8 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=True,  # SQLite cannot ALTER most things: copy-and-move instead
             compare_type=True,
+            # mailer.migrate.upgrade lists what it applied ("applied 0001 … 0004").
+            on_version_apply=config.attributes.get("on_version_apply", ()),
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -25,6 +25,14 @@ from sqlalchemy.exc import DBAPIError
 from tests.support.processes import Beat, WebServer, Worker, free_port
 from tests.support.smtp_server import RecordingSMTPServer
 
+# Everything the tests run (this process and every child: the CLI, workers, the web app)
+# sees the same plain terminal and English messages, whatever the developer's: output that
+# Rich wraps, colours or translates would otherwise depend on the shell pytest started in.
+for _name in ("FORCE_COLOR", "PY_COLORS", "TERMINAL_WIDTH", "LANGUAGE"):
+    os.environ.pop(_name, None)
+os.environ.update({"COLUMNS": "200", "LINES": "50", "NO_COLOR": "1", "TERM": "dumb",
+                   "LC_ALL": "C.UTF-8"})
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 PG_ADMIN = os.environ.get("MAILER_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -236,6 +244,23 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what="con
             raise AssertionError(
                 f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         time.sleep(interval)
+
+
+def wait_settled(count, quiet: float = 1.0, timeout: float = 60.0, what="count"):  # type: ignore[no-untyped-def]
+    """Wait until ``count()`` has not changed for ``quiet`` seconds, and return it.
+
+    For "nothing more happens after X": a fixed sleep races with work still in flight on a
+    busy machine; this waits for the work to stop, however long that takes."""
+    deadline = time.monotonic() + timeout
+    last, since = count(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} still changing after {timeout}s (now {last})")
+        time.sleep(0.05)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
 
 
 class SendingRig:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import mailbox
+import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -129,10 +131,22 @@ def test_a_message_over_the_cap_is_refused_and_the_rest_shown(clean) -> None:
     assert big["kind"] == "refused" and "over the cap of 3,000 bytes" in big["error"]
 
 
-def test_a_missing_file_is_a_usage_error(clean, tmp_path: Path) -> None:
-    done = _run(clean.env, tmp_path / "nope.eml")
+def _words(text: str) -> str:
+    """The text of an error box as one line: Rich draws it with box characters and wraps it
+    at the terminal's width, so the same message breaks at other places on other terminals."""
+    return " ".join(re.sub("[\u2500-\u257f]", " ", text).split())
+
+
+@pytest.mark.parametrize("columns", ["52", "100", "200"])
+def test_a_missing_file_is_a_usage_error(clean, columns: str) -> None:
+    # A path of 83 characters (not under tmp_path, whose length varies): at 52 and 100
+    # columns the box breaks "does not | exist" across two lines.
+    missing = Path("/tmp", f"mailer-missing-{uuid.uuid4().hex}-{'n' * 26}.eml")
+    assert len(str(missing)) == 83 and not missing.exists()
+    done = _run({**clean.env, "COLUMNS": columns}, missing)
     assert done.returncode == 2
-    assert "does not exist" in done.stderr
+    assert "does not exist" in _words(done.stderr)
+    assert missing.name in _words(done.stderr).replace(" ", "")
 
 
 def test_the_commands_session_cannot_write(clean) -> None:

@@ -17,7 +17,7 @@ from mailer.delivery.models import Delivery
 from mailer.emails.verp import parse_return_path
 from mailer.subscribers import service as subscribers
 from mailer.subscribers.models import Subscriber
-from tests.conftest import wait_for
+from tests.conftest import wait_for, wait_settled
 from tests.support.factories import (
     counts,
     edition_state,
@@ -165,8 +165,8 @@ def test_pause_resume_and_cancel_take_effect_within_a_batch(rig) -> None:
     wait_for(lambda: len(rig.stack.smtp.messages) >= 100, what="the send to be under way")
     with transaction() as session:
         service.pause(session, edition_id, by="test")
-    time.sleep(1.0)  # in-flight messages settle: the state is read every 0.25 s
-    settled = len(rig.stack.smtp.messages)
+    # In-flight messages settle (the state is read every 0.25 s), then nothing more comes.
+    settled = wait_settled(lambda: len(rig.stack.smtp.messages), what="messages after pause")
     time.sleep(1.5)
     assert len(rig.stack.smtp.messages) == settled  # nothing more while paused
     assert settled < 600
@@ -177,13 +177,13 @@ def test_pause_resume_and_cancel_take_effect_within_a_batch(rig) -> None:
     assert len({r for m in rig.stack.smtp.messages for r in m.rcpt_tos}) == 600
 
     second = make_edition(subject="Second edition")
+    before = len(rig.stack.smtp.messages)  # before the start: a busy worker may be quick
     start(second)
-    before = len(rig.stack.smtp.messages)
     wait_for(lambda: len(rig.stack.smtp.messages) >= before + 100, what="the second send")
     with transaction() as session:
         service.cancel(session, second, by="test")
-    time.sleep(1.5)
-    sent_of_second = len(rig.stack.smtp.messages) - before
+    sent_of_second = wait_settled(lambda: len(rig.stack.smtp.messages),
+                                  what="messages after cancel") - before
     time.sleep(1.0)
     assert len(rig.stack.smtp.messages) - before == sent_of_second
     final = counts(second)

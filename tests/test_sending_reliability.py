@@ -15,7 +15,7 @@ from mailer.db import transaction
 from mailer.delivery import service
 from mailer.delivery.models import Delivery
 from mailer.subscribers.models import Subscriber
-from tests.conftest import wait_for
+from tests.conftest import wait_for, wait_settled
 from tests.support.factories import (
     counts,
     edition_state,
@@ -144,8 +144,7 @@ def test_circuit_breaker_pauses_a_send_that_bounces_too_much(rig) -> None:
     with transaction() as session:
         progress = service.progress(session, edition_id)
     assert "circuit breaker" in progress.reason and "hard bounces" in progress.reason
-    time.sleep(1.0)
     assert progress.counts["queued"] > 0  # stopped before the end
-    settled = len(smtp.messages)
+    settled = wait_settled(lambda: len(smtp.messages), what="messages after the breaker")
     time.sleep(1.0)
     assert len(smtp.messages) == settled

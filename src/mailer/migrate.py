@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from mailer.config import get_settings
+from mailer.db import get_engine
 from mailer.paths import migrations_dir
 
 
@@ -17,8 +22,31 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
-def upgrade(url: str | None = None, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+def upgrade(url: str | None = None, revision: str = "head") -> list[str]:
+    """Apply the migrations up to ``revision``; the revisions applied, oldest first."""
+    cfg = alembic_config(url)
+    applied: list[str] = []
+
+    def record(*, step: Any, **_: Any) -> None:
+        if step.is_upgrade and not step.is_stamp:
+            applied.extend(step.up_revision_ids)
+
+    cfg.attributes["on_version_apply"] = [record]
+    command.upgrade(cfg, revision)
+    return applied
+
+
+def schema_state(url: str | None = None) -> tuple[tuple[str, ...], list[str]]:
+    """(the revisions the database is at, the revisions an upgrade would apply, oldest first).
+
+    Raises alembic's CommandError when the database is at a revision this code does not know.
+    """
+    script = ScriptDirectory.from_config(alembic_config(url))
+    with get_engine(url).connect() as conn:
+        current = MigrationContext.configure(conn).get_current_heads()
+    pending = [rev.revision for rev in script.iterate_revisions("heads", current or "base")
+               if rev.revision not in current]
+    return current, list(reversed(pending))
 
 
 def downgrade(url: str | None = None, revision: str = "base") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -23,15 +24,23 @@ def reset_redis() -> None:
     _client.cache_clear()
 
 
-def redis_reachable() -> str | None:
-    """None when Redis answers, else a sentence saying what is wrong and how to fix it."""
-    url = get_settings().redis_url
+def masked_url(url: str) -> str:
+    """The Redis URL with its password replaced by ``***``, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redis_reachable(url: str | None = None) -> str | None:
+    """None when Redis answers, else one line saying what is wrong and how to fix it."""
+    url = url or get_settings().redis_url
     try:
-        get_redis().ping()
-    except redis.RedisError as exc:
-        return (
-            f"Redis is not reachable at {url} ({exc}). Start it, for example with "
-            "`redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ''`, "
-            "or point MAILER_REDIS_URL at a running one."
-        )
+        _client(url).ping()
+    except (redis.RedisError, OSError) as exc:
+        return (f"not reachable at {masked_url(url)} ({exc}). Start it (`make run` starts one "
+                "of its own under var/), or point MAILER_REDIS_URL at a running one.")
     return None

@@ -108,7 +108,17 @@ class Beat(Process):
         ], env, log)
 
 
+def accepts_connections(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 class WebServer(Process):
+    # uvicorn logs "Application startup complete" *before* it binds its socket: a request
+    # sent on that line alone can be refused on a busy machine. Ready means both.
     ready_text = "Application startup complete"
 
     def __init__(self, env: dict[str, str], log: Path, port: int) -> None:
@@ -117,6 +127,9 @@ class WebServer(Process):
             str(BIN / "uvicorn"), "--factory", "mailer.web.app:create_app",
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "info",
         ], env, log)
+
+    def is_ready(self) -> bool:
+        return super().is_ready() and accepts_connections(self.port)
 
     @property
     def url(self) -> str:

@@ -30,14 +30,18 @@ class RedisServer:
         log = (self.workdir / "redis.log").open("ab")
         self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        client = redis.Redis(port=self.port)
-        for _ in range(100):
+        log.close()  # the child has its own copy
+        client = redis.Redis(port=self.port, socket_timeout=5)
+        deadline = time.monotonic() + 30  # a loaded machine can take seconds to start it
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 client.ping()
+                client.close()
                 return self
-            except redis.ConnectionError:
+            except (redis.ConnectionError, redis.TimeoutError):
                 time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        raise RuntimeError("redis-server did not start:\n"
+                           + (self.workdir / "redis.log").read_text(errors="replace")[-2000:])
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

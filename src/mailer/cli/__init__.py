@@ -9,6 +9,7 @@ from mailer.cli import (
     bounce_intake,
     db,
     editions,
+    local_redis,
     outbox,
     sending,  # noqa: F401 - registers its commands on the editions group
     subscribers,
@@ -20,6 +21,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 app.add_typer(db.app, name="db")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(outbox.app, name="outbox")
+app.add_typer(local_redis.app, name="local-redis")
 app.add_typer(articles.app, name="articles")
 app.add_typer(editions.app, name="editions")  # with the send commands of cli/sending.py
 # The bounces group of mailer.cli.bounces, with the commands bounce_intake adds to it.
@@ -39,14 +41,10 @@ _staff_and_ops()
 
 @app.command("check")
 def check() -> None:
-    """Check that the database and Redis are reachable (make run calls this first)."""
-    from mailer.redis import redis_reachable
+    """Check that the database and Redis answer (make run calls this first)."""
+    from mailer.cli.check import check as run_check
 
-    problem = redis_reachable()
-    if problem:
-        typer.echo(problem, err=True)
-        raise typer.Exit(1)
-    typer.echo("Redis: ok")
+    run_check()
 
 
 def main() -> None:

@@ -13,13 +13,21 @@ app = typer.Typer(no_args_is_help=True, help="The local SMTP catcher for develop
 
 
 @app.command("serve")
-def serve(host: str = "127.0.0.1", port: int = 1025,
+def serve(host: str = typer.Option(None, help="default: MAILER_SMTP_URL's host, if loopback"),
+          port: int = typer.Option(None, help="default: MAILER_SMTP_URL's port"),
           outbox: Path = typer.Option(None, help="Folder for .eml files (default var/outbox)"),
           ) -> None:
-    """Accept every message on HOST:PORT and store it as an .eml file."""
+    """Accept every message on HOST:PORT and store it as an .eml file.
+
+    By default it listens where MAILER_SMTP_URL points (127.0.0.1:1025 unless told),
+    so that the web app and the workers send to it."""
     from mailer.emails.catcher import serve as start
 
-    folder = outbox or get_settings().outbox_dir
+    settings = get_settings()
+    target = settings.smtp
+    host = host or (target.host if target.is_loopback else "127.0.0.1")
+    port = port or (target.port if target.is_loopback else 1025)
+    folder = outbox or settings.outbox_dir
     controller = start(folder, host, port)
     typer.echo(f"SMTP catcher on {host}:{port}, storing messages in {folder}/")
     try:

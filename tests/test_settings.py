@@ -1,0 +1,146 @@
+"""A misconfigured deployment refuses to start, naming each variable that is wrong.
+
+Measured before: with MAILER_ENV unset the public default secret was accepted whatever the
+addresses; old keys were never checked (a 1-character key was accepted); production took an
+http:// or localhost base URL, so every reader got links to localhost.
+
+"Everything on this machine" (the base URL, SMTP, Redis and the database on loopback, a
+socket or a file) is a developer's machine or a test run: there the default secret is fine,
+since nobody else ever sees a token signed with it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mailer.config import DEFAULT_SECRET, InvalidSettings, Settings, get_settings, reset_settings
+from tests.support.processes import BIN, free_port
+
+GOOD_SECRET = "k" * 40
+DEPLOYED = {"MAILER_BASE_URL": "https://newsletter.example.org",
+            "MAILER_SMTP_URL": "smtp://user:pw@relay.example.org:587"}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Settings from exactly the given MAILER_* variables (none of the test stack's)."""
+    for name in list(os.environ):
+        if name.startswith("MAILER_"):
+            monkeypatch.delenv(name)
+
+    def settings(**values: str) -> Settings:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        return Settings(_env_file=None)  # type: ignore[call-arg]
+
+    return settings
+
+
+def problems(exc: pytest.ExceptionInfo[Exception]) -> list[str]:
+    """One line per problem (the rules raise them together, a line each)."""
+    return [line for e in exc.value.errors()  # type: ignore[attr-defined]
+            for line in e["msg"].removeprefix("Value error, ").splitlines()]
+
+
+def test_a_developers_machine_may_use_the_default_secret(env) -> None:  # type: ignore[no-untyped-def]
+    settings = env()  # every default: SQLite, Redis and the catcher on loopback
+    assert settings.loopback_only and settings.secret_key.get_secret_value() == DEFAULT_SECRET
+    assert env(MAILER_SECRET_KEY="short", MAILER_BASE_URL="http://localhost:8000",
+               MAILER_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:5432/mailer",
+               MAILER_REDIS_URL="redis://[::1]:6379/0").loopback_only
+
+
+@pytest.mark.parametrize("elsewhere", [
+    {"MAILER_BASE_URL": "https://newsletter.example.org"},
+    {"MAILER_SMTP_URL": "smtp://relay.example.org:587"},
+    {"MAILER_REDIS_URL": "redis://redis:6379/0"},
+    {"MAILER_DATABASE_URL": "postgresql+psycopg://mailer@db.internal/mailer"},
+])
+def test_with_mailer_env_unset_a_deployment_refuses_the_default_secret(
+        env, elsewhere: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError) as refused:
+        env(**elsewhere)
+    [problem] = problems(refused)
+    [name] = elsewhere
+    assert problem.startswith("MAILER_SECRET_KEY is the public development default, and "
+                              f"{name} (")
+    assert "is not on this machine" in problem and "token_urlsafe" in problem
+
+
+def test_short_secrets_are_refused_old_keys_included(env) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError) as refused:
+        env(**DEPLOYED, MAILER_SECRET_KEY="s" * 31,
+            MAILER_OLD_SECRET_KEYS=f'["{GOOD_SECRET}", "x", "{DEFAULT_SECRET}"]')
+    assert [p.split(",")[0] for p in problems(refused)] == [
+        "MAILER_SECRET_KEY has only 31 characters",
+        "MAILER_OLD_SECRET_KEYS[1] has only 1 character",
+        "MAILER_OLD_SECRET_KEYS[2] is the public development default",
+    ]
+    settings = env(**DEPLOYED, MAILER_SECRET_KEY="s" * 32,
+                   MAILER_OLD_SECRET_KEYS=f'["{GOOD_SECRET}"]')
+    assert len(settings.all_secrets) == 2
+
+
+@pytest.mark.parametrize("base_url", [
+    "http://newsletter.example.org", "https://localhost", "https://127.0.0.1:8443",
+    "http://localhost:8000", "https://[::1]"])
+def test_production_wants_the_public_https_address(env, base_url: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError) as refused:
+        env(**{**DEPLOYED, "MAILER_BASE_URL": base_url},
+            MAILER_ENV="production", MAILER_SECRET_KEY=GOOD_SECRET)
+    [problem] = problems(refused)
+    assert problem.startswith(f"MAILER_BASE_URL is {base_url!r}; under MAILER_ENV=production")
+
+
+def test_production_refuses_the_development_catcher_and_any_weak_secret(env) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError) as refused:
+        env(MAILER_ENV="production", MAILER_BASE_URL="https://newsletter.example.org")
+    assert [p.split(" ")[0] for p in problems(refused)] == ["MAILER_SECRET_KEY",
+                                                            "MAILER_SMTP_URL"]
+    assert "and MAILER_ENV is production" in problems(refused)[0]
+    accepted = env(**DEPLOYED, MAILER_ENV="production", MAILER_SECRET_KEY=GOOD_SECRET)
+    assert accepted.base_url == "https://newsletter.example.org"
+
+
+def test_get_settings_stops_the_process_with_one_line_per_problem(
+        env, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    env()  # clears the stack's variables
+    monkeypatch.setenv("MAILER_BATCH_SIZE", "many")
+    reset_settings()
+    try:
+        with pytest.raises(InvalidSettings) as stopped:
+            get_settings()
+    finally:
+        reset_settings()
+    assert isinstance(stopped.value, SystemExit)  # uncaught, it ends the process cleanly
+    assert str(stopped.value).splitlines() == [
+        "mailer cannot start, its settings are not usable:",
+        "  - MAILER_BATCH_SIZE: Input should be a valid integer, unable to parse string as an "
+        "integer"]
+
+
+@pytest.mark.parametrize("argv", [
+    [str(BIN / "uvicorn"), "--factory", "mailer.web.app:create_app", "--port", "{port}"],
+    [str(BIN / "celery"), "-A", "workers.app", "worker", "-c", "1"],
+    [str(BIN / "mailer"), "check"],
+], ids=["web", "worker", "cli"])
+def test_each_process_refuses_to_start_misconfigured(tmp_path: Path, argv: list[str]) -> None:
+    """What an operator sees: the web app, a worker and the CLI stop at once, naming each
+    variable; no traceback, and nothing starts listening."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update({"MAILER_ENV": "production", "MAILER_SECRET_KEY": "too-short",
+                "MAILER_OLD_SECRET_KEYS": '["y"]', "MAILER_BASE_URL": "http://localhost:8000",
+                "MAILER_VAR_DIR": str(tmp_path)})
+    port = str(free_port())
+    done = subprocess.run([a.replace("{port}", port) for a in argv], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr, done.stderr
+    assert lines[0] == "mailer cannot start, its settings are not usable:"
+    assert [line.split(" ")[3] for line in lines[1:]] == [
+        "MAILER_SECRET_KEY", "MAILER_OLD_SECRET_KEYS[0]", "MAILER_BASE_URL", "MAILER_SMTP_URL"]
