@@ -198,8 +198,9 @@ def _window(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
             edition = _edition(session, edition_id)
             editions.update_edition(session, edition, window_start=start, window_end=end)
             _audit(session, staff, "edition.window", edition_id,
-                   {"start": edition.window_start.isoformat(),
-                    "end": edition.window_end.isoformat(), "articles": len(edition.articles)})
+                   {"from": edition.window_start.isoformat(),
+                    "to_and_including": last_day(edition.window_end).isoformat(),
+                    "articles": len(edition.articles)})
             n = len(edition.articles)
     except PROBLEMS as exc:
         return redirect(_url(edition_id), str(exc), "error")

@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import json
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
@@ -57,7 +58,7 @@ def admin_page(request: Request, name: str, staff: Staff | None, status_code: in
         banner=context.pop("banner") if "banner" in context else _banner(staff, session),
         path=request.url.path, local=local_time, local_date=format_date,
         date_label=format_date, window_label=window_label, ago=ago, duration=duration,
-        **context)
+        readable=readable, **context)
     response = HTMLResponse(html, status_code=status_code, headers=headers())
     if flash:
         response.delete_cookie(FLASH_COOKIE, path="/admin")
@@ -122,6 +123,23 @@ def download(body: bytes | str, filename: str, media_type: str) -> Response:
 
 def local_time(moment: dt.datetime | None, *, seconds: bool = False) -> str:
     return format_time(moment, seconds=seconds)
+
+
+_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?([+-]\d\d:\d\d|Z)")
+_ISO_DATE = re.compile(r"\d{4}-\d\d-\d\d")
+
+
+def readable(value: str) -> str:
+    """A value of the audit log's JSON details, with an ISO time or date in the admin's one
+    format (the details keep ISO 8601: they are data)."""
+    try:
+        if _ISO_TIME.fullmatch(value):
+            return format_time(dt.datetime.fromisoformat(value))
+        if _ISO_DATE.fullmatch(value):
+            return format_date(dt.date.fromisoformat(value))
+    except ValueError:
+        pass
+    return value
 
 
 def ago(moment: dt.datetime | float | None) -> str:
