@@ -29,6 +29,8 @@ router = APIRouter(prefix="/admin")
 HERE = "/admin/articles"
 NEWEST = 50
 MAX_URL_CHARS = 2000
+#: An uploaded feed file: the size a fetched feed may have.
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
 
 def _page(request: Request, staff: Staff, status: int = 200, **context: object) -> HTMLResponse:
@@ -49,8 +51,8 @@ def articles(request: Request, staff: Staff = Depends(viewer)) -> HTMLResponse:
 @router.post("/articles", response_class=HTMLResponse)
 async def import_articles(request: Request, staff: Staff = Depends(editor)) -> Response:
     length = request.headers.get("content-length", "")
-    if length.isascii() and length.isdigit() and int(length) > feeds.MAX_FEED_BYTES + 65536:
-        raise AdminRefusal(413, f"The file is over {feeds.MAX_FEED_BYTES // 2**20} MB.")
+    if length.isascii() and length.isdigit() and int(length) > MAX_UPLOAD_BYTES + 65536:
+        raise AdminRefusal(413, f"The file is over {MAX_UPLOAD_BYTES // 2**20} MB.")
     try:
         form = await request.form(max_files=1, max_fields=10)
     except Exception:  # any parse error of a multipart or urlencoded body
@@ -70,9 +72,9 @@ async def import_articles(request: Request, staff: Staff = Depends(editor)) -> R
                         "error")
     if has_file:
         assert isinstance(upload, UploadFile)
-        data = await upload.read(feeds.MAX_FEED_BYTES + 1)
-        if len(data) > feeds.MAX_FEED_BYTES:
-            raise AdminRefusal(413, f"The file is over {feeds.MAX_FEED_BYTES // 2**20} MB.")
+        data = await upload.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise AdminRefusal(413, f"The file is over {MAX_UPLOAD_BYTES // 2**20} MB.")
         name = (upload.filename or "file")[:200]
         outcome = await run_in_threadpool(_import_file, data, name, staff)
     else:
