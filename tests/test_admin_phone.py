@@ -83,6 +83,13 @@ def make_data(admin: Admin) -> dict[str, dict[str, int]]:
                                  "exceeded; try again later (mx.probation-service.example.org)",
                       delivery_id=delivery.id, attribution="verp",
                       attribution_note="VERP token d" + str(delivery.id))
+        # One that came by mail without our signed token: the page offers to confirm it.
+        record_bounce(session, bounce_class=BounceClass.hard, source="mx",
+                      recipient=LONG_ADDRESS, status_code="5.1.1",
+                      diagnostic="550 5.1.1 The email account that you tried to reach does "
+                                 "not exist; please try double-checking the address",
+                      unverified="no-token", claimed_subscriber_id=person.id,
+                      fingerprint="phone-test")
         subscribers.suppress(session, key_hash(readers[0]), reason="manual",
                              evidence="asked by phone, ticket 4711 — " + "a long note " * 8)
     return {"edition_id": {"draft": draft, "scheduled": scheduled, "sent": sent},
