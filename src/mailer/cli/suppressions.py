@@ -50,7 +50,7 @@ def list_(
         if email:
             query = query.where(Suppression.address_hash == _hash_of(email))
         # The table is for people (the association's time); JSON and CSV keep ISO 8601.
-    rows = [{
+        rows = [{
             "email": address or "",
             "address_hash": s.address_hash,
             "reason": s.reason,
