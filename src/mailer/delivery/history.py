@@ -58,8 +58,8 @@ def editions_sent(session: Session, subscriber_id: int, *, limit: int | None = N
                   ) -> list[EditionSent]:
     """The subscriber's deliveries, newest edition first, each with its bounces (a bounce
     tied to the subscriber and the edition, whether or not it named the delivery)."""
-    subject = func.coalesce(Edition.subject_snapshot, Edition.subject)  # as it was sent
-    query = (select(Delivery, subject, Edition.slug)
+    as_sent = func.coalesce(Edition.subject_snapshot, Edition.subject)
+    query = (select(Delivery, as_sent, Edition.slug)
              .join(Edition, Edition.id == Delivery.edition_id)
              .where(Delivery.subscriber_id == subscriber_id)
              .order_by(Delivery.edition_id.desc()))
