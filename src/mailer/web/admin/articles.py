@@ -1,10 +1,11 @@
 """The admin's articles: the newest ones, and importing more from a file or a feed address.
 
 The import is the command line's (``mailer articles import``): ``feeds.load`` fetches an
-address (with its protections against private addresses and slow servers) and
-``feeds.parse`` reads an uploaded file; ``importer.import_feed`` stores the items and
-writes the audit entry in one transaction. The page shows the same report as the command:
-new, updated, unchanged, and a warning per item that could not be used.
+address, so whatever it checks before and while fetching applies here too (this module
+has no fetcher of its own), and ``feeds.parse`` reads an uploaded file;
+``importer.import_feed`` stores the items and writes the audit entry in one transaction.
+The page shows the same report as the command: new, updated, unchanged, and a warning per
+item that could not be used.
 """
 
 from __future__ import annotations
