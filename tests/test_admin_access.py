@@ -32,7 +32,7 @@ VIEWER_PAGES = {
     ("GET", "/admin/editions/{edition_id}/progress"),
     ("GET", "/admin/editions/{edition_id}/progress.json"),
     ("GET", "/admin/bounces"), ("GET", "/admin/ops"), ("GET", "/admin/audit"),
-    ("POST", "/admin/logout"),
+    ("GET", "/admin/articles"), ("POST", "/admin/logout"),
 }
 EDITOR_PAGES = {
     ("GET", "/admin/editions/{edition_id}/send"), ("GET", "/admin/editions/{edition_id}/cancel"),
@@ -61,6 +61,7 @@ ACTIONS = {
     "/admin/suppressions": {"email": "victim@example.org"},
     "/admin/suppressions/remove": {"hash": "0" * 64},
     "/admin/bounces/{bounce_id}/confirm": {},
+    "/admin/articles": {"url": "https://www.cep-probation.org/feed/"},
 }
 
 

@@ -65,8 +65,9 @@ def test_the_bimonthly_send_from_the_browser(clean, web, worker, browser, artifa
     assert "drafted with" in page.get_by_role("status").inner_text()
     edition_url = page.url
     page.get_by_label("Subject", exact=True).fill("CEP Newsletter – December 2025")
+    # The mail greets each reader itself ("Dear Maria,"): the intro starts with the news.
     page.get_by_label("Intro", exact=False).fill(
-        "Dear members,\n\nhere is what happened in probation this December.")
+        "Here is what happened in probation this December.")
     page.get_by_role("button", name="Save").click()
     assert page.get_by_role("status").inner_text() == "Saved."
     assert page.locator("#ready").is_visible()  # "Ready to send to 300 reader(s)."
@@ -79,7 +80,7 @@ def test_the_bimonthly_send_from_the_browser(clean, web, worker, browser, artifa
     page.wait_for_url(f"{edition_url}/preview")
     for frame_id, width in (("desktop", 640), ("phone", 375)):
         frame = page.frame_locator(f"#{frame_id}")
-        frame.get_by_text("here is what happened in probation this December.").wait_for()
+        frame.get_by_text("Here is what happened in probation this December.").wait_for()
         assert page.locator(f"#{frame_id}").bounding_box()["width"] == width
         inner = page.locator(f"#{frame_id}").element_handle().content_frame()
         assert inner.evaluate("document.documentElement.scrollWidth") <= width

@@ -86,10 +86,58 @@ def test_draft_takes_the_window_and_groups_articles_by_category(clean) -> None:
         assert service.candidate_articles(session, edition) == []
         page = service.render_preview(session, edition).html
     # The association's order of categories; the article filed under two categories
-    # appears once, under its first one.
-    assert _section_titles(page) == ["CEP Events", "Mental Health", "Human rights and ethics",
-                                     "Partners", "Reading corner", "Uncategorized"]
+    # appears once, under its first one; the one WordPress filed as "Uncategorized" is
+    # under News.
+    assert _section_titles(page) == ["News", "CEP Events", "Mental Health",
+                                     "Human rights and ethics", "Partners", "Reading corner"]
     assert len(_card_titles(page)) == 6
+
+
+def _sections_with_badges(page: str) -> dict[str, list[list[str]]]:
+    """Each section's heading and, per card, its badges."""
+    doc = lxml.html.fromstring(page)
+    return {
+        table.find_class("section-title")[0].text_content().strip(): [
+            [b.text_content().strip() for b in card.find_class("badge")]
+            for card in table.find_class("card")]
+        for table in doc.find_class("section")
+    }
+
+
+def test_readers_never_see_the_default_category_and_badges_do_not_repeat_the_heading(
+        clean, tmp_path) -> None:
+    # WordPress's default category, alone, first of several, and in another spelling.
+    items = [{"id": f"item-{n}", "url": f"https://www.cep-probation.org/item-{n}/",
+              "title": title, "tags": tags, "date_published": "2025-12-10T10:00:00+01:00"}
+             for n, (title, tags) in enumerate([
+                 ("Filed under nothing", ["Uncategorized"]),
+                 ("Filed under nothing, as JSON says", []),
+                 ("Filed under the default and Partners", ["uncategorised", "Partners"]),
+                 ("Two categories", ["Mental Health", "Criminal Justice"])])]
+    (tmp_path / "items.json").write_text(json.dumps({"items": items}))
+    edition_id = _draft(CEP_FEED, tmp_path / "items.json")
+    with _edition(edition_id) as (session, edition):
+        composed = compose(edition)
+        preview = service.render_preview(session, edition)
+    for page in (composed.html, composed.archive_html, preview.html):
+        sections = _sections_with_badges(page)
+        assert list(sections) == ["News", "CEP Events", "Mental Health",
+                                  "Human rights and ethics", "Partners", "Reading corner"]
+        assert "uncategori" not in page.casefold()
+        # No badge says what its section's heading says; other categories are kept.
+        for heading, cards in sections.items():
+            assert all(heading not in badges for badges in cards), heading
+        assert sections["News"] == [[], [], []]  # the newsletter and the two unfiled items
+        assert sections["Mental Health"] == [[], ["Criminal Justice"]]  # newest first
+        assert sections["Partners"] == [[], []]
+        assert sections["Reading corner"] == [["Criminal Justice"]]
+        # A card without badges has no empty badge line either.
+        assert '<p class="badges"></p>' not in page and 'class="badges"> </p>' not in page
+    for text in (composed.text, preview.text):
+        assert "uncategori" not in text.casefold()
+        assert "10 December 2025 · Criminal Justice" in text  # under Mental Health
+        assert "NEWS\n====" in text
+        assert not re.search(r"\d{4} · (News|Mental Health)\n", text)
 
 
 def test_staff_drop_add_reorder_and_order_the_categories(clean) -> None:
@@ -115,9 +163,12 @@ def test_staff_drop_add_reorder_and_order_the_categories(clean) -> None:
     sections = _section_titles(page)
     assert sections[:3] == ["Partners", "News", "CEP Events"]
     titles = _card_titles(page)
-    assert titles[2] == "Successful 3rd European LIAISE2 seminar"  # under News
+    # Under News (after the two Partners articles): the article WordPress filed as
+    # "Uncategorized", then the 2017 one added last.
+    assert titles[2:4] == ["Newsletter December 2025 out now, featuring the 2026 CEP "
+                           "Activity calendar", "Successful 3rd European LIAISE2 seminar"]
     # Within CEP Events, the edition's order: copper was moved behind, recap added last.
-    events = titles[3:5]
+    events = titles[4:6]
     assert events == ["CoPPer Final Project Conference in Barcelona",
                       "Recap: First face-to-face meeting of the Expert Group Chairs"]
 
@@ -411,9 +462,14 @@ def test_readme_steps_import_new_show_preview(clean, tmp_path) -> None:
     assert drafted.returncode == 0, drafted.stderr
     edition_id = re.search(r"Drafted edition (\d+)", drafted.stdout).group(1)
     assert "6 article(s)" in drafted.stdout
+    # The window is shown with its last day, never as "to 01/01/2026 00:00".
+    assert "published 1 December 2025 – 31 December 2025." in drafted.stdout
+    listed = run("editions", "list")
+    assert "31 December 2025" in listed.stdout and "2026" not in listed.stdout
 
     shown = run("editions", "show", edition_id)
     assert shown.returncode == 0, shown.stderr
+    assert "Window: articles published 1 December 2025 – 31 December 2025" in shown.stdout
     assert "Why some court-ordered psychiatric patients remain in prison in Europe" in shown.stdout
     assert "Mental Health" in shown.stdout
 

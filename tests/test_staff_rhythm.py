@@ -191,11 +191,11 @@ def test_never_two_drafts_for_the_same_window(clean) -> None:
 
 
 def _label(edition_id: int | None) -> str:
-    from mailer.editions.compose import date_label
+    from mailer.localtime import window_label
 
     with transaction() as session:
         edition = session.get(Edition, edition_id)
-        return f"{date_label(edition.window_start)} – {date_label(edition.window_end)}"
+        return window_label(edition.window_start, edition.window_end)
 
 
 def test_a_review_mail_that_fails_for_a_while_is_sent_once_later(clean) -> None:

@@ -41,7 +41,6 @@ DEFAULT_CATEGORIES = [
     "Human rights and ethics",
     "Partners",
     "Reading corner",
-    "Uncategorized",
 ]
 
 
@@ -136,6 +135,8 @@ class Settings(BaseSettings):
     # --- who we are -------------------------------------------------------------------
     from_address: str = "CEP Newsletter <newsletter@cep-probation.example.org>"
     reply_to: str | None = None
+    #: The whole postal address, the association's name first: every mail's footer shows it
+    #: alone (CAN-SPAM asks for it), so it must name the sender by itself.
     postal_address: str = ("CEP, Confederation of European Probation, Postbus 8284, "
                            "3503 RG Utrecht, The Netherlands")
     organisation_name: str = "CEP – Confederation of European Probation"
@@ -162,6 +163,10 @@ class Settings(BaseSettings):
     feed_urls: list[str] = []
     feed_poll_minutes: int = 60
     categories: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES))
+    #: Categories a website files a post under when nobody chose one (WordPress's default):
+    #: never shown to readers. An article filed only there goes to ``general_section``.
+    unfiled_categories: list[str] = ["Uncategorized", "Uncategorised"]
+    general_section: str = "News"
     html_budget_bytes: int = 100 * 1024
     #: When beat drafts the next edition: minute hour day-of-month month day-of-week in
     #: ``timezone``; "off" for never. Celery requires the day of the month *and* the day of

@@ -76,6 +76,12 @@ class ItemProblem(ValueError):
     """One item cannot be used; the message says why."""
 
 
+#: A JSON item whose fields have the wrong types (a number for a title, a string for the
+#: tags) is one bad item, never a crash: the file comes from outside, the admin uploads it.
+_WRONG_TYPE = (TypeError, ValueError, AttributeError, KeyError, IndexError)
+WRONG_TYPE = "a field has the wrong type (text, list or object expected)"
+
+
 def load(source: str) -> Feed:
     """Fetch (http/https URL) or read (file path) ``source`` and parse it."""
     return parse(read(source), source=source)
@@ -123,6 +129,9 @@ def parse(data: bytes, *, source: str) -> Feed:
         except ItemProblem as exc:
             feed.problems.append(f"item {number} {_name(raw)}: {exc}; skipped")
             continue
+        except _WRONG_TYPE:
+            feed.problems.append(f"item {number}: {WRONG_TYPE}; skipped")
+            continue
         if item.guid in seen:
             feed.problems.append(
                 f"item {number} {_name(raw)}: same guid as item {seen[item.guid]}; skipped")
@@ -146,11 +155,11 @@ def _xml_items(data: bytes, source: str) -> tuple[list[dict[str, Any]], list[str
     problems: list[str] = []
     if parsed.bozo:
         reason = _bozo_reason(parsed.get("bozo_exception"))
-        if not parsed.version or not parsed.entries:
+        if not parsed.get("version") or not parsed.entries:
             raise FeedError(f"{source}: not an RSS or Atom feed ({reason})")
         problems.append(f"the feed is not well-formed XML ({reason}); "
                         "the items that could be read in full were imported")
-    elif not parsed.version:
+    elif not parsed.get("version"):
         raise FeedError(f"{source}: not an RSS or Atom feed (no <rss> or <feed> element)")
     site = parsed.feed.get("link") or ""
     return [_from_feedparser(entry, site) for entry in parsed.entries], problems
@@ -222,7 +231,10 @@ def _json_items(data: bytes, source: str) -> tuple[list[dict[str, Any]], list[st
         if not isinstance(item, dict):
             problems.append(f"item {number}: not a JSON object; skipped")
             continue
-        raws.append(_from_json(item))
+        try:
+            raws.append(_from_json(item))
+        except _WRONG_TYPE:
+            problems.append(f"item {number}: {WRONG_TYPE}; skipped")
     return raws, problems
 
 

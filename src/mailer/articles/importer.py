@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from mailer.articles.feeds import Feed, FeedItem
 from mailer.articles.models import Article
 from mailer.articles.sanitise import html_to_text
+from mailer.staff.audit import record
 
 
 @dataclass
@@ -34,9 +35,10 @@ class ImportReport:
         return line + (f", {len(self.problems)} problem(s)" if self.problems else "")
 
 
-def import_feed(session: Session, feed: Feed) -> ImportReport:
+def import_feed(session: Session, feed: Feed, *, by: str | None = None) -> ImportReport:
     """Create or update one article per item; an item whose content did not change is
-    left alone (its ``updated_at`` too)."""
+    left alone (its ``updated_at`` too). With ``by`` (a staff member's address, or "cli")
+    the import is written to the audit log, in the same transaction."""
     report = ImportReport(source=feed.source, problems=list(feed.problems))
     guids = [item.guid for item in feed.items]
     existing = {
@@ -56,6 +58,10 @@ def import_feed(session: Session, feed: Feed) -> ImportReport:
         else:
             report.unchanged += 1
     session.flush()
+    if by is not None:
+        record(session, actor=by, action="articles.import", target=feed.source[:200],
+               detail={"new": report.created, "updated": report.updated,
+                       "unchanged": report.unchanged, "problems": len(report.problems)})
     return report
 
 

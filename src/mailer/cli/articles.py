@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from zoneinfo import ZoneInfo
-
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -13,8 +10,8 @@ from sqlalchemy import select
 from mailer.articles.feeds import FeedError, load
 from mailer.articles.importer import import_feed
 from mailer.articles.models import Article
-from mailer.config import get_settings
 from mailer.db import transaction
+from mailer.localtime import format_time
 
 app = typer.Typer(no_args_is_help=True, help="The website's articles, imported from its feed.")
 err = Console(stderr=True)
@@ -35,7 +32,7 @@ def import_(
             failed = True
             continue
         with transaction() as session:
-            report = import_feed(session, feed)
+            report = import_feed(session, feed, by="cli")
         for problem in report.problems:
             err.print(f"[yellow]{source}: {problem}[/yellow]")
         typer.echo(report.summary())
@@ -48,15 +45,10 @@ def list_(
     limit: int = typer.Option(30, help="how many, newest first"),
 ) -> None:
     """The newest articles with their id (to add one to an edition)."""
-    zone = ZoneInfo(get_settings().timezone)
     table = Table("id", "published", "category", "title")
     with transaction() as session:
         query = select(Article).order_by(Article.published_at.desc(), Article.id.desc())
         for article in session.scalars(query.limit(limit)):
-            table.add_row(str(article.id), _date(article.published_at, zone),
-                          ", ".join(article.categories) or "Uncategorized", article.title)
+            table.add_row(str(article.id), format_time(article.published_at),
+                          ", ".join(article.categories) or "–", article.title)
     Console().print(table)
-
-
-def _date(moment: dt.datetime, zone: ZoneInfo) -> str:
-    return moment.astimezone(zone).strftime("%d/%m/%Y %H:%M")

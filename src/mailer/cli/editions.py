@@ -18,8 +18,9 @@ from mailer.articles.models import Article
 from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.editions import service
-from mailer.editions.compose import category_order, date_label, reading_order
+from mailer.editions.compose import INTRO_HINT, category_order, reading_order, twice_greeted
 from mailer.editions.models import Edition, EditionArticle
+from mailer.localtime import format_date, format_time, window_label
 
 app = typer.Typer(no_args_is_help=True, help="Editions of the digest.")
 out = Console()
@@ -44,7 +45,7 @@ def new(
                    f"{len(edition.articles)} article(s) published {_window(edition)}.")
         if not edition.articles:
             newest = session.scalar(select(func.max(Article.published_at)))
-            hint = (f" The newest article is from {date_label(newest)}: use --since."
+            hint = (f" The newest article is from {format_date(newest)}: use --since."
                     if newest else " Import some first: mailer articles import SOURCE.")
             err.print(f"[yellow]No article was published in that window.{hint}[/yellow]")
         typer.echo(f"Next: mailer editions show {edition.id}, then "
@@ -54,13 +55,16 @@ def new(
 @app.command("list")
 def list_() -> None:
     """Every edition, newest first."""
-    table = Table("id", "slug", "state", "articles", "subject")
+    table = Table("id", "slug", "state", "articles", "window", "subject")
     with transaction() as session:
         counts = dict(session.execute(select(EditionArticle.edition_id, func.count())
                                       .group_by(EditionArticle.edition_id)).all())
         for edition in session.scalars(select(Edition).order_by(Edition.id.desc())):
-            table.add_row(str(edition.id), edition.slug, edition.state,
-                          str(counts.get(edition.id, 0)), edition.subject)
+            state = edition.state + (f"\n{format_time(edition.scheduled_at)}"
+                                     if edition.state == "scheduled" and edition.scheduled_at
+                                     else "")
+            table.add_row(str(edition.id), edition.slug, state, str(counts.get(edition.id, 0)),
+                          _window(edition), edition.subject)
     out.print(table)
 
 
@@ -71,7 +75,9 @@ def show(edition_id: int) -> None:
         edition = _edition(session, edition_id)
         out.print(f"[bold]{edition.subject}[/bold]  (edition {edition.id}, {edition.state}, "
                   f"{edition.slug})")
-        out.print(f"Window: {_window(edition)}")
+        out.print(f"Window: articles published {_window(edition)}")
+        if edition.state == "scheduled" and edition.scheduled_at:
+            out.print(f"Goes out: {format_time(edition.scheduled_at)}")
         if edition.preheader:
             out.print(f"Preheader: {edition.preheader}")
         if edition.intro:
@@ -83,7 +89,7 @@ def show(edition_id: int) -> None:
                 table.add_section()
                 table.add_row("", "", "", f"[bold]{name}[/bold]")
                 section = name
-            table.add_row(str(position), str(article.id), date_label(article.published_at),
+            table.add_row(str(position), str(article.id), format_date(article.published_at),
                           article.title)
         out.print(table)
         order = category_order(edition.category_order)
@@ -93,7 +99,7 @@ def show(edition_id: int) -> None:
             out.print("In the window but not in the edition (mailer editions add "
                       f"{edition.id} ARTICLE):")
             for article in left_out:
-                out.print(f"  {article.id}  {date_label(article.published_at)}  {article.title}")
+                out.print(f"  {article.id}  {format_date(article.published_at)}  {article.title}")
 
 
 @app.command("preview")
@@ -123,7 +129,7 @@ def edit(
     edition_id: int,
     subject: str = typer.Option(None),
     preheader: str = typer.Option(None, help="the line shown after the subject in the inbox"),
-    intro: str = typer.Option(None, help="text; blank lines separate paragraphs"),
+    intro: str = typer.Option(None, help="text; blank lines separate paragraphs. " + INTRO_HINT),
     intro_file: Path = typer.Option(None, exists=True, dir_okay=False,
                                     help="read the intro from a text file"),
     since: str = typer.Option(None, help=SINCE_HELP + " (chooses the articles again)"),
@@ -140,6 +146,8 @@ def edit(
             window_end=_moment(until, "until", end_of_day=True),
             category_order=[c.strip() for c in categories.split(",")] if categories else None)
         typer.echo(f"Edition {edition.id} updated: {len(edition.articles)} article(s).")
+        if intro and (warning := twice_greeted(intro)):
+            err.print(f"[yellow]{warning}[/yellow]")
 
 
 @app.command("add")
@@ -237,7 +245,5 @@ def _moment(value: str | None, option: str, *, end_of_day: bool = False) -> dt.d
 
 
 def _window(edition: Edition) -> str:
-    zone = ZoneInfo(get_settings().timezone)
-    start = edition.window_start.astimezone(zone)
-    end = edition.window_end.astimezone(zone)
-    return f"from {start:%d/%m/%Y %H:%M} to {end:%d/%m/%Y %H:%M} ({get_settings().timezone})"
+    """The days the window covers, both included (the stored end is the moment after)."""
+    return window_label(edition.window_start, edition.window_end)

@@ -16,6 +16,7 @@ from mailer.db import transaction
 from mailer.delivery import service
 from mailer.editions.models import Edition
 from mailer.editions.service import EditionError
+from mailer.localtime import format_time
 
 err = Console(stderr=True)
 
@@ -45,6 +46,7 @@ def send(
                            "association's time zone unless given)"),
 ) -> None:
     """Send the edition to every confirmed reader (or schedule it with --at)."""
+    when = _parse_time(at) if at else None
     with transaction() as session:
         edition = session.get(Edition, edition_id)
         if edition is None:
@@ -53,15 +55,14 @@ def send(
         typer.echo(f"Edition {edition.id} “{edition.subject}” ({len(edition.articles)} articles), "
                    f"state {edition.state}.")
         typer.echo(f"It will go to {audience:,} confirmed reader(s)"
-                   + (f" at {at}." if at else " now."))
+                   + (f" on {format_time(when)}." if when else " now."))
     if not yes:
-        typer.confirm("Send it?" if not at else "Schedule it?", abort=True)
+        typer.confirm("Send it?" if not when else "Schedule it?", abort=True)
     try:
         with transaction() as session:
-            if at:
-                when = _parse_time(at)
+            if when:
                 service.schedule_send(session, edition_id, when, by="cli")
-                typer.echo(f"Scheduled for {when.isoformat()}; beat starts it then.")
+                typer.echo(f"Scheduled for {format_time(when)}; beat starts it then.")
                 return
             frozen = service.start_send(session, edition_id, by="cli")
     except (service.SendError, EditionError) as exc:

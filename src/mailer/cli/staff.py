@@ -69,6 +69,7 @@ def create(
 def list_() -> None:
     """Every staff account, its role, and whether it is locked or disabled."""
     from mailer.db import utcnow
+    from mailer.localtime import format_time
 
     table = Table("email", "role", "active", "last login", "locked until")
     with transaction() as session:
@@ -76,9 +77,8 @@ def list_() -> None:
         for user in accounts.everyone(session):
             locked = user.locked_until if user.locked_until and user.locked_until > now else None
             table.add_row(user.email, user.role, "yes" if user.active else "no",
-                          user.last_login_at.isoformat(timespec="minutes")
-                          if user.last_login_at else "never",
-                          locked.isoformat(timespec="minutes") if locked else "")
+                          format_time(user.last_login_at) if user.last_login_at else "never",
+                          format_time(locked) if locked else "")
     Console(width=160).print(table)
 
 

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mailer.db import transaction
+from mailer.localtime import format_time
 from mailer.ops import status as ops_status
 
 
@@ -82,8 +83,7 @@ def render(snapshot: ops_status.Snapshot) -> Group:
         p = edition.progress
         name = f"{edition.id} {edition.subject[:40]}"
         if p is None:
-            when = edition.scheduled_at.isoformat(timespec="minutes") if edition.scheduled_at \
-                else ""
+            when = format_time(edition.scheduled_at) if edition.scheduled_at else ""
             editions.add_row(name, edition.state, f"starts {when}", "", "", "", "", "", "")
             continue
         bar = Group(ProgressBar(total=100, completed=p.percent, width=24),
@@ -96,7 +96,7 @@ def render(snapshot: ops_status.Snapshot) -> Group:
     if not snapshot.editions:
         editions.add_row("nothing is being sent or scheduled", "", "", "", "", "", "", "", "")
     parts += [queues, workers, editions,
-              Text(f"as of {snapshot.at.isoformat(timespec='seconds')}", style="dim")]
+              Text(f"as of {format_time(snapshot.at, seconds=True)}", style="dim")]
     return Group(*parts)  # type: ignore[arg-type]
 
 

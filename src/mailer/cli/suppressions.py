@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.db import transaction
+from mailer.localtime import format_time
 from mailer.subscribers import service
 from mailer.subscribers.addresses import InvalidAddress, key_hash
 from mailer.subscribers.models import Subscriber, Suppression, SuppressionReason
@@ -48,6 +49,7 @@ def list_(
             query = query.where(Suppression.reason == reason)
         if email:
             query = query.where(Suppression.address_hash == _hash_of(email))
+        # The table is for people (the association's time); JSON and CSV keep ISO 8601.
         rows = [{
             "email": address or "",
             "address_hash": s.address_hash,
@@ -55,7 +57,9 @@ def list_(
             "since": s.created_at.isoformat(timespec="seconds"),
             "by": s.created_by,
             "evidence": s.evidence,
+            "_shown_since": format_time(s.created_at),
         } for s, address in session.execute(query)]
+    shown = [row.pop("_shown_since") for row in rows]
     if fmt == "json":
         for row in rows:
             sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -66,9 +70,9 @@ def list_(
         writer.writerows(rows)
     else:
         table = Table("address", "reason", "since", "by", "evidence")
-        for row in rows:
+        for row, since in zip(rows, shown, strict=True):
             table.add_row(row["email"] or f"(erased) {row['address_hash'][:16]}…", row["reason"],
-                          row["since"], row["by"], row["evidence"])
+                          since, row["by"], row["evidence"])
         Console(width=200).print(table)
         typer.echo(f"{len(rows)} suppressed")
 
@@ -94,7 +98,7 @@ def add(
     else:
         assert existing is not None
         typer.echo(f"{email} was already suppressed ({existing.reason} since "
-                   f"{existing.created_at:%Y-%m-%d})")
+                   f"{format_time(existing.created_at)})")
 
 
 @app.command("remove")

@@ -355,6 +355,7 @@ def send_test_copies(
     from mailer.editions.compose import compose
     from mailer.emails.transport import SMTPFailure, process_transport
     from mailer.subscribers.addresses import InvalidAddress, normalise
+    from mailer.subscribers.service import public_id_of_test_copy
 
     with transaction() as session:
         edition = _edition(session, edition_id)
@@ -379,9 +380,9 @@ def send_test_copies(
         except InvalidAddress as exc:
             results.append((address, f"not sent: {exc}"))
             continue
-        # The unsubscribe link of a test copy names nobody: it leads to the "not valid" page.
+        # The unsubscribe link of a test copy names nobody: its page says it was a test copy.
         reader = Reader(delivery_id=secrets.randbelow(2**31), email=email, first_name="",
-                        public_id="0" * 32)
+                        public_id=public_id_of_test_copy(edition_id))
         try:
             accepted = transport.send(assembler.envelope_from(reader), email,
                                       assembler.build(reader))

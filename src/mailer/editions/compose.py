@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 from markupsafe import Markup, escape
 
@@ -23,6 +22,7 @@ from mailer.articles.sanitise import excerpt
 from mailer.config import get_settings
 from mailer.editions.models import Edition
 from mailer.emails.render import inline_css, jinja_env
+from mailer.localtime import MONTHS, format_date, last_day
 
 #: What the sending pipeline fills in per reader.
 PERSONAL_FIELDS = ("unsubscribe_url", "view_url", "first_name", "email")
@@ -32,12 +32,16 @@ PLACEHOLDERS = {name: f"%%{name}%%" for name in (*PERSONAL_FIELDS, "greeting")}
 
 GREETING_NAMED = "Dear {first_name},"
 GREETING_ANONYMOUS = "Dear reader,"
+#: Said beside the intro field (admin) and in ``mailer editions edit --help``.
+INTRO_HINT = ("Every mail begins with its own greeting, "
+              f"“{GREETING_NAMED.format(first_name='Maria')}” (the reader's first name) or "
+              f"“{GREETING_ANONYMOUS}”; the intro follows it, so do not begin it with one.")
+_GREETING = re.compile(r"(dear|hello|hi|greetings|good (morning|afternoon|evening))\b",
+                       re.IGNORECASE)
 
 CONTENT_WIDTH = 544  # 600 px less the content's 28 px padding on each side
 MAX_IMAGE_HEIGHT = 340
 EXCERPT_CHARS = 280
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-          "September", "October", "November", "December")
 
 
 @dataclass(frozen=True)
@@ -121,13 +125,20 @@ def category_order(staff_order: list[str]) -> list[str]:
     return order
 
 
+def shown_categories(categories: list[str]) -> list[str]:
+    """The article's categories a reader may see: not the website's default category."""
+    unfiled = {name.casefold() for name in get_settings().unfiled_categories}
+    return [name for name in categories if name.casefold() not in unfiled]
+
+
 def section_of(article: Article, order: list[str]) -> str:
-    """The first of the article's categories the digest knows, else its first, else
-    "Uncategorized"."""
-    for name in article.categories:
+    """The first of the article's categories the digest knows, else its first, else (filed
+    under nothing but the website's default category) the general section, "News"."""
+    categories = shown_categories(article.categories)
+    for name in categories:
         if name in order:
             return name
-    return article.categories[0] if article.categories else "Uncategorized"
+    return categories[0] if categories else get_settings().general_section
 
 
 def reading_order(articles: list[Article], staff_order: list[str]) -> list[tuple[str, Article]]:
@@ -143,16 +154,17 @@ def reading_order(articles: list[Article], staff_order: list[str]) -> list[tuple
 def sections(articles: list[Article], staff_order: list[str]) -> list[Section]:
     grouped: dict[str, list[Card]] = {}
     for name, article in reading_order(articles, staff_order):
-        grouped.setdefault(name, []).append(card(article))
+        grouped.setdefault(name, []).append(card(article, section=name))
     return [Section(name=name, cards=cards) for name, cards in grouped.items()]
 
 
-def card(article: Article) -> Card:
+def card(article: Article, *, section: str) -> Card:
     return Card(
         title=article.title,
         url=article.link,
-        date=date_label(article.published_at),
-        categories=list(article.categories) or ["Uncategorized"],
+        date=format_date(article.published_at),
+        # The section's heading already names its category: a badge repeats only the others.
+        categories=[name for name in shown_categories(article.categories) if name != section],
         excerpt=excerpt(article.summary_text, EXCERPT_CHARS),
         image=card_image(article),
     )
@@ -172,26 +184,33 @@ def card_image(article: Article) -> CardImage | None:
                      alt=article.image_alt or article.title)
 
 
-def _local(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(ZoneInfo(get_settings().timezone))
-
-
-def date_label(moment: dt.datetime) -> str:
-    """18 December 2025, in the association's time zone."""
-    local = _local(moment)
-    return f"{local.day} {MONTHS[local.month - 1]} {local.year}"
-
-
 def month_label(window_end: dt.datetime) -> str:
-    """The month an edition is named after: that of the last moment its window covers (a
+    """The month an edition is named after: that of the last day its window covers (a
     window up to 1 January 00:00 is December's)."""
-    local = _local(window_end - dt.timedelta(microseconds=1))
-    return f"{MONTHS[local.month - 1]} {local.year}"
+    day = last_day(window_end)
+    return f"{MONTHS[day.month - 1]} {day.year}"
 
 
 def month_slug(window_end: dt.datetime) -> str:
-    local = _local(window_end - dt.timedelta(microseconds=1))
-    return f"{local:%Y-%m}"
+    return f"{last_day(window_end):%Y-%m}"
+
+
+def intro_greeting(intro: str) -> str | None:
+    """The intro's first line if it is a greeting of its own ("Dear colleagues,"): the
+    reader would be greeted twice, "Dear Maria, / Dear colleagues,"."""
+    first = intro.strip().split("\n", 1)[0].strip()
+    return first if first and len(first) <= 80 and _GREETING.match(first) else None
+
+
+def twice_greeted(intro: str) -> str:
+    """What to tell the staff member whose intro begins with a greeting ("" if it does not)."""
+    greeting = intro_greeting(intro)
+    if greeting is None:
+        return ""
+    named = GREETING_NAMED.format(first_name="Maria")
+    return (f"The intro begins with “{greeting}”, but every mail already begins with "
+            f"“{named}” (or “{GREETING_ANONYMOUS}”): readers would be greeted twice. Take "
+            "the greeting out of the intro unless that is what you want.")
 
 
 def default_preheader(articles: list[Article]) -> str:

@@ -14,11 +14,11 @@ from sqlalchemy import select
 
 from mailer.config import get_settings
 from mailer.db import transaction
-from mailer.editions.compose import date_label
 from mailer.editions.models import Edition
 from mailer.emails import render_email
 from mailer.emails.message import build_message, message_id, to_bytes
 from mailer.emails.transport import SMTPFailure, process_transport
+from mailer.localtime import window_label
 from mailer.staff import accounts
 from mailer.staff.audit import record
 from mailer.staff.models import AuditEntry
@@ -54,7 +54,7 @@ def send_review_mails(edition_id: int) -> list[Mailed]:
         rendered = render_email(
             "edition-ready", settings=settings, edition=edition,
             articles=[link.article.title for link in edition.articles],
-            window=f"{date_label(edition.window_start)} – {date_label(edition.window_end)}",
+            window=window_label(edition.window_start, edition.window_end),
             review_url=review_url(edition_id))
     results = []
     transport = process_transport()

@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session
 from mailer.config import get_settings
 from mailer.db import utcnow
 from mailer.editions import service as editions
-from mailer.editions.compose import date_label
 from mailer.editions.models import Edition, EditionState
+from mailer.localtime import window_label
 from mailer.staff.audit import record
 from mailer.staff.models import ScheduledDraft
 
@@ -107,7 +107,7 @@ def draft_on_schedule(session: Session, *, now: dt.datetime | None = None) -> Dr
 
     savepoint = session.begin_nested()
     edition = editions.draft_edition(session, window_end=now, by=ACTOR)
-    window = f"{date_label(edition.window_start)} – {date_label(edition.window_end)}"
+    window = window_label(edition.window_start, edition.window_end)
     # An edition not sent yet whose window overlaps this one holds the same articles: the
     # editors have it to review already.
     covering = session.scalars(
@@ -120,8 +120,7 @@ def draft_on_schedule(session: Session, *, now: dt.datetime | None = None) -> Dr
     if covering is not None:
         savepoint.rollback()
         outcome = (f"nothing drafted: edition {covering.id} ({covering.state}) already covers "
-                   f"this window ({date_label(covering.window_start)} – "
-                   f"{date_label(covering.window_end)})")
+                   f"this window ({window_label(covering.window_start, covering.window_end)})")
         _finish(session, run, outcome, "edition.schedule.skipped", covering.id)
         return DraftResult(slot, outcome)
     if not edition.articles:

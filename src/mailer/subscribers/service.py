@@ -409,6 +409,28 @@ def subscriber_for_unsubscribe(session: Session, token: str) -> Subscriber | Non
     return session.scalars(select(Subscriber).where(Subscriber.public_id == public_id)).first()
 
 
+#: A test copy's unsubscribe link names the edition instead of a reader ("test-<id>"),
+#: signed like a reader's, so that its page can say it came in a test copy. A reader's
+#: public id is 32 hex digits: the two can never be taken for each other.
+TEST_COPY_PREFIX = "test-"
+
+
+def public_id_of_test_copy(edition_id: int) -> str:
+    return f"{TEST_COPY_PREFIX}{edition_id}"
+
+
+def edition_of_test_copy(token: str) -> int | None:
+    """The edition whose test copy carried this unsubscribe link, or None (not such a link,
+    or not signed by us)."""
+    public_id, _, signature = token.partition(".")
+    number = public_id.removeprefix(TEST_COPY_PREFIX)
+    if (not public_id.startswith(TEST_COPY_PREFIX) or not number.isascii()
+            or not number.isdigit() or len(number) > 18
+            or len(signature) != UNSUBSCRIBE_SIGNATURE):
+        return None
+    return int(number) if verify("unsubscribe", public_id, signature) else None
+
+
 def unsubscribe(
     session: Session, subscriber: Subscriber, *, channel: str,
     ip: str | None = None, user_agent: str | None = None,
@@ -481,7 +503,10 @@ def find(session: Session, email: str) -> Subscriber | None:
 
 
 def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
-    """The subscriber and the whole consent history: the GDPR Art. 15 export."""
+    """The subscriber, the whole consent history and every edition they were sent, with
+    what happened to it: the GDPR Art. 15 export."""
+    from mailer.delivery.history import editions_sent  # the delivery domain depends on this one
+
     suppression = session.scalars(
         select(Suppression).where(Suppression.address_hash == subscriber.address_hash)
     ).first()
@@ -514,6 +539,7 @@ def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             }
             for e in events
         ],
+        "editions_sent": [sent.as_dict() for sent in editions_sent(session, subscriber.id)],
     }
 
 

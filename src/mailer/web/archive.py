@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from mailer.db import transaction
 from mailer.editions import service
-from mailer.editions.compose import date_label
+from mailer.localtime import format_date
 from mailer.web.pages import page
 
 router = APIRouter()
@@ -33,7 +33,7 @@ def archive_index() -> HTMLResponse:
     with transaction() as session:
         editions = [
             {"slug": e.slug, "subject": e.subject_snapshot or e.subject,
-             "date": date_label(e.finished_at or e.started_at or e.window_end)}
+             "date": format_date(e.finished_at or e.started_at or e.window_end)}
             for e in service.archived_editions(session)
         ]
     return page("archive.html", editions=editions)

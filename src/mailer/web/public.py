@@ -144,7 +144,7 @@ def unsubscribe_page(token: str) -> HTMLResponse:
     with transaction() as session:
         subscriber = service.subscriber_for_unsubscribe(session, token)
         if subscriber is None:
-            return page("unsubscribe-invalid.html", 404)
+            return _not_a_reader(token)
         email, status = subscriber.email, subscriber.status
     return page("unsubscribe.html", token=token, email=email, status=status)
 
@@ -165,13 +165,24 @@ async def unsubscribe(token: str, request: Request) -> Response:
         ip=client_ip(request), user_agent=request.headers.get("user-agent"),
     )
     if not found:
+        if one_click and service.edition_of_test_copy(token) is not None:
+            return PlainTextResponse("This was a test copy: nobody was unsubscribed.\n")
         if one_click:
             return PlainTextResponse("Unknown unsubscribe link.\n", status_code=404)
-        return page("unsubscribe-invalid.html", 404)
+        return _not_a_reader(token)
     if one_click:
         # A 2xx, no redirect, nothing the mail program has to render.
         return PlainTextResponse("You are unsubscribed.\n", status_code=200)
     return page("unsubscribe-done.html", resubscribe_url="/subscribe")
+
+
+def _not_a_reader(token: str) -> HTMLResponse:
+    """A link that unsubscribes nobody: from a test copy (signed by us, naming the edition)
+    it says so; anything else is not valid."""
+    edition_id = service.edition_of_test_copy(token)
+    if edition_id is None:
+        return page("unsubscribe-invalid.html", 404)
+    return page("unsubscribe-test-copy.html")
 
 
 def _unsubscribe(token: str, *, channel: str, ip: str, user_agent: str | None) -> bool:

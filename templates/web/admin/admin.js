@@ -33,7 +33,9 @@
     set("rate_per_second", p.rate_per_second);
     set("eta", duration(p.eta_seconds));
     set("reason", p.reason || "");
-    set("updated", "Last update " + new Date().toLocaleTimeString() + ".");
+    // The server writes the time (the association's zone, 24 h): the browser's clock
+    // would follow the browser's locale.
+    set("updated", "Last update " + p.as_of + ".");
     Object.keys(p.counts).forEach(function (key) {
       var el = box.querySelector('[data-count="' + key + '"]');
       if (el) { el.textContent = number.format(p.counts[key]); }

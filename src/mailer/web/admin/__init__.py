@@ -1,6 +1,7 @@
 """The staff desk at /admin: server-rendered pages over the domain services.
 
 - ``auth``: logging in and out, sessions, CSRF, who may do what;
+- ``articles``: the newest articles; importing more from a file or a feed address;
 - ``editions``: draft, edit, preview, test, schedule, send, pause, resume, cancel, watch;
 - ``subscribers``: search, consent history, import, export, erase, the suppression list;
 - ``bounces``: the latest bounces with their evidence;
@@ -12,11 +13,14 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from mailer.web.admin import auth, bounces, editions, ops, subscribers
+from mailer.web.admin import articles, auth, bounces, editions, ops, subscribers
+
+#: Every router of the admin (the phone-width test visits each of their pages).
+MODULES = (auth, articles, editions, subscribers, bounces, ops)
 
 
 def install(app: FastAPI) -> None:
-    for module in (auth, editions, subscribers, bounces, ops):
+    for module in MODULES:
         app.include_router(module.router)
 
     @app.exception_handler(auth.AdminRefusal)

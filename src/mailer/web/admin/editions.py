@@ -8,7 +8,6 @@ window without articles) is shown as the message; nothing changes then.
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from typing import Any
 
@@ -19,13 +18,22 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from mailer.articles.models import Article
-from mailer.db import transaction
+from mailer.db import transaction, utcnow
 from mailer.delivery import service as sending
 from mailer.delivery.models import Delivery
 from mailer.editions import service as editions
-from mailer.editions.compose import category_order, date_label, reading_order
+from mailer.editions.compose import INTRO_HINT, category_order, reading_order, twice_greeted
 from mailer.editions.models import Edition, EditionArticle, EditionState
 from mailer.editions.states import TransitionError
+from mailer.localtime import (
+    format_clock,
+    format_date,
+    format_time,
+    last_day,
+    window_label,
+    zone,
+    zone_name,
+)
 from mailer.staff.audit import recent
 from mailer.web.admin.auth import AdminRefusal, Staff, editor, form_of, viewer
 from mailer.web.admin.render import (
@@ -34,7 +42,6 @@ from mailer.web.admin.render import (
     parse_date,
     parse_local_time,
     redirect,
-    zone,
 )
 
 router = APIRouter(prefix="/admin/editions")
@@ -76,8 +83,7 @@ def index(request: Request, staff: Staff = Depends(viewer)) -> HTMLResponse:
                                  .limit(8)).all()
         audience = sending.audience_size(session)
         return admin_page(request, "editions.html", staff, session=session, editions=rows,
-                          articles=articles, counts=counts, newest=newest, audience=audience,
-                          date_label=date_label)
+                          articles=articles, counts=counts, newest=newest, audience=audience)
 
 
 @router.post("")
@@ -96,10 +102,10 @@ def _draft(form: dict[str, str], staff: Staff) -> Response:
             edition = editions.draft_edition(session, subject=form.get("subject") or None,
                                              window_start=start, window_end=end, by=staff.email)
             if not edition.articles:
-                window = f"{date_label(edition.window_start)} – {date_label(edition.window_end)}"
+                window = window_label(edition.window_start, edition.window_end)
                 savepoint.rollback()
                 newest = session.scalar(select(func.max(Article.published_at)))
-                hint = (f" The newest article is from {date_label(newest)}: choose a start "
+                hint = (f" The newest article is from {format_date(newest)}: choose a start "
                         "date before it." if newest else " No article has been imported yet.")
                 return redirect("/admin/editions", f"No article was published {window}, so "
                                 f"no edition was drafted.{hint}", "error")
@@ -146,12 +152,11 @@ def show(request: Request, edition_id: int, staff: Staff = Depends(viewer)) -> H
         return admin_page(
             request, "edition.html", staff, session=session, edition=edition, editable=editable,
             problem=problem, hold=hold, ordered=ordered, candidates=candidates, counts=counts,
-            audit=audit, rates=rates, date_label=date_label,
-            sections=category_order(edition.category_order),
+            audit=audit, rates=rates, sections=category_order(edition.category_order),
             window_since=edition.window_start.astimezone(zone()).date().isoformat(),
-            window_until=(edition.window_end.astimezone(zone())
-                          - dt.timedelta(seconds=1)).date().isoformat(),
+            window_until=last_day(edition.window_end).isoformat(),
             audience=sending.audience_size(session) if editable else edition.audience_count,
+            zone_name=zone_name(utcnow()), intro_hint=INTRO_HINT,
         )
 
 
@@ -175,7 +180,8 @@ def _edit(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
                     "categories": edition.category_order})
     except PROBLEMS as exc:
         return redirect(_url(edition_id), str(exc), "error")
-    return redirect(_url(edition_id), "Saved.")
+    warning = twice_greeted(form.get("intro", ""))
+    return redirect(_url(edition_id), f"Saved. {warning}" if warning else "Saved.")
 
 
 @router.post("/{edition_id}/window")
@@ -192,8 +198,9 @@ def _window(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
             edition = _edition(session, edition_id)
             editions.update_edition(session, edition, window_start=start, window_end=end)
             _audit(session, staff, "edition.window", edition_id,
-                   {"start": edition.window_start.isoformat(),
-                    "end": edition.window_end.isoformat(), "articles": len(edition.articles)})
+                   {"from": edition.window_start.isoformat(),
+                    "to_and_including": last_day(edition.window_end).isoformat(),
+                    "articles": len(edition.articles)})
             n = len(edition.articles)
     except PROBLEMS as exc:
         return redirect(_url(edition_id), str(exc), "error")
@@ -317,15 +324,20 @@ async def schedule(request: Request, edition_id: int, staff: Staff = Depends(edi
 
 def _schedule(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
     try:
-        at = parse_local_time(form.get("at", ""), "time to send")
+        at = parse_local_time(form.get("at") or _day_and_time(form), "time to send")
         with transaction() as session:
             sending.schedule_send(session, edition_id, at, by=staff.email)
     except PROBLEMS as exc:
         return redirect(_url(edition_id), str(exc), "error")
-    from mailer.web.admin.render import local_time
+    return redirect(_url(edition_id), f"Scheduled: it goes out on {format_time(at)}.")
 
-    return redirect(_url(edition_id), f"Scheduled: it goes out on {local_time(at)} "
-                    f"({zone().key}).")
+
+def _day_and_time(form: dict[str, str]) -> str:
+    """The schedule form's date and 24-hour time (09:00 or 9:00) as one ISO time."""
+    day, time = form.get("day", "").strip(), form.get("time", "").strip()
+    if not day or not time:
+        raise ValueError("Give the day and the time to send it (24 h, for example 09:00).")
+    return f"{day}T{time.zfill(5)}"
 
 
 @router.post("/{edition_id}/unschedule")
@@ -453,7 +465,7 @@ def progress_page(request: Request, edition_id: int,
         edition = _edition(session, edition_id)
         progress = sending.progress(session, edition_id)
         return admin_page(request, "progress.html", staff, session=session, edition=edition,
-                          progress=progress.as_dict())
+                          progress=_with_clock(progress.as_dict()))
 
 
 @router.get("/{edition_id}/progress.json")
@@ -461,4 +473,10 @@ def progress_json(edition_id: int, staff: Staff = Depends(viewer)) -> JSONRespon
     with transaction() as session:
         _edition(session, edition_id)
         progress = sending.progress(session, edition_id).as_dict()
-    return JSONResponse(progress, headers={"Cache-Control": "no-store"})
+    return JSONResponse(_with_clock(progress), headers={"Cache-Control": "no-store"})
+
+
+def _with_clock(progress: dict[str, Any]) -> dict[str, Any]:
+    """The time of the figures, written by the server in the association's zone and 24 h
+    clock (the browser's own clock would follow its locale: 9:00:05 AM)."""
+    return {**progress, "as_of": format_clock(utcnow())}

@@ -11,8 +11,8 @@ import base64
 import datetime as dt
 import json
 import logging
+import re
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from mailer.config import get_settings
 from mailer.emails import jinja_env
+from mailer.localtime import format_date, format_time, window_label, zone
 from mailer.tokens import sign, verify
 
 if TYPE_CHECKING:
@@ -55,8 +56,9 @@ def admin_page(request: Request, name: str, staff: Staff | None, status_code: in
     html = jinja_env().get_template(f"web/admin/{name}").render(
         settings=settings, staff=staff, csrf=staff.csrf if staff else "", flash=flash,
         banner=context.pop("banner") if "banner" in context else _banner(staff, session),
-        path=request.url.path, local=local_time, local_date=local_date, ago=ago,
-        duration=duration, **context)
+        path=request.url.path, local=local_time, local_date=format_date,
+        date_label=format_date, window_label=window_label, ago=ago, duration=duration,
+        readable=readable, **context)
     response = HTMLResponse(html, status_code=status_code, headers=headers())
     if flash:
         response.delete_cookie(FLASH_COOKIE, path="/admin")
@@ -116,21 +118,28 @@ def download(body: bytes | str, filename: str, media_type: str) -> Response:
         **headers(), "Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-# --- times, in the association's time zone --------------------------------------------------------
-
-
-def zone() -> ZoneInfo:
-    return ZoneInfo(get_settings().timezone)
+# --- times, in the association's time zone (mailer.localtime: one format everywhere) --------------
 
 
 def local_time(moment: dt.datetime | None, *, seconds: bool = False) -> str:
-    if moment is None:
-        return ""
-    return moment.astimezone(zone()).strftime("%-d %b %Y, %H:%M" + (":%S" if seconds else ""))
+    return format_time(moment, seconds=seconds)
 
 
-def local_date(moment: dt.datetime | None) -> str:
-    return moment.astimezone(zone()).strftime("%-d %b %Y") if moment else ""
+_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?([+-]\d\d:\d\d|Z)")
+_ISO_DATE = re.compile(r"\d{4}-\d\d-\d\d")
+
+
+def readable(value: str) -> str:
+    """A value of the audit log's JSON details, with an ISO time or date in the admin's one
+    format (the details keep ISO 8601: they are data)."""
+    try:
+        if _ISO_TIME.fullmatch(value):
+            return format_time(dt.datetime.fromisoformat(value))
+        if _ISO_DATE.fullmatch(value):
+            return format_date(dt.date.fromisoformat(value))
+    except ValueError:
+        pass
+    return value
 
 
 def ago(moment: dt.datetime | float | None) -> str:

@@ -21,6 +21,7 @@ from starlette.datastructures import UploadFile
 
 from mailer.bounces.models import Bounce
 from mailer.db import transaction
+from mailer.delivery.history import editions_sent
 from mailer.staff.audit import record
 from mailer.subscribers import importer
 from mailer.subscribers import service as subscribers
@@ -84,8 +85,9 @@ def detail(request: Request, subscriber_id: int, staff: Staff = Depends(editor))
             Suppression.address_hash == subscriber.address_hash)).first()
         bounces = session.scalars(select(Bounce).where(Bounce.subscriber_id == subscriber.id)
                                   .order_by(Bounce.id.desc()).limit(50)).all()
+        sent = editions_sent(session, subscriber.id, limit=200)
         return admin_page(request, "subscriber.html", staff, session=session, subscriber=subscriber,
-                          events=events, suppression=suppression, bounces=bounces)
+                          events=events, suppression=suppression, bounces=bounces, sent=sent)
 
 
 @router.get("/subscribers/{subscriber_id}/export.json")
