@@ -27,7 +27,7 @@ from mailer.staff.audit import record
 from mailer.staff.models import Role
 from mailer.tokens import sign, verify
 from mailer.web.admin.render import admin_page, redirect
-from mailer.web.forms import client_ip
+from mailer.web.forms import BadForm, FormTooLarge, client_ip, read_form
 
 router = APIRouter()
 
@@ -106,23 +106,21 @@ async def form_of(request: Request, staff: Staff) -> dict[str, str]:
 
 
 async def read_fields(request: Request) -> dict[str, str]:
-    length = request.headers.get("content-length", "")
-    if length.isascii() and length.isdigit() and int(length) > MAX_FORM_BYTES:
-        raise AdminRefusal(413, "The form is too large.")
     try:
-        form = await request.form(max_files=0, max_fields=500)
-    except Exception:  # any parse error of urlencoded or multipart bodies
+        form = await read_form(request, max_body=MAX_FORM_BYTES, max_fields=500)
+    except FormTooLarge:
+        raise AdminRefusal(413, "The form is too large.") from None
+    except BadForm:
         raise AdminRefusal(400, "The form could not be read. Reload the page and try again.") \
             from None
-    out: dict[str, str] = {}
-    for key, value in form.multi_items():
-        if not isinstance(value, str) or key in out:
-            continue
+    if form.undecodable:
+        raise AdminRefusal(400, f"The field {min(form.undecodable)[:40]!r} was not sent as "
+                                "UTF-8 text. Reload the page and try again.")
+    for key, value in form.values.items():
         if len(value) > MAX_FIELD_CHARS:
             raise AdminRefusal(413, f"The field {key[:40]!r} is longer than "
                                     f"{MAX_FIELD_CHARS:,} characters.")
-        out[key] = value
-    return out
+    return form.values
 
 
 def safe_next(value: str | None) -> str:
