@@ -4,7 +4,8 @@
 - ``editions``: draft, edit, preview, test, schedule, send, pause, resume, cancel, watch;
 - ``subscribers``: search, consent history, import, export, erase, the suppression list;
 - ``bounces``: the latest bounces with their evidence;
-- ``ops``: queues, workers, sends under way, alerts; the audit log.
+- ``ops``: queues, workers, sends under way, alerts; the audit log;
+- ``account``: the staff member's own second factor (TOTP) and recovery codes.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from mailer.web.admin import auth, bounces, editions, ops, subscribers
+from mailer.web.admin import account, auth, bounces, editions, ops, subscribers
 
 
 def install(app: FastAPI) -> None:
-    for module in (auth, editions, subscribers, bounces, ops):
+    for module in (auth, editions, subscribers, bounces, ops, account):
         app.include_router(module.router)
 
     @app.exception_handler(auth.AdminRefusal)
