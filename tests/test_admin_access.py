@@ -16,7 +16,7 @@ from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
 from mailer.db import transaction, utcnow
 from mailer.editions.models import Edition
-from mailer.staff.models import AuditEntry, StaffSession, StaffUser
+from mailer.staff.models import AuditEntry, StaffSession
 from mailer.subscribers.models import Subscriber, Suppression
 from tests.support.admin import PASSWORD, Admin, csrf_of, make_staff
 from tests.support.factories import make_edition, make_subscribers

@@ -7,6 +7,7 @@ allow-list (MAILER_FEED_ALLOWED_HOSTS, conftest.py); 127.0.0.2, also loopback, i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.server
 import json
@@ -48,10 +49,9 @@ class Served:
                 if route is None:
                     self.send_error(404)
                     return
-                try:
+                # The client may give up on us, as it should.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     route(self)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up on us, as it should
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -136,7 +136,7 @@ def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None
     reset_settings()
 
 
-# --- what a fetch may reach ------------------------------------------------------------------------
+# --- what a fetch may reach ----------------------------------------------------------------
 
 
 def test_an_allowed_feed_is_fetched_and_its_redirects_followed(clean, servers) -> None:
@@ -217,7 +217,7 @@ def test_the_cli_import_refuses_an_inside_url_and_writes_nothing(clean, servers)
     assert inside.hosts == []
 
 
-# --- feed text is never a placeholder ---------------------------------------------------------------
+# --- feed text is never a placeholder -------------------------------------------------------
 
 HOSTILE = {
     "id": "hostile-1",

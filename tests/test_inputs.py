@@ -250,15 +250,15 @@ def test_a_non_ascii_mailgun_signature_is_refused(site, signature: str) -> None:
 @pytest.mark.parametrize("timestamp", ["nan", "inf", "-inf"])
 def test_sendgrid_timestamps_must_be_finite(site, timestamp: str) -> None:
     body = json.dumps([{"event": "bounce", "sg_event_id": "x", "email": "a@b.org"}]).encode()
-    headers = sendgrid_headers(site.sendgrid_key, body)
-    stamp = timestamp
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
     import base64
 
-    signature = site.sendgrid_key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    headers = sendgrid_headers(site.sendgrid_key, body)
+    signature = site.sendgrid_key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
     headers["X-Twilio-Email-Event-Webhook-Signature"] = base64.b64encode(signature).decode()
-    headers["X-Twilio-Email-Event-Webhook-Timestamp"] = stamp
+    headers["X-Twilio-Email-Event-Webhook-Timestamp"] = timestamp
     answer = site.post("sendgrid", body, headers)
     assert answer.status_code == 403 and "finite" in answer.json()["error"]
 

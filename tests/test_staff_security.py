@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from mailer.cli import app
 from mailer.db import transaction, utcnow
 from mailer.staff.models import AuditEntry, StaffRecoveryCode, StaffSession, StaffUser
-from tests.support.admin import PASSWORD, Admin, csrf_of, make_staff
+from tests.support.admin import Admin, csrf_of, make_staff
 from tests.support.processes import WebServer, free_port
 
 EDITOR = "ed@example.org"

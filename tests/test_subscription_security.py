@@ -14,7 +14,6 @@ from mailer.db import transaction
 from mailer.redis import get_redis
 from mailer.subscribers import service
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber
-from tests.conftest import wait_for
 from tests.support.processes import WebServer, free_port
 from tests.support.subscribers import (
     TaskLog,
