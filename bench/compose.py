@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> None:
     from mailer.articles.importer import import_feed
     from mailer.db import transaction
     from mailer.editions import service, snapshot
-    from mailer.editions.compose import PLACEHOLDERS, compose, digest_context
+    from mailer.editions.compose import compose, digest_context, placeholders
     from mailer.emails.render import inline_css, jinja_env
     from mailer.subscribers.service import unsubscribe_url_for
 
@@ -82,8 +82,9 @@ def run(args: argparse.Namespace) -> None:
         # The parts of a composition, to see where the time goes.
         env = jinja_env()
         page = env.get_template("email/digest/body.html")
-        context = {**digest_context(edition), "personal": PLACEHOLDERS,
-                   "greeting": PLACEHOLDERS["greeting"]}
+        personal = placeholders("0" * 32)
+        context = {**digest_context(edition), "personal": personal,
+                   "greeting": personal["greeting"]}
         raw_html = page.render(**context)
         render_times = [_timed(page.render, **context) for _ in range(args.compose_runs)]
         inline_times = [_timed(inline_css, raw_html) for _ in range(args.compose_runs)]

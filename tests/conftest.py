@@ -127,6 +127,9 @@ def stack(request: pytest.FixtureRequest,
         # Test readers share one domain; the limit has a test of its own.
         "MAILER_DOMAIN_RATE_LIMIT_PER_SECOND": "0",
         "MAILER_CHECK_DELIVERABILITY": "false",
+        # The tests' feed servers listen on 127.0.0.1; 127.0.0.2 stays refused (a loopback
+        # address that is not allowed, for the tests of what a fetch may reach).
+        "MAILER_FEED_ALLOWED_HOSTS": '["127.0.0.1"]',
         "PYTHONUNBUFFERED": "1",
     }
     saved = dict(os.environ)

@@ -347,13 +347,14 @@ def test_placeholders_survive_premailer(full_edition) -> None:
     with _edition(full_edition) as (session, edition):
         snapshot.freeze(session, edition)
         html, text = edition.html_snapshot, edition.text_snapshot
+        key = edition.placeholder_key
         assert edition.subject_snapshot == "CEP Newsletter – December 2025"
     doc = lxml.html.fromstring(html)
-    assert doc.xpath("//a[@href='%%unsubscribe_url%%']")
-    assert len(doc.xpath("//a[@href='%%view_url%%']")) == 2  # top and footer
-    for token in ("%%greeting%%", "%%email%%"):
+    assert doc.xpath(f"//a[@href='%%unsubscribe_url_{key}%%']")
+    assert len(doc.xpath(f"//a[@href='%%view_url_{key}%%']")) == 2  # top and footer
+    for token in (f"%%greeting_{key}%%", f"%%email_{key}%%"):
         assert token in html and token in text
-    assert "%%unsubscribe_url%%" in text and "%%view_url%%" in text
+    assert f"%%unsubscribe_url_{key}%%" in text and f"%%view_url_{key}%%" in text
 
 
 def test_two_readers_differ_only_in_their_personal_parts(full_edition) -> None:

@@ -162,6 +162,13 @@ class Settings(BaseSettings):
     # --- articles and editions ---------------------------------------------------------
     feed_urls: list[str] = []
     feed_poll_minutes: int = 60
+    #: Feeds are fetched from public addresses only; these host names and IP networks
+    #: (CIDR) may be fetched although they are private, loopback or link-local (a feed on
+    #: the intranet; the tests' loopback servers). JSON list, e.g. '["10.1.2.0/24"]'.
+    feed_allowed_hosts: list[str] = []
+    #: One deadline for a whole fetch by URL, redirects and a slow server included.
+    feed_fetch_deadline_seconds: float = 20.0
+    feed_max_bytes: int = 10 * 1024 * 1024
     categories: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES))
     #: Categories a website files a post under when nobody chose one (WordPress's default):
     #: never shown to readers. An article filed only there goes to ``general_section``.
@@ -227,8 +234,16 @@ class Settings(BaseSettings):
 
     # --- staff and ops ------------------------------------------------------------------
     session_hours: int = 12
-    login_max_failures: int = 5
-    login_lockout_minutes: int = 15
+    #: A staff session nobody used for this long is over (each request moves it on).
+    session_idle_minutes: int = 60
+    #: Login throttles (see staff/throttle.py): failures allowed from one IP address, and
+    #: from one address for one account, before each further one makes it wait; the first
+    #: wait, doubling up to the longest; how long the failures are remembered.
+    login_free_attempts_per_ip: int = 20
+    login_free_attempts_per_account_and_ip: int = 5
+    login_backoff_seconds: float = 30.0
+    login_backoff_max_seconds: float = 3600.0
+    login_failure_window_minutes: int = 60
     metrics_token: SecretStr | None = None
     metrics_networks: list[str] = ["127.0.0.0/8", "::1/128"]
     #: How often each Celery worker writes its heartbeat to Redis; a worker is alive while

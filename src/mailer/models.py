@@ -5,11 +5,17 @@ from mailer.bounces.models import Bounce, InboundMessage, WebhookEvent
 from mailer.db import Base
 from mailer.delivery.models import Delivery
 from mailer.editions.models import Edition, EditionArticle
-from mailer.staff.models import AuditEntry, ScheduledDraft, StaffSession, StaffUser
+from mailer.staff.models import (
+    AuditEntry,
+    ScheduledDraft,
+    StaffRecoveryCode,
+    StaffSession,
+    StaffUser,
+)
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber, Suppression
 
 __all__ = [
     "Article", "AuditEntry", "Base", "Bounce", "ConfirmationToken", "ConsentEvent", "Delivery",
-    "Edition", "EditionArticle", "InboundMessage", "ScheduledDraft", "StaffSession", "StaffUser",
-    "Subscriber", "Suppression", "WebhookEvent",
+    "Edition", "EditionArticle", "InboundMessage", "ScheduledDraft", "StaffRecoveryCode",
+    "StaffSession", "StaffUser", "Subscriber", "Suppression", "WebhookEvent",
 ]

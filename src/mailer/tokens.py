@@ -16,7 +16,8 @@ from mailer.config import get_settings
 
 
 def _mac(key: bytes, purpose: str, value: str) -> bytes:
-    return hmac.new(key, f"{purpose}\x00{value}".encode(), hashlib.sha256).digest()
+    message = f"{purpose}\x00{value}".encode("utf-8", "surrogatepass")
+    return hmac.new(key, message, hashlib.sha256).digest()
 
 
 def _b64(raw: bytes, length: int) -> str:
@@ -34,12 +35,16 @@ def sign(purpose: str, value: str, length: int = 32, alphabet: str = "b64") -> s
 
 
 def verify(purpose: str, value: str, signature: str, alphabet: str = "b64") -> bool:
-    if not signature:
+    if not signature or len(signature) < 16:
         return False
+    # Compared as bytes: compare_digest refuses a str with anything but ASCII in it, and a
+    # signature is whatever a stranger put into a URL. (surrogatepass: a lone surrogate
+    # must not raise either.)
+    given = signature.encode("utf-8", "surrogatepass")
     for key in get_settings().all_secrets:
         raw = _mac(key, purpose, value)
         expected = _b32(raw, len(signature)) if alphabet == "b32" else _b64(raw, len(signature))
-        if len(signature) >= 16 and hmac.compare_digest(expected, signature):
+        if hmac.compare_digest(expected.encode(), given):
             return True
     return False
 

@@ -22,8 +22,12 @@ def make_staff(email: str, role: str = "editor", password: str = PASSWORD) -> No
 
 
 class Admin:
-    def __init__(self, base_url: str) -> None:
-        self.http = httpx.Client(base_url=base_url, follow_redirects=False, timeout=60)
+    def __init__(self, base_url: str, ip: str | None = None) -> None:
+        """``ip``: the client address the app sees (uvicorn takes X-Forwarded-For from a
+        loopback peer, as from the reverse proxy in production)."""
+        headers = {"X-Forwarded-For": ip} if ip else {}
+        self.http = httpx.Client(base_url=base_url, follow_redirects=False, timeout=60,
+                                 headers=headers)
         self._csrf: str | None = None
 
     def close(self) -> None:

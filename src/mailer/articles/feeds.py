@@ -30,15 +30,11 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import feedparser
-import httpx
 import lxml.html
 
+from mailer.articles.fetch import FetchError, fetch
 from mailer.articles.sanitise import clean_html, plain_text
 from mailer.config import get_settings
-
-MAX_FEED_BYTES = 10 * 1024 * 1024
-FETCH_TIMEOUT = 20.0
-USER_AGENT = "mailer-feed-reader/1.0 (+newsletter digest)"
 
 
 class FeedError(Exception):
@@ -83,7 +79,8 @@ WRONG_TYPE = "a field has the wrong type (text, list or object expected)"
 
 
 def load(source: str) -> Feed:
-    """Fetch (http/https URL) or read (file path) ``source`` and parse it."""
+    """Fetch (http/https URL, see ``fetch.py`` for what may be fetched) or read (file path)
+    ``source`` and parse it. Synchronous: call it from a worker thread, not a coroutine."""
     return parse(read(source), source=source)
 
 
@@ -93,25 +90,17 @@ def read(source: str) -> bytes:
     path = Path(source)
     if not path.is_file():
         raise FeedError(f"{source}: no such file (give a file path or an http(s) URL)")
-    if path.stat().st_size > MAX_FEED_BYTES:
-        raise FeedError(f"{source}: larger than {MAX_FEED_BYTES:,} bytes, refused")
+    limit = get_settings().feed_max_bytes
+    if path.stat().st_size > limit:
+        raise FeedError(f"{source}: larger than {limit:,} bytes, refused")
     return path.read_bytes()
 
 
 def _fetch(url: str) -> bytes:
     try:
-        with httpx.stream("GET", url, timeout=FETCH_TIMEOUT, follow_redirects=True,
-                          headers={"User-Agent": USER_AGENT}) as answer:
-            if answer.status_code != 200:
-                raise FeedError(f"{url}: the server answered HTTP {answer.status_code}")
-            body = bytearray()
-            for chunk in answer.iter_bytes():
-                body += chunk
-                if len(body) > MAX_FEED_BYTES:
-                    raise FeedError(f"{url}: larger than {MAX_FEED_BYTES:,} bytes, refused")
-            return bytes(body)
-    except httpx.HTTPError as exc:
-        raise FeedError(f"{url}: could not be fetched ({exc})") from exc
+        return fetch(url)  # public addresses only, one deadline, a size cap: fetch.py
+    except FetchError as exc:
+        raise FeedError(str(exc)) from exc
 
 
 def parse(data: bytes, *, source: str) -> Feed:

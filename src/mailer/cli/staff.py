@@ -3,7 +3,7 @@
 Two roles: ``editor`` (compose and send editions, manage subscribers) and ``viewer``
 (read only: editions, progress, bounces, the ops view and the audit log). Passwords are
 asked for on the terminal (or read from standard input with ``--password-stdin``) and
-stored as argon2 hashes.
+stored as argon2 hashes. ``mailer staff totp reset`` turns off a lost second factor.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailer.db import transaction
-from mailer.staff import accounts
+from mailer.staff import accounts, totp
 from mailer.staff.models import Role, StaffUser
 
 app = typer.Typer(no_args_is_help=True, help="Staff accounts for the admin (/admin).")
@@ -67,18 +67,15 @@ def create(
 
 @app.command("list")
 def list_() -> None:
-    """Every staff account, its role, and whether it is locked or disabled."""
-    from mailer.db import utcnow
+    """Every staff account, its role, whether it is disabled, and its second factor."""
     from mailer.localtime import format_time
 
-    table = Table("email", "role", "active", "last login", "locked until")
+    table = Table("email", "role", "active", "last login", "second factor")
     with transaction() as session:
-        now = utcnow()
         for user in accounts.everyone(session):
-            locked = user.locked_until if user.locked_until and user.locked_until > now else None
             table.add_row(user.email, user.role, "yes" if user.active else "no",
                           format_time(user.last_login_at) if user.last_login_at else "never",
-                          format_time(locked) if locked else "")
+                          "TOTP" if totp.has_second_factor(user) else "")
     Console(width=160).print(table)
 
 
@@ -123,7 +120,31 @@ def enable(email: str) -> None:
 
 @app.command("unlock")
 def unlock(email: str) -> None:
-    """Lift a lock-out after too many failed logins."""
+    """Forget the failed logins counted against this account (from every address), so
+    that nobody has to wait before trying it again. Accounts are never locked: repeated
+    failures only slow down the address they come from."""
     with transaction() as session:
-        accounts.unlock(session, _user(session, email), by="cli")
-    typer.echo(f"{email} is unlocked.")
+        forgotten = accounts.unlock(session, _user(session, email), by="cli")
+    typer.echo(f"Failed logins for {email} forgotten ({forgotten} address(es) had some).")
+
+
+totp_app = typer.Typer(no_args_is_help=True, help="The optional second factor (TOTP).")
+app.add_typer(totp_app, name="totp")
+
+
+@totp_app.command("reset")
+def totp_reset(email: str) -> None:
+    """Turn off the second factor of an account whose phone is lost: its codes, recovery
+    codes and sessions end; after logging in with the password, it can be set up again."""
+    from mailer.staff.sessions import end_all_sessions
+
+    with transaction() as session:
+        user = _user(session, email)
+        had = totp.turn_off(session, user, by="cli")
+        if had:
+            end_all_sessions(session, user)
+    if had:
+        typer.echo(f"The second factor of {email} is off and its sessions are ended. It can "
+                   "be set up again under Account in the admin.")
+    else:
+        typer.echo(f"{email} has no second factor; nothing changed.")

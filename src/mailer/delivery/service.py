@@ -365,8 +365,8 @@ def send_test_copies(
         else:
             composed = compose(edition)
             snapshot.check_composed(composed, edition)
-            personaliser = snapshot.Personaliser(composed.subject, composed.html, composed.text,
-                                                 defaults={"view_url": snapshot.view_url(edition)})
+            personaliser = snapshot.personaliser_of(
+                composed, defaults={"view_url": snapshot.view_url(edition)})
             subject = composed.subject
         assembler = MessageAssembler(edition_id=edition.id, subject=f"[TEST] {subject}",
                                      personaliser=personaliser, view_url=snapshot.view_url(edition),

@@ -2,15 +2,21 @@
 
 The templates are ``templates/email/digest/{subject.txt, body.txt, body.html}`` on the shared
 base layout. What differs between readers is not rendered here: the mail parts carry
-placeholders (``%%unsubscribe_url%%``…) that ``snapshot.Personaliser`` fills in per reader,
-so the CSS is inlined once per edition and never per message. The archive copy (the
-"view in browser" page) is the same template without any personal part.
+placeholders (``%%unsubscribe_url_<key>%%``…) that ``snapshot.Personaliser`` fills in per
+reader, so the CSS is inlined once per edition and never per message. The archive copy
+(the "view in browser" page) is the same template without any personal part.
+
+Feed content is data, never a placeholder: the key is 128 random bits drawn for each
+composition and kept with the frozen snapshot, never shown to anyone, so a feed item that
+writes ``%%email%%`` (or any placeholder it could guess) into its link, image, title or
+summary stays that text in every reader's mail.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,9 +32,21 @@ from mailer.localtime import MONTHS, format_date, last_day
 
 #: What the sending pipeline fills in per reader.
 PERSONAL_FIELDS = ("unsubscribe_url", "view_url", "first_name", "email")
-#: The placeholders in a snapshot: the personal fields, and the greeting made from the
-#: first name (so that an empty name still reads well, see ``greeting_for``).
-PLACEHOLDERS = {name: f"%%{name}%%" for name in (*PERSONAL_FIELDS, "greeting")}
+#: What a snapshot holds placeholders for: the personal fields, and the greeting made from
+#: the first name (so that an empty name still reads well, see ``greeting_for``).
+PLACEHOLDER_FIELDS = (*PERSONAL_FIELDS, "greeting")
+
+
+def placeholders(key: str | None) -> dict[str, str]:
+    """The placeholder of each field in a snapshot composed with ``key``. ``None``: the bare
+    ``%%email%%`` of the snapshots frozen before keys were drawn (editions still going out
+    when the service was upgraded)."""
+    suffix = f"_{key}" if key else ""
+    return {name: f"%%{name}{suffix}%%" for name in PLACEHOLDER_FIELDS}
+
+
+def new_placeholder_key() -> str:
+    return secrets.token_hex(16)
 
 GREETING_NAMED = "Dear {first_name},"
 GREETING_ANONYMOUS = "Dear reader,"
@@ -75,6 +93,7 @@ class Composed:
     text: str  # with placeholders
     archive_html: str  # the web copy, no personal part
     article_count: int
+    placeholder_key: str  # what the placeholders of html and text end in
 
 
 def compose(edition: Edition) -> Composed:
@@ -83,7 +102,9 @@ def compose(edition: Edition) -> Composed:
     context = digest_context(edition)
     page = env.get_template("email/digest/body.html")
     subject = env.get_template("email/digest/subject.txt").render(**context)
-    mail = {"personal": PLACEHOLDERS, "greeting": PLACEHOLDERS["greeting"]}
+    key = new_placeholder_key()
+    personal = placeholders(key)
+    mail = {"personal": personal, "greeting": personal["greeting"]}
     web = {"personal": None, "greeting": GREETING_ANONYMOUS}
     return Composed(
         subject=" ".join(subject.split()),
@@ -92,6 +113,7 @@ def compose(edition: Edition) -> Composed:
         # A browser reads <style>: the web copy needs no inlining.
         archive_html=page.render(**context, **web),
         article_count=context["article_count"],
+        placeholder_key=key,
     )
 
 

@@ -46,6 +46,10 @@ class Edition(Base):
     html_snapshot: Mapped[str | None] = mapped_column(Text)
     text_snapshot: Mapped[str | None] = mapped_column(Text)
     subject_snapshot: Mapped[str | None] = mapped_column(String(300))
+    #: What the snapshot's placeholders end in (random per composition, never shown):
+    #: feed text that looks like a placeholder is not one. NULL for snapshots frozen
+    #: before keys were drawn.
+    placeholder_key: Mapped[str | None] = mapped_column(String(32))
     #: The archive copy (no personal links), shown at /archive/<slug>.
     archive_html: Mapped[str | None] = mapped_column(Text)
     audience_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -159,8 +159,7 @@ def render_preview(session: Session, edition: Edition) -> RenderedEdition:
     if edition.html_snapshot is not None:
         personaliser = snapshot.personaliser_for(edition)
     else:
-        composed = compose(edition)
-        personaliser = snapshot.Personaliser(composed.subject, composed.html, composed.text)
+        personaliser = snapshot.personaliser_of(compose(edition))
     values = sample_values(edition)
     return RenderedEdition(subject=personaliser.subject(values), html=personaliser.html(values),
                            text=personaliser.text(values))
@@ -212,7 +211,7 @@ def _ensure_editable(edition: Edition) -> None:
 
 def _forget_snapshot(edition: Edition) -> None:
     edition.subject_snapshot = edition.html_snapshot = None
-    edition.text_snapshot = edition.archive_html = None
+    edition.text_snapshot = edition.archive_html = edition.placeholder_key = None
 
 
 def _article_ids(edition: Edition) -> list[int]:

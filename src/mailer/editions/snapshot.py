@@ -1,9 +1,11 @@
 """The edition's snapshot: rendered and inlined once, personalised per reader in microseconds.
 
 ``freeze`` composes the edition (Jinja + premailer, about 10 ms) and stores the subject, the
-inlined HTML and the text part with placeholders, plus the archive copy. From then on every
-reader and every retry gets the same bytes: a ``Personaliser`` splits each part once at its
-placeholders and a message is a join of the pieces with the reader's values.
+inlined HTML and the text part with placeholders, plus the archive copy and the key the
+placeholders were made with. From then on every reader and every retry gets the same
+bytes: a ``Personaliser`` splits each part once at its placeholders and a message is a join
+of the pieces with the reader's values. Only the placeholders of the snapshot's own key are
+filled: text from a feed that looks like a placeholder stays text (see ``compose``).
 """
 
 from __future__ import annotations
@@ -17,16 +19,20 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from mailer.config import get_settings
-from mailer.editions.compose import PERSONAL_FIELDS, PLACEHOLDERS, Composed, compose, greeting_for
+from mailer.editions.compose import (
+    PERSONAL_FIELDS,
+    Composed,
+    compose,
+    greeting_for,
+    placeholders,
+)
 from mailer.editions.errors import EditionError, NotSendable
 from mailer.editions.models import Edition
 from mailer.subscribers.service import unsubscribe_url_for
 
 __all__ = ["PERSONAL_FIELDS", "Personaliser", "check_composed", "freeze", "personaliser_for",
-           "view_url"]
+           "personaliser_of", "view_url"]
 
-_PLACEHOLDER = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS.values()) + ")")
-_FIELD_OF = {token: name for name, token in PLACEHOLDERS.items()}
 #: A newsletter without a working unsubscribe or archive link must not go out.
 _REQUIRED = ("unsubscribe_url", "view_url")
 
@@ -45,7 +51,8 @@ def freeze(session: Session, edition: Edition) -> None:
         update(Edition)
         .where(Edition.id == edition.id, Edition.html_snapshot.is_(None))
         .values(subject_snapshot=composed.subject, html_snapshot=composed.html,
-                text_snapshot=composed.text, archive_html=composed.archive_html)
+                text_snapshot=composed.text, archive_html=composed.archive_html,
+                placeholder_key=composed.placeholder_key)
     )
     session.refresh(edition)
 
@@ -55,7 +62,7 @@ def check_composed(composed: Composed, edition: Edition) -> None:
     if composed.article_count == 0:
         raise NotSendable("This edition has no articles. Add at least one article (or widen "
                           "its window) before sending it.")
-    check_size(Personaliser(composed.subject, composed.html, composed.text), edition)
+    check_size(personaliser_of(composed), edition)
 
 
 def check_size(personaliser: Personaliser, edition: Edition) -> None:
@@ -84,14 +91,23 @@ def view_url(edition: Edition) -> str:
 
 
 class Personaliser:
-    """Fills one reader's values into a frozen snapshot without rendering anything again."""
+    """Fills one reader's values into a frozen snapshot without rendering anything again.
+
+    ``key`` is the one the snapshot was composed with: only its placeholders are slots."""
 
     def __init__(self, subject: str, html_snapshot: str, text_snapshot: str, *,
-                 defaults: Mapping[str, str] | None = None) -> None:
+                 key: str | None, defaults: Mapping[str, str] | None = None) -> None:
+        tokens = placeholders(key)
+        pattern = re.compile("(" + "|".join(re.escape(t) for t in tokens.values()) + ")")
+        field_of = {token: name for name, token in tokens.items()}
         self._subject = subject
-        self._html = _split(html_snapshot)
-        self._text = _split(text_snapshot)
+        self._html = _split(html_snapshot, pattern, field_of)
+        self._text = _split(text_snapshot, pattern, field_of)
         self._defaults = dict(defaults or {})
+        for name in _REQUIRED:
+            # A key that is not the snapshot's would leave the links unfilled.
+            if not all(name in (n for _, n in part[1]) for part in (self._html, self._text)):
+                raise EditionError(f"the snapshot has no {name} placeholder of its key")
 
     def subject(self, values: Mapping[str, str] | None = None) -> str:
         return self._subject
@@ -114,10 +130,11 @@ class Personaliser:
         return filled
 
 
-def _split(snapshot: str) -> tuple[list[str], list[tuple[int, str]]]:
+def _split(snapshot: str, pattern: re.Pattern[str], field_of: Mapping[str, str]
+           ) -> tuple[list[str], list[tuple[int, str]]]:
     """The snapshot's pieces, and where each placeholder sits among them with its field."""
-    pieces = _PLACEHOLDER.split(snapshot)
-    slots = [(i, _FIELD_OF[pieces[i]]) for i in range(1, len(pieces), 2)]
+    pieces = pattern.split(snapshot)
+    slots = [(i, field_of[pieces[i]]) for i in range(1, len(pieces), 2)]
     return pieces, slots
 
 
@@ -129,18 +146,26 @@ def _join(split: tuple[list[str], list[tuple[int, str]]], values: Mapping[str, s
     return "".join(out)
 
 
+def personaliser_of(composed: Composed, *, defaults: Mapping[str, str] | None = None
+                    ) -> Personaliser:
+    """The personaliser of a fresh composition (a preview, a test copy of a draft)."""
+    return Personaliser(composed.subject, composed.html, composed.text,
+                        key=composed.placeholder_key, defaults=defaults)
+
+
 def personaliser_for(edition: Edition) -> Personaliser:
     """The frozen edition's personaliser, built once per process and snapshot."""
     if edition.html_snapshot is None or edition.text_snapshot is None:
         raise EditionError(f"edition {edition.id} has not been frozen yet")
     return _cached_personaliser(edition.id, edition.subject_snapshot or edition.subject,
                                 edition.html_snapshot, edition.text_snapshot,
-                                view_url(edition))
+                                edition.placeholder_key, view_url(edition))
 
 
 @lru_cache(maxsize=8)
 def _cached_personaliser(_edition_id: int, subject: str, html_snapshot: str,
-                         text_snapshot: str, default_view_url: str) -> Personaliser:
-    # The key holds the snapshot itself: a re-frozen edition gets a new personaliser.
-    return Personaliser(subject, html_snapshot, text_snapshot,
+                         text_snapshot: str, key: str | None,
+                         default_view_url: str) -> Personaliser:
+    # The cache key holds the snapshot itself: a re-frozen edition gets a new personaliser.
+    return Personaliser(subject, html_snapshot, text_snapshot, key=key,
                         defaults={"view_url": default_view_url})

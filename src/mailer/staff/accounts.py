@@ -1,15 +1,14 @@
-"""Staff accounts: creating them, their passwords (argon2), and logging in with lock-out.
+"""Staff accounts: creating them, their passwords (argon2), and checking a login.
 
-A login that fails for any reason (unknown address, wrong password, locked or disabled
-account) answers the same and costs about the same: an unknown address is checked
-against a dummy hash, so neither the answer nor its timing tells whether an account
-exists. ``login_max_failures`` wrong passwords in a row lock the account for
-``login_lockout_minutes``; a right password while locked does not open it.
+A login that fails for any reason (unknown address, wrong password, disabled account)
+answers the same and costs about the same: an unknown address is checked against a dummy
+hash, so neither the answer nor its timing tells whether an account exists. There is no
+per-account lock-out (a stranger could hold it): repeated failures are slowed down per
+client address and per (address, account) by ``throttle.py``, before this is called.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -18,7 +17,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailer.config import get_settings
 from mailer.db import utcnow
 from mailer.staff.audit import record
 from mailer.staff.models import Role, StaffUser
@@ -82,7 +80,7 @@ def create(session: Session, *, email: str, password: str, role: str, by: str) -
     if find(session, address) is not None:
         raise AccountError(f"there is a staff account for {address} already")
     user = StaffUser(email=address, password_hash=hash_password(password), role=_role(role),
-                     active=True, failed_logins=0)
+                     active=True)
     session.add(user)
     session.flush()
     record(session, actor=by, action="staff.create", target=f"staff:{address}",
@@ -94,8 +92,6 @@ def set_password(session: Session, user: StaffUser, password: str, *, by: str) -
     from mailer.staff.sessions import end_all_sessions
 
     user.password_hash = hash_password(password)
-    user.failed_logins = 0
-    user.locked_until = None
     end_all_sessions(session, user)  # whoever knew the old one is logged out
     record(session, actor=by, action="staff.password", target=f"staff:{user.email}")
 
@@ -116,10 +112,15 @@ def set_active(session: Session, user: StaffUser, active: bool, *, by: str) -> N
            target=f"staff:{user.email}")
 
 
-def unlock(session: Session, user: StaffUser, *, by: str) -> None:
-    user.failed_logins = 0
-    user.locked_until = None
-    record(session, actor=by, action="staff.unlock", target=f"staff:{user.email}")
+def unlock(session: Session, user: StaffUser, *, by: str) -> int:
+    """Forget the failed logins counted against this account from every address (the
+    throttles' per-account counters); how many addresses had some."""
+    from mailer.staff import throttle
+
+    forgotten = throttle.forget_account(user.email)
+    record(session, actor=by, action="staff.unlock", target=f"staff:{user.email}",
+           detail={"addresses": forgotten})
+    return forgotten
 
 
 def editors(session: Session) -> list[StaffUser]:
@@ -139,48 +140,47 @@ def everyone(session: Session) -> list[StaffUser]:
 class LoginResult:
     user: StaffUser | None
     #: For the audit log and the operators, never shown to the person logging in:
-    #: ok, unknown, wrong-password, locked, disabled.
+    #: ok, second-factor (the password was right; a code is asked for next), unknown,
+    #: wrong-password, disabled.
     reason: str
 
 
 def authenticate(session: Session, *, email: str, password: str, ip: str = "") -> LoginResult:
-    """Check a login. Records the attempt (good or bad) in the audit log."""
-    settings = get_settings()
-    now = utcnow()
+    """Check a login's password. A failure is recorded in the audit log; a success is
+    recorded by :func:`complete_login` (at once, or after the second factor)."""
     user = find(session, email) if len(email) <= 320 else None
     if user is None:
         _verify(_dummy_hash(), password)
         record(session, actor=email[:320] or "(empty)", action="login.failed", target="",
                detail={"reason": "unknown", "ip": ip})
         return LoginResult(None, "unknown")
-    # Lock the row: two parallel wrong guesses must both count.
-    session.refresh(user, with_for_update=True)
     good = _verify(user.password_hash, password)
-    if not user.active:
-        reason = "disabled"
-    elif user.locked_until is not None and user.locked_until > now:
-        reason = "locked"
-    elif not good:
-        reason = "wrong-password"
-    else:
-        user.failed_logins = 0
-        user.locked_until = None
-        user.last_login_at = now
-        if _hasher().check_needs_rehash(user.password_hash):
-            user.password_hash = _hasher().hash(password)
-        record(session, actor=user.email, action="login", target=f"staff:{user.email}",
-               detail={"ip": ip})
-        return LoginResult(user, "ok")
-    detail: dict[str, object] = {"reason": reason, "ip": ip}
-    if reason == "wrong-password":
-        user.failed_logins += 1
-        if user.failed_logins >= settings.login_max_failures:
-            user.locked_until = now + dt.timedelta(minutes=settings.login_lockout_minutes)
-            user.failed_logins = 0
-            detail["locked_until"] = user.locked_until.isoformat(timespec="seconds")
-    record(session, actor=user.email, action="login.failed", target=f"staff:{user.email}",
+    reason = "disabled" if not user.active else "wrong-password" if not good else ""
+    if reason:
+        record(session, actor=user.email, action="login.failed", target=f"staff:{user.email}",
+               detail={"reason": reason, "ip": ip})
+        return LoginResult(None, reason)
+    if _hasher().check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher().hash(password)
+    if user.totp_secret:
+        return LoginResult(user, "second-factor")
+    complete_login(session, user, ip=ip)
+    return LoginResult(user, "ok")
+
+
+def complete_login(session: Session, user: StaffUser, *, ip: str,
+                   second_factor: str | None = None) -> None:
+    user.last_login_at = utcnow()
+    detail: dict[str, object] = {"ip": ip}
+    if second_factor:
+        detail["second_factor"] = second_factor
+    record(session, actor=user.email, action="login", target=f"staff:{user.email}",
            detail=detail)
-    return LoginResult(None, reason)
+
+
+def fail_second_factor(session: Session, user: StaffUser, *, ip: str) -> None:
+    record(session, actor=user.email, action="login.failed", target=f"staff:{user.email}",
+           detail={"reason": "wrong-code", "ip": ip})
 
 
 def _verify(hash_: str, password: str) -> bool:

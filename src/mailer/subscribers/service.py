@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from mailer.config import get_settings
 from mailer.db import utcnow
+from mailer.subscribers.addresses import MAX_LENGTH as MAX_ADDRESS_LENGTH
 from mailer.subscribers.addresses import normalise
 from mailer.subscribers.models import (
     ConfirmationToken,
@@ -76,13 +78,16 @@ class Origin:
     user_agent: str | None = None
 
 
-def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin) -> Subscriber:
+def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
+            may_mail: bool = True) -> Subscriber:
     """Record a sign-up. New, pending and unsubscribed addresses get a confirmation token
     whose mail the confirmations worker sends; a confirmed one changes nothing.
 
     A pending address whose confirmation mail went out in the last day keeps that link
     (and gets no second mail today): a second press of the form must not kill the link
-    that is already in the reader's inbox.
+    that is already in the reader's inbox. With ``may_mail`` false (the address is over
+    its daily limit) no new link is made at all, so no mail goes out; everything else
+    happens as usual.
 
     Raises InvalidAddress. The caller answers the same way whatever happened here.
     """
@@ -106,7 +111,8 @@ def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin) -
             assert subscriber is not None
         else:
             record_event(session, subscriber, ConsentEventKind.subscribed, **consent)
-            _new_token(session, subscriber)
+            if may_mail:
+                _new_token(session, subscriber)
             return subscriber
     if subscriber.status == SubscriberStatus.confirmed:
         # Nothing changes and no mail goes out; the submission is written down (who tried)
@@ -126,7 +132,7 @@ def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin) -
         record_event(session, subscriber, ConsentEventKind.resubscribed, **consent)
     else:
         record_event(session, subscriber, ConsentEventKind.subscribed, **consent)
-    if not _link_mailed_today(session, subscriber):
+    if not _link_mailed_today(session, subscriber) and may_mail:
         _new_token(session, subscriber)
     return subscriber
 
@@ -170,10 +176,33 @@ def _create_pending(
 
 
 def _apply_profile(subscriber: Subscriber, profile: Profile) -> None:
-    subscriber.first_name = clean_text(profile.first_name, 100)
-    subscriber.last_name = clean_text(profile.last_name, 100)
-    subscriber.organisation = clean_text(profile.organisation, 200)
-    subscriber.country = clean_text(profile.country, 100)
+    # The web form refuses what would be changed here; imports and other callers get the
+    # same bounds and no line break in any case.
+    subscriber.first_name = clean_text(profile.first_name, FIELD_LIMITS["first_name"])
+    subscriber.last_name = clean_text(profile.last_name, FIELD_LIMITS["last_name"])
+    subscriber.organisation = clean_text(profile.organisation, FIELD_LIMITS["organisation"])
+    subscriber.country = clean_text(profile.country, FIELD_LIMITS["country"])
+
+
+#: The longest value each field of the sign-up form takes (the columns' sizes; the form's
+#: ``maxlength`` says the same).
+FIELD_LIMITS = {"email": MAX_ADDRESS_LENGTH, "first_name": 100, "last_name": 100,
+                "organisation": 200, "country": 100}
+
+
+def profile_problems(values: Mapping[str, str]) -> dict[str, str]:
+    """What is wrong with the name fields of a sign-up, field by field, in words for the
+    form. A value is refused rather than cut or cleaned: a name that is too long or holds a
+    line break is a mistake (or an attack) the person should see, not a surprise later."""
+    problems: dict[str, str] = {}
+    for name in ("first_name", "last_name", "organisation", "country"):
+        value, limit = values.get(name, ""), FIELD_LIMITS[name]
+        if any(unicodedata.category(ch) in _UNPRINTABLE for ch in value):
+            problems[name] = ("This cannot contain line breaks, tabs or other invisible "
+                              "control characters.")
+        elif len(value) > limit:
+            problems[name] = f"Please keep this to {limit} characters (it has {len(value):,})."
+    return problems
 
 
 def clean_text(value: str | None, limit: int) -> str:

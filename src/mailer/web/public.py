@@ -26,6 +26,8 @@ FIELDS = ("email", "first_name", "last_name", "organisation", "country")
 SOURCES = {"subscribe-page", "website-embed"}
 HONEYPOT = "website"
 CONSENT_VALUES = ("yes", "on", "true", "1")
+NOT_UTF8 = ("This could not be read as text: it was not sent as UTF-8. Please type it "
+            "again.")
 
 
 @router.get("/", include_in_schema=False)
@@ -35,12 +37,12 @@ def home() -> RedirectResponse:
 
 @router.get("/subscribe", response_class=HTMLResponse)
 def subscribe_form() -> HTMLResponse:
-    return page("subscribe.html", values={}, errors={})
+    return page("subscribe.html", values={}, errors={}, limits=service.FIELD_LIMITS)
 
 
 @router.get("/subscribe/embed", response_class=HTMLResponse)
 def subscribe_embed() -> HTMLResponse:
-    return page("embed.html")
+    return page("embed.html", limits=service.FIELD_LIMITS)
 
 
 @router.post("/subscribe", response_class=HTMLResponse)
@@ -48,38 +50,42 @@ async def subscribe(request: Request) -> HTMLResponse:
     try:
         form = await read_form(request)
     except BadForm:
-        return page("subscribe.html", 400, values={},
+        return page("subscribe.html", 400, values={}, limits=service.FIELD_LIMITS,
                     errors={"form": "The form could not be read. Please fill it in again."})
     if form.get(HONEYPOT):
         return _thanks()  # a bot: answer as if all went well, store nothing
-    values = {name: form.get(name, "") for name in FIELDS}
-    source = form.get("source", "")
+    values = {name: form.get(name).strip() for name in FIELDS}
+    source = form.get("source")
     source = source if source in SOURCES else "subscribe-page"
-    errors: dict[str, str] = {}
+    errors = service.profile_problems(values)
     try:
         _, key = normalise(values["email"])
     except InvalidAddress as exc:
         errors["email"] = str(exc)
+    for name in form.undecodable & set(FIELDS):
+        errors[name] = NOT_UTF8
     consented = form.get("consent") in CONSENT_VALUES
     if not consented:
         errors["consent"] = "Please tick the box to confirm that you want the newsletter."
     if errors:
         return page("subscribe.html", 422, values={**values, "consent": consented},
-                    errors=errors, source=source)
+                    errors=errors, source=source, limits=service.FIELD_LIMITS)
 
     settings = get_settings()
     ip = client_ip(request)
-    if not hit(f"signup-ip:{ip}", settings.signup_limit_per_ip_per_hour, 3600) or not hit(
-        f"signup-address:{address_hash(key)}", settings.confirmation_mails_per_address_per_day,
-        86400,
-    ):
+    if not hit(f"signup-ip:{ip}", settings.signup_limit_per_ip_per_hour, 3600):
         return page("rate-limited.html", 429)
+    # Over the per-address limit the sign-up is answered, recorded and queued exactly as
+    # a first one (status, body and work alike): a 429 here would tell a stranger that
+    # this address signed up today. It only sends no second mail.
+    may_mail = hit(f"signup-address:{address_hash(key)}",
+                   settings.confirmation_mails_per_address_per_day, 86400)
     origin = service.Origin(source=source, ip=ip, user_agent=request.headers.get("user-agent"))
-    await run_in_threadpool(_sign_up, values, origin)
+    await run_in_threadpool(_sign_up, values, origin, may_mail)
     return _thanks()
 
 
-def _sign_up(values: dict[str, str], origin: service.Origin) -> None:
+def _sign_up(values: dict[str, str], origin: service.Origin, may_mail: bool) -> None:
     from workers.confirmations import send_confirmation
 
     with transaction() as session:
@@ -91,10 +97,12 @@ def _sign_up(values: dict[str, str], origin: service.Origin) -> None:
                 organisation=values["organisation"], country=values["country"],
             ),
             origin=origin,
+            may_mail=may_mail,
         )
         subscriber_id = subscriber.id
         # Queued whatever the address's state, so that the answer and its timing are the
-        # same for everyone; the worker sends nothing to a confirmed address.
+        # same for everyone; the worker sends nothing to a confirmed address, nor where
+        # no new link was made.
         publish_after_commit(session, lambda: send_confirmation.delay(subscriber_id))
 
 
@@ -156,7 +164,7 @@ async def unsubscribe(token: str, request: Request) -> Response:
     Either way the answer is a 2xx without a redirect; a bad token is a 404 that changes
     nothing; a repeat changes nothing and answers the same."""
     try:
-        form = await read_form(request)
+        form = (await read_form(request)).values
     except BadForm:
         form = {}
     one_click = form.get("List-Unsubscribe") == "One-Click"

@@ -59,7 +59,7 @@ def _apply(provider: str, body: bytes, headers: Mapping[str, str]) -> dict[str, 
 
 async def _read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise WebhookRefused(413, f"the body is over {MAX_BODY_BYTES} bytes")
     body = bytearray()
     async for chunk in request.stream():

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -134,7 +136,7 @@ def _attribute(session: Session, event: ProviderEvent) -> Attribution:
 
 def as_message_id(value: object) -> str:
     """A Message-ID as a header holds it, ``<…>`` (Mailgun drops the brackets)."""
-    text = str(value or "").strip()
+    text = as_text(value).strip()
     if text and not text.startswith("<"):
         text = f"<{text}>"
     return text
@@ -170,11 +172,47 @@ def address_gone(*, status: str = "", diagnostic: str = "") -> BounceClass:
 
 
 def excerpt_of(payload: object, limit: int = 4000) -> str:
-    return json.dumps(payload, ensure_ascii=False, default=str)[:limit]
+    try:
+        return json.dumps(payload, ensure_ascii=False, default=str)[:limit]
+    except (RecursionError, ValueError):
+        return "(not shown: nested too deeply)"
+
+
+# A signed body is still a stranger's JSON: any field may hold any JSON type. The provider
+# modules read every field through these, so a list where a text was expected reads as
+# nothing rather than raising.
+
+def as_dict(value: object) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def dicts(value: object) -> list[dict[str, Any]]:
+    """The JSON objects of a list (nothing when ``value`` is not a list)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def as_text(value: object) -> str:
+    """A JSON string, number or boolean as text; "" for null, an object or a list."""
+    if value is None or isinstance(value, dict | list):
+        return ""
+    return str(value)
+
+
+def as_code(value: object) -> int | None:
+    """An SMTP reply code given as a number (or a string of digits), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) == 3:
+        value = int(value)
+    return value if isinstance(value, int) and 200 <= value <= 599 else None
 
 
 def check_fresh(timestamp: float, what: str) -> None:
-    """Refuse a signed timestamp too far from now (a replay of an old request)."""
+    """Refuse a signed timestamp too far from now (a replay of an old request), or one that
+    is not a finite number (``nan`` compares false with everything: it would pass)."""
+    if not math.isfinite(timestamp):
+        raise WebhookRefused(403, f"{what} is not a finite number")
     window = get_settings().webhook_max_age_seconds
     age = utcnow().timestamp() - timestamp
     if age > window or age < -300:
@@ -185,5 +223,7 @@ def check_fresh(timestamp: float, what: str) -> None:
 def parse_json(body: bytes) -> object:
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WebhookRefused(400, f"the body is not JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, an over-long number
+        raise WebhookRefused(400, f"the body is not JSON: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise WebhookRefused(400, "the body is not JSON we read: nested too deeply") from None

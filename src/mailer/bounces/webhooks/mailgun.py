@@ -18,7 +18,10 @@ from mailer.bounces.models import BounceClass
 from mailer.bounces.webhooks import (
     ProviderEvent,
     WebhookRefused,
+    as_code,
+    as_dict,
     as_message_id,
+    as_text,
     check_fresh,
     excerpt_of,
     failure_class,
@@ -41,13 +44,16 @@ def verify(payload: Mapping[str, Any]) -> str:
     block = payload.get("signature")
     if not isinstance(block, dict):
         raise WebhookRefused(403, "the Mailgun signature block is missing")
-    timestamp, token, signature = (str(block.get(k, "")) for k in ("timestamp", "token",
+    timestamp, token, signature = (as_text(block.get(k)) for k in ("timestamp", "token",
                                                                     "signature"))
     if not (timestamp and token and signature):
         raise WebhookRefused(403, "the Mailgun signature block is incomplete")
-    expected = hmac.new(key.get_secret_value().encode(), (timestamp + token).encode(),
+    expected = hmac.new(key.get_secret_value().encode(),
+                        (timestamp + token).encode("utf-8", "surrogatepass"),
                         hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signature.lower()):
+    # As bytes: compare_digest refuses a str holding anything but ASCII.
+    if not hmac.compare_digest(expected.encode(),
+                               signature.lower().encode("utf-8", "surrogatepass")):
         raise WebhookRefused(403, "the Mailgun signature does not match")
     try:
         check_fresh(float(timestamp), "the Mailgun timestamp")
@@ -63,31 +69,31 @@ def events_from(body: bytes, headers: Mapping[str, str]) -> tuple[list[ProviderE
         raise WebhookRefused(400, "a Mailgun webhook posts a JSON object")
     token = verify(payload)
     data = payload.get("event-data")
-    if not isinstance(data, dict) or not data.get("id"):
+    if not isinstance(data, dict) or not as_text(data.get("id")):
         raise WebhookRefused(400, "the Mailgun event-data (with its id) is missing")
     return [_event(data)], token
 
 
 def _event(data: dict[str, Any]) -> ProviderEvent:
-    kind = str(data.get("event", "unknown"))
-    status_block = data.get("delivery-status") or {}
-    code = status_block.get("code")
-    diagnostic = str(status_block.get("message") or status_block.get("description") or "")
-    status = str(status_block.get("enhanced-code") or "")
-    headers = (data.get("message") or {}).get("headers") or {}
+    kind = as_text(data.get("event")) or "unknown"
+    status_block = as_dict(data.get("delivery-status"))
+    code = as_code(status_block.get("code"))
+    diagnostic = as_text(status_block.get("message")) or as_text(status_block.get("description"))
+    status = as_text(status_block.get("enhanced-code"))
+    headers = as_dict(as_dict(data.get("message")).get("headers"))
     # Mailgun's ids are unique "within a day": the event's own timestamp makes them unique.
-    event_id = f"{data['id']}@{data.get('timestamp', '')}"
+    event_id = f"{as_text(data['id'])}@{as_text(data.get('timestamp'))}"
     return ProviderEvent(
         provider=PROVIDER, event_id=event_id, kind=kind,
         bounce_class=_class_of(data, kind, code, status, diagnostic),
-        recipient=str(data.get("recipient", "")), status=status or (str(code) if code else ""),
-        diagnostic=diagnostic or str(data.get("reason", "")),
-        remote_mta=str(status_block.get("mx-host", "")),
-        message_id=as_message_id(headers.get("message-id", "")), excerpt=excerpt_of(data),
+        recipient=as_text(data.get("recipient")), status=status or (str(code) if code else ""),
+        diagnostic=diagnostic or as_text(data.get("reason")),
+        remote_mta=as_text(status_block.get("mx-host")),
+        message_id=as_message_id(as_text(headers.get("message-id"))), excerpt=excerpt_of(data),
     )
 
 
-def _class_of(data: dict[str, Any], kind: str, code: object, status: str,
+def _class_of(data: dict[str, Any], kind: str, code: int | None, status: str,
               diagnostic: str) -> BounceClass | None:
     if kind == "complained":
         return BounceClass.complaint
@@ -95,10 +101,9 @@ def _class_of(data: dict[str, Any], kind: str, code: object, status: str,
         return None  # accepted, delivered, opened, clicked, unsubscribed…
     if data.get("severity") != "permanent":
         return BounceClass.delayed  # Mailgun tries again
-    reason = str(data.get("reason", ""))
+    reason = as_text(data.get("reason"))
     if reason in _SUPPRESSED:
         return _SUPPRESSED[reason]
     if reason == "suppress-unsubscribe":
         return None
-    return failure_class(permanent=True, status=status, diagnostic=diagnostic,
-                         code=code if isinstance(code, int) else None)
+    return failure_class(permanent=True, status=status, diagnostic=diagnostic, code=code)

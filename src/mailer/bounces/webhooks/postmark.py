@@ -18,6 +18,7 @@ from mailer.bounces.webhooks import (
     ProviderEvent,
     WebhookRefused,
     address_gone,
+    as_text,
     excerpt_of,
     failure_class,
     parse_json,
@@ -63,8 +64,8 @@ def events_from(body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
     record = parse_json(body)
     if not isinstance(record, dict):
         raise WebhookRefused(400, "a Postmark webhook posts a JSON object")
-    record_type = str(record.get("RecordType", ""))
-    record_id = record.get("ID") or record.get("MessageID")
+    record_type = as_text(record.get("RecordType"))
+    record_id = as_text(record.get("ID")) or as_text(record.get("MessageID"))
     if not record_id:
         raise WebhookRefused(400, "the Postmark record has no ID")
     if record_type == "SpamComplaint":
@@ -75,16 +76,16 @@ def events_from(body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
         klass = None  # Delivery, Open, Click, SubscriptionChange
     return [ProviderEvent(
         provider=PROVIDER, event_id=f"{record_type}:{record_id}",
-        kind=str(record.get("Type") or record_type).lower(), bounce_class=klass,
-        recipient=str(record.get("Email", "")),
-        diagnostic=str(record.get("Details") or record.get("Description") or ""),
+        kind=(as_text(record.get("Type")) or record_type).lower(), bounce_class=klass,
+        recipient=as_text(record.get("Email")),
+        diagnostic=as_text(record.get("Details")) or as_text(record.get("Description")),
         excerpt=excerpt_of(record),
     )]
 
 
 def _bounce_class(record: dict[str, Any]) -> BounceClass | None:
-    kind = str(record.get("Type", ""))
-    details = str(record.get("Details") or record.get("Description") or "")
+    kind = as_text(record.get("Type"))
+    details = as_text(record.get("Details")) or as_text(record.get("Description"))
     if kind in _GONE:
         return address_gone(diagnostic=details)
     if kind in _SOFT:

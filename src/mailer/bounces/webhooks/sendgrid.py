@@ -27,6 +27,7 @@ from mailer.bounces.webhooks import (
     WebhookRefused,
     address_gone,
     as_message_id,
+    as_text,
     check_fresh,
     excerpt_of,
     failure_class,
@@ -92,23 +93,23 @@ def events_from(body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
 
 
 def _event(event: dict[str, Any]) -> ProviderEvent:
-    kind = str(event.get("event", "unknown"))
-    event_id = str(event.get("sg_event_id") or "") or hashlib.sha256(
+    kind = as_text(event.get("event")) or "unknown"
+    event_id = as_text(event.get("sg_event_id")) or hashlib.sha256(
         json.dumps(event, sort_keys=True).encode()).hexdigest()
-    status = str(event.get("status", ""))
-    reason = str(event.get("reason") or event.get("response") or "")
+    status = as_text(event.get("status"))
+    reason = as_text(event.get("reason")) or as_text(event.get("response"))
     return ProviderEvent(
         provider=PROVIDER, event_id=event_id, kind=kind, bounce_class=_class_of(event, kind),
-        recipient=str(event.get("email", "")), status=status, diagnostic=reason,
-        message_id=as_message_id(event.get("smtp-id", "")), excerpt=excerpt_of(event),
+        recipient=as_text(event.get("email")), status=status, diagnostic=reason,
+        message_id=as_message_id(event.get("smtp-id")), excerpt=excerpt_of(event),
     )
 
 
 def _class_of(event: dict[str, Any], kind: str) -> BounceClass | None:
-    status = str(event.get("status", ""))
-    reason = str(event.get("reason") or event.get("response") or "")
+    status = as_text(event.get("status"))
+    reason = as_text(event.get("reason")) or as_text(event.get("response"))
     if kind == "bounce":
-        classification = event.get("bounce_classification")
+        classification = as_text(event.get("bounce_classification"))
         if classification == "Invalid Address":
             return address_gone(status=status, diagnostic=reason)
         if event.get("type") == "blocked" or classification in _POLICY_CLASSIFICATIONS:

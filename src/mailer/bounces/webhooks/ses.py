@@ -39,8 +39,11 @@ from mailer.bounces.webhooks import (
     ProviderEvent,
     WebhookRefused,
     address_gone,
+    as_dict,
     as_message_id,
+    as_text,
     check_fresh,
+    dicts,
     excerpt_of,
     failure_class,
     parse_json,
@@ -191,8 +194,8 @@ def events_from(body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
 
 def ses_events(sns_id: str, notification: dict[str, Any]) -> list[ProviderEvent]:
     """The events of one SES notification (one per bounced or complaining recipient)."""
-    kind = str(notification.get("notificationType") or notification.get("eventType") or "")
-    mail = notification.get("mail") or {}
+    kind = as_text(notification.get("notificationType")) or as_text(notification.get("eventType"))
+    mail = as_dict(notification.get("mail"))
     message_id = _original_message_id(mail)
     excerpt = excerpt_of(notification)
 
@@ -202,21 +205,21 @@ def ses_events(sns_id: str, notification: dict[str, Any]) -> list[ProviderEvent]
                              message_id=message_id, excerpt=excerpt, **fields)
 
     if kind == "Bounce":
-        bounce = notification.get("bounce") or {}
-        permanent = bounce.get("bounceType") == "Permanent"
-        sub_type = bounce.get("bounceSubType", "")
-        remote = str(bounce.get("reportingMTA", ""))
+        bounce = as_dict(notification.get("bounce"))
+        bounce_type = as_text(bounce.get("bounceType"))
+        permanent = bounce_type == "Permanent"
+        sub_type = as_text(bounce.get("bounceSubType"))
+        remote = as_text(bounce.get("reportingMTA"))
         events = []
         klass: BounceClass | None
-        for rcpt in bounce.get("bouncedRecipients") or []:
-            address = str(rcpt.get("emailAddress", ""))
-            status = str(rcpt.get("status", ""))
-            diagnostic = (str(rcpt.get("diagnosticCode", ""))
-                          or f"SES {bounce.get('bounceType')}/{sub_type}")
+        for rcpt in dicts(bounce.get("bouncedRecipients")):
+            address = as_text(rcpt.get("emailAddress"))
+            status = as_text(rcpt.get("status"))
+            diagnostic = as_text(rcpt.get("diagnosticCode")) or f"SES {bounce_type}/{sub_type}"
             if permanent and sub_type in _GONE:
                 klass = address_gone(status=status, diagnostic=diagnostic)
-            elif bounce.get("bounceType") == "Transient" and sub_type in ("ContentRejected",
-                                                                          "AttachmentRejected"):
+            elif bounce_type == "Transient" and sub_type in ("ContentRejected",
+                                                             "AttachmentRejected"):
                 klass = BounceClass.policy
             else:
                 klass = failure_class(permanent=permanent, status=status, diagnostic=diagnostic)
@@ -224,20 +227,19 @@ def ses_events(sns_id: str, notification: dict[str, Any]) -> list[ProviderEvent]
                                 diagnostic=diagnostic, remote_mta=remote))
         return events
     if kind == "Complaint":
-        complaint = notification.get("complaint") or {}
-        feedback = str(complaint.get("complaintFeedbackType", "") or "abuse")
+        complaint = as_dict(notification.get("complaint"))
+        feedback = as_text(complaint.get("complaintFeedbackType")) or "abuse"
         # "not-spam": the reader took it out of the spam folder; nothing to hold against us.
         klass = None if feedback == "not-spam" else BounceClass.complaint
-        return [event(str(r.get("emailAddress", "")), klass,
-                      recipient=str(r.get("emailAddress", "")),
+        return [event(as_text(r.get("emailAddress")), klass,
+                      recipient=as_text(r.get("emailAddress")),
                       diagnostic=f"complaint via SES: {feedback}")
-                for r in complaint.get("complainedRecipients") or []]
+                for r in dicts(complaint.get("complainedRecipients"))]
     return [event(kind.lower() or "unknown", None)]  # Delivery, Send, Open…: nothing to do
 
 
 def _original_message_id(mail: Mapping[str, Any]) -> str:
-    for header in mail.get("headers") or []:
-        if str(header.get("name", "")).lower() == "message-id":
+    for header in dicts(mail.get("headers")):
+        if as_text(header.get("name")).lower() == "message-id":
             return as_message_id(header.get("value"))
-    common = mail.get("commonHeaders") or {}
-    return as_message_id(common.get("messageId", ""))
+    return as_message_id(as_dict(mail.get("commonHeaders")).get("messageId"))

@@ -5,7 +5,8 @@
 - ``editions``: draft, edit, preview, test, schedule, send, pause, resume, cancel, watch;
 - ``subscribers``: search, consent history, import, export, erase, the suppression list;
 - ``bounces``: the latest bounces with their evidence;
-- ``ops``: queues, workers, sends under way, alerts; the audit log.
+- ``ops``: queues, workers, sends under way, alerts; the audit log;
+- ``account``: the staff member's own second factor (TOTP) and recovery codes.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from mailer.web.admin import articles, auth, bounces, editions, ops, subscribers
+from mailer.web.admin import account, articles, auth, bounces, editions, ops, subscribers
 
 #: Every router of the admin (the phone-width test visits each of their pages).
-MODULES = (auth, articles, editions, subscribers, bounces, ops)
+MODULES = (auth, articles, editions, subscribers, bounces, ops, account)
 
 
 def install(app: FastAPI) -> None:

@@ -8,11 +8,15 @@
   ``/admin``, never ``//host`` or ``/\\host`` or a full URL (no open redirect).
 - Anonymous requests are sent to the login page (JSON endpoints answer 401); a viewer
   asking for an editor's page or action gets 403.
+- Failed logins are throttled per client address and per (address, account), never by
+  locking the account (``staff/throttle.py``). With a second factor set up, the right
+  password leads to a code page; a signed cookie carries who it is for, for 5 minutes.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -22,12 +26,12 @@ from starlette.concurrency import run_in_threadpool
 
 from mailer.config import get_settings
 from mailer.db import transaction
-from mailer.staff import accounts, sessions
+from mailer.staff import accounts, sessions, throttle, totp
 from mailer.staff.audit import record
-from mailer.staff.models import Role
+from mailer.staff.models import Role, StaffUser
 from mailer.tokens import sign, verify
 from mailer.web.admin.render import admin_page, redirect
-from mailer.web.forms import client_ip
+from mailer.web.forms import BadForm, FormTooLarge, client_ip, read_form
 
 router = APIRouter()
 
@@ -106,23 +110,21 @@ async def form_of(request: Request, staff: Staff) -> dict[str, str]:
 
 
 async def read_fields(request: Request) -> dict[str, str]:
-    length = request.headers.get("content-length", "")
-    if length.isascii() and length.isdigit() and int(length) > MAX_FORM_BYTES:
-        raise AdminRefusal(413, "The form is too large.")
     try:
-        form = await request.form(max_files=0, max_fields=500)
-    except Exception:  # any parse error of urlencoded or multipart bodies
+        form = await read_form(request, max_body=MAX_FORM_BYTES, max_fields=500)
+    except FormTooLarge:
+        raise AdminRefusal(413, "The form is too large.") from None
+    except BadForm:
         raise AdminRefusal(400, "The form could not be read. Reload the page and try again.") \
             from None
-    out: dict[str, str] = {}
-    for key, value in form.multi_items():
-        if not isinstance(value, str) or key in out:
-            continue
+    if form.undecodable:
+        raise AdminRefusal(400, f"The field {min(form.undecodable)[:40]!r} was not sent as "
+                                "UTF-8 text. Reload the page and try again.")
+    for key, value in form.values.items():
         if len(value) > MAX_FIELD_CHARS:
             raise AdminRefusal(413, f"The field {key[:40]!r} is longer than "
                                     f"{MAX_FIELD_CHARS:,} characters.")
-        out[key] = value
-    return out
+    return form.values
 
 
 def safe_next(value: str | None) -> str:
@@ -150,6 +152,7 @@ def _login_token(nonce: str) -> str:
 
 def _login_page(request: Request, *, status: int = 200, error: str = "", email: str = "",
                 nonce: str | None = None) -> HTMLResponse:
+    """The login form, with a token bound to the login cookie it sets."""
     nonce = nonce or secrets.token_urlsafe(24)
     response = admin_page(request, "login.html", None, status, banner=[], error=error,
                           email=email, login_csrf=_login_token(nonce),
@@ -166,6 +169,25 @@ def login_form(request: Request) -> Response:
     return _login_page(request)
 
 
+WRONG_LOGIN = "The email address or the password is wrong."
+WRONG_CODE = "That code is wrong, or it was used already. Type the code your app shows now, " \
+             "or one of your recovery codes."
+
+
+def _throttled(request: Request, wait: int, *, code_step: bool = False, **context: str
+               ) -> HTMLResponse:
+    minutes = -(-wait // 60)
+    when = f"{wait} seconds" if wait < 120 else f"{minutes} minutes"
+    error = (f"Too many failed logins from your network. Try again in {when}. (Someone "
+             "logging in from elsewhere is not held up.)")
+    if code_step:
+        response = _code_page(request, status=429, error=error, **context)
+    else:
+        response = _login_page(request, status=429, error=error, **context)
+    response.headers["Retry-After"] = str(wait)
+    return response
+
+
 @router.post("/admin/login")
 async def login(request: Request) -> Response:
     fields = await read_fields(request)
@@ -174,24 +196,42 @@ async def login(request: Request) -> Response:
         return _login_page(request, status=403, email=fields.get("email", "")[:320],
                            error="The login form expired. Please try again.")
     email, password = fields.get("email", "").strip(), fields.get("password", "")
+    ip = client_ip(request)
+    wait = await run_in_threadpool(throttle.wait_seconds, ip, email)
+    if wait:
+        return _throttled(request, wait, email=email[:320], nonce=nonce)
     result = await run_in_threadpool(_authenticate, request, email, password)
     if result is None:
+        await run_in_threadpool(throttle.record_failure, ip, email)
         return _login_page(request, status=401, email=email[:320], nonce=nonce,
-                           error="The email address or the password is wrong, or the account "
-                                 "is locked after too many attempts. Try again later, or ask an "
-                                 "administrator.")
-    cookie_value, role = result
-    target = safe_next(fields.get("next"))
-    if target == "/admin" and role != Role.editor:
-        target = "/admin/ops"
-    response = redirect(target)
+                           error=WRONG_LOGIN)
+    next_page = safe_next(fields.get("next"))
+    if isinstance(result, int):  # the password was right; now the second factor
+        cookie, step_nonce = _second_step_value(result)
+        response = _code_page(request, nonce=step_nonce, next_page=next_page)
+        response.set_cookie(SECOND_STEP_COOKIE, cookie, path="/admin",
+                            httponly=True, samesite="lax", secure=_secure(),
+                            max_age=SECOND_STEP_SECONDS)
+        response.delete_cookie(LOGIN_COOKIE, path="/admin")
+        return response
+    await run_in_threadpool(throttle.record_success, ip, email)
+    return _logged_in(*result, next_page)
+
+
+def _logged_in(cookie_value: str, role: str, next_page: str) -> Response:
+    if next_page == "/admin" and role != Role.editor:
+        next_page = "/admin/ops"
+    response = redirect(next_page)
     response.set_cookie(session_cookie(), cookie_value, path="/", httponly=True, samesite="lax",
                         secure=_secure(), max_age=get_settings().session_hours * 3600)
     response.delete_cookie(LOGIN_COOKIE, path="/admin")
+    response.delete_cookie(SECOND_STEP_COOKIE, path="/admin")
     return response
 
 
-def _authenticate(request: Request, email: str, password: str) -> tuple[str, str] | None:
+def _authenticate(request: Request, email: str, password: str) -> tuple[str, str] | int | None:
+    """(session cookie value, role) once logged in; the user's id when the password was
+    right and a second factor comes next; None when the login failed."""
     with transaction() as session:
         # Whatever session the browser had before is gone: the login makes a new one.
         sessions.end(session, request.cookies.get(session_cookie()))
@@ -199,8 +239,88 @@ def _authenticate(request: Request, email: str, password: str) -> tuple[str, str
                                        ip=client_ip(request))
         if result.user is None:
             return None
+        if result.reason == "second-factor":
+            return result.user.id
         value, _ = sessions.start(session, result.user)
         return value, result.user.role
+
+
+# --- the second factor: a code from the app, or a recovery code ----------------------------------
+
+SECOND_STEP_COOKIE = "mailer_admin_second_step"
+#: How long after the password the code may come.
+SECOND_STEP_SECONDS = 300
+
+
+def _second_step_value(user_id: int) -> tuple[str, str]:
+    """A cookie naming whose password was just right, until when, signed; and its nonce,
+    to which the code form's token is bound."""
+    nonce = secrets.token_urlsafe(16)
+    value = f"{user_id}.{int(time.time()) + SECOND_STEP_SECONDS}.{nonce}"
+    return f"{value}.{sign('admin-second-step', value)}", nonce
+
+
+def _second_step(request: Request) -> tuple[int, str] | None:
+    """(user id, nonce) of a valid second-step cookie."""
+    raw = request.cookies.get(SECOND_STEP_COOKIE, "")
+    value, _, signature = raw.rpartition(".")
+    if not value or not verify("admin-second-step", value, signature):
+        return None
+    user_id, expires, nonce = value.split(".", 2)
+    if not (user_id.isascii() and user_id.isdigit() and expires.isascii() and expires.isdigit()
+            and len(user_id) <= 10) or int(expires) < time.time():
+        return None
+    return int(user_id), nonce
+
+
+def _code_page(request: Request, *, nonce: str, status: int = 200, error: str = "",
+               next_page: str = "/admin") -> HTMLResponse:
+    return admin_page(request, "login-code.html", None, status, banner=[], error=error,
+                      next=next_page, code_csrf=sign("admin-login-code", nonce))
+
+
+@router.post("/admin/login/code")
+async def login_code(request: Request) -> Response:
+    fields = await read_fields(request)
+    step = _second_step(request)
+    next_page = safe_next(fields.get("next"))
+    if step is None or not verify("admin-login-code", step[1], fields.get("csrf", "")):
+        return _login_page(request, status=403, error="The login took too long or the form "
+                                                      "expired. Please log in again.")
+    user_id, nonce = step
+    ip = client_ip(request)
+    email = await run_in_threadpool(_email_of, user_id)
+    wait = await run_in_threadpool(throttle.wait_seconds, ip, email)
+    if wait:
+        return _throttled(request, wait, code_step=True, nonce=nonce, next_page=next_page)
+    result = await run_in_threadpool(_second_factor, request, user_id, fields.get("code", ""))
+    if result is None:
+        await run_in_threadpool(throttle.record_failure, ip, email)
+        return _code_page(request, status=401, error=WRONG_CODE, nonce=nonce,
+                          next_page=next_page)
+    await run_in_threadpool(throttle.record_success, ip, email)
+    return _logged_in(*result, next_page)
+
+
+def _email_of(user_id: int) -> str:
+    with transaction() as session:
+        user = session.get(StaffUser, user_id)
+        return user.email if user else ""
+
+
+def _second_factor(request: Request, user_id: int, code: str) -> tuple[str, str] | None:
+    with transaction() as session:
+        user = session.get(StaffUser, user_id)
+        if user is None or not user.active:
+            return None
+        method = totp.verify(session, user, code[:100])
+        if method is None:
+            accounts.fail_second_factor(session, user, ip=client_ip(request))
+            return None
+        sessions.end(session, request.cookies.get(session_cookie()))
+        accounts.complete_login(session, user, ip=client_ip(request), second_factor=method)
+        value, _ = sessions.start(session, user)
+        return value, user.role
 
 
 @router.post("/admin/logout")

@@ -22,6 +22,7 @@ from mailer.staff.audit import record
 from mailer.subscribers.models import Subscriber
 from mailer.web.admin.auth import Staff, editor, form_of, viewer
 from mailer.web.admin.render import admin_page, redirect
+from mailer.web.bounds import RowId, id_or_none
 
 router = APIRouter(prefix="/admin")
 LIMIT = 200
@@ -36,7 +37,7 @@ def bounces(request: Request, klass: str = "", edition: str = "", trust: str = "
         query = select(Bounce).order_by(Bounce.id.desc()).limit(LIMIT)
         if klass in {c.value for c in BounceClass}:
             query = query.where(Bounce.bounce_class == klass)
-        edition_id = int(edition) if edition.isdigit() else None
+        edition_id = id_or_none(edition)
         if edition_id is not None:
             query = query.where(Bounce.edition_id == edition_id)
         if trust in TRUSTS:
@@ -60,7 +61,7 @@ def bounces(request: Request, klass: str = "", edition: str = "", trust: str = "
 
 
 @router.post("/bounces/{bounce_id}/confirm")
-async def confirm(request: Request, bounce_id: int, staff: Staff = Depends(editor)) -> Response:
+async def confirm(request: Request, bounce_id: RowId, staff: Staff = Depends(editor)) -> Response:
     await form_of(request, staff)
     return await run_in_threadpool(_confirm, bounce_id, staff)
 

@@ -43,6 +43,7 @@ from mailer.web.admin.render import (
     parse_local_time,
     redirect,
 )
+from mailer.web.bounds import RowId, id_or_none
 
 router = APIRouter(prefix="/admin/editions")
 S = EditionState
@@ -130,7 +131,7 @@ def _audit(session: Session, staff: Staff, action: str, edition_id: int,
 
 
 @router.get("/{edition_id}", response_class=HTMLResponse)
-def show(request: Request, edition_id: int, staff: Staff = Depends(viewer)) -> HTMLResponse:
+def show(request: Request, edition_id: RowId, staff: Staff = Depends(viewer)) -> HTMLResponse:
     with transaction() as session:
         edition = _edition(session, edition_id)
         editable = edition.state in (S.draft, S.scheduled)
@@ -161,7 +162,7 @@ def show(request: Request, edition_id: int, staff: Staff = Depends(viewer)) -> H
 
 
 @router.post("/{edition_id}/edit")
-async def edit(request: Request, edition_id: int, staff: Staff = Depends(editor)) -> Response:
+async def edit(request: Request, edition_id: RowId, staff: Staff = Depends(editor)) -> Response:
     form = await form_of(request, staff)
     return await run_in_threadpool(_edit, edition_id, form, staff)
 
@@ -185,7 +186,7 @@ def _edit(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
 
 
 @router.post("/{edition_id}/window")
-async def window(request: Request, edition_id: int, staff: Staff = Depends(editor)) -> Response:
+async def window(request: Request, edition_id: RowId, staff: Staff = Depends(editor)) -> Response:
     form = await form_of(request, staff)
     return await run_in_threadpool(_window, edition_id, form, staff)
 
@@ -208,16 +209,15 @@ def _window(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
 
 
 @router.post("/{edition_id}/articles")
-async def articles(request: Request, edition_id: int, staff: Staff = Depends(editor)) -> Response:
+async def articles(request: Request, edition_id: RowId, staff: Staff = Depends(editor)) -> Response:
     form = await form_of(request, staff)
     return await run_in_threadpool(_articles, edition_id, form, staff)
 
 
 def _articles(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
     action = form.get("action", "")
-    try:
-        article_id = int(form.get("article", ""))
-    except ValueError:
+    article_id = id_or_none(form.get("article", ""))
+    if article_id is None:
         return redirect(_url(edition_id), "Which article? The form named none.", "error")
     try:
         with transaction() as session:
@@ -258,7 +258,7 @@ def _move(session: Session, edition: Edition, article_id: int, step: int) -> Non
 
 
 @router.get("/{edition_id}/preview", response_class=HTMLResponse)
-def preview(request: Request, edition_id: int, staff: Staff = Depends(viewer)) -> HTMLResponse:
+def preview(request: Request, edition_id: RowId, staff: Staff = Depends(viewer)) -> HTMLResponse:
     with transaction() as session:
         edition = _edition(session, edition_id)
         try:
@@ -271,7 +271,7 @@ def preview(request: Request, edition_id: int, staff: Staff = Depends(viewer)) -
 
 
 @router.get("/{edition_id}/preview.html", response_class=HTMLResponse)
-def preview_html(edition_id: int, staff: Staff = Depends(viewer)) -> HTMLResponse:
+def preview_html(edition_id: RowId, staff: Staff = Depends(viewer)) -> HTMLResponse:
     """The mail's HTML exactly as a reader gets it, for the preview's frames."""
     with transaction() as session:
         try:
@@ -288,7 +288,8 @@ def preview_html(edition_id: int, staff: Staff = Depends(viewer)) -> HTMLRespons
 
 
 @router.post("/{edition_id}/test")
-async def test_copy(request: Request, edition_id: int, staff: Staff = Depends(editor)) -> Response:
+async def test_copy(request: Request, edition_id: RowId,
+                    staff: Staff = Depends(editor)) -> Response:
     form = await form_of(request, staff)
     addresses = [a.strip() for a in form.get("to", "").replace(",", "\n").splitlines()
                  if a.strip()]
@@ -317,7 +318,7 @@ def _test_copy(edition_id: int, addresses: list[str], staff: Staff) -> Response:
 
 
 @router.post("/{edition_id}/schedule")
-async def schedule(request: Request, edition_id: int, staff: Staff = Depends(editor)) -> Response:
+async def schedule(request: Request, edition_id: RowId, staff: Staff = Depends(editor)) -> Response:
     form = await form_of(request, staff)
     return await run_in_threadpool(_schedule, edition_id, form, staff)
 
@@ -341,7 +342,7 @@ def _day_and_time(form: dict[str, str]) -> str:
 
 
 @router.post("/{edition_id}/unschedule")
-async def unschedule(request: Request, edition_id: int,
+async def unschedule(request: Request, edition_id: RowId,
                      staff: Staff = Depends(editor)) -> Response:
     await form_of(request, staff)
     return await run_in_threadpool(
@@ -350,7 +351,8 @@ async def unschedule(request: Request, edition_id: int,
 
 
 @router.get("/{edition_id}/send", response_class=HTMLResponse)
-def confirm_send(request: Request, edition_id: int, staff: Staff = Depends(editor)) -> HTMLResponse:
+def confirm_send(request: Request, edition_id: RowId,
+                 staff: Staff = Depends(editor)) -> HTMLResponse:
     with transaction() as session:
         edition = _edition(session, edition_id)
         problem = None
@@ -371,7 +373,7 @@ def confirm_send(request: Request, edition_id: int, staff: Staff = Depends(edito
 
 
 @router.post("/{edition_id}/send")
-async def send(request: Request, edition_id: int, staff: Staff = Depends(editor)) -> Response:
+async def send(request: Request, edition_id: RowId, staff: Staff = Depends(editor)) -> Response:
     form = await form_of(request, staff)
     if form.get("confirm") != "yes":
         return redirect(_url(edition_id, "send"), "Confirm the send with the button.", "error")
@@ -391,7 +393,7 @@ def _send(edition_id: int, shown: str, staff: Staff) -> Response:
 
 
 @router.post("/{edition_id}/pause")
-async def pause(request: Request, edition_id: int, staff: Staff = Depends(editor)) -> Response:
+async def pause(request: Request, edition_id: RowId, staff: Staff = Depends(editor)) -> Response:
     form = await form_of(request, staff)
     reason = " ".join(form.get("reason", "").split())[:500]
     return await run_in_threadpool(
@@ -401,7 +403,7 @@ async def pause(request: Request, edition_id: int, staff: Staff = Depends(editor
 
 
 @router.post("/{edition_id}/resume")
-async def resume(request: Request, edition_id: int, staff: Staff = Depends(editor)) -> Response:
+async def resume(request: Request, edition_id: RowId, staff: Staff = Depends(editor)) -> Response:
     await form_of(request, staff)
     return await run_in_threadpool(
         _act, edition_id, lambda s: sending.resume(s, edition_id, by=staff.email),
@@ -409,7 +411,7 @@ async def resume(request: Request, edition_id: int, staff: Staff = Depends(edito
 
 
 @router.get("/{edition_id}/cancel", response_class=HTMLResponse)
-def confirm_cancel(request: Request, edition_id: int,
+def confirm_cancel(request: Request, edition_id: RowId,
                    staff: Staff = Depends(editor)) -> HTMLResponse:
     with transaction() as session:
         edition = _edition(session, edition_id)
@@ -419,7 +421,7 @@ def confirm_cancel(request: Request, edition_id: int,
 
 
 @router.post("/{edition_id}/cancel")
-async def cancel(request: Request, edition_id: int, staff: Staff = Depends(editor)) -> Response:
+async def cancel(request: Request, edition_id: RowId, staff: Staff = Depends(editor)) -> Response:
     form = await form_of(request, staff)
     if form.get("confirm") != "yes":
         return redirect(_url(edition_id, "cancel"), "Confirm with the button.", "error")
@@ -432,7 +434,7 @@ async def cancel(request: Request, edition_id: int, staff: Staff = Depends(edito
 
 
 @router.post("/{edition_id}/acknowledge")
-async def acknowledge(request: Request, edition_id: int,
+async def acknowledge(request: Request, edition_id: RowId,
                       staff: Staff = Depends(editor)) -> Response:
     await form_of(request, staff)
 
@@ -459,7 +461,7 @@ def _act(edition_id: int, action: Any, done: str, page: str = "") -> Response:
 
 
 @router.get("/{edition_id}/progress", response_class=HTMLResponse)
-def progress_page(request: Request, edition_id: int,
+def progress_page(request: Request, edition_id: RowId,
                   staff: Staff = Depends(viewer)) -> HTMLResponse:
     with transaction() as session:
         edition = _edition(session, edition_id)
@@ -469,7 +471,7 @@ def progress_page(request: Request, edition_id: int,
 
 
 @router.get("/{edition_id}/progress.json")
-def progress_json(edition_id: int, staff: Staff = Depends(viewer)) -> JSONResponse:
+def progress_json(edition_id: RowId, staff: Staff = Depends(viewer)) -> JSONResponse:
     with transaction() as session:
         _edition(session, edition_id)
         progress = sending.progress(session, edition_id).as_dict()

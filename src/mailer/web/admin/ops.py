@@ -17,6 +17,7 @@ from mailer.paths import templates_dir
 from mailer.staff.audit import recent
 from mailer.web.admin.auth import Staff, viewer
 from mailer.web.admin.render import admin_page, headers
+from mailer.web.bounds import MAX_ID
 
 router = APIRouter(prefix="/admin")
 
@@ -48,7 +49,8 @@ def audit(request: Request, actor: str = "", action: str = "", before: int = 0,
           staff: Staff = Depends(viewer)) -> HTMLResponse:
     with transaction() as session:
         entries = recent(session, limit=100, actor=actor.strip() or None,
-                         action=action.strip() or None, before_id=before or None)
+                         action=action.strip() or None,
+                         before_id=before if 0 < before <= MAX_ID else None)
         return admin_page(request, "audit.html", staff, session=session, entries=entries,
                           actor=actor, action=action)
 

@@ -35,6 +35,7 @@ from mailer.subscribers.models import (
 )
 from mailer.web.admin.auth import AdminRefusal, Staff, editor, form_of
 from mailer.web.admin.render import admin_page, headers, redirect
+from mailer.web.bounds import RowId, page_number
 
 router = APIRouter(prefix="/admin")
 PAGE = 50
@@ -46,7 +47,7 @@ EXPORT_FIELDS = ["email", "first_name", "last_name", "organisation", "country", 
 @router.get("/subscribers", response_class=HTMLResponse)
 def search(request: Request, q: str = "", status: str = "", page: int = 1,
            staff: Staff = Depends(editor)) -> HTMLResponse:
-    q, page = q.strip()[:200], max(1, page)
+    q, page = q.strip()[:200], page_number(page)
     with transaction() as session:
         query = select(Subscriber)
         if q:
@@ -76,7 +77,7 @@ def _subscriber(session: object, subscriber_id: int) -> Subscriber:
 
 
 @router.get("/subscribers/{subscriber_id}", response_class=HTMLResponse)
-def detail(request: Request, subscriber_id: int, staff: Staff = Depends(editor)) -> HTMLResponse:
+def detail(request: Request, subscriber_id: RowId, staff: Staff = Depends(editor)) -> HTMLResponse:
     with transaction() as session:
         subscriber = _subscriber(session, subscriber_id)
         events = session.scalars(select(ConsentEvent).where(
@@ -91,7 +92,7 @@ def detail(request: Request, subscriber_id: int, staff: Staff = Depends(editor))
 
 
 @router.get("/subscribers/{subscriber_id}/export.json")
-def export_one(subscriber_id: int, staff: Staff = Depends(editor)) -> Response:
+def export_one(subscriber_id: RowId, staff: Staff = Depends(editor)) -> Response:
     with transaction() as session:
         subscriber = _subscriber(session, subscriber_id)
         data = subscribers.export(session, subscriber)
@@ -103,7 +104,7 @@ def export_one(subscriber_id: int, staff: Staff = Depends(editor)) -> Response:
 
 
 @router.post("/subscribers/{subscriber_id}/erase")
-async def erase(request: Request, subscriber_id: int, staff: Staff = Depends(editor)) -> Response:
+async def erase(request: Request, subscriber_id: RowId, staff: Staff = Depends(editor)) -> Response:
     form = await form_of(request, staff)
     return await run_in_threadpool(_erase, subscriber_id, form.get("confirm", ""), staff)
 
@@ -122,7 +123,7 @@ def _erase(subscriber_id: int, typed: str, staff: Staff) -> Response:
 
 
 @router.post("/subscribers/{subscriber_id}/suppress")
-async def suppress(request: Request, subscriber_id: int,
+async def suppress(request: Request, subscriber_id: RowId,
                    staff: Staff = Depends(editor)) -> Response:
     form = await form_of(request, staff)
     return await run_in_threadpool(_suppress, subscriber_id, form, staff)
@@ -158,7 +159,7 @@ def import_form(request: Request, staff: Staff = Depends(editor)) -> HTMLRespons
 @router.post("/subscribers-import", response_class=HTMLResponse)
 async def import_csv(request: Request, staff: Staff = Depends(editor)) -> Response:
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_IMPORT_BYTES:
+    if length.isascii() and length.isdigit() and int(length) > MAX_IMPORT_BYTES:
         raise AdminRefusal(413, f"The file is over {MAX_IMPORT_BYTES // 2**20} MB; split it.")
     try:
         form = await request.form(max_files=1, max_fields=10)
