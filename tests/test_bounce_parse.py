@@ -235,7 +235,7 @@ def test_a_parser_bug_becomes_an_unparsed_report(monkeypatch: pytest.MonkeyPatch
     def explode(self: object) -> BounceReport:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(parse._Reader, "report", explode)
+    monkeypatch.setattr(parse.Reader, "report", explode)
     report = parse_bounce(b"Subject: hello\n\nbody\n")
     assert report.kind == "unparsed" and "RuntimeError: boom" in report.error
     assert report.excerpt.startswith("Subject: hello")
