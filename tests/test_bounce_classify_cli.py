@@ -24,7 +24,7 @@ from mailer.db import transaction
 from mailer.emails.verp import return_path
 from mailer.models import Base
 from tests.test_bounce_classify_attribution import OLD_RCPT, _bounce, _sent
-from tests.test_bounce_parse import MANIFEST
+from tests.test_bounce_parse import DEV
 
 CORPUS = Path(__file__).parent / "fixtures" / "bounces"
 MAILER = Path(sys.executable).with_name("mailer")
@@ -48,13 +48,13 @@ def _counts() -> dict[str, int]:
 def test_json_over_the_whole_corpus(clean) -> None:
     _sent("anna.berg@example.net")
     before = _counts()
-    done = _run(clean.env, "--json", *sorted(CORPUS.glob("*.eml")))
+    done = _run(clean.env, "--json", *(CORPUS / name for name in sorted(DEV)))
     assert done.returncode == 0, done.stderr
     rows = _rows(done.stdout)
-    assert len(rows) == len(MANIFEST)
+    assert len(rows) == len(DEV)
     for row in rows:
         name = Path(row["message"].split("#")[0]).name
-        expected = MANIFEST[name]
+        expected = DEV[name]
         assert row["kind"] == expected["kind"], name
         assert sorted((r["recipient"], r["class"]) for r in row["recipients"]) == sorted(
             (r["recipient"], r["class"]) for r in expected["recipients"]), name

@@ -26,6 +26,7 @@ import mailbox
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from mailer.bounces.parse.decoding import normal_line_ends
 from mailer.bounces.parse.reader import Reader
 from mailer.bounces.parse.report import (
     EXCERPT_BYTES,
@@ -56,7 +57,7 @@ def parse_bounce(
         )
     excerpt = raw[:EXCERPT_BYTES].decode("utf-8", "replace")
     try:
-        return Reader(raw, list(envelope_to), excerpt).report()
+        return Reader(normal_line_ends(raw), list(envelope_to), excerpt).report()
     except Exception as exc:  # a parser bug must neither lose the bounce nor stop the worker
         log.exception("bounce parser failed")
         return BounceReport(

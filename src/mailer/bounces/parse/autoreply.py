@@ -37,6 +37,20 @@ _CHALLENGE = re.compile(
 )
 
 
+#: A reader asking to leave the list, by hand or through a List-Unsubscribe mailto: a
+#: request, neither an auto-reply nor a bounce.
+_UNSUBSCRIBE = re.compile(
+    r"^\W*(re:\s*)?(unsubscribe|remove me|abmelden|d[ée]sinscription|d[ée]sabonnement"
+    r"|darse de baja|cancella iscrizione)\b"
+    r"|\b(please |pls |kindly )?(unsubscribe|remove) me\b|take me off (your|the|this) list",
+    re.IGNORECASE,
+)
+
+
+def unsubscribe_request(subject: str, text: str) -> bool:
+    return bool(_UNSUBSCRIBE.search(subject) or _UNSUBSCRIBE.search(text.strip()[:500]))
+
+
 CHALLENGE = "challenge-response: the reader's spam filter asks the sender to prove itself"
 
 

@@ -20,6 +20,17 @@ TEXT_LIMIT = 64 * 1024
 ADDRESS = re.compile(r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 
 
+_LONE_CR = re.compile(rb"\r(?!\n)")
+
+
+def normal_line_ends(raw: bytes) -> bytes:
+    """A message stored with CR-only line ends (old Mac clients, some exports) as LF: the
+    email package splits its lines, but the patterns that read bodies need line feeds."""
+    if raw.count(b"\r") > 2 * raw.count(b"\n"):
+        return _LONE_CR.sub(b"\n", raw)
+    return raw
+
+
 def unescape_8bit(value: str) -> str:
     """compat32 keeps raw 8-bit bytes as surrogates: give them back as UTF-8 (or Latin-1)."""
     if not any("\udc80" <= ch <= "\udcff" for ch in value):

@@ -12,7 +12,7 @@ import re
 from email.message import Message
 
 from mailer.bounces.classes import BounceClass
-from mailer.bounces.classify import ENHANCED, explain
+from mailer.bounces.classify import ENHANCED, explain, smtp_stage
 from mailer.bounces.parse.decoding import address, decoded_text, header_text
 from mailer.bounces.parse.heuristics import best_line, diagnostic_near
 from mailer.bounces.parse.report import FailedRecipient
@@ -125,42 +125,55 @@ def read_dsn(dsn_texts: list[str], text: str) -> tuple[list[FailedRecipient], st
     blocks = field_blocks("\n\n".join(dsn_texts))
     per_message = merge_blocks([b for b in blocks if not is_recipient_block(b)])
     senders = per_message.get("x-postfix-sender") or per_message.get("original-mail-from")
-    recipients = [_recipient(b, text) for b in blocks if is_recipient_block(b)]
+    groups = [b for b in blocks if is_recipient_block(b)]
+    named = [_final_recipient(b) for b in groups]
+    recipients = [_recipient(b, text, named) for b in groups]
     return recipients, address((senders or [""])[0])
 
 
-def _recipient(block: Fields, text: str) -> FailedRecipient:
+def _final_recipient(block: Fields) -> str:
+    for name in ("final-recipient", "x-actual-recipient", "original-recipient"):
+        if block.get(name):
+            return address(block[name][0])
+    return ""
+
+
+def _recipient(block: Fields, text: str, named: list[str]) -> FailedRecipient:
     def first(name: str) -> str:
         return block.get(name, [""])[0].strip()
 
-    recipient = address(first("final-recipient") or first("x-actual-recipient")
-                        or first("original-recipient"))
+    recipient = _final_recipient(block)
     original = address(first("original-recipient"))
     action = normal_action(first("action"))
     status_match = ENHANCED.search(first("status"))
     status_field = status_match.group(0) if status_match else ""
     diagnostic = unfold_reply(strip_type(first("diagnostic-code")))
     remote = (strip_type(first("remote-mta")).split() or [""])[0].rstrip(".")
+    # The human-readable part says more than the fields: at which SMTP stage the reply
+    # came (Postfix: "(in reply to end of DATA command)"), and why, when the fields don't.
+    near = diagnostic_near(text, recipient, others=named) if recipient else ""
+    stage = smtp_stage(diagnostic) or smtp_stage(near)
+    if not stage and len(named) == 1:  # a transcript that names no address (Sendmail)
+        stage = smtp_stage(text)
+    verdict = explain(None, status_field, diagnostic, stage=stage, recipient=recipient,
+                      final=action == "failed")
     if action == "delayed":
-        verdict = explain(None, status_field, diagnostic)
         klass = BounceClass.delayed
     elif action in ("delivered", "relayed", "expanded"):
-        verdict = explain(None, status_field, diagnostic)
-        klass = BounceClass.delayed  # nothing failed: kept as evidence, acted on by nobody
+        klass = BounceClass.not_a_bounce  # nothing failed: kept as evidence, acts on nobody
     else:
-        verdict = explain(None, status_field, diagnostic)
-        if not verdict.explained and recipient:
+        if not verdict.explained and near:
             # The fields say too little ("Status: 5.0.0", no diagnostic): the
             # human-readable part often says more next to the address.
-            near = diagnostic_near(text, recipient)
-            better = explain(None, status_field, f"{diagnostic}\n{near}")
+            better = explain(None, status_field, f"{diagnostic}\n{near}", stage=stage,
+                             recipient=recipient, final=action == "failed")
             if better.explained:
                 verdict, diagnostic = better, diagnostic or best_line(near)
         klass = verdict.bounce_class
-    if not diagnostic and recipient:
-        diagnostic = best_line(diagnostic_near(text, recipient))
+    if not diagnostic and near:
+        diagnostic = best_line(near)
     return FailedRecipient(
         recipient=recipient, original_recipient=original, action=action,
         status=verdict.status, diagnostic=diagnostic[:2000], remote_mta=remote[:255],
-        bounce_class=klass,
+        bounce_class=klass, strength=verdict.strength if klass == BounceClass.hard else "",
     )

@@ -17,7 +17,7 @@ from email.message import Message
 from email.utils import getaddresses
 
 from mailer.bounces.classes import BounceClass
-from mailer.bounces.classify import BASIC, ENHANCED, Verdict, explain
+from mailer.bounces.classify import BASIC, ENHANCED, Verdict, explain, fallback, smtp_stage
 from mailer.bounces.parse.decoding import ADDRESS, address, header_text
 from mailer.bounces.parse.original import CUT, Original
 from mailer.bounces.parse.report import FailedRecipient
@@ -89,7 +89,7 @@ _CANDIDATES = [
         re.MULTILINE,
     ),
     # "<addr>... User unknown", "<addr>: host mx said: 550 …", "addr: 550 …"
-    re.compile(r"^[ \t]*<?(" + ADDRESS.pattern + r")>?(?:\.\.\.|:)[ \t]+\S", re.MULTILINE),
+    re.compile(r"^[ \t]*<?(" + ADDRESS.pattern + r")>?[ \t]*(?:\.\.\.|:)[ \t]+\S", re.MULTILINE),
     re.compile(r"<(" + ADDRESS.pattern + r")>(?:\.\.\.|:)[ \t]", re.MULTILINE),
     re.compile(r"RCPT TO:?[ \t]*<?(" + ADDRESS.pattern + r")", re.IGNORECASE),
     # "Your message to addr couldn't be delivered", "wasn't delivered to addr"
@@ -124,8 +124,18 @@ LINE_OF_ADDRESS = re.compile(
 )
 
 
+#: A heading that starts another group of recipients or another section of the report
+#: (Sendmail: "----- The following addresses had transient non-fatal errors -----").
+_GROUP_HEADING = re.compile(r"^\s*[-=*|]{3,}.*[-=*|]{3,}\s*$")
+
+
 def diagnostic_near(text: str, address: str, *, others: Sequence[str] = ()) -> str:
-    """The lines next to each mention of ``address``, up to the next failed address."""
+    """The lines next to each mention of ``address``: its own part of the report only.
+
+    A window ends where the next failed recipient is named (in any form: on a line of its
+    own, in ``RCPT To:<…>``, before its reason) or a new group or section begins, so in a
+    report about several recipients each is judged by its own reason.
+    """
     lines = text.splitlines()
     lowered = address.lower()
     stops = {o.lower() for o in others} - {lowered}
@@ -137,7 +147,7 @@ def diagnostic_near(text: str, address: str, *, others: Sequence[str] = ()) -> s
         blank = 0
         for following in lines[index + 1 : index + 14]:
             low = following.lower()
-            if any(s in low for s in stops) and LINE_OF_ADDRESS.match(following):
+            if any(s in low for s in stops) or _GROUP_HEADING.match(following):
                 break
             if CUT.match(following):
                 break
@@ -162,7 +172,8 @@ def best_line(text: str) -> str:
     for index in candidates:
         line = lines[index]
         code = BASIC.search(line)
-        if not (ENHANCED.search(line) or code):
+        failed = [m for m in ENHANCED.finditer(line) if m.group(1) != "2"]
+        if not (failed or code):  # a transcript's "250 2.1.5 Ok" says nothing
             continue
         indent = len(line) - len(line.lstrip())
         parts = [line.strip()]
@@ -240,15 +251,20 @@ def read_heuristic(msg: Message, raw: bytes, *, subject: str, text: str, sender_
     warning = bool(WARNING.search(subject) or WARNING.search(text[:4000]))
     whole = strip_boilerplate(text)
     found: list[tuple[bool, FailedRecipient]] = []
-    for failed in dict.fromkeys(address(a) for a in addresses):
+    failures = list(dict.fromkeys(address(a) for a in addresses))
+    for failed in failures:
         near = strip_boilerplate(diagnostic_near(text, failed, others=addresses))
-        verdict = explain(None, "", near)
+        # A transcript that names no address belongs to the only recipient there is.
+        stage = smtp_stage(near) or (smtp_stage(text) if len(failures) == 1 else "")
+        verdict = explain(None, "", near, recipient=failed, stage=stage)
         own_reason = verdict.explained
         diagnostic = best_line(near)
         if not own_reason:
-            overall = explain(None, "", whole)
+            overall = explain(None, "", whole, recipient=failed, stage=stage)
             if overall.explained or not diagnostic:
                 verdict, diagnostic = overall, best_line(whole) or diagnostic
+        if not verdict.explained:
+            verdict = fallback(text) or verdict
         found.append((own_reason, _recipient(failed, verdict, diagnostic, near, warning)))
     # An address with no reason next to it, among others that have one, is a mention
     # (a helpdesk, a colleague), not a failure.
@@ -259,10 +275,12 @@ def read_heuristic(msg: Message, raw: bytes, *, subject: str, text: str, sender_
         return results
     # A reason without an address ("550 5.1.1 User unknown" and nothing else): still a
     # bounce worth keeping, attributed by the VERP token or the quoted original.
-    verdict = explain(None, "", whole)
+    guess = original.recipients[0] if len(original.recipients) == 1 else ""
+    verdict = explain(None, "", whole, recipient=guess)
+    if not verdict.explained:
+        verdict = fallback(text) or verdict
     if not verdict.explained:
         return []
-    guess = original.recipients[0] if len(original.recipients) == 1 else ""
     return [_recipient(address(guess), verdict, best_line(whole), whole, warning)]
 
 
@@ -273,7 +291,7 @@ def _recipient(failed: str, verdict: Verdict, diagnostic: str, near: str,
     return FailedRecipient(
         recipient=failed, original_recipient="", action="", status=verdict.status,
         diagnostic=diagnostic[:2000], remote_mta=remote.group(1) if remote else "",
-        bounce_class=klass,
+        bounce_class=klass, strength=verdict.strength if klass == BounceClass.hard else "",
     )
 
 

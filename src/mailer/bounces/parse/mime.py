@@ -34,6 +34,8 @@ class Parts:
     texts: list[str] = field(default_factory=list)
     htmls: list[str] = field(default_factory=list)
     original: Original = field(default_factory=Original)
+    #: A report attached as a whole (a bounce forwarded as message/rfc822), else None.
+    attached_report: Message | None = None
 
     def full_text(self) -> str:
         """The readable text of the message (the plain parts, else the HTML ones)."""
@@ -62,7 +64,10 @@ def _collect(parts: Parts, part: Message, depth: int) -> None:
     elif ctype in ORIGINAL_TYPES or ctype in ORIGINAL_HEADER_TYPES:
         payload = part.get_payload()
         if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-            _note_original(parts, payload[0])
+            if parts.attached_report is None and depth and is_report(payload[0]):
+                parts.attached_report = payload[0]
+            else:
+                _note_original(parts, payload[0])
         elif ctype in ORIGINAL_HEADER_TYPES:
             _note_original(parts, HeaderParser().parsestr(decoded_text(part)))
     elif part.is_multipart():
@@ -75,6 +80,13 @@ def _collect(parts: Parts, part: Message, depth: int) -> None:
         parts.texts.append(decoded_text(part))
     elif ctype == "text/html":
         parts.htmls.append(decoded_text(part))
+
+
+def is_report(msg: Message) -> bool:
+    """A delivery or feedback report as a whole message (not a message that bounced)."""
+    return msg.get_content_type() == "multipart/report" or any(
+        sub.get_content_type() in DSN_TYPES or sub.get_content_type() == ARF_TYPE
+        for sub in msg.walk())
 
 
 def _note_original(parts: Parts, headers: Message) -> None:

@@ -24,6 +24,9 @@ class FailedRecipient:
     diagnostic: str  # Diagnostic-Code text, or the line the heuristic matched
     remote_mta: str
     bounce_class: BounceClass
+    #: For a hard bounce, how strong the evidence is: "strong" suppresses at once, "weak"
+    #: only when a second bounce confirms it (see mailer.bounces.classify). '' otherwise.
+    strength: str = ""
 
 
 @dataclass(frozen=True)
