@@ -128,6 +128,7 @@ def receive(
             claimed_subscriber_id=attribution.claimed_subscriber_id,
             raw_excerpt=report.excerpt,
             fingerprint=fingerprint,
+            strength=failure.strength if failure else None,
         )
         if bounce is None:
             result.repeats += 1

@@ -71,6 +71,9 @@ class Bounce(Base):
     attribution_note: Mapped[str] = mapped_column(Text, default="")
     #: What we did about it: suppressed, counted, unsubscribed, alerted, nothing.
     action: Mapped[str] = mapped_column(String(32), default="")
+    #: For a hard bounce, how strong its evidence is: "strong" suppresses at once, "weak"
+    #: waits for a repeat (mailer.bounces.actions.confirms_weak_hard). '' for the others.
+    evidence: Mapped[str] = mapped_column(String(8), default="", server_default="")
     raw_excerpt: Mapped[str] = mapped_column(Text, default="")
     #: Identifies the incoming item, so a re-import or a re-delivered task adds nothing.
     fingerprint: Mapped[str | None] = mapped_column(String(64))
