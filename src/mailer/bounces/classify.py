@@ -336,6 +336,25 @@ def fallback(text: str) -> Verdict | None:
     return Verdict(BounceClass.hard, "", f"only the hedged wording {match.group(0)!r}", WEAK)
 
 
+#: What a verdict does to the reader it is tied to (see mailer.bounces.actions).
+SUPPRESS_NOW, AFTER_A_REPEAT, COUNTED, NOTHING = (
+    "suppress now", "after a repeat", "counted", "nothing")
+
+
+def effect_of(bounce_class: str, strength: str = "") -> str:
+    """"suppress now" (a hard bounce on strong evidence, a complaint), "after a repeat" (a
+    hard bounce on weak evidence), "counted" (a soft bounce: the soft-bounce rule, or the
+    repeat a weak hard one waits for), "nothing" (policy — it alerts the operators —,
+    delays, auto-replies, non-bounces)."""
+    if bounce_class == BounceClass.complaint:
+        return SUPPRESS_NOW
+    if bounce_class == BounceClass.hard:
+        return AFTER_A_REPEAT if strength == WEAK else SUPPRESS_NOW
+    if bounce_class == BounceClass.soft:
+        return COUNTED
+    return NOTHING
+
+
 def classify(code: int | None, status: str, text: str) -> BounceClass:
     """Classify a failure from its basic SMTP code, enhanced status and wording."""
     return explain(code, status, text).bounce_class
