@@ -183,10 +183,10 @@ def explain(code: int | None, status: str, text: str, *, stage: str | None = Non
     if local:
         return verdict(BounceClass.soft, f"the recipient's delivery program failed: "
                                          f"{local.group(0)!r}")
-    # "Recipient address rejected:" only introduces the reason; the reason decides.
-    said = w.RECIPIENT_REJECTED.sub(" ", text)
-    evidence = _Evidence(said, text, recipient, stage, klass)
-    suspended = w.SUSPENDED.search(said)
+    # "Recipient address rejected:" (Postfix's access maps) only introduces the reason: it
+    # is no wording of its own but the last resort (ADDRESS_REFUSED); the reason decides.
+    evidence = _Evidence(text, recipient, stage, klass)
+    suspended = w.SUSPENDED.search(text)
     if status in _HARD_STATUSES:
         if suspended:
             return verdict(BounceClass.soft, f"{status}, but the account is {suspended.group(0)!r}")
@@ -202,23 +202,23 @@ def explain(code: int | None, status: str, text: str, *, stage: str | None = Non
         return verdict(BounceClass.hard, "5.4.1 recipient address rejected: not in the "
                                          "directory", WEAK)
     if status.startswith("5.7."):
-        return _security_code(status, said, policy, evidence, verdict)
+        return _security_code(status, text, policy, evidence, verdict)
     if status in _SOFT_STATUSES:
         return verdict(BounceClass.soft, f"{status}: temporary, size or routing problem")
     if policy:
         return verdict(BounceClass.policy, f"worded as policy: {policy.group(0)!r}")
     if suspended:
         return verdict(BounceClass.soft, f"account {suspended.group(0)!r}: it may come back")
-    name_server = w.NAME_SERVER.search(said)
+    name_server = w.NAME_SERVER.search(text)
     if name_server and not evidence.domain:
         return verdict(BounceClass.soft, f"a name-server error: {name_server.group(0)!r}")
     hard = _hard_by_wording(evidence, verdict)
     if hard is not None:
         return hard
-    weak = w.POLICY_WEAK.search(said)
+    weak = w.POLICY_WEAK.search(text)
     if weak:
         return verdict(BounceClass.policy, f"worded as a refusal: {weak.group(0)!r}")
-    soft = w.TEMPORARY.search(said)
+    soft = w.TEMPORARY.search(text)
     if soft:
         return verdict(BounceClass.soft, f"worded as temporary: {soft.group(0)!r}")
     refused = w.ADDRESS_REFUSED.search(text)
@@ -233,11 +233,11 @@ def explain(code: int | None, status: str, text: str, *, stage: str | None = Non
 class _Evidence:
     """What a reply says about the mailbox and the domain, found once."""
 
-    def __init__(self, said: str, text: str, recipient: str, stage: str, klass: str) -> None:
-        self.unknown = w.MAILBOX_UNKNOWN.search(said)
-        self.gone = w.ACCOUNT_GONE.search(said)
-        self.domain = w.DOMAIN_GONE.search(said)
-        self.doubtful = w.DOMAIN_DOUBTFUL.search(said)
+    def __init__(self, text: str, recipient: str, stage: str, klass: str) -> None:
+        self.unknown = w.MAILBOX_UNKNOWN.search(text)
+        self.gone = w.ACCOUNT_GONE.search(text)
+        self.domain = w.DOMAIN_GONE.search(text)
+        self.doubtful = w.DOMAIN_DOUBTFUL.search(text)
         self.any_hard = bool(self.unknown or self.gone or self.domain or self.doubtful)
         self.echoed = bool(recipient) and _echoed(text, recipient)
         self.stage, self.klass = stage, klass
@@ -279,14 +279,14 @@ def _temporary(status: str, code: int | None, text: str, policy: re.Match[str] |
     return verdict(BounceClass.soft, f"{status or code}: temporary failure{gave_up}")
 
 
-def _security_code(status: str, said: str, policy: re.Match[str] | None, e: _Evidence,
+def _security_code(status: str, text: str, policy: re.Match[str] | None, e: _Evidence,
                    verdict: _Make) -> Verdict:
     """5.7.x: a refusal at RCPT that calls the recipient invalid is hard (weakly); after
     DATA, or worded as a block ("Recipient address rejected: Access denied"), policy."""
     if e.stage == "data":
         return verdict(BounceClass.policy, f"{status} after DATA: a content or sender filter")
     unknown = e.unknown or e.gone
-    if unknown and not policy and not w.POLICY_WEAK.search(said):
+    if unknown and not policy and not w.POLICY_WEAK.search(text):
         return verdict(BounceClass.hard, f"{status} at RCPT, but worded as unknown: "
                                          f"{unknown.group(0)!r}", WEAK)
     return verdict(BounceClass.policy, f"{status}: security or policy rejection")

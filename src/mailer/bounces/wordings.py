@@ -114,15 +114,16 @@ DOMAIN_DOUBTFUL = words(
 )
 
 #: Wordings that only say the address was refused. They decide only when nothing more
-#: specific is said, and only weakly: servers use them for blocks too.
+#: specific is said, and only weakly: servers use them for blocks too. Postfix's
+#: "Recipient address rejected: <reason>" is decided by the reason after the colon.
 ADDRESS_REFUSED = words(
     r"(recipient|address|recipient address) (rejected|not accepted)|address rejected",
     r"recipient (address )?not (accepted|recogni[sz]ed)",
     r"<[^<>\s@]+@[^<>\s]+>\s*rejected\b",
 )
 
-#: "Recipient address rejected:" is followed by the actual reason (Postfix's access
-#: maps): the reason decides, not the heading.
+#: "Recipient address rejected:" heads a reason (Postfix's access maps); Exchange Online's
+#: "5.4.1 Recipient address rejected: Access denied" is its directory-based edge blocking.
 RECIPIENT_REJECTED = words(r"recipient address rejected\s*:?")
 
 #: The mailbox exists but is full, or the server's disk is.

@@ -49,8 +49,18 @@ def fields_text(part: Message) -> str:
     return "\n\n".join(blocks)
 
 
+#: The fields that name a recipient: each group has each of them once (RFC 3464 §2.3).
+_GROUP_OPENERS = ("original-recipient", "final-recipient", "x-actual-recipient")
+
+
 def field_blocks(text: str) -> list[Fields]:
-    """``Name: value`` blocks separated by blank lines; continuation lines unfolded."""
+    """``Name: value`` blocks separated by blank lines; continuation lines unfolded.
+
+    Some MTAs leave out the blank lines: between the per-message fields and the first
+    recipient, or between recipients. A block is split where a recipient field comes a
+    second time (the next recipient's group) and where the first recipient field follows
+    per-message fields.
+    """
     blocks: list[Fields] = []
     current: Fields = {}
     last: str | None = None
@@ -63,12 +73,25 @@ def field_blocks(text: str) -> list[Fields]:
         match = _FIELD.match(line)
         if match and not line[0].isspace():
             last = match.group(1).lower()
+            if current and _opens_a_group(current, last):
+                blocks.append(current)
+                current = {}
             current.setdefault(last, []).append(match.group(2).strip())
         elif last is not None:
             current[last][-1] = f"{current[last][-1]} {line.strip()}".strip()
     if current:
         blocks.append(current)
     return blocks
+
+
+def _opens_a_group(current: Fields, name: str) -> bool:
+    if name not in _GROUP_OPENERS:
+        return False
+    if not is_recipient_block(current):
+        return "reporting-mta" in current or "arrival-date" in current  # per-message fields
+    # The same recipient field twice: the next recipient's group. (Either order of
+    # Original- and Final-Recipient is met: Postfix writes Final-Recipient first.)
+    return name in current
 
 
 def merge_blocks(blocks: list[Fields]) -> Fields:

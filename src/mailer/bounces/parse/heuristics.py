@@ -307,10 +307,19 @@ def _not_recipients(text: str, sender_address: str, addressed_to: list[str],
     for match in _SENDER_LINE.finditer(text):
         excluded.update(a.lower() for a in ADDRESS.findall(match.group(0)))
     bounce_domain = "@" + settings.bounce_domain.lower()
+    reporter = _site(sender_address)
     return {a for a in excluded if a} | {
         a.lower() for a in ADDRESS.findall(text)
-        if a.lower().endswith(bounce_domain) or DAEMON.fullmatch(a.split("@")[0])
+        if a.lower().endswith(bounce_domain)
+        # The reporting system's own postmaster or daemon is a contact, not a failure; a
+        # reader's postmaster@ at another domain may well be the address that failed.
+        or (DAEMON.fullmatch(a.split("@")[0]) and (not reporter or _site(a) == reporter))
     }
+
+
+def _site(address: str) -> str:
+    """The last two labels of an address's domain: mail.isp.example and isp.example agree."""
+    return ".".join(address.rpartition("@")[2].lower().split(".")[-2:])
 
 
 def _flufl_addresses(msg: Message, raw: bytes) -> list[str]:
