@@ -74,6 +74,10 @@ MAILBOX_UNKNOWN = words(
     r"(desconocid|inexistent)",
     r"utente (sconosciuto|inesistente)|indirizzo (inesistente|non valido)",
     r"(gebruiker|adres|ontvanger|mailbox) (\S+ )?onbekend",
+    r"(adresse|empf(ä|ae)nger|benutzer)\S* (ist )?ung(ü|ue)ltig|usu[aá]rio (\S+ )?desconhecid",
+    # Russian, Chinese (as Yandex, Mail.ru, QQ and NetEase word them in their own language)
+    r"(пользовател|адрес|ящик|получател)\w* (\S+ )?не (найден|существует)",
+    r"нет такого (пользователя|ящика|адреса)|用户不存在|收件人不存在|邮箱不存在",
 )
 
 #: The account or the mailbox does not exist (any more), said in so many words: hard
@@ -109,7 +113,7 @@ DOMAIN_GONE = words(
 #: hard under a permanent code (the sender gave up), but weak evidence.
 DOMAIN_DOUBTFUL = words(
     r"host (or domain name )?not found, try again|unable to look up host",
-    r"mx records? points? to non-?existent hosts",
+    r"mx records? points? to non-?existent hosts|no data record of requested type",
     r"could not be found in (the )?(domain name service|dns)",
 )
 
@@ -141,6 +145,7 @@ MAILBOX_FULL = words(
     r"quota d[ée]pass[ée]|espace (de stockage )?insuffisant",
     r"buz[oó]n (est[aá] )?llen|casilla (est[aá] )?llena|caixa (postal )?(est[aá] )?(cheia|lotada)",
     r"casella (di posta )?(\S+ )?piena|spazio insufficiente|mailbox (is )?vol\b|postvak (is )?vol",
+    r"(почтовый )?ящик (\S+ )?переполнен|邮箱(已满|空间不足)",
 )
 
 #: The account exists but is disabled, suspended or held: it may come back.
@@ -151,6 +156,8 @@ SUSPENDED = words(
     r"(disabled|suspended|inactive) (account|mailbox|user)",
     r"mailbox (is )?(disabled|suspended|inactive|frozen|on hold)|extended inactivity",
     r"temporarily (inactive|unavailable)|\bon hold\b",
+    r"(compte|bo[iî]te) (\S+ )?(d[ée]sactiv[ée]e?|suspendue?|bloqu[ée]e?)",
+    r"(konto|postfach)\S* (ist )?(gesperrt|deaktiviert)",
 )
 
 #: The recipient's own delivery program or transport failed: the server's trouble, not a

@@ -15,7 +15,9 @@ _AUTO_SUBJECT = re.compile(
     r"^\W*(auto(matic|matische|matisch)?[ -]?(reply|response|antwort|answer|antwoord|svar)"
     r"|auto:|out of (the )?office|\booo\b|abwesen|automatische antwort|r[ée]ponse automatique"
     r"|risposta automatica|respuesta autom[aá]tica|afwezig|absence|absent|away from|vacation"
-    r"|on vacation|on leave|urlaub|cong[ée]s?\b|fuori ufficio)",
+    r"|on vacation|on leave|urlaub|cong[ée]s?\b|fuori ufficio|resposta autom[aá]tica"
+    r"|automatiskt svar|automatisk svar|poza biurem|nieobecno|au(ss|ß)er (haus|b(ü|ue)ro)"
+    r"|автоответ|自动回复)",
     re.IGNORECASE,
 )
 _AUTO_BODY = re.compile(
