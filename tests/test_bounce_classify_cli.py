@@ -222,3 +222,15 @@ def test_evaluate_refuses_a_folder_without_a_manifest(clean, tmp_path: Path) -> 
     done = _evaluate(clean.env, tmp_path)
     assert done.returncode == 2
     assert "manifest.json" in done.stderr
+
+
+def test_without_a_database_the_attribution_has_the_same_fields(clean, tmp_path: Path) -> None:
+    from dataclasses import fields
+
+    from mailer.bounces.attribute import FORGED_TOKEN, Attribution
+
+    env = {**clean.env, "MAILER_DATABASE_URL": f"sqlite:///{tmp_path / 'missing.db'}"}
+    [row] = _rows(_run(env, "--json", CORPUS / "backscatter-forged-verp.eml").stdout)
+    attribution = row["recipients"][0]["attribution"]
+    assert set(attribution) == {f.name for f in fields(Attribution)}
+    assert attribution["unverified"] == FORGED_TOKEN

@@ -172,7 +172,8 @@ def _without_database(report: BounceReport, problem: str) -> dict[str, Any]:
     from mailer.emails.verp import VerpToken, parse_return_path
 
     nobody: dict[str, Any] = {"delivery_id": None, "edition_id": None, "subscriber_id": None,
-                              "confirmation_token_id": None}
+                              "confirmation_token_id": None, "unverified": "",
+                              "claimed_delivery_id": None, "claimed_subscriber_id": None}
     forged = ""
     for address in [*report.addressed_to, report.original_return_path]:
         token = parse_return_path(address) if address else None
@@ -182,9 +183,10 @@ def _without_database(report: BounceReport, problem: str) -> dict[str, Any]:
                     **nobody}
         if token is False and not forged:
             forged = address
-    if forged:
+    if forged:  # as mailer.bounces.attribute says it (FORGED_TOKEN), without its imports
         return {"method": "none", "note": f"VERP token {forged.split('@')[0]} forged "
-                                          "(signature fails): nobody attributed", **nobody}
+                                          "(signature fails): nobody attributed",
+                **nobody, "unverified": "forged-token"}
     return {"method": "unknown", "note": f"database not reachable ({problem})", **nobody}
 
 
