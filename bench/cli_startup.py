@@ -11,6 +11,8 @@ of each next to ``python -c pass`` measured in the same run:
 
     .venv/bin/python bench/cli_startup.py              # 15 rounds
     .venv/bin/python bench/cli_startup.py --rounds 30
+    .venv/bin/python bench/cli_startup.py --baseline ../main/.venv/bin   # another install's
+                                   # mailer timed in the same rounds, for a before/after
 
 Also lists which heavy packages each command imported (python -X importtime), so a
 regression says where it comes from. Figures go to bench/results/cli-startup-<time>.json.
@@ -40,6 +42,8 @@ HEAVY = ("sqlalchemy", "celery", "fastapi", "flufl", "premailer", "rich", "alemb
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--baseline", type=Path,
+                        help="the bin/ folder of another install whose mailer is timed too")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,16 +53,21 @@ def main() -> None:
         no_db = {**base, "MAILER_DATABASE_URL": f"sqlite:///{tmp}/missing.db"}
         subprocess.run([MAILER, "db", "upgrade"], env=with_db, check=True,
                        capture_output=True)
-        commands = {
-            "python -c pass": ([sys.executable, "-c", "pass"], base),
-            "mailer --help": ([MAILER, "--help"], base),
-            "mailer bounces classify FILE (SQLite)": (
-                [MAILER, "bounces", "classify", str(BOUNCE)], with_db),
-            "mailer bounces classify --json FILE (SQLite)": (
-                [MAILER, "bounces", "classify", "--json", str(BOUNCE)], with_db),
-            "mailer bounces classify --json FILE (no database)": (
-                [MAILER, "bounces", "classify", "--json", str(BOUNCE)], no_db),
-        }
+        commands: dict[str, tuple[list[str], dict[str, str]]] = {
+            "python -c pass": ([sys.executable, "-c", "pass"], base)}
+        installs = [("", MAILER)]
+        if args.baseline:
+            installs.append(("baseline: ", str(args.baseline / "mailer")))
+        for prefix, mailer in installs:
+            commands |= {
+                f"{prefix}mailer --help": ([mailer, "--help"], base),
+                f"{prefix}mailer bounces classify FILE (SQLite)": (
+                    [mailer, "bounces", "classify", str(BOUNCE)], with_db),
+                f"{prefix}mailer bounces classify --json FILE (SQLite)": (
+                    [mailer, "bounces", "classify", "--json", str(BOUNCE)], with_db),
+                f"{prefix}mailer bounces classify --json FILE (no database)": (
+                    [mailer, "bounces", "classify", "--json", str(BOUNCE)], no_db),
+            }
         times: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.rounds):
             for name, (argv, env) in commands.items():
@@ -78,7 +87,7 @@ def main() -> None:
         extra = "" if name == "python -c pass" else (
             f"   (+{f['median_ms'] - baseline} ms over python; imports: "
             f"{', '.join(imported[name]) or 'none of the heavy ones'})")
-        print(f"  {name:50} {f['best_ms']:5} / {f['median_ms']:5} ms{extra}")
+        print(f"  {name:60} {f['best_ms']:5} / {f['median_ms']:5} ms{extra}")
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
     out = results / f"cli-startup-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}.json"
@@ -87,10 +96,12 @@ def main() -> None:
 
 
 def heavy_imports(argv: list[str], env: dict[str, str]) -> list[str]:
-    """The packages of HEAVY the command imported, read from python -X importtime."""
+    """The packages of HEAVY the command imported, read from python -X importtime (with
+    the python of the install whose mailer it is)."""
     mailer_argv = ["mailer", *argv[1:]]
     code = f"import sys; sys.argv = {mailer_argv!r}; from mailer.cli import main; main()"
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env,
+    python = str(Path(argv[0]).with_name("python"))
+    done = subprocess.run([python, "-X", "importtime", "-c", code], env=env,
                           capture_output=True, text=True, check=False)
     names = {line.rsplit("|", 1)[-1].strip().split(".")[0]
              for line in done.stderr.splitlines() if line.startswith("import time:")}
