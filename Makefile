@@ -45,6 +45,7 @@ bench: venv ## the benchmarks under bench/ (they print their figures)
 	$(BIN)/python bench/compose.py
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/bounces.py
+	$(BIN)/python bench/cli_startup.py
 	$(BIN)/python bench/ops.py
 
 # Sample values for the variables docker-compose.yml requires (the check only reads the file).

@@ -69,6 +69,13 @@ REPLIES = [
     (554, "5.7.1 Relay access denied", P),
     (550, "High probability of spam; user unknown", P),  # spam beats "unknown"
     (550, "Message refused", P),
+    # the same causes in the languages providers answer in
+    (550, "Адрес получателя не найден", H),
+    (550, "用户不存在", H),
+    (550, "Empfaengeradresse ungueltig", H),
+    (552, "Почтовый ящик переполнен", S),
+    (550, "Le compte est désactivé", S),
+    (550, "5.4.4 Host found but no data record of requested type", H),
 ]
 
 

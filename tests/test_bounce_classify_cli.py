@@ -24,7 +24,7 @@ from mailer.db import transaction
 from mailer.emails.verp import return_path
 from mailer.models import Base
 from tests.test_bounce_classify_attribution import OLD_RCPT, _bounce, _sent
-from tests.test_bounce_parse import MANIFEST
+from tests.test_bounce_parse import DEV
 
 CORPUS = Path(__file__).parent / "fixtures" / "bounces"
 MAILER = Path(sys.executable).with_name("mailer")
@@ -48,13 +48,13 @@ def _counts() -> dict[str, int]:
 def test_json_over_the_whole_corpus(clean) -> None:
     _sent("anna.berg@example.net")
     before = _counts()
-    done = _run(clean.env, "--json", *sorted(CORPUS.glob("*.eml")))
+    done = _run(clean.env, "--json", *(CORPUS / name for name in sorted(DEV)))
     assert done.returncode == 0, done.stderr
     rows = _rows(done.stdout)
-    assert len(rows) == len(MANIFEST)
+    assert len(rows) == len(DEV)
     for row in rows:
         name = Path(row["message"].split("#")[0]).name
-        expected = MANIFEST[name]
+        expected = DEV[name]
         assert row["kind"] == expected["kind"], name
         assert sorted((r["recipient"], r["class"]) for r in row["recipients"]) == sorted(
             (r["recipient"], r["class"]) for r in expected["recipients"]), name
@@ -160,3 +160,77 @@ def test_the_commands_session_cannot_write(clean) -> None:
         session.rollback()
         session.close()
         session.get_bind().dispose()  # type: ignore[union-attr]
+
+
+def test_json_shows_the_strength_and_what_each_bounce_will_do(clean) -> None:
+    names = {"postfix-user-unknown.eml": ("hard", "strong", "suppress now"),
+             "outlookcom-mailbox-unavailable.eml": ("hard", "weak", "after a repeat"),
+             "postfix-mailbox-full.eml": ("soft", "", "counted"),
+             "postfix-spamhaus-blocked.eml": ("policy", "", "nothing"),
+             "arf-yahoo.eml": ("complaint", "", "suppress now"),
+             "vacation-auto-submitted.eml": ("autoreply", "", "nothing")}
+    done = _run(clean.env, "--json", *(CORPUS / n for n in names))
+    assert done.returncode == 0, done.stderr
+    for row in _rows(done.stdout):
+        [failure] = row["recipients"]
+        expected = names[Path(row["message"]).name]
+        assert (failure["class"], failure["strength"], failure["effect"]) == expected, row
+
+    table = _run({**clean.env, "COLUMNS": "250"}, CORPUS / "outlookcom-mailbox-unavailable.eml")
+    assert "hard (weak)" in table.stdout and "after a repeat" in table.stdout
+
+
+def _evaluate(env: dict[str, str], *args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(MAILER), "bounces", "evaluate", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_evaluate_counts_agreement_precision_recall_and_misses(clean, tmp_path: Path) -> None:
+    """A small corpus whose manifest is wrong on purpose about one message: the figures
+    and the list of misses say so."""
+    picked = ["postfix-user-unknown.eml", "outlookcom-mailbox-unavailable.eml",
+              "postfix-mailbox-full.eml", "arf-yahoo.eml", "vacation-auto-submitted.eml",
+              "exchange-delivery-receipt.eml"]
+    manifest = {name: DEV[name] for name in picked}
+    # Claim the mailbox-full bounce is hard: one hard verdict missed (recall 2/3).
+    full = manifest["postfix-mailbox-full.eml"]
+    manifest["postfix-mailbox-full.eml"] = {
+        **full, "recipients": [{**full["recipients"][0], "class": "hard", "strength": "weak"}]}
+    for name in picked:
+        (tmp_path / name).write_bytes((CORPUS / name).read_bytes())
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+
+    done = _evaluate(clean.env, tmp_path, "--json", "--misses")
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["messages"] == 6 and figures["crashes"] == 0
+    assert (figures["hard_precision"], figures["hard_recall"]) == (1.0, 0.6667)
+    assert figures["missed_hard"] == 1 and figures["wrong_hard"] == 0
+    assert figures["suppress_now_verdicts"] == 1 and figures["suppress_now_precision"] == 1.0
+    assert figures["recipients_found"] == 1.0
+    assert (figures["non_bounces"], figures["non_bounces_given_a_class"]) == (2, 0)
+    assert figures["complaints_recognised"] == 1.0
+    assert [m["message"] for m in figures["misses"]] == ["postfix-mailbox-full.eml"]
+
+    text = _evaluate(clean.env, tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert "recall 66.7% (1 missed)" in text.stdout
+    assert "suppress now (hard, strong evidence): 1 verdicts, precision 100.0%" in text.stdout
+
+
+def test_evaluate_refuses_a_folder_without_a_manifest(clean, tmp_path: Path) -> None:
+    done = _evaluate(clean.env, tmp_path)
+    assert done.returncode == 2
+    assert "manifest.json" in done.stderr
+
+
+def test_without_a_database_the_attribution_has_the_same_fields(clean, tmp_path: Path) -> None:
+    from dataclasses import fields
+
+    from mailer.bounces.attribute import FORGED_TOKEN, Attribution
+
+    env = {**clean.env, "MAILER_DATABASE_URL": f"sqlite:///{tmp_path / 'missing.db'}"}
+    [row] = _rows(_run(env, "--json", CORPUS / "backscatter-forged-verp.eml").stdout)
+    attribution = row["recipients"][0]["attribution"]
+    assert set(attribution) == {f.name for f in fields(Attribution)}
+    assert attribution["unverified"] == FORGED_TOKEN

@@ -29,7 +29,12 @@ from mailer.bounces.parse import (
 
 CORPUS = Path(__file__).parent / "fixtures" / "bounces"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text(encoding="utf-8"))
-KINDS = {"dsn", "arf", "autoreply", "heuristic", "not-a-bounce", "unparsed"}
+#: The part of the corpus the rules were written against. The held-out part was written
+#: before the rules and is only measured (``mailer bounces evaluate --part held-out``):
+#: its results are reported, not fitted.
+DEV = {name: e for name, e in MANIFEST.items() if e["part"] == "dev"}
+HELD_OUT = sorted(name for name, e in MANIFEST.items() if e["part"] == "held-out")
+KINDS = {"dsn", "arf", "ses", "autoreply", "heuristic", "not-a-bounce", "unparsed"}
 
 
 def _parse_file(name: str, **kwargs: object) -> BounceReport:
@@ -44,10 +49,16 @@ def _shape(report: BounceReport) -> list[tuple[str, str]]:
 def test_every_fixture_has_expectations_and_every_expectation_a_fixture() -> None:
     files = {p.name for p in CORPUS.glob("*.eml")}
     assert files == set(MANIFEST)
-    assert len(files) >= 60
+    assert len(files) >= 200
+    assert len({e["family"] for e in MANIFEST.values()}) >= 30
+    for name, entry in MANIFEST.items():
+        assert entry["follows"] and entry["family"] and entry["part"] in ("dev", "held-out"), name
+        for item in entry["recipients"]:
+            assert item["strength"] == ("" if item["class"] != "hard" else item["strength"]), name
+            assert item["class"] != "hard" or item["strength"] in ("strong", "weak"), name
 
 
-@pytest.mark.parametrize("name", sorted(MANIFEST))
+@pytest.mark.parametrize("name", sorted(DEV))
 def test_corpus_fixture(name: str) -> None:
     expected = MANIFEST[name]
     report = _parse_file(name)
@@ -59,6 +70,7 @@ def test_corpus_fixture(name: str) -> None:
     for item in expected["recipients"]:
         if item["status"]:
             assert by_address[item["recipient"]].status == item["status"]
+        assert by_address[item["recipient"]].strength == item["strength"], item
     for failure in report.recipients:
         if failure.bounce_class in (BounceClass.hard, BounceClass.soft, BounceClass.policy):
             assert failure.diagnostic, "a failure must carry the words that explain it"
@@ -66,7 +78,15 @@ def test_corpus_fixture(name: str) -> None:
     assert len(report.excerpt) <= 8 * 1024
 
 
-@pytest.mark.parametrize("name", sorted(MANIFEST))
+@pytest.mark.parametrize("name", HELD_OUT)
+def test_held_out_fixture_is_answered(name: str) -> None:
+    """Held out of rule-writing: only that it is understood somehow, never crashed on."""
+    report = _parse_file(name)
+    assert report.kind in KINDS
+    assert not report.error.startswith("parser error"), report.error
+
+
+@pytest.mark.parametrize("name", sorted(DEV))
 def test_corpus_fixture_with_crlf_line_ends(name: str) -> None:
     """As the bytes arrive over SMTP: CRLF everywhere. Same answer."""
     [(_, raw)] = list(iter_messages(CORPUS / name))
@@ -75,10 +95,9 @@ def test_corpus_fixture_with_crlf_line_ends(name: str) -> None:
 
 
 def test_the_corpus_covers_every_class_and_kind() -> None:
-    classes = {r["class"] for e in MANIFEST.values() for r in e["recipients"]}
-    # "not-a-bounce" is a kind: an ordinary reply names no failed recipient.
-    assert classes == {c.value for c in BounceClass} - {"not-a-bounce"}
-    assert {e["kind"] for e in MANIFEST.values()} == KINDS
+    classes = {r["class"] for e in DEV.values() for r in e["recipients"]}
+    assert classes == {c.value for c in BounceClass}
+    assert {e["kind"] for e in DEV.values()} == KINDS
 
 
 def test_dsn_fields_are_read_per_recipient() -> None:
@@ -89,7 +108,7 @@ def test_dsn_fields_are_read_per_recipient() -> None:
         action="failed", status="5.1.1",
         diagnostic="550 5.1.1 <anna.berg@example.net>: Recipient address rejected: "
                    "User unknown in virtual mailbox table",
-        remote_mta="mx1.example.net", bounce_class=BounceClass.hard,
+        remote_mta="mx1.example.net", bounce_class=BounceClass.hard, strength="strong",
     )
     assert report.original_message_id == (
         "<nl.12.3455.5d1f0c9e2b7a48e6a1c3f2d4@cep-probation.example.org>")
@@ -141,8 +160,10 @@ def test_feedback_types_that_are_not_complaints() -> None:
     not_spam = parse_bounce(raw.replace(b"Feedback-Type: abuse", b"Feedback-Type: not-spam"))
     assert not_spam.kind == "arf" and not_spam.feedback_type == "not-spam"
     assert not_spam.recipients == []
+    # RFC 6591 (DMARC forensic) reports: about a message claiming our domain, not a reader.
     auth = parse_bounce(raw.replace(b"Feedback-Type: abuse", b"Feedback-Type: auth-failure"))
-    assert [r.bounce_class for r in auth.recipients] == [BounceClass.policy]
+    assert auth.kind == "arf" and auth.feedback_type == "auth-failure"
+    assert auth.recipients == []
 
 
 def test_success_notifications_are_not_failures() -> None:
@@ -150,7 +171,7 @@ def test_success_notifications_are_not_failures() -> None:
     relayed = raw.replace(b"Action: failed\nStatus: 5.1.1", b"Action: relayed\nStatus: 2.0.0")
     [failure] = parse_bounce(relayed).recipients
     assert failure.action == "relayed"
-    assert failure.bounce_class == BounceClass.delayed  # nothing to act on
+    assert failure.bounce_class == BounceClass.not_a_bounce  # nothing failed
 
 
 # --- the size cap -------------------------------------------------------------------------
@@ -235,7 +256,7 @@ def test_a_parser_bug_becomes_an_unparsed_report(monkeypatch: pytest.MonkeyPatch
     def explode(self: object) -> BounceReport:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(parse._Reader, "report", explode)
+    monkeypatch.setattr(parse.Reader, "report", explode)
     report = parse_bounce(b"Subject: hello\n\nbody\n")
     assert report.kind == "unparsed" and "RuntimeError: boom" in report.error
     assert report.excerpt.startswith("Subject: hello")

@@ -132,7 +132,7 @@ def test_the_mail_to_editors_shows_the_window_with_its_last_day(clean) -> None:
 @pytest.mark.parametrize("template", ["confirm-subscription", "edition-ready"])
 def test_the_footer_names_the_association_once(clean, template: str) -> None:
     from mailer.config import get_settings
-    from mailer.emails import render_email
+    from mailer.emails.render import render_email
 
     settings = get_settings()
     context = {"settings": settings, "subscriber": {"first_name": "Maria"},

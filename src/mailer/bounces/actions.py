@@ -1,9 +1,13 @@
 """Acting on a classified bounce: record it with its evidence, then do the one right thing.
 
-- hard: suppress the address at once;
+- hard: suppress the address at once when the evidence is strong (a 5.1.x before DATA,
+  the address echoed with "user unknown", a domain that does not exist); on weak evidence
+  (a wording alone, no code, after DATA) only when a second hard or soft bounce of the
+  address comes for another edition — see :func:`confirms_weak_hard`;
 - complaint: unsubscribe and suppress at once;
 - soft: count; ``soft_bounce_limit`` soft bounces on distinct editions within
-  ``soft_bounce_days`` with no successful delivery between them suppress;
+  ``soft_bounce_days`` with no successful delivery between them suppress (and so does one
+  soft bounce after a weak hard one);
 - policy: never suppress (the sender's problem) — the operators' alert counter goes up;
 - delayed, autoreply, not-a-bounce, unparsed: kept as evidence, nothing else.
 
@@ -25,6 +29,7 @@ from sqlalchemy import CursorResult, distinct, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailer.bounces.classify import STRONG, WEAK, hard_strength
 from mailer.bounces.models import Bounce, BounceClass, Trust
 from mailer.config import get_settings
 from mailer.db import publish_after_commit, utcnow
@@ -64,6 +69,7 @@ def record_bounce(
     claimed_subscriber_id: int | None = None,
     raw_excerpt: str = "",
     fingerprint: str | None = None,
+    strength: str | None = None,
 ) -> Bounce | None:
     """Store a bounce and apply its consequence; ``bounce.action`` says what was done.
 
@@ -71,6 +77,10 @@ def record_bounce(
     passes them only for a bounce it verified (a signed token or Message-ID, our own SMTP
     transaction, a provider webhook whose signature checked). An ``unverified`` bounce (its
     reason) passes who it names as ``claimed_*`` instead and acts on nobody.
+
+    ``strength`` is the evidence of a hard bounce, "strong" or "weak", as the parser found
+    it; a caller that has only a status and a diagnostic (a provider's event, our own SMTP
+    transaction) leaves it out and it is judged from them.
 
     Returns None when this exact bounce (same fingerprint and recipient) was recorded
     before — a re-import, a redelivered task, a provider's retry — and then does nothing.
@@ -103,6 +113,7 @@ def record_bounce(
         trust=trust, unverified_reason=_text(unverified, 32),
         claimed_delivery_id=claimed_delivery_id, claimed_subscriber_id=claimed_subscriber_id,
         act_key=_act_key(bounce_class, delivery_id, confirmation_token_id) if acts else None,
+        evidence=_evidence(bounce_class, strength, status_code, diagnostic, recipient),
     )
     try:
         with session.begin_nested():
@@ -161,7 +172,16 @@ def _record_repeat(session: Session, bounce: Bounce) -> Bounce | None:
 
 _COPIED = ("source", "bounce_class", "recipient", "status_code", "diagnostic", "remote_mta",
            "attribution", "attribution_note", "raw_excerpt", "fingerprint",
-           "unverified_reason")
+           "unverified_reason", "evidence")
+
+
+def _evidence(bounce_class: BounceClass, strength: str | None, status_code: str,
+              diagnostic: str, recipient: str) -> str:
+    if bounce_class != BounceClass.hard:
+        return ""
+    if strength in (STRONG, WEAK):
+        return strength
+    return hard_strength(status_code, diagnostic, recipient=recipient.strip())
 
 
 def _text(value: str, limit: int) -> str:
@@ -195,6 +215,11 @@ def _act(session: Session, bounce: Bounce) -> str:
     if bounce.trust == Trust.confirmed:
         evidence = f"{evidence} (confirmed by {bounce.confirmed_by})"[:1000]
     if bounce.bounce_class == BounceClass.hard:
+        if bounce.evidence == WEAK:
+            earlier = confirms_weak_hard(session, bounce)
+            if earlier is None:
+                return "counted: weak hard, 1 of 2"
+            evidence = f"{evidence}; repeats bounce #{earlier}"[:1000]
         done = subscribers.suppress(session, subscriber.address_hash,
                                     reason=SuppressionReason.hard_bounce, evidence=evidence)
         return "suppressed" if done else "already suppressed"
@@ -204,6 +229,12 @@ def _act(session: Session, bounce: Bounce) -> str:
                              reason=SuppressionReason.complaint, evidence=evidence)
         _raise_alert(session, "complaints", bounce.edition_id)
         return "unsubscribed and suppressed"
+    weak_hard = confirms_weak_hard(session, bounce)
+    if weak_hard is not None:  # the repeat a weak hard bounce was waiting for
+        done = subscribers.suppress(
+            session, subscriber.address_hash, reason=SuppressionReason.hard_bounce,
+            evidence=f"weak hard bounce #{weak_hard} repeated by {evidence}"[:1000])
+        return "suppressed" if done else "already suppressed"
     count = soft_bounce_count(session, subscriber.id)
     limit = get_settings().soft_bounce_limit
     if count >= limit:
@@ -263,15 +294,37 @@ def confirm_bounce(session: Session, bounce_id: int, *, by: str) -> Bounce:
     return bounce
 
 
-def soft_bounce_count(session: Session, subscriber_id: int) -> int:
-    """Soft bounces on distinct editions within the window, since the last good delivery.
+def confirms_weak_hard(session: Session, bounce: Bounce) -> int | None:
+    """The earlier bounce that makes this one the repeat a weak hard bounce waits for.
+
+    A weak hard bounce suppresses only when a second hard or soft bounce of the same
+    reader comes for another edition, within the soft-bounce window and with no good
+    delivery between them. So: for a weak hard ``bounce``, an earlier hard or soft one; for
+    a soft or hard one, an earlier weak hard one. Returns its id, or None.
+    """
+    if bounce.subscriber_id is None:
+        return None
+    earlier = [Bounce.bounce_class == BounceClass.hard, Bounce.evidence == WEAK]
+    if bounce.bounce_class == BounceClass.hard and bounce.evidence == WEAK:
+        earlier = [Bounce.bounce_class.in_((BounceClass.hard, BounceClass.soft))]
+    this_send = func.coalesce(bounce.edition_id, -bounce.id)
+    return session.scalar(
+        select(Bounce.id).where(
+            Bounce.subscriber_id == bounce.subscriber_id, Bounce.id != bounce.id,
+            func.coalesce(Bounce.edition_id, -Bounce.id) != this_send,
+            Bounce.received_at > _counting_since(session, bounce.subscriber_id),
+            *earlier,
+        ).order_by(Bounce.id).limit(1)
+    )
+
+
+def _counting_since(session: Session, subscriber_id: int) -> dt.datetime:
+    """Where the bounces that count start: the window, or the last good delivery if later.
 
     A good delivery is one the server accepted (state sent) that no soft, hard or policy
-    bounce came back for. A soft bounce tied to no edition (a confirmation mail, a
-    provider event naming only the address) counts as a send of its own.
+    bounce came back for.
     """
-    settings = get_settings()
-    since = utcnow() - dt.timedelta(days=settings.soft_bounce_days)
+    since = utcnow() - dt.timedelta(days=get_settings().soft_bounce_days)
     bounced = exists().where(
         Bounce.delivery_id == Delivery.id, Bounce.bounce_class.in_(NOT_DELIVERED)
     )
@@ -282,8 +335,16 @@ def soft_bounce_count(session: Session, subscriber_id: int) -> int:
             ~bounced,
         )
     )
-    if last_good is not None and last_good > since:
-        since = last_good
+    return last_good if last_good is not None and last_good > since else since
+
+
+def soft_bounce_count(session: Session, subscriber_id: int) -> int:
+    """Soft bounces on distinct editions within the window, since the last good delivery.
+
+    A soft bounce tied to no edition (a confirmation mail, a provider event naming only
+    the address) counts as a send of its own.
+    """
+    since = _counting_since(session, subscriber_id)
     return int(session.scalar(
         select(func.count(distinct(func.coalesce(Bounce.edition_id, -Bounce.id)))).where(
             Bounce.subscriber_id == subscriber_id,

@@ -9,7 +9,7 @@ the delivery it belongs to, and records one Bounce per recipient through
   message left in the mailbox after a crash records nothing twice;
 - a DSN records one bounce per failed recipient (``Action: delayed`` is kept as
   ``delayed`` and acts on nobody); an ARF report records a ``complaint`` (an
-  ``auth-failure`` report is a policy matter, a ``not-spam`` one nothing);
+  ``auth-failure`` or a ``not-spam`` report records nothing that acts);
 - an auto-reply, an ordinary reply and a message nobody understands are kept (one Bounce
   of class autoreply, not-a-bounce or unparsed, with an excerpt) and act on nobody;
 - a message over ``bounce_max_bytes`` is refused: kept as an unparsed Bounce that says so,
@@ -36,6 +36,7 @@ from mailer.bounces.actions import EXCERPT_LIMIT, record_bounce
 from mailer.bounces.attribute import Attribution, attribute
 from mailer.bounces.models import BounceClass
 from mailer.bounces.parse import BounceReport, BounceTooLarge, FailedRecipient, parse_bounce
+from mailer.bounces.parse.arf import NOT_COMPLAINTS
 from mailer.config import get_settings
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ def receive(
             claimed_subscriber_id=attribution.claimed_subscriber_id,
             raw_excerpt=report.excerpt,
             fingerprint=fingerprint,
+            strength=failure.strength if failure else None,
         )
         if bounce is None:
             result.repeats += 1
@@ -141,8 +143,8 @@ def _class_of(report: BounceReport, failure: FailedRecipient | None) -> BounceCl
         return BounceClass(failure.bounce_class)
     if report.kind == "arf":
         # An ARF report that names no recipient is still a complaint about the quoted
-        # message, unless the reader said "not spam".
-        if report.feedback_type == "not-spam":
+        # message, unless the reader said "not spam" or it reports an auth failure.
+        if report.feedback_type in NOT_COMPLAINTS:
             return BounceClass.not_a_bounce
         return BounceClass.complaint
     # A DSN or a heuristic parse that named nobody: understood by nobody after all.

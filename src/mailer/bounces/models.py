@@ -18,18 +18,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from mailer.bounces.classes import BounceClass
 from mailer.db import Base, UTCDateTime, utcnow
 
-
-class BounceClass(enum.StrEnum):
-    hard = "hard"  # mailbox or domain does not exist
-    soft = "soft"  # temporary: mailbox full, server busy
-    policy = "policy"  # blocked, spam-filtered, DMARC: the sender's problem
-    delayed = "delayed"  # a warning, delivery still being tried
-    autoreply = "autoreply"  # vacation message: not a bounce
-    complaint = "complaint"  # the reader pressed "spam"
-    unparsed = "unparsed"  # kept, counted, understood by nobody yet
-    not_a_bounce = "not-a-bounce"  # an ordinary reply to the return path: kept, no action
+__all__ = ["Bounce", "BounceClass", "InboundMessage", "Trust", "WebhookEvent"]
 
 
 class Trust(enum.StrEnum):
@@ -79,6 +71,9 @@ class Bounce(Base):
     attribution_note: Mapped[str] = mapped_column(Text, default="")
     #: What we did about it: suppressed, counted, unsubscribed, alerted, nothing.
     action: Mapped[str] = mapped_column(String(32), default="")
+    #: For a hard bounce, how strong its evidence is: "strong" suppresses at once, "weak"
+    #: waits for a repeat (mailer.bounces.actions.confirms_weak_hard). '' for the others.
+    evidence: Mapped[str] = mapped_column(String(8), default="", server_default="")
     raw_excerpt: Mapped[str] = mapped_column(Text, default="")
     #: Identifies the incoming item, so a re-import or a re-delivered task adds nothing.
     fingerprint: Mapped[str | None] = mapped_column(String(64))

@@ -12,11 +12,8 @@ import threading
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from mailer.cli.bounces import app
-
-err = Console(stderr=True)
 
 
 @app.command("serve")
@@ -71,7 +68,7 @@ def import_(
             totals["repeats"] += result.repeats
             totals["refused"] += bool(result.refused)
     except (OSError, ValueError) as exc:
-        err.print(f"[red]cannot read {path}: {exc}[/red]")
+        typer.secho(f"cannot read {path}: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"{totals['messages']} messages: {totals['recorded']} bounces recorded, "
                f"{totals['repeats']} already known, {totals['refused']} refused")

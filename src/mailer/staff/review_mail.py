@@ -15,8 +15,8 @@ from sqlalchemy import select
 from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.editions.models import Edition
-from mailer.emails import render_email
 from mailer.emails.message import build_message, message_id, to_bytes
+from mailer.emails.render import render_email
 from mailer.emails.transport import SMTPFailure, process_transport
 from mailer.localtime import window_label
 from mailer.staff import accounts

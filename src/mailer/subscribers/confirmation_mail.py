@@ -13,8 +13,8 @@ from enum import StrEnum
 
 from mailer.config import get_settings
 from mailer.db import transaction, utcnow
-from mailer.emails import render_email
 from mailer.emails.message import build_message, message_id, to_bytes
+from mailer.emails.render import render_email
 from mailer.emails.transport import SMTPFailure, process_transport
 from mailer.emails.verp import return_path
 from mailer.subscribers import service

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi.responses import HTMLResponse
 
 from mailer.config import get_settings
-from mailer.emails import jinja_env
+from mailer.emails.render import jinja_env
 
 
 def page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from mailer.config import get_settings
-from mailer.emails import jinja_env
+from mailer.emails.render import jinja_env
 from mailer.localtime import format_date, format_time, window_label, zone
 from mailer.tokens import sign, verify
 
