@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from tests.support.processes import Beat, WebServer, Worker, free_port
+from tests.support.processes import Beat, UserWorker, WebServer, Worker, free_port
 from tests.support.smtp_server import RecordingSMTPServer
 
 # Everything the tests run (this process and every child: the CLI, workers, the web app)
@@ -276,6 +276,12 @@ class SendingRig:
     def worker(self, name: str = "sender", concurrency: int = 2, **env: str) -> Worker:
         w = Worker({**self.stack.env, **self.env, **env}, self.stack.tmp / f"{name}.log",
                    name=name, concurrency=concurrency)
+        self.procs.append(w)
+        return w.start()  # type: ignore[return-value]
+
+    def user_worker(self, name: str = "worker", **env: str) -> UserWorker:
+        """A worker started with Procfile.dev's command line (the one users run)."""
+        w = UserWorker({**self.stack.env, **self.env, **env}, self.stack.tmp / f"{name}.log")
         self.procs.append(w)
         return w.start()  # type: ignore[return-value]
 

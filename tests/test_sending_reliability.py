@@ -65,18 +65,44 @@ def test_kill_9_a_worker_mid_send(rig) -> None:
     assert final == {"sent": 3000}
 
 
-def test_redis_restart_mid_send(rig) -> None:
-    readers = make_subscribers(2500)
-    edition_id = make_edition()
-    rig.worker("steady")
+def test_a_redis_restart_does_not_stop_a_worker_started_as_users_start_it(rig) -> None:
+    """The worker runs with Procfile.dev's own command line. When Redis goes, it holds a
+    batch (stalled on SMTP) and has free processes, so it is waiting on BRPOP: the state in
+    which kombu's restore of unacknowledged messages used to kill it (workers/broker.py).
+    An idle worker, or one holding exactly its prefetch limit, survived even before."""
+    readers = make_subscribers(1200)
+    smtp = rig.stack.smtp
+    smtp.behaviour.add(readers[700], "data", "stall", times=1)  # holds its batch 20 s
+    worker = rig.user_worker("as-users-run-it", MAILER_SMTP_TIMEOUT="20")
     rig.beat()
+    edition_id = make_edition()
     start(edition_id)
-    wait_for(lambda: len(rig.stack.smtp.messages) >= 500, timeout=120, what="500 messages")
-    rig.redis.restart(down_seconds=1.0)  # every queued Celery message is gone
-    assert len(rig.stack.smtp.messages) < 2500
+    wait_for(lambda: smtp.stalls >= 1, timeout=120, what="the stalled transaction")
+    settled = _settled(lambda: len(smtp.messages))  # the other batches are done
+    assert settled < 1200
+    rig.redis.restart(down_seconds=1.0)  # every Celery message is gone
+    time.sleep(5)
+    assert worker.alive, worker.output()[-3000:]
+    assert "Unrecoverable error" not in worker.output()
     wait_sent(edition_id, timeout=240)
-    assert_everyone_once(rig.stack.smtp, readers, allowed_duplicates=0)
-    assert counts(edition_id) == {"sent": 2500}
+    assert worker.alive
+    # The stalled message never reached the mailbox: everyone exactly once.
+    assert_everyone_once(smtp, readers, allowed_duplicates=0)
+    assert counts(edition_id) == {"sent": 1200}
+
+
+def _settled(read, quiet: float = 1.5, timeout: float = 60):  # type: ignore[no-untyped-def]
+    """Wait until ``read()`` stops changing for ``quiet`` seconds; return its value."""
+    deadline = time.monotonic() + timeout
+    last, since = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+    raise AssertionError(f"still changing after {timeout}s")
 
 
 def test_smtp_server_misbehaving_in_every_way(rig) -> None:

@@ -41,6 +41,10 @@ def make_app() -> Celery:
     visibility = int(max(settings.retry_max_seconds * 2, 3 * 3600))
     app.conf.update(
         broker_url=settings.redis_url,
+        # kombu's Redis transport with the fix that keeps a Redis restart from killing the
+        # worker (see workers/broker.py); another broker keeps its own transport.
+        broker_transport=("workers.broker:Transport"
+                          if settings.redis_url.startswith(("redis://", "rediss://")) else None),
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": visibility},
         task_ignore_result=True,

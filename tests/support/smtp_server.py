@@ -73,6 +73,7 @@ class RecordingHandler:
             smtp.transport.close()  # type: ignore[union-attr]
             return "421 4.4.2 closing"  # never reaches the client
         if reply == "stall":
+            self.server.stalls += 1
             await asyncio.sleep(3600)
         return reply
 
@@ -104,6 +105,7 @@ class RecordingSMTPServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.behaviour = Behaviour()
         self.pipelining = True
+        self.stalls = 0  # how many transactions a "stall" rule has held so far
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Received], None]] = []
@@ -126,6 +128,7 @@ class RecordingSMTPServer:
             self.messages = []
         self.behaviour = Behaviour()
         self.pipelining = True
+        self.stalls = 0
 
     def record(self, received: Received) -> None:
         with self._lock:
