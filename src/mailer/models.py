@@ -3,13 +3,13 @@
 from mailer.articles.models import Article
 from mailer.bounces.models import Bounce, InboundMessage, WebhookEvent
 from mailer.db import Base
-from mailer.delivery.models import Delivery
+from mailer.delivery.models import Delivery, SenderProcess
 from mailer.editions.models import Edition, EditionArticle
 from mailer.staff.models import AuditEntry, ScheduledDraft, StaffSession, StaffUser
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber, Suppression
 
 __all__ = [
     "Article", "AuditEntry", "Base", "Bounce", "ConfirmationToken", "ConsentEvent", "Delivery",
-    "Edition", "EditionArticle", "InboundMessage", "ScheduledDraft", "StaffSession", "StaffUser",
-    "Subscriber", "Suppression", "WebhookEvent",
+    "Edition", "EditionArticle", "InboundMessage", "ScheduledDraft", "SenderProcess",
+    "StaffSession", "StaffUser", "Subscriber", "Suppression", "WebhookEvent",
 ]
