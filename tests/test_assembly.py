@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from mailer.delivery.assembly import MessageAssembler, Reader, _qp_piece
 from mailer.editions.snapshot import Personaliser
 
-
 HTML = ("<html><body><p>%%greeting%%</p>\n<p>" + "Probation news across Europe. " * 9 +
         "</p><a href=\"%%unsubscribe_url%%\">Unsubscribe</a>%%email%%%%first_name%%"
         "<a href=\"%%view_url%%\">view</a>\n" + "x" * 74 + "%%email%%\n" + "é" * 40 +

@@ -273,11 +273,22 @@ class _Batch:
             self.result.stopped = self.result.stopped or trip
 
 
+_holds: dict[int, tuple[float, str | None]] = {}
+HOLD_CHECK_SECONDS = 5.0
+
+
 def _complaint_hold(session: Session, edition_id: int) -> str | None:
-    """Checked once per batch: complaints arrive (ARF, webhooks) while the send goes on."""
+    """Checked at the start of a batch, at most every few seconds per process: complaints
+    arrive (ARF, webhooks) while the send goes on, and counting an edition that has some is
+    a count over its deliveries."""
     from mailer.delivery.service import complaint_hold
 
-    return complaint_hold(session, edition_id=edition_id)
+    checked = _holds.get(edition_id)
+    if checked is not None and time.monotonic() - checked[0] < HOLD_CHECK_SECONDS:
+        return checked[1]
+    hold = complaint_hold(session, edition_id=edition_id)
+    _holds[edition_id] = (time.monotonic(), hold)
+    return hold
 
 
 def _pause_for(edition_id: int, reason: str) -> None:
