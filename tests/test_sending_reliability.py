@@ -177,3 +177,66 @@ def test_circuit_breaker_pauses_a_send_that_bounces_too_much(rig) -> None:
     settled = wait_settled(lambda: len(smtp.messages), what="messages after the breaker")
     time.sleep(1.0)
     assert len(smtp.messages) == settled
+
+
+def _a_sending_child(worker) -> int:  # type: ignore[no-untyped-def]
+    """The pid of one of ``worker``'s pool processes that is working on a batch now."""
+    from mailer.delivery.models import SenderProcess
+
+    children = set(_children(worker.proc.pid))
+    with transaction() as session:
+        busy = session.scalars(select(SenderProcess.pid).where(
+            SenderProcess.edition_id.is_not(None))).all()
+    mine = [pid for pid in busy if pid in children]
+    assert mine, "no pool process is sending"
+    return mine[0]
+
+
+def _children(pid: int) -> list[int]:
+    import subprocess
+
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                         text=True)
+    return [int(x) for x in out.stdout.split()]
+
+
+def test_three_kills_and_a_redis_restart_during_one_send_of_20000(rig) -> None:
+    """kill -9 of a sending pool process three times and a Redis restart, during one send
+    of 20,000, with the worker as users start it and nobody restarting anything: nobody is
+    missed, at most COMMIT_EVERY duplicates per killed process, and the edition is sent
+    within 30 s of the last fault (Celery hands the killed process's batch out again at
+    once; that batch queues the dead holder's claims again; the sweeper queues what the
+    Redis restart lost)."""
+    import os
+    import signal
+
+    readers = make_subscribers(20_000, domains=20)
+    smtp = rig.stack.smtp
+    smtp.keep_bodies = False
+    worker = rig.user_worker("enduring")
+    main_pid = worker.proc.pid
+    rig.beat()
+    edition_id = make_edition()
+    start(edition_id)
+    killed = []
+    for at, fault in ((3_000, "kill"), (7_000, "redis"), (11_000, "kill"), (16_000, "kill")):
+        wait_for(lambda at=at: len(smtp.messages) >= at, timeout=300, interval=0.1,
+                 what=f"{at:,} messages")
+        if fault == "kill":
+            pid = _a_sending_child(worker)
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        else:
+            rig.redis.restart(down_seconds=1.0)
+        last_fault = time.monotonic()
+    assert len(smtp.messages) < 20_000, "the send finished before the last fault"
+    wait_sent(edition_id, timeout=120)
+    took = time.monotonic() - last_fault
+    assert took <= 30, f"the edition was sent {took:.0f} s after the last fault"
+    assert worker.alive and worker.proc.pid == main_pid  # nobody restarted it
+    assert "Unrecoverable error" not in worker.output()
+    assert_everyone_once(smtp, readers, allowed_duplicates=len(killed) * COMMIT_EVERY)
+    assert counts(edition_id) == {"sent": 20_000}
+    duplicates = len(smtp.messages) - 20_000
+    print(f"\n3 kills and a Redis restart: {duplicates} duplicates (bound "
+          f"{len(killed) * COMMIT_EVERY}); sent {took:.1f} s after the last fault")
