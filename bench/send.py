@@ -217,6 +217,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--baseline-messages", type=int, default=5000)
+    ap.add_argument("--stop-after", type=int, default=0, metavar="N",
+                    help="cancel the send once N messages went out (a million-reader freeze "
+                         "and memory check without waiting for all of it)")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="an extra MAILER_* setting for the workers (repeatable)")
     args = ap.parse_args()
@@ -333,16 +336,23 @@ def main() -> None:
             audience = service.start_send(session, edition_id, by="bench")
         results["start_send_seconds"] = round(time.perf_counter() - t0, 3)
         assert audience == args.readers
+        results["audience"] = audience
         rss_at_10k: dict[str, int] | None = None
+        stopped = False
         while True:
             # Watching costs the database nothing that grows: the edition's state, and the
             # workers' own count of messages sent (in Redis).
             if rss_at_10k is None and args.readers > 10_000 and \
                     smtp_figures()["sent"] >= 10_000:
                 rss_at_10k = {str(p): proc_status(p, "VmRSS") for p in worker_pids()}
+            if args.stop_after and not stopped and smtp_figures()["sent"] >= args.stop_after:
+                with transaction() as session:
+                    service.cancel(session, edition_id, by="bench")
+                stopped = True
+                time.sleep(2)  # the batches under way stop at their next group
             with transaction() as session:
                 state = session.scalar(select(Edition.state).where(Edition.id == edition_id))
-                if state == "sent":
+                if state in ("sent", "cancelled"):
                     last = session.scalar(select(func.max(Delivery.sent_at))
                                           .where(Delivery.edition_id == edition_id))
                     counts = service.state_counts(session, edition_id)
@@ -353,8 +363,9 @@ def main() -> None:
         cpu = meter.stop()
         tuples_after = tuples_read()
         elapsed = (last - started_at).total_seconds()
-        n = args.readers
+        n = counts.get("sent", 0)  # all the readers, unless --stop-after cancelled the rest
         results["end_to_end_seconds"] = round(elapsed, 2)
+        results["messages_sent"] = n
         results["messages_per_second"] = round(n / elapsed, 1)
         results["deliveries"] = counts
         results["cpu_ms_per_message"] = round(1000 * sum(cpu.values()) / n, 3)
