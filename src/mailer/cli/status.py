@@ -23,14 +23,12 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from mailer.db import transaction
 from mailer.localtime import format_time
 from mailer.ops import status as ops_status
 
 
 def _snapshot() -> ops_status.Snapshot:
-    with transaction() as session:
-        return ops_status.collect(session, full=True)
+    return ops_status.full_snapshot()
 
 
 def _ago(seconds: float | None) -> str:

@@ -165,12 +165,26 @@ def collect(session: Session, redis_part: RedisState | None = None, *,
     return snapshot
 
 
-def _add_details(session: Session, snapshot: Snapshot) -> None:
-    """What the status command and the ops page show besides the alerts."""
-    from mailer.delivery import holders
-    from mailer.ops import counters, readiness
+def full_snapshot() -> Snapshot:
+    """The snapshot with its details, as ``mailer status`` and the Ops page show it. The
+    readiness checks run after the snapshot's own transaction has ended: on SQLite an open
+    transaction holds the write lock, and the database check would wait for it."""
+    from mailer.db import transaction
+    from mailer.ops import readiness
 
+    with transaction() as session:
+        snapshot = collect(session, full=True)
     snapshot.checks = readiness.checks()
+    return snapshot
+
+
+def _add_details(session: Session, snapshot: Snapshot) -> None:
+    """What the status command and the ops page show besides the alerts (the readiness
+    checks: :func:`full_snapshot`)."""
+    from mailer.delivery import holders
+    from mailer.ops import counters
+
+    snapshot.checks = {}
     if snapshot.redis_error is None:
         with contextlib.suppress(redis.RedisError, OSError):
             snapshot.smtp, snapshot.tasks = counters.smtp_figures(), counters.task_figures()

@@ -22,9 +22,7 @@ router = APIRouter(prefix="/admin")
 
 @router.get("/ops", response_class=HTMLResponse)
 def ops(request: Request, staff: Staff = Depends(viewer)) -> HTMLResponse:
-    # The very snapshot ``mailer status`` shows, details included.
-    with transaction() as session:
-        snapshot = status.collect(session, full=True)
+    snapshot = status.full_snapshot()  # the very snapshot ``mailer status`` shows
     return admin_page(request, "ops.html", staff, snapshot=snapshot, smtp=snapshot.smtp,
                       tasks=snapshot.tasks, checks=snapshot.checks, schedule=snapshot.schedule,
                       banner=snapshot.alerts)
