@@ -101,7 +101,8 @@ class LocalTokens:
         args: list[float] = [int(time.time() * 1000)]
         for key in keys:
             rate, n = wanted[key]
-            args += [rate, max(1.0, rate), n]
+            # No more than one take of wait() would hold: a tenth of a second's tokens.
+            args += [rate, max(1.0, rate), min(n, max(1, int(rate / 10)))]
         got = get_redis().eval(_BUCKETS, len(keys), *(f"mailer:bucket:{k}" for k in keys), *args)
         now = time.monotonic()
         for key, taken in zip(keys, got, strict=True):
