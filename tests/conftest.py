@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from tests.support.processes import Beat, WebServer, Worker, free_port
+from tests.support.processes import Beat, UserWorker, WebServer, Worker, free_port
 from tests.support.smtp_server import RecordingSMTPServer
 
 # Everything the tests run (this process and every child: the CLI, workers, the web app)
@@ -282,6 +282,12 @@ class SendingRig:
         self.procs.append(w)
         return w.start()  # type: ignore[return-value]
 
+    def user_worker(self, name: str = "worker", **env: str) -> UserWorker:
+        """A worker started with Procfile.dev's command line (the one users run)."""
+        w = UserWorker({**self.stack.env, **self.env, **env}, self.stack.tmp / f"{name}.log")
+        self.procs.append(w)
+        return w.start()  # type: ignore[return-value]
+
     def beat(self) -> Beat:
         b = Beat({**self.stack.env, **self.env}, self.stack.tmp / "beat.log",
                  self.stack.tmp / f"beat-{uuid.uuid4().hex}")
@@ -291,6 +297,8 @@ class SendingRig:
 
 SENDING_ENV = {
     "MAILER_SWEEP_EVERY_SECONDS": "1",
+    "MAILER_HOLDER_HEARTBEAT_SECONDS": "0.5",
+    "MAILER_HOLDER_TIMEOUT_SECONDS": "3",
     "MAILER_LEASE_SECONDS": "15",
     "MAILER_REQUEUE_AFTER_SECONDS": "3",
     "MAILER_RETRY_BASE_SECONDS": "1",

@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
 
+from mailer import migrate, models
 from mailer.migrate import alembic_config
 
 
@@ -24,3 +29,28 @@ def test_every_revision_after_the_join_has_one_parent() -> None:
             assert isinstance(rev.down_revision, str), (
                 f"revision {rev.revision} has parents {rev.down_revision}: "
                 "revise the single head instead")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_migrated_schema_is_the_models_schema(backend: str, tmp_path) -> None:
+    """Every table, column, index and constraint the models declare is what the migrations
+    build, on both databases: a model changed without a migration (or moved and lost) fails."""
+    from tests.conftest import _create_pg_database, _drop_pg_database
+
+    name = None
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'schema.db'}"
+    else:
+        name, url = _create_pg_database()
+    try:
+        migrate.upgrade(url)
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                diff = compare_metadata(MigrationContext.configure(conn), models.Base.metadata)
+        finally:
+            engine.dispose()
+        assert diff == []
+    finally:
+        if name:
+            _drop_pg_database(name)

@@ -1,7 +1,8 @@
 """What a send survives: a worker killed with -9, a Redis restart, an SMTP server that hangs
 up, answers 421, 451, 550 5.1.1, 554 5.7.1, or stops answering. Real worker processes,
 a real (private) Redis, a real SMTP server. Every reader gets the edition exactly once,
-except at most the messages that were in flight at a crash; the counts add up."""
+except at most the messages a killed process had sent since its last commit
+(``MAILER_COMMIT_EVERY`` per process); the counts add up."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tests.support.factories import (
 )
 
 pytestmark = pytest.mark.slow
+COMMIT_EVERY = 20  # the default of MAILER_COMMIT_EVERY: the duplicates bound per process
 
 
 def delivered(smtp) -> Counter[str]:  # type: ignore[no-untyped-def]
@@ -58,25 +60,52 @@ def test_kill_9_a_worker_mid_send(rig) -> None:
     assert stranded is not None
     rig.worker("rescuer", concurrency=concurrency)
     wait_sent(edition_id, timeout=240)
-    # At most one message per killed worker process can have been accepted by the server
-    # without being recorded as sent.
-    assert_everyone_once(rig.stack.smtp, readers, allowed_duplicates=concurrency)
+    # At most what each killed process had sent since its last commit can have been
+    # accepted by the server without being recorded as sent.
+    assert_everyone_once(rig.stack.smtp, readers,
+                         allowed_duplicates=concurrency * COMMIT_EVERY)
     final = counts(edition_id)
     assert final == {"sent": 3000}
 
 
-def test_redis_restart_mid_send(rig) -> None:
-    readers = make_subscribers(2500)
-    edition_id = make_edition()
-    rig.worker("steady")
+def test_a_redis_restart_does_not_stop_a_worker_started_as_users_start_it(rig) -> None:
+    """The worker runs with Procfile.dev's own command line. When Redis goes, it holds a
+    batch (stalled on SMTP) and has free processes, so it is waiting on BRPOP: the state in
+    which kombu's restore of unacknowledged messages used to kill it (workers/broker.py).
+    An idle worker, or one holding exactly its prefetch limit, survived even before."""
+    readers = make_subscribers(1200)
+    smtp = rig.stack.smtp
+    smtp.behaviour.add(readers[700], "data", "stall", times=1)  # holds its batch 20 s
+    worker = rig.user_worker("as-users-run-it", MAILER_SMTP_TIMEOUT="20")
     rig.beat()
+    edition_id = make_edition()
     start(edition_id)
-    wait_for(lambda: len(rig.stack.smtp.messages) >= 500, timeout=120, what="500 messages")
-    rig.redis.restart(down_seconds=1.0)  # every queued Celery message is gone
-    assert len(rig.stack.smtp.messages) < 2500
+    wait_for(lambda: smtp.stalls >= 1, timeout=120, what="the stalled transaction")
+    settled = _settled(lambda: len(smtp.messages))  # the other batches are done
+    assert settled < 1200
+    rig.redis.restart(down_seconds=1.0)  # every Celery message is gone
+    time.sleep(5)
+    assert worker.alive, worker.output()[-3000:]
+    assert "Unrecoverable error" not in worker.output()
     wait_sent(edition_id, timeout=240)
-    assert_everyone_once(rig.stack.smtp, readers, allowed_duplicates=0)
-    assert counts(edition_id) == {"sent": 2500}
+    assert worker.alive
+    # The stalled message never reached the mailbox: everyone exactly once.
+    assert_everyone_once(smtp, readers, allowed_duplicates=0)
+    assert counts(edition_id) == {"sent": 1200}
+
+
+def _settled(read, quiet: float = 1.5, timeout: float = 60):  # type: ignore[no-untyped-def]
+    """Wait until ``read()`` stops changing for ``quiet`` seconds; return its value."""
+    deadline = time.monotonic() + timeout
+    last, since = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+    raise AssertionError(f"still changing after {timeout}s")
 
 
 def test_smtp_server_misbehaving_in_every_way(rig) -> None:
@@ -148,3 +177,72 @@ def test_circuit_breaker_pauses_a_send_that_bounces_too_much(rig) -> None:
     settled = wait_settled(lambda: len(smtp.messages), what="messages after the breaker")
     time.sleep(1.0)
     assert len(smtp.messages) == settled
+
+
+def _a_sending_child(worker) -> int:  # type: ignore[no-untyped-def]
+    """The pid of one of ``worker``'s pool processes that is working on a batch now."""
+    from mailer.delivery.models import SenderProcess
+
+    children = set(_children(worker.proc.pid))
+    with transaction() as session:
+        busy = session.scalars(select(SenderProcess.pid).where(
+            SenderProcess.edition_id.is_not(None))).all()
+    mine = [pid for pid in busy if pid in children]
+    assert mine, "no pool process is sending"
+    return mine[0]
+
+
+def _children(pid: int) -> list[int]:
+    import subprocess
+
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                         text=True)
+    return [int(x) for x in out.stdout.split()]
+
+
+def test_three_kills_and_a_redis_restart_during_one_send_of_20000(rig) -> None:
+    """kill -9 of a sending pool process three times and a Redis restart, during one send
+    of 20,000, with the worker as users start it and nobody restarting anything: nobody is
+    missed, at most COMMIT_EVERY duplicates per killed process, and the edition is sent
+    within 30 s of the last fault (Celery hands the killed process's batch out again at
+    once; that batch queues the dead holder's claims again; the sweeper queues what the
+    Redis restart lost)."""
+    import os
+    import signal
+
+    if rig.stack.backend != "postgresql":
+        # The 30 s include sending the 4,000 messages after the last fault: a production
+        # rate, PostgreSQL's. SQLite's single writer on a shared 2-core machine sends them
+        # in about 40 s; its recovery is shown by the kill and Redis tests above.
+        pytest.skip("a PostgreSQL target: SQLite sends the rest too slowly for the 30 s")
+
+    readers = make_subscribers(20_000, domains=20)
+    smtp = rig.stack.smtp
+    smtp.keep_bodies = False
+    worker = rig.user_worker("enduring")
+    main_pid = worker.proc.pid
+    rig.beat()
+    edition_id = make_edition()
+    start(edition_id)
+    killed = []
+    for at, fault in ((3_000, "kill"), (7_000, "redis"), (11_000, "kill"), (16_000, "kill")):
+        wait_for(lambda at=at: len(smtp.messages) >= at, timeout=300, interval=0.1,
+                 what=f"{at:,} messages")
+        if fault == "kill":
+            pid = _a_sending_child(worker)
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        else:
+            rig.redis.restart(down_seconds=1.0)
+        last_fault = time.monotonic()
+    assert len(smtp.messages) < 20_000, "the send finished before the last fault"
+    wait_sent(edition_id, timeout=120)
+    took = time.monotonic() - last_fault
+    assert took <= 30, f"the edition was sent {took:.0f} s after the last fault"
+    assert worker.alive and worker.proc.pid == main_pid  # nobody restarted it
+    assert "Unrecoverable error" not in worker.output()
+    assert_everyone_once(smtp, readers, allowed_duplicates=len(killed) * COMMIT_EVERY)
+    assert counts(edition_id) == {"sent": 20_000}
+    duplicates = len(smtp.messages) - 20_000
+    print(f"\n3 kills and a Redis restart: {duplicates} duplicates (bound "
+          f"{len(killed) * COMMIT_EVERY}); sent {took:.1f} s after the last fault")

@@ -16,6 +16,7 @@ import os
 
 from celery import Celery
 from celery.signals import (
+    after_setup_logger,
     task_failure,
     task_postrun,
     task_prerun,
@@ -41,6 +42,10 @@ def make_app() -> Celery:
     visibility = int(max(settings.retry_max_seconds * 2, 3 * 3600))
     app.conf.update(
         broker_url=settings.redis_url,
+        # kombu's Redis transport with the fix that keeps a Redis restart from killing the
+        # worker (see workers/broker.py); another broker keeps its own transport.
+        broker_transport=("workers.broker:Transport"
+                          if settings.redis_url.startswith(("redis://", "rediss://")) else None),
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": visibility},
         task_ignore_result=True,
@@ -112,22 +117,35 @@ def beat_schedule() -> dict[str, dict[str, object]]:
 app = make_app()
 
 
+_loglevel: list[int] = []
+
+
+@after_setup_logger.connect
+def _note_loglevel(loglevel: int | str | None = None, **_: object) -> None:
+    """The worker's --loglevel, so that our own loggers keep to it too."""
+    level = loglevel if isinstance(loglevel, int) else logging.getLevelName(str(loglevel).upper())
+    if isinstance(level, int):
+        _loglevel[:] = [level]
+
+
 @worker_process_init.connect
 def _fresh_process(**_: object) -> None:
     # A forked child must not share the parent's database or SMTP sockets.
     from mailer.db import dispose_engines
     from mailer.redis import reset_redis
 
-    setup_logging()
+    setup_logging(level=_loglevel[0] if _loglevel else logging.INFO)
     dispose_engines()
     reset_redis()
 
 
 @worker_process_shutdown.connect
 def _close_smtp(**_: object) -> None:
+    from mailer.delivery.holders import me
     from mailer.emails.transport import close_process_transport
 
     close_process_transport()
+    me.leave()  # a clean exit holds no claim: its sender_process row goes
 
 
 def reset_broker() -> None:

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 def sweep() -> dict[str, object]:
     """Put back to work what a dead worker or a lost Redis message left behind."""
     from mailer.delivery import sweeper
+    from mailer.ops.queues import depth
     from mailer.redis import get_redis
     from workers.confirmations import send_confirmation
 
@@ -23,7 +24,7 @@ def sweep() -> dict[str, object]:
         stranded = subscribers.confirmations_to_resend(session, older_than=dt.timedelta(minutes=2))
     for subscriber_id in stranded:
         send_confirmation.delay(subscriber_id)
-    bulk_queue_empty = get_redis().llen("bulk") == 0
+    bulk_queue_empty = depth(get_redis(), "bulk") == 0
     with transaction() as session:
         report = sweeper.sweep(session, bulk_queue_empty=bulk_queue_empty)
     if report.reclaimed or report.retried or report.requeued or report.finished or report.started:

@@ -190,12 +190,24 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = 0.0
     #: Messages per second to any one recipient domain across all workers (0: no limit).
     domain_rate_limit_per_second: float = 50.0
-    #: A delivery claimed by a worker that has not finished within this many seconds is
-    #: considered abandoned (the worker died) and queued again by the sweeper.
+    #: A worker process records its outcomes, and claims its next deliveries, in one
+    #: transaction every ``commit_every`` messages or ``commit_every_ms`` milliseconds,
+    #: whichever comes first. A process that dies can have sent at most that many messages
+    #: it had not recorded yet: they go out again (the duplicates bound in the README).
+    commit_every: int = 20
+    commit_every_ms: float = 200.0
+    #: Every sending process writes a heartbeat to the database this often; one silent for
+    #: ``holder_timeout_seconds`` is gone and its claims are queued again.
+    holder_heartbeat_seconds: float = 1.0
+    holder_timeout_seconds: float = 10.0
+    #: A claim still not recorded after this many seconds, although its holder beats, is
+    #: considered stuck and queued again (a last resort).
     lease_seconds: float = 300.0
-    #: Queued deliveries untouched this long are queued again (a lost Redis message).
-    requeue_after_seconds: float = 120.0
-    sweep_every_seconds: float = 30.0
+    #: Queued deliveries that no live process works on and nobody touched this long, while
+    #: the bulk queue is empty, are queued again (their Celery message was lost).
+    requeue_after_seconds: float = 30.0
+    #: How often beat runs the sweeper (claims of gone holders, due retries, lost messages).
+    sweep_every_seconds: float = 5.0
     breaker_window: int = 200
     breaker_hard_bounce_rate: float = 0.10
     breaker_policy_rate: float = 0.05

@@ -81,5 +81,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-    logging.getLogger("workers").handlers[:] = [handler]
-    logging.getLogger("workers").setLevel(level)
+    workers = logging.getLogger("workers")
+    workers.handlers[:] = [handler]
+    workers.setLevel(level)
+    workers.propagate = False  # else Celery's root handler writes every line a second time

@@ -3,7 +3,7 @@
 from mailer.articles.models import Article
 from mailer.bounces.models import Bounce, InboundMessage, WebhookEvent
 from mailer.db import Base
-from mailer.delivery.models import Delivery
+from mailer.delivery.models import Delivery, SenderProcess
 from mailer.editions.models import Edition, EditionArticle
 from mailer.staff.models import (
     AuditEntry,
@@ -16,6 +16,7 @@ from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscribe
 
 __all__ = [
     "Article", "AuditEntry", "Base", "Bounce", "ConfirmationToken", "ConsentEvent", "Delivery",
-    "Edition", "EditionArticle", "InboundMessage", "ScheduledDraft", "StaffRecoveryCode",
+    "Edition", "EditionArticle", "InboundMessage", "ScheduledDraft", "SenderProcess",
+    "StaffRecoveryCode",
     "StaffSession", "StaffUser", "Subscriber", "Suppression", "WebhookEvent",
 ]

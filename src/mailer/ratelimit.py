@@ -38,6 +38,29 @@ return result
 """
 
 
+# The same bucket for several keys at once. ARGV: now in ms, then rate, burst, wanted for
+# each key. Returns the tokens taken per key (0 when that bucket is empty: no waiting here).
+_BUCKETS = """
+local now = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[3 * i - 1])
+  local burst = tonumber(ARGV[3 * i])
+  local wanted = tonumber(ARGV[3 * i + 1])
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(state[1]) or burst
+  local at = tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
+  local taken = math.min(wanted, math.floor(tokens))
+  tokens = tokens - taken
+  redis.call('HSET', key, 'tokens', tokens, 'at', now)
+  redis.call('PEXPIRE', key, math.ceil(burst * 1000 / rate) + 1000)
+  out[i] = taken
+end
+return out
+"""
+
+
 def hit(key: str, limit: int, window_seconds: int) -> bool:
     """Count one event under ``key``; False once more than ``limit`` fell in the window."""
     count = get_redis().eval(_WINDOW, 1, f"mailer:rl:{key}", window_seconds)
@@ -67,6 +90,27 @@ class LocalTokens:
 
     def __init__(self) -> None:
         self.stock: dict[str, tuple[int, float]] = {}
+
+    def reserve(self, wanted: dict[str, tuple[float, int]]) -> None:
+        """Take, in one Redis call, up to the tokens the next messages need: {key: (rate per
+        second, how many)}. What a bucket cannot give now is waited for message by message
+        in :meth:`wait`. Raises RedisError."""
+        keys = [k for k, (rate, n) in wanted.items() if rate > 0 and n > 0]
+        if not keys:
+            return
+        args: list[float] = [int(time.time() * 1000)]
+        for key in keys:
+            rate, n = wanted[key]
+            # No more than one take of wait() would hold: a tenth of a second's tokens.
+            args += [rate, max(1.0, rate), min(n, max(1, int(rate / 10)))]
+        got = get_redis().eval(_BUCKETS, len(keys), *(f"mailer:bucket:{k}" for k in keys), *args)
+        now = time.monotonic()
+        for key, taken in zip(keys, got, strict=True):
+            if int(taken) > 0:
+                count, taken_at = self.stock.get(key, (0, 0.0))
+                if now - taken_at >= self.HOLD_SECONDS:
+                    count = 0
+                self.stock[key] = (count + int(taken), now)
 
     def wait(self, key: str, rate_per_second: float) -> None:
         """Block until one message may go out under the bucket ``key`` (rate 0: no limit)."""

@@ -134,3 +134,27 @@ class WebServer(Process):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+def procfile_command(name: str) -> list[str]:
+    """The command line ``Procfile.dev`` gives process ``name``, run from this venv.
+
+    A reliability test starts the worker exactly as ``make run`` does (and as
+    docker-compose.yml does: a test keeps the two in step), not with test-only options."""
+    root = Path(__file__).resolve().parents[2]
+    for line in (root / "Procfile.dev").read_text().splitlines():
+        key, _, command = line.partition(":")
+        if key.strip() == name:
+            argv = command.split()
+            argv[0] = str(BIN / Path(argv[0]).name)
+            return argv
+    raise LookupError(f"Procfile.dev has no {name!r} process")
+
+
+class UserWorker(Process):
+    """A Celery worker started with Procfile.dev's command line, nothing added."""
+
+    ready_text = " ready."
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        super().__init__(procfile_command("worker"), env, log)

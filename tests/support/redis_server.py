@@ -13,13 +13,13 @@ from tests.support.processes import free_port
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, bind: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.port = free_port()
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "no", "--dir", str(workdir)]
+        self.argv = [binary, "--port", str(self.port), "--bind", *bind, "--save", "",
+                     "--appendonly", "no", "--protected-mode", "no", "--dir", str(workdir)]
 
     @property
     def url(self) -> str:

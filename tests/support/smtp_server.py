@@ -73,6 +73,7 @@ class RecordingHandler:
             smtp.transport.close()  # type: ignore[union-attr]
             return "421 4.4.2 closing"  # never reaches the client
         if reply == "stall":
+            self.server.stalls += 1
             await asyncio.sleep(3600)
         return reply
 
@@ -94,8 +95,8 @@ class RecordingHandler:
                 if answer is not None and not answer.startswith("2"):
                     return answer
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
-        received = Received(envelope.mail_from or "", list(envelope.rcpt_tos),
-                            envelope.original_content or b"", peer)
+        data = (envelope.original_content or b"") if self.server.keep_bodies else b""
+        received = Received(envelope.mail_from or "", list(envelope.rcpt_tos), data, peer)
         self.server.record(received)
         return f"250 2.0.0 OK queued as {len(self.server.messages)}"
 
@@ -104,6 +105,8 @@ class RecordingSMTPServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.behaviour = Behaviour()
         self.pipelining = True
+        self.stalls = 0  # how many transactions a "stall" rule has held so far
+        self.keep_bodies = True  # False: envelopes only (a test of 20,000 messages)
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Received], None]] = []
@@ -126,6 +129,8 @@ class RecordingSMTPServer:
             self.messages = []
         self.behaviour = Behaviour()
         self.pipelining = True
+        self.stalls = 0
+        self.keep_bodies = True
 
     def record(self, received: Received) -> None:
         with self._lock:

@@ -1,10 +1,11 @@
 """Assembling one reader's message from the edition's frozen snapshot, in microseconds.
 
 Everything that is the same for every reader — the From and Subject headers, the MIME
-structure, the List-Id — is encoded once per edition. Per reader, only the personal values
-are filled into the snapshot (``Personaliser``), the two parts are quoted-printable encoded
-(binascii, in C) and the per-reader headers (To, Date, Message-ID, List-Unsubscribe) are
-spliced in. No ``EmailMessage`` is built on the hot path: that costs ~3 ms a message.
+structure, the List-Id, and the quoted-printable encoding of every constant piece of the two
+parts — is done once per edition and snapshot. Per reader, only the personal values are
+encoded (binascii, in C) and joined with the pieces, and the per-reader headers (To, Date,
+Message-ID, List-Unsubscribe) are spliced in. No ``EmailMessage`` is built on the hot path:
+that costs ~3 ms a message; encoding the whole 30 KB body per reader cost ~0.1 ms.
 
 The header *list* still comes from :mod:`mailer.emails.message`, so there is one place that
 decides what a newsletter carries.
@@ -43,9 +44,47 @@ class Reader:
     public_id: str
 
 
-def _qp(text: str) -> bytes:
+def _qp_piece(text: str) -> bytes:
+    """One piece of a part, quoted-printable, ready to be followed by another piece.
+
+    Pieces encoded apart join into a valid body: a piece that ends mid-line gets a soft
+    line break (``=`` CRLF, which decodes to nothing), and its last line is kept to 75
+    characters so that the ``=`` still fits in RFC 2045's 76."""
+    if not text:
+        return b""
     body = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
-    return binascii.b2a_qp(body, istext=True).replace(b"\n", b"\r\n")
+    encoded = binascii.b2a_qp(body, istext=True)
+    if not encoded.endswith(b"\n"):
+        start = encoded.rfind(b"\n") + 1
+        last = encoded[start:]
+        if len(last) > 75:
+            cut = 75
+            if last[cut - 1:cut] == b"=":  # never split an =XX escape
+                cut -= 1
+            elif last[cut - 2:cut - 1] == b"=":
+                cut -= 2
+            encoded = encoded[:start] + last[:cut] + b"=\n" + last[cut:]
+        encoded += b"=\n"
+    return encoded.replace(b"\n", b"\r\n")
+
+
+class _EncodedPart:
+    """A part of the snapshot whose constant pieces are quoted-printable encoded once."""
+
+    def __init__(self, personaliser: object, part: str) -> None:
+        self.personaliser, self.part = personaliser, part
+        pieces, slots = personaliser.layout(part)  # type: ignore[attr-defined]
+        self.slots = slots
+        self.chunks = [_qp_piece(p) for p in pieces]  # the placeholders' chunks are replaced
+
+    def encode(self, values: dict[str, str]) -> bytes:
+        filled = self.personaliser.values_for(self.part, values)  # type: ignore[attr-defined]
+        chunks = self.chunks.copy()
+        for index, name in self.slots:
+            chunks[index] = _qp_piece(filled[name])
+        body = b"".join(chunks)
+        # The part ends where its text ends: no soft line break after the last character.
+        return body[:-3] if body.endswith(b"=\r\n") else body
 
 
 def _static_headers(subject: str) -> bytes:
@@ -90,6 +129,8 @@ class MessageAssembler:
         self._date_second = -1
         self._date = b""
         self.signer = configured_signer()
+        self._text = _EncodedPart(personaliser, "text")
+        self._html = _EncodedPart(personaliser, "html")
 
     def _date_header(self) -> bytes:
         now = int(time.time())
@@ -114,8 +155,8 @@ class MessageAssembler:
             "first_name": reader.first_name,
             "email": reader.email,
         }
-        text = _qp(self.personaliser.text(values))  # type: ignore[attr-defined]
-        html = _qp(self.personaliser.html(values))  # type: ignore[attr-defined]
+        text = self._text.encode(values)
+        html = self._html.encode(values)
         # To carries the address alone: nothing a reader typed into a form reaches a header.
         per_reader = [f"To: {reader.email}", f"Message-ID: {self.message_id(reader)}"]
         per_reader += [f"{name}: {value}" for name, value in newsletter_headers(unsubscribe)]

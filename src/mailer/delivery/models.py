@@ -1,4 +1,5 @@
-"""Deliveries: one row per (edition, subscriber), the truth of what was sent to whom."""
+"""Deliveries: one row per (edition, subscriber), the truth of what was sent to whom; and
+the sender processes that hold claims on them."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ class DeliveryState(enum.StrEnum):
     cancelled = "cancelled"  # the edition was cancelled before this one went out
 
 
+#: States in which something may still happen to a delivery.
+OPEN_STATES = (DeliveryState.queued, DeliveryState.sending, DeliveryState.deferred)
+
 #: States in which nothing more will happen to a delivery.
 FINAL_STATES = frozenset(
     {DeliveryState.sent, DeliveryState.failed, DeliveryState.bounced, DeliveryState.skipped,
@@ -40,7 +44,12 @@ class Delivery(Base):
     state: Mapped[str] = mapped_column(String(16), default=DeliveryState.queued)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: A claim's last resort: a holder that still beats but has not finished by then is
+    #: considered stuck (``MAILER_LEASE_SECONDS``).
     lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: The sender process holding the claim while ``sending`` (no foreign key: the hot path
+    #: writes it twice per message and a process's row is deleted once it is gone).
+    holder_id: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     smtp_code: Mapped[int | None] = mapped_column(Integer)
@@ -50,5 +59,33 @@ class Delivery(Base):
 
     __table_args__ = (
         UniqueConstraint("edition_id", "subscriber_id"),
-        Index("ix_delivery_edition_state", "edition_id", "state"),
+        # With the id last, a batch claims its next rows, the sweeper finds the claims and
+        # retries of an edition, and "is anything still open" is answered, each by reading
+        # only the index entries it needs, however long the list.
+        Index("ix_delivery_edition_state_id", "edition_id", "state", "id"),
     )
+
+
+class SenderProcess(Base):
+    """A worker process that sends: the holder named by its claims.
+
+    Its heartbeat thread writes ``beat_at`` every ``MAILER_HOLDER_HEARTBEAT_SECONDS``. A
+    holder whose heartbeat stopped, or whose process is gone from this machine (same
+    ``place``, the pid no longer running since ``process_start``), is gone: its claims are
+    queued again (``mailer.delivery.holders``)."""
+
+    __tablename__ = "sender_process"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    #: The machine's boot id and pid namespace: where ``pid`` means this process.
+    place: Mapped[str] = mapped_column(String(120))
+    #: The process's start time in clock ticks since boot (a reused pid differs).
+    process_start: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    beat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The batch it works on now (edition and delivery id range), for the sweeper and ops.
+    edition_id: Mapped[int | None] = mapped_column(Integer)
+    first_id: Mapped[int | None] = mapped_column(BigInteger)
+    last_id: Mapped[int | None] = mapped_column(BigInteger)

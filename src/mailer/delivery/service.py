@@ -2,8 +2,9 @@
 
 Starting a send freezes the audience in one set-based statement: one delivery row per
 confirmed, unsuppressed subscriber at that moment, unique on (edition, subscriber). From
-then on the delivery rows are the truth; Celery messages only carry their ids, and losing
-one (a Redis restart) loses nothing: the sweeper queues the rows again.
+then on the delivery rows are the truth; a Celery message only names an edition and a range
+of delivery ids (a batch), and losing one (a Redis restart) loses nothing: the sweeper
+queues the rows again.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from mailer.config import get_settings
 from mailer.db import UTCDateTime, publish_after_commit, utcnow
-from mailer.delivery.models import FINAL_STATES, Delivery, DeliveryState
+from mailer.delivery.models import FINAL_STATES, OPEN_STATES, Delivery, DeliveryState
 from mailer.editions.models import Edition, EditionState
 from mailer.editions.states import transition
 from mailer.subscribers.models import Subscriber, SubscriberStatus, Suppression
@@ -64,7 +65,11 @@ def _freeze_audience(session: Session, edition: Edition) -> int:
     stmt = make_insert(Delivery).from_select(
         ["edition_id", "subscriber_id", "state", "attempts", "updated_at"], chosen
     ).on_conflict_do_nothing(index_elements=["edition_id", "subscriber_id"])
-    session.execute(stmt)
+    had_rows = session.scalar(
+        select(Delivery.id).where(Delivery.edition_id == edition.id).limit(1)) is not None
+    inserted = cast(CursorResult[Any], session.execute(stmt)).rowcount
+    if not had_rows and inserted is not None and inserted >= 0:
+        return int(inserted)  # no count over the rows just written (a million-reader freeze)
     return int(session.scalar(
         select(func.count()).select_from(Delivery).where(Delivery.edition_id == edition.id)
     ) or 0)
@@ -180,13 +185,21 @@ def cancel(session: Session, edition_id: int, *, by: str) -> int:
 
 
 def finish_if_done(session: Session, edition_id: int) -> bool:
-    """Mark the edition sent once every delivery is final and the counts add up."""
+    """Mark the edition sent once every delivery is final and the counts add up.
+
+    Called after every batch, so it must not grow with the list: one indexed look-up per
+    open state (from the top of the id range, where a send still in progress has its queued
+    rows) answers "is anything still open"; the deliveries are counted once, at the end."""
     edition = session.get(Edition, edition_id)
     if edition is None or edition.state != EditionState.sending:
         return False
+    for state in OPEN_STATES:
+        if session.scalar(select(Delivery.id).where(
+                Delivery.edition_id == edition_id, Delivery.state == state)
+                .order_by(Delivery.id.desc()).limit(1)) is not None:
+            return False
     counts = state_counts(session, edition_id)
-    open_ = sum(n for state, n in counts.items() if state not in FINAL_STATES)
-    if open_ or sum(counts.values()) != edition.audience_count:
+    if sum(counts.values()) != edition.audience_count:
         return False
     edition.stats = {**(edition.stats or {}), "deliveries": counts}
     return transition(session, edition, EditionState.sent, reason="every delivery is final",
@@ -198,7 +211,11 @@ def finish_if_done(session: Session, edition_id: int) -> bool:
 
 def complaint_hold(session: Session, *, edition_id: int | None = None) -> str | None:
     """Why no edition may go out now: a recent edition's complaint rate reached the stop
-    level (``complaint_stop_rate``) with complaints nobody has acknowledged. None if clear."""
+    level (``complaint_stop_rate``) with complaints nobody has acknowledged. None if clear.
+
+    Every batch asks, so the common answer is cheap: an edition without unacknowledged
+    complaints (a look at the few bounce rows of that class) is not counted at all."""
+    from mailer.bounces.models import Bounce, BounceClass
     from mailer.bounces.rates import edition_rates
 
     settings = get_settings()
@@ -209,8 +226,14 @@ def complaint_hold(session: Session, *, edition_id: int | None = None) -> str | 
     if edition_id is not None:
         query = query.where(Edition.id == edition_id)
     for edition in session.scalars(query.order_by(Edition.id.desc()).limit(6)):
-        rates = edition_rates(session, edition.id)
         acknowledged = int((edition.stats or {}).get("complaints_acknowledged", -1))
+        complaints = int(session.scalar(
+            select(func.count()).select_from(Bounce)
+            .where(Bounce.edition_id == edition.id, Bounce.bounce_class == BounceClass.complaint)
+        ) or 0)
+        if complaints == 0 or complaints <= acknowledged:
+            continue
+        rates = edition_rates(session, edition.id)
         if rates["complaint_stop"] and rates["complaints"] > acknowledged:
             return (f"edition {edition.id} has a complaint rate of "
                     f"{100 * rates['complaint_rate']:.2f} % ({rates['complaints']} complaints), "
@@ -235,40 +258,55 @@ def acknowledge_complaints(session: Session, edition_id: int, *, by: str) -> int
 # --- queueing ---------------------------------------------------------------------------------
 
 
-def _publisher() -> Callable[[int, list[int]], None]:
+def _publisher() -> Callable[[int, int, int], None]:
     from workers.bulk import send_batch
 
-    def publish(edition_id: int, ids: list[int]) -> None:
-        send_batch.apply_async((edition_id, ids), queue="bulk")
+    def publish(edition_id: int, first_id: int, last_id: int) -> None:
+        send_batch.apply_async((edition_id, first_id, last_id), queue="bulk")
 
     return publish
 
 
-def enqueue_ids(session: Session, edition_id: int, ids: Sequence[int]) -> int:
-    """Queue delivery ids in batches, once the current transaction commits."""
-    size = get_settings().batch_size
+def publish_batches(session: Session, edition_id: int,
+                    ranges: Sequence[tuple[int, int]]) -> int:
+    """Queue one batch task per (first id, last id), once the current transaction commits."""
     publish = _publisher()
-    ids = sorted(ids)
-    for start in range(0, len(ids), size):
-        chunk = list(ids[start:start + size])
-        publish_after_commit(session, functools.partial(publish, edition_id, chunk))
+    for first_id, last_id in ranges:
+        publish_after_commit(session, functools.partial(publish, edition_id, first_id, last_id))
+    return len(ranges)
+
+
+def enqueue_ids(session: Session, edition_id: int, ids: Sequence[int]) -> int:
+    """Queue these delivery ids in batches of ``batch_size`` (a batch names a range: a row
+    in it that is not queued any more is passed over). Returns how many ids."""
+    size = get_settings().batch_size
+    ids = sorted(set(ids))
+    ranges = [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
+    publish_batches(session, edition_id, ranges)
     return len(ids)
 
 
 def enqueue_pending(session: Session, edition_id: int) -> int:
-    """Queue every delivery of the edition that is waiting (deferred ones when due)."""
+    """Queue every delivery of the edition that is waiting (deferred ones when due), in
+    batches of ``batch_size`` consecutive ids, computed by the database without reading
+    every id into Python. Returns how many batches."""
     now = utcnow()
     session.execute(
         update(Delivery)
-        .where(Delivery.edition_id == edition_id,
-               (Delivery.state == D.queued)
-               | ((Delivery.state == D.deferred) & (Delivery.next_attempt_at <= now)))
+        .where(Delivery.edition_id == edition_id, Delivery.state == D.deferred,
+               Delivery.next_attempt_at <= now)
         .values(state=D.queued, updated_at=now)
     )
-    ids = session.scalars(
-        select(Delivery.id).where(Delivery.edition_id == edition_id, Delivery.state == D.queued)
+    size = get_settings().batch_size
+    numbered = select(
+        Delivery.id.label("id"),
+        ((func.row_number().over(order_by=Delivery.id) - 1) // size).label("batch"),
+    ).where(Delivery.edition_id == edition_id, Delivery.state == D.queued).subquery()
+    ranges = session.execute(
+        select(func.min(numbered.c.id), func.max(numbered.c.id))
+        .group_by(numbered.c.batch).order_by(func.min(numbered.c.id))
     ).all()
-    return enqueue_ids(session, edition_id, ids)
+    return publish_batches(session, edition_id, [(int(a), int(b)) for a, b in ranges])
 
 
 # --- watching -----------------------------------------------------------------------------------
@@ -315,18 +353,26 @@ class Progress:
 
 
 def progress(session: Session, edition_id: int, *, window_seconds: int = 10) -> Progress:
+    """Counts per state, the recent rate and the time left at that rate.
+
+    The rate is what was sent in the last ``window_seconds``, divided by the time that
+    window really covers: a send that started 3 s ago is not averaged over 10."""
     edition = _edition(session, edition_id)
     counts = {s.value: 0 for s in DeliveryState} | state_counts(session, edition_id)
-    since = utcnow() - dt.timedelta(seconds=window_seconds)
+    now = utcnow()
+    since = now - dt.timedelta(seconds=window_seconds)
+    if edition.started_at is not None and edition.started_at > since:
+        since = edition.started_at
     recent = int(session.scalar(
         select(func.count()).select_from(Delivery)
         .where(Delivery.edition_id == edition_id, Delivery.state == D.sent,
                Delivery.sent_at >= since)
     ) or 0)
-    rate = recent / window_seconds
+    covered = max(1.0, (now - since).total_seconds())
+    rate = recent / covered
     result = Progress(edition.id, edition.state, edition.state_reason, edition.audience_count,
                       counts, rate)
-    if rate > 0:
+    if rate > 0 and edition.state == EditionState.sending:
         result.eta_seconds = result.remaining / rate
     return result
 

@@ -1,13 +1,16 @@
-"""The sweeper (run by beat): puts back to work what a dead worker or a lost Redis message
-left behind, finishes editions whose deliveries are all final, and starts scheduled sends.
+"""The sweeper (run by beat every ``MAILER_SWEEP_EVERY_SECONDS``): puts back to work what a
+dead process or a lost Redis message left behind, owns every retry, finishes editions whose
+deliveries are all final, and starts scheduled sends.
 
-- ``sending`` past its lease: the worker holding it died. Queued again (or cancelled, if
-  the edition was). At most this one message can be a duplicate: it may have reached the
-  SMTP server before the worker died.
-- ``deferred`` and due: queued for its retry.
-- ``queued`` and untouched for ``requeue_after_seconds`` while the bulk queue is empty:
-  its Celery message was lost (a Redis restart). Queued again; if the message was not lost
-  after all, the second task finds nothing to claim.
+- ``sending`` under a holder that is gone (no heartbeat, or its process no longer runs on
+  this machine), or past its lease: queued again (cancelled, if the edition was). At most
+  the messages its holder sent since its last commit can be duplicates.
+- ``deferred`` and due: queued for its retry. The database holds when each is due; no
+  Celery countdown does.
+- ``queued``, in no batch a live process is working on, untouched for
+  ``requeue_after_seconds`` while the bulk queue is empty: its Celery message was lost (a
+  Redis restart, a whole worker killed with the tasks it held). Queued again; if the
+  message was not lost after all, the second task finds nothing to claim.
 - ``sent`` is never queued again.
 """
 
@@ -22,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from mailer.config import get_settings
 from mailer.db import utcnow
-from mailer.delivery import service
+from mailer.delivery import holders, service
 from mailer.delivery.models import Delivery, DeliveryState
 from mailer.editions.models import Edition, EditionState
 
@@ -45,27 +48,17 @@ def sweep(session: Session, *, bulk_queue_empty: bool) -> SweepReport:
     settings = get_settings()
     now = utcnow()
     report = SweepReport()
-    sending = set(session.scalars(
+    sending = sorted(session.scalars(
         select(Edition.id).where(Edition.state == EditionState.sending)).all())
-    cancelled = set(session.scalars(
-        select(Edition.id).where(Edition.state == EditionState.cancelled)).all())
 
-    # A claim whose lease ran out: its worker is gone.
-    stale = session.execute(
-        select(Delivery.id, Delivery.edition_id)
-        .where(Delivery.state == D.sending, Delivery.lease_until < now)
-    ).all()
-    for delivery_id, edition_id in stale:
-        to = D.cancelled if edition_id in cancelled else D.queued
-        why = "edition cancelled" if to == D.cancelled else "worker lost; queued again"
-        session.execute(
-            update(Delivery).where(Delivery.id == delivery_id, Delivery.state == D.sending,
-                                   Delivery.lease_until < now)
-            .values(state=to, lease_until=None, updated_at=now, outcome=why)
-        )
-    report.reclaimed = len(stale)
-
+    # Claims whose holder is gone, in every edition under way (or cancelled meanwhile).
     to_queue: dict[int, list[int]] = defaultdict(list)
+    for edition_id, ids in holders.reclaim(session, now=now).items():
+        report.reclaimed += len(ids)
+        if edition_id in sending:
+            to_queue[edition_id].extend(ids)
+    holders.forget_gone(session, now)
+
     if sending:
         # Retries that are due.
         due = session.execute(
@@ -76,26 +69,27 @@ def sweep(session: Session, *, bulk_queue_empty: bool) -> SweepReport:
         for delivery_id, edition_id in due:
             to_queue[edition_id].append(delivery_id)
         report.retried = len(due)
-        if due:
+        for start in range(0, len(due), 5000):
             session.execute(
-                update(Delivery).where(Delivery.id.in_([d for d, _ in due]),
+                update(Delivery).where(Delivery.id.in_([d for d, _ in due[start:start + 5000]]),
                                        Delivery.state == D.deferred)
                 .values(state=D.queued, updated_at=now)
             )
-        # Queued rows whose task is gone (or that a dead worker's claim just released).
-        threshold = now - dt.timedelta(seconds=settings.requeue_after_seconds)
-        released = {d for d, e in stale if e in sending}
-        lost = session.execute(
-            select(Delivery.id, Delivery.edition_id)
-            .where(Delivery.edition_id.in_(sending), Delivery.state == D.queued,
-                   Delivery.updated_at < threshold)
-        ).all() if bulk_queue_empty else []
-        for delivery_id, edition_id in lost:
-            to_queue[edition_id].append(delivery_id)
-        for delivery_id, edition_id in stale:
-            if delivery_id in released:
+        # Queued rows whose task is gone. Only when nothing waits in the queue: until then
+        # a task for them may still come.
+        if bulk_queue_empty:
+            threshold = now - dt.timedelta(seconds=settings.requeue_after_seconds)
+            live = holders.live_batches(session, now)
+            untouched = session.execute(
+                select(Delivery.id, Delivery.edition_id)
+                .where(Delivery.edition_id.in_(sending), Delivery.state == D.queued,
+                       Delivery.updated_at < threshold)
+            ).all()
+            lost = [(d, e) for d, e in untouched
+                    if not any(e == le and lo <= d <= hi for le, lo, hi in live)]
+            for delivery_id, edition_id in lost:
                 to_queue[edition_id].append(delivery_id)
-        report.requeued = len(lost) + len(released)
+            report.requeued = len(lost)
         touched = [d for ids in to_queue.values() for d in ids]
         for start in range(0, len(touched), 5000):
             session.execute(
@@ -104,9 +98,9 @@ def sweep(session: Session, *, bulk_queue_empty: bool) -> SweepReport:
                 .values(updated_at=now)
             )
         for edition_id, ids in to_queue.items():
-            service.enqueue_ids(session, edition_id, sorted(set(ids)))
+            service.enqueue_ids(session, edition_id, ids)
 
-    for edition_id in sorted(sending):
+    for edition_id in sending:
         if service.finish_if_done(session, edition_id):
             report.finished.append(edition_id)
     report.started = service.start_due_editions(session)

@@ -120,6 +120,19 @@ class Personaliser:
     def text(self, values: Mapping[str, str]) -> str:
         return _join(self._text, self._values(values))
 
+    def layout(self, part: str) -> tuple[list[str], list[tuple[int, str]]]:
+        """``part`` ("html" or "text") as its pieces, and where each value goes among them
+        (the pieces at those places are the placeholders): for an assembler that encodes
+        the constant pieces once."""
+        return self._html if part == "html" else self._text
+
+    def values_for(self, part: str, values: Mapping[str, str]) -> dict[str, str]:
+        """The reader's values as they go into ``part`` (escaped for HTML, as in ``html``)."""
+        filled = self._values(values)
+        if part == "html":
+            return {k: html.escape(v, quote=True) for k, v in filled.items()}
+        return filled
+
     def _values(self, values: Mapping[str, str]) -> dict[str, str]:
         filled = {name: values.get(name) or self._defaults.get(name) or ""
                   for name in PERSONAL_FIELDS}

@@ -178,8 +178,8 @@ class SMTPTransport:
         Two round trips a message instead of four. Every reply is read, whatever the
         first ones said, so the connection stays in step for the next message."""
         extra = (" " + " ".join(options)) if options else ""
-        commands = (f"MAIL FROM:{smtplib.quoteaddr(sender)}{extra}\r\n"
-                    f"RCPT TO:{smtplib.quoteaddr(recipient)}\r\n"
+        commands = (f"MAIL FROM:{_angle(sender)}{extra}\r\n"
+                    f"RCPT TO:{_angle(recipient)}\r\n"
                     "DATA\r\n").encode()
         stage = "mail"
         try:
@@ -224,6 +224,18 @@ class SMTPTransport:
 
 class _StaleConnection(Exception):
     pass
+
+
+_UNSAFE = frozenset("<>\r\n\"(),; \t")
+
+
+def _angle(address: str) -> str:
+    """``<address>`` for MAIL FROM / RCPT TO. Our addresses are normalised by
+    email-validator, so the plain ones need no parsing (smtplib.quoteaddr runs the RFC 2822
+    address parser, ~20 µs, twice per message); anything unusual still goes through it."""
+    if address and not _UNSAFE.intersection(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
 
 
 _process_transport: SMTPTransport | None = None

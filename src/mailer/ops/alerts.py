@@ -63,9 +63,11 @@ def evaluate(session: Session, *, queues: list[QueueState] | None,
     stall = get_settings().queue_stall_seconds
     for queue in queues:
         if queue.stalled:
+            waiting = (f" and {queue.deliveries_waiting:,} deliveries wait in the database"
+                       if queue.deliveries_waiting else "")
             alerts.append(Alert(
                 "queue_not_draining", "critical",
-                f"The {queue.name} queue has held {queue.depth:,} task(s) for over "
+                f"The {queue.name} queue has held {queue.depth:,} task(s){waiting} for over "
                 f"{_duration(stall)} and no worker took any."))
     if not workers:
         alerts.append(Alert("no_worker", "critical",

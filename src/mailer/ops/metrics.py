@@ -47,7 +47,12 @@ log = logging.getLogger(__name__)
 
 class MailerCollector:
     def collect(self) -> Iterator[Metric]:
-        redis_part = status.redis_state()
+        try:  # the bulk queue's work includes deliveries waiting in the database
+            with transaction() as session:
+                redis_part = status.redis_state(session)
+        except Exception as exc:  # the database is away: Redis alone
+            log.warning("metrics: waiting deliveries not counted: %s", exc)
+            redis_part = status.redis_state()
         yield from _redis_metrics(redis_part)
         yield from _database_metrics(redis_part)
 
@@ -86,6 +91,13 @@ def _redis_metrics(redis_part: status.RedisState) -> Iterator[Metric]:
     for queue in queues:
         depth.add_metric([queue.name], queue.depth)
     yield depth
+    in_database = _gauge("mailer_queue_waiting_deliveries", "Deliveries waiting in the database "
+                         "for a queue's workers (bulk: queued, or deferred and due)",
+                         labels=["queue"])
+    for queue in queues:
+        if queue.deliveries_waiting is not None:
+            in_database.add_metric([queue.name], queue.deliveries_waiting)
+    yield in_database
     yield _gauge("mailer_queue_unacked",
                  "Tasks held by workers and not acknowledged yet (running or waiting for a "
                  "retry)", unacked)

@@ -8,6 +8,8 @@ in the hash ``unacked``.
 "Not draining" means: the queue has held work for longer than ``queue_stall_seconds``
 and no worker has started, finished or sent anything from it for that long either.
 Since when a queue holds work is noted whenever the depths are read (every scrape).
+For the bulk queue, work is also what waits in the database (``waiting``): after a Redis
+restart the queue itself is empty while deliveries wait for the sweeper and a worker.
 """
 
 from __future__ import annotations
@@ -35,11 +37,19 @@ class QueueState:
     waiting_since: float | None  # when it was first seen holding work (None: empty)
     last_activity: float | None  # when a worker last started, finished or sent from it
     stalled: bool
+    #: Deliveries waiting in the database for this queue's workers (bulk only; None: not
+    #: counted).
+    deliveries_waiting: int | None = None
+
+    @property
+    def holds_work(self) -> bool:
+        return bool(self.depth or self.deliveries_waiting)
 
     def as_dict(self) -> dict[str, object]:
         now = time.time()
         return {
             "queue": self.name, "depth": self.depth, "stalled": self.stalled,
+            "deliveries_waiting": self.deliveries_waiting,
             "waiting_seconds": round(now - self.waiting_since) if self.waiting_since else 0,
             "idle_seconds": round(now - self.last_activity) if self.last_activity else None,
         }
@@ -57,8 +67,10 @@ def unacked(client: redis.Redis | None = None) -> int:
     return int((client or get_redis()).hlen("unacked"))
 
 
-def states(client: redis.Redis | None = None) -> list[QueueState]:
-    """Every queue's depth and whether it is stalled. Raises RedisError."""
+def states(client: redis.Redis | None = None,
+           waiting: dict[str, int] | None = None) -> list[QueueState]:
+    """Every queue's depth and whether it is stalled. ``waiting``: work per queue that
+    waits in the database. Raises RedisError."""
     r = client or get_redis()
     now = time.time()
     stall = get_settings().queue_stall_seconds
@@ -68,8 +80,9 @@ def states(client: redis.Redis | None = None) -> list[QueueState]:
     out = []
     for name in QUEUES:
         n = depth(r, name)
+        in_database = (waiting or {}).get(name)
         since: float | None
-        if n:
+        if n or in_database:
             since = seen.get(name)
             if since is None:
                 r.hsetnx(NONEMPTY_KEY, name, now)
@@ -79,7 +92,7 @@ def states(client: redis.Redis | None = None) -> list[QueueState]:
             if name in seen:
                 r.hdel(NONEMPTY_KEY, name)
         last = activity.get(name)
-        stalled = bool(n) and since is not None and now - since >= stall and (
+        stalled = bool(n or in_database) and since is not None and now - since >= stall and (
             last is None or now - last >= stall)
-        out.append(QueueState(name, n, since, last, stalled))
+        out.append(QueueState(name, n, since, last, stalled, in_database))
     return out

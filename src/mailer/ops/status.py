@@ -1,22 +1,30 @@
 """One snapshot of the whole service: queues, workers, editions under way, alerts.
 
-``mailer status``, the admin's ops page and ``/readyz`` all read it, so they always agree.
-A Redis that cannot be reached is part of the answer, not an error.
+``mailer status``, the admin's ops page and ``/metrics`` all read it, so they always agree;
+``collect(full=True)`` (the status command and the ops page) adds the readiness checks, the
+SMTP replies and task failures the workers counted, the next automatic draft and the
+sending processes. A Redis that cannot be reached is part of the answer, not an error.
+
+The bulk queue's work is counted where it waits: Celery messages in Redis *and* deliveries
+waiting in the database (queued, or deferred and due). After a Redis restart the first
+count is 0 while the second is not, and ``queue_not_draining`` still sees the work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from mailer.db import utcnow
 from mailer.delivery import service as delivery
+from mailer.delivery.models import Delivery, DeliveryState
 from mailer.editions.models import Edition, EditionState
 from mailer.ops import alerts as alerts_
 from mailer.ops import queues as queues_
@@ -56,10 +64,25 @@ class Snapshot:
     alerts: list[alerts_.Alert] = field(default_factory=list)
     #: Bounce and complaint rates of the editions watched for complaints.
     rates: list[dict[str, Any]] = field(default_factory=list)
+    # With full=True:
+    checks: dict[str, str] | None = None
+    smtp: dict[str, Any] | None = None
+    tasks: dict[str, dict[str, int]] | None = None
+    schedule: dict[str, Any] | None = None
+    senders: list[dict[str, Any]] | None = None
 
     @property
     def healthy(self) -> bool:
         return not self.alerts
+
+    @property
+    def critical(self) -> bool:
+        return any(a.severity == "critical" for a in self.alerts)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all is well; 1 look at this today (warnings only); 2 critical now."""
+        return 2 if self.critical else 1 if self.alerts else 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -71,7 +94,21 @@ class Snapshot:
             "workers": [w.as_dict() for w in self.workers] if self.workers is not None else None,
             "editions": [e.as_dict() for e in self.editions],
             "alerts": [a.as_dict() for a in self.alerts],
+            "status": ("critical" if self.critical else "warning" if self.alerts else "ok"),
+            **({} if self.checks is None else {
+                "checks": self.checks, "smtp": self.smtp, "tasks": self.tasks,
+                "schedule": _plain(self.schedule), "senders": self.senders}),
         }
+
+
+def _plain(schedule: dict[str, Any] | None) -> dict[str, Any] | None:
+    if schedule is None:
+        return None
+    last = schedule.get("last")
+    return {"cron": schedule.get("cron"), "error": schedule.get("error"),
+            "next": schedule["next"].isoformat() if schedule.get("next") else None,
+            "last": None if last is None else {"ran_at": last.ran_at.isoformat(),
+                                                "outcome": last.outcome}}
 
 
 def editions_under_way(session: Session) -> list[EditionStatus]:
@@ -89,21 +126,72 @@ RedisState = tuple[str | None, list[queues_.QueueState] | None, int | None,
                    list[workers_.WorkerInfo] | None]
 
 
-def redis_state() -> RedisState:
-    """(error, queues, unacked, workers): the error is None when Redis answered."""
+def waiting_deliveries(session: Session) -> int:
+    """Deliveries of editions being sent that wait for a worker: queued, or deferred and
+    due. (A count over those rows: for the views, not for the send's hot path.)"""
+    sending = select(Edition.id).where(Edition.state == EditionState.sending)
+    now = utcnow()
+    return int(session.scalar(
+        select(func.count()).select_from(Delivery).where(
+            Delivery.edition_id.in_(sending),
+            or_(Delivery.state == DeliveryState.queued,
+                (Delivery.state == DeliveryState.deferred) & (Delivery.next_attempt_at <= now)))
+    ) or 0)
+
+
+def redis_state(session: Session | None = None) -> RedisState:
+    """(error, queues, unacked, workers): the error is None when Redis answered. With a
+    session, the bulk queue also counts the deliveries waiting in the database."""
     try:
+        waiting = {"bulk": waiting_deliveries(session)} if session is not None else {}
         client = get_redis()
-        return None, queues_.states(client), queues_.unacked(client), workers_.alive(client)
+        return (None, queues_.states(client, waiting), queues_.unacked(client),
+                workers_.alive(client))
     except (redis.RedisError, OSError) as exc:
         log.warning("ops status cannot read Redis: %s", exc)
         return f"{type(exc).__name__}: {exc}", None, None, None
 
 
-def collect(session: Session, redis_part: RedisState | None = None) -> Snapshot:
-    error, queues, unacked, workers = redis_part or redis_state()
+def collect(session: Session, redis_part: RedisState | None = None, *,
+            full: bool = False) -> Snapshot:
+    error, queues, unacked, workers = redis_part or redis_state(session)
     snapshot = Snapshot(utcnow(), error, queues, unacked, workers)
     snapshot.editions = editions_under_way(session)
     snapshot.rates = alerts_.watched_rates(session)
     snapshot.alerts = alerts_.evaluate(session, queues=queues, workers=workers,
                                        rates=snapshot.rates)
+    if full:
+        _add_details(session, snapshot)
     return snapshot
+
+
+def full_snapshot() -> Snapshot:
+    """The snapshot with its details, as ``mailer status`` and the Ops page show it. The
+    readiness checks run after the snapshot's own transaction has ended: on SQLite an open
+    transaction holds the write lock, and the database check would wait for it."""
+    from mailer.db import transaction
+    from mailer.ops import readiness
+
+    with transaction() as session:
+        snapshot = collect(session, full=True)
+    snapshot.checks = readiness.checks()
+    return snapshot
+
+
+def _add_details(session: Session, snapshot: Snapshot) -> None:
+    """What the status command and the ops page show besides the alerts (the readiness
+    checks: :func:`full_snapshot`)."""
+    from mailer.delivery import holders
+    from mailer.ops import counters
+
+    snapshot.checks = {}
+    if snapshot.redis_error is None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            snapshot.smtp, snapshot.tasks = counters.smtp_figures(), counters.task_figures()
+    try:
+        from mailer.staff import rhythm
+
+        snapshot.schedule = rhythm.overview(session)
+    except Exception as exc:  # a bad schedule must not hide the rest
+        log.warning("could not read the drafting schedule: %s", exc)
+    snapshot.senders = holders.processes(session)

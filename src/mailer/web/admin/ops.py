@@ -7,12 +7,11 @@ and retries) and the readiness checks.
 
 from __future__ import annotations
 
-import redis
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from mailer.db import transaction
-from mailer.ops import counters, readiness, status
+from mailer.ops import status
 from mailer.paths import templates_dir
 from mailer.staff.audit import recent
 from mailer.web.admin.auth import Staff, viewer
@@ -24,24 +23,10 @@ router = APIRouter(prefix="/admin")
 
 @router.get("/ops", response_class=HTMLResponse)
 def ops(request: Request, staff: Staff = Depends(viewer)) -> HTMLResponse:
-    with transaction() as session:
-        snapshot = status.collect(session)
-        schedule = _schedule(session)
-    try:
-        smtp, tasks = counters.smtp_figures(), counters.task_figures()
-    except (redis.RedisError, OSError):
-        smtp, tasks = None, None
-    return admin_page(request, "ops.html", staff, snapshot=snapshot, smtp=smtp, tasks=tasks,
-                      checks=readiness.checks(), schedule=schedule, banner=snapshot.alerts)
-
-
-def _schedule(session: object) -> dict[str, object] | None:
-    """When the next edition is drafted automatically, and what the last run did."""
-    try:
-        from mailer.staff import rhythm
-    except ImportError:
-        return None
-    return rhythm.overview(session)  # type: ignore[arg-type]
+    snapshot = status.full_snapshot()  # the very snapshot ``mailer status`` shows
+    return admin_page(request, "ops.html", staff, snapshot=snapshot, smtp=snapshot.smtp,
+                      tasks=snapshot.tasks, checks=snapshot.checks, schedule=snapshot.schedule,
+                      banner=snapshot.alerts)
 
 
 @router.get("/audit", response_class=HTMLResponse)

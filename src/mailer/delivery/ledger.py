@@ -1,0 +1,279 @@
+"""The database side of a batch: claim deliveries in groups, record outcomes in groups.
+
+One SQLAlchemy connection per batch; each group is one transaction that records the
+outcomes of the messages sent since the last commit, reads the edition's state, and claims
+the next group. The statements are plain SQL strings written once per dialect and run with
+``exec_driver_sql``: no per-call compilation, and psycopg prepares each on the server after
+its first few runs. A whole group's outcomes go in one UPDATE (arrays on PostgreSQL).
+
+Every statement that changes a claim checks that it is still ``sending`` *and still held by
+this process*: once a holder is declared gone and its claims are queued again, nothing it
+writes afterwards can touch them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from mailer.bounces.actions import record_bounce
+from mailer.bounces.models import BounceClass
+from mailer.config import get_settings
+from mailer.db import get_engine, run_after_commit, take_after_commit
+from mailer.delivery.assembly import Reader
+from mailer.delivery.models import DeliveryState
+
+D = DeliveryState
+LEFT = "left the list during the send"
+
+
+@dataclass
+class Outcome:
+    delivery_id: int
+    state: DeliveryState
+    code: int | None
+    reply: str
+    attempts: int
+    label: str  # for the operators: sent, deferred, hard bounce, policy, retries exhausted
+    at: dt.datetime
+    bounce: BounceClass | None = None
+    status: str = ""
+    recipient: str = ""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    reader: Reader
+    attempts: int  # including this one
+
+
+class ClaimsLost(Exception):
+    """This process's claims were queued again by someone else (it was declared gone)."""
+
+
+# --- the statements ---------------------------------------------------------------------------
+
+#: The next group of a batch: queued rows of the edition in (after, last], in id order,
+#: with the reader and whether they may still be mailed (confirmed, not suppressed).
+#: PostgreSQL skips rows another process has locked (it is claiming them right now).
+_PICK_COLUMNS = (
+    "SELECT d.id, d.attempts, s.email, s.first_name, s.public_id, "
+    "CASE WHEN s.status = 'confirmed' AND NOT EXISTS "
+    "(SELECT 1 FROM suppression x WHERE x.address_hash = s.address_hash) "
+    "THEN 1 ELSE 0 END AS mailable "
+    "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
+)
+
+_STATEMENTS: dict[str, dict[str, str]] = {
+    "postgresql": {
+        "pick": _PICK_COLUMNS + (
+            "WHERE d.edition_id = %(edition)s AND d.state = 'queued' AND d.id > %(after)s "
+            "AND d.id <= %(last)s ORDER BY d.id LIMIT %(limit)s FOR UPDATE OF d SKIP LOCKED"),
+        "claim": ("UPDATE delivery SET state = 'sending', attempts = attempts + 1, "
+                  "holder_id = %(holder)s, lease_until = %(lease)s, updated_at = %(now)s "
+                  "WHERE id = ANY(%(ids)s) AND state = 'queued'"),
+        "skip": ("UPDATE delivery SET state = 'skipped', outcome = %(outcome)s, "
+                 "updated_at = %(now)s WHERE id = ANY(%(ids)s) AND state = 'queued'"),
+        "record": (
+            "UPDATE delivery AS d SET state = v.state, smtp_code = v.code, "
+            "smtp_reply = v.reply, outcome = v.outcome, updated_at = %(now)s, "
+            "sent_at = CASE WHEN v.state = 'sent' THEN v.at END, next_attempt_at = v.next_at, "
+            "holder_id = NULL, lease_until = NULL "
+            "FROM unnest(%(ids)s::bigint[], %(states)s::text[], %(codes)s::int[], "
+            "%(replies)s::text[], %(outcomes)s::text[], %(ats)s::timestamptz[], "
+            "%(next_ats)s::timestamptz[]) AS v(id, state, code, reply, outcome, at, next_at) "
+            "WHERE d.id = v.id AND d.state = 'sending' AND d.holder_id = %(holder)s "
+            "RETURNING d.id"),
+        "release": ("UPDATE delivery SET state = %(to)s, attempts = attempts - 1, "
+                    "holder_id = NULL, lease_until = NULL, next_attempt_at = %(next_at)s, "
+                    "outcome = %(outcome)s, updated_at = %(now)s "
+                    "WHERE id = ANY(%(ids)s) AND state = 'sending' AND holder_id = %(holder)s"),
+        "defer_rest": ("UPDATE delivery SET state = 'deferred', next_attempt_at = %(next_at)s, "
+                       "outcome = %(outcome)s, updated_at = %(now)s "
+                       "WHERE edition_id = %(edition)s AND state = 'queued' "
+                       "AND id > %(after)s AND id <= %(last)s"),
+        "edition_state": "SELECT state FROM edition WHERE id = %(edition)s",
+    },
+    "sqlite": {
+        # SQLite has one writer at a time (BEGIN IMMEDIATE): no row can be claimed twice.
+        "pick": _PICK_COLUMNS + (
+            "WHERE d.edition_id = :edition AND d.state = 'queued' AND d.id > :after "
+            "AND d.id <= :last ORDER BY d.id LIMIT :limit"),
+        "claim": ("UPDATE delivery SET state = 'sending', attempts = attempts + 1, "
+                  "holder_id = :holder, lease_until = :lease, updated_at = :now "
+                  "WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'queued'"),
+        "skip": ("UPDATE delivery SET state = 'skipped', outcome = :outcome, updated_at = :now "
+                 "WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'queued'"),
+        "record": (
+            "UPDATE delivery SET state = :state, smtp_code = :code, smtp_reply = :reply, "
+            "outcome = :outcome, updated_at = :now, sent_at = :sent_at, "
+            "next_attempt_at = :next_at, holder_id = NULL, lease_until = NULL "
+            "WHERE id = :id AND state = 'sending' AND holder_id = :holder"),
+        "release": ("UPDATE delivery SET state = :to, attempts = attempts - 1, "
+                    "holder_id = NULL, lease_until = NULL, next_attempt_at = :next_at, "
+                    "outcome = :outcome, updated_at = :now "
+                    "WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'sending' "
+                    "AND holder_id = :holder"),
+        "defer_rest": ("UPDATE delivery SET state = 'deferred', next_attempt_at = :next_at, "
+                       "outcome = :outcome, updated_at = :now "
+                       "WHERE edition_id = :edition AND state = 'queued' "
+                       "AND id > :after AND id <= :last"),
+        "edition_state": "SELECT state FROM edition WHERE id = :edition",
+    },
+}
+
+
+def _sqlite_time(value: dt.datetime | None) -> str | None:
+    """How SQLAlchemy's UTCDateTime stores a time on SQLite (naive UTC, microseconds)."""
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """Exponential backoff with jitter, so retries of many readers do not march in step."""
+    settings = get_settings()
+    delay = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(0, attempts - 1))
+    return dt.timedelta(seconds=delay * random.uniform(0.8, 1.2))
+
+
+class Ledger:
+    def __init__(self, edition_id: int, holder_id: int) -> None:
+        self.edition_id = edition_id
+        self.holder = holder_id
+        self.conn: Connection = get_engine().connect()
+        self.dialect = self.conn.dialect.name
+        self.pg = self.dialect == "postgresql"
+        self.sql = _STATEMENTS["postgresql" if self.pg else "sqlite"]
+        self.lease = dt.timedelta(seconds=get_settings().lease_seconds)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- helpers ------------------------------------------------------------------------
+    def _time(self, value: dt.datetime | None) -> Any:
+        return value if self.pg else _sqlite_time(value)
+
+    def _ids(self, ids: Sequence[int]) -> Any:
+        return list(ids) if self.pg else json.dumps(list(ids))
+
+    def _run(self, name: str, params: dict[str, Any] | list[dict[str, Any]]) -> Any:
+        return self.conn.exec_driver_sql(self.sql[name], params)  # type: ignore[arg-type]
+
+    # --- one group ------------------------------------------------------------------------
+    def commit_group(self, outcomes: list[Outcome], *, claim_after: int | None, last_id: int,
+                     limit: int, now: dt.datetime) -> tuple[str, tuple[list[Claimed], int], int]:
+        """Record ``outcomes``, read the edition's state and, while it is sending and
+        ``claim_after`` is given, claim up to ``limit`` queued deliveries in
+        (claim_after, last_id]. One transaction. Returns (the edition's state, (the claims,
+        the highest id looked at), how many were skipped: the reader left).
+
+        Raises ClaimsLost when some outcome's claim is no longer this process's."""
+        callbacks: list[Callable[[], object]] = []
+        with self.conn.begin():
+            if outcomes:
+                callbacks = self._record(outcomes, now)
+            state = str(self._run("edition_state", {"edition": self.edition_id}).scalar())
+            claimed: list[Claimed] = []
+            reached, skipped = claim_after or 0, 0
+            if claim_after is not None and state == "sending":
+                claimed, reached, skipped = self._claim(claim_after, last_id, limit, now)
+        run_after_commit(callbacks)  # e.g. the operators' alert of a policy bounce
+        return state, (claimed, reached), skipped
+
+    def _claim(self, after: int, last_id: int, limit: int,
+               now: dt.datetime) -> tuple[list[Claimed], int, int]:
+        """Claim up to ``limit`` mailable rows after ``after``; readers who left on the way
+        are skipped. Returns (the claims, the highest id looked at, how many skipped)."""
+        skipped = 0
+        when = self._time(now)
+        while True:
+            rows = self._run("pick", {"edition": self.edition_id, "after": after,
+                                      "last": last_id, "limit": limit}).all()
+            if not rows:
+                return [], after, skipped
+            after = rows[-1].id
+            left = [r.id for r in rows if not r.mailable]
+            if left:
+                self._run("skip", {"ids": self._ids(left), "now": when, "outcome": LEFT})
+                skipped += len(left)
+            mailable = [r for r in rows if r.mailable]
+            if mailable:
+                self._run("claim", {"ids": self._ids([r.id for r in mailable]), "now": when,
+                                    "holder": self.holder,
+                                    "lease": self._time(now + self.lease)})
+                return ([Claimed(Reader(r.id, r.email, r.first_name or "", r.public_id),
+                                 r.attempts + 1) for r in mailable], after, skipped)
+
+    def _record(self, outcomes: list[Outcome], now: dt.datetime) -> list[Callable[[], object]]:
+        if self.pg:
+            recorded = {row[0] for row in self._run("record", {
+                "now": now, "holder": self.holder,
+                "ids": [o.delivery_id for o in outcomes],
+                "states": [o.state.value for o in outcomes],
+                "codes": [o.code for o in outcomes],
+                "replies": [o.reply[:2000] for o in outcomes],
+                "outcomes": [o.label[:32] for o in outcomes],
+                "ats": [o.at for o in outcomes],
+                "next_ats": [_next_attempt(o) for o in outcomes],
+            })}
+            lost = len(recorded) < len(outcomes)
+        else:
+            found = self._run("record", [{
+                "now": _sqlite_time(now), "holder": self.holder, "id": o.delivery_id,
+                "state": o.state.value, "code": o.code, "reply": o.reply[:2000],
+                "outcome": o.label[:32],
+                "sent_at": _sqlite_time(o.at) if o.state == D.sent else None,
+                "next_at": _sqlite_time(_next_attempt(o)),
+            } for o in outcomes]).rowcount
+            lost = found < len(outcomes)
+            recorded = {o.delivery_id for o in outcomes} if not lost else set()
+        if lost:
+            raise ClaimsLost(f"{len(outcomes) - len(recorded)} of {len(outcomes)} claims were "
+                             "queued again by someone else")
+        bounces = [o for o in outcomes if o.bounce is not None and o.delivery_id in recorded]
+        if not bounces:
+            return []
+        with Session(bind=self.conn) as session:  # the same transaction
+            for o in bounces:
+                assert o.bounce is not None
+                record_bounce(
+                    session, bounce_class=o.bounce, source="smtp", recipient=o.recipient,
+                    status_code=o.status or (str(o.code) if o.code else ""),
+                    diagnostic=o.reply, delivery_id=o.delivery_id, edition_id=self.edition_id,
+                    attribution="smtp", attribution_note="rejected during our own SMTP transaction",
+                    fingerprint=f"smtp:{o.delivery_id}:{o.attempts}",
+                )
+            session.flush()
+            return take_after_commit(session)
+
+    # --- giving claims back -----------------------------------------------------------------
+    def release(self, ids: Sequence[int], *, to: DeliveryState, now: dt.datetime,
+                next_at: dt.datetime | None = None, outcome: str | None = None) -> None:
+        """Give back claims this process did not attempt (paused, cancelled, SMTP down)."""
+        if not ids:
+            return
+        with self.conn.begin():
+            self._run("release", {"ids": self._ids(ids), "to": to.value, "holder": self.holder,
+                                  "now": self._time(now), "next_at": self._time(next_at),
+                                  "outcome": outcome})
+
+    def defer_rest(self, after: int, last_id: int, *, next_at: dt.datetime, outcome: str,
+                   now: dt.datetime) -> int:
+        """The batch's still queued rows wait until ``next_at`` (the sweeper queues them)."""
+        with self.conn.begin():
+            return int(self._run("defer_rest", {
+                "edition": self.edition_id, "after": after, "last": last_id,
+                "next_at": self._time(next_at), "outcome": outcome, "now": self._time(now),
+            }).rowcount or 0)
+
+
+def _next_attempt(outcome: Outcome) -> dt.datetime | None:
+    return outcome.at + backoff(outcome.attempts) if outcome.state == D.deferred else None
