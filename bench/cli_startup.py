@@ -24,6 +24,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -69,25 +70,35 @@ def main() -> None:
                     [mailer, "bounces", "classify", "--json", str(BOUNCE)], no_db),
             }
         times: dict[str, list[float]] = {name: [] for name in commands}
+        cpu: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.rounds):
             for name, (argv, env) in commands.items():
                 start = time.perf_counter()
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 done = subprocess.run(argv, env=env, capture_output=True, check=False)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 times[name].append(time.perf_counter() - start)
+                cpu[name].append(after.ru_utime - before.ru_utime
+                                 + after.ru_stime - before.ru_stime)
                 if done.returncode != 0:
                     raise SystemExit(f"{name} failed: {done.stderr.decode()[-2000:]}")
         imported = {name: heavy_imports(argv, env) for name, (argv, env) in commands.items()
                     if name != "python -c pass"}
 
     figures = {name: {"best_ms": round(min(ts) * 1000), "median_ms":
-                      round(statistics.median(ts) * 1000)} for name, ts in times.items()}
+                      round(statistics.median(ts) * 1000),
+                      "cpu_median_ms": round(statistics.median(cpu[name]) * 1000)}
+               for name, ts in times.items()}
     baseline = figures["python -c pass"]["median_ms"]
-    print(f"{args.rounds} rounds, each command a new process; best / median wall time")
+    print(f"{args.rounds} rounds, each command a new process; best / median wall time, "
+          f"and the median CPU time (user + system: what a busy machine does not inflate "
+          f"by making the command wait for a core)")
     for name, f in figures.items():
         extra = "" if name == "python -c pass" else (
             f"   (+{f['median_ms'] - baseline} ms over python; imports: "
             f"{', '.join(imported[name]) or 'none of the heavy ones'})")
-        print(f"  {name:60} {f['best_ms']:5} / {f['median_ms']:5} ms{extra}")
+        print(f"  {name:60} {f['best_ms']:5} / {f['median_ms']:5} ms, CPU "
+              f"{f['cpu_median_ms']:4} ms{extra}")
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
     out = results / f"cli-startup-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}.json"

@@ -416,6 +416,10 @@ def test_bounces_filtered_with_their_evidence(editor) -> None:
         record_bounce(session, bounce_class=BounceClass.policy, source="smtp",
                       recipient="other@example.org", status_code="5.7.1",
                       diagnostic="554 5.7.1 listed at a block list", edition_id=second)
+        record_bounce(session, bounce_class=BounceClass.hard, source="mx",
+                      recipient="vague@example.org", status_code="",
+                      diagnostic="mailbox unavailable, please check if address is correct",
+                      edition_id=second)
 
     def table(**params: str) -> str:  # the list, without the alerts banner above it
         return editor.get("/admin/bounces", params=params).text.split("<tbody>", 1)[1]
@@ -425,8 +429,14 @@ def test_bounces_filtered_with_their_evidence(editor) -> None:
     assert "VERP token d12" in everything and "Final-Recipient: x" in everything
     hard = table(klass="hard")
     assert "user unknown" in hard and "block list" not in hard
+    # the strength of each hard bounce's evidence, which decides whether it suppressed yet
+    rows = {row.split("</tr>", 1)[0] for row in hard.split("<tr id=")[1:]}
+    assert any("hard@example.org" in r and "(strong evidence)" in r for r in rows)
+    assert any("vague@example.org" in r and "(weak evidence)" in r for r in rows)
+    assert "evidence)" not in table(klass="policy")
     of_second = table(edition=str(second))
     assert "block list" in of_second and "user unknown" not in of_second
+    assert "vague@example.org" in of_second
 
 
 def test_ops_page_and_audit_log(editor, worker) -> None:

@@ -1,8 +1,9 @@
 """Forged bounces and complaints act on nobody; a genuine one acts, once (issue 9, part 1).
 
 Tried as a stranger with a mail client would: mail to the real bounce server (started as
-``mailer bounces serve`` is, its worker a real Celery process), to a real IMAP mailbox
-(dovecot, polled as the beat task polls it) and through ``mailer bounces import``:
+``mailer bounces serve`` is, its worker a real Celery process), to a real mailbox
+(dovecot, over IMAP and over POP3, polled as the beat task polls it) and through
+``mailer bounces import``:
 
 - a DSN that only names a reader's address;
 - DSNs quoting made-up Message-IDs: the sequential ids with the unkeyed digest the ids
@@ -29,7 +30,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from mailer.bounces.actions import alert_counts, soft_bounce_count
-from mailer.bounces.mailbox import poll_imap
+from mailer.bounces.mailbox import poll_imap, poll_pop3
 from mailer.bounces.models import InboundMessage
 from mailer.bounces.rates import edition_rates
 from mailer.cli import app
@@ -80,11 +81,11 @@ def resent(raw: bytes) -> bytes:
 Deliver = Callable[[list[tuple[str, bytes]]], None]
 
 
-@pytest.fixture(params=["mx", "imap", "import"])
+@pytest.fixture(params=["mx", "imap", "pop3", "import"])
 def route(request, clean) -> Iterator[Deliver]:  # type: ignore[no-untyped-def]
-    """A way into the intake: mail to the bounce server, to the IMAP mailbox, or a file to
-    ``mailer bounces import``. Takes (envelope recipient, raw message) pairs and returns
-    once all of them were taken in."""
+    """A way into the intake: mail to the bounce server, to the mailbox over IMAP or over
+    POP3, or a file to ``mailer bounces import``. Takes (envelope recipient, raw message)
+    pairs and returns once all of them were taken in."""
     if request.param == "mx":
         server = request.getfixturevalue("bounce_server")
         request.getfixturevalue("worker")
@@ -103,19 +104,23 @@ def route(request, clean) -> Iterator[Deliver]:  # type: ignore[no-untyped-def]
             wait_for(drained, timeout=60, what="the worker's intake")
 
         yield by_mx
-    elif request.param == "imap":
+    elif request.param in ("imap", "pop3"):
         if os.geteuid() != 0:
             pytest.skip("the dovecot test server needs root to drop to its mail user")
         dovecot = Dovecot().start()
 
-        def by_imap(mails: list[tuple[str, bytes]]) -> None:
+        def by_mailbox(mails: list[tuple[str, bytes]]) -> None:
             for _, raw in mails:
                 dovecot.deliver(raw)
-            found = poll_imap(dovecot.imap_url, folder="INBOX", processed_folder=None)
+            if request.param == "imap":
+                found = poll_imap(dovecot.imap_url, folder="INBOX", processed_folder=None)
+            else:  # as the beat task polls MAILER_POP3_URL: take in, then delete
+                found = poll_pop3(dovecot.pop3_url)
             assert found.fetched == len(mails)
+            assert dovecot.messages() == []  # taken: nothing is left to be read twice
 
         try:
-            yield by_imap
+            yield by_mailbox
         finally:
             dovecot.stop()
     else:
