@@ -31,7 +31,7 @@ from sqlalchemy import select
 
 from mailer.db import transaction
 from mailer.subscribers.models import Subscriber
-from tests.support.admin import Admin, make_staff
+from tests.support.admin import KEEP_ALIVE, Admin, make_staff
 from tests.support.factories import make_edition, make_subscribers
 from tests.support.webhooks import (
     MAILGUN_KEY,
@@ -272,7 +272,8 @@ def test_no_route_answers_a_5xx_to_anything(clean, monkeypatch) -> None:
             editor._csrf = None
 
         log_in()
-        stranger = httpx.Client(base_url=site.url, timeout=60, follow_redirects=False)
+        stranger = httpx.Client(base_url=site.url, timeout=60, follow_redirects=False,
+                                limits=KEEP_ALIVE)
 
         @st.composite
         def requests(draw: st.DrawFn) -> tuple[str, str, bytes | None, dict[str, str], bool]:

@@ -128,7 +128,10 @@ def test_a_temporary_smtp_failure_backs_off_and_the_sweeper_waits(clean, worker)
 
     sweep.delay()
     wait_for(lambda: clean.smtp.to("greylisted@example.org"), what="the mail, sent by the sweep")
+    # The worker records the mail once the server has taken it: a moment after it arrives.
+    wait_for(lambda: len(events(reader.id)) > 1, what="the sent mail recorded")
     assert events(reader.id) == ["subscribed", "confirmation_sent"]
+    assert len(clean.smtp.to("greylisted@example.org")) == 1
     [token] = tokens(reader.id)
     assert token.sent_at is not None and token.message_id
 

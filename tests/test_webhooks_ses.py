@@ -82,7 +82,8 @@ def _tampered(site, msg_id: str) -> dict:  # type: ignore[no-untyped-def,type-ar
 
 
 @pytest.mark.parametrize("attack", ["tampered", "bad-signature", "foreign-cert", "wrong-topic",
-                                    "old", "unsigned"])
+                                    "old", "unsigned", "signature-not-ascii",
+                                    "signature-not-a-string"])
 def test_forged_or_stale_notifications_are_refused_and_change_nothing(site, attack) -> None:
     reader, _, msg_id = reader_with_delivery("victim@example.net")
     good = site.sns.sign(sns_notification(
@@ -98,6 +99,9 @@ def test_forged_or_stale_notifications_are_refused_and_change_nothing(site, atta
         "old": lambda: site.sns.sign(sns_notification(
             good["Message"], timestamp=dt.datetime.now(dt.UTC) - dt.timedelta(hours=3))),
         "unsigned": lambda: {k: v for k, v in good.items() if k != "Signature"},
+        # Not base64 at all (these answered 500: base64 refuses non-ASCII with a ValueError).
+        "signature-not-ascii": lambda: {**good, "Signature": "ÎÎÎÎ" + good["Signature"][4:]},
+        "signature-not-a-string": lambda: {**good, "Signature": {"\u00a1": None}},
     }[attack]()
 
     answer = site.post("ses", json.dumps(message))

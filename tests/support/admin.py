@@ -21,13 +21,20 @@ def make_staff(email: str, role: str = "editor", password: str = PASSWORD) -> No
         accounts.create(session, email=email, password=password, role=role, by="test")
 
 
+#: Idle connections dropped after 2 s. uvicorn closes a keep-alive connection idle for 5 s,
+#: httpx reuses one idle for up to 5 s by default: a request sent on a connection at the
+#: moment the server closes it is reset ("Connection reset by peer"), a race of HTTP/1.1
+#: keep-alive, not an answer of the app (browsers resend such a request on a new connection).
+KEEP_ALIVE = httpx.Limits(keepalive_expiry=2.0)
+
+
 class Admin:
     def __init__(self, base_url: str, ip: str | None = None) -> None:
         """``ip``: the client address the app sees (uvicorn takes X-Forwarded-For from a
         loopback peer, as from the reverse proxy in production)."""
         headers = {"X-Forwarded-For": ip} if ip else {}
         self.http = httpx.Client(base_url=base_url, follow_redirects=False, timeout=60,
-                                 headers=headers)
+                                 headers=headers, limits=KEEP_ALIVE)
         self._csrf: str | None = None
 
     def close(self) -> None:

@@ -147,8 +147,11 @@ def verify(message: Mapping[str, Any]) -> None:
     key = certificate.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise WebhookRefused(403, "the signing certificate does not hold an RSA key")
+    encoded = message.get("Signature")
+    if not isinstance(encoded, str) or not encoded.isascii():
+        raise WebhookRefused(403, "the SNS Signature is not a base64 string")
     try:
-        signature = base64.b64decode(str(message.get("Signature", "")), validate=True)
+        signature = base64.b64decode(encoded, validate=True)
         key.verify(signature, canonical_string(message), padding.PKCS1v15(), algorithm)
     except (InvalidSignature, binascii.Error):
         raise WebhookRefused(403, "the SNS signature does not match") from None
