@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from mailer import tasks
 from mailer.bounces import spool
 from mailer.db import transaction
 from workers.app import app
@@ -16,7 +17,7 @@ from workers.app import app
 log = logging.getLogger(__name__)
 
 
-@app.task(bind=True, max_retries=5)
+@app.task(name=tasks.PROCESS_INBOUND, bind=True, max_retries=5)
 def process_inbound(self, inbound_id: int) -> str:  # type: ignore[no-untyped-def]
     """Parse, attribute and act on one message the bounce server accepted."""
     try:
@@ -38,17 +39,17 @@ def process_inbound(self, inbound_id: int) -> str:  # type: ignore[no-untyped-de
     return result.summary
 
 
-@app.task
+@app.task(name=tasks.PROCESS_SPOOL)
 def process_spool() -> int:
     """Queue again every spooled message a worker has not processed (a lost task)."""
     with transaction() as session:
         stale = spool.stale_spooled(session, older_than=dt.timedelta(minutes=2))
     for inbound_id in stale:
-        process_inbound.delay(inbound_id)
+        tasks.publish(tasks.PROCESS_INBOUND, inbound_id, session=None)
     return len(stale)
 
 
-@app.task
+@app.task(name=tasks.POLL_MAILBOX)
 def poll_mailbox() -> dict[str, int]:
     """Fetch bounce mails from the IMAP and/or POP3 mailbox in the settings."""
     from mailer.bounces.mailbox import poll_configured

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import random
 
+from mailer import tasks
 from mailer.subscribers.confirmation_mail import Outcome, send_confirmation_mail
 from workers.app import app
 
 
-@app.task(bind=True, max_retries=8)
+@app.task(name=tasks.SEND_CONFIRMATION, bind=True, max_retries=8)
 def send_confirmation(self, subscriber_id: int) -> str:  # type: ignore[no-untyped-def]
     # 30 s, 1 min, 2 min … capped at 1 h, with jitter so retries do not march in step.
     delay = min(3600, 30 * 2 ** self.request.retries) * random.uniform(0.8, 1.2)

@@ -10,8 +10,7 @@ queues the rows again.
 from __future__ import annotations
 
 import datetime as dt
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -21,8 +20,9 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from mailer import tasks
 from mailer.config import get_settings
-from mailer.db import UTCDateTime, publish_after_commit, utcnow
+from mailer.db import UTCDateTime, utcnow
 from mailer.delivery.models import FINAL_STATES, OPEN_STATES, Delivery, DeliveryState
 from mailer.editions.models import Edition, EditionState
 from mailer.editions.states import transition
@@ -258,21 +258,11 @@ def acknowledge_complaints(session: Session, edition_id: int, *, by: str) -> int
 # --- queueing ---------------------------------------------------------------------------------
 
 
-def _publisher() -> Callable[[int, int, int], None]:
-    from workers.bulk import send_batch
-
-    def publish(edition_id: int, first_id: int, last_id: int) -> None:
-        send_batch.apply_async((edition_id, first_id, last_id), queue="bulk")
-
-    return publish
-
-
 def publish_batches(session: Session, edition_id: int,
                     ranges: Sequence[tuple[int, int]]) -> int:
     """Queue one batch task per (first id, last id), once the current transaction commits."""
-    publish = _publisher()
     for first_id, last_id in ranges:
-        publish_after_commit(session, functools.partial(publish, edition_id, first_id, last_id))
+        tasks.publish(tasks.SEND_BATCH, edition_id, first_id, last_id, session=session)
     return len(ranges)
 
 

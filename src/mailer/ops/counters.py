@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from mailer.redis import get_redis
+from mailer.tasks import BULK
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def flush() -> None:
         for name, n in fields.items():
             pipe.hincrby(SMTP_KEY, name, n)
         pipe.hincrbyfloat(SMTP_KEY, "latency_sum", latency_sum)
-        pipe.hset(ACTIVITY_KEY, "bulk", time.time())
+        pipe.hset(ACTIVITY_KEY, BULK, time.time())
         pipe.execute()
     except (redis.RedisError, OSError) as exc:
         with _buffer.lock:  # try again at the next flush

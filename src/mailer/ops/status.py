@@ -30,6 +30,7 @@ from mailer.ops import alerts as alerts_
 from mailer.ops import queues as queues_
 from mailer.ops import workers as workers_
 from mailer.redis import get_redis
+from mailer.tasks import BULK
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def redis_state(session: Session | None = None) -> RedisState:
     """(error, queues, unacked, workers): the error is None when Redis answered. With a
     session, the bulk queue also counts the deliveries waiting in the database."""
     try:
-        waiting = {"bulk": waiting_deliveries(session)} if session is not None else {}
+        waiting = {BULK: waiting_deliveries(session)} if session is not None else {}
         client = get_redis()
         return (None, queues_.states(client, waiting), queues_.unacked(client),
                 workers_.alive(client))
