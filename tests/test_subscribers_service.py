@@ -9,6 +9,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select, update
 
+from mailer import privacy
 from mailer.db import transaction, utcnow
 from mailer.subscribers import service
 from mailer.subscribers.addresses import InvalidAddress, normalise
@@ -224,7 +225,7 @@ def test_pending_sign_ups_older_than_14_days_are_purged_by_the_worker(clean, wor
 
     # Safe to run twice.
     with transaction() as s:
-        assert service.purge_pending(s) == 0
+        assert privacy.purge_pending(s) == 0
 
 
 def test_a_sign_up_again_restarts_the_14_days(clean) -> None:
@@ -233,7 +234,7 @@ def test_a_sign_up_again_restarts_the_14_days(clean) -> None:
     _sign_up("again@example.org")  # nothing changes in the row but the clock
     move_back(reader.id, dt.timedelta(days=10))
     with transaction() as s:
-        assert service.purge_pending(s) == 0
+        assert privacy.purge_pending(s) == 0
     assert subscriber("again@example.org") is not None
 
 
@@ -242,7 +243,7 @@ def test_a_fresh_double_opt_in_after_erasure_lifts_the_suppression(clean) -> Non
 
     make("phoenix@example.org", "confirmed")
     with transaction() as s:
-        service.erase_address(s, "phoenix@example.org", by="test")
+        privacy.erase_address(s, "phoenix@example.org", by="test")
     # She signs up again herself, and confirms: fresh consent.
     reader = make("Phoenix@example.org", "confirmed")
     with transaction() as s:
@@ -250,7 +251,7 @@ def test_a_fresh_double_opt_in_after_erasure_lifts_the_suppression(clean) -> Non
     assert events(reader.id) == ["subscribed", "confirmed", "unsuppressed"]
     # Signing up alone (without confirming) lifts nothing.
     with transaction() as s:
-        service.erase_address(s, "phoenix@example.org", by="test")
+        privacy.erase_address(s, "phoenix@example.org", by="test")
     make("phoenix@example.org", "pending")
     with transaction() as s:
         assert s.scalar(select(func.count()).select_from(Suppression)) == 1

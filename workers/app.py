@@ -89,7 +89,7 @@ def beat_schedule() -> dict[str, dict[str, object]]:
         }
     # First Tuesday of every other month by default; "off" switches it off. Celery's crontab
     # wants both the day of the month and the day of the week to match (see rhythm.py).
-    from mailer.staff.rhythm import edition_crontab
+    from mailer.editions.rhythm import edition_crontab
 
     drafting = edition_crontab(settings.edition_schedule_cron)
     if drafting is not None:
@@ -188,8 +188,8 @@ def _stop_heartbeat(**_: object) -> None:
 @task_prerun.connect
 def _task_started(task_id: str = "", task: object = None, args: object = None,
                   kwargs: object = None, **_: object) -> None:
+    from mailer.counters import mark_activity
     from mailer.logging import bind_context
-    from mailer.ops.counters import mark_activity
 
     try:
         name = str(getattr(task, "name", ""))
@@ -207,8 +207,8 @@ def _task_started(task_id: str = "", task: object = None, args: object = None,
 
 @task_postrun.connect
 def _task_finished(task_id: str = "", task: object = None, **_: object) -> None:
+    from mailer.counters import flush, mark_activity
     from mailer.logging import reset_context
-    from mailer.ops.counters import flush, mark_activity
 
     try:
         flush()  # this task's SMTP figures, before the next one starts
@@ -222,14 +222,14 @@ def _task_finished(task_id: str = "", task: object = None, **_: object) -> None:
 
 @task_failure.connect
 def _task_failed(sender: object = None, **_: object) -> None:
-    from mailer.ops.counters import record_task
+    from mailer.counters import record_task
 
     record_task("failure", str(getattr(sender, "name", "unknown")))
 
 
 @task_retry.connect
 def _task_retried(sender: object = None, **_: object) -> None:
-    from mailer.ops.counters import record_task
+    from mailer.counters import record_task
 
     record_task("retry", str(getattr(sender, "name", "unknown")))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from mailer import tasks
+from mailer import privacy, tasks
 from mailer.db import transaction
 from mailer.subscribers import service as subscribers
 from workers.app import app
@@ -35,7 +35,7 @@ def sweep() -> dict[str, object]:
 @app.task(name=tasks.PURGE_PENDING_SIGNUPS)
 def purge_pending_signups() -> int:
     with transaction() as session:
-        purged = subscribers.purge_pending(session)
+        purged = privacy.purge_pending(session)
     if purged:
         log.info("purged %d unconfirmed sign-ups", purged)
     return purged
@@ -82,9 +82,9 @@ def draft_next_edition() -> str:
     """Beat's bi-monthly run: draft the next edition and ask the editors to review it.
 
     Nothing is sent. Safe to run twice: one run per day of the schedule drafts anything
-    (see :mod:`mailer.staff.rhythm`).
+    (see :mod:`mailer.editions.rhythm`).
     """
-    from mailer.staff import rhythm
+    from mailer.editions import rhythm
 
     with transaction() as session:
         result = rhythm.draft_on_schedule(session)
@@ -96,7 +96,7 @@ def draft_next_edition() -> str:
 @app.task(name=tasks.MAIL_EDITORS, bind=True, max_retries=8)
 def mail_editors(self, edition_id: int) -> list[str]:  # type: ignore[no-untyped-def]
     """Mail every editor a link to review the drafted edition (each editor once)."""
-    from mailer.staff.review_mail import send_review_mails
+    from mailer.editions.review_mail import send_review_mails
 
     results = send_review_mails(edition_id)
     if any(r.temporary for r in results):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import redis
 
 from mailer.config import get_settings
-from mailer.ops.counters import last_activity
+from mailer.counters import last_activity
 from mailer.redis import get_redis
 from mailer.tasks import QUEUES
 

@@ -182,15 +182,15 @@ def full_snapshot() -> Snapshot:
 def _add_details(session: Session, snapshot: Snapshot) -> None:
     """What the status command and the ops page show besides the alerts (the readiness
     checks: :func:`full_snapshot`)."""
+    from mailer import counters
     from mailer.delivery import holders
-    from mailer.ops import counters
 
     snapshot.checks = {}
     if snapshot.redis_error is None:
         with contextlib.suppress(redis.RedisError, OSError):
             snapshot.smtp, snapshot.tasks = counters.smtp_figures(), counters.task_figures()
     try:
-        from mailer.staff import rhythm
+        from mailer.editions import rhythm
 
         snapshot.schedule = rhythm.overview(session)
     except Exception as exc:  # a bad schedule must not hide the rest

@@ -1,5 +1,6 @@
 """The counters worker processes keep in Redis: SMTP replies and latency, task failures and
-retries, and when each queue last saw work.
+retries, and when each queue last saw work. This is the writing side, below the domain
+packages (the sender counts as it sends); :mod:`mailer.ops` reads it.
 
 SMTP figures are added up in the process and written in one pipelined round trip at most
 once a second (and at the end of every task), so a send of thousands of messages costs a
