@@ -13,7 +13,7 @@ from mailer import privacy
 from mailer.db import transaction, utcnow
 from mailer.subscribers import service
 from mailer.subscribers.addresses import InvalidAddress, normalise
-from mailer.subscribers.confirmation_mail import Outcome, send_confirmation_mail
+from mailer.subscribers.confirmation_mail import MailResult, send_confirmation_mail
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber
 from tests.conftest import wait_for
 from tests.support.subscribers import (
@@ -110,7 +110,7 @@ def test_a_temporary_smtp_failure_backs_off_and_the_sweeper_waits(clean, worker)
 
     reader = make("greylisted@example.org", "pending")
     clean.smtp.behaviour.add("greylisted@example.org", "rcpt", "451 4.7.1 Greylisted", times=1)
-    assert send_confirmation_mail(reader.id, retry_in=600) == Outcome.retry
+    assert send_confirmation_mail(reader.id, retry_in=600) == MailResult.retry
     [token] = tokens(reader.id)
     assert "451" in token.last_error and token.sent_at is None
     assert token.claimed_until > utcnow() + dt.timedelta(seconds=590)
@@ -139,24 +139,24 @@ def test_a_permanent_smtp_failure_is_not_retried(clean) -> None:
 
     reader = make("nobody@example.org", "pending")
     clean.smtp.behaviour.add("nobody@example.org", "rcpt", "550 5.1.1 No such user")
-    assert send_confirmation_mail(reader.id) == Outcome.failed
+    assert send_confirmation_mail(reader.id) == MailResult.failed
     [token] = tokens(reader.id)
     assert "550" in token.last_error and token.claimed_until == token.expires_at
     move_back(reader.id, dt.timedelta(minutes=5))
     with transaction() as s:
         assert confirmations_to_resend(s, older_than=dt.timedelta(minutes=2)) == []
-    assert send_confirmation_mail(reader.id) == Outcome.nothing
+    assert send_confirmation_mail(reader.id) == MailResult.nothing
 
 
 def test_at_most_one_confirmation_mail_a_day_even_after_unsubscribing(clean) -> None:
     from mailer.subscribers.service import confirmations_to_resend
 
     reader = make("daily@example.org", "pending")
-    assert send_confirmation_mail(reader.id) == Outcome.sent
+    assert send_confirmation_mail(reader.id) == MailResult.sent
     with transaction() as s:
         service.unsubscribe(s, s.get(Subscriber, reader.id), channel="link")
     _sign_up("daily@example.org")  # back the same day: a new link, but no mail today
-    assert send_confirmation_mail(reader.id) == Outcome.nothing
+    assert send_confirmation_mail(reader.id) == MailResult.nothing
     assert len(clean.smtp.to("daily@example.org")) == 1
     move_back(reader.id, dt.timedelta(minutes=5))
     with transaction() as s:
@@ -165,15 +165,15 @@ def test_at_most_one_confirmation_mail_a_day_even_after_unsubscribing(clean) -> 
     move_back(reader.id, dt.timedelta(days=1))  # the next day
     with transaction() as s:
         assert confirmations_to_resend(s, older_than=dt.timedelta(minutes=2)) == [reader.id]
-    assert send_confirmation_mail(reader.id) == Outcome.sent
+    assert send_confirmation_mail(reader.id) == MailResult.sent
     assert len(clean.smtp.to("daily@example.org")) == 2
-    assert send_confirmation_mail(reader.id) == Outcome.nothing  # safe to run twice
+    assert send_confirmation_mail(reader.id) == MailResult.nothing  # safe to run twice
 
 
 def test_nothing_is_mailed_to_a_confirmed_or_vanished_reader(clean) -> None:
     reader = make("done@example.org", "confirmed")
-    assert send_confirmation_mail(reader.id) == Outcome.nothing
-    assert send_confirmation_mail(999_999) == Outcome.nothing
+    assert send_confirmation_mail(reader.id) == MailResult.nothing
+    assert send_confirmation_mail(999_999) == MailResult.nothing
     assert clean.smtp.messages == []
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from mailer import tasks
+from mailer import backoff, tasks
 from mailer.bounces import spool
 from mailer.db import transaction
 from workers.app import app
@@ -32,7 +32,7 @@ def process_inbound(self, inbound_id: int) -> str:  # type: ignore[no-untyped-de
                 spool.note_failure(session, inbound_id, f"{type(exc).__name__}: {exc}")
         except Exception:
             log.exception("could not note the failure of spooled bounce %s", inbound_id)
-        raise self.retry(countdown=min(3600, 30 * 2 ** self.request.retries)) from exc
+        raise self.retry(countdown=backoff.BOUNCE_PROCESSING.seconds(self.request.retries)) from exc
     if result is None:
         return "gone: processed already"
     log.info("bounce processed: %s", result.summary, extra={"inbound_id": inbound_id})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from mailer import privacy, tasks
+from mailer import backoff, privacy, tasks
 from mailer.db import transaction
 from mailer.subscribers import service as subscribers
 from workers.app import app
@@ -100,5 +100,5 @@ def mail_editors(self, edition_id: int) -> list[str]:  # type: ignore[no-untyped
 
     results = send_review_mails(edition_id)
     if any(r.temporary for r in results):
-        raise self.retry(countdown=min(3600, 60 * 2 ** self.request.retries))
+        raise self.retry(countdown=backoff.REVIEW_MAIL.seconds(self.request.retries))
     return [f"{r.to}: {r.result}" for r in results]

@@ -204,6 +204,3 @@ def _drop_pending(session: Session, _previous: Any) -> None:
     if not session.in_transaction():
         session.info.pop(_PENDING, None)
 
-
-def is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"

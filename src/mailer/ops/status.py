@@ -23,7 +23,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from mailer.db import utcnow
-from mailer.delivery import service as delivery
+from mailer.delivery import service as sending
 from mailer.delivery.models import Delivery, DeliveryState
 from mailer.editions.models import Edition, EditionState
 from mailer.ops import alerts as alerts_
@@ -43,7 +43,7 @@ class EditionStatus:
     subject: str
     state: str
     scheduled_at: dt.datetime | None
-    progress: delivery.Progress | None
+    progress: sending.Progress | None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "subject": self.subject, "state": self.state,
@@ -120,7 +120,7 @@ def editions_under_way(session: Session) -> list[EditionStatus]:
     ).all()
     return [EditionStatus(
         e.id, e.subject, e.state, e.scheduled_at,
-        delivery.progress(session, e.id) if e.state in UNDER_WAY else None) for e in rows]
+        sending.progress(session, e.id) if e.state in UNDER_WAY else None) for e in rows]
 
 
 RedisState = tuple[str | None, list[queues_.QueueState] | None, int | None,
