@@ -388,22 +388,13 @@ def send_test_copies(
     from mailer.db import transaction
     from mailer.delivery.assembly import MessageAssembler, Reader
     from mailer.editions import snapshot
-    from mailer.editions.compose import compose
     from mailer.emails.transport import SMTPFailure, process_transport
     from mailer.subscribers.addresses import InvalidAddress, normalise
     from mailer.subscribers.service import public_id_of_test_copy
 
     with transaction() as session:
         edition = _edition(session, edition_id)
-        if edition.html_snapshot is not None:
-            personaliser = snapshot.personaliser_for(edition)
-            subject = edition.subject_snapshot or edition.subject
-        else:
-            composed = compose(edition)
-            snapshot.check_composed(composed, edition)
-            personaliser = snapshot.personaliser_of(
-                composed, defaults={"view_url": snapshot.view_url(edition)})
-            subject = composed.subject
+        personaliser, subject = snapshot.as_mailed(edition, check=True)
         assembler = MessageAssembler(edition_id=edition.id, subject=f"[TEST] {subject}",
                                      personaliser=personaliser, view_url=snapshot.view_url(edition),
                                      kind="test", test=True)
