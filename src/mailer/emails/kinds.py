@@ -25,7 +25,8 @@ VERP_LETTER = {MessageKind.delivery: "d", MessageKind.confirmation: "c", Message
 MESSAGE_ID_PREFIX = {MessageKind.delivery: "nl", MessageKind.confirmation: "confirm",
                      MessageKind.test: "test", MessageKind.review: "review"}
 
-_NAMES = {kind.value for kind in MessageKind}
+_LETTER_OF: dict[str, str] = {kind.value: letter for kind, letter in VERP_LETTER.items()}
+_PREFIX_OF: dict[str, str] = {kind.value: prefix for kind, prefix in MESSAGE_ID_PREFIX.items()}
 _BY_LETTER = {letter: kind for kind, letter in VERP_LETTER.items()}
 _BY_PREFIX = {prefix: kind for kind, prefix in MESSAGE_ID_PREFIX.items()}
 
@@ -34,10 +35,15 @@ def of_verp_letter(letter: str) -> MessageKind:
     return _BY_LETTER[letter]
 
 
+def verp_letter(kind: MessageKind | str) -> str:
+    """Raises KeyError for a kind no bounce is tied back to (a review mail)."""
+    return _LETTER_OF[kind]
+
+
 def message_id_prefix(kind: MessageKind | str) -> str:
     """A kind's wire spelling; a spelling itself (``"nl"``, as tests of old mail write it)
     stays as it is."""
-    return MESSAGE_ID_PREFIX[MessageKind(kind)] if kind in _NAMES else str(kind)
+    return _PREFIX_OF.get(kind, kind)
 
 
 def of_message_id_prefix(prefix: str) -> MessageKind | None:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from mailer.config import get_settings
-from mailer.emails.kinds import VERP_LETTER, MessageKind, of_verp_letter
+from mailer.emails.kinds import VERP_LETTER, MessageKind, of_verp_letter, verp_letter
 from mailer.tokens import sign, verify
 
 _PURPOSE = "verp"
@@ -40,7 +40,7 @@ class VerpToken:
 
 
 def return_path(kind: MessageKind | str, row_id: int) -> str:
-    value = f"{VERP_LETTER[MessageKind(kind)]}{_base36(row_id)}"
+    value = f"{verp_letter(kind)}{_base36(row_id)}"
     signature = sign(_PURPOSE, value, _SIG_LEN, alphabet="b32")
     return f"bounces+{value}-{signature}@{get_settings().bounce_domain}"
 
