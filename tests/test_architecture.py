@@ -35,7 +35,7 @@ def test_every_task_published_by_name_has_a_worker_on_its_queue() -> None:
     app.loader.import_default_modules()  # the task modules the worker loads at start
     names = {value for key, value in vars(tasks).items()
              if key.isupper() and isinstance(value, str) and value.startswith("workers.")}
-    assert len(names) == 10
+    assert {tasks.SEND_BATCH, tasks.SEND_CONFIRMATION, tasks.PROCESS_INBOUND, tasks.SWEEP} <= names
     assert names <= set(app.tasks), names - set(app.tasks)
     for name in names:
         route = app.amqp.router.route({}, name)
