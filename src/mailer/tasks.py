@@ -13,7 +13,7 @@ yet, and a rollback sends nothing. Publishing at once is said with ``session=Non
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from mailer.config import get_settings
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from celery import Celery
     from sqlalchemy.orm import Session
 
-log = logging.getLogger(__name__)
 
 # --- queues ------------------------------------------------------------------------------------
 
@@ -69,6 +68,27 @@ def publish(task: str, *args: object, session: Session | None,
         _send(task, args, countdown)
     else:
         publish_after_commit(session, lambda: _send(task, args, countdown))
+
+
+def publish_many(task: str, calls: Iterable[Sequence[object]], *,
+                 session: Session | None) -> int:
+    """:func:`publish` for many calls of one task (an edition's batches): all go out
+    through one producer, one connection, once the session commits. Returns how many."""
+    batch = [tuple(args) for args in calls]
+    if batch:
+        if session is None:
+            _send_many(task, batch)
+        else:
+            publish_after_commit(session, lambda: _send_many(task, batch))
+    return len(batch)
+
+
+def _send_many(task: str, batch: list[tuple[object, ...]]) -> None:
+    app = client(get_settings().redis_url)
+    queue = queue_of(task)
+    with app.producer_or_acquire() as producer:
+        for args in batch:
+            app.send_task(task, args=list(args), queue=queue, producer=producer)
 
 
 def _send(task: str, args: tuple[object, ...], countdown: float | None) -> None:

@@ -261,9 +261,9 @@ def acknowledge_complaints(session: Session, edition_id: int, *, by: str) -> int
 def publish_batches(session: Session, edition_id: int,
                     ranges: Sequence[tuple[int, int]]) -> int:
     """Queue one batch task per (first id, last id), once the current transaction commits."""
-    for first_id, last_id in ranges:
-        tasks.publish(tasks.SEND_BATCH, edition_id, first_id, last_id, session=session)
-    return len(ranges)
+    return tasks.publish_many(tasks.SEND_BATCH, [(edition_id, first_id, last_id)
+                                                 for first_id, last_id in ranges],
+                              session=session)
 
 
 def enqueue_ids(session: Session, edition_id: int, ids: Sequence[int]) -> int:
