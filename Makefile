@@ -37,9 +37,10 @@ test: setup venv ## the whole test suite against real PostgreSQL, SQLite, Redis,
 test-fast: setup venv ## the suite without the browser and the long reliability tests
 	$(BIN)/pytest -m "not browser and not slow"
 
-lint: venv ## ruff and mypy
+lint: venv ## ruff, mypy and the import contracts (pyproject.toml: layers, no cycle, nothing imports workers/)
 	$(BIN)/ruff check src workers tests bench
 	$(BIN)/mypy src workers
+	$(BIN)/lint-imports --no-cache --no-logo
 
 bench: venv ## the benchmarks under bench/ (they print their figures)
 	$(BIN)/python bench/compose.py

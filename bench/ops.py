@@ -63,11 +63,11 @@ def timed(fn, runs: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
 def run(args: argparse.Namespace) -> None:
     from sqlalchemy import insert, update
 
-    from mailer import migrate
+    from mailer import counters, migrate
     from mailer.db import transaction, utcnow
     from mailer.delivery.models import Delivery
     from mailer.editions.models import Edition
-    from mailer.ops import counters, metrics
+    from mailer.ops import metrics
     from mailer.ops import status as ops_status
     from tests.support.factories import make_edition, make_subscribers
 

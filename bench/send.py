@@ -255,12 +255,12 @@ def main() -> None:
         from mailer import migrate
         from mailer.articles import feeds
         from mailer.articles.importer import import_feed
+        from mailer.counters import smtp_figures
         from mailer.db import transaction, utcnow
         from mailer.delivery import service
         from mailer.delivery.models import Delivery
         from mailer.editions import service as editions
         from mailer.editions.models import Edition
-        from mailer.ops.counters import smtp_figures
 
         migrate.upgrade()
         make_readers(args.readers)

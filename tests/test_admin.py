@@ -403,7 +403,7 @@ def test_suppression_list_add_and_remove(editor) -> None:
 
 
 def test_bounces_filtered_with_their_evidence(editor) -> None:
-    from tests.support.bounce_mail import make_edition as make_sent_edition
+    from tests.support.bounce_mail import make_sent_edition
 
     reader = make("hard@example.org", "confirmed")
     first, second = make_sent_edition(), make_sent_edition()

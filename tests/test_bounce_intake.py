@@ -21,8 +21,8 @@ from tests.support.bounce_mail import (
     dsn,
     events_of,
     make_delivery,
-    make_edition,
     make_reader,
+    make_sent_edition,
     newsletter_id,
     original_headers,
     plain_mail,
@@ -44,7 +44,7 @@ def take_in(raw: bytes, envelope_to: list[str] | None = None, source: str = "mx"
 def newsletter_to(email: str, status: str = "sent") -> tuple[int, int, int]:
     """A reader who was sent an edition: (subscriber id, edition id, delivery id)."""
     reader = make_reader(email)
-    edition = make_edition()
+    edition = make_sent_edition()
     return reader, edition, make_delivery(edition, reader, status)
 
 
@@ -87,7 +87,7 @@ def test_soft_bounces_suppress_on_the_third_distinct_edition(clean) -> None:
     reader = make_reader("full@example.net")
     actions = []
     for n in range(3):
-        edition = make_edition()
+        edition = make_sent_edition()
         delivery = make_delivery(edition, reader)
         raw, envelope = bounce_of("full@example.net", edition, delivery, MAILBOX_FULL, "5.2.2")
         actions.append(take_in(raw, envelope).recorded[0].action)
@@ -112,7 +112,7 @@ def test_a_good_delivery_between_soft_bounces_resets_the_count(clean) -> None:
     now = utcnow()
 
     def soft_bounce_of_edition(hours_ago: int) -> str:
-        edition = make_edition()
+        edition = make_sent_edition()
         sent = now - dt.timedelta(hours=hours_ago)
         delivery = make_delivery(edition, reader, sent_at=sent)
         result = take_in(*bounce_of("sometimes@example.net", edition, delivery, MAILBOX_FULL,
@@ -124,7 +124,7 @@ def test_a_good_delivery_between_soft_bounces_resets_the_count(clean) -> None:
 
     assert soft_bounce_of_edition(hours_ago=9) == "counted: 1 of 3 soft"
     assert soft_bounce_of_edition(hours_ago=7) == "counted: 2 of 3 soft"
-    make_delivery(make_edition(), reader, sent_at=now - dt.timedelta(hours=5))  # got through
+    make_delivery(make_sent_edition(), reader, sent_at=now - dt.timedelta(hours=5))  # got through
     assert soft_bounce_of_edition(hours_ago=3) == "counted: 1 of 3 soft"
     assert soft_bounce_of_edition(hours_ago=1) == "counted: 2 of 3 soft"
     assert suppressed("sometimes@example.net") is None
@@ -133,14 +133,14 @@ def test_a_good_delivery_between_soft_bounces_resets_the_count(clean) -> None:
 def test_soft_bounces_older_than_the_window_do_not_count(clean) -> None:
     reader = make_reader("old@example.net")
     for _ in range(2):
-        edition = make_edition()
+        edition = make_sent_edition()
         delivery = make_delivery(edition, reader, sent_at=utcnow() - dt.timedelta(days=40))
         take_in(*bounce_of("old@example.net", edition, delivery, MAILBOX_FULL, "5.2.2"))
     with transaction() as session:
         days = get_settings().soft_bounce_days
         session.execute(update(Bounce).values(
             received_at=utcnow() - dt.timedelta(days=days + 1)))
-    edition = make_edition()
+    edition = make_sent_edition()
     delivery = make_delivery(edition, reader)
     result = take_in(*bounce_of("old@example.net", edition, delivery, MAILBOX_FULL, "5.2.2"))
     assert result.recorded[0].action == "counted: 1 of 3 soft"
@@ -294,7 +294,7 @@ def test_backscatter_policy_rejections_do_not_alert(clean) -> None:
 
 
 def test_edition_rates_count_each_delivery_once_and_flag_complaint_thresholds(clean) -> None:
-    edition = make_edition()
+    edition = make_sent_edition()
     readers = [make_reader(f"r{i}@example.net") for i in range(6)]
     now = utcnow()
     with transaction() as session:
@@ -328,7 +328,7 @@ def test_edition_rates_count_each_delivery_once_and_flag_complaint_thresholds(cl
     record(BounceClass.complaint, ids[5], 1)
     rates = edition_rates_now(edition)
     assert rates["complaints"] == 3 and rates["complaint_stop"] is True
-    assert edition_rates_now(make_edition())["complaint_rate"] == 0.0
+    assert edition_rates_now(make_sent_edition())["complaint_rate"] == 0.0
 
 
 def edition_rates_now(edition_id: int) -> dict:  # type: ignore[type-arg]

@@ -18,8 +18,8 @@ from tests.support.bounce_mail import (
     bounces,
     dsn,
     make_delivery,
-    make_edition,
     make_reader,
+    make_sent_edition,
     plain_mail,
     suppressed,
     verp_of,
@@ -52,7 +52,7 @@ def dovecot(clean, small_cap) -> Iterator[Dovecot]:  # type: ignore[no-untyped-d
 def three_mails() -> tuple[list[bytes], int]:
     """A hard bounce for a reader, a vacation reply, and a mail over the size cap."""
     reader = make_reader("gone@example.net")
-    delivery = make_delivery(make_edition(), reader)
+    delivery = make_delivery(make_sent_edition(), reader)
     verp = verp_of(delivery)
     hard = dsn(to_verp=verp, recipients=[
         ("gone@example.net", "failed", "5.1.1", "550 5.1.1 <gone@example.net>: User unknown")])
@@ -150,7 +150,7 @@ def test_mailbox_urls() -> None:
 
 def test_import_reads_eml_mbox_and_maildir_once(clean, tmp_path) -> None:
     reader = make_reader("gone@example.net")
-    edition = make_edition()
+    edition = make_sent_edition()
     raws = []
     for name in ("gone", "other1", "other2"):
         sub = reader if name == "gone" else make_reader(f"{name}@example.net")

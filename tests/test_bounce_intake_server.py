@@ -25,8 +25,8 @@ from tests.support.bounce_mail import (
     dsn,
     events_of,
     make_delivery,
-    make_edition,
     make_reader,
+    make_sent_edition,
     newsletter_id,
     original_headers,
     status_of,
@@ -80,7 +80,7 @@ def send(port: int, envelope_to: str, raw: bytes, mail_from: str = "") -> None:
 
 def test_end_to_end_dsns_to_the_bounce_server_suppress_the_right_readers(
         clean, worker, bounce_server) -> None:
-    edition = make_edition()
+    edition = make_sent_edition()
     people = {name: make_reader(f"{name}@example.net")
               for name in ("gone", "moved", "full", "blocked", "angry", "fine")}
     deliveries = {name: make_delivery(edition, sub) for name, sub in people.items()}
@@ -205,7 +205,7 @@ def test_a_lost_task_is_picked_up_from_the_spool(clean, worker) -> None:
     from workers.bounces import process_spool
 
     reader = make_reader("late@example.net")
-    edition = make_edition()
+    edition = make_sent_edition()
     delivery = make_delivery(edition, reader)
     raw = dsn(to_verp=verp_of(delivery), recipients=[
         ("late@example.net", "failed", "5.1.1", "550 5.1.1 User unknown")])

@@ -20,8 +20,8 @@ from tests.support.bounce_mail import (
     dsn,
     events_of,
     make_delivery,
-    make_edition,
     make_reader,
+    make_sent_edition,
     newsletter_id,
     original_headers,
     suppressed,
@@ -38,7 +38,7 @@ FULL = "552 5.2.2 <{}>: Mailbox full, quota exceeded"
 def _bounce(email: str, reader: int, diagnostic: str, status: str, *,
             sent_at: dt.datetime | None = None) -> tuple[str, Bounce]:
     """Send the reader a new edition; its DSN comes back. → (action, the Bounce row)."""
-    edition = make_edition()
+    edition = make_sent_edition()
     delivery = make_delivery(edition, reader, sent_at=sent_at)
     verp = verp_of(delivery)
     raw = dsn(to_verp=verp, recipients=[(email, "failed", status, diagnostic.format(email))],
@@ -91,7 +91,7 @@ def test_a_second_report_of_the_same_edition_is_no_repeat(clean) -> None:
     """Two DSNs about one delivery (our relay's and the remote's, say) are one piece of
     evidence, not two."""
     reader = make_reader("twice@outlook.com")
-    edition = make_edition()
+    edition = make_sent_edition()
     delivery = make_delivery(edition, reader)
     verp = verp_of(delivery)
     actions = []
@@ -110,7 +110,7 @@ def test_a_good_delivery_between_weak_hard_bounces_starts_over(clean) -> None:
     reader = make_reader("flaky@outlook.com")
     now = utcnow()
     _bounce("flaky@outlook.com", reader, WEAK, "5.5.0", sent_at=now - dt.timedelta(hours=6))
-    make_delivery(make_edition(), reader, sent_at=now - dt.timedelta(hours=3))  # got through
+    make_delivery(make_sent_edition(), reader, sent_at=now - dt.timedelta(hours=3))  # got through
     action, _ = _bounce("flaky@outlook.com", reader, WEAK, "5.5.0",
                         sent_at=now - dt.timedelta(hours=1))
     assert action == "counted: weak hard, 1 of 2"

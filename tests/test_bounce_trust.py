@@ -46,8 +46,8 @@ from tests.support.bounce_mail import (
     dsn,
     events_of,
     make_delivery,
-    make_edition,
     make_reader,
+    make_sent_edition,
     original_headers,
     status_of,
     suppressed,
@@ -139,7 +139,7 @@ def route(request, clean) -> Iterator[Deliver]:  # type: ignore[no-untyped-def]
 
 def sent_edition(names: list[str]) -> tuple[int, dict[str, tuple[int, int]]]:
     """An edition sent to one reader per name: (edition, {name: (subscriber, delivery)})."""
-    edition = make_edition()
+    edition = make_sent_edition()
     with transaction() as session:  # sent just now: what the complaint hold looks at
         session.get(Edition, edition).started_at = utcnow()
     readers = {}

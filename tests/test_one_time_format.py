@@ -19,7 +19,7 @@ from mailer import localtime
 from mailer.config import reset_settings
 from mailer.db import transaction
 from mailer.editions import service
-from mailer.staff.review_mail import send_review_mails
+from mailer.editions.review_mail import send_review_mails
 from mailer.subscribers import service as subscribers
 from mailer.subscribers.addresses import key_hash
 from tests.conftest import wait_for

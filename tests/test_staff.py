@@ -141,9 +141,10 @@ def test_sessions_are_stored_hashed_expire_and_end(clean) -> None:
         assert cookie not in stored  # a stolen database logs nobody in
         live = sessions.load(session, cookie)
         assert live is not None and live.user.email == "ed@example.org"
-        assert sessions.csrf_ok(live, live.csrf_token)
-        assert not sessions.csrf_ok(live, live.csrf_token[:-1] + "x")
-        assert not sessions.csrf_ok(live, "") and not sessions.csrf_ok(live, None)
+        assert sessions.csrf_ok(live.csrf_token, live.csrf_token)
+        assert not sessions.csrf_ok(live.csrf_token, live.csrf_token[:-1] + "x")
+        assert not sessions.csrf_ok(live.csrf_token, "")
+        assert not sessions.csrf_ok(live.csrf_token, None)
         assert sessions.load(session, "made-up") is None and sessions.load(session, None) is None
         sessions.end(session, other_cookie)
     with transaction() as session:

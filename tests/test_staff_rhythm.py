@@ -13,11 +13,11 @@ from sqlalchemy import select
 
 from mailer.config import reset_settings
 from mailer.db import transaction
+from mailer.editions import rhythm
 from mailer.editions import service as editions
 from mailer.editions.models import Edition
-from mailer.staff import rhythm
+from mailer.editions.review_mail import send_review_mails
 from mailer.staff.models import AuditEntry, ScheduledDraft
-from mailer.staff.review_mail import send_review_mails
 from tests.conftest import wait_for
 from tests.support.admin import make_staff
 from tests.support.factories import make_articles

@@ -9,10 +9,11 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select, update
 
+from mailer import privacy
 from mailer.db import transaction, utcnow
 from mailer.subscribers import service
 from mailer.subscribers.addresses import InvalidAddress, normalise
-from mailer.subscribers.confirmation_mail import Outcome, send_confirmation_mail
+from mailer.subscribers.confirmation_mail import MailResult, send_confirmation_mail
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber
 from tests.conftest import wait_for
 from tests.support.subscribers import (
@@ -109,7 +110,7 @@ def test_a_temporary_smtp_failure_backs_off_and_the_sweeper_waits(clean, worker)
 
     reader = make("greylisted@example.org", "pending")
     clean.smtp.behaviour.add("greylisted@example.org", "rcpt", "451 4.7.1 Greylisted", times=1)
-    assert send_confirmation_mail(reader.id, retry_in=600) == Outcome.retry
+    assert send_confirmation_mail(reader.id, retry_in=600) == MailResult.retry
     [token] = tokens(reader.id)
     assert "451" in token.last_error and token.sent_at is None
     assert token.claimed_until > utcnow() + dt.timedelta(seconds=590)
@@ -141,24 +142,24 @@ def test_a_permanent_smtp_failure_is_not_retried(clean) -> None:
 
     reader = make("nobody@example.org", "pending")
     clean.smtp.behaviour.add("nobody@example.org", "rcpt", "550 5.1.1 No such user")
-    assert send_confirmation_mail(reader.id) == Outcome.failed
+    assert send_confirmation_mail(reader.id) == MailResult.failed
     [token] = tokens(reader.id)
     assert "550" in token.last_error and token.claimed_until == token.expires_at
     move_back(reader.id, dt.timedelta(minutes=5))
     with transaction() as s:
         assert confirmations_to_resend(s, older_than=dt.timedelta(minutes=2)) == []
-    assert send_confirmation_mail(reader.id) == Outcome.nothing
+    assert send_confirmation_mail(reader.id) == MailResult.nothing
 
 
 def test_at_most_one_confirmation_mail_a_day_even_after_unsubscribing(clean) -> None:
     from mailer.subscribers.service import confirmations_to_resend
 
     reader = make("daily@example.org", "pending")
-    assert send_confirmation_mail(reader.id) == Outcome.sent
+    assert send_confirmation_mail(reader.id) == MailResult.sent
     with transaction() as s:
         service.unsubscribe(s, s.get(Subscriber, reader.id), channel="link")
     _sign_up("daily@example.org")  # back the same day: a new link, but no mail today
-    assert send_confirmation_mail(reader.id) == Outcome.nothing
+    assert send_confirmation_mail(reader.id) == MailResult.nothing
     assert len(clean.smtp.to("daily@example.org")) == 1
     move_back(reader.id, dt.timedelta(minutes=5))
     with transaction() as s:
@@ -167,15 +168,15 @@ def test_at_most_one_confirmation_mail_a_day_even_after_unsubscribing(clean) -> 
     move_back(reader.id, dt.timedelta(days=1))  # the next day
     with transaction() as s:
         assert confirmations_to_resend(s, older_than=dt.timedelta(minutes=2)) == [reader.id]
-    assert send_confirmation_mail(reader.id) == Outcome.sent
+    assert send_confirmation_mail(reader.id) == MailResult.sent
     assert len(clean.smtp.to("daily@example.org")) == 2
-    assert send_confirmation_mail(reader.id) == Outcome.nothing  # safe to run twice
+    assert send_confirmation_mail(reader.id) == MailResult.nothing  # safe to run twice
 
 
 def test_nothing_is_mailed_to_a_confirmed_or_vanished_reader(clean) -> None:
     reader = make("done@example.org", "confirmed")
-    assert send_confirmation_mail(reader.id) == Outcome.nothing
-    assert send_confirmation_mail(999_999) == Outcome.nothing
+    assert send_confirmation_mail(reader.id) == MailResult.nothing
+    assert send_confirmation_mail(999_999) == MailResult.nothing
     assert clean.smtp.messages == []
 
 
@@ -227,7 +228,7 @@ def test_pending_sign_ups_older_than_14_days_are_purged_by_the_worker(clean, wor
 
     # Safe to run twice.
     with transaction() as s:
-        assert service.purge_pending(s) == 0
+        assert privacy.purge_pending(s) == 0
 
 
 def test_a_sign_up_again_restarts_the_14_days(clean) -> None:
@@ -236,7 +237,7 @@ def test_a_sign_up_again_restarts_the_14_days(clean) -> None:
     _sign_up("again@example.org")  # nothing changes in the row but the clock
     move_back(reader.id, dt.timedelta(days=10))
     with transaction() as s:
-        assert service.purge_pending(s) == 0
+        assert privacy.purge_pending(s) == 0
     assert subscriber("again@example.org") is not None
 
 
@@ -245,7 +246,7 @@ def test_a_fresh_double_opt_in_after_erasure_lifts_the_suppression(clean) -> Non
 
     make("phoenix@example.org", "confirmed")
     with transaction() as s:
-        service.erase_address(s, "phoenix@example.org", by="test")
+        privacy.erase_address(s, "phoenix@example.org", by="test")
     # She signs up again herself, and confirms: fresh consent.
     reader = make("Phoenix@example.org", "confirmed")
     with transaction() as s:
@@ -253,7 +254,7 @@ def test_a_fresh_double_opt_in_after_erasure_lifts_the_suppression(clean) -> Non
     assert events(reader.id) == ["subscribed", "confirmed", "unsuppressed"]
     # Signing up alone (without confirming) lifts nothing.
     with transaction() as s:
-        service.erase_address(s, "phoenix@example.org", by="test")
+        privacy.erase_address(s, "phoenix@example.org", by="test")
     make("phoenix@example.org", "pending")
     with transaction() as s:
         assert s.scalar(select(func.count()).select_from(Suppression)) == 1

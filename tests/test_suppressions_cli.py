@@ -7,6 +7,7 @@ import json
 
 from typer.testing import CliRunner
 
+from mailer import privacy
 from mailer.cli import app
 from mailer.db import transaction
 from mailer.subscribers import service
@@ -76,7 +77,7 @@ def test_bad_input_is_refused_clearly_and_changes_nothing(clean) -> None:
 def test_an_erasure_is_lifted_only_with_force_and_by_its_hash(clean) -> None:
     make_reader("gone@example.org")
     with transaction() as session:
-        hash_ = service.erase(session, service.find(session, "gone@example.org"), by="test")
+        hash_ = privacy.erase(session, service.find(session, "gone@example.org"), by="test")
     [entry] = [json.loads(line) for line in
                mailer("suppressions", "list", "--format", "json").output.splitlines()]
     assert entry == {**entry, "email": "", "reason": "erased", "address_hash": hash_}

@@ -17,8 +17,8 @@ from tests.support.bounce_mail import (
     bounces,
     events_of,
     make_delivery,
-    make_edition,
     make_reader,
+    make_sent_edition,
     newsletter_id,
     status_of,
     suppressed,
@@ -43,7 +43,7 @@ def site(clean, monkeypatch) -> Iterator[WebhookSite]:  # type: ignore[no-untype
 
 def reader_with_delivery(email: str) -> tuple[int, int, int, str]:
     reader = make_reader(email)
-    edition = make_edition()
+    edition = make_sent_edition()
     delivery = make_delivery(edition, reader)
     return reader, edition, delivery, newsletter_id(edition, delivery)
 

@@ -28,10 +28,9 @@ from celery.signals import (
 )
 from kombu import Queue
 
+from mailer import tasks
 from mailer.config import get_settings
 from mailer.logging import setup_logging
-
-QUEUES = ("confirmations", "bulk", "default")
 
 
 def make_app() -> Celery:
@@ -59,12 +58,9 @@ def make_app() -> Celery:
         worker_hijack_root_logger=False,
         # Our JSON lines go to stderr as they are, not wrapped in Celery's own log format.
         worker_redirect_stdouts=False,
-        task_default_queue="default",
-        task_queues=[Queue(name) for name in QUEUES],
-        task_routes={
-            "workers.confirmations.*": {"queue": "confirmations"},
-            "workers.bulk.*": {"queue": "bulk"},
-        },
+        task_default_queue=tasks.DEFAULT,
+        task_queues=[Queue(name) for name in tasks.QUEUES],
+        task_routes={name: {"queue": queue} for name, queue in tasks.QUEUE_OF.items()},
         task_send_sent_event=True,
         worker_send_task_events=True,
         timezone=settings.timezone,
@@ -78,37 +74,37 @@ def beat_schedule() -> dict[str, dict[str, object]]:
     settings = get_settings()
     schedule: dict[str, dict[str, object]] = {
         "sweep-deliveries": {
-            "task": "workers.maintenance.sweep",
+            "task": tasks.SWEEP,
             "schedule": settings.sweep_every_seconds,
         },
         "purge-pending-signups": {
-            "task": "workers.maintenance.purge_pending_signups",
+            "task": tasks.PURGE_PENDING_SIGNUPS,
             "schedule": 3600.0,
         },
     }
     if settings.feed_urls:
         schedule["poll-feeds"] = {
-            "task": "workers.maintenance.poll_feeds",
+            "task": tasks.POLL_FEEDS,
             "schedule": settings.feed_poll_minutes * 60.0,
         }
     # First Tuesday of every other month by default; "off" switches it off. Celery's crontab
     # wants both the day of the month and the day of the week to match (see rhythm.py).
-    from mailer.staff.rhythm import edition_crontab
+    from mailer.editions.rhythm import edition_crontab
 
     drafting = edition_crontab(settings.edition_schedule_cron)
     if drafting is not None:
         schedule["draft-next-edition"] = {
-            "task": "workers.maintenance.draft_next_edition",
+            "task": tasks.DRAFT_NEXT_EDITION,
             "schedule": drafting,
         }
     # What the bounce server accepted but no worker processed (a task lost with Redis).
     schedule["process-bounce-spool"] = {
-        "task": "workers.bounces.process_spool",
+        "task": tasks.PROCESS_SPOOL,
         "schedule": 60.0,
     }
     if settings.imap_url or settings.pop3_url:
         schedule["poll-bounce-mailbox"] = {
-            "task": "workers.bounces.poll_mailbox",
+            "task": tasks.POLL_MAILBOX,
             "schedule": settings.bounce_poll_minutes * 60.0,
         }
     return schedule
@@ -137,6 +133,7 @@ def _fresh_process(**_: object) -> None:
     setup_logging(level=_loglevel[0] if _loglevel else logging.INFO)
     dispose_engines()
     reset_redis()
+    tasks.reset()
 
 
 @worker_process_shutdown.connect
@@ -158,6 +155,7 @@ def reset_broker() -> None:
         app._pool = None
     app.amqp._producer_pool = None
     pools.reset()  # kombu's registry would hand back the closed pool for a URL seen before
+    tasks.reset()
 
 
 # --- ops: worker heartbeats, task counters, the task id on every log line --------------------
@@ -190,14 +188,14 @@ def _stop_heartbeat(**_: object) -> None:
 @task_prerun.connect
 def _task_started(task_id: str = "", task: object = None, args: object = None,
                   kwargs: object = None, **_: object) -> None:
+    from mailer.counters import mark_activity
     from mailer.logging import bind_context
-    from mailer.ops.counters import mark_activity
 
     try:
         name = str(getattr(task, "name", ""))
         fields: dict[str, object] = {"task_id": task_id, "task": name}
         edition_id = (kwargs or {}).get("edition_id")  # type: ignore[attr-defined]
-        if edition_id is None and name.startswith("workers.bulk.") and args:
+        if edition_id is None and name == tasks.SEND_BATCH and args:
             edition_id = args[0]  # type: ignore[index]
         if edition_id is not None:
             fields["edition_id"] = edition_id
@@ -209,8 +207,8 @@ def _task_started(task_id: str = "", task: object = None, args: object = None,
 
 @task_postrun.connect
 def _task_finished(task_id: str = "", task: object = None, **_: object) -> None:
+    from mailer.counters import flush, mark_activity
     from mailer.logging import reset_context
-    from mailer.ops.counters import flush, mark_activity
 
     try:
         flush()  # this task's SMTP figures, before the next one starts
@@ -224,18 +222,18 @@ def _task_finished(task_id: str = "", task: object = None, **_: object) -> None:
 
 @task_failure.connect
 def _task_failed(sender: object = None, **_: object) -> None:
-    from mailer.ops.counters import record_task
+    from mailer.counters import record_task
 
     record_task("failure", str(getattr(sender, "name", "unknown")))
 
 
 @task_retry.connect
 def _task_retried(sender: object = None, **_: object) -> None:
-    from mailer.ops.counters import record_task
+    from mailer.counters import record_task
 
     record_task("retry", str(getattr(sender, "name", "unknown")))
 
 
 def _queue_of(task: object) -> str:
     info = getattr(getattr(task, "request", None), "delivery_info", None) or {}
-    return str(info.get("routing_key") or "default")
+    return str(info.get("routing_key") or tasks.DEFAULT)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from mailer import backoff, tasks
 from mailer.bounces import spool
 from mailer.db import transaction
 from workers.app import app
@@ -16,7 +17,7 @@ from workers.app import app
 log = logging.getLogger(__name__)
 
 
-@app.task(bind=True, max_retries=5)
+@app.task(name=tasks.PROCESS_INBOUND, bind=True, max_retries=5)
 def process_inbound(self, inbound_id: int) -> str:  # type: ignore[no-untyped-def]
     """Parse, attribute and act on one message the bounce server accepted."""
     try:
@@ -31,24 +32,24 @@ def process_inbound(self, inbound_id: int) -> str:  # type: ignore[no-untyped-de
                 spool.note_failure(session, inbound_id, f"{type(exc).__name__}: {exc}")
         except Exception:
             log.exception("could not note the failure of spooled bounce %s", inbound_id)
-        raise self.retry(countdown=min(3600, 30 * 2 ** self.request.retries)) from exc
+        raise self.retry(countdown=backoff.BOUNCE_PROCESSING.seconds(self.request.retries)) from exc
     if result is None:
         return "gone: processed already"
     log.info("bounce processed: %s", result.summary, extra={"inbound_id": inbound_id})
     return result.summary
 
 
-@app.task
+@app.task(name=tasks.PROCESS_SPOOL)
 def process_spool() -> int:
     """Queue again every spooled message a worker has not processed (a lost task)."""
     with transaction() as session:
         stale = spool.stale_spooled(session, older_than=dt.timedelta(minutes=2))
     for inbound_id in stale:
-        process_inbound.delay(inbound_id)
+        tasks.publish(tasks.PROCESS_INBOUND, inbound_id, session=None)
     return len(stale)
 
 
-@app.task
+@app.task(name=tasks.POLL_MAILBOX)
 def poll_mailbox() -> dict[str, int]:
     """Fetch bounce mails from the IMAP and/or POP3 mailbox in the settings."""
     from mailer.bounces.mailbox import poll_configured

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from mailer import tasks
 from mailer.db import transaction
 from mailer.delivery import sender, service
 from workers.app import app
@@ -17,7 +18,7 @@ from workers.app import app
 log = logging.getLogger(__name__)
 
 
-@app.task(bind=True)
+@app.task(name=tasks.SEND_BATCH, bind=True)
 def send_batch(self, edition_id: int, first_id: int | list[int],  # type: ignore[no-untyped-def]
                last_id: int | None = None) -> None:
     if isinstance(first_id, list):  # a message queued by an older version: a list of ids

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from mailer import backoff, privacy, tasks
 from mailer.db import transaction
 from mailer.subscribers import service as subscribers
 from workers.app import app
@@ -12,19 +13,18 @@ from workers.app import app
 log = logging.getLogger(__name__)
 
 
-@app.task
+@app.task(name=tasks.SWEEP)
 def sweep() -> dict[str, object]:
     """Put back to work what a dead worker or a lost Redis message left behind."""
     from mailer.delivery import sweeper
     from mailer.ops.queues import depth
     from mailer.redis import get_redis
-    from workers.confirmations import send_confirmation
 
     with transaction() as session:
         stranded = subscribers.confirmations_to_resend(session, older_than=dt.timedelta(minutes=2))
     for subscriber_id in stranded:
-        send_confirmation.delay(subscriber_id)
-    bulk_queue_empty = depth(get_redis(), "bulk") == 0
+        tasks.publish(tasks.SEND_CONFIRMATION, subscriber_id, session=None)
+    bulk_queue_empty = depth(get_redis(), tasks.BULK) == 0
     with transaction() as session:
         report = sweeper.sweep(session, bulk_queue_empty=bulk_queue_empty)
     if report.reclaimed or report.retried or report.requeued or report.finished or report.started:
@@ -32,16 +32,16 @@ def sweep() -> dict[str, object]:
     return {"confirmations": len(stranded), **report.as_dict()}
 
 
-@app.task
+@app.task(name=tasks.PURGE_PENDING_SIGNUPS)
 def purge_pending_signups() -> int:
     with transaction() as session:
-        purged = subscribers.purge_pending(session)
+        purged = privacy.purge_pending(session)
     if purged:
         log.info("purged %d unconfirmed sign-ups", purged)
     return purged
 
 
-@app.task
+@app.task(name=tasks.POLL_FEEDS)
 def poll_feeds() -> dict[str, int]:
     """Import what is new from the configured feeds (MAILER_FEED_URLS).
 
@@ -77,30 +77,28 @@ def poll_feeds() -> dict[str, int]:
     return totals
 
 
-@app.task
+@app.task(name=tasks.DRAFT_NEXT_EDITION)
 def draft_next_edition() -> str:
     """Beat's bi-monthly run: draft the next edition and ask the editors to review it.
 
     Nothing is sent. Safe to run twice: one run per day of the schedule drafts anything
-    (see :mod:`mailer.staff.rhythm`).
+    (see :mod:`mailer.editions.rhythm`).
     """
-    from mailer.db import publish_after_commit
-    from mailer.staff import rhythm
+    from mailer.editions import rhythm
 
     with transaction() as session:
         result = rhythm.draft_on_schedule(session)
         if result.drafted:
-            edition_id = result.edition_id
-            publish_after_commit(session, lambda: mail_editors.delay(edition_id))
+            tasks.publish(tasks.MAIL_EDITORS, result.edition_id, session=session)
     return result.outcome
 
 
-@app.task(bind=True, max_retries=8)
+@app.task(name=tasks.MAIL_EDITORS, bind=True, max_retries=8)
 def mail_editors(self, edition_id: int) -> list[str]:  # type: ignore[no-untyped-def]
     """Mail every editor a link to review the drafted edition (each editor once)."""
-    from mailer.staff.review_mail import send_review_mails
+    from mailer.editions.review_mail import send_review_mails
 
     results = send_review_mails(edition_id)
     if any(r.temporary for r in results):
-        raise self.retry(countdown=min(3600, 60 * 2 ** self.request.retries))
+        raise self.retry(countdown=backoff.REVIEW_MAIL.seconds(self.request.retries))
     return [f"{r.to}: {r.result}" for r in results]

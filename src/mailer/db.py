@@ -2,7 +2,8 @@
 
 The caller (a web request, a task, a CLI command) owns the transaction: it opens a session
 with :func:`transaction`, calls service functions, and the commit happens once at the end.
-Celery tasks queued with :func:`publish_after_commit` go out only if that commit succeeds,
+Celery tasks (:func:`mailer.tasks.publish`) and other callbacks queued with
+:func:`publish_after_commit` go out only if that commit succeeds,
 so a worker never sees an id whose row is not there yet (and a rollback sends nothing).
 """
 
@@ -176,7 +177,7 @@ _PENDING = "mailer.after_commit"
 
 
 def publish_after_commit(session: Session, send: Callable[[], Any]) -> None:
-    """Run ``send`` (typically ``task.apply_async(...)``) once ``session`` has committed."""
+    """Run ``send`` once ``session`` has committed (tasks: :func:`mailer.tasks.publish`)."""
     session.info.setdefault(_PENDING, []).append(send)
 
 
@@ -203,6 +204,3 @@ def _drop_pending(session: Session, _previous: Any) -> None:
     if not session.in_transaction():
         session.info.pop(_PENDING, None)
 
-
-def is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"

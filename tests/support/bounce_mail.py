@@ -36,7 +36,9 @@ def make_reader(email: str, status: str = "confirmed") -> int:
         return sub.id
 
 
-def make_edition(state: str = "sent") -> int:
+def make_sent_edition(state: str = "sent") -> int:
+    """An edition row in ``state`` (sent by default), no articles: what a bounce is of.
+    A draft made as staff make one is :func:`tests.support.factories.make_edition`."""
     now = utcnow()
     with transaction() as session:
         edition = Edition(slug=f"test-edition-{next(_slugs)}-{secrets.token_hex(3)}",

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from mailer.bounces.models import UNVERIFIED_REASONS
 from mailer.bounces.parse import BounceReport, FailedRecipient
 from mailer.delivery.models import Delivery
+from mailer.emails.kinds import MessageKind, of_message_id_prefix
 from mailer.emails.message import looks_like_ours, parse_message_id
 from mailer.emails.verp import VerpToken, parse_return_path
 from mailer.subscribers.addresses import InvalidAddress, normalise
@@ -187,7 +188,7 @@ def _checked(session: Session, tie: Attribution, recipient: FailedRecipient | No
 
 def _by_token(session: Session, token: VerpToken, where: str) -> Attribution:
     local = where.split("@")[0]
-    if token.kind == "delivery":
+    if token.kind == MessageKind.delivery:
         delivery = session.get(Delivery, token.id)
         if delivery is None:
             return Attribution("verp", f"VERP token {local}: signature valid, but delivery "
@@ -197,7 +198,7 @@ def _by_token(session: Session, token: VerpToken, where: str) -> Attribution:
             delivery_id=delivery.id, edition_id=delivery.edition_id,
             subscriber_id=delivery.subscriber_id,
         )
-    if token.kind == "confirmation":
+    if token.kind == MessageKind.confirmation:
         return _confirmation(session, token.id, f"VERP token {local}: signature valid")
     return Attribution("verp", f"VERP token {local}: a staff test copy, no subscriber")
 
@@ -220,9 +221,10 @@ def _by_message_id(session: Session, message_id: str) -> Attribution | None:
     parsed = parse_message_id(message_id)
     if parsed is None:
         return None  # not ours, or altered: says nothing about who it was
-    kind, parts = parsed
+    prefix, parts = parsed
+    kind = of_message_id_prefix(prefix) or prefix
     how = f"quoted Message-ID {message_id} (signature valid)"
-    if kind == "nl" and len(parts) == 2 and all(p.isdigit() for p in parts):
+    if kind == MessageKind.delivery and len(parts) == 2 and all(p.isdigit() for p in parts):
         edition_id, delivery_id = int(parts[0]), int(parts[1])
         delivery = session.get(Delivery, delivery_id)
         if delivery is None or delivery.edition_id != edition_id:
@@ -232,6 +234,6 @@ def _by_message_id(session: Session, message_id: str) -> Attribution | None:
             "message-id", f"{how}: delivery {delivery.id}", delivery_id=delivery.id,
             edition_id=delivery.edition_id, subscriber_id=delivery.subscriber_id,
         )
-    if kind == "confirm" and len(parts) == 1 and parts[0].isdigit():
+    if kind == MessageKind.confirmation and len(parts) == 1 and parts[0].isdigit():
         return _confirmation(session, int(parts[0]), how)
-    return Attribution("message-id", f"{how}: a {kind!r} message, no subscriber")
+    return Attribution("message-id", f"{how}: a '{kind}' message, no subscriber")

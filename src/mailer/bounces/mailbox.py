@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
-import ipaddress
 import logging
 import poplib
 import re
@@ -34,7 +33,7 @@ import redis
 
 from mailer.bounces.actions import EXCERPT_LIMIT
 from mailer.bounces.intake import IntakeResult, receive, refuse_too_large
-from mailer.config import get_settings
+from mailer.config import get_settings, is_loopback
 from mailer.db import transaction
 from mailer.redis import get_redis
 
@@ -82,21 +81,13 @@ def parse_mailbox_url(url: str) -> MailboxTarget:
     if implicit:
         tls = "implicit"
     else:
-        tls = query.get("tls") or ("none" if _is_loopback(host) else "starttls")
+        tls = query.get("tls") or ("none" if is_loopback(host) else "starttls")
     if tls not in ("none", "starttls", "implicit"):
         raise ValueError(f"mailbox URL tls= must be none, starttls or implicit, got {tls!r}")
     return MailboxTarget(protocol=protocol, host=host,  # type: ignore[arg-type]
                          port=parts.port or _PORTS[(protocol, tls)], tls=tls,  # type: ignore[arg-type]
                          username=unquote(parts.username), password=unquote(parts.password))
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass

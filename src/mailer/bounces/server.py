@@ -34,14 +34,13 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
-from celery import Celery
 
+from mailer import tasks
 from mailer.config import Settings, get_settings
-from mailer.db import publish_after_commit, transaction
+from mailer.db import transaction
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +55,8 @@ def store(raw: bytes, envelope_from: str, envelope_to: Sequence[str]) -> int:
         message = spool_message(session, raw=raw, source="mx", envelope_from=envelope_from,
                                 envelope_to=envelope_to)
         inbound_id = message.id
-        publish_after_commit(session, lambda: _producer(get_settings().redis_url).send_task(
-            "workers.bounces.process_inbound", args=[inbound_id], queue="default"))
+        tasks.publish(tasks.PROCESS_INBOUND, inbound_id, session=session)
     return inbound_id
-
-
-@lru_cache(maxsize=2)
-def _producer(broker_url: str) -> Celery:
-    """A Celery client that only publishes, by task name: the server needs the broker, not
-    the ``workers`` package (which a development install leaves off the path of the
-    ``mailer`` command)."""
-    producer = Celery("mailer-bounce-server", set_as_current=False)
-    producer.conf.update(broker_url=broker_url, task_serializer="json",
-                         broker_connection_retry_on_startup=True)
-    return producer
 
 
 class Limits:

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailer import privacy
 from mailer.db import transaction
 from mailer.subscribers import service
 from mailer.subscribers.addresses import InvalidAddress
@@ -112,7 +113,7 @@ def show(email: str) -> None:
     """The subscriber and the whole consent history as JSON (the GDPR export)."""
     with transaction() as session:
         subscriber = _find(session, email)
-        typer.echo(json.dumps(service.export(session, subscriber), indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(privacy.export(session, subscriber), indent=2, ensure_ascii=False))
 
 
 @app.command("erase")
@@ -126,7 +127,7 @@ def erase(email: str, yes: bool = typer.Option(False, "--yes", help="do not ask"
         typer.confirm(f"Erase {email} and its consent history for good?", abort=True)
     try:
         with transaction() as session:
-            erased, hash_ = service.erase_address(session, email, by="cli")
+            erased, hash_ = privacy.erase_address(session, email, by="cli")
     except InvalidAddress as exc:
         err.print(str(exc), style="red", markup=False)
         raise typer.Exit(2) from None

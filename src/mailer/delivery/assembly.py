@@ -23,6 +23,7 @@ from email.utils import format_datetime, formataddr
 from mailer.config import get_settings
 from mailer.db import utcnow
 from mailer.emails.dkim import configured_signer
+from mailer.emails.kinds import MessageKind
 from mailer.emails.message import (
     SMTP_POLICY,
     _header_safe,
@@ -105,7 +106,7 @@ class MessageAssembler:
     """Turns (snapshot, reader) into the exact bytes handed to the SMTP server."""
 
     def __init__(self, *, edition_id: int, subject: str, personaliser: object,
-                 view_url: str, kind: str = "nl", test: bool = False) -> None:
+                 view_url: str, kind: str = MessageKind.delivery, test: bool = False) -> None:
         self.edition_id = edition_id
         self.personaliser = personaliser
         self.view_url = view_url

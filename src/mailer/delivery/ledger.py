@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from mailer.backoff import Backoff
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
 from mailer.config import get_settings
@@ -138,10 +138,10 @@ def _sqlite_time(value: dt.datetime | None) -> str | None:
 
 
 def backoff(attempts: int) -> dt.timedelta:
-    """Exponential backoff with jitter, so retries of many readers do not march in step."""
+    """The wait before the next attempt of a delivery tried ``attempts`` times."""
     settings = get_settings()
-    delay = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(0, attempts - 1))
-    return dt.timedelta(seconds=delay * random.uniform(0.8, 1.2))
+    rule = Backoff(base=settings.retry_base_seconds, cap=settings.retry_max_seconds)
+    return dt.timedelta(seconds=rule.seconds(attempts - 1))
 
 
 class Ledger:

@@ -37,14 +37,15 @@ from sqlalchemy.orm import Session
 from mailer.bounces.classify import classify_reply
 from mailer.bounces.models import BounceClass
 from mailer.config import get_settings
+from mailer.counters import timed
 from mailer.db import transaction, utcnow
 from mailer.delivery import breaker, holders
 from mailer.delivery.assembly import MessageAssembler
 from mailer.delivery.ledger import Claimed, ClaimsLost, Ledger, Outcome
 from mailer.delivery.models import DeliveryState
+from mailer.delivery.service import SendError, complaint_hold, pause
 from mailer.editions.models import Edition, EditionState
 from mailer.emails.transport import SMTPFailure, process_transport
-from mailer.ops.counters import timed
 from mailer.ratelimit import LocalTokens
 
 log = logging.getLogger(__name__)
@@ -300,8 +301,6 @@ def _complaint_hold(session: Session, edition_id: int) -> str | None:
     """Checked at the start of a batch, at most every few seconds per process: complaints
     arrive (ARF, webhooks) while the send goes on, and counting an edition that has some is
     a count over its deliveries."""
-    from mailer.delivery.service import complaint_hold
-
     checked = _holds.get(edition_id)
     if checked is not None and time.monotonic() - checked[0] < HOLD_CHECK_SECONDS:
         return checked[1]
@@ -311,8 +310,6 @@ def _complaint_hold(session: Session, edition_id: int) -> str | None:
 
 
 def _pause_for(edition_id: int, reason: str) -> None:
-    from mailer.delivery.service import SendError, pause
-
     log.warning("pausing edition: %s", reason, extra={"edition_id": edition_id})
     try:
         with transaction() as session:

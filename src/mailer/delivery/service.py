@@ -10,8 +10,7 @@ queues the rows again.
 from __future__ import annotations
 
 import datetime as dt
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -21,8 +20,9 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from mailer import tasks
 from mailer.config import get_settings
-from mailer.db import UTCDateTime, publish_after_commit, utcnow
+from mailer.db import UTCDateTime, utcnow
 from mailer.delivery.models import FINAL_STATES, OPEN_STATES, Delivery, DeliveryState
 from mailer.editions.models import Edition, EditionState
 from mailer.editions.states import transition
@@ -258,22 +258,12 @@ def acknowledge_complaints(session: Session, edition_id: int, *, by: str) -> int
 # --- queueing ---------------------------------------------------------------------------------
 
 
-def _publisher() -> Callable[[int, int, int], None]:
-    from workers.bulk import send_batch
-
-    def publish(edition_id: int, first_id: int, last_id: int) -> None:
-        send_batch.apply_async((edition_id, first_id, last_id), queue="bulk")
-
-    return publish
-
-
 def publish_batches(session: Session, edition_id: int,
                     ranges: Sequence[tuple[int, int]]) -> int:
     """Queue one batch task per (first id, last id), once the current transaction commits."""
-    publish = _publisher()
-    for first_id, last_id in ranges:
-        publish_after_commit(session, functools.partial(publish, edition_id, first_id, last_id))
-    return len(ranges)
+    return tasks.publish_many(tasks.SEND_BATCH, [(edition_id, first_id, last_id)
+                                                 for first_id, last_id in ranges],
+                              session=session)
 
 
 def enqueue_ids(session: Session, edition_id: int, ids: Sequence[int]) -> int:
@@ -398,22 +388,13 @@ def send_test_copies(
     from mailer.db import transaction
     from mailer.delivery.assembly import MessageAssembler, Reader
     from mailer.editions import snapshot
-    from mailer.editions.compose import compose
     from mailer.emails.transport import SMTPFailure, process_transport
     from mailer.subscribers.addresses import InvalidAddress, normalise
     from mailer.subscribers.service import public_id_of_test_copy
 
     with transaction() as session:
         edition = _edition(session, edition_id)
-        if edition.html_snapshot is not None:
-            personaliser = snapshot.personaliser_for(edition)
-            subject = edition.subject_snapshot or edition.subject
-        else:
-            composed = compose(edition)
-            snapshot.check_composed(composed, edition)
-            personaliser = snapshot.personaliser_of(
-                composed, defaults={"view_url": snapshot.view_url(edition)})
-            subject = composed.subject
+        personaliser, subject = snapshot.as_mailed(edition, check=True)
         assembler = MessageAssembler(edition_id=edition.id, subject=f"[TEST] {subject}",
                                      personaliser=personaliser, view_url=snapshot.view_url(edition),
                                      kind="test", test=True)

@@ -24,7 +24,7 @@ from mailer.articles.models import Article
 from mailer.config import get_settings
 from mailer.db import utcnow
 from mailer.editions import snapshot
-from mailer.editions.compose import compose, month_label, month_slug
+from mailer.editions.compose import month_label, month_slug
 from mailer.editions.errors import EditionError, NotSendable
 from mailer.editions.models import Edition, EditionArticle, EditionState
 
@@ -156,10 +156,7 @@ def candidate_articles(session: Session, edition: Edition) -> list[Article]:
 def render_preview(session: Session, edition: Edition) -> RenderedEdition:
     """The edition exactly as a reader gets it, with sample personal values filled in:
     the frozen snapshot once there is one, else a fresh composition of the same kind."""
-    if edition.html_snapshot is not None:
-        personaliser = snapshot.personaliser_for(edition)
-    else:
-        personaliser = snapshot.personaliser_of(compose(edition))
+    personaliser = snapshot.as_mailed(edition).personaliser
     values = sample_values(edition)
     return RenderedEdition(subject=personaliser.subject(values), html=personaliser.html(values),
                            text=personaliser.text(values))
@@ -178,10 +175,7 @@ def sample_values(edition: Edition) -> dict[str, str]:
 
 def check_sendable(session: Session, edition: Edition) -> None:
     """Raise :class:`NotSendable` with the reason if the edition cannot be sent as it is."""
-    if edition.html_snapshot is not None:  # frozen, so it had articles; the budget may change
-        snapshot.check_size(snapshot.personaliser_for(edition), edition)
-    else:
-        snapshot.check_composed(compose(edition), edition)
+    snapshot.as_mailed(edition, check=True)
 
 
 def archived_editions(session: Session) -> list[Edition]:

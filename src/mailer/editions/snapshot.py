@@ -14,6 +14,7 @@ import html
 import re
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import NamedTuple
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -30,8 +31,8 @@ from mailer.editions.errors import EditionError, NotSendable
 from mailer.editions.models import Edition
 from mailer.subscribers.service import unsubscribe_url_for
 
-__all__ = ["PERSONAL_FIELDS", "Personaliser", "check_composed", "freeze", "personaliser_for",
-           "personaliser_of", "view_url"]
+__all__ = ["PERSONAL_FIELDS", "AsMailed", "Personaliser", "as_mailed", "check_composed",
+           "freeze", "personaliser_for", "personaliser_of", "view_url"]
 
 #: A newsletter without a working unsubscribe or archive link must not go out.
 _REQUIRED = ("unsubscribe_url", "view_url")
@@ -157,6 +158,29 @@ def _join(split: tuple[list[str], list[tuple[int, str]]], values: Mapping[str, s
     for index, name in slots:
         out[index] = values[name]
     return "".join(out)
+
+
+class AsMailed(NamedTuple):
+    personaliser: Personaliser
+    subject: str
+
+
+def as_mailed(edition: Edition, *, check: bool = False) -> AsMailed:
+    """The edition as a reader gets it now: the frozen snapshot once there is one, else a
+    fresh composition of the same kind (stored nowhere). ``check``: raise
+    :class:`NotSendable` if it cannot be mailed (no articles, HTML over the budget).
+
+    What a preview, the send checks and a test copy show, so that all three agree."""
+    if edition.html_snapshot is not None:
+        personaliser = personaliser_for(edition)
+        if check:  # frozen, so it had articles; the budget may have changed since
+            check_size(personaliser, edition)
+        return AsMailed(personaliser, edition.subject_snapshot or edition.subject)
+    composed = compose(edition)
+    if check:
+        check_composed(composed, edition)
+    return AsMailed(personaliser_of(composed, defaults={"view_url": view_url(edition)}),
+                    composed.subject)
 
 
 def personaliser_of(composed: Composed, *, defaults: Mapping[str, str] | None = None

@@ -14,6 +14,7 @@ from email.utils import format_datetime
 
 from mailer.config import get_settings
 from mailer.db import utcnow
+from mailer.emails.kinds import MessageKind, message_id_prefix
 from mailer.tokens import sign, verify
 
 #: CRLF line ends and headers folded at 78 characters, as RFC 5322 wants on the wire.
@@ -26,7 +27,7 @@ _MID_PURPOSE = "message-id"
 _MID_SIG_LEN = 26  # 130 bits of lowercase base32 (survives case-folding mail systems)
 
 
-def message_id(kind: str, *parts: object) -> str:
+def message_id(kind: MessageKind | str, *parts: object) -> str:
     """A deterministic, signed Message-ID: ``<kind.part….signature@sending domain>``.
 
     The same message retried keeps its id (the signature is over the kind and the parts).
@@ -34,13 +35,15 @@ def message_id(kind: str, *parts: object) -> str:
     ``MAILER_OLD_SECRET_KEYS``, so bounces of mail sent before a rotation still tie.
     """
     settings = get_settings()
-    value = ".".join([kind, *map(str, parts)])
+    value = ".".join([message_id_prefix(kind), *map(str, parts)])
     signature = sign(_MID_PURPOSE, value, _MID_SIG_LEN, alphabet="b32")
     return f"<{value}.{signature}@{settings.sending_domain}>"
 
 
 def parse_message_id(value: str) -> tuple[str, list[str]] | None:
-    """The kind and parts of a Message-ID this service made, or None (not ours, or altered).
+    """The kind as spelled on the wire and the parts of a Message-ID this service made, or
+    None (not ours, or altered); :func:`~mailer.emails.kinds.of_message_id_prefix` names
+    the kind.
 
     ``<nl.12.3456.<signature>@domain>`` → ("nl", ["12", "3456"]). The signature is an HMAC
     keyed with the secret: a made-up id (sequential delivery ids, the unkeyed digest the ids

@@ -1,7 +1,8 @@
 """VERP return paths: ``bounces+<kind><id>-<signature>@<bounce domain>``.
 
-The token names what the message was (a newsletter delivery ``d``, a confirmation mail
-``c``, a test copy ``t``) and its row id, signed with the secret key. It holds no address,
+The token names what the message was (its :class:`~mailer.emails.kinds.MessageKind` by a
+letter: a newsletter delivery ``d``, a confirmation mail ``c``, a test copy ``t``) and its
+row id, signed with the secret key. It holds no address,
 is lowercase (mail systems may fold the case of local parts) and keeps the local part
 well under 64 octets. A bounce to a token whose signature fails is backscatter or forgery:
 it suppresses nobody.
@@ -13,12 +14,13 @@ import re
 from dataclasses import dataclass
 
 from mailer.config import get_settings
+from mailer.emails.kinds import VERP_LETTER, MessageKind, of_verp_letter, verp_letter
 from mailer.tokens import sign, verify
 
 _PURPOSE = "verp"
 _SIG_LEN = 16  # 80 bits of lowercase base32
-_TOKEN = re.compile(r"^bounces\+([dct])([0-9a-z]{1,13})-([a-z2-7]{16})@", re.IGNORECASE)
-KINDS = {"d": "delivery", "c": "confirmation", "t": "test"}
+_TOKEN = re.compile(rf"^bounces\+([{''.join(VERP_LETTER.values())}])([0-9a-z]{{1,13}})"
+                    r"-([a-z2-7]{16})@", re.IGNORECASE)
 
 
 def _base36(n: int) -> str:
@@ -33,13 +35,12 @@ def _base36(n: int) -> str:
 
 @dataclass(frozen=True)
 class VerpToken:
-    kind: str  # delivery, confirmation or test
+    kind: MessageKind  # delivery, confirmation or test
     id: int
 
 
-def return_path(kind: str, row_id: int) -> str:
-    letter = {v: k for k, v in KINDS.items()}[kind]
-    value = f"{letter}{_base36(row_id)}"
+def return_path(kind: MessageKind | str, row_id: int) -> str:
+    value = f"{verp_letter(kind)}{_base36(row_id)}"
     signature = sign(_PURPOSE, value, _SIG_LEN, alphabet="b32")
     return f"bounces+{value}-{signature}@{get_settings().bounce_domain}"
 
@@ -52,4 +53,4 @@ def parse_return_path(address: str) -> VerpToken | None | bool:
     letter, number, signature = (g.lower() for g in match.groups())
     if not verify(_PURPOSE, f"{letter}{number}", signature, alphabet="b32"):
         return False
-    return VerpToken(kind=KINDS[letter], id=int(number, 36))
+    return VerpToken(kind=of_verp_letter(letter), id=int(number, 36))

@@ -6,7 +6,7 @@ state, each edition under way, bounces by class, complaint rates, subscribers. A
 ``mailer_alert{alert="…"}`` 0/1. A part that cannot be read is left out and its
 ``mailer_*_up`` gauge says 0, so a scrape never fails as a whole.
 
-The workers' side of the counters is :mod:`mailer.ops.counters`; :func:`record_smtp` is
+The workers' side of the counters is :mod:`mailer.counters`; :func:`record_smtp` is
 re-exported here for the sending pipeline.
 """
 
@@ -28,13 +28,14 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailer import counters
 from mailer.bounces.actions import alert_counts
 from mailer.bounces.models import UNVERIFIED_REASONS, Bounce, Trust
+from mailer.counters import LATENCY_BUCKETS, record_smtp, timed
 from mailer.db import transaction
 from mailer.delivery.models import Delivery, DeliveryState
 from mailer.ops import alerts as alerts_
-from mailer.ops import counters, status
-from mailer.ops.counters import LATENCY_BUCKETS, record_smtp, timed
+from mailer.ops import status
 from mailer.subscribers.models import Subscriber, Suppression
 
 __all__ = ["CONTENT_TYPE", "record_smtp", "render", "timed"]

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import redis
 
 from mailer.config import get_settings
-from mailer.ops.counters import last_activity
+from mailer.counters import last_activity
 from mailer.redis import get_redis
+from mailer.tasks import QUEUES
 
-QUEUES = ("bulk", "confirmations", "default")
 #: kombu's Redis transport: priority queues are "<name>\x06\x16<priority>".
 _PRIORITY_SEP = "\x06\x16"
 _PRIORITIES = (3, 6, 9)

@@ -23,13 +23,14 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from mailer.db import utcnow
-from mailer.delivery import service as delivery
+from mailer.delivery import service as sending
 from mailer.delivery.models import Delivery, DeliveryState
 from mailer.editions.models import Edition, EditionState
 from mailer.ops import alerts as alerts_
 from mailer.ops import queues as queues_
 from mailer.ops import workers as workers_
 from mailer.redis import get_redis
+from mailer.tasks import BULK
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class EditionStatus:
     subject: str
     state: str
     scheduled_at: dt.datetime | None
-    progress: delivery.Progress | None
+    progress: sending.Progress | None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "subject": self.subject, "state": self.state,
@@ -119,7 +120,7 @@ def editions_under_way(session: Session) -> list[EditionStatus]:
     ).all()
     return [EditionStatus(
         e.id, e.subject, e.state, e.scheduled_at,
-        delivery.progress(session, e.id) if e.state in UNDER_WAY else None) for e in rows]
+        sending.progress(session, e.id) if e.state in UNDER_WAY else None) for e in rows]
 
 
 RedisState = tuple[str | None, list[queues_.QueueState] | None, int | None,
@@ -143,7 +144,7 @@ def redis_state(session: Session | None = None) -> RedisState:
     """(error, queues, unacked, workers): the error is None when Redis answered. With a
     session, the bulk queue also counts the deliveries waiting in the database."""
     try:
-        waiting = {"bulk": waiting_deliveries(session)} if session is not None else {}
+        waiting = {BULK: waiting_deliveries(session)} if session is not None else {}
         client = get_redis()
         return (None, queues_.states(client, waiting), queues_.unacked(client),
                 workers_.alive(client))
@@ -181,15 +182,15 @@ def full_snapshot() -> Snapshot:
 def _add_details(session: Session, snapshot: Snapshot) -> None:
     """What the status command and the ops page show besides the alerts (the readiness
     checks: :func:`full_snapshot`)."""
+    from mailer import counters
     from mailer.delivery import holders
-    from mailer.ops import counters
 
     snapshot.checks = {}
     if snapshot.redis_error is None:
         with contextlib.suppress(redis.RedisError, OSError):
             snapshot.smtp, snapshot.tasks = counters.smtp_figures(), counters.task_figures()
     try:
-        from mailer.staff import rhythm
+        from mailer.editions import rhythm
 
         snapshot.schedule = rhythm.overview(session)
     except Exception as exc:  # a bad schedule must not hide the rest

@@ -15,7 +15,7 @@ import datetime as dt
 import hashlib
 import secrets
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from mailer.config import get_settings
@@ -80,9 +80,6 @@ def purge_expired(session: Session) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def csrf_ok(row: StaffSession, token: str | None) -> bool:
-    return bool(token) and secrets.compare_digest(row.csrf_token.encode(), (token or "").encode())
-
-
-def sessions_of(session: Session, user: StaffUser) -> list[StaffSession]:
-    return list(session.scalars(select(StaffSession).where(StaffSession.user_id == user.id)))
+def csrf_ok(expected: str, token: str | None) -> bool:
+    """Does a posted form's CSRF token match the session's (``StaffSession.csrf_token``)?"""
+    return bool(token) and secrets.compare_digest(expected.encode(), (token or "").encode())

@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from mailer.config import get_settings
 from mailer.db import transaction, utcnow
+from mailer.emails.kinds import MessageKind
 from mailer.emails.message import build_message, message_id, to_bytes
 from mailer.emails.render import render_email
 from mailer.emails.transport import SMTPFailure, process_transport
@@ -23,14 +24,16 @@ from mailer.subscribers.models import Subscriber
 log = logging.getLogger(__name__)
 
 
-class Outcome(StrEnum):
+class MailResult(StrEnum):
+    """What became of one confirmation mail (a delivery attempt's is ``ledger.Outcome``)."""
+
     sent = "sent"
     nothing = "nothing"  # not pending any more, already sent, or sent today
     retry = "retry"  # a temporary failure: try again later
     failed = "failed"  # the server refused it for good
 
 
-def send_confirmation_mail(subscriber_id: int, *, retry_in: float = 0.0) -> Outcome:
+def send_confirmation_mail(subscriber_id: int, *, retry_in: float = 0.0) -> MailResult:
     """Send the pending confirmation mail of ``subscriber_id``, if there is one to send.
 
     On a temporary failure the token stays claimed for ``retry_in`` seconds: the caller's
@@ -42,10 +45,10 @@ def send_confirmation_mail(subscriber_id: int, *, retry_in: float = 0.0) -> Outc
     with transaction() as session:
         token = service.claim_confirmation_mail(session, subscriber_id)
         if token is None:
-            return Outcome.nothing
+            return MailResult.nothing
         subscriber = session.get(Subscriber, subscriber_id)
         assert subscriber is not None
-        msg_id = message_id("confirm", token.id)
+        msg_id = message_id(MessageKind.confirmation, token.id)
         rendered = render_email(
             "confirm-subscription",
             settings=settings,
@@ -62,7 +65,7 @@ def send_confirmation_mail(subscriber_id: int, *, retry_in: float = 0.0) -> Outc
             text=rendered.text, html=rendered.html, msg_id=msg_id,
         ))
         recipient, token_id = subscriber.email, token.id
-        sender = return_path("confirmation", token.id)
+        sender = return_path(MessageKind.confirmation, token.id)
     try:
         reply = process_transport().send(sender, recipient, payload)
     except SMTPFailure as failure:
@@ -72,9 +75,9 @@ def send_confirmation_mail(subscriber_id: int, *, retry_in: float = 0.0) -> Outc
                                               final=not failure.temporary, retry_at=retry_at)
         log.warning("confirmation mail not sent: %s", failure,
                     extra={"subscriber_id": subscriber_id, "smtp_code": failure.code})
-        return Outcome.retry if failure.temporary else Outcome.failed
+        return MailResult.retry if failure.temporary else MailResult.failed
     with transaction() as session:
         service.mark_confirmation_sent(session, token_id, msg_id)
     log.info("confirmation mail sent: %s", reply.reply,
              extra={"subscriber_id": subscriber_id, "smtp_code": reply.code})
-    return Outcome.sent
+    return MailResult.sent

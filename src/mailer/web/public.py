@@ -11,8 +11,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from mailer import tasks
 from mailer.config import get_settings
-from mailer.db import publish_after_commit, transaction
+from mailer.db import transaction
 from mailer.ratelimit import hit
 from mailer.subscribers import service
 from mailer.subscribers.addresses import InvalidAddress, normalise
@@ -86,8 +87,6 @@ async def subscribe(request: Request) -> HTMLResponse:
 
 
 def _sign_up(values: dict[str, str], origin: service.Origin, may_mail: bool) -> None:
-    from workers.confirmations import send_confirmation
-
     with transaction() as session:
         subscriber = service.sign_up(
             session,
@@ -99,11 +98,10 @@ def _sign_up(values: dict[str, str], origin: service.Origin, may_mail: bool) -> 
             origin=origin,
             may_mail=may_mail,
         )
-        subscriber_id = subscriber.id
         # Queued whatever the address's state, so that the answer and its timing are the
         # same for everyone; the worker sends nothing to a confirmed address, nor where
         # no new link was made.
-        publish_after_commit(session, lambda: send_confirmation.delay(subscriber_id))
+        tasks.publish(tasks.SEND_CONFIRMATION, subscriber.id, session=session)
 
 
 def _thanks() -> HTMLResponse:

@@ -102,8 +102,7 @@ def editor(staff: Staff = Depends(viewer)) -> Staff:
 async def form_of(request: Request, staff: Staff) -> dict[str, str]:
     """The posted form's fields, once its CSRF token matched the session's."""
     fields = await read_fields(request)
-    token = fields.get("csrf", "")
-    if not (token and secrets.compare_digest(token.encode(), staff.csrf.encode())):
+    if not sessions.csrf_ok(staff.csrf, fields.get("csrf")):
         raise AdminRefusal(403, "This form has expired or did not come from this site. "
                                 "Go back, reload the page and try again.")
     return fields

@@ -19,6 +19,7 @@ from sqlalchemy import func, or_, select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from mailer import privacy
 from mailer.bounces.models import Bounce
 from mailer.db import transaction
 from mailer.delivery.history import editions_sent
@@ -95,7 +96,7 @@ def detail(request: Request, subscriber_id: RowId, staff: Staff = Depends(editor
 def export_one(subscriber_id: RowId, staff: Staff = Depends(editor)) -> Response:
     with transaction() as session:
         subscriber = _subscriber(session, subscriber_id)
-        data = subscribers.export(session, subscriber)
+        data = privacy.export(session, subscriber)
         record(session, actor=staff.email, action="subscriber.export",
                target=f"subscriber:{subscriber.id}")
     return Response(json.dumps(data, indent=2, ensure_ascii=False), media_type="application/json",
@@ -115,7 +116,7 @@ def _erase(subscriber_id: int, typed: str, staff: Staff) -> Response:
         subscriber = _subscriber(session, subscriber_id)
         if typed.strip().casefold() != subscriber.email.casefold():
             return redirect(here, "To erase, type the subscriber's address exactly.", "error")
-        hash_ = subscribers.erase(session, subscriber, by=staff.email)
+        hash_ = privacy.erase(session, subscriber, by=staff.email)
         record(session, actor=staff.email, action="subscriber.erase",
                target=f"subscriber:{subscriber_id}", detail={"address_hash": hash_})
     return redirect("/admin/subscribers", "Erased. Only a hashed suppression entry is kept, so "

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.editions.models import Edition
+from mailer.emails.kinds import MessageKind
 from mailer.emails.message import build_message, message_id, to_bytes
 from mailer.emails.render import render_email
 from mailer.emails.transport import SMTPFailure, process_transport
@@ -64,7 +65,7 @@ def send_review_mails(edition_id: int) -> list[Mailed]:
             continue
         payload = to_bytes(build_message(
             to_email=email, subject=rendered.subject, text=rendered.text, html=rendered.html,
-            msg_id=message_id("review", edition_id, user_id)))
+            msg_id=message_id(MessageKind.review, edition_id, user_id)))
         try:
             transport.send(settings.from_email, email, payload)
         except SMTPFailure as failure:

@@ -1,5 +1,6 @@
 """The counters worker processes keep in Redis: SMTP replies and latency, task failures and
-retries, and when each queue last saw work.
+retries, and when each queue last saw work. This is the writing side, below the domain
+packages (the sender counts as it sends); :mod:`mailer.ops` reads it.
 
 SMTP figures are added up in the process and written in one pipelined round trip at most
 once a second (and at the end of every task), so a send of thousands of messages costs a
@@ -18,6 +19,7 @@ from typing import Any
 import redis
 
 from mailer.redis import get_redis
+from mailer.tasks import BULK
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ def flush() -> None:
         for name, n in fields.items():
             pipe.hincrby(SMTP_KEY, name, n)
         pipe.hincrbyfloat(SMTP_KEY, "latency_sum", latency_sum)
-        pipe.hset(ACTIVITY_KEY, "bulk", time.time())
+        pipe.hset(ACTIVITY_KEY, BULK, time.time())
         pipe.execute()
     except (redis.RedisError, OSError) as exc:
         with _buffer.lock:  # try again at the next flush

@@ -1,0 +1,156 @@
+"""A person's data across the domains: the export (GDPR Art. 15), the erasure (Art. 17),
+and forgetting sign-ups never confirmed.
+
+It sits above subscribers, bounces and delivery, since a person's data is in all three:
+what a subscriber is, what bounced for them, what they were sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from mailer.bounces.models import Bounce
+from mailer.config import get_settings
+from mailer.db import utcnow
+from mailer.delivery.history import editions_sent
+from mailer.subscribers import service as subscribers
+from mailer.subscribers.addresses import normalise
+from mailer.subscribers.models import (
+    ConsentEvent,
+    ConsentEventKind,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+    SuppressionReason,
+)
+from mailer.tokens import address_hash
+
+
+def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
+    """The subscriber, the whole consent history and every edition they were sent, with
+    what happened to it: the GDPR Art. 15 export."""
+    suppression = session.scalars(
+        select(Suppression).where(Suppression.address_hash == subscriber.address_hash)
+    ).first()
+    events = session.scalars(
+        select(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id)
+        .order_by(ConsentEvent.id)
+    ).all()
+    return {
+        "email": subscriber.email,
+        "first_name": subscriber.first_name,
+        "last_name": subscriber.last_name,
+        "organisation": subscriber.organisation,
+        "country": subscriber.country,
+        "status": subscriber.status,
+        "source": subscriber.source,
+        "created_at": _iso(subscriber.created_at),
+        "confirmed_at": _iso(subscriber.confirmed_at),
+        "unsubscribed_at": _iso(subscriber.unsubscribed_at),
+        "suppressed": {"reason": suppression.reason, "since": _iso(suppression.created_at)}
+        if suppression else None,
+        "consent_history": [
+            {
+                "event": e.kind,
+                "at": _iso(e.at),
+                **{k: v for k, v in (
+                    ("consent_version", e.consent_version), ("consent_text", e.consent_text),
+                    ("source", e.source), ("channel", e.channel), ("ip", e.ip),
+                    ("user_agent", e.user_agent), ("message_id", e.message_id),
+                    ("detail", e.detail)) if v},
+            }
+            for e in events
+        ],
+        "editions_sent": [sent.as_dict() for sent in editions_sent(session, subscriber.id)],
+    }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def erase(session: Session, subscriber: Subscriber, *, by: str) -> str:
+    """Delete everything about a person but a hashed suppression entry (GDPR Art. 17).
+
+    Returns the address hash that remains. Bounce evidence naming the address goes too,
+    and so does the evidence text of an earlier suppression (it may quote the address).
+    """
+    hash_ = subscriber.address_hash
+    _forget_bounces(session, subscriber, by_address=True)
+    session.execute(delete(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id))
+    session.delete(subscriber)
+    session.flush()
+    _keep_erased_hash(session, hash_, by=by)
+    return hash_
+
+
+def erase_address(session: Session, email: str, *, by: str) -> tuple[bool, str]:
+    """Erase whoever has this address; with nobody to erase, still make sure the address
+    is never mailed (a person who asks not to be mailed before any import brings them in).
+
+    Returns (a subscriber was erased, the hash kept). Raises InvalidAddress.
+    """
+    subscriber = subscribers.find(session, email)
+    if subscriber is not None:
+        return True, erase(session, subscriber, by=by)
+    hash_ = address_hash(normalise(email)[1])
+    _keep_erased_hash(session, hash_, by=by)
+    return False, hash_
+
+
+def _keep_erased_hash(session: Session, hash_: str, *, by: str) -> None:
+    existing = session.scalars(select(Suppression).where(Suppression.address_hash == hash_)).first()
+    if existing is None:
+        session.add(Suppression(address_hash=hash_, reason=SuppressionReason.erased,
+                                created_by=by[:100], evidence="erased on request"))
+    else:
+        existing.evidence = "erased on request"
+    # The one trace kept: that an erasure happened, under the hash alone.
+    session.add(ConsentEvent(subscriber_id=None, address_hash=hash_,
+                             kind=ConsentEventKind.erased, detail={"by": by}))
+
+
+def _forget_bounces(session: Session, subscriber: Subscriber, *, by_address: bool) -> None:
+    """Bounce rows keep their counts and classes, but nothing that names the person.
+
+    ``by_address`` also finds bounces that were never tied to the subscriber (a full scan
+    of the bounce table: fine for an erasure on request, not for a batch purge).
+    """
+    whose = Bounce.subscriber_id == subscriber.id
+    if by_address:
+        whose = whose | (func.lower(Bounce.recipient) == subscriber.email.lower())
+    session.execute(
+        update(Bounce).where(whose)
+        .values(recipient="", raw_excerpt="", diagnostic="", subscriber_id=None)
+    )
+
+
+def purge_pending(session: Session, *, older_than: dt.timedelta | None = None) -> int:
+    """Unconfirmed sign-ups older than the limit (14 days): forget them. A re-subscription
+    that was never confirmed falls back to unsubscribed instead, since the person's earlier
+    consent and its withdrawal are a record we must keep. Returns how many."""
+    days = get_settings().purge_pending_after_days
+    now = utcnow()
+    cutoff = now - (older_than or dt.timedelta(days=days))
+    stale = session.scalars(
+        select(Subscriber).where(Subscriber.status == SubscriberStatus.pending,
+                                 Subscriber.updated_at < cutoff)
+        .order_by(Subscriber.id)
+        .limit(5000)
+    ).all()
+    for subscriber in stale:
+        if subscriber.confirmed_at is not None:
+            subscriber.status = SubscriberStatus.unsubscribed
+            subscribers.retire_open_links(session, subscriber, now)
+            subscribers.record_event(session, subscriber, ConsentEventKind.unsubscribed, at=now,
+                         channel="unconfirmed",
+                         detail={"reason": f"re-subscription not confirmed in {days} days"})
+        else:
+            _forget_bounces(session, subscriber, by_address=False)
+            session.execute(delete(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id))
+            session.delete(subscriber)
+    return len(stale)
