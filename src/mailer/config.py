@@ -81,6 +81,11 @@ def _url_is_local(url: str) -> bool:
     return is_loopback(parts.hostname)
 
 
+@lru_cache(maxsize=8)
+def _address_of(header: str) -> str:
+    return parseaddr(header)[1]
+
+
 def parse_smtp_url(url: str) -> SMTPTarget:
     """``smtp://user:pass@host:port?tls=starttls`` → :class:`SMTPTarget`.
 
@@ -360,7 +365,7 @@ class Settings(BaseSettings):
 
     @property
     def from_email(self) -> str:
-        return parseaddr(self.from_address)[1]
+        return _address_of(self.from_address)  # every message's Message-ID asks
 
     @property
     def sending_domain(self) -> str:

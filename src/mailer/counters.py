@@ -157,12 +157,12 @@ class TimedTransport:
     def __init__(self, inner: Any) -> None:
         self._inner = inner
 
-    def send(self, sender: str, recipient: str, payload: bytes) -> Any:
+    def send(self, sender: str, recipient: str, payload: bytes, then: Any = None) -> Any:
         from mailer.emails.transport import SMTPFailure
 
         start = time.perf_counter()
         try:
-            accepted = self._inner.send(sender, recipient, payload)
+            accepted = self._inner.send(sender, recipient, payload, then)
         except SMTPFailure as failure:
             record_smtp(failure.code, time.perf_counter() - start)
             raise

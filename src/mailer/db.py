@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy import DateTime, MetaData, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -204,3 +204,18 @@ def _drop_pending(session: Session, _previous: Any) -> None:
     if not session.in_transaction():
         session.info.pop(_PENDING, None)
 
+
+#: The advisory lock that keeps an audience freeze and the deletion of subscribers apart.
+AUDIENCE_LOCK = 0x6D61696C6572  # "mailer"
+
+
+def audience_lock(session: Session, *, exclusive: bool) -> None:
+    """Until the transaction ends: the freeze takes it shared (freezes run side by side),
+    deleting a subscriber takes it exclusive. The delivery rows' link to their subscriber
+    has no per-row foreign-key check (a million of them cost most of a freeze), so this is
+    what keeps a subscriber from being deleted between the freeze reading its id and
+    committing the row that names it; after the commit, the deletion's trigger blanks the
+    link. On SQLite one writer at a time does the same."""
+    if session.get_bind().dialect.name == "postgresql":
+        function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        session.execute(text(f"SELECT {function}(:key)"), {"key": AUDIENCE_LOCK})

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from mailer.bounces.models import Bounce
 from mailer.config import get_settings
-from mailer.db import utcnow
+from mailer.db import audience_lock, utcnow
 from mailer.delivery.history import editions_sent
 from mailer.subscribers import service as subscribers
 from mailer.subscribers.addresses import normalise
@@ -80,6 +80,7 @@ def erase(session: Session, subscriber: Subscriber, *, by: str) -> str:
     and so does the evidence text of an earlier suppression (it may quote the address).
     """
     hash_ = subscriber.address_hash
+    audience_lock(session, exclusive=True)  # not while an audience freezes
     _forget_bounces(session, subscriber, by_address=True)
     session.execute(delete(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id))
     session.delete(subscriber)
@@ -142,6 +143,8 @@ def purge_pending(session: Session, *, older_than: dt.timedelta | None = None) -
         .order_by(Subscriber.id)
         .limit(5000)
     ).all()
+    if stale:
+        audience_lock(session, exclusive=True)  # not while an audience freezes
     for subscriber in stale:
         if subscriber.confirmed_at is not None:
             subscriber.status = SubscriberStatus.unsubscribed

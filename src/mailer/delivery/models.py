@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailer.db import Base, UTCDateTime, utcnow
@@ -37,10 +37,14 @@ class Delivery(Base):
     __tablename__ = "delivery"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    edition_id: Mapped[int] = mapped_column(ForeignKey("edition.id", ondelete="CASCADE"))
-    subscriber_id: Mapped[int | None] = mapped_column(
-        ForeignKey("subscriber.id", ondelete="SET NULL"), index=True
-    )
+    #: No foreign keys on the two links: PostgreSQL would check each of a million rows the
+    #: freeze inserts (a query and a row lock each, most of the freeze's time), and the
+    #: freeze reads those ids in the same statement, under the edition's lock and a lock
+    #: that keeps erasure out (``mailer.delivery.service.freeze_lock``). What the keys did
+    #: on delete, triggers do (migration 0009): an edition deleted takes its deliveries
+    #: with it; a subscriber deleted (erased) leaves the delivery with no subscriber.
+    edition_id: Mapped[int] = mapped_column(Integer)
+    subscriber_id: Mapped[int | None] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), default=DeliveryState.queued)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -58,7 +62,9 @@ class Delivery(Base):
     outcome: Mapped[str | None] = mapped_column(String(32))
 
     __table_args__ = (
-        UniqueConstraint("edition_id", "subscriber_id"),
+        # One delivery per reader and edition; subscriber first, so that it also finds a
+        # reader's deliveries (their history, erasure).
+        UniqueConstraint("subscriber_id", "edition_id"),
         # With the id last, a batch claims its next rows, the sweeper finds the claims and
         # retries of an edition, and "is anything still open" is answered, each by reading
         # only the index entries it needs, however long the list.

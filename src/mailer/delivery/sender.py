@@ -188,6 +188,9 @@ class _Batch:
             try:
                 self._finish()
             finally:
+                # A message begun ahead that will not be sent (stopped, paused, cancelled,
+                # an error): hang up rather than let it go out.
+                self.transport.abandon_ahead()
                 self.ledger.close()
 
     def _loop(self) -> None:
@@ -197,7 +200,9 @@ class _Batch:
         while self.claims:
             claim = self.claims.pop(0)
             _wait_for_rate(claim.reader.email.rsplit("@", 1)[-1].lower())
-            outcome = self._send(claim)
+            # The next claim of the group goes out next (pause and cancel act between
+            # groups): its envelope can go with this message's content.
+            outcome = self._send(claim, self.claims[0] if self.claims else None)
             self.pending.append(outcome)
             self.result.counts[outcome.label] += 1
             self.tally.add(outcome.label)
@@ -218,11 +223,13 @@ class _Batch:
                 if not self._commit(claim=not self.claims):
                     return
 
-    def _send(self, claim: Claimed) -> Outcome:
+    def _send(self, claim: Claimed, then: Claimed | None = None) -> Outcome:
         reader = claim.reader
+        ahead = None if then is None else (self.assembler.envelope_from(then.reader),
+                                            then.reader.email)
         try:
             accepted = self.transport.send(self.assembler.envelope_from(reader), reader.email,
-                                           self.assembler.build(reader))
+                                           self.assembler.build(reader), ahead)
         except SMTPFailure as failure:
             outcome = outcome_of_failure(failure, reader.delivery_id, claim.attempts,
                                          reader.email)
@@ -257,6 +264,7 @@ class _Batch:
 
     def _give_back(self, state: str) -> None:
         """Paused or cancelled: the claims not attempted go back (cancel() sees them)."""
+        self.transport.abandon_ahead()
         ids = [c.reader.delivery_id for c in self.claims]
         self.claims = []
         cancelled = state == EditionState.cancelled
@@ -264,6 +272,7 @@ class _Batch:
                             outcome="edition cancelled" if cancelled else None)
 
     def _defer_the_rest(self, why: str) -> None:
+        self.transport.abandon_ahead()
         now = utcnow()
         wait = dt.timedelta(seconds=get_settings().retry_base_seconds * random.uniform(0.5, 1.0))
         self._commit(claim=False)

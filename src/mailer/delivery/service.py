@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import exists, func, literal, select, update
+from sqlalchemy import exists, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
@@ -22,7 +22,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from mailer import tasks
 from mailer.config import get_settings
-from mailer.db import UTCDateTime, utcnow
+from mailer.db import UTCDateTime, audience_lock, utcnow
 from mailer.delivery.models import FINAL_STATES, OPEN_STATES, Delivery, DeliveryState
 from mailer.editions.models import Edition, EditionState
 from mailer.editions.states import transition
@@ -55,21 +55,32 @@ def audience_size(session: Session) -> int:
 
 
 def _freeze_audience(session: Session, edition: Edition) -> int:
+    """One delivery row per mailable reader, in one statement; safe to run twice.
+
+    The first freeze of an edition (no rows yet; ``start_send`` holds the edition's row
+    lock, so nobody else is freezing it) is a plain ``INSERT … SELECT`` in subscriber
+    order: the unique (subscriber, edition) index still refuses a second row for a reader,
+    but no row pays for an ``ON CONFLICT`` look-up it cannot need. A freeze of an edition
+    that already has rows inserts only the readers it lacks."""
+    audience_lock(session, exclusive=False)  # no subscriber deleted until this commits
     now = utcnow()
     chosen = select(
         literal(edition.id), Subscriber.id, literal(D.queued.value), literal(0),
         literal(now, UTCDateTime()),
-    ).where(_mailable())
-    dialect = session.get_bind().dialect.name
-    make_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = make_insert(Delivery).from_select(
-        ["edition_id", "subscriber_id", "state", "attempts", "updated_at"], chosen
-    ).on_conflict_do_nothing(index_elements=["edition_id", "subscriber_id"])
+    ).where(_mailable()).order_by(Subscriber.id)
+    columns = ["edition_id", "subscriber_id", "state", "attempts", "updated_at"]
     had_rows = session.scalar(
         select(Delivery.id).where(Delivery.edition_id == edition.id).limit(1)) is not None
-    inserted = cast(CursorResult[Any], session.execute(stmt)).rowcount
-    if not had_rows and inserted is not None and inserted >= 0:
-        return int(inserted)  # no count over the rows just written (a million-reader freeze)
+    if not had_rows:
+        inserted = cast(CursorResult[Any], session.execute(
+            insert(Delivery).from_select(columns, chosen))).rowcount
+        if inserted is not None and inserted >= 0:
+            return int(inserted)  # no count over the rows just written
+    else:
+        dialect = session.get_bind().dialect.name
+        make_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        session.execute(make_insert(Delivery).from_select(columns, chosen)
+                        .on_conflict_do_nothing(index_elements=["subscriber_id", "edition_id"]))
     return int(session.scalar(
         select(func.count()).select_from(Delivery).where(Delivery.edition_id == edition.id)
     ) or 0)

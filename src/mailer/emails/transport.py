@@ -54,14 +54,16 @@ class _FastSMTP(smtplib.SMTP):
             raise smtplib.SMTPDataError(code, repl)
         return self.payload(payload)
 
-    def payload(self, payload: bytes) -> tuple[int, bytes]:
-        """Send the message after a 354 and read the server's verdict."""
+    def payload(self, payload: bytes, then: bytes = b"") -> tuple[int, bytes]:
+        """Send the message after a 354 and read the server's verdict. ``then``: the next
+        transaction's commands, sent in the same write (RFC 2920 lets message content
+        start a group); their replies are left for the next read."""
         if payload.startswith(b"."):
             payload = b"." + payload
         payload = payload.replace(b"\r\n.", b"\r\n..")
         if not payload.endswith(b"\r\n"):
             payload += b"\r\n"
-        self.send(payload + b".\r\n")
+        self.send(payload + b".\r\n" + then)
         return self.getreply()
 
 
@@ -80,6 +82,9 @@ class SMTPTransport:
         self.timeout = timeout or settings.smtp_timeout
         self._conn: _FastSMTP | None = None
         self._pid = os.getpid()
+        #: (sender, recipient) of a transaction whose MAIL, RCPT and DATA went out with the
+        #: previous message and whose replies are not read yet.
+        self._ahead: tuple[str, str] | None = None
 
     # --- connection ---------------------------------------------------------------------
     def _connect(self) -> _FastSMTP:
@@ -103,7 +108,16 @@ class SMTPTransport:
             raise SMTPFailure(None, f"{type(exc).__name__}: {exc}", "connect") from exc
         return conn
 
+    def abandon_ahead(self) -> None:
+        """The transaction begun ahead will not be sent after all: hang up (a server that
+        said 354 takes whatever ends with a dot, so closing is the only way to send
+        nothing); the next message connects again."""
+        if self._ahead is not None:
+            self._drop()
+
     def close(self) -> None:
+        if self._ahead is not None:
+            self._drop()
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
@@ -113,27 +127,37 @@ class SMTPTransport:
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
+        self._ahead = None
         if conn is not None:
             with contextlib.suppress(OSError):
                 conn.close()
 
     # --- sending ------------------------------------------------------------------------
-    def send(self, sender: str, recipient: str, payload: bytes) -> Accepted:
-        """One SMTP transaction for one recipient. Raises SMTPFailure."""
+    def send(self, sender: str, recipient: str, payload: bytes,
+             then: tuple[str, str] | None = None) -> Accepted:
+        """One SMTP transaction for one recipient. Raises SMTPFailure.
+
+        ``then``: the (sender, recipient) of the message the caller will certainly send
+        next on this connection; with PIPELINING its MAIL, RCPT and DATA go out with this
+        message's content, one round trip a message instead of two. A caller that does
+        not send it after all calls :meth:`abandon_ahead`."""
         if self._pid != os.getpid():  # forked: never share a socket with the parent
-            self._conn, self._pid = None, os.getpid()
+            self._conn, self._pid, self._ahead = None, os.getpid(), None
+        if self._ahead is not None and self._ahead != (sender, recipient):
+            self._drop()  # not the message begun ahead: that one must not go out
         reused = self._conn is not None
         try:
-            return self._transaction(sender, recipient, payload)
+            return self._transaction(sender, recipient, payload, then)
         except _StaleConnection:
             # The server closed an idle connection before MAIL FROM: nothing was handed
             # over, so one fresh attempt is safe.
             self._drop()
             if not reused:
                 raise SMTPFailure(None, "connection closed before MAIL FROM", "mail") from None
-            return self._transaction(sender, recipient, payload)
+            return self._transaction(sender, recipient, payload, then)
 
-    def _transaction(self, sender: str, recipient: str, payload: bytes) -> Accepted:
+    def _transaction(self, sender: str, recipient: str, payload: bytes,
+                     then: tuple[str, str] | None = None) -> Accepted:
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
@@ -141,7 +165,7 @@ class SMTPTransport:
         try:
             options = ["SMTPUTF8"] if not (sender + recipient).isascii() else []
             if conn.has_extn("pipelining"):
-                return self._pipelined(conn, sender, recipient, payload, options)
+                return self._pipelined(conn, sender, recipient, payload, then)
             try:
                 code, reply = conn.mail(sender, options)
             except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
@@ -172,18 +196,18 @@ class SMTPTransport:
             raise
 
     def _pipelined(self, conn: _FastSMTP, sender: str, recipient: str, payload: bytes,
-                   options: list[str]) -> Accepted:
-        """RFC 2920: MAIL, RCPT and DATA in one write, three replies in one read.
+                   then: tuple[str, str] | None) -> Accepted:
+        """RFC 2920: MAIL, RCPT and DATA in one write, three replies in one read; and with
+        ``then``, the next message's three commands in the write that ends this one.
 
-        Two round trips a message instead of four. Every reply is read, whatever the
-        first ones said, so the connection stays in step for the next message."""
-        extra = (" " + " ".join(options)) if options else ""
-        commands = (f"MAIL FROM:{_angle(sender)}{extra}\r\n"
-                    f"RCPT TO:{_angle(recipient)}\r\n"
-                    "DATA\r\n").encode()
+        One or two round trips a message instead of four. Every reply is read, whatever
+        the first ones said, so the connection stays in step for the next message."""
         stage = "mail"
         try:
-            conn.send(commands)
+            if self._ahead is not None:  # sent with the previous message's content
+                self._ahead = None
+            else:
+                conn.send(_commands(sender, recipient))
             mail = conn.getreply()
         except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
             raise _StaleConnection from exc
@@ -202,7 +226,10 @@ class SMTPTransport:
                 raise SMTPFailure(failed[1][0], _decode(failed[1][1]), failed[0])
             if data[0] != 354:
                 raise SMTPFailure(data[0], _decode(data[1]), "data")
-            code, reply = conn.payload(payload)
+            ahead = _commands(*then) if then is not None else b""
+            if ahead:
+                self._ahead = then
+            code, reply = conn.payload(payload, ahead)
             if code != 250:
                 raise SMTPFailure(code, _decode(reply), "data")
             return Accepted(code, _decode(reply))
@@ -227,6 +254,14 @@ class _StaleConnection(Exception):
 
 
 _UNSAFE = frozenset("<>\r\n\"(),; \t")
+
+
+def _commands(sender: str, recipient: str) -> bytes:
+    """MAIL, RCPT and DATA of one transaction, for one pipelined write."""
+    extra = "" if (sender + recipient).isascii() else " SMTPUTF8"
+    return (f"MAIL FROM:{_angle(sender)}{extra}\r\n"
+            f"RCPT TO:{_angle(recipient)}\r\n"
+            "DATA\r\n").encode()
 
 
 def _angle(address: str) -> str:

@@ -1,0 +1,107 @@
+"""The ledger's group commit against the real databases: record, read the edition's state
+and claim, as one unit (on PostgreSQL one autocommitted statement, on SQLite one
+transaction). What a batch relies on: claims in id order up to the limit, readers who left
+skipped, nothing claimed once the edition stops, and a group whose claims someone else took
+back applied not at all."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, update
+
+from mailer.db import transaction, utcnow
+from mailer.delivery.ledger import ClaimsLost, Ledger, Outcome
+from mailer.delivery.models import Delivery, DeliveryState
+from mailer.editions.models import Edition
+from mailer.subscribers.models import Subscriber
+from tests.support.factories import make_edition, make_subscribers, start
+
+HOLDER = 4242
+
+
+def _rows(edition_id: int) -> list[tuple[int, str, int | None, int]]:
+    with transaction() as session:
+        return [tuple(r) for r in session.execute(  # type: ignore[misc]
+            select(Delivery.id, Delivery.state, Delivery.holder_id, Delivery.attempts)
+            .where(Delivery.edition_id == edition_id).order_by(Delivery.id))]
+
+
+def _sent(delivery_id: int, attempts: int = 1) -> Outcome:
+    return Outcome(delivery_id, DeliveryState.sent, 250, "250 ok", attempts, "sent", utcnow())
+
+
+def _edition_with(n: int) -> tuple[int, list[int]]:
+    make_subscribers(n)
+    edition_id = make_edition()
+    start(edition_id)
+    return edition_id, [r[0] for r in _rows(edition_id)]
+
+
+def test_a_group_records_claims_in_order_and_skips_who_left(clean) -> None:
+    edition_id, ids = _edition_with(10)
+    with transaction() as session:  # the fourth reader unsubscribes during the send
+        sub = session.scalar(select(Delivery.subscriber_id).where(Delivery.id == ids[3]))
+        session.execute(update(Subscriber).where(Subscriber.id == sub)
+                        .values(status="unsubscribed"))
+    ledger = Ledger(edition_id, HOLDER)
+    try:
+        state, (claims, reached), skipped = ledger.commit_group(
+            [], claim_after=ids[0] - 1, last_id=ids[-1], limit=4, now=utcnow())
+        assert state == "sending"
+        assert [c.reader.delivery_id for c in claims] == [ids[0], ids[1], ids[2]]
+        assert [c.attempts for c in claims] == [1, 1, 1]
+        assert claims[0].reader.email == "reader00000@example.net"
+        assert (reached, skipped) == (ids[3], 1)
+        # Record them and claim the next four, in one go.
+        state, (claims, reached), skipped = ledger.commit_group(
+            [_sent(c.reader.delivery_id) for c in claims], claim_after=reached,
+            last_id=ids[-1], limit=4, now=utcnow())
+        assert [c.reader.delivery_id for c in claims] == ids[4:8]
+        assert (reached, skipped) == (ids[7], 0)
+    finally:
+        ledger.close()
+    rows = {i: (s, h, a) for i, s, h, a in _rows(edition_id)}
+    assert [rows[i] for i in ids[:3]] == [("sent", None, 1)] * 3
+    assert rows[ids[3]][0] == "skipped"
+    assert [rows[i] for i in ids[4:8]] == [("sending", HOLDER, 1)] * 4
+    assert [rows[i][0] for i in ids[8:]] == ["queued", "queued"]
+
+
+def test_a_group_whose_claims_were_taken_back_is_not_applied_at_all(clean) -> None:
+    edition_id, ids = _edition_with(6)
+    ledger = Ledger(edition_id, HOLDER)
+    try:
+        _, (claims, reached), _ = ledger.commit_group(
+            [], claim_after=ids[0] - 1, last_id=ids[-1], limit=3, now=utcnow())
+        assert len(claims) == 3
+        with transaction() as session:  # declared gone: its second claim queued again
+            session.execute(update(Delivery).where(Delivery.id == ids[1])
+                            .values(state="queued", holder_id=None))
+        with pytest.raises(ClaimsLost):
+            ledger.commit_group([_sent(c.reader.delivery_id) for c in claims],
+                                claim_after=reached, last_id=ids[-1], limit=3, now=utcnow())
+    finally:
+        ledger.close()
+    rows = {i: (s, h) for i, s, h, _ in _rows(edition_id)}
+    # Nothing of that group: not the outcomes still ours, not the next claims.
+    assert [rows[i] for i in ids] == [("sending", HOLDER), ("queued", None),
+                                      ("sending", HOLDER), ("queued", None),
+                                      ("queued", None), ("queued", None)]
+
+
+def test_no_claims_once_the_edition_stops(clean) -> None:
+    edition_id, ids = _edition_with(4)
+    ledger = Ledger(edition_id, HOLDER)
+    try:
+        _, (claims, reached), _ = ledger.commit_group(
+            [], claim_after=ids[0] - 1, last_id=ids[-1], limit=2, now=utcnow())
+        with transaction() as session:
+            session.execute(update(Edition).where(Edition.id == edition_id)
+                            .values(state="paused"))
+        state, (more, _), _ = ledger.commit_group(
+            [_sent(c.reader.delivery_id) for c in claims], claim_after=reached,
+            last_id=ids[-1], limit=2, now=utcnow())
+    finally:
+        ledger.close()
+    assert (state, more) == ("paused", [])
+    assert [s for _, s, _, _ in _rows(edition_id)] == ["sent", "sent", "queued", "queued"]
