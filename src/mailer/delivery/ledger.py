@@ -29,6 +29,7 @@ from mailer.config import get_settings
 from mailer.db import get_engine, run_after_commit, take_after_commit
 from mailer.delivery.assembly import Reader
 from mailer.delivery.models import DeliveryState
+from mailer.subscribers.queries import MAILABLE_SQL
 
 D = DeliveryState
 LEFT = "left the list during the send"
@@ -63,11 +64,10 @@ class ClaimsLost(Exception):
 #: The next group of a batch: queued rows of the edition in (after, last], in id order,
 #: with the reader and whether they may still be mailed (confirmed, not suppressed).
 #: PostgreSQL skips rows another process has locked (it is claiming them right now).
+#: (MAILABLE_SQL is a constant, written beside mailable().)
 _PICK_COLUMNS = (
-    "SELECT d.id, d.attempts, s.email, s.first_name, s.public_id, "
-    "CASE WHEN s.status = 'confirmed' AND NOT EXISTS "
-    "(SELECT 1 FROM suppression x WHERE x.address_hash = s.address_hash) "
-    "THEN 1 ELSE 0 END AS mailable "
+    "SELECT d.id, d.attempts, s.email, s.first_name, s.public_id, "  # noqa: S608
+    f"CASE WHEN {MAILABLE_SQL} THEN 1 ELSE 0 END AS mailable "
     "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
 )
 

@@ -24,14 +24,13 @@ from mailer.bounces.models import Bounce
 from mailer.db import transaction
 from mailer.delivery.history import editions_sent
 from mailer.staff.audit import record
-from mailer.subscribers import importer
+from mailer.subscribers import importer, queries
 from mailer.subscribers import service as subscribers
 from mailer.subscribers.addresses import InvalidAddress, key_hash
 from mailer.subscribers.models import (
     ConsentEvent,
     Subscriber,
     SubscriberStatus,
-    Suppression,
     SuppressionReason,
 )
 from mailer.web.admin.auth import AdminRefusal, Staff, editor, form_of
@@ -83,8 +82,7 @@ def detail(request: Request, subscriber_id: RowId, staff: Staff = Depends(editor
         subscriber = _subscriber(session, subscriber_id)
         events = session.scalars(select(ConsentEvent).where(
             ConsentEvent.subscriber_id == subscriber.id).order_by(ConsentEvent.id)).all()
-        suppression = session.scalars(select(Suppression).where(
-            Suppression.address_hash == subscriber.address_hash)).first()
+        suppression = queries.suppression_of(session, subscriber.address_hash)
         bounces = session.scalars(select(Bounce).where(Bounce.subscriber_id == subscriber.id)
                                   .order_by(Bounce.id.desc()).limit(50)).all()
         sent = editions_sent(session, subscriber.id, limit=200)
@@ -244,20 +242,15 @@ def _cell(value: object) -> str:
 def suppressions(request: Request, reason: str = "", q: str = "",
                  staff: Staff = Depends(editor)) -> HTMLResponse:
     with transaction() as session:
-        query = (select(Suppression, Subscriber.email, Subscriber.id)
-                 .outerjoin(Subscriber, Subscriber.address_hash == Suppression.address_hash)
-                 .order_by(Suppression.id.desc()).limit(500))
-        if reason:
-            query = query.where(Suppression.reason == reason)
-        error = ""
+        error, address_hash = "", None
         if q.strip():
             try:
-                query = query.where(Suppression.address_hash == key_hash(q.strip()))
+                address_hash = key_hash(q.strip())
             except InvalidAddress as exc:
                 error = str(exc)
-        rows = session.execute(query).all() if not error else []
-        counts = dict(session.execute(
-            select(Suppression.reason, func.count()).group_by(Suppression.reason)).all())
+        rows = [] if error else queries.suppressions(
+            session, reason=reason or None, address_hash=address_hash, limit=500)
+        counts = queries.suppression_counts(session)
         return admin_page(request, "suppressions.html", staff, session=session, rows=rows,
                           reason=reason, q=q, error=error, counts=counts,
                           reasons=[r.value for r in SuppressionReason])
@@ -293,7 +286,7 @@ async def remove_suppression(request: Request, staff: Staff = Depends(editor)) -
 
 def _remove_suppression(hash_: str, staff: Staff) -> Response:
     with transaction() as session:
-        row = session.scalars(select(Suppression).where(Suppression.address_hash == hash_)).first()
+        row = queries.suppression_of(session, hash_)
         if row is None:
             return redirect("/admin/suppressions", "That entry is not on the list.", "error")
         if row.reason == SuppressionReason.erased:
