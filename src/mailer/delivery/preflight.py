@@ -65,6 +65,10 @@ class Preflight:
     def first(self) -> Problem | None:
         return self.problems[0] if self.problems else None
 
+    def about(self, check: Check) -> str | None:
+        """The sentence of the problem with ``check``, if there is one."""
+        return next((p.message for p in self.problems if p.check == check), None)
+
 
 def nobody() -> Problem:
     return Problem(Check.audience,

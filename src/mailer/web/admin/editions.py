@@ -18,9 +18,10 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from mailer.bounces.rates import edition_rates
 from mailer.db import transaction, utcnow
 from mailer.delivery import service as sending
-from mailer.delivery.preflight import preflight
+from mailer.delivery.preflight import Check, preflight
 from mailer.delivery.queries import state_counts_of
 from mailer.editions import queries
 from mailer.editions import service as editions
@@ -105,26 +106,22 @@ def show(request: Request, edition_id: RowId, staff: Staff = Depends(viewer)) ->
     with transaction() as session:
         edition = edition_or_404(session, edition_id)
         editable = edition.state in EDITABLE
-        problem = hold = None
-        if editable:
-            checked = preflight(session, edition, count_audience=False)
-            problem = next((p.message for p in checked.problems if p.check == "content"), None)
-            hold = next((p.message for p in checked.problems if p.check == "complaints"), None)
+        checked = preflight(session, edition) if editable else None
         articles = [link.article for link in edition.articles]
         ordered = reading_order(articles, edition.category_order)
         candidates = editions.candidate_articles(session, edition) if editable else []
         counts = sending.state_counts(session, edition.id)
         audit = recent(session, target=f"edition:{edition.id}", limit=50)
-        from mailer.bounces.rates import edition_rates
-
         rates = edition_rates(session, edition.id) if counts else None
         return admin_page(
             request, "edition.html", staff, session=session, edition=edition, editable=editable,
-            problem=problem, hold=hold, ordered=ordered, candidates=candidates, counts=counts,
+            problem=checked.about(Check.content) if checked else None,
+            hold=checked.about(Check.complaints) if checked else None, ordered=ordered,
+            candidates=candidates, counts=counts,
             audit=audit, rates=rates, sections=category_order(edition.category_order),
             window_since=edition.window_start.astimezone(zone()).date().isoformat(),
             window_until=last_day(edition.window_end).isoformat(),
-            audience=sending.audience_size(session) if editable else edition.audience_count,
+            audience=checked.audience if checked else edition.audience_count,
             zone_name=zone_name(utcnow()), intro_hint=INTRO_HINT,
         )
 

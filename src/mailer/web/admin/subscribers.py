@@ -2,7 +2,8 @@
 
 Search by address or name; a subscriber's status, consent history, suppression and
 bounces; the GDPR export (JSON) and erasure; suppress and lift; import a CSV; export the
-list as CSV. Every change and every export is in the audit log.
+list as CSV. Every change and every export is in the audit log: the subscribers service
+writes the entries of changes (so the CLI's are there too), the routes those of exports.
 """
 
 from __future__ import annotations
@@ -114,9 +115,7 @@ def _erase(subscriber_id: int, typed: str, staff: Staff) -> Response:
         subscriber = _subscriber(session, subscriber_id)
         if typed.strip().casefold() != subscriber.email.casefold():
             return redirect(here, "To erase, type the subscriber's address exactly.", "error")
-        hash_ = privacy.erase(session, subscriber, by=staff.email)
-        record(session, actor=staff.email, action="subscriber.erase",
-               target=f"subscriber:{subscriber_id}", detail={"address_hash": hash_})
+        privacy.erase(session, subscriber, by=staff.email)  # audited there
     return redirect("/admin/subscribers", "Erased. Only a hashed suppression entry is kept, so "
                     "the address is never mailed again.")
 
@@ -134,16 +133,15 @@ def _suppress(subscriber_id: int, form: dict[str, str], staff: Staff) -> Respons
         subscriber = _subscriber(session, subscriber_id)
         if form.get("lift") == "yes":
             done = subscribers.unsuppress(session, subscriber.address_hash, by=staff.email)
-            action, message = "suppression.remove", "Lifted from the suppression list."
+            message = "Lifted from the suppression list."
         else:
             evidence = form.get("evidence", "").strip()[:1000] or f"by {staff.email}"
             done = subscribers.suppress(session, subscriber.address_hash,
                                         reason=SuppressionReason.manual, evidence=evidence,
                                         by=staff.email)
-            action, message = "suppression.add", "Suppressed: never mailed again."
+            message = "Suppressed: never mailed again."
         if not done:
             return redirect(here, "Nothing to change.", "error")
-        record(session, actor=staff.email, action=action, target=f"subscriber:{subscriber_id}")
     return redirect(here, message)
 
 
@@ -271,9 +269,6 @@ def _add_suppression(form: dict[str, str], staff: Staff) -> Response:
     with transaction() as session:
         done = subscribers.suppress(session, hash_, reason=SuppressionReason.manual,
                                     evidence=evidence, by=staff.email)
-        if done:
-            record(session, actor=staff.email, action="suppression.add",
-                   target=f"address:{hash_[:16]}")
     return redirect("/admin/suppressions", "Suppressed: never mailed again." if done
                     else "That address was suppressed already.", "ok" if done else "error")
 
@@ -293,7 +288,5 @@ def _remove_suppression(hash_: str, staff: Staff) -> Response:
             return redirect("/admin/suppressions", "An erasure's entry stays: it is what keeps "
                             "an erased person from being imported and mailed again.", "error")
         subscribers.unsuppress(session, hash_, by=staff.email)
-        record(session, actor=staff.email, action="suppression.remove",
-               target=f"address:{hash_[:16]}", detail={"reason": row.reason})
     return redirect("/admin/suppressions", "Removed from the suppression list. The address "
                     "gets newsletters again only as a confirmed subscriber.")
