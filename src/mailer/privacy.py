@@ -13,11 +13,11 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from mailer.audit import record
 from mailer.bounces.models import Bounce
 from mailer.config import get_settings
 from mailer.db import audience_lock, utcnow
 from mailer.delivery.history import editions_sent
-from mailer.staff.audit import record
 from mailer.subscribers import service as subscribers
 from mailer.subscribers.addresses import normalise
 from mailer.subscribers.models import (

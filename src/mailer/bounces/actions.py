@@ -29,13 +29,13 @@ from sqlalchemy import CursorResult, distinct, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailer.audit import record
 from mailer.bounces.classify import STRONG, WEAK, hard_strength
 from mailer.bounces.models import Bounce, BounceClass, Trust
 from mailer.config import get_settings
 from mailer.db import publish_after_commit, utcnow
 from mailer.delivery.models import Delivery, DeliveryState
 from mailer.redis import get_redis
-from mailer.staff.audit import record
 from mailer.subscribers import service as subscribers
 from mailer.subscribers.models import Subscriber, SuppressionReason
 

@@ -20,6 +20,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from mailer import tasks
+from mailer.audit import record
 from mailer.config import get_settings
 from mailer.db import UTCDateTime, audience_lock, utcnow
 from mailer.delivery.models import FINAL_STATES, OPEN_STATES, Delivery, DeliveryState
@@ -28,7 +29,6 @@ from mailer.delivery.queries import state_counts
 from mailer.editions.errors import NotSendable
 from mailer.editions.models import Edition, EditionState
 from mailer.editions.states import EDITABLE, can_become, transition
-from mailer.staff.audit import record
 from mailer.subscribers.models import Subscriber
 from mailer.subscribers.queries import mailable as _mailable  # who the freeze chooses
 

@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailer.articles.models import Article
+from mailer.audit import record
 from mailer.config import get_settings
 from mailer.db import utcnow
 from mailer.editions import snapshot
@@ -32,7 +33,6 @@ from mailer.editions.errors import EditionError, NotSendable
 from mailer.editions.models import Edition, EditionArticle, EditionState
 from mailer.editions.states import EDITABLE, GONE_OUT
 from mailer.localtime import last_day, window_label
-from mailer.staff.audit import record
 
 __all__ = [
     "EditionError", "EmptyWindow", "NotSendable", "RenderedEdition", "add_article",

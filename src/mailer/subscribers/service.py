@@ -20,9 +20,9 @@ from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailer.audit import record
 from mailer.config import get_settings
 from mailer.db import utcnow
-from mailer.staff.audit import record
 from mailer.subscribers.addresses import MAX_LENGTH as MAX_ADDRESS_LENGTH
 from mailer.subscribers.addresses import normalise
 from mailer.subscribers.models import (
