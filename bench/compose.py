@@ -68,12 +68,13 @@ def run(args: argparse.Namespace) -> None:
     with transaction() as session:
         edition = service.draft_edition(session,
                                         window_start=dt.datetime(2017, 1, 1, tzinfo=dt.UTC),
-                                        window_end=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+                                        window_end=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                                        by="bench")
         ids = [link.article_id for link in edition.articles][:ARTICLES]
         service.set_articles(session, edition, ids)
         service.update_edition(session, edition, intro=(
             "Welcome to the last edition of 2025. Register for the CEP conference at "
-            "https://www.cep-probation.org/events/2026/."))
+            "https://www.cep-probation.org/events/2026/."), by="bench")
         assert len(edition.articles) == ARTICLES, "the fixture feeds hold fewer articles"
 
         compose(edition)  # warm up: templates compiled, premailer's CSS cache filled

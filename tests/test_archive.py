@@ -24,7 +24,7 @@ def _edition(subject: str, start: dt.datetime, end: dt.datetime, *states: Editio
     """An edition of the fixture feed's articles, frozen and moved through ``states``."""
     with transaction() as session:
         edition = service.draft_edition(session, subject=subject, window_start=start,
-                                        window_end=end)
+                                        window_end=end, by="test")
         if states:
             snapshot.freeze(session, edition)
         for state in states:

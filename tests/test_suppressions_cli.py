@@ -88,3 +88,33 @@ def test_an_erasure_is_lifted_only_with_force_and_by_its_hash(clean) -> None:
 
     forced = mailer("suppressions", "remove", hash_, "--force")
     assert forced.exit_code == 0 and suppressed("gone@example.org") is None
+
+
+def test_the_cli_changes_are_in_the_audit_log_the_systems_are_not(clean) -> None:
+    from sqlalchemy import select
+
+    from mailer.staff.models import AuditEntry
+
+    def audit() -> list[tuple[str, str, str]]:
+        with transaction() as session:
+            return [(a.actor, a.action, a.target) for a in session.scalars(
+                select(AuditEntry).order_by(AuditEntry.id))]
+
+    reader = make_reader("audited@example.org")
+    assert mailer("suppressions", "add", "audited@example.org").exit_code == 0
+    assert mailer("suppressions", "remove", "audited@example.org").exit_code == 0
+    assert mailer("suppressions", "add", "nobody@example.net").exit_code == 0
+    assert mailer("subscribers", "erase", "audited@example.org", "--yes").exit_code == 0
+    entries = audit()
+    assert [(action, target) for _, action, target in entries] == [
+        ("suppression.add", f"subscriber:{reader}"),
+        ("suppression.remove", f"subscriber:{reader}"),
+        ("suppression.add", f"address:{key_hash('nobody@example.net')[:16]}"),
+        ("subscriber.erase", f"subscriber:{reader}"),
+    ]
+    assert all(actor.startswith("cli") for actor, _, _ in entries)
+
+    make_reader("bounced@example.org")
+    with transaction() as session:  # as a hard bounce does it: the system's own account
+        service.suppress(session, key_hash("bounced@example.org"), reason="hard_bounce")
+    assert suppressed("bounced@example.org") is not None and len(audit()) == 4

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from mailer.audit import record
 from mailer.bounces.models import Bounce
 from mailer.config import get_settings
 from mailer.db import audience_lock, utcnow
@@ -74,13 +75,16 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 def erase(session: Session, subscriber: Subscriber, *, by: str) -> str:
-    """Delete everything about a person but a hashed suppression entry (GDPR Art. 17).
+    """Delete everything about a person but a hashed suppression entry (GDPR Art. 17),
+    and say in the audit log who did (``by``).
 
     Returns the address hash that remains. Bounce evidence naming the address goes too,
     and so does the evidence text of an earlier suppression (it may quote the address).
     """
     hash_ = subscriber.address_hash
     audience_lock(session, exclusive=True)  # not while an audience freezes
+    record(session, actor=by, action="subscriber.erase", target=f"subscriber:{subscriber.id}",
+           detail={"address_hash": hash_})
     _forget_bounces(session, subscriber, by_address=True)
     session.execute(delete(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id))
     session.delete(subscriber)
@@ -100,6 +104,8 @@ def erase_address(session: Session, email: str, *, by: str) -> tuple[bool, str]:
         return True, erase(session, subscriber, by=by)
     hash_ = address_hash(normalise(email)[1])
     _keep_erased_hash(session, hash_, by=by)
+    record(session, actor=by, action="subscriber.erase", target=f"address:{hash_[:16]}",
+           detail={"address_hash": hash_})
     return False, hash_
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import CursorResult, distinct, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailer.audit import record
 from mailer.bounces.classify import STRONG, WEAK, hard_strength
 from mailer.bounces.models import Bounce, BounceClass, Trust
 from mailer.config import get_settings
@@ -255,8 +256,18 @@ class NotConfirmable(Exception):
 def confirm_bounce(session: Session, bounce_id: int, *, by: str) -> Bounce:
     """A staff member vouches for an unverified bounce: it now acts exactly as a verified
     one would, on the reader it named, once. Confirming it again does nothing more
-    (raises NotConfirmable). The caller owns the transaction and writes the audit entry.
+    (raises NotConfirmable). The caller owns the transaction; the audit entry
+    (``bounce.confirm``, by ``by``) is written here, in it.
     """
+    bounce = _confirm(session, bounce_id, by=by)
+    record(session, actor=by, action="bounce.confirm", target=f"bounce:{bounce_id}",
+           detail={"class": bounce.bounce_class, "recipient": bounce.recipient,
+                   "reason": bounce.unverified_reason, "action": bounce.action,
+                   "subscriber_id": bounce.subscriber_id})
+    return bounce
+
+
+def _confirm(session: Session, bounce_id: int, *, by: str) -> Bounce:
     now = utcnow()
     # A conditional UPDATE: of two staff clicking at once, one confirms, the other is told.
     done = cast(CursorResult[Any], session.execute(

@@ -1,4 +1,6 @@
-"""``mailer editions``: draft a digest, choose its articles, preview it, check it."""
+"""``mailer editions``: draft a digest, choose its articles, preview it, check it.
+
+Every change is made by the editions service as ``cli:<user>``, which audits it."""
 
 from __future__ import annotations
 
@@ -11,15 +13,17 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailer.articles.models import Article
+from mailer.cli.actor import cli_actor
 from mailer.config import get_settings
 from mailer.db import transaction
-from mailer.editions import service
+from mailer.delivery.preflight import preflight
+from mailer.editions import queries, service
 from mailer.editions.compose import INTRO_HINT, category_order, reading_order, twice_greeted
-from mailer.editions.models import Edition, EditionArticle
+from mailer.editions.models import Edition
+from mailer.editions.states import EDITABLE
 from mailer.localtime import format_date, format_time, window_label
 
 app = typer.Typer(no_args_is_help=True, help="Editions of the digest.")
@@ -40,14 +44,14 @@ def new(
     with _editing() as session:
         edition = service.draft_edition(
             session, subject=subject, window_start=_moment(since, "since"),
-            window_end=_moment(until, "until", end_of_day=True), by="cli")
+            window_end=_moment(until, "until", end_of_day=True), by=cli_actor())
         typer.echo(f"Drafted edition {edition.id} ({edition.slug}): “{edition.subject}”, "
                    f"{len(edition.articles)} article(s) published {_window(edition)}.")
         if not edition.articles:
-            newest = session.scalar(select(func.max(Article.published_at)))
-            hint = (f" The newest article is from {format_date(newest)}: use --since."
-                    if newest else " Import some first: mailer articles import SOURCE.")
-            err.print(f"[yellow]No article was published in that window.{hint}[/yellow]")
+            hint = queries.empty_window_hint(
+                session, earlier="use --since",
+                none_yet="Import some first: mailer articles import SOURCE.")
+            err.print(f"[yellow]No article was published in that window. {hint}[/yellow]")
         typer.echo(f"Next: mailer editions show {edition.id}, then "
                    f"mailer editions preview {edition.id} --out edition.html")
 
@@ -57,9 +61,9 @@ def list_() -> None:
     """Every edition, newest first."""
     table = Table("id", "slug", "state", "articles", "window", "subject")
     with transaction() as session:
-        counts = dict(session.execute(select(EditionArticle.edition_id, func.count())
-                                      .group_by(EditionArticle.edition_id)).all())
-        for edition in session.scalars(select(Edition).order_by(Edition.id.desc())):
+        listing = queries.edition_list(session)
+        counts = listing.articles
+        for edition in listing.editions:
             state = edition.state + (f"\n{format_time(edition.scheduled_at)}"
                                      if edition.state == "scheduled" and edition.scheduled_at
                                      else "")
@@ -113,7 +117,7 @@ def preview(
     with _editing() as session:
         edition = _edition(session, edition_id)
         rendered = service.render_preview(session, edition)
-        problem = _sendability(session, edition)
+        problem = _sendability(session, edition) if edition.state in EDITABLE else None
     out_file.write_text(rendered.html, encoding="utf-8")
     typer.echo(f"Subject: {rendered.subject}")
     typer.echo(f"Wrote {out_file} ({len(rendered.html.encode()):,} bytes of HTML)")
@@ -144,7 +148,8 @@ def edit(
             session, _edition(session, edition_id), subject=subject, preheader=preheader,
             intro=intro, window_start=_moment(since, "since"),
             window_end=_moment(until, "until", end_of_day=True),
-            category_order=[c.strip() for c in categories.split(",")] if categories else None)
+            category_order=[c.strip() for c in categories.split(",")] if categories else None,
+            by=cli_actor())
         typer.echo(f"Edition {edition.id} updated: {len(edition.articles)} article(s).")
         if intro and (warning := twice_greeted(intro)):
             err.print(f"[yellow]{warning}[/yellow]")
@@ -156,7 +161,7 @@ def add(edition_id: int, article_ids: list[int]) -> None:
     with _editing() as session:
         edition = _edition(session, edition_id)
         for article_id in article_ids:
-            service.add_article(session, edition, article_id)
+            service.add_article(session, edition, article_id, by=cli_actor())
     typer.echo(f"Added {len(article_ids)} article(s).")
 
 
@@ -166,7 +171,7 @@ def drop(edition_id: int, article_ids: list[int]) -> None:
     with _editing() as session:
         edition = _edition(session, edition_id)
         for article_id in article_ids:
-            service.drop_article(session, edition, article_id)
+            service.drop_article(session, edition, article_id, by=cli_actor())
     typer.echo(f"Dropped {len(article_ids)} article(s).")
 
 
@@ -180,7 +185,7 @@ def move(
         edition = _edition(session, edition_id)
         # Positions are counted as `show` lists them: the reading order.
         service.set_articles(session, edition, [a.id for _, a in _reading_order(edition)])
-        service.move_article(session, edition, article_id, position - 1)
+        service.move_article(session, edition, article_id, position - 1, by=cli_actor())
     typer.echo(f"Moved article {article_id}.")
 
 
@@ -213,11 +218,9 @@ def _reading_order(edition: Edition) -> list[tuple[str, Article]]:
 
 
 def _sendability(session: Session, edition: Edition) -> str | None:
-    try:
-        service.check_sendable(session, edition)
-    except service.NotSendable as exc:
-        return str(exc)
-    return None
+    """What keeps the edition from going out now, as a send would say it (None: ready)."""
+    checked = preflight(session, edition)
+    return "; ".join(p.message for p in checked.problems) or None
 
 
 def _edition(session: Session, edition_id: int) -> Edition:

@@ -1,4 +1,8 @@
-"""``mailer editions send|test|pause|resume|cancel|progress``: the send of an edition."""
+"""``mailer editions send|test|pause|resume|cancel|progress``: the send of an edition.
+
+``send`` asks the same :func:`~mailer.delivery.preflight.preflight` as the admin's
+confirmation page and refuses for the same reasons; every action is the sending service's,
+made as ``cli:<user>`` and audited there."""
 
 from __future__ import annotations
 
@@ -10,10 +14,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from mailer.cli.actor import cli_actor
 from mailer.cli.editions import app
 from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.delivery import service
+from mailer.delivery.preflight import preflight
 from mailer.editions.models import Edition
 from mailer.editions.service import EditionError
 from mailer.localtime import format_time
@@ -51,20 +57,28 @@ def send(
         edition = session.get(Edition, edition_id)
         if edition is None:
             raise _fail(f"there is no edition {edition_id}")
-        audience = service.audience_size(session)
+        checked = preflight(session, edition)
         typer.echo(f"Edition {edition.id} “{edition.subject}” ({len(edition.articles)} articles), "
                    f"state {edition.state}.")
-        typer.echo(f"It will go to {audience:,} confirmed reader(s)"
+        if checked.started:
+            typer.echo(f"It went out (or is going out) to {edition.audience_count:,} reader(s) "
+                       "already: nothing new is queued.")
+            return
+        if not when and not checked.ok:
+            for problem in checked.problems:
+                err.print(f"[red]Not sent: {problem}[/red]")
+            raise typer.Exit(1)
+        typer.echo(f"It will go to {checked.audience or 0:,} confirmed reader(s)"
                    + (f" on {format_time(when)}." if when else " now."))
     if not yes:
         typer.confirm("Send it?" if not when else "Schedule it?", abort=True)
     try:
         with transaction() as session:
             if when:
-                service.schedule_send(session, edition_id, when, by="cli")
+                service.schedule_send(session, edition_id, when, by=cli_actor())
                 typer.echo(f"Scheduled for {format_time(when)}; beat starts it then.")
                 return
-            frozen = service.start_send(session, edition_id, by="cli")
+            frozen = service.start_send(session, edition_id, by=cli_actor())
     except (service.SendError, EditionError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"Sending to {frozen:,} reader(s). Watch it: mailer editions progress {edition_id}")
@@ -75,7 +89,7 @@ def test(edition_id: int,
          to: list[str] = typer.Option(..., "--to", help="an address; repeat for more")) -> None:
     """Send a marked test copy to each --to address (not counted)."""
     try:
-        results = service.send_test_copies(edition_id, to, by="cli")
+        results = service.send_test_copies(edition_id, to, by=cli_actor())
     except (service.SendError, EditionError) as exc:
         raise _fail(str(exc)) from None
     for address, result in results:
@@ -87,7 +101,7 @@ def test(edition_id: int,
 def _act(edition_id: int, action: str) -> None:
     try:
         with transaction() as session:
-            getattr(service, action)(session, edition_id, by="cli")
+            getattr(service, action)(session, edition_id, by=cli_actor())
     except service.SendError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"edition {edition_id}: {action} done")
@@ -153,7 +167,7 @@ def acknowledge(edition_id: int) -> None:
     """Acknowledge an edition's complaints (over 0.3 % stops every send until you do)."""
     try:
         with transaction() as session:
-            n = service.acknowledge_complaints(session, edition_id, by="cli")
+            n = service.acknowledge_complaints(session, edition_id, by=cli_actor())
     except service.SendError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"edition {edition_id}: {n} complaint(s) acknowledged; sending may go on")

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailer import privacy
+from mailer.cli.actor import cli_actor
 from mailer.db import transaction
 from mailer.subscribers import service
 from mailer.subscribers.addresses import InvalidAddress
@@ -127,7 +128,7 @@ def erase(email: str, yes: bool = typer.Option(False, "--yes", help="do not ask"
         typer.confirm(f"Erase {email} and its consent history for good?", abort=True)
     try:
         with transaction() as session:
-            erased, hash_ = privacy.erase_address(session, email, by="cli")
+            erased, hash_ = privacy.erase_address(session, email, by=cli_actor())
     except InvalidAddress as exc:
         err.print(str(exc), style="red", markup=False)
         raise typer.Exit(2) from None

@@ -8,7 +8,6 @@ event on the subscriber it concerns.
 from __future__ import annotations
 
 import csv
-import getpass
 import json
 import re
 import sys
@@ -16,14 +15,14 @@ import sys
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailer.cli.actor import cli_actor
 from mailer.db import transaction
 from mailer.localtime import format_time
-from mailer.subscribers import service
+from mailer.subscribers import queries, service
 from mailer.subscribers.addresses import InvalidAddress, key_hash
-from mailer.subscribers.models import Subscriber, Suppression, SuppressionReason
+from mailer.subscribers.models import Suppression, SuppressionReason
 
 app = typer.Typer(no_args_is_help=True,
                   help="The suppression list: addresses never mailed again, with the evidence.")
@@ -42,13 +41,8 @@ def list_(
     if fmt not in ("table", "csv", "json"):
         _fail("--format must be table, csv or json")
     with transaction() as session:
-        query = (select(Suppression, Subscriber.email)
-                 .outerjoin(Subscriber, Subscriber.address_hash == Suppression.address_hash)
-                 .order_by(Suppression.created_at.desc(), Suppression.id.desc()))
-        if reason:
-            query = query.where(Suppression.reason == reason)
-        if email:
-            query = query.where(Suppression.address_hash == _hash_of(email))
+        found = queries.suppressions(session, reason=reason or None,
+                                     address_hash=_hash_of(email) if email else None)
         # The table is for people (the association's time); JSON and CSV keep ISO 8601.
         rows = [{
             "email": address or "",
@@ -58,7 +52,7 @@ def list_(
             "by": s.created_by,
             "evidence": s.evidence,
             "_shown_since": format_time(s.created_at),
-        } for s, address in session.execute(query)]
+        } for s, address, _ in found]
     shown = [row.pop("_shown_since") for row in rows]
     if fmt == "json":
         for row in rows:
@@ -133,14 +127,11 @@ def _hash_of(email: str) -> str:
 
 
 def _suppression(session: Session, hash_: str) -> Suppression | None:
-    return session.scalars(select(Suppression).where(Suppression.address_hash == hash_)).first()
+    return queries.suppression_of(session, hash_)
 
 
 def _operator() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
+    return cli_actor()
 
 
 def _fail(message: str) -> None:

@@ -29,6 +29,7 @@ from mailer.config import get_settings
 from mailer.db import get_engine, run_after_commit, take_after_commit
 from mailer.delivery.assembly import Reader
 from mailer.delivery.models import DeliveryState
+from mailer.subscribers.queries import MAILABLE_SQL
 
 D = DeliveryState
 LEFT = "left the list during the send"
@@ -63,11 +64,10 @@ class ClaimsLost(Exception):
 #: The next group of a batch: queued rows of the edition in (after, last], in id order,
 #: with the reader and whether they may still be mailed (confirmed, not suppressed).
 #: PostgreSQL skips rows another process has locked (it is claiming them right now).
+#: (MAILABLE_SQL is a constant, written beside mailable(); _GROUP below embeds it too.)
 _PICK_COLUMNS = (
-    "SELECT d.id, d.attempts, s.email, s.first_name, s.public_id, "
-    "CASE WHEN s.status = 'confirmed' AND NOT EXISTS "
-    "(SELECT 1 FROM suppression x WHERE x.address_hash = s.address_hash) "
-    "THEN 1 ELSE 0 END AS mailable "
+    "SELECT d.id, d.attempts, s.email, s.first_name, s.public_id, "  # noqa: S608
+    f"CASE WHEN {MAILABLE_SQL} THEN 1 ELSE 0 END AS mailable "
     "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
 )
 
@@ -137,7 +137,7 @@ _STATEMENTS: dict[str, dict[str, str]] = {
 #: longer this process's, the last column fails the statement (a cast error naming
 #: "claims lost") and nothing of it is applied, as when the old transaction rolled back.
 _GROUP = (
-    "WITH v AS (SELECT * FROM unnest(%(ids)s::bigint[], %(states)s::text[], "
+    "WITH v AS (SELECT * FROM unnest(%(ids)s::bigint[], %(states)s::text[], "  # noqa: S608
     "%(codes)s::int[], %(replies)s::text[], %(outcomes)s::text[], %(ats)s::timestamptz[], "
     "%(next_ats)s::timestamptz[]) AS v(id, state, code, reply, outcome, at, next_at)), "
     "recorded AS (UPDATE delivery AS d SET state = v.state, smtp_code = v.code, "
@@ -147,8 +147,7 @@ _GROUP = (
     "WHERE d.id = v.id AND d.state = 'sending' AND d.holder_id = %(holder)s RETURNING d.id), "
     "ed AS (SELECT state FROM edition WHERE id = %(edition)s), "
     "picked AS (SELECT d.id, d.attempts, s.email, s.first_name, s.public_id, "
-    "(s.status = 'confirmed' AND NOT EXISTS "
-    "(SELECT 1 FROM suppression x WHERE x.address_hash = s.address_hash)) IS TRUE AS mailable "
+    f"({MAILABLE_SQL}) IS TRUE AS mailable "
     "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
     "WHERE %(claim)s AND EXISTS (SELECT 1 FROM ed WHERE ed.state = 'sending') "
     "AND d.edition_id = %(edition)s AND d.state = 'queued' AND d.id > %(after)s "

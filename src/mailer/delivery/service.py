@@ -14,19 +14,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import exists, func, insert, literal, select, update
+from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from mailer import tasks
+from mailer.audit import record
 from mailer.config import get_settings
 from mailer.db import UTCDateTime, audience_lock, utcnow
 from mailer.delivery.models import FINAL_STATES, OPEN_STATES, Delivery, DeliveryState
+from mailer.delivery.preflight import Check, audience_size, complaint_hold, nobody, preflight
+from mailer.delivery.queries import state_counts
+from mailer.editions.errors import NotSendable
 from mailer.editions.models import Edition, EditionState
-from mailer.editions.states import transition
-from mailer.subscribers.models import Subscriber, SubscriberStatus, Suppression
+from mailer.editions.states import EDITABLE, can_become, transition
+from mailer.subscribers.models import Subscriber
+from mailer.subscribers.queries import mailable as _mailable  # who the freeze chooses
+
+__all__ = [
+    "Progress", "SendError", "acknowledge_complaints", "audience_size", "cancel",
+    "complaint_hold", "enqueue_ids", "enqueue_pending", "finish_if_done", "pause",
+    "progress", "publish_batches", "resume", "schedule_send", "send_test_copies",
+    "start_due_editions", "start_send", "state_counts", "unschedule",
+]
 
 D = DeliveryState
 
@@ -41,17 +52,6 @@ def _edition(session: Session, edition_id: int, *, lock: bool = False) -> Editio
     if edition is None:
         raise SendError(f"there is no edition {edition_id}")
     return edition
-
-
-def _mailable() -> ColumnElement[bool]:
-    """Confirmed and not on the suppression list: who may receive a newsletter now."""
-    return (Subscriber.status == SubscriberStatus.confirmed) & ~exists().where(
-        Suppression.address_hash == Subscriber.address_hash
-    )
-
-
-def audience_size(session: Session) -> int:
-    return int(session.scalar(select(func.count()).select_from(Subscriber).where(_mailable())) or 0)
 
 
 def _freeze_audience(session: Session, edition: Edition) -> int:
@@ -89,27 +89,26 @@ def _freeze_audience(session: Session, edition: Edition) -> int:
 def start_send(session: Session, edition_id: int, *, by: str) -> int:
     """Freeze the snapshot and the audience, and queue the batches. Returns the audience.
 
-    Safe to run twice: a second call on an edition already sending changes nothing.
+    The checks are :func:`preflight`'s (the first problem is the refusal), the audience is
+    the rows frozen. Safe to run twice: a second call on an edition already sending
+    changes nothing.
     """
     from mailer.editions import snapshot
-    from mailer.editions.service import NotSendable
 
     edition = _edition(session, edition_id, lock=True)
-    if edition.state in (EditionState.sending, EditionState.sent):
+    if edition.state in EDITABLE:
+        try:  # composed once: what preflight checks is then the frozen snapshot
+            snapshot.freeze(session, edition)
+        except NotSendable as exc:
+            raise SendError(str(exc)) from exc
+    checked = preflight(session, edition, count_audience=False)
+    if checked.started:
         return edition.audience_count
-    if edition.state not in (EditionState.draft, EditionState.scheduled):
-        raise SendError(f"edition {edition.id} is {edition.state}; only a draft or a "
-                        "scheduled edition can be sent")
-    try:
-        snapshot.freeze(session, edition)
-    except NotSendable as exc:
-        raise SendError(str(exc)) from exc
-    hold = complaint_hold(session)
-    if hold:
-        raise SendError(hold)
+    if not checked.ok:
+        raise SendError(str(checked.first()))
     audience = _freeze_audience(session, edition)
     if audience == 0:
-        raise SendError("nobody would receive it: there is no confirmed, unsuppressed subscriber")
+        raise SendError(str(nobody()))
     edition.audience_count = audience
     transition(session, edition, EditionState.sending, reason=f"started by {by}")
     _record(session, by, "edition.send", edition, {"audience": audience})
@@ -118,14 +117,15 @@ def start_send(session: Session, edition_id: int, *, by: str) -> int:
 
 
 def schedule_send(session: Session, edition_id: int, at: dt.datetime, *, by: str) -> None:
-    from mailer.editions.service import check_sendable
-
     edition = _edition(session, edition_id, lock=True)
     if at.tzinfo is None:
         raise SendError("the time needs a time zone")
     if at <= utcnow():
         raise SendError("that time is in the past")
-    check_sendable(session, edition)
+    checked = preflight(session, edition, count_audience=False)
+    content = [p for p in checked.problems if p.check == Check.content]
+    if content:
+        raise SendError(str(content[0]))
     if edition.state == EditionState.draft:
         transition(session, edition, EditionState.scheduled, reason=f"scheduled by {by}")
     elif edition.state != EditionState.scheduled:
@@ -161,7 +161,7 @@ def start_due_editions(session: Session) -> list[int]:
 
 def pause(session: Session, edition_id: int, *, by: str, reason: str = "") -> None:
     edition = _edition(session, edition_id, lock=True)
-    if edition.state != EditionState.sending:
+    if not can_become(edition.state, EditionState.paused):
         raise SendError(f"edition {edition.id} is {edition.state}; only a sending edition pauses")
     transition(session, edition, EditionState.paused, reason=reason or f"paused by {by}")
     _record(session, by, "edition.pause", edition, {"reason": reason})
@@ -182,8 +182,7 @@ def resume(session: Session, edition_id: int, *, by: str) -> None:
 def cancel(session: Session, edition_id: int, *, by: str) -> int:
     """Cancel: what has not gone out yet never will. Returns how many were cancelled."""
     edition = _edition(session, edition_id, lock=True)
-    if edition.state not in (EditionState.draft, EditionState.scheduled, EditionState.sending,
-                             EditionState.paused):
+    if not can_become(edition.state, EditionState.cancelled):
         raise SendError(f"edition {edition.id} is {edition.state}; it cannot be cancelled")
     transition(session, edition, EditionState.cancelled, reason=f"cancelled by {by}")
     cancelled = cast(CursorResult[Any], session.execute(
@@ -217,41 +216,7 @@ def finish_if_done(session: Session, edition_id: int) -> bool:
                       allow_same=True)
 
 
-# --- complaints: stop at 0.3 % until someone acknowledges -----------------------------------
-
-
-def complaint_hold(session: Session, *, edition_id: int | None = None) -> str | None:
-    """Why no edition may go out now: a recent edition's complaint rate reached the stop
-    level (``complaint_stop_rate``) with complaints nobody has acknowledged. None if clear.
-
-    Every batch asks, so the common answer is cheap: an edition without unacknowledged
-    complaints (a look at the few bounce rows of that class) is not counted at all."""
-    from mailer.bounces.models import Bounce, BounceClass
-    from mailer.bounces.rates import edition_rates
-
-    settings = get_settings()
-    recent = utcnow() - dt.timedelta(days=60)
-    query = select(Edition).where(
-        Edition.state.in_([EditionState.sending, EditionState.paused, EditionState.sent]),
-        Edition.started_at >= recent)
-    if edition_id is not None:
-        query = query.where(Edition.id == edition_id)
-    for edition in session.scalars(query.order_by(Edition.id.desc()).limit(6)):
-        acknowledged = int((edition.stats or {}).get("complaints_acknowledged", -1))
-        complaints = int(session.scalar(
-            select(func.count()).select_from(Bounce)
-            .where(Bounce.edition_id == edition.id, Bounce.bounce_class == BounceClass.complaint)
-        ) or 0)
-        if complaints == 0 or complaints <= acknowledged:
-            continue
-        rates = edition_rates(session, edition.id)
-        if rates["complaint_stop"] and rates["complaints"] > acknowledged:
-            return (f"edition {edition.id} has a complaint rate of "
-                    f"{100 * rates['complaint_rate']:.2f} % ({rates['complaints']} complaints), "
-                    f"at or over the {100 * settings.complaint_stop_rate:.1f} % stop level: "
-                    f"look into it, then acknowledge it (mailer editions acknowledge "
-                    f"{edition.id}) before sending more")
-    return None
+# --- complaints (the check itself is preflight.complaint_hold) ----------------------------
 
 
 def acknowledge_complaints(session: Session, edition_id: int, *, by: str) -> int:
@@ -313,14 +278,6 @@ def enqueue_pending(session: Session, edition_id: int) -> int:
 # --- watching -----------------------------------------------------------------------------------
 
 
-def state_counts(session: Session, edition_id: int) -> dict[str, int]:
-    rows = session.execute(
-        select(Delivery.state, func.count()).where(Delivery.edition_id == edition_id)
-        .group_by(Delivery.state)
-    ).all()
-    return {state: int(n) for state, n in rows}
-
-
 @dataclass
 class Progress:
     edition_id: int
@@ -380,10 +337,8 @@ def progress(session: Session, edition_id: int, *, window_seconds: int = 10) -> 
 
 def _record(session: Session, actor: str, action: str, edition: Edition,
             detail: dict[str, object]) -> None:
-    from mailer.staff.models import AuditEntry
-
-    session.add(AuditEntry(actor=actor[:320], action=action, target=f"edition:{edition.id}",
-                           detail=detail))
+    """The audit log's entry of a staff action, in the action's own transaction."""
+    record(session, actor=actor, action=action, target=f"edition:{edition.id}", detail=detail)
 
 
 # --- test copies ----------------------------------------------------------------------------

@@ -106,7 +106,8 @@ def draft_on_schedule(session: Session, *, now: dt.datetime | None = None) -> Dr
         return DraftResult(slot, f"already ran for {slot}: {said}")
 
     savepoint = session.begin_nested()
-    edition = editions.draft_edition(session, window_end=now, by=ACTOR)
+    # The run writes its own entry, with its outcome (below).
+    edition = editions.draft_edition(session, window_end=now, by=ACTOR, audit=False)
     window = window_label(edition.window_start, edition.window_end)
     # An edition not sent yet whose window overlaps this one holds the same articles: the
     # editors have it to review already.

@@ -8,7 +8,9 @@ again from the new window.
 
 Every change is allowed only while the edition is a draft or scheduled, and discards a
 snapshot frozen earlier, so what is sent is always what was last previewed. Functions take
-the caller's session and never commit.
+the caller's session and never commit. Every change names who made it (``by``: a staff
+member's address, ``cli:<user>``, ``schedule``) and writes its audit entry in the same
+transaction, so a change from the CLI is in the log as one from the admin is.
 """
 
 from __future__ import annotations
@@ -16,29 +18,38 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailer.articles.models import Article
+from mailer.audit import record
 from mailer.config import get_settings
 from mailer.db import utcnow
 from mailer.editions import snapshot
-from mailer.editions.compose import month_label, month_slug
+from mailer.editions.compose import month_label, month_slug, reading_order
 from mailer.editions.errors import EditionError, NotSendable
 from mailer.editions.models import Edition, EditionArticle, EditionState
+from mailer.editions.states import EDITABLE, GONE_OUT
+from mailer.localtime import last_day, window_label
 
 __all__ = [
-    "EditionError", "NotSendable", "RenderedEdition", "add_article", "archived_edition",
-    "archived_editions", "candidate_articles",
+    "EditionError", "EmptyWindow", "NotSendable", "RenderedEdition", "add_article",
+    "archived_edition", "archived_editions", "candidate_articles",
     "check_sendable", "draft_edition", "drop_article", "move_article", "render_preview",
-    "set_articles", "update_edition",
+    "set_articles", "step_article", "update_edition",
 ]
 
-#: Editions whose window counts as covered when the next one is drafted.
-_GONE_OUT = (EditionState.sending, EditionState.paused, EditionState.sent)
-_EDITABLE = (EditionState.draft, EditionState.scheduled)
 FIRST_EDITION_MONTHS = 2
+
+
+class EmptyWindow(EditionError):
+    """No article was published in the window, and the caller wanted none drafted then."""
+
+    def __init__(self, start: dt.datetime, end: dt.datetime) -> None:
+        self.window = window_label(start, end)
+        super().__init__(f"No article was published {self.window}, so no edition was drafted.")
 
 
 @dataclass(frozen=True)
@@ -50,12 +61,18 @@ class RenderedEdition:
 
 def draft_edition(session: Session, *, subject: str | None = None,
                   window_start: dt.datetime | None = None, window_end: dt.datetime | None = None,
-                  by: str = "") -> Edition:
-    """A new draft with every article of its window, newest first."""
+                  by: str, require_articles: bool = False, audit: bool = True) -> Edition:
+    """A new draft with every article of its window, newest first.
+
+    ``require_articles``: raise :class:`EmptyWindow` instead of drafting an empty edition.
+    ``audit=False`` is for a caller that writes a fuller entry itself (the schedule)."""
     end = _aware(window_end, "window end") or utcnow()
     start = _aware(window_start, "window start") or _previous_cutoff(session) or _months_before(
         end, FIRST_EDITION_MONTHS)
     _check_window(start, end)
+    articles = [a.id for a in _window_articles(session, start, end)]
+    if require_articles and not articles:
+        raise EmptyWindow(start, end)
     settings = get_settings()
     edition = Edition(
         slug=_unique_slug(session, f"{month_slug(end)}-newsletter"),
@@ -67,15 +84,19 @@ def draft_edition(session: Session, *, subject: str | None = None,
     )
     session.add(edition)
     session.flush()
-    set_articles(session, edition, [a.id for a in _window_articles(session, start, end)])
+    set_articles(session, edition, articles)
+    if audit:
+        _audit(session, by, "edition.draft", edition, {"articles": len(edition.articles)})
     return edition
 
 
 def update_edition(session: Session, edition: Edition, *, subject: str | None = None,
                    preheader: str | None = None, intro: str | None = None,
                    window_start: dt.datetime | None = None, window_end: dt.datetime | None = None,
-                   category_order: list[str] | None = None) -> Edition:
-    """Change what is given; a new window chooses the articles again."""
+                   category_order: list[str] | None = None, by: str) -> Edition:
+    """Change what is given; a new window chooses the articles again.
+
+    Audited as ``edition.edit`` (the words and the sections) and ``edition.window``."""
     _ensure_editable(edition)
     if subject is not None:
         edition.subject = _subject(subject)
@@ -93,6 +114,15 @@ def update_edition(session: Session, edition: Edition, *, subject: str | None = 
         set_articles(session, edition, [a.id for a in _window_articles(session, start, end)])
     _forget_snapshot(edition)
     session.flush()
+    if any(v is not None for v in (subject, preheader, intro, category_order)):
+        _audit(session, by, "edition.edit", edition, {
+            "subject": edition.subject, "preheader": edition.preheader,
+            "categories": edition.category_order})
+    if window_start is not None or window_end is not None:
+        _audit(session, by, "edition.window", edition, {
+            "from": edition.window_start.isoformat(),
+            "to_and_including": last_day(edition.window_end).isoformat(),
+            "articles": len(edition.articles)})
     return edition
 
 
@@ -119,22 +149,25 @@ def set_articles(session: Session, edition: Edition, article_ids: list[int]) -> 
     session.flush()
 
 
-def add_article(session: Session, edition: Edition, article_id: int) -> None:
+def add_article(session: Session, edition: Edition, article_id: int, *, by: str) -> None:
     """Add an article (from the window or not) at the end of the edition."""
     ids = _article_ids(edition)
     if article_id in ids:
         raise EditionError(f"article {article_id} is already in this edition")
     set_articles(session, edition, [*ids, article_id])
+    _audit(session, by, "edition.article.add", edition, {"article": article_id})
 
 
-def drop_article(session: Session, edition: Edition, article_id: int) -> None:
+def drop_article(session: Session, edition: Edition, article_id: int, *, by: str) -> None:
     ids = _article_ids(edition)
     if article_id not in ids:
         raise EditionError(f"article {article_id} is not in this edition")
     set_articles(session, edition, [i for i in ids if i != article_id])
+    _audit(session, by, "edition.article.drop", edition, {"article": article_id})
 
 
-def move_article(session: Session, edition: Edition, article_id: int, position: int) -> None:
+def move_article(session: Session, edition: Edition, article_id: int, position: int, *,
+                 by: str, action: str = "edition.article.move") -> None:
     """Move an article to ``position`` (0 is the first) in the edition's order."""
     ids = _article_ids(edition)
     if article_id not in ids:
@@ -144,6 +177,26 @@ def move_article(session: Session, edition: Edition, article_id: int, position: 
     ids.remove(article_id)
     ids.insert(position, article_id)
     set_articles(session, edition, ids)
+    _audit(session, by, action, edition, {"article": article_id, "position": position + 1})
+
+
+def step_article(session: Session, edition: Edition, article_id: int, step: int, *,
+                 by: str) -> None:
+    """Move an article before the previous (``step`` -1) or after the next (+1) one of its
+    section, as the reader sees them: the edition's order decides only within a section."""
+    ordered = reading_order([link.article for link in edition.articles], edition.category_order)
+    index = next((i for i, (_, a) in enumerate(ordered) if a.id == article_id), None)
+    if index is None:
+        raise EditionError(f"article {article_id} is not in this edition")
+    section = ordered[index][0]
+    neighbour = index + step
+    if not 0 <= neighbour < len(ordered) or ordered[neighbour][0] != section:
+        raise EditionError("It is already the " + ("first" if step < 0 else "last")
+                           + f" article of “{section}”. Change the order of the "
+                           "sections to move it further.")
+    ids = _article_ids(edition)
+    move_article(session, edition, article_id, ids.index(ordered[neighbour][1].id), by=by,
+                 action="edition.article." + ("up" if step < 0 else "down"))
 
 
 def candidate_articles(session: Session, edition: Edition) -> list[Article]:
@@ -197,8 +250,14 @@ def archived_edition(session: Session, slug: str) -> Edition | None:
 
 # --- helpers -------------------------------------------------------------------------------
 
+def _audit(session: Session, by: str, action: str, edition: Edition,
+           detail: dict[str, Any]) -> None:
+    record(session, actor=by or "unknown", action=action, target=f"edition:{edition.id}",
+           detail=detail)
+
+
 def _ensure_editable(edition: Edition) -> None:
-    if edition.state not in _EDITABLE:
+    if edition.state not in EDITABLE:
         raise EditionError(f"Edition {edition.id} is {edition.state}: it can only be changed "
                            "while it is a draft or scheduled.")
 
@@ -221,7 +280,7 @@ def _window_articles(session: Session, start: dt.datetime, end: dt.datetime) -> 
 
 
 def _previous_cutoff(session: Session) -> dt.datetime | None:
-    return session.scalar(select(func.max(Edition.window_end)).where(Edition.state.in_(_GONE_OUT)))
+    return session.scalar(select(func.max(Edition.window_end)).where(Edition.state.in_(GONE_OUT)))
 
 
 def _months_before(moment: dt.datetime, months: int) -> dt.datetime:

@@ -34,6 +34,18 @@ ALLOWED: dict[EditionState, set[EditionState]] = {
     S.cancelled: set(),
 }
 
+#: Nothing has gone out yet: the edition may still be changed, scheduled, started.
+EDITABLE = frozenset({S.draft, S.scheduled})
+#: It has started to go out: its window counts as covered, its complaints count.
+GONE_OUT = frozenset({S.sending, S.paused, S.sent})
+#: Being sent, or held on the way: its deliveries may still change.
+UNDER_WAY = frozenset({S.sending, S.paused})
+
+
+def can_become(state: str, to: EditionState) -> bool:
+    """Whether an edition that is ``state`` may move to ``to`` (the table above)."""
+    return to in ALLOWED[EditionState(state)]
+
 
 class TransitionError(Exception):
     pass

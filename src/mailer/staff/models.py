@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from mailer.audit import AuditEntry
 from mailer.db import Base, UTCDateTime, utcnow
+
+__all__ = ["AuditEntry", "Role", "ScheduledDraft", "StaffRecoveryCode", "StaffSession",
+           "StaffUser"]
 
 
 class Role(enum.StrEnum):
@@ -64,17 +67,6 @@ class StaffRecoveryCode(Base):
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-
-
-class AuditEntry(Base):
-    __tablename__ = "audit_entry"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
-    actor: Mapped[str] = mapped_column(String(320))
-    action: Mapped[str] = mapped_column(String(64))
-    target: Mapped[str] = mapped_column(String(200), default="")
-    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class ScheduledDraft(Base):

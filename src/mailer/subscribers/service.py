@@ -2,6 +2,9 @@
 
 They take a session and keyword arguments, know nothing of the web or of Celery, and never
 commit: the caller owns the transaction. Every change of consent writes a ConsentEvent.
+A change someone makes to the suppression list, and an erasure, also writes its audit
+entry (who: ``by``, a staff member's address or ``cli:<user>``); the system's own
+suppressions (bounces, complaints) are told by their consent events and bounce rows.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailer.audit import record
 from mailer.config import get_settings
 from mailer.db import utcnow
 from mailer.subscribers.addresses import MAX_LENGTH as MAX_ADDRESS_LENGTH
@@ -488,8 +492,20 @@ def is_suppressed(session: Session, hash_: str) -> bool:
     return bool(session.scalar(select(exists().where(Suppression.address_hash == hash_))))
 
 
+#: Who suppresses on the system's own account (a bounce, a complaint): not audited.
+SYSTEM = "system"
+
+
+def _audit(session: Session, by: str, action: str, hash_: str,
+           subscriber: Subscriber | None, detail: dict[str, Any]) -> None:
+    if by == SYSTEM:
+        return
+    target = f"subscriber:{subscriber.id}" if subscriber is not None else f"address:{hash_[:16]}"
+    record(session, actor=by, action=action, target=target, detail=detail)
+
+
 def suppress(
-    session: Session, hash_: str, *, reason: str, evidence: str = "", by: str = "system",
+    session: Session, hash_: str, *, reason: str, evidence: str = "", by: str = SYSTEM,
 ) -> bool:
     """Add an address hash to the suppression list; False when it was there already."""
     if is_suppressed(session, hash_):
@@ -505,6 +521,7 @@ def suppress(
     if subscriber is not None:
         record_event(session, subscriber, ConsentEventKind.suppressed,
                      detail={"reason": reason, "by": by, "evidence": evidence[:500]})
+    _audit(session, by, "suppression.add", hash_, subscriber, {"reason": reason})
     return True
 
 
@@ -518,6 +535,8 @@ def unsuppress(session: Session, hash_: str, *, by: str) -> bool:
     if subscriber is not None:
         record_event(session, subscriber, ConsentEventKind.unsuppressed,
                      detail={"reason": suppression.reason, "by": by})
+    _audit(session, by, "suppression.remove", hash_, subscriber,
+           {"reason": suppression.reason})
     session.delete(suppression)
     return True
 

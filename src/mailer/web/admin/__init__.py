@@ -2,7 +2,8 @@
 
 - ``auth``: logging in and out, sessions, CSRF, who may do what;
 - ``articles``: the newest articles; importing more from a file or a feed address;
-- ``editions``: draft, edit, preview, test, schedule, send, pause, resume, cancel, watch;
+- ``editions``: the list, draft, edit, choose and order the articles, preview;
+- ``edition_sending``: test copies, schedule, send, pause, resume, cancel, watch;
 - ``subscribers``: search, consent history, import, export, erase, the suppression list;
 - ``bounces``: the latest bounces with their evidence;
 - ``ops``: queues, workers, sends under way, alerts; the audit log;
@@ -14,10 +15,19 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from mailer.web.admin import account, articles, auth, bounces, editions, ops, subscribers
+from mailer.web.admin import (
+    account,
+    articles,
+    auth,
+    bounces,
+    edition_sending,
+    editions,
+    ops,
+    subscribers,
+)
 
 #: Every router of the admin (the phone-width test visits each of their pages).
-MODULES = (auth, articles, editions, subscribers, bounces, ops, account)
+MODULES = (auth, articles, editions, edition_sending, subscribers, bounces, ops, account)
 
 
 def install(app: FastAPI) -> None:

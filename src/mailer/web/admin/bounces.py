@@ -18,7 +18,6 @@ from mailer.bounces.actions import NotConfirmable, confirm_bounce
 from mailer.bounces.models import Bounce, BounceClass, Trust
 from mailer.db import transaction
 from mailer.editions.models import Edition
-from mailer.staff.audit import record
 from mailer.subscribers.models import Subscriber
 from mailer.web.admin.auth import Staff, editor, form_of, viewer
 from mailer.web.admin.render import admin_page, redirect
@@ -70,12 +69,8 @@ def _confirm(bounce_id: int, staff: Staff) -> Response:
     back = "/admin/bounces?trust=unverified"
     with transaction() as session:
         try:
-            bounce = confirm_bounce(session, bounce_id, by=staff.email)
+            bounce = confirm_bounce(session, bounce_id, by=staff.email)  # audited there
         except NotConfirmable as exc:
             return redirect(back, f"Nothing done: {exc}.", "error")
-        record(session, actor=staff.email, action="bounce.confirm", target=f"bounce:{bounce_id}",
-               detail={"class": bounce.bounce_class, "recipient": bounce.recipient,
-                       "reason": bounce.unverified_reason, "action": bounce.action,
-                       "subscriber_id": bounce.subscriber_id})
         action = bounce.action
     return redirect(back, f"Bounce #{bounce_id} confirmed: {action}.")

@@ -2,7 +2,8 @@
 
 Search by address or name; a subscriber's status, consent history, suppression and
 bounces; the GDPR export (JSON) and erasure; suppress and lift; import a CSV; export the
-list as CSV. Every change and every export is in the audit log.
+list as CSV. Every change and every export is in the audit log: the subscribers service
+writes the entries of changes (so the CLI's are there too), the routes those of exports.
 """
 
 from __future__ import annotations
@@ -24,14 +25,13 @@ from mailer.bounces.models import Bounce
 from mailer.db import transaction
 from mailer.delivery.history import editions_sent
 from mailer.staff.audit import record
-from mailer.subscribers import importer
+from mailer.subscribers import importer, queries
 from mailer.subscribers import service as subscribers
 from mailer.subscribers.addresses import InvalidAddress, key_hash
 from mailer.subscribers.models import (
     ConsentEvent,
     Subscriber,
     SubscriberStatus,
-    Suppression,
     SuppressionReason,
 )
 from mailer.web.admin.auth import AdminRefusal, Staff, editor, form_of
@@ -83,8 +83,7 @@ def detail(request: Request, subscriber_id: RowId, staff: Staff = Depends(editor
         subscriber = _subscriber(session, subscriber_id)
         events = session.scalars(select(ConsentEvent).where(
             ConsentEvent.subscriber_id == subscriber.id).order_by(ConsentEvent.id)).all()
-        suppression = session.scalars(select(Suppression).where(
-            Suppression.address_hash == subscriber.address_hash)).first()
+        suppression = queries.suppression_of(session, subscriber.address_hash)
         bounces = session.scalars(select(Bounce).where(Bounce.subscriber_id == subscriber.id)
                                   .order_by(Bounce.id.desc()).limit(50)).all()
         sent = editions_sent(session, subscriber.id, limit=200)
@@ -116,9 +115,7 @@ def _erase(subscriber_id: int, typed: str, staff: Staff) -> Response:
         subscriber = _subscriber(session, subscriber_id)
         if typed.strip().casefold() != subscriber.email.casefold():
             return redirect(here, "To erase, type the subscriber's address exactly.", "error")
-        hash_ = privacy.erase(session, subscriber, by=staff.email)
-        record(session, actor=staff.email, action="subscriber.erase",
-               target=f"subscriber:{subscriber_id}", detail={"address_hash": hash_})
+        privacy.erase(session, subscriber, by=staff.email)  # audited there
     return redirect("/admin/subscribers", "Erased. Only a hashed suppression entry is kept, so "
                     "the address is never mailed again.")
 
@@ -136,16 +133,15 @@ def _suppress(subscriber_id: int, form: dict[str, str], staff: Staff) -> Respons
         subscriber = _subscriber(session, subscriber_id)
         if form.get("lift") == "yes":
             done = subscribers.unsuppress(session, subscriber.address_hash, by=staff.email)
-            action, message = "suppression.remove", "Lifted from the suppression list."
+            message = "Lifted from the suppression list."
         else:
             evidence = form.get("evidence", "").strip()[:1000] or f"by {staff.email}"
             done = subscribers.suppress(session, subscriber.address_hash,
                                         reason=SuppressionReason.manual, evidence=evidence,
                                         by=staff.email)
-            action, message = "suppression.add", "Suppressed: never mailed again."
+            message = "Suppressed: never mailed again."
         if not done:
             return redirect(here, "Nothing to change.", "error")
-        record(session, actor=staff.email, action=action, target=f"subscriber:{subscriber_id}")
     return redirect(here, message)
 
 
@@ -244,20 +240,15 @@ def _cell(value: object) -> str:
 def suppressions(request: Request, reason: str = "", q: str = "",
                  staff: Staff = Depends(editor)) -> HTMLResponse:
     with transaction() as session:
-        query = (select(Suppression, Subscriber.email, Subscriber.id)
-                 .outerjoin(Subscriber, Subscriber.address_hash == Suppression.address_hash)
-                 .order_by(Suppression.id.desc()).limit(500))
-        if reason:
-            query = query.where(Suppression.reason == reason)
-        error = ""
+        error, address_hash = "", None
         if q.strip():
             try:
-                query = query.where(Suppression.address_hash == key_hash(q.strip()))
+                address_hash = key_hash(q.strip())
             except InvalidAddress as exc:
                 error = str(exc)
-        rows = session.execute(query).all() if not error else []
-        counts = dict(session.execute(
-            select(Suppression.reason, func.count()).group_by(Suppression.reason)).all())
+        rows = [] if error else queries.suppressions(
+            session, reason=reason or None, address_hash=address_hash, limit=500)
+        counts = queries.suppression_counts(session)
         return admin_page(request, "suppressions.html", staff, session=session, rows=rows,
                           reason=reason, q=q, error=error, counts=counts,
                           reasons=[r.value for r in SuppressionReason])
@@ -278,9 +269,6 @@ def _add_suppression(form: dict[str, str], staff: Staff) -> Response:
     with transaction() as session:
         done = subscribers.suppress(session, hash_, reason=SuppressionReason.manual,
                                     evidence=evidence, by=staff.email)
-        if done:
-            record(session, actor=staff.email, action="suppression.add",
-                   target=f"address:{hash_[:16]}")
     return redirect("/admin/suppressions", "Suppressed: never mailed again." if done
                     else "That address was suppressed already.", "ok" if done else "error")
 
@@ -293,14 +281,12 @@ async def remove_suppression(request: Request, staff: Staff = Depends(editor)) -
 
 def _remove_suppression(hash_: str, staff: Staff) -> Response:
     with transaction() as session:
-        row = session.scalars(select(Suppression).where(Suppression.address_hash == hash_)).first()
+        row = queries.suppression_of(session, hash_)
         if row is None:
             return redirect("/admin/suppressions", "That entry is not on the list.", "error")
         if row.reason == SuppressionReason.erased:
             return redirect("/admin/suppressions", "An erasure's entry stays: it is what keeps "
                             "an erased person from being imported and mailed again.", "error")
         subscribers.unsuppress(session, hash_, by=staff.email)
-        record(session, actor=staff.email, action="suppression.remove",
-               target=f"address:{hash_[:16]}", detail={"reason": row.reason})
     return redirect("/admin/suppressions", "Removed from the suppression list. The address "
                     "gets newsletters again only as a confirmed subscriber.")

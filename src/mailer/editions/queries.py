@@ -1,0 +1,48 @@
+"""Reads of the editions for the staff's lists, written once for the web and the CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailer.articles.models import Article
+from mailer.editions.models import Edition, EditionArticle
+from mailer.localtime import format_date
+
+
+@dataclass
+class EditionList:
+    """Editions, newest first, with how many articles each has."""
+
+    editions: list[Edition]
+    articles: dict[int, int] = field(default_factory=dict)
+
+
+def edition_list(session: Session, *, limit: int | None = None) -> EditionList:
+    query = select(Edition).order_by(Edition.id.desc())
+    editions = list(session.scalars(query.limit(limit) if limit is not None else query))
+    return EditionList(editions, articles={e: int(n) for e, n in session.execute(
+        select(EditionArticle.edition_id, func.count())
+        .where(EditionArticle.edition_id.in_([e.id for e in editions]))
+        .group_by(EditionArticle.edition_id))})
+
+
+def newest_articles(session: Session, limit: int = 8) -> list[Article]:
+    return list(session.scalars(select(Article).order_by(Article.published_at.desc())
+                                .limit(limit)))
+
+
+def newest_article_at(session: Session) -> dt.datetime | None:
+    return session.scalar(select(func.max(Article.published_at)))
+
+
+def empty_window_hint(session: Session, *, earlier: str, none_yet: str) -> str:
+    """What to do about a window without articles: start it before the newest article
+    (``earlier`` says how, in the caller's terms), or import some (``none_yet``)."""
+    newest = newest_article_at(session)
+    if newest is None:
+        return none_yet
+    return f"The newest article is from {format_date(newest)}: {earlier}."

@@ -1,0 +1,74 @@
+"""Reads of the subscribers and the suppression list, written once for the web, the CLI and
+the sending side.
+
+Who may receive a newsletter now ("mailable") is written here twice, in one place: as a
+SQLAlchemy expression (the audience's count and freeze) and as the SQL text the batch's
+hand-written statements embed; ``tests/test_delivery_states.py`` checks that both choose
+the same readers.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from mailer.subscribers.models import Subscriber, SubscriberStatus, Suppression
+
+#: ``mailable()`` as SQL text, over ``subscriber`` aliased ``s`` (and ``suppression`` as ``x``).
+MAILABLE_SQL = (
+    "s.status = 'confirmed' AND NOT EXISTS "
+    "(SELECT 1 FROM suppression x WHERE x.address_hash = s.address_hash)"
+)
+
+
+def mailable() -> ColumnElement[bool]:
+    """Confirmed and not on the suppression list: who may receive a newsletter now."""
+    return (Subscriber.status == SubscriberStatus.confirmed) & ~exists().where(
+        Suppression.address_hash == Subscriber.address_hash
+    )
+
+
+def audience_size(session: Session) -> int:
+    """How many readers a send started now would go to."""
+    return int(session.scalar(select(func.count()).select_from(Subscriber).where(mailable())) or 0)
+
+
+class SuppressionRow(NamedTuple):
+    """One entry of the suppression list, with the subscriber who still has the address
+    (None once erased, or if the address never subscribed)."""
+
+    suppression: Suppression
+    email: str | None
+    subscriber_id: int | None
+
+
+def suppressions(session: Session, *, reason: str | None = None,
+                 address_hash: str | None = None, limit: int | None = None,
+                 ) -> list[SuppressionRow]:
+    """The suppression list, newest first; only ``reason`` or one address if given."""
+    query = (select(Suppression, Subscriber.email, Subscriber.id)
+             .outerjoin(Subscriber, Subscriber.address_hash == Suppression.address_hash)
+             .order_by(Suppression.created_at.desc(), Suppression.id.desc()))
+    if reason:
+        query = query.where(Suppression.reason == reason)
+    if address_hash:
+        query = query.where(Suppression.address_hash == address_hash)
+    if limit is not None:
+        query = query.limit(limit)
+    return [SuppressionRow(s, email, subscriber_id)
+            for s, email, subscriber_id in session.execute(query)]
+
+
+def suppression_of(session: Session, address_hash: str) -> Suppression | None:
+    """The suppression list's entry for this address, if it is on it."""
+    return session.scalars(
+        select(Suppression).where(Suppression.address_hash == address_hash)).first()
+
+
+def suppression_counts(session: Session) -> dict[str, int]:
+    """How many entries per reason."""
+    return {reason: int(n) for reason, n in session.execute(
+        select(Suppression.reason, func.count()).group_by(Suppression.reason))}
