@@ -239,9 +239,24 @@ def _nobody(session: Session, entry: MessageType, how: str, parts: list[str],
     return Attribution("message-id", f"{how}: a '{entry.kind}' message, no subscriber")
 
 
+def _subscriber(session: Session, entry: MessageType, how: str, parts: list[str],
+                method: str) -> Attribution | None:
+    """A message to one reader (a welcome mail): its token and Message-ID name the
+    subscriber first."""
+    if not parts or not parts[0].isdigit():
+        return None
+    subscriber_id = int(parts[0])
+    if session.get(Subscriber, subscriber_id) is None:
+        return Attribution("none", f"{how}, but subscriber {subscriber_id} no longer exists",
+                           unverified=UNKNOWN_MESSAGE)
+    return Attribution(method, f"{how}, {entry.what} to subscriber {subscriber_id}",
+                       subscriber_id=subscriber_id)
+
+
 #: How a bounce of each kind of message is attributed, by what its registry entry ties to.
 _RULES: dict[Ties, Callable[[Session, MessageType, str, list[str], str], Attribution | None]]
-_RULES = {Ties.delivery: _delivery, Ties.confirmation: _confirmation, Ties.nobody: _nobody}
+_RULES = {Ties.delivery: _delivery, Ties.confirmation: _confirmation,
+          Ties.subscriber: _subscriber, Ties.nobody: _nobody}
 assert set(_RULES) == set(Ties)
 
 

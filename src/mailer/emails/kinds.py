@@ -27,6 +27,7 @@ class MessageKind(StrEnum):
     confirmation = "confirmation"  # the double opt-in mail (a confirmation token)
     test = "test"  # a staff member's test copy of an edition
     review = "review"  # the editors' "a draft waits for your review"
+    welcome = "welcome"  # once a reader confirmed (MAILER_WELCOME_MAIL; a subscriber's id)
 
 
 class Ties(StrEnum):
@@ -35,6 +36,7 @@ class Ties(StrEnum):
 
     delivery = "delivery"  # a delivery row: its reader and its edition
     confirmation = "confirmation"  # a confirmation token: its reader
+    subscriber = "subscriber"  # a subscriber row: that reader
     nobody = "nobody"  # staff mail: a bounce of it acts on no reader
 
 
@@ -67,6 +69,8 @@ TYPES: dict[MessageKind, MessageType] = {t.kind: t for t in (
                 ties=Ties.nobody, queue=None, bulk=True, what="a staff test copy"),
     MessageType(MessageKind.review, template="edition-ready", verp=None, message_id="review",
                 ties=Ties.nobody, queue=tasks.DEFAULT, what="a review mail"),
+    MessageType(MessageKind.welcome, template="welcome", verp="w", message_id="welcome",
+                ties=Ties.subscriber, queue=tasks.CONFIRMATIONS, what="a welcome mail"),
 )}
 
 _BY_LETTER = {t.verp: t.kind for t in TYPES.values() if t.verp}
