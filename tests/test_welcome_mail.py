@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from mailer import counters
 from mailer.bounces.attribute import attribute
 from mailer.bounces.parse import parse_bounce
 from mailer.config import reset_settings
@@ -81,6 +82,10 @@ def test_a_reader_who_confirms_is_welcomed_once_and_a_bounce_of_it_attributes(
     [unsubscribe] = [u for u in links(text) if "/unsubscribe/" in u]
     assert unsubscribe == service.unsubscribe_url(sub) and unsubscribe in html
     wait_for(lambda: "welcome_sent" in events(sub.id), what="the welcome recorded")
+    # Counted under its own kind, as send_one counts every kind (flushed at the task's end).
+    wait_for(lambda: counters.smtp_figures(kind="welcome")["codes"].get("250") == 1,
+             what="the welcome mail counted")
+    assert counters.smtp_figures(kind="welcome")["count"] == 1
 
     # The task running again (a redelivered message, a retry) sends nothing more.
     assert send_welcome_mail(sub.id, token_id) == MailResult.nothing

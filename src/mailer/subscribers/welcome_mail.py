@@ -20,7 +20,7 @@ from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.emails.kinds import MessageKind
 from mailer.emails.message import message_id
-from mailer.emails.send import render, send_one
+from mailer.emails.send import send_one
 from mailer.subscribers import service
 from mailer.subscribers.confirmation_mail import MailResult
 from mailer.subscribers.models import (
@@ -47,12 +47,10 @@ def send_welcome_mail(subscriber_id: int, token_id: int) -> MailResult:
                 ConsentEvent.kind == ConsentEventKind.welcome_sent,
                 ConsentEvent.message_id == message_id(MessageKind.welcome, *ids)))):
             return MailResult.nothing
-        rendered = render(MessageKind.welcome, dict(
-            settings=settings, subscriber=subscriber,
-            unsubscribe_url=service.unsubscribe_url(subscriber)))
+        context = {"settings": settings, "subscriber": subscriber,
+                   "unsubscribe_url": service.unsubscribe_url(subscriber)}
         recipient = subscriber.email
-    result = send_one(MessageKind.welcome, recipient, {}, ids=ids, verp_id=subscriber_id,
-                      rendered=rendered)
+    result = send_one(MessageKind.welcome, recipient, context, ids=ids, verp_id=subscriber_id)
     if result.failure is not None:
         log.warning("welcome mail not sent: %s", result.failure,
                     extra={"subscriber_id": subscriber_id, "smtp_code": result.code})
