@@ -61,6 +61,39 @@ def own_web(stack):  # type: ignore[no-untyped-def]
         server.stop()
 
 
+def test_a_confirmation_mail_is_counted_under_its_own_kind(clean, worker, web) -> None:
+    """send_one times and counts every kind of message as the bulk sender counts the
+    newsletters: a confirmation mail shows under kind="confirmation", and the newsletter
+    figures stay the newsletters' alone."""
+    clean.smtp.behaviour.add("refused@example.org", "rcpt", "550 5.1.1 <x>: no such user")
+    client = httpx.Client(base_url=web.url, follow_redirects=False)
+    for address in ("counted@example.org", "refused@example.org"):
+        answer = client.post("/subscribe", data={
+            "email": address, "first_name": "Ada", "consent": "yes"})
+        assert answer.status_code == 200, answer.text
+    wait_for(lambda: clean.smtp.to("counted@example.org"), what="the confirmation mail")
+
+    def counted() -> dict | None:  # type: ignore[type-arg]
+        m = scrape(web.url)
+        replies = by_kind(m, "mailer_smtp_replies_by_kind_total")
+        return m if replies.get(("confirmation", "250")) == 1 and replies.get(
+            ("confirmation", "550")) == 1 else None
+
+    metrics = wait_for(counted, timeout=30, what="the confirmation mails to be counted")
+    assert value(metrics, "mailer_smtp_latency_by_kind_seconds_count", kind="confirmation") == 2
+    assert value(metrics, "mailer_smtp_latency_by_kind_seconds_bucket", kind="confirmation",
+                 le="+Inf") == 2
+    assert value(metrics, "mailer_smtp_latency_by_kind_seconds_sum", kind="confirmation") > 0
+    assert not any(k == "delivery" for k, _ in by_kind(
+        metrics, "mailer_smtp_replies_by_kind_total"))
+    assert sum(by_label(metrics, "mailer_smtp_replies_total", "code").values()) == 0
+    assert value(metrics, "mailer_messages_sent_total") == 0
+
+
+def by_kind(metrics: dict, name: str) -> dict[tuple[str, str], float]:  # type: ignore[type-arg]
+    return {(dict(k)["kind"], dict(k)["code"]): v for k, v in metrics.get(name, {}).items()}
+
+
 def test_metrics_match_the_database_after_a_send_with_failures_and_bounces(
         clean, worker, web) -> None:
     readers = make_subscribers(40)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mailer import backoff, tasks
 from mailer.subscribers.confirmation_mail import MailResult, send_confirmation_mail
+from mailer.subscribers.welcome_mail import send_welcome_mail
 from workers.app import app
 
 
@@ -14,4 +15,12 @@ def send_confirmation(self, subscriber_id: int) -> str:  # type: ignore[no-untyp
     if outcome == MailResult.retry:
         # Once the retries run out, the sweeper queues the mail again after the delay.
         raise self.retry(countdown=delay)
+    return str(outcome)
+
+
+@app.task(name=tasks.SEND_WELCOME, bind=True, max_retries=8)
+def send_welcome(self, subscriber_id: int, token_id: int) -> str:  # type: ignore[no-untyped-def]
+    outcome = send_welcome_mail(subscriber_id, token_id)
+    if outcome == MailResult.retry:
+        raise self.retry(countdown=backoff.CONFIRMATION_MAIL.seconds(self.request.retries))
     return str(outcome)

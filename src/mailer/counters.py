@@ -1,6 +1,11 @@
 """The counters worker processes keep in Redis: SMTP replies and latency, task failures and
 retries, and when each queue last saw work. This is the writing side, below the domain
-packages (the sender counts as it sends); :mod:`mailer.ops` reads it.
+packages and the mail they send (the sender and ``mailer.emails.send.send_one`` count as
+they send); :mod:`mailer.ops` reads it.
+
+SMTP figures are kept per kind of message (``mailer.emails.kinds``): a newsletter's under
+``mailer:metrics:smtp`` as they always were, every other kind's under
+``mailer:metrics:smtp:<kind>``.
 
 SMTP figures are added up in the process and written in one pipelined round trip at most
 once a second (and at the end of every task), so a send of thousands of messages costs a
@@ -24,6 +29,8 @@ from mailer.tasks import BULK
 log = logging.getLogger(__name__)
 
 SMTP_KEY = "mailer:metrics:smtp"
+#: The kind whose figures are under SMTP_KEY itself (the newsletters').
+BULK_KIND = "delivery"
 TASKS_KEY = "mailer:metrics:tasks"
 ACTIVITY_KEY = "mailer:ops:activity"
 
@@ -65,14 +72,27 @@ class _Buffer:
             return fields, total
 
 
-_buffer = _Buffer()
+_buffers: dict[str, _Buffer] = {BULK_KIND: _Buffer()}
+_buffers_lock = threading.Lock()
 
 
-def record_smtp(code: int | None, seconds: float) -> None:
-    """Count one SMTP transaction of a newsletter send: its reply code (None when the
-    connection failed) and how long it took. Never raises."""
+def smtp_key(kind: str = BULK_KIND) -> str:
+    return SMTP_KEY if kind == BULK_KIND else f"{SMTP_KEY}:{kind}"
+
+
+def _buffer_of(kind: str) -> _Buffer:
+    buffer = _buffers.get(kind)
+    if buffer is None:
+        with _buffers_lock:
+            buffer = _buffers.setdefault(kind, _Buffer())
+    return buffer
+
+
+def record_smtp(code: int | None, seconds: float, kind: str = BULK_KIND) -> None:
+    """Count one SMTP transaction of a message of ``kind`` (a newsletter's, by default):
+    its reply code (None when the connection failed) and how long it took. Never raises."""
     try:
-        if _buffer.add(code, seconds):
+        if _buffer_of(kind).add(code, seconds):
             flush()
     except Exception:  # metrics must never stop a send
         log.debug("could not record an SMTP reply", exc_info=True)
@@ -81,20 +101,24 @@ def record_smtp(code: int | None, seconds: float) -> None:
 def flush() -> None:
     """Write what this process counted to Redis. Never raises; on failure the counts are
     kept for the next attempt."""
-    fields, latency_sum = _buffer.take()
-    if not fields:
+    taken = [(kind, buffer, *buffer.take()) for kind, buffer in list(_buffers.items())]
+    taken = [t for t in taken if t[2]]
+    if not taken:
         return
     try:
         pipe = get_redis().pipeline(transaction=False)
-        for name, n in fields.items():
-            pipe.hincrby(SMTP_KEY, name, n)
-        pipe.hincrbyfloat(SMTP_KEY, "latency_sum", latency_sum)
-        pipe.hset(ACTIVITY_KEY, BULK, time.time())
+        for kind, _, fields, latency_sum in taken:
+            for name, n in fields.items():
+                pipe.hincrby(smtp_key(kind), name, n)
+            pipe.hincrbyfloat(smtp_key(kind), "latency_sum", latency_sum)
+            if kind == BULK_KIND:
+                pipe.hset(ACTIVITY_KEY, BULK, time.time())
         pipe.execute()
     except (redis.RedisError, OSError) as exc:
-        with _buffer.lock:  # try again at the next flush
-            _buffer.fields.update(fields)
-            _buffer.latency_sum += latency_sum
+        for _, buffer, fields, latency_sum in taken:
+            with buffer.lock:  # try again at the next flush
+                buffer.fields.update(fields)
+                buffer.latency_sum += latency_sum
         log.debug("could not write SMTP metrics to Redis: %s", exc)
 
 
@@ -122,10 +146,10 @@ def _decoded(raw: dict[Any, Any]) -> dict[str, str]:
                                                           else v) for k, v in raw.items()}
 
 
-def smtp_figures(client: redis.Redis | None = None) -> dict[str, Any]:
+def smtp_figures(client: redis.Redis | None = None, kind: str = BULK_KIND) -> dict[str, Any]:
     """{"codes": {"250": n, "none": n}, "sent": n, "buckets": {"0.005": n, …, "+Inf": n}
-    (not cumulative), "count": n, "sum": seconds}."""
-    raw = _decoded((client or get_redis()).hgetall(SMTP_KEY))  # type: ignore[arg-type]
+    (not cumulative), "count": n, "sum": seconds} of one kind of message (newsletters')."""
+    raw = _decoded((client or get_redis()).hgetall(smtp_key(kind)))  # type: ignore[arg-type]
     codes = {k.split(":", 1)[1]: int(v) for k, v in raw.items() if k.startswith("code:")}
     buckets = {k.split(":", 1)[1]: int(v) for k, v in raw.items() if k.startswith("bucket:")}
     return {"codes": codes, "sent": int(raw.get("sent", 0)), "buckets": buckets,
@@ -152,26 +176,29 @@ def last_activity(client: redis.Redis | None = None) -> dict[str, float]:
 
 class TimedTransport:
     """Wraps the process's SMTP transport: every ``send`` is timed and its reply code
-    counted (:func:`record_smtp`); results and failures pass through unchanged."""
+    counted (:func:`record_smtp`, under ``kind``); results and failures pass through
+    unchanged. A failure is counted when it is an SMTP one (it carries the ``code`` and
+    ``stage`` of ``mailer.emails.transport.SMTPFailure``, which this layer, below the
+    mail, does not import)."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, kind: str = BULK_KIND) -> None:
         self._inner = inner
+        self._kind = kind
 
     def send(self, sender: str, recipient: str, payload: bytes, then: Any = None) -> Any:
-        from mailer.emails.transport import SMTPFailure
-
         start = time.perf_counter()
         try:
             accepted = self._inner.send(sender, recipient, payload, then)
-        except SMTPFailure as failure:
-            record_smtp(failure.code, time.perf_counter() - start)
+        except Exception as failure:
+            if hasattr(failure, "stage") and hasattr(failure, "code"):
+                record_smtp(failure.code, time.perf_counter() - start, self._kind)
             raise
-        record_smtp(accepted.code, time.perf_counter() - start)
+        record_smtp(accepted.code, time.perf_counter() - start, self._kind)
         return accepted
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
 
-def timed(transport: Any) -> TimedTransport:
-    return TimedTransport(transport)
+def timed(transport: Any, kind: str = BULK_KIND) -> TimedTransport:
+    return TimedTransport(transport, kind)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 # --- queues ------------------------------------------------------------------------------------
 
-#: Double opt-in mails: never stuck behind a newsletter send.
+#: Double opt-in mails (and the welcome after them): never stuck behind a newsletter send.
 CONFIRMATIONS = "confirmations"
 #: An edition's deliveries, a range of delivery ids per task.
 BULK = "bulk"
@@ -38,6 +38,7 @@ QUEUES = (BULK, CONFIRMATIONS, DEFAULT)
 
 SEND_BATCH = "workers.bulk.send_batch"
 SEND_CONFIRMATION = "workers.confirmations.send_confirmation"
+SEND_WELCOME = "workers.confirmations.send_welcome"
 PROCESS_INBOUND = "workers.bounces.process_inbound"
 PROCESS_SPOOL = "workers.bounces.process_spool"
 POLL_MAILBOX = "workers.bounces.poll_mailbox"
@@ -48,7 +49,7 @@ DRAFT_NEXT_EDITION = "workers.maintenance.draft_next_edition"
 MAIL_EDITORS = "workers.maintenance.mail_editors"
 
 #: The queue of every task that does not run on :data:`DEFAULT`.
-QUEUE_OF = {SEND_BATCH: BULK, SEND_CONFIRMATION: CONFIRMATIONS}
+QUEUE_OF = {SEND_BATCH: BULK, SEND_CONFIRMATION: CONFIRMATIONS, SEND_WELCOME: CONFIRMATIONS}
 
 
 def queue_of(task: str) -> str:

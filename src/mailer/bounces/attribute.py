@@ -26,7 +26,7 @@ ties by the address. Read-only: this module looks rows up and changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from sqlalchemy import select
@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from mailer.bounces.models import UNVERIFIED_REASONS
 from mailer.bounces.parse import BounceReport, FailedRecipient
 from mailer.delivery.models import Delivery
-from mailer.emails.kinds import MessageKind, of_message_id_prefix
+from mailer.emails.kinds import MessageType, Ties, of_message_id_prefix, type_of
 from mailer.emails.message import looks_like_ours, parse_message_id
 from mailer.emails.verp import VerpToken, parse_return_path
 from mailer.subscribers.addresses import InvalidAddress, normalise
@@ -187,32 +187,77 @@ def _checked(session: Session, tie: Attribution, recipient: FailedRecipient | No
 
 
 def _by_token(session: Session, token: VerpToken, where: str) -> Attribution:
-    local = where.split("@")[0]
-    if token.kind == MessageKind.delivery:
-        delivery = session.get(Delivery, token.id)
+    how = f"VERP token {where.split('@')[0]}: signature valid"
+    entry = type_of(token.kind)
+    tie = _RULES[entry.ties](session, entry, how, [str(token.id)], "verp")
+    assert tie is not None  # a token's one part is its row id: every rule takes it
+    return tie
+
+
+def _delivery(session: Session, entry: MessageType, how: str, parts: list[str],
+              method: str) -> Attribution | None:
+    """A delivery's token names its row; its Message-ID the edition and the row."""
+    if method == "verp":
+        delivery = session.get(Delivery, int(parts[0]))
         if delivery is None:
-            return Attribution("verp", f"VERP token {local}: signature valid, but delivery "
-                                       f"{token.id} no longer exists", unverified=UNKNOWN_MESSAGE)
-        return Attribution(
-            "verp", f"VERP token {local}: signature valid, delivery {delivery.id}",
-            delivery_id=delivery.id, edition_id=delivery.edition_id,
-            subscriber_id=delivery.subscriber_id,
-        )
-    if token.kind == MessageKind.confirmation:
-        return _confirmation(session, token.id, f"VERP token {local}: signature valid")
-    return Attribution("verp", f"VERP token {local}: a staff test copy, no subscriber")
+            return Attribution("verp", f"{how}, but delivery {parts[0]} no longer exists",
+                               unverified=UNKNOWN_MESSAGE)
+        note = f"{how}, delivery {delivery.id}"
+    else:
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            return None
+        edition_id, delivery_id = int(parts[0]), int(parts[1])
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is None or delivery.edition_id != edition_id:
+            return Attribution("none", f"{how} names delivery {delivery_id}, which no "
+                                       "longer exists", unverified=UNKNOWN_MESSAGE)
+        note = f"{how}: delivery {delivery.id}"
+    return Attribution(method, note, delivery_id=delivery.id, edition_id=delivery.edition_id,
+                       subscriber_id=delivery.subscriber_id)
 
 
-def _confirmation(session: Session, token_id: int, how: str) -> Attribution:
+def _confirmation(session: Session, entry: MessageType, how: str, parts: list[str],
+                  method: str) -> Attribution | None:
+    """A confirmation mail's token and Message-ID both name its confirmation token."""
+    if len(parts) != 1 or not parts[0].isdigit():
+        return None
+    token_id = int(parts[0])
     row = session.get(ConfirmationToken, token_id)
     if row is None:
         return Attribution("none", f"{how}, but confirmation {token_id} no longer exists",
                            unverified=UNKNOWN_MESSAGE)
-    return Attribution(
-        "verp" if how.startswith("VERP") else "message-id",
-        f"{how}, confirmation mail {token_id}",
-        subscriber_id=row.subscriber_id, confirmation_token_id=row.id,
-    )
+    return Attribution(method, f"{how}, confirmation mail {token_id}",
+                       subscriber_id=row.subscriber_id, confirmation_token_id=row.id)
+
+
+def _nobody(session: Session, entry: MessageType, how: str, parts: list[str],
+            method: str) -> Attribution | None:
+    """Staff mail: tied, but to no reader."""
+    if method == "verp":
+        return Attribution("verp", f"{how.removesuffix(': signature valid')}: {entry.what}, "
+                                   "no subscriber")
+    return Attribution("message-id", f"{how}: a '{entry.kind}' message, no subscriber")
+
+
+def _subscriber(session: Session, entry: MessageType, how: str, parts: list[str],
+                method: str) -> Attribution | None:
+    """A message to one reader (a welcome mail): its token and Message-ID name the
+    subscriber first."""
+    if not parts or not parts[0].isdigit():
+        return None
+    subscriber_id = int(parts[0])
+    if session.get(Subscriber, subscriber_id) is None:
+        return Attribution("none", f"{how}, but subscriber {subscriber_id} no longer exists",
+                           unverified=UNKNOWN_MESSAGE)
+    return Attribution(method, f"{how}, {entry.what} to subscriber {subscriber_id}",
+                       subscriber_id=subscriber_id)
+
+
+#: How a bounce of each kind of message is attributed, by what its registry entry ties to.
+_RULES: dict[Ties, Callable[[Session, MessageType, str, list[str], str], Attribution | None]]
+_RULES = {Ties.delivery: _delivery, Ties.confirmation: _confirmation,
+          Ties.subscriber: _subscriber, Ties.nobody: _nobody}
+assert set(_RULES) == set(Ties)
 
 
 def _by_message_id(session: Session, message_id: str) -> Attribution | None:
@@ -222,18 +267,11 @@ def _by_message_id(session: Session, message_id: str) -> Attribution | None:
     if parsed is None:
         return None  # not ours, or altered: says nothing about who it was
     prefix, parts = parsed
-    kind = of_message_id_prefix(prefix) or prefix
+    kind = of_message_id_prefix(prefix)
     how = f"quoted Message-ID {message_id} (signature valid)"
-    if kind == MessageKind.delivery and len(parts) == 2 and all(p.isdigit() for p in parts):
-        edition_id, delivery_id = int(parts[0]), int(parts[1])
-        delivery = session.get(Delivery, delivery_id)
-        if delivery is None or delivery.edition_id != edition_id:
-            return Attribution("none", f"{how} names delivery {delivery_id}, which no "
-                                       "longer exists", unverified=UNKNOWN_MESSAGE)
-        return Attribution(
-            "message-id", f"{how}: delivery {delivery.id}", delivery_id=delivery.id,
-            edition_id=delivery.edition_id, subscriber_id=delivery.subscriber_id,
-        )
-    if kind == MessageKind.confirmation and len(parts) == 1 and parts[0].isdigit():
-        return _confirmation(session, int(parts[0]), how)
-    return Attribution("message-id", f"{how}: a '{kind}' message, no subscriber")
+    if kind is not None:
+        entry = type_of(kind)
+        tie = _RULES[entry.ties](session, entry, how, parts, "message-id")
+        if tie is not None:
+            return tie
+    return Attribution("message-id", f"{how}: a '{kind or prefix}' message, no subscriber")

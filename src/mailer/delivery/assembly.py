@@ -8,7 +8,8 @@ Message-ID, List-Unsubscribe) are spliced in. No ``EmailMessage`` is built on th
 that costs ~3 ms a message; encoding the whole 30 KB body per reader cost ~0.1 ms.
 
 The header *list* still comes from :mod:`mailer.emails.message`, so there is one place that
-decides what a newsletter carries.
+decides what a newsletter carries; the kind (a delivery or a test copy) and its wire
+spellings come from its entry in :mod:`mailer.emails.kinds`.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from email.utils import format_datetime, formataddr
 from mailer.config import get_settings
 from mailer.db import utcnow
 from mailer.emails.dkim import configured_signer
-from mailer.emails.kinds import MessageKind
+from mailer.emails.kinds import MessageKind, Ties, type_of
 from mailer.emails.message import (
     SMTP_POLICY,
-    _header_safe,
-    _split_from,
+    header_safe,
     message_id,
     newsletter_headers,
+    split_from,
 )
 from mailer.emails.verp import return_path
 from mailer.subscribers.service import unsubscribe_url_for
@@ -92,9 +93,9 @@ def _static_headers(subject: str) -> bytes:
     """From, Subject, Reply-To, MIME-Version encoded and folded once (RFC 2047 where needed)."""
     settings = get_settings()
     msg = EmailMessage(policy=SMTP_POLICY)
-    from_name, from_email = _split_from(settings.from_address)
+    from_name, from_email = split_from(settings.from_address)
     msg["From"] = formataddr((from_name, from_email)) if from_name else from_email
-    msg["Subject"] = _header_safe(subject)
+    msg["Subject"] = header_safe(subject)
     if settings.reply_to:
         msg["Reply-To"] = settings.reply_to
     msg["MIME-Version"] = "1.0"
@@ -106,12 +107,16 @@ class MessageAssembler:
     """Turns (snapshot, reader) into the exact bytes handed to the SMTP server."""
 
     def __init__(self, *, edition_id: int, subject: str, personaliser: object,
-                 view_url: str, kind: str = MessageKind.delivery, test: bool = False) -> None:
+                 view_url: str, kind: MessageKind | str = MessageKind.delivery) -> None:
+        entry = type_of(kind)
+        if not entry.bulk:
+            raise ValueError(f"a {entry.kind} message is not assembled from a snapshot")
         self.edition_id = edition_id
         self.personaliser = personaliser
         self.view_url = view_url
-        self.kind = kind
-        self.test = test
+        self.kind = entry.kind
+        #: A copy tied to no reader (a test copy): its VERP token names the edition.
+        self.test = entry.ties is Ties.nobody
         self.static = _static_headers(subject)
         seed = hashlib.sha256(f"{edition_id}:{subject}:{view_url}".encode()).hexdigest()[:20]
         self.boundary = f"=_mailer_{seed}"
@@ -142,8 +147,8 @@ class MessageAssembler:
 
     def envelope_from(self, reader: Reader) -> str:
         if self.test:  # a bounce of a test copy names the edition, and suppresses nobody
-            return return_path("test", self.edition_id)
-        return return_path("delivery", reader.delivery_id)
+            return return_path(self.kind, self.edition_id)
+        return return_path(self.kind, reader.delivery_id)
 
     def message_id(self, reader: Reader) -> str:
         return message_id(self.kind, self.edition_id, reader.delivery_id)

@@ -351,9 +351,11 @@ def send_test_copies(
     it. Not counted: no delivery rows, no audience. Returns (address, result) pairs."""
     import secrets
 
+    from mailer.counters import timed
     from mailer.db import transaction
     from mailer.delivery.assembly import MessageAssembler, Reader
     from mailer.editions import snapshot
+    from mailer.emails.kinds import MessageKind
     from mailer.emails.transport import SMTPFailure, process_transport
     from mailer.subscribers.addresses import InvalidAddress, normalise
     from mailer.subscribers.service import public_id_of_test_copy
@@ -363,10 +365,11 @@ def send_test_copies(
         personaliser, subject = snapshot.as_mailed(edition, check=True)
         assembler = MessageAssembler(edition_id=edition.id, subject=f"[TEST] {subject}",
                                      personaliser=personaliser, view_url=snapshot.view_url(edition),
-                                     kind="test", test=True)
+                                     kind=MessageKind.test)
         _record(session, by, "edition.test", edition, {"to": list(addresses)})
     results: list[tuple[str, str]] = []
-    transport = process_transport()
+    # Built by the edition's assembler, as a reader's copy is; counted under its kind.
+    transport = timed(process_transport(), MessageKind.test)
     for address in addresses:
         try:
             email, _ = normalise(address)

@@ -2,7 +2,8 @@
 
 One mail per active editor, each recorded in the audit log once the SMTP server accepted
 it (``edition.review_mail``), so a task that runs again mails only those still waiting.
-The envelope sender is the newsletter's own address: this is staff mail, not a delivery.
+The envelope sender is the newsletter's own address: this is staff mail, not a delivery
+(its registry entry has no VERP letter; ``mailer.emails.send.send_one`` sends it).
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.editions.models import Edition
 from mailer.emails.kinds import MessageKind
-from mailer.emails.message import build_message, message_id, to_bytes
-from mailer.emails.render import render_email
-from mailer.emails.transport import SMTPFailure, process_transport
+from mailer.emails.send import render, send_one
 from mailer.localtime import window_label
 from mailer.staff import accounts
 from mailer.staff.audit import record
@@ -52,27 +51,24 @@ def send_review_mails(edition_id: int) -> list[Mailed]:
         done = set(session.scalars(select(AuditEntry.actor).where(
             AuditEntry.action == ACTION, AuditEntry.target == f"edition:{edition_id}")))
         editors = [(u.id, u.email) for u in accounts.editors(session)]
-        rendered = render_email(
-            "edition-ready", settings=settings, edition=edition,
+        rendered = render(MessageKind.review, dict(
+            settings=settings, edition=edition,
             articles=[link.article.title for link in edition.articles],
             window=window_label(edition.window_start, edition.window_end),
-            review_url=review_url(edition_id))
+            review_url=review_url(edition_id)))
     results = []
-    transport = process_transport()
     for user_id, email in editors:
         if email in done:
             results.append(Mailed(email, "already"))
             continue
-        payload = to_bytes(build_message(
-            to_email=email, subject=rendered.subject, text=rendered.text, html=rendered.html,
-            msg_id=message_id(MessageKind.review, edition_id, user_id)))
-        try:
-            transport.send(settings.from_email, email, payload)
-        except SMTPFailure as failure:
-            kind = "retry" if failure.temporary else "failed"
-            results.append(Mailed(email, f"{kind}: {failure}"))
-            log.warning("review mail to %s not sent: %s", email, failure,
-                        extra={"edition_id": edition_id, "smtp_code": failure.code})
+        # Rendered once for every editor; each mail has its own Message-ID.
+        sent = send_one(MessageKind.review, email, {}, ids=[edition_id, user_id],
+                        rendered=rendered)
+        if sent.failure is not None:
+            kind = "retry" if sent.temporary else "failed"
+            results.append(Mailed(email, f"{kind}: {sent.failure}"))
+            log.warning("review mail to %s not sent: %s", email, sent.failure,
+                        extra={"edition_id": edition_id, "smtp_code": sent.code})
             continue
         with transaction() as session:
             # The actor is the editor mailed: the audit row doubles as "already mailed".

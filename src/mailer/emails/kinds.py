@@ -1,15 +1,25 @@
-"""The kinds of message the service sends, one name each, and how each is spelled on the wire.
+"""The kinds of message the service sends: one registry entry each.
 
 In code a kind has one name (``MessageKind.delivery``, a newsletter edition sent to one
-reader). On the wire it keeps the spellings mail already sent carries, so that a bounce of
-an old message still ties to what it was: the VERP letter of the return path
+reader) and one :class:`MessageType` in :data:`TYPES`, which says everything the rest of the
+service needs to know about it: the template folder it is rendered from, its two wire
+spellings, what a bounce of it is tied to, the queue its task runs on, and whether it goes
+out through the bulk sender.
+
+The wire spellings are the ones mail already sent carries, so that a bounce of an old
+message still ties to what it was: the VERP letter of the return path
 (:mod:`mailer.emails.verp`) and the first part of the Message-ID
-(:mod:`mailer.emails.message`).
+(:mod:`mailer.emails.message`). They must never change; a new kind takes new ones.
+
+Adding a message type is one entry here and one folder under ``templates/email/``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
+
+from mailer import tasks
 
 
 class MessageKind(StrEnum):
@@ -17,18 +27,67 @@ class MessageKind(StrEnum):
     confirmation = "confirmation"  # the double opt-in mail (a confirmation token)
     test = "test"  # a staff member's test copy of an edition
     review = "review"  # the editors' "a draft waits for your review"
+    welcome = "welcome"  # once a reader confirmed (MAILER_WELCOME_MAIL; a subscriber's id)
 
+
+class Ties(StrEnum):
+    """What the id in a message's VERP token or Message-ID names: how a bounce of it is
+    attributed (:mod:`mailer.bounces.attribute` has one rule for each)."""
+
+    delivery = "delivery"  # a delivery row: its reader and its edition
+    confirmation = "confirmation"  # a confirmation token: its reader
+    subscriber = "subscriber"  # a subscriber row: that reader
+    nobody = "nobody"  # staff mail: a bounce of it acts on no reader
+
+
+@dataclass(frozen=True)
+class MessageType:
+    kind: MessageKind
+    #: The folder under ``templates/email/`` (the edition's own for its copies).
+    template: str
+    #: The letter after ``bounces+``; None: sent from the newsletter's own address, no bounce
+    #: is tied back to it.
+    verp: str | None
+    #: The first part of the Message-ID.
+    message_id: str
+    ties: Ties
+    #: The Celery queue of the task that sends it; None: sent in the request that asks.
+    queue: str | None
+    #: Sent by the bulk sender (``mailer.delivery``), from the edition's frozen snapshot.
+    bulk: bool = False
+    #: How a note about a bounce of it names it.
+    what: str = ""
+
+
+TYPES: dict[MessageKind, MessageType] = {t.kind: t for t in (
+    MessageType(MessageKind.delivery, template="digest", verp="d", message_id="nl",
+                ties=Ties.delivery, queue=tasks.BULK, bulk=True, what="a newsletter"),
+    MessageType(MessageKind.confirmation, template="confirm-subscription", verp="c",
+                message_id="confirm", ties=Ties.confirmation, queue=tasks.CONFIRMATIONS,
+                what="a confirmation mail"),
+    MessageType(MessageKind.test, template="digest", verp="t", message_id="test",
+                ties=Ties.nobody, queue=None, bulk=True, what="a staff test copy"),
+    MessageType(MessageKind.review, template="edition-ready", verp=None, message_id="review",
+                ties=Ties.nobody, queue=tasks.DEFAULT, what="a review mail"),
+    MessageType(MessageKind.welcome, template="welcome", verp="w", message_id="welcome",
+                ties=Ties.subscriber, queue=tasks.CONFIRMATIONS, what="a welcome mail"),
+)}
+
+_BY_LETTER = {t.verp: t.kind for t in TYPES.values() if t.verp}
+_BY_PREFIX = {t.message_id: t.kind for t in TYPES.values()}
+assert all(len(letter) == 1 for letter in _BY_LETTER), "a VERP kind is one letter"
+assert len(_BY_LETTER) == sum(1 for t in TYPES.values() if t.verp), "a VERP letter twice"
+assert len(_BY_PREFIX) == len(TYPES), "a Message-ID prefix twice"
 
 #: ``bounces+<letter><id>-…``: only kinds a bounce can be tied back to have one.
-VERP_LETTER = {MessageKind.delivery: "d", MessageKind.confirmation: "c", MessageKind.test: "t"}
+VERP_LETTER = {kind: letter for letter, kind in _BY_LETTER.items()}
 #: ``<prefix>.<parts>.<signature>@…``
-MESSAGE_ID_PREFIX = {MessageKind.delivery: "nl", MessageKind.confirmation: "confirm",
-                     MessageKind.test: "test", MessageKind.review: "review"}
+MESSAGE_ID_PREFIX = {kind: prefix for prefix, kind in _BY_PREFIX.items()}
 
-_LETTER_OF: dict[str, str] = {kind.value: letter for kind, letter in VERP_LETTER.items()}
-_PREFIX_OF: dict[str, str] = {kind.value: prefix for kind, prefix in MESSAGE_ID_PREFIX.items()}
-_BY_LETTER = {letter: kind for kind, letter in VERP_LETTER.items()}
-_BY_PREFIX = {prefix: kind for kind, prefix in MESSAGE_ID_PREFIX.items()}
+
+def type_of(kind: MessageKind | str) -> MessageType:
+    """The registry entry of ``kind`` (raises KeyError for a name that is none)."""
+    return TYPES[MessageKind(kind)]
 
 
 def of_verp_letter(letter: str) -> MessageKind:
@@ -37,13 +96,19 @@ def of_verp_letter(letter: str) -> MessageKind:
 
 def verp_letter(kind: MessageKind | str) -> str:
     """Raises KeyError for a kind no bounce is tied back to (a review mail)."""
-    return _LETTER_OF[kind]
+    letter = type_of(kind).verp
+    if letter is None:
+        raise KeyError(kind)
+    return letter
 
 
 def message_id_prefix(kind: MessageKind | str) -> str:
     """A kind's wire spelling; a spelling itself (``"nl"``, as tests of old mail write it)
     stays as it is."""
-    return _PREFIX_OF.get(kind, kind)
+    try:
+        return type_of(kind).message_id
+    except ValueError:
+        return str(kind)
 
 
 def of_message_id_prefix(prefix: str) -> MessageKind | None:

@@ -2,7 +2,8 @@
 
 Headers are decided here and nowhere else: From, To, Subject, Date, Message-ID, and for
 newsletters List-Unsubscribe (+ One-Click), List-Id and Precedence. The bulk path in
-``mailer.delivery.assembly`` reuses :func:`newsletter_headers` and :func:`message_id`.
+``mailer.delivery.assembly`` reuses :func:`newsletter_headers`, :func:`message_id`,
+:func:`header_safe`, :func:`split_from` and :data:`SMTP_POLICY`.
 """
 
 from __future__ import annotations
@@ -82,12 +83,12 @@ def newsletter_headers(unsubscribe_url: str) -> list[tuple[str, str]]:
     return [
         ("List-Unsubscribe", f"<{unsubscribe_url}>"),
         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-        ("List-Id", f"{_header_safe(settings.list_name)} <{settings.list_id}>"),
+        ("List-Id", f"{header_safe(settings.list_name)} <{settings.list_id}>"),
         ("Precedence", "bulk"),
     ]
 
 
-def _header_safe(value: str) -> str:
+def header_safe(value: str) -> str:
     """Strip CR, LF and other control characters: nothing can inject a header."""
     return "".join(ch for ch in value if ch >= " " and ch != "\x7f").strip()
 
@@ -104,11 +105,11 @@ def build_message(
     """A multipart/alternative message: text/plain first, text/html last."""
     settings = get_settings()
     msg = EmailMessage(policy=SMTP_POLICY)
-    from_name, from_email = _split_from(settings.from_address)
+    from_name, from_email = split_from(settings.from_address)
     msg["From"] = Address(display_name=from_name, addr_spec=from_email)
     # The address alone: nothing a reader typed into a form ever reaches a header.
     msg["To"] = to_email
-    msg["Subject"] = _header_safe(subject)
+    msg["Subject"] = header_safe(subject)
     msg["Date"] = format_datetime(utcnow())
     msg["Message-ID"] = msg_id
     if settings.reply_to:
@@ -121,11 +122,11 @@ def build_message(
     return msg
 
 
-def _split_from(value: str) -> tuple[str, str]:
+def split_from(value: str) -> tuple[str, str]:
     from email.utils import parseaddr
 
     name, addr = parseaddr(value)
-    return _header_safe(name), addr
+    return header_safe(name), addr
 
 
 def to_bytes(msg: EmailMessage) -> bytes:

@@ -1,8 +1,8 @@
 """VERP return paths: ``bounces+<kind><id>-<signature>@<bounce domain>``.
 
-The token names what the message was (its :class:`~mailer.emails.kinds.MessageKind` by a
-letter: a newsletter delivery ``d``, a confirmation mail ``c``, a test copy ``t``) and its
-row id, signed with the secret key. It holds no address,
+The token names what the message was (its :class:`~mailer.emails.kinds.MessageKind` by the
+letter its registry entry gives: a newsletter delivery ``d``, a confirmation mail ``c``, a
+test copy ``t``) and its row id, signed with the secret key. It holds no address,
 is lowercase (mail systems may fold the case of local parts) and keeps the local part
 well under 64 octets. A bounce to a token whose signature fails is backscatter or forgery:
 it suppresses nobody.
@@ -35,7 +35,7 @@ def _base36(n: int) -> str:
 
 @dataclass(frozen=True)
 class VerpToken:
-    kind: MessageKind  # delivery, confirmation or test
+    kind: MessageKind  # a kind whose registry entry has a VERP letter
     id: int
 
 

@@ -1,6 +1,7 @@
 """``/metrics`` in Prometheus's text format, gathered at scrape time.
 
-From Redis: queue depths, workers alive, SMTP reply codes and latency, messages sent,
+From Redis: queue depths, workers alive, SMTP reply codes and latency (the newsletters',
+and every kind of message's: ``mailer_smtp_replies_by_kind``), messages sent,
 task failures and retries, the bounce alert counters. From the database: deliveries by
 state, each edition under way, bounces by class, complaint rates, subscribers. Alerts as
 ``mailer_alert{alert="…"}`` 0/1. A part that cannot be read is left out and its
@@ -34,6 +35,7 @@ from mailer.bounces.models import UNVERIFIED_REASONS, Bounce, Trust
 from mailer.counters import LATENCY_BUCKETS, record_smtp, timed
 from mailer.db import transaction
 from mailer.delivery.models import Delivery, DeliveryState
+from mailer.emails.kinds import TYPES, MessageKind
 from mailer.ops import alerts as alerts_
 from mailer.ops import status
 from mailer.subscribers.models import Subscriber, Suppression
@@ -74,12 +76,34 @@ def _gauge(name: str, doc: str, value: float | None = None,
 # --- Redis ---------------------------------------------------------------------------------------
 
 
+def _smtp_by_kind(figures: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    """The SMTP figures of every kind of message (``mailer.emails.kinds``): newsletters,
+    confirmation mails, review mails, test copies, each counted as it is sent."""
+    replies = CounterMetricFamily("mailer_smtp_replies_by_kind", "SMTP transactions by "
+                                  "kind of message and final reply code (none: no reply)",
+                                  labels=["kind", "code"])
+    latency = HistogramMetricFamily("mailer_smtp_latency_by_kind_seconds", "Duration of one "
+                                    "SMTP transaction, by kind of message", labels=["kind"])
+    for kind, smtp in figures.items():
+        for code, n in sorted(smtp["codes"].items()):
+            replies.add_metric([kind, code], n)
+        cumulative, buckets = 0, []
+        for bound in (*(repr(b) for b in LATENCY_BUCKETS), "+Inf"):
+            cumulative += smtp["buckets"].get(bound, 0)
+            buckets.append((bound, cumulative))
+        latency.add_metric([kind], buckets, smtp["sum"])
+    yield replies
+    yield latency
+
+
 def _redis_metrics(redis_part: status.RedisState) -> Iterator[Metric]:
     try:
         error, queues, unacked, workers = redis_part
         if error is not None or queues is None or workers is None:
             raise redis.ConnectionError(error or "unreachable")
         smtp = counters.smtp_figures()
+        by_kind = {kind.value: smtp if kind is MessageKind.delivery else
+                   counters.smtp_figures(kind=kind.value) for kind in TYPES}
         tasks = counters.task_figures()
         bounce_alerts = alert_counts()
     except (redis.RedisError, OSError) as exc:
@@ -119,6 +143,7 @@ def _redis_metrics(redis_part: status.RedisState) -> Iterator[Metric]:
     yield HistogramMetricFamily("mailer_smtp_latency_seconds",
                                 "Duration of one SMTP transaction of a newsletter send",
                                 buckets=buckets, sum_value=smtp["sum"])
+    yield from _smtp_by_kind(by_kind)
 
     for event, name, doc in (
             ("failure", "mailer_task_failures", "Celery tasks that raised an exception"),

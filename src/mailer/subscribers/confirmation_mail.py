@@ -1,4 +1,4 @@
-"""Sending the double opt-in mail: claimed in the database, sent, then recorded.
+"""Sending the double opt-in mail: claimed in the database, sent (``send_one``), then recorded.
 
 The claim makes a task that runs twice (a redelivered Celery message, the sweeper's
 resend) send one mail; the mark after the server's 250 makes a crash before it a resend,
@@ -14,10 +14,7 @@ from enum import StrEnum
 from mailer.config import get_settings
 from mailer.db import transaction, utcnow
 from mailer.emails.kinds import MessageKind
-from mailer.emails.message import build_message, message_id, to_bytes
-from mailer.emails.render import render_email
-from mailer.emails.transport import SMTPFailure, process_transport
-from mailer.emails.verp import return_path
+from mailer.emails.send import render, send_one
 from mailer.subscribers import service
 from mailer.subscribers.models import Subscriber
 
@@ -48,27 +45,22 @@ def send_confirmation_mail(subscriber_id: int, *, retry_in: float = 0.0) -> Mail
             return MailResult.nothing
         subscriber = session.get(Subscriber, subscriber_id)
         assert subscriber is not None
-        msg_id = message_id(MessageKind.confirmation, token.id)
-        rendered = render_email(
-            "confirm-subscription",
-            settings=settings,
-            subscriber=subscriber,
-            confirm_url=service.confirmation_url(token),
-            expires_days=settings.confirmation_ttl_days,
-        )
+        # Rendered inside the claim's transaction: a template that fails claims nothing.
         # To carries the address alone, as in the newsletters: nothing a stranger typed
         # into the public form reaches a header (the email package's formataddr leaves
         # ":" and "@" in a non-ASCII display name unquoted, so "Otto Bcc: x@y Ölberg"
         # would turn To into a group naming x@y).
-        payload = to_bytes(build_message(
-            to_email=subscriber.email, subject=rendered.subject,
-            text=rendered.text, html=rendered.html, msg_id=msg_id,
+        rendered = render(MessageKind.confirmation, dict(
+            settings=settings,
+            subscriber=subscriber,
+            confirm_url=service.confirmation_url(token),
+            expires_days=settings.confirmation_ttl_days,
         ))
         recipient, token_id = subscriber.email, token.id
-        sender = return_path(MessageKind.confirmation, token.id)
-    try:
-        reply = process_transport().send(sender, recipient, payload)
-    except SMTPFailure as failure:
+    result = send_one(MessageKind.confirmation, recipient, {}, ids=[token_id],
+                      verp_id=token_id, rendered=rendered)
+    if result.failure is not None:
+        failure = result.failure
         retry_at = utcnow() + dt.timedelta(seconds=retry_in)
         with transaction() as session:
             service.release_confirmation_mail(session, token_id, str(failure),
@@ -77,7 +69,7 @@ def send_confirmation_mail(subscriber_id: int, *, retry_in: float = 0.0) -> Mail
                     extra={"subscriber_id": subscriber_id, "smtp_code": failure.code})
         return MailResult.retry if failure.temporary else MailResult.failed
     with transaction() as session:
-        service.mark_confirmation_sent(session, token_id, msg_id)
-    log.info("confirmation mail sent: %s", reply.reply,
-             extra={"subscriber_id": subscriber_id, "smtp_code": reply.code})
+        service.mark_confirmation_sent(session, token_id, result.message_id)
+    log.info("confirmation mail sent: %s", result.reply,
+             extra={"subscriber_id": subscriber_id, "smtp_code": result.code})
     return MailResult.sent

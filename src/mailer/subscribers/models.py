@@ -58,6 +58,8 @@ class ConsentEventKind(enum.StrEnum):
     already_subscribed = "already_subscribed"
     confirmation_sent = "confirmation_sent"
     confirmed = "confirmed"
+    #: The welcome mail after a confirmation went out (its Message-ID names the round).
+    welcome_sent = "welcome_sent"
     unsubscribed = "unsubscribed"
     resubscribed = "resubscribed"
     imported = "imported"

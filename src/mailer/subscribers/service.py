@@ -20,6 +20,7 @@ from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailer import tasks
 from mailer.audit import record
 from mailer.config import get_settings
 from mailer.db import utcnow
@@ -315,6 +316,8 @@ def confirm(session: Session, value: str, *, ip: str | None, user_agent: str | N
         record_event(session, subscriber, ConsentEventKind.unsuppressed,
                      detail={"reason": suppression.reason, "by": "double opt-in"})
         session.delete(suppression)
+    if get_settings().welcome_mail:  # sent once this transaction has committed
+        tasks.publish(tasks.SEND_WELCOME, subscriber.id, check.token.id, session=session)
     return TokenCheck("ok", check.token, subscriber)
 
 

@@ -1,0 +1,122 @@
+"""The welcome mail (MAILER_WELCOME_MAIL): one registry entry and one template folder.
+
+Confirmed through the service as the confirm page does, with the setting on; sent by a real
+worker to the tests' SMTP server, after the confirm's commit; sent once however often its
+task runs; a bounce of it is tied to the reader by its own VERP token and Message-ID."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from mailer import counters
+from mailer.bounces.attribute import attribute
+from mailer.bounces.parse import parse_bounce
+from mailer.config import reset_settings
+from mailer.db import transaction
+from mailer.emails.verp import parse_return_path
+from mailer.subscribers import service
+from mailer.subscribers.confirmation_mail import MailResult
+from mailer.subscribers.models import ConfirmationToken
+from mailer.subscribers.welcome_mail import send_welcome_mail
+from tests.conftest import wait_for
+from tests.support.mail import links, parse, parts
+from tests.support.subscribers import (
+    confirmation_link,
+    events,
+    path,
+    settle_confirmation_tasks,  # noqa: F401
+    subscriber,
+)
+
+CORPUS = Path(__file__).parent / "fixtures" / "bounces"
+OLD_VERP = "bounces+d2n-k3zx5u2m7n4p6rva@bounces.cep-probation.example.org"
+OLD_MID = "<nl.12.3455.5d1f0c9e2b7a48e6a1c3f2d4@cep-probation.example.org>"
+OLD_RCPT = "anna.berg@example.net"
+
+
+@pytest.fixture
+def welcome_on(monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("MAILER_WELCOME_MAIL", "true")
+    reset_settings()
+    yield
+    monkeypatch.delenv("MAILER_WELCOME_MAIL")
+    reset_settings()
+
+
+def _sign_up_and_confirm(clean, web, address: str) -> int:  # type: ignore[no-untyped-def]
+    import httpx
+
+    client = httpx.Client(base_url=web.url, follow_redirects=False)
+    answer = client.post("/subscribe", data={"email": address, "first_name": "Ida",
+                                             "consent": "yes"})
+    assert answer.status_code == 200, answer.text
+    token = path(confirmation_link(clean.smtp, address)).rsplit("/", 1)[1]
+    with transaction() as session:  # what POST /confirm/<token> does
+        check = service.confirm(session, token, ip=None, user_agent=None)
+        assert check.status == "ok" and check.token is not None
+        return check.token.id
+
+
+def test_a_reader_who_confirms_is_welcomed_once_and_a_bounce_of_it_attributes(
+        clean, web, worker, welcome_on) -> None:
+    address = "ida.welcome@example.org"
+    token_id = _sign_up_and_confirm(clean, web, address)
+    sub = subscriber(address)
+    assert sub is not None and sub.status == "confirmed"
+
+    mails = wait_for(lambda: (m := clean.smtp.to(address)) and len(m) >= 2 and m,
+                     what="the welcome mail")
+    welcome = mails[1]
+    msg = parse(welcome)
+    assert msg["Subject"].startswith("Welcome to the ")
+    assert msg["Message-ID"].startswith(f"<welcome.{sub.id}.{token_id}.")
+    assert msg["List-Unsubscribe-Post"] is None  # not a newsletter
+    token = parse_return_path(welcome.mail_from)
+    assert welcome.mail_from.startswith("bounces+w")
+    assert token and token.kind == "welcome" and token.id == sub.id
+    text, html = parts(msg)
+    assert "Ida" in text and "Ida" in html
+    [unsubscribe] = [u for u in links(text) if "/unsubscribe/" in u]
+    assert unsubscribe == service.unsubscribe_url(sub) and unsubscribe in html
+    wait_for(lambda: "welcome_sent" in events(sub.id), what="the welcome recorded")
+    # Counted under its own kind, as send_one counts every kind (flushed at the task's end).
+    wait_for(lambda: counters.smtp_figures(kind="welcome")["codes"].get("250") == 1,
+             what="the welcome mail counted")
+    assert counters.smtp_figures(kind="welcome")["count"] == 1
+
+    # The task running again (a redelivered message, a retry) sends nothing more.
+    assert send_welcome_mail(sub.id, token_id) == MailResult.nothing
+    assert len(clean.smtp.to(address)) == 2
+    assert events(sub.id).count("welcome_sent") == 1
+
+    # A bounce of it ties to the reader: by its VERP token, and by its Message-ID alone.
+    template = (CORPUS / "postfix-user-unknown.eml").read_text(encoding="utf-8")
+    for verp in (welcome.mail_from, "newsletter-bounces@bounces.cep-probation.example.org"):
+        raw = template.replace(OLD_VERP, verp).replace(OLD_MID, msg["Message-ID"]).replace(
+            OLD_RCPT, address).encode()
+        report = parse_bounce(raw)
+        with transaction() as session:
+            tie = attribute(session, report, report.recipients[0])
+        assert tie.subscriber_id == sub.id and not tie.unverified, tie
+        assert tie.method == ("verp" if verp == welcome.mail_from else "message-id"), tie
+        assert "welcome mail" in tie.note and tie.delivery_id is None
+
+
+def test_no_welcome_when_the_setting_is_off_or_the_reader_left(clean, web, worker) -> None:
+    address = "no.welcome@example.org"
+    token_id = _sign_up_and_confirm(clean, web, address)
+    sub = subscriber(address)
+    assert sub is not None
+    with transaction() as session:
+        assert session.scalar(select(ConfirmationToken.used_at).where(
+            ConfirmationToken.id == token_id)) is not None
+    # The setting is off (the default) here; and a reader who has left is not welcomed.
+    with transaction() as session:
+        reader = session.get(type(sub), sub.id)
+        assert service.unsubscribe(session, reader, channel="link")
+    assert send_welcome_mail(sub.id, token_id) == MailResult.nothing
+    assert len(clean.smtp.to(address)) == 1  # the confirmation mail alone
+    assert "welcome_sent" not in events(sub.id)
