@@ -120,3 +120,33 @@ def test_no_welcome_when_the_setting_is_off_or_the_reader_left(clean, web, worke
     assert send_welcome_mail(sub.id, token_id) == MailResult.nothing
     assert len(clean.smtp.to(address)) == 1  # the confirmation mail alone
     assert "welcome_sent" not in events(sub.id)
+
+
+def test_a_copy_of_the_task_that_finds_the_claim_taken_sends_nothing_and_retries(
+        clean, web, monkeypatch) -> None:
+    """Two copies at once (a redelivery while the first still runs): the second finds the
+    first's claim and retries; once the first is done, a retry finds its record."""
+    from mailer.redis import get_redis
+    from mailer.subscribers.welcome_mail import CLAIM_PREFIX
+
+    address = "ida.twice@example.org"
+    # Confirmed with the setting off, so no task is queued that a worker could run: the
+    # copies below are the only ones.
+    token_id = _sign_up_and_confirm(clean, web, address)
+    monkeypatch.setenv("MAILER_WELCOME_MAIL", "true")
+    reset_settings()
+    sub = subscriber(address)
+    assert sub is not None
+    claim = f"{CLAIM_PREFIX}{sub.id}:{token_id}"
+    get_redis().set(claim, "sending", ex=60)  # the first copy, still at work
+    assert send_welcome_mail(sub.id, token_id) == MailResult.retry
+    assert len(clean.smtp.to(address)) == 1  # the confirmation mail alone
+    get_redis().delete(claim)  # the first copy ends (here: without having sent)
+
+    assert send_welcome_mail(sub.id, token_id) == MailResult.sent
+    assert send_welcome_mail(sub.id, token_id) == MailResult.nothing
+    assert len(clean.smtp.to(address)) == 2
+    assert events(sub.id).count("welcome_sent") == 1
+    assert get_redis().get(claim) is None  # the claim is given back after the send
+    monkeypatch.delenv("MAILER_WELCOME_MAIL")
+    reset_settings()

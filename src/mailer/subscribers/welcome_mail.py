@@ -7,7 +7,10 @@
 Once per confirmation: its Message-ID names the subscriber and the confirmation round,
 and the ``welcome_sent`` consent event that records the server's 250 carries it, so a task
 that runs again (a redelivered Celery message, a retry) finds it and sends nothing. A crash
-between the 250 and that record sends it again, as a confirmation mail would be.
+between the 250 and that record sends it again, as a confirmation mail would be. Two
+copies of the task at the same moment (a redelivery while the first still runs) do not
+both send: each takes a claim in Redis first (``SET NX``, five minutes), checks for the
+record under it, and a copy that finds the claim taken retries later.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from mailer.db import transaction
 from mailer.emails.kinds import MessageKind
 from mailer.emails.message import message_id
 from mailer.emails.send import send_one
+from mailer.redis import get_redis
 from mailer.subscribers import service
 from mailer.subscribers.confirmation_mail import MailResult
 from mailer.subscribers.models import (
@@ -32,10 +36,24 @@ from mailer.subscribers.models import (
 
 log = logging.getLogger(__name__)
 
+#: The Redis key a copy of the task holds while it sends (with the subscriber and token).
+CLAIM_PREFIX = "mailer:welcome:sending:"
+CLAIM_SECONDS = 300
+
 
 def send_welcome_mail(subscriber_id: int, token_id: int) -> MailResult:
     """Welcome the reader who confirmed with ``token_id``, unless that is done already or
     the reader is no longer subscribed."""
+    claim = f"{CLAIM_PREFIX}{subscriber_id}:{token_id}"
+    if not get_redis().set(claim, "sending", nx=True, ex=CLAIM_SECONDS):
+        return MailResult.retry  # another copy is sending it now: look again later
+    try:
+        return _send_under_claim(subscriber_id, token_id)
+    finally:
+        get_redis().delete(claim)
+
+
+def _send_under_claim(subscriber_id: int, token_id: int) -> MailResult:
     settings = get_settings()
     ids = [subscriber_id, token_id]
     with transaction() as session:
