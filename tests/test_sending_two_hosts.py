@@ -27,6 +27,8 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(netns.available() is not None,
                                  reason=str(netns.available()))]
 COMMIT_EVERY = 20  # MAILER_COMMIT_EVERY's default: the duplicates bound per process
+#: How much later than its token a message may reach the sink (see the rate check).
+LAG = 0.2
 RATE = 25  # per recipient domain and second, across both hosts
 
 
@@ -118,10 +120,14 @@ def test_two_hosts_send_one_edition_exactly_once_within_one_rate_limit(two_hosts
     assert duplicates <= 4 * COMMIT_EVERY, f"{duplicates} duplicates"  # 4 processes killed
     assert counts(edition_id) == {"sent": 2000}
 
-    # One bucket per domain in the shared Redis, whichever host sends.
+    # One bucket per domain in the shared Redis, whichever host sends: in any second at
+    # most 2 x RATE tokens are taken (a full bucket, then its refill). The sink sees each
+    # message a little after its token was taken (a group takes its tokens, then sends one
+    # message after another), so the window read at the sink is shortened by that lag,
+    # allowed up to LAG: arrivals in [s, s + 1 - LAG) took their tokens within one second.
     for d in range(4):
         times = sorted(m.at for m in smtp.messages if m.rcpt_tos[0].endswith(f"@d{d}.example.net"))
-        busiest = max(sum(1 for t in times if s <= t < s + 1) for s in times)
-        assert busiest <= 2 * RATE, f"d{d}: {busiest} messages within one second"
+        busiest = max(sum(1 for t in times if s <= t < s + 1 - LAG) for s in times)
+        assert busiest <= 2 * RATE, f"d{d}: {busiest} messages within {1 - LAG:.1f} s"
         assert times[-1] - times[0] >= 0.9 * (len(times) - RATE) / RATE
     print(f"\ntwo hosts: {duplicates} duplicates after killing host A's worker; peers {peers}")

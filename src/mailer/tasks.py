@@ -17,7 +17,6 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from mailer.config import get_settings
-from mailer.db import publish_after_commit
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -68,6 +67,10 @@ def publish(task: str, *args: object, session: Session | None,
     if session is None:
         _send(task, args, countdown)
     else:
+        # Imported here: a command that reads only the names above (the bounce parser's
+        # message kinds) does not load SQLAlchemy (tests/test_cli_startup.py).
+        from mailer.db import publish_after_commit
+
         publish_after_commit(session, lambda: _send(task, args, countdown))
 
 
@@ -80,6 +83,8 @@ def publish_many(task: str, calls: Iterable[Sequence[object]], *,
         if session is None:
             _send_many(task, batch)
         else:
+            from mailer.db import publish_after_commit
+
             publish_after_commit(session, lambda: _send_many(task, batch))
     return len(batch)
 
