@@ -239,13 +239,7 @@ class Ledger:
         assert raw is not None
         params: dict[str, Any] = {
             "now": now, "holder": self.holder, "edition": self.edition_id,
-            "ids": [o.delivery_id for o in outcomes],
-            "states": [o.state.value for o in outcomes],
-            "codes": [o.code for o in outcomes],
-            "replies": [o.reply[:2000] for o in outcomes],
-            "outcomes": [o.label[:32] for o in outcomes],
-            "ats": [o.at for o in outcomes],
-            "next_ats": [_next_attempt(o) for o in outcomes],
+            **_columns(outcomes),
             "expected": len(outcomes), "claim": claim_after is not None,
             "after": claim_after or 0, "last": last_id, "limit": limit,
             "lease": now + self.lease, "left": LEFT,
@@ -315,13 +309,7 @@ class Ledger:
         if self.pg:
             recorded = {row[0] for row in self._run("record", {
                 "now": now, "holder": self.holder,
-                "ids": [o.delivery_id for o in outcomes],
-                "states": [o.state.value for o in outcomes],
-                "codes": [o.code for o in outcomes],
-                "replies": [o.reply[:2000] for o in outcomes],
-                "outcomes": [o.label[:32] for o in outcomes],
-                "ats": [o.at for o in outcomes],
-                "next_ats": [_next_attempt(o) for o in outcomes],
+                **_columns(outcomes),
             })}
             lost = len(recorded) < len(outcomes)
         else:
@@ -372,6 +360,19 @@ class Ledger:
                 "edition": self.edition_id, "after": after, "last": last_id,
                 "next_at": self._time(next_at), "outcome": outcome, "now": self._time(now),
             }).rowcount or 0)
+
+
+def _columns(outcomes: list[Outcome]) -> dict[str, list[Any]]:
+    """A group's outcomes as the column arrays the PostgreSQL record statements unnest."""
+    return {
+        "ids": [o.delivery_id for o in outcomes],
+        "states": [o.state.value for o in outcomes],
+        "codes": [o.code for o in outcomes],
+        "replies": [o.reply[:2000] for o in outcomes],
+        "outcomes": [o.label[:32] for o in outcomes],
+        "ats": [o.at for o in outcomes],
+        "next_ats": [_next_attempt(o) for o in outcomes],
+    }
 
 
 def _next_attempt(outcome: Outcome) -> dt.datetime | None:
