@@ -48,7 +48,7 @@ def _counts() -> dict[str, int]:
 def test_json_over_the_whole_corpus(clean) -> None:
     _sent("anna.berg@example.net")
     before = _counts()
-    done = _run(clean.env, "--json", *(CORPUS / name for name in sorted(DEV)))
+    done = _run(clean.env, "--attribute", "--json", *(CORPUS / name for name in sorted(DEV)))
     assert done.returncode == 0, done.stderr
     rows = _rows(done.stdout)
     assert len(rows) == len(DEV)
@@ -72,7 +72,7 @@ def test_a_genuine_bounce_is_shown_with_its_delivery(clean, tmp_path: Path) -> N
     path = tmp_path / "puzzling.eml"
     path.write_bytes(_bounce(verp=return_path("delivery", delivery_id)))
 
-    [row] = _rows(_run(clean.env, "--json", path).stdout)
+    [row] = _rows(_run(clean.env, "--attribute", "--json", path).stdout)
     [failure] = row["recipients"]
     assert (failure["recipient"], failure["class"], failure["status"]) == (
         OLD_RCPT, "hard", "5.1.1")
@@ -81,12 +81,30 @@ def test_a_genuine_bounce_is_shown_with_its_delivery(clean, tmp_path: Path) -> N
     assert (failure["attribution"]["delivery_id"], failure["attribution"]["edition_id"],
             failure["attribution"]["subscriber_id"]) == (delivery_id, edition_id, subscriber_id)
 
-    table = _run({**clean.env, "COLUMNS": "250"}, path)
+    table = _run({**clean.env, "COLUMNS": "250"}, "--attribute", path)
     assert table.returncode == 0, table.stderr
     assert OLD_RCPT in table.stdout and "hard" in table.stdout and "5.1.1" in table.stdout
     assert f"delivery {delivery_id}" in table.stdout
     with transaction() as s:  # a hard bounce, shown, and nobody suppressed by showing it
         assert s.scalar(select(func.count()).select_from(Bounce)) == 0
+
+
+def test_without_attribute_no_database_is_read(clean, tmp_path: Path) -> None:
+    """The default classifies only: a bounce of a delivery we sent is not looked up (the
+    database is there and holds it), a VERP token is still checked against our key."""
+    subscriber_id, edition_id, delivery_id = _sent(OLD_RCPT)
+    path = tmp_path / "puzzling.eml"
+    path.write_bytes(_bounce(verp=return_path("delivery", delivery_id)))
+    [row] = _rows(_run(clean.env, "--json", path, CORPUS / "backscatter-forged-verp.eml")
+                  .stdout)[:1]
+    [failure] = row["recipients"]
+    assert failure["class"] == "hard"
+    assert failure["attribution"]["method"] == "unknown"
+    assert failure["attribution"]["delivery_id"] is None
+    assert failure["attribution"]["note"].endswith("valid; database not read "
+                                                   "(--attribute reads it)")
+    table = _run({**clean.env, "COLUMNS": "250"}, path)
+    assert "database not read" in table.stdout and f"delivery {delivery_id}" not in table.stdout
 
 
 def test_mbox_and_maildir_inputs(clean, tmp_path: Path) -> None:
@@ -108,7 +126,8 @@ def test_without_a_database_the_classification_is_still_shown(clean, tmp_path: P
     for url in ("postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
                 f"sqlite:///{tmp_path / 'missing.db'}"):
         env = {**clean.env, "MAILER_DATABASE_URL": url}
-        done = _run(env, "--json", genuine, CORPUS / "backscatter-forged-verp.eml")
+        done = _run(env, "--attribute", "--json", genuine,
+                    CORPUS / "backscatter-forged-verp.eml")
         assert done.returncode == 0, done.stderr
         signed, backscatter = _rows(done.stdout)
         assert signed["recipients"][0]["class"] == "hard"
@@ -230,7 +249,8 @@ def test_without_a_database_the_attribution_has_the_same_fields(clean, tmp_path:
     from mailer.bounces.attribute import FORGED_TOKEN, Attribution
 
     env = {**clean.env, "MAILER_DATABASE_URL": f"sqlite:///{tmp_path / 'missing.db'}"}
-    [row] = _rows(_run(env, "--json", CORPUS / "backscatter-forged-verp.eml").stdout)
+    [row] = _rows(_run(env, "--attribute", "--json",
+                        CORPUS / "backscatter-forged-verp.eml").stdout)
     attribution = row["recipients"][0]["attribution"]
     assert set(attribution) == {f.name for f in fields(Attribution)}
     assert attribution["unverified"] == FORGED_TOKEN

@@ -59,6 +59,15 @@ def test_classify_without_a_database_imports_the_parser_only(
     assert not imported & set(HEAVY), imported & set(HEAVY)
 
 
+def test_classify_reads_no_database_unless_asked(tmp_path: Path, clean) -> None:
+    """With a database there, classify alone still loads none of it; --attribute does."""
+    bounce = str(CORPUS / "postfix-user-unknown.eml")
+    alone = _imported(tmp_path, clean.env, "bounces", "classify", bounce)
+    assert not alone & {"sqlalchemy", "psycopg", "alembic"}, alone
+    attributed = _imported(tmp_path, clean.env, "bounces", "classify", "--attribute", bounce)
+    assert "sqlalchemy" in attributed
+
+
 def test_evaluate_imports_no_database_layer(tmp_path: Path,
                                             no_database: dict[str, str]) -> None:
     imported = _imported(tmp_path, no_database, "bounces", "evaluate", "--part", "dev",

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mailer.config import Settings
+from mailer.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -75,7 +75,7 @@ def _settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Sett
         monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    return Settings(_env_file=None)  # type: ignore[call-arg]
+    return load_settings(env_file=None)
 
 
 def test_the_applications_settings_are_accepted_and_are_production(

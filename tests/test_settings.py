@@ -16,8 +16,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from mailer.config import DEFAULT_SECRET, InvalidSettings, Settings, get_settings, reset_settings
+from mailer.config import (
+    DEFAULT_SECRET,
+    InvalidSettings,
+    Settings,
+    describe,
+    get_settings,
+    load_settings,
+    reset_settings,
+)
 from tests.support.processes import BIN, free_port
 
 GOOD_SECRET = "k" * 40
@@ -35,7 +44,7 @@ def env(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     def settings(**values: str) -> Settings:
         for name, value in values.items():
             monkeypatch.setenv(name, value)
-        return Settings(_env_file=None)  # type: ignore[call-arg]
+        return load_settings(env_file=None)
 
     return settings
 
@@ -144,3 +153,24 @@ def test_each_process_refuses_to_start_misconfigured(tmp_path: Path, argv: list[
     assert lines[0] == "mailer cannot start, its settings are not usable:"
     assert [line.split(" ")[3] for line in lines[1:]] == [
         "MAILER_SECRET_KEY", "MAILER_OLD_SECRET_KEYS[0]", "MAILER_BASE_URL", "MAILER_SMTP_URL"]
+
+
+def test_variables_are_read_from_the_environment_over_dot_env(tmp_path: Path) -> None:
+    """What `load_settings` reads: MAILER_<name> in any case, the environment before the
+    .env file, lists as JSON; variables that name no setting are ignored."""
+    dot_env = tmp_path / ".env"
+    dot_env.write_text("MAILER_BATCH_SIZE=7\nmailer_list_name='From the file'\n"
+                       "MAILER_FEED_URLS=[\"https://a.example/feed\"]\nMAILER_NO_SUCH=1\n")
+    settings = load_settings({"MAILER_BATCH_SIZE": "9", "OTHER": "x"}, env_file=dot_env)
+    assert (settings.batch_size, settings.list_name) == (9, "From the file")
+    assert settings.feed_urls == ["https://a.example/feed"]
+    assert load_settings({}, env_file=tmp_path / "absent.env").batch_size == 500
+
+
+@pytest.mark.parametrize("value", ["https://a.example/feed", '{"a": 1}', "[unclosed"])
+def test_a_list_that_is_not_json_names_its_variable(value: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        load_settings({"MAILER_FEED_URLS": value}, env_file=None)
+    [line] = describe(refused.value)
+    assert line.startswith("MAILER_FEED_URLS must be a JSON list"), line
+    assert repr(value) in line
