@@ -353,3 +353,26 @@ def test_10_an_unsubscribe_request_is_not_an_auto_reply() -> None:
            b"This message was sent automatically to unsubscribe from your list.\n")
     report = parse_bounce(raw)
     assert (report.kind, report.recipients) == ("not-a-bounce", [])
+
+
+@pytest.mark.parametrize(("source", "text"), [
+    (r"(\d)\.(\d)", "550 5.1.1 and 4.2.2 then 5.7.1"),
+    (rb"bounces\+(\w+)", b"From: bounces+d2n-abc@x\r\nbounces+c9-def@y"),
+])
+def test_a_lazy_pattern_answers_as_re_compile_does(source, text) -> None:
+    """mailer.bounces.patterns: the same answers as re's own compiled pattern."""
+    import re
+
+    from mailer.bounces import patterns
+
+    lazy, real = patterns.compile(source, re.IGNORECASE), re.compile(source, re.IGNORECASE)
+    assert lazy.pattern == real.pattern and lazy._compiled is None
+    assert lazy.search(text).span() == real.search(text).span()
+    assert lazy.match(text) == real.match(text)
+    assert lazy.fullmatch(text) == real.fullmatch(text)
+    assert lazy.findall(text) == real.findall(text)
+    assert [m.span() for m in lazy.finditer(text, 3)] == [m.span() for m in real.finditer(text, 3)]
+    assert lazy.split(text, 1) == real.split(text, 1)
+    blank = text[:0]
+    assert lazy.sub(blank, text) == real.sub(blank, text)
+    assert lazy.compiled is real or lazy.compiled.pattern == real.pattern

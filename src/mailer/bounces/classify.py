@@ -28,11 +28,12 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
+from mailer.bounces import patterns
 from mailer.bounces import wordings as w
 from mailer.bounces.classes import BounceClass
 
-ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
-BASIC = re.compile(r"(?<![\w.#-])([45][0-5]\d)(?=[ -]|$)", re.MULTILINE)
+ENHANCED = patterns.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+BASIC = patterns.compile(r"(?<![\w.#-])([45][0-5]\d)(?=[ -]|$)", re.MULTILINE)
 
 STRONG, WEAK = "strong", "weak"
 
@@ -324,7 +325,7 @@ def _unfolded(text: str) -> list[str]:
 
 #: A line that holds an address and nothing else (Exim, qmail list the failed addresses so).
 #: Exchange 2003 adds the date: "addr on 3/3/2026 9:01 AM".
-_ADDRESS_ONLY = re.compile(r"^\s*[<\"']?[^\s<>\"']+@[^\s<>\"']+[>\"']?:?\s*(on \S.*)?$")
+_ADDRESS_ONLY = patterns.compile(r"^\s*[<\"']?[^\s<>\"']+@[^\s<>\"']+[>\"']?:?\s*(on \S.*)?$")
 
 
 def fallback(text: str) -> Verdict | None:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import re
 
+from mailer.bounces import patterns
 
-def words(*phrases: str) -> re.Pattern[str]:
+
+def words(*phrases: str) -> patterns.Pattern[str]:
     """One case-insensitive pattern from regular-expression phrases, one phrase per line."""
-    return re.compile("|".join(f"(?:{p})" for p in phrases), re.IGNORECASE)
+    return patterns.compile("|".join(f"(?:{p})" for p in phrases), re.IGNORECASE)
 
 
 #: Hedged claims are no evidence: "the account may not exist" is advice, not a finding.
@@ -39,7 +41,7 @@ SENDER_SIDE = words(
 
 #: "550 : User unknown", "550 <>: User unknown": the server echoes the recipient it means,
 #: and the slot is empty. It names nobody, so it is no evidence about this reader.
-EMPTY_SLOT = re.compile(
+EMPTY_SLOT = patterns.compile(
     r"\b[45]\d\d[ -]+(?:[245]\.\d{1,3}\.\d{1,3}\s+)?(?:<>\s*:?|:)\s*"
     r"(?:user|recipient|mailbox|address)\b[^\n.]{0,25}?\b(?:unknown|not found|invalid)",
     re.IGNORECASE,
@@ -231,9 +233,9 @@ STAGE_RCPT = words(
 STAGE_MAIL = words(r"in reply to mail from command|after mail from|\[mail_from\]")
 #: A transcript: ">>> RCPT To:<…>" / "<<< 550 …" (Sendmail, Courier), "--> DATA" /
 #: "<-- 552 …" (MDaemon).
-TRANSCRIPT_COMMAND = re.compile(r"^\W*(?:>>>|-->)\s*(RCPT|DATA|MAIL|EHLO|HELO)\b",
+TRANSCRIPT_COMMAND = patterns.compile(r"^\W*(?:>>>|-->)\s*(RCPT|DATA|MAIL|EHLO|HELO)\b",
                                 re.IGNORECASE | re.MULTILINE)
-TRANSCRIPT_REPLY = re.compile(r"^\W*(?:<<<|<--)\s*[45]\d\d\b", re.MULTILINE)
+TRANSCRIPT_REPLY = patterns.compile(r"^\W*(?:<<<|<--)\s*[45]\d\d\b", re.MULTILINE)
 
 #: Sentences worth keeping although they hedge: cPanel's permanent-failure page says only
 #: this when the remote gave no reason.

@@ -238,13 +238,18 @@ def _read_only_session() -> Session:
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """One block per failed recipient, a field per line, long values wrapped under their
+    field: readable at any terminal width. Written without Rich, whose import alone took
+    60 ms of this command's start-up; coloured only on a terminal (and not under NO_COLOR).
+    """
+    import os
+    import shutil
+    import sys
+    import textwrap
 
-    table = Table(show_lines=True)
-    for column in ("message", "kind", "recipient", "class", "effect", "status", "diagnostic",
-                   "attribution"):
-        table.add_column(column, overflow="fold")
+    colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    width = max(shutil.get_terminal_size().columns, 40)
+    label = max(len(name) for name in _FIELDS) + 2
     for row in rows:
         name = Path(row["message"].split("#")[0]).name + (
             "#" + row["message"].split("#")[1] if "#" in row["message"] else "")
@@ -257,14 +262,23 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             how = f"{attribution.get('method', '')}: {attribution.get('note', '')}".strip(": ")
             klass = failure["class"] + (f" ({failure['strength']})" if failure.get("strength")
                                         else "")
-            table.add_row(name, row["kind"], failure["recipient"], klass, failure["effect"],
-                          failure["status"], _short(failure["diagnostic"]), how,
-                          style=_STYLE.get(failure["class"] or row["kind"], ""))
-    Console().print(table)
+            heading = f"{name}  {row['kind']}"
+            code = _COLOUR.get(failure["class"] or row["kind"]) if colour else None
+            print(f"\x1b[{code}m{heading}\x1b[0m" if code else heading)
+            values = (failure["recipient"], klass, failure["effect"], failure["status"],
+                      _short(failure["diagnostic"]), how)
+            for field, value in zip(_FIELDS, values, strict=True):
+                lines = textwrap.wrap(value, width - label - 2) or [""]
+                print(f"  {field:<{label}}{lines[0]}".rstrip())
+                for more in lines[1:]:
+                    print(" " * (label + 2) + more)
+            print()
 
 
-_STYLE = {"hard": "red", "policy": "yellow", "complaint": "magenta", "unparsed": "bold",
-          "refused": "bold red"}
+_FIELDS = ("recipient", "class", "effect", "status", "diagnostic", "attribution")
+#: ANSI colours (SGR codes) of a verdict's heading on a terminal.
+_COLOUR = {"hard": "31", "policy": "33", "complaint": "35", "unparsed": "1",
+           "refused": "1;31"}
 
 
 def _short(text: str, limit: int = 160) -> str:

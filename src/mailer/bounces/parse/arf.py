@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from email.utils import getaddresses
 
+from mailer.bounces import patterns
 from mailer.bounces.classes import BounceClass
 from mailer.bounces.parse.decoding import address
 from mailer.bounces.parse.dsn import field_blocks, merge_blocks
@@ -12,7 +13,7 @@ from mailer.bounces.parse.original import Original
 from mailer.bounces.parse.report import FailedRecipient
 
 #: Outlook.com's complaints in their original JMRP form, without a feedback-report part.
-JMRP_SUBJECT = re.compile(r"^\W*complaint about message from\b", re.IGNORECASE)
+JMRP_SUBJECT = patterns.compile(r"^\W*complaint about message from\b", re.IGNORECASE)
 
 #: Feedback types that are no complaint about a reader: "not-spam" takes one back,
 #: "auth-failure" (RFC 6591, DMARC forensic reports) says a message claiming our domain

@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from email.message import Message
 
+from mailer.bounces import patterns
 from mailer.bounces.parse.decoding import header_text
 
-_AUTO_SUBJECT = re.compile(
+_AUTO_SUBJECT = patterns.compile(
     r"^\W*(auto(matic|matische|matisch)?[ -]?(reply|response|antwort|answer|antwoord|svar)"
     r"|auto:|out of (the )?office|\booo\b|abwesen|automatische antwort|r[ée]ponse automatique"
     r"|risposta automatica|respuesta autom[aá]tica|afwezig|absence|absent|away from|vacation"
@@ -20,7 +21,7 @@ _AUTO_SUBJECT = re.compile(
     r"|автоответ|自动回复)",
     re.IGNORECASE,
 )
-_AUTO_BODY = re.compile(
+_AUTO_BODY = patterns.compile(
     r"out of (the )?office|on (annual |parental |sick )?(leave|vacation|holiday)"
     r"|away from (the|my) (office|desk)|i am (currently )?(out|away|absent|travel+ing|on leave)"
     r"|i'm (currently )?(out|away|on leave)|limited access to (my )?e-?mail|will (be )?back on"
@@ -29,7 +30,7 @@ _AUTO_BODY = re.compile(
     r"|in ferie|niet aanwezig|afwezig",
     re.IGNORECASE,
 )
-_CHALLENGE = re.compile(
+_CHALLENGE = patterns.compile(
     r"(confirm|verify) (that )?(you are|you're) (a )?(human|real person|not a (robot|spammer))"
     r"|please (confirm|verify) (your )?(message|e-?mail|identity|address)"
     r"|awaiting (your )?(verification|confirmation)|approved senders|sender verification"
@@ -41,7 +42,7 @@ _CHALLENGE = re.compile(
 
 #: A reader asking to leave the list, by hand or through a List-Unsubscribe mailto: a
 #: request, neither an auto-reply nor a bounce.
-_UNSUBSCRIBE = re.compile(
+_UNSUBSCRIBE = patterns.compile(
     r"^\W*(re:\s*)?(unsubscribe|remove me|abmelden|d[ée]sinscription|d[ée]sabonnement"
     r"|darse de baja|cancella iscrizione)\b"
     r"|\b(please |pls |kindly )?(unsubscribe|remove) me\b|take me off (your|the|this) list",

@@ -12,15 +12,18 @@ import re
 from email.header import Header, decode_header, make_header
 from email.message import Message
 
+from mailer.bounces import patterns
+
 #: The report text the heuristics read: a bounce says what it has to say long before this.
 TEXT_LIMIT = 64 * 1024
 
 #: An address; matched only from the start of a run of address characters, so a long run
 #: without an "@" costs one attempt, not one per character (hostile input stays linear).
-ADDRESS = re.compile(r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+ADDRESS = patterns.compile(
+    r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 
 
-_LONE_CR = re.compile(rb"\r(?!\n)")
+_LONE_CR = patterns.compile(rb"\r(?!\n)")
 
 
 def normal_line_ends(raw: bytes) -> bytes:
@@ -83,9 +86,9 @@ def decoded_text(part: Message) -> str:
     return bytes_text(data, part.get_content_charset()).replace("\r\n", "\n").replace("\r", "\n")
 
 
-_TAG_BREAK = re.compile(r"<\s*(br|/p|/div|/tr|/li|/h\d|/table)\b[^>]*>", re.IGNORECASE)
-_TAG = re.compile(r"<[^>]*>")
-_SCRIPT = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG_BREAK = patterns.compile(r"<\s*(br|/p|/div|/tr|/li|/h\d|/table)\b[^>]*>", re.IGNORECASE)
+_TAG = patterns.compile(r"<[^>]*>")
+_SCRIPT = patterns.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 
 
 def html_to_text(value: str) -> str:
@@ -95,7 +98,7 @@ def html_to_text(value: str) -> str:
     return "\n".join(" ".join(line.split()) for line in value.splitlines())
 
 
-_XTEXT_UNICODE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
+_XTEXT_UNICODE = patterns.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 
 
 def address(value: str) -> str:

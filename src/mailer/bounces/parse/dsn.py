@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from email.message import Message
 
+from mailer.bounces import patterns
 from mailer.bounces.classes import BounceClass
 from mailer.bounces.classify import ENHANCED, explain, smtp_stage
 from mailer.bounces.parse.decoding import address, decoded_text, header_text
@@ -18,10 +19,10 @@ from mailer.bounces.parse.heuristics import best_line, diagnostic_near
 from mailer.bounces.parse.report import FailedRecipient
 
 #: Delivery-status fields in the body of a broken multipart, or pasted as text.
-DSN_FIELDS_IN_TEXT = re.compile(
+DSN_FIELDS_IN_TEXT = patterns.compile(
     r"^(final-recipient|original-recipient)[ \t]*:[ \t]*\S+;", re.IGNORECASE | re.MULTILINE
 )
-_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]?(.*)$")
+_FIELD = patterns.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]?(.*)$")
 
 Fields = dict[str, list[str]]
 
@@ -122,7 +123,7 @@ def strip_type(value: str) -> str:
     return value[match.end():] if match else value
 
 
-_REPLY_START = re.compile(r"^(\d{3})[ -](\d\.\d{1,3}\.\d{1,3}\b)?")
+_REPLY_START = patterns.compile(r"^(\d{3})[ -](\d\.\d{1,3}\.\d{1,3}\b)?")
 
 
 def unfold_reply(text: str) -> str:

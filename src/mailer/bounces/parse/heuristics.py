@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from email.message import Message
 from email.utils import getaddresses
 
+from mailer.bounces import patterns
 from mailer.bounces.classes import BounceClass
 from mailer.bounces.classify import BASIC, ENHANCED, Verdict, explain, fallback, smtp_stage
 from mailer.bounces.parse.decoding import ADDRESS, address, header_text
@@ -26,22 +27,22 @@ from mailer.config import get_settings
 #: What flufl.bounce's detectors get to read of a large message.
 FLUFL_LIMIT = 256 * 1024
 
-_SENDER_LINE = re.compile(
+_SENDER_LINE = patterns.compile(
     r"^.*(?:mail from|sender ok|sender address|envelope-from|\bfrom:|return-path:|reply-to:).*$",
     re.IGNORECASE | re.MULTILINE,
 )
-DAEMON = re.compile(
+DAEMON = patterns.compile(
     r"^(mailer[-_]?daemon|mail[-_]?daemon|post[-_]?master|mdaemon|mail[-_]?delivery[-_]?(system|subsystem)?"
     r"|bounces?|nobody|noreply-?dmarc-?support|abuse)$",
     re.IGNORECASE,
 )
-DAEMON_NAME = re.compile(
+DAEMON_NAME = patterns.compile(
     r"mail delivery (system|subsystem|service)|mailer[- ]daemon|postmaster|mail administrator"
     r"|system administrator|microsoft outlook|mail system|e-?mail delivery"
     r"|delivery (status|report)",
     re.IGNORECASE,
 )
-BOUNCE_SUBJECT = re.compile(
+BOUNCE_SUBJECT = patterns.compile(
     r"undeliver|undelivered|not (be )?delivered|delivery (status notification|failure|failed"
     r"|has failed|problem|report|notification|incomplete)|returned mail|returned to sender"
     r"|mail delivery failed|failure notice|non[- ]?delivery|nondeliverable|delivery delayed"
@@ -51,7 +52,7 @@ BOUNCE_SUBJECT = re.compile(
     r"|no se puede entregar|no entregado|non recapitat|onbestelbaar|niet afgeleverd",
     re.IGNORECASE,
 )
-BOUNCE_BODY = re.compile(
+BOUNCE_BODY = patterns.compile(
     r"mail delivery software|qmail-send program|permanent fatal errors|could not be delivered"
     r"|couldn't be delivered|delivery has failed|wasn't delivered|was not delivered"
     r"|did not reach the following|delivery to the following recipient|unable to deliver"
@@ -66,7 +67,7 @@ BOUNCE_BODY = re.compile(
 )
 #: A warning: delivery is still being tried. These win over words like "give up" that a
 #: warning uses to say what will happen later.
-WARNING = re.compile(
+WARNING = patterns.compile(
     r"warning message only|you do not need to resend|has not yet been delivered"
     r"|not been delivered yet|delivery attempts will continue|will (continue to )?(re)?try"
     r"|still (being )?(re)?tr(y|ied)|will keep trying|delivery (has been )?delayed"
@@ -75,7 +76,7 @@ WARNING = re.compile(
     r"|distribution retardée|entrega retrasada",
     re.IGNORECASE,
 )
-_REMOTE_HOST = re.compile(
+_REMOTE_HOST = patterns.compile(
     r"\b(?:host|server|mta)[: ]+\[?([a-z0-9][\w-]*(?:\.[\w-]+)+)\]?\s*(?:\[|\(|said|:)",
     re.IGNORECASE,
 )
@@ -83,26 +84,27 @@ _REMOTE_HOST = re.compile(
 #: An address the bounce points at as the failed one (group 1).
 _CANDIDATES = [
     # on a line of its own: Exim, qmail, Sendmail, Exchange, Domino, Yahoo, O365
-    re.compile(
+    patterns.compile(
         r"^[ \t]*[<\"']?(" + ADDRESS.pattern + r")[>\"']?:?[ \t]*"
         r"(?:\(.*\)|on .*|<mailto:[^>]*>|\[.*\]|\.)?[ \t]*$",
         re.MULTILINE,
     ),
     # "<addr>... User unknown", "<addr>: host mx said: 550 …", "addr: 550 …"
-    re.compile(r"^[ \t]*<?(" + ADDRESS.pattern + r")>?[ \t]*(?:\.\.\.|:)[ \t]+\S", re.MULTILINE),
-    re.compile(r"<(" + ADDRESS.pattern + r")>(?:\.\.\.|:)[ \t]", re.MULTILINE),
-    re.compile(r"RCPT TO:?[ \t]*<?(" + ADDRESS.pattern + r")", re.IGNORECASE),
+    patterns.compile(r"^[ \t]*<?(" + ADDRESS.pattern + r")>?[ \t]*(?:\.\.\.|:)[ \t]+\S",
+                     re.MULTILINE),
+    patterns.compile(r"<(" + ADDRESS.pattern + r")>(?:\.\.\.|:)[ \t]", re.MULTILINE),
+    patterns.compile(r"RCPT TO:?[ \t]*<?(" + ADDRESS.pattern + r")", re.IGNORECASE),
     # "Your message to addr couldn't be delivered", "wasn't delivered to addr"
-    re.compile(
+    patterns.compile(
         r"(?:message|mail|e-?mail) (?:to|for) <?(" + ADDRESS.pattern + r")>?,? "
         r"(?:couldn't|could not|can't|cannot|was not|wasn't|has not|hasn't|did not|didn't|failed)",
         re.IGNORECASE,
     ),
-    re.compile(
+    patterns.compile(
         r"(?:not|n't) (?:be )?(?:delivered|reach(?:ed)?) (?:to)?:?\s*<?(" + ADDRESS.pattern + r")",
         re.IGNORECASE,
     ),
-    re.compile(
+    patterns.compile(
         r"(?:^|\s)(?:failed |final |original )?(?:recipient|recipient address|destinataire"
         r"|empfänger|destinatario)(?:\(s\))?[ \t]*:[ \t]*<?(" + ADDRESS.pattern + r")",
         re.IGNORECASE | re.MULTILINE,
@@ -118,7 +120,7 @@ def candidate_addresses(text: str) -> list[str]:
     return list(dict.fromkeys(ordered))
 
 
-LINE_OF_ADDRESS = re.compile(
+LINE_OF_ADDRESS = patterns.compile(
     r"^[ \t]*[<\"']?" + ADDRESS.pattern
     + r"[>\"']?:?[ \t]*(?:on .*|<mailto:[^>]*>|\(.*@.*\))?[ \t]*$"
 )
@@ -126,7 +128,7 @@ LINE_OF_ADDRESS = re.compile(
 
 #: A heading that starts another group of recipients or another section of the report
 #: (Sendmail: "----- The following addresses had transient non-fatal errors -----").
-_GROUP_HEADING = re.compile(r"^\s*[-=*|]{3,}.*[-=*|]{3,}\s*$")
+_GROUP_HEADING = patterns.compile(r"^\s*[-=*|]{3,}.*[-=*|]{3,}\s*$")
 
 
 def diagnostic_near(text: str, address: str, *, others: Sequence[str] = ()) -> str:
@@ -208,19 +210,19 @@ def _from_the_code(line: str) -> str:
     return line[starts[-1]:] if starts else line
 
 
-_CLAUSE_END = re.compile(r"[.!?:]\s+")
-_REPLY_PREFIX = re.compile(r"^\d{3}[ -](\d\.\d{1,3}\.\d{1,3} )?")
+_CLAUSE_END = patterns.compile(r"[.!?:]\s+")
+_REPLY_PREFIX = patterns.compile(r"^\d{3}[ -](\d\.\d{1,3}\.\d{1,3} )?")
 
 #: Sentences that advise or hedge ("the account may not exist, they may be blacklisted")
 #: say what could be wrong in general, not what went wrong here.
-_HEDGE = re.compile(
+_HEDGE = patterns.compile(
     r"\bmay\b|\bmight\b|\bpossibl[ey]\b|possible (causes?|reasons?)|if the problem"
     r"|for (further|more) (assistance|information|details)|include this problem report"
     r"|learn more|postmaster|help ?desk|your (e-?mail )?admin|contact the recipient"
     r"|by (some )?other means|automatically generated|do not reply|ne pas r[ée]pondre",
     re.IGNORECASE,
 )
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
+_SENTENCE_END = patterns.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 
 
 def strip_boilerplate(text: str) -> str:

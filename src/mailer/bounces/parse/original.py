@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import getaddresses
 
+from mailer.bounces import patterns
 from mailer.bounces.parse.decoding import TEXT_LIMIT, address, header_text
 
 
@@ -29,7 +30,7 @@ class Original:
         return bool(self.message_id or self.return_path or self.recipients)
 
 
-MESSAGE_ID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
+MESSAGE_ID = patterns.compile(r"<[^<>\s]+@[^<>\s]+>")
 
 
 def from_headers(headers: Message) -> Original:
@@ -48,7 +49,7 @@ def from_headers(headers: Message) -> Original:
     )
 
 
-_QUOTED_HEADER = re.compile(
+_QUOTED_HEADER = patterns.compile(
     r"^(Message-ID|Return-Path|To|From|Reply-To|Sender|X-HmXmrOriginalRecipient)[ \t]*:[ \t]*(.*)$",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -86,7 +87,7 @@ def in_reply_to(msg: Message) -> str:
     return ""
 
 
-_VERP_IN_BODY = re.compile(rb"bounces\+[0-9A-Za-z]+-[0-9A-Za-z]+@[\w.-]+")
+_VERP_IN_BODY = patterns.compile(rb"bounces\+[0-9A-Za-z]+-[0-9A-Za-z]+@[\w.-]+")
 
 
 def verp_in_body(raw: bytes) -> str:
@@ -99,7 +100,7 @@ def verp_in_body(raw: bytes) -> str:
 
 
 #: Where a one-part bounce starts quoting the original message: nothing after it is report.
-CUT = re.compile(
+CUT = patterns.compile(
     r"^[ \t>]*(?:-{2,}|={2,}|\*{2,})?[ \t]*(?:"
     r"this is a copy of the message|below this line is a copy of the message"
     r"|original message|the header of the original message|returned message"

@@ -17,6 +17,7 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr
 from typing import Any
 
+from mailer.bounces import patterns
 from mailer.bounces.classes import BounceClass
 from mailer.bounces.parse.arf import JMRP_SUBJECT, read_arf
 from mailer.bounces.parse.autoreply import CHALLENGE, autoreply_signal, unsubscribe_request
@@ -39,7 +40,7 @@ MAX_WRAPPING = 3
 
 #: An mbox separator line, "From MAILER-DAEMON Tue Mar  3 09:05:07 2026", followed by the
 #: header fields of the message it starts.
-_MBOX_FROM = re.compile(r"^From \S+ +\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\n"
+_MBOX_FROM = patterns.compile(r"^From \S+ +\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\n"
                         r"(?=(?:[A-Za-z][\w-]*:.*\n)+)", re.MULTILINE)
 
 
