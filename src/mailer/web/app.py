@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mailer.config import get_settings
 from mailer.logging import setup_logging
 from mailer.paths import templates_dir
-from mailer.web import admin, archive, health, public, webhooks
+from mailer.web import admin, api, archive, health, public, webhooks
 from mailer.web.pages import page
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def create_app() -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(archive.router)
     admin.install(app)  # the staff desk at /admin
+    app.mount(api.PREFIX, api.create_api())  # the JSON API, with its own OpenAPI and docs
     static = templates_dir() / "static"
     if static.is_dir():
         app.mount("/static", StaticFiles(directory=str(static)), name="static")
