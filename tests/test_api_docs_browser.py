@@ -18,7 +18,7 @@ def test_the_api_docs_render_without_a_request_elsewhere_or_a_csp_error(
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     try:
         page.goto(f"{web.url}/api/v1/docs")
-        page.wait_for_selector("text=/subscribers/{public_id}", timeout=30_000)
+        page.wait_for_selector('[data-path="/subscribers/{public_id}"]', timeout=30_000)
         assert page.locator(".opblock-summary-method", has_text="POST").count() == 1
         page.screenshot(path=str(artifacts / "api-docs.png"), full_page=True)
     finally:

@@ -87,7 +87,7 @@ class Accepted(BaseModel):
                    "way; the person is subscribed once they press its Confirm button.")
 
 
-@router.get("", response_model=SubscriberPage,
+@router.get("", response_model=SubscriberPage, summary="Search subscribers",
             responses=responses(401, 403, 422, 429))
 def search(
     caller: Annotated[Caller, Depends(require("subscribers:read"))],
@@ -107,7 +107,7 @@ def search(
     return SubscriberPage(items=page, next=more)
 
 
-@router.get("/{public_id}", response_model=SubscriberOut,
+@router.get("/{public_id}", response_model=SubscriberOut, summary="One subscriber",
             responses=responses(401, 403, 404, 422, 429))
 def get_one(caller: Annotated[Caller, Depends(require("subscribers:read"))],
             public_id: Annotated[str, Path(max_length=64)]) -> SubscriberOut:
@@ -118,7 +118,7 @@ def get_one(caller: Annotated[Caller, Depends(require("subscribers:read"))],
         return SubscriberOut.of(found)
 
 
-@router.post("", status_code=202, response_model=Accepted,
+@router.post("", status_code=202, response_model=Accepted, summary="Sign a person up",
              responses=responses(400, 401, 403, 422, 429))
 def sign_up(caller: Annotated[Caller, Depends(require("subscribers:write"))],
             body: SignUp, request: Request) -> Accepted:
