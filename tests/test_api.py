@@ -165,6 +165,9 @@ def test_search_pages_through_subscribers_by_keyset_and_reads_one(clean, web) ->
     confirmed = client.get("/subscribers", params={"status": "confirmed", "email": "reader"})
     assert [s["first_name"] for s in confirmed.json()["items"]] == [f"R{i}" for i in range(5)]
     assert client.get("/subscribers", params={"email": "%"}).json()["items"] == []
+    for beyond in (str(2**31 - 1), str(2**31), "9" * 18):  # past any id: an empty page
+        assert client.get("/subscribers", params={"after": beyond}).json() == {
+            "items": [], "next": None}
 
     one = by_part["items"][0]
     got = client.get(f"/subscribers/{one['public_id']}")

@@ -70,6 +70,13 @@ async def on_http_error(_request: Request, exc: Exception) -> JSONResponse:
                    headers=getattr(exc, "headers", None))
 
 
+#: What a value that does not match its field's pattern is, in words (a regular
+#: expression is no message for a person).
+_CONTROL = "This cannot contain line breaks, tabs or other invisible control characters."
+_PATTERN_WORDS = {"email": "This is not an email address.", "ip": "This is not an IP address.",
+                  "after": "This is the `next` of a page: digits only."}
+
+
 async def on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's validation errors, one per field, named as the client wrote them."""
     assert isinstance(exc, RequestValidationError)
@@ -78,5 +85,12 @@ async def on_validation_error(_request: Request, exc: Exception) -> JSONResponse
         location = [str(part) for part in error.get("loc", ())]
         # ("body", "email") → "email"; ("query", "limit") → "limit"; the whole body → "body"
         name = ".".join(location[1:]) or (location[0] if location else "request")
-        errors.append(FieldError(field=name, message=str(error.get("msg", "is not valid"))))
+        kind = error.get("type")
+        if kind == "string_pattern_mismatch":
+            message = _PATTERN_WORDS.get(name, _CONTROL)
+        elif name == "consent":
+            message = "The person must have agreed to the consent text: consent is true."
+        else:
+            message = str(error.get("msg", "is not valid"))
+        errors.append(FieldError(field=name, message=message))
     return problem(422, "The request has fields that are missing or wrong.", errors=errors)

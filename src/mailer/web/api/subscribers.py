@@ -34,6 +34,8 @@ router = APIRouter(prefix="/subscribers", tags=["subscribers"])
 
 Status = Literal["pending", "confirmed", "unsubscribed"]
 LIMITS = service.FIELD_LIMITS
+#: No line break, tab or other control character (the form refuses them too).
+TEXT = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
 
 
 class SubscriberOut(BaseModel):
@@ -68,17 +70,19 @@ class SignUp(BaseModel):
     """A person who asked for the newsletter on another system's form."""
 
     model_config = ConfigDict(extra="forbid")
-    email: str = Field(max_length=LIMITS["email"])
-    first_name: str = Field("", max_length=LIMITS["first_name"])
-    last_name: str = Field("", max_length=LIMITS["last_name"])
-    organisation: str = Field("", max_length=LIMITS["organisation"])
-    country: str = Field("", max_length=LIMITS["country"])
+    email: str = Field(max_length=LIMITS["email"], min_length=3, pattern=r"^[^@\s]+@[^@\s]+$",
+                       json_schema_extra={"format": "email"},
+                       description="checked and normalised as the form does it")
+    first_name: str = Field("", max_length=LIMITS["first_name"], pattern=TEXT)
+    last_name: str = Field("", max_length=LIMITS["last_name"], pattern=TEXT)
+    organisation: str = Field("", max_length=LIMITS["organisation"], pattern=TEXT)
+    country: str = Field("", max_length=LIMITS["country"], pattern=TEXT)
     #: The person ticked a box beside the association's consent text (MAILER_CONSENT_TEXT).
-    consent: bool
+    consent: Literal[True] = Field(description="the person agreed to the consent text")
     #: The person's IP address and browser, if the other system has them (kept as the
     #: form keeps them); otherwise the caller's own.
     ip: str | None = Field(None, max_length=45, pattern=r"^[0-9A-Fa-f:.]+$")
-    user_agent: str | None = Field(None, max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")
+    user_agent: str | None = Field(None, max_length=500, pattern=TEXT)
 
 
 class Accepted(BaseModel):
@@ -87,30 +91,37 @@ class Accepted(BaseModel):
                    "way; the person is subscribed once they press its Confirm button.")
 
 
+class Search(BaseModel):
+    """The search's query string; a parameter it does not know is a 422, not ignored (a
+    misspelt ``?emial=`` would otherwise list everybody)."""
+
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field("", max_length=320, pattern=TEXT,
+                       description="a part of the address, in any case")
+    status: Status | None = None
+    after: str | None = Field(None, max_length=20, pattern=r"^[0-9]{1,18}$",
+                              description="`next` of the page before")
+    limit: int = Field(50, ge=1, le=200)
+
+
 @router.get("", response_model=SubscriberPage, summary="Search subscribers",
-            responses=responses(401, 403, 422, 429))
-def search(
-    caller: Annotated[Caller, Depends(require("subscribers:read"))],
-    email: Annotated[str, Query(max_length=320,
-                                description="a part of the address, in any case")] = "",
-    status: Status | None = None,
-    after: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]{1,18}$",
-                                       description="`next` of the page before")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> SubscriberPage:
+            responses=responses(400, 401, 403, 422, 429))
+def search(caller: Annotated[Caller, Depends(require("subscribers:read"))],
+           params: Annotated[Search, Query()]) -> SubscriberPage:
     """Subscribers in the order they came, a page at a time (keyset pagination)."""
     with transaction() as session:
-        found = queries.search(session, email=email.strip(), status=status,
-                               after_id=int(after) if after else 0, limit=limit + 1)
-        page = [SubscriberOut.of(s) for s in found[:limit]]
-        more = str(found[limit - 1].id) if len(found) > limit else None
+        found = queries.search(session, email=params.email.strip(), status=params.status,
+                               after_id=int(params.after) if params.after else 0,
+                               limit=params.limit + 1)
+        page = [SubscriberOut.of(s) for s in found[:params.limit]]
+        more = str(found[params.limit - 1].id) if len(found) > params.limit else None
     return SubscriberPage(items=page, next=more)
 
 
 @router.get("/{public_id}", response_model=SubscriberOut, summary="One subscriber",
-            responses=responses(401, 403, 404, 422, 429))
+            responses=responses(400, 401, 403, 404, 422, 429))
 def get_one(caller: Annotated[Caller, Depends(require("subscribers:read"))],
-            public_id: Annotated[str, Path(max_length=64)]) -> SubscriberOut:
+                    public_id: Annotated[str, Path(max_length=64)]) -> SubscriberOut:
     with transaction() as session:
         found = queries.by_public_id(session, public_id)
         if found is None:
@@ -129,8 +140,6 @@ def sign_up(caller: Annotated[Caller, Depends(require("subscribers:write"))],
         _, key = normalise(values["email"])
     except InvalidAddress as exc:
         problems["email"] = str(exc)
-    if not body.consent:
-        problems["consent"] = "The person must have agreed to the consent text."
     if problems:
         raise ApiProblem(422, "The sign-up has fields that are wrong.",
                          errors=field_errors(**problems))
