@@ -121,7 +121,7 @@ def search(caller: Annotated[Caller, Depends(require("subscribers:read"))],
 @router.get("/{public_id}", response_model=SubscriberOut, summary="One subscriber",
             responses=responses(400, 401, 403, 404, 422, 429))
 def get_one(caller: Annotated[Caller, Depends(require("subscribers:read"))],
-                    public_id: Annotated[str, Path(max_length=64)]) -> SubscriberOut:
+            public_id: Annotated[str, Path(max_length=64)]) -> SubscriberOut:
     with transaction() as session:
         found = queries.by_public_id(session, public_id)
         if found is None:
