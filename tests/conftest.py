@@ -127,6 +127,10 @@ def stack(request: pytest.FixtureRequest,
         # Test readers share one domain; the limit has a test of its own.
         "MAILER_DOMAIN_RATE_LIMIT_PER_SECOND": "0",
         "MAILER_CHECK_DELIVERABILITY": "false",
+        # The welcome mail is on by default (tests/test_welcome_mail.py tests that default
+        # and the mail, with a web server of its own); the other tests' readers confirm
+        # without one, so the mail they count is the mail they cause.
+        "MAILER_WELCOME_MAIL": "false",
         # The tests' feed servers listen on 127.0.0.1; 127.0.0.2 stays refused (a loopback
         # address that is not allowed, for the tests of what a fetch may reach).
         "MAILER_FEED_ALLOWED_HOSTS": '["127.0.0.1"]',

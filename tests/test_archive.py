@@ -80,3 +80,58 @@ def test_archive_lists_sent_editions_and_shows_them_without_personal_links(clean
     missing = client.get(draft_url.removeprefix(web.url))
     assert missing.status_code == 404 and "not in the archive" in missing.text
     assert client.get("/archive/no-such-edition").status_code == 404
+
+
+def test_archive_feed_lists_the_sent_editions_newest_first_without_personal_links(
+        clean, web) -> None:
+    import feedparser
+
+    with transaction() as session:
+        import_feed(session, load(str(CEP_FEED)))
+    window = (dt.datetime(2025, 12, 1, tzinfo=AMSTERDAM), dt.datetime(2026, 1, 1, tzinfo=AMSTERDAM))
+    first = _edition("Edition one", *window, EditionState.sending, EditionState.sent)
+    second = _edition("Edition two", *window, EditionState.sending, EditionState.sent)
+    _edition("Still going out", *window, EditionState.sending)
+    _edition("A draft", *window)
+    with transaction() as session:
+        urls = {i: snapshot.view_url(session.get(Edition, i)) for i in (first, second)}
+        titles = [ea.article.title for ea in session.get(Edition, first).articles]
+    client = httpx.Client(base_url=web.url, timeout=10)
+
+    answer = client.get("/archive.xml")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/atom+xml")
+    parsed = feedparser.parse(answer.content)
+    assert not parsed.bozo, parsed.get("bozo_exception")
+    assert parsed.version == "atom10"
+    assert [e.title for e in parsed.entries] == ["Edition two", "Edition one"]
+    assert [e.link for e in parsed.entries] == [urls[second], urls[first]]
+    content = parsed.entries[1].content[0].value
+    assert titles and all(lxml.html.fromstring(f"<p>{t}</p>").text_content() in
+                          lxml.html.fromstring(content).text_content() for t in titles)
+    # Nothing a reader owns: no unsubscribe link, no token, no placeholder, no greeting.
+    for personal in ("/unsubscribe", "/confirm/", "token", "%%", "Dear "):
+        assert personal not in answer.text
+    self_link = [link.href for link in parsed.feed.links if link.rel == "self"]
+    assert self_link == [f"{web.url}/archive.xml"]
+
+    head = client.head("/archive.xml")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"].startswith("application/atom+xml")
+    assert client.post("/archive.xml").status_code == 405
+
+    # The archive page names the feed for feed readers and browsers.
+    index = lxml.html.fromstring(client.get("/archive").text)
+    assert index.xpath("//link[@rel='alternate'][@type='application/atom+xml']/@href") == [
+        "/archive.xml"]
+
+
+def test_an_empty_archive_is_a_valid_empty_feed(clean, web) -> None:
+    import feedparser
+
+    answer = httpx.get(f"{web.url}/archive.xml", timeout=10)
+    assert answer.status_code == 200
+    parsed = feedparser.parse(answer.content)
+    assert not parsed.bozo and parsed.version == "atom10"
+    assert parsed.entries == []
+    assert parsed.feed.title.endswith(": editions") and parsed.feed.updated

@@ -29,6 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from mailer.api_tokens.service import SCOPES
+from mailer.api_tokens.service import create as create_token
 from mailer.db import transaction
 from mailer.subscribers.models import Subscriber
 from tests.support.admin import KEEP_ALIVE, Admin, make_staff
@@ -58,6 +60,7 @@ EDITOR = "fuzz-editor@example.org"
 
 def routes() -> list[tuple[str, str, tuple[str, ...]]]:
     """(method, path template, query parameter names) of every route the app serves."""
+    from fastapi import FastAPI
     from fastapi.routing import APIRoute
     from starlette.routing import Mount
 
@@ -65,15 +68,18 @@ def routes() -> list[tuple[str, str, tuple[str, ...]]]:
 
     found: list[tuple[str, str, tuple[str, ...]]] = []
 
-    def walk(table: list[Any]) -> None:
+    def walk(table: list[Any], prefix: str = "") -> None:
         for route in table:
             if hasattr(route, "original_router"):  # an included router
-                walk(route.original_router.routes)
+                walk(route.original_router.routes, prefix)
             elif isinstance(route, APIRoute):
                 query = tuple(p.name for p in route.dependant.query_params)
-                found.extend((method, route.path, query) for method in sorted(route.methods))
+                found.extend((method, prefix + route.path, query)
+                             for method in sorted(route.methods))
+            elif isinstance(route, Mount) and isinstance(route.app, FastAPI):  # /api/v1
+                walk(route.app.routes, prefix + route.path)
             elif isinstance(route, Mount):
-                found.append(("GET", route.path + "/{path}", ()))
+                found.append(("GET", prefix + route.path + "/{path}", ()))
 
     walk(create_app().routes)
     return found
@@ -253,7 +259,12 @@ def test_no_route_answers_a_5xx_to_anything(clean, monkeypatch) -> None:
     edition_id = make_edition()
     with transaction() as session:
         subscriber_ids = [str(i) for i in session.scalars(select(Subscriber.id))]
+    with transaction() as session:
+        public_ids = [str(i) for i in session.scalars(select(Subscriber.public_id))]
+        _, api_token = create_token(session, name="fuzz", scopes=list(SCOPES), by="test",
+                                    rate_limit_per_minute=100_000)
     real = {"edition_id": [str(edition_id)], "subscriber_id": subscriber_ids,
+            "public_id": public_ids,
             "provider": ["ses", "sendgrid", "mailgun", "postmark"]}
     table = routes()
     assert len(table) > 50  # the router was read, not an empty list
@@ -296,8 +307,17 @@ def test_no_route_answers_a_5xx_to_anything(clean, monkeypatch) -> None:
                          "ses": ses_body(site.sns)}.get(provider)
                 if maker is not None and draw(st.integers(0, 5)):
                     body, headers = draw(maker)
+                elif path.startswith("/api/") and draw(st.integers(0, 3)):
+                    body = json.dumps(draw(st.one_of(json_values, shaped(
+                        ["email", "first_name", "last_name", "organisation", "country",
+                         "consent", "ip", "user_agent"],
+                        ["a@example.org", "fuzz@example.org", True, False, "x\r\ny",
+                         "1.2.3.4", "\u0000", "9" * 400])))).encode()
+                    headers = {"content-type": "application/json"}
                 else:
                     body, headers = draw(form_body(editor.csrf))
+            if path.startswith("/api/") and draw(st.integers(0, 4)) > 0:
+                headers = {**headers, "Authorization": f"Bearer {api_token}"}  # past the check
             return method, url, body, headers, as_editor
 
         @settings(max_examples=EXAMPLES, deadline=None, database=None,

@@ -6,6 +6,7 @@ task runs; a bounce of it is tied to the reader by its own VERP token and Messag
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,8 @@ def test_a_reader_who_confirms_is_welcomed_once_and_a_bounce_of_it_attributes(
     assert "Ida" in text and "Ida" in html
     [unsubscribe] = [u for u in links(text) if "/unsubscribe/" in u]
     assert unsubscribe == service.unsubscribe_url(sub) and unsubscribe in html
+    # No edition has been sent yet: no archive link, and no sentence about one.
+    assert "/archive/" not in text and "/archive/" not in html and "archive" not in text
     wait_for(lambda: "welcome_sent" in events(sub.id), what="the welcome recorded")
     # Counted under its own kind, as send_one counts every kind (flushed at the task's end).
     wait_for(lambda: counters.smtp_figures(kind="welcome")["codes"].get("250") == 1,
@@ -113,7 +116,8 @@ def test_no_welcome_when_the_setting_is_off_or_the_reader_left(clean, web, worke
     with transaction() as session:
         assert session.scalar(select(ConfirmationToken.used_at).where(
             ConfirmationToken.id == token_id)) is not None
-    # The setting is off (the default) here; and a reader who has left is not welcomed.
+    # The setting is off here (the test stack turns it off; the default is on: below); and a
+    # reader who has left is not welcomed.
     with transaction() as session:
         reader = session.get(type(sub), sub.id)
         assert service.unsubscribe(session, reader, channel="link")
@@ -150,3 +154,58 @@ def test_a_copy_of_the_task_that_finds_the_claim_taken_sends_nothing_and_retries
     assert get_redis().get(claim) is None  # the claim is given back after the send
     monkeypatch.delenv("MAILER_WELCOME_MAIL")
     reset_settings()
+
+
+def test_the_welcome_mail_is_on_by_default() -> None:
+    from mailer.config import load_settings
+
+    assert load_settings({}, env_file=None).welcome_mail is True
+    assert load_settings({"MAILER_WELCOME_MAIL": "false"}, env_file=None).welcome_mail is False
+
+
+def test_by_default_a_confirmed_reader_is_welcomed_with_the_latest_editions_archive_link(
+        clean, worker) -> None:
+    """The web app with the default settings (the stack turns the mail off for the other
+    tests): sign up and confirm over HTTP; the session's worker sends the welcome mail to
+    the tests' SMTP server, linking the newest sent edition's archive page."""
+    import httpx
+
+    from mailer.editions.models import Edition
+    from tests.support.bounce_mail import make_sent_edition
+    from tests.support.processes import WebServer, free_port
+
+    older, newest = make_sent_edition(), make_sent_edition()
+    with transaction() as session:
+        for edition_id, subject in ((older, "The older one"), (newest, "The newest one")):
+            edition = session.get(Edition, edition_id)
+            edition.subject = subject
+            edition.archive_html = "<p>archived</p>"
+            edition.finished_at = edition.window_end
+        session.get(Edition, older).finished_at -= dt.timedelta(days=60)
+        slug = session.get(Edition, newest).slug
+    make_sent_edition(state="sending")  # going out, not yet the latest sent
+
+    env = {k: v for k, v in clean.env.items() if k != "MAILER_WELCOME_MAIL"}
+    server = WebServer(env, clean.tmp / "web-default.log", free_port()).start()
+    try:
+        client = httpx.Client(base_url=server.url, follow_redirects=False, timeout=10)
+        address = "default.welcome@example.org"
+        answer = client.post("/subscribe", data={"email": address, "first_name": "Ida",
+                                                 "consent": "yes"})
+        assert answer.status_code == 200, answer.text
+        done = client.post(path(confirmation_link(clean.smtp, address)))
+        assert done.status_code == 200 and subscriber(address).status == "confirmed"
+    finally:
+        server.stop()
+
+    mails = wait_for(lambda: (m := clean.smtp.to(address)) and len(m) >= 2 and m,
+                     what="the welcome mail")
+    msg = parse(mails[1])
+    assert msg["Message-ID"].startswith("<welcome.")
+    text, html = parts(msg)
+    archive_url = f"{clean.base_url}/archive/{slug}"
+    assert archive_url in links(text) and f'href="{archive_url}"' in html
+    assert "The newest one" in text and "The newest one" in html
+    assert "The older one" not in text
+    wait_for(lambda: "welcome_sent" in events(subscriber(address).id),
+             what="the welcome recorded")

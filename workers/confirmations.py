@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mailer import backoff, tasks
+from mailer.editions.service import latest_edition_link
 from mailer.subscribers.confirmation_mail import MailResult, send_confirmation_mail
 from mailer.subscribers.welcome_mail import send_welcome_mail
 from workers.app import app
@@ -20,7 +21,7 @@ def send_confirmation(self, subscriber_id: int) -> str:  # type: ignore[no-untyp
 
 @app.task(name=tasks.SEND_WELCOME, bind=True, max_retries=8)
 def send_welcome(self, subscriber_id: int, token_id: int) -> str:  # type: ignore[no-untyped-def]
-    outcome = send_welcome_mail(subscriber_id, token_id)
+    outcome = send_welcome_mail(subscriber_id, token_id, latest_edition=latest_edition_link())
     if outcome == MailResult.retry:
         raise self.retry(countdown=backoff.CONFIRMATION_MAIL.seconds(self.request.retries))
     return str(outcome)

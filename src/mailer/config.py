@@ -173,9 +173,9 @@ class Settings(BaseModel):
     )
     check_deliverability: bool = False
     confirmation_ttl_days: int = 7
-    #: A welcome mail (templates/email/welcome) once a reader confirms. Off: its wording is
-    #: the association's to write before readers get it.
-    welcome_mail: bool = False
+    #: A welcome mail (templates/email/welcome) once a reader confirms, with the latest
+    #: edition's archive link. On: issue 13 asks for it; the template is worded to send as is.
+    welcome_mail: bool = True
     purge_pending_after_days: int = 14
     signup_limit_per_ip_per_hour: int = 20
     confirmation_mails_per_address_per_day: int = 1

@@ -1,5 +1,6 @@
 """Every table, imported in one place so Alembic and the tests see the whole schema."""
 
+from mailer.api_tokens.models import ApiToken
 from mailer.articles.models import Article
 from mailer.bounces.models import Bounce, InboundMessage, WebhookEvent
 from mailer.db import Base
@@ -15,7 +16,8 @@ from mailer.staff.models import (
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber, Suppression
 
 __all__ = [
-    "Article", "AuditEntry", "Base", "Bounce", "ConfirmationToken", "ConsentEvent", "Delivery",
+    "ApiToken", "Article", "AuditEntry", "Base", "Bounce", "ConfirmationToken", "ConsentEvent",
+    "Delivery",
     "Edition", "EditionArticle", "InboundMessage", "ScheduledDraft", "SenderProcess",
     "StaffRecoveryCode",
     "StaffSession", "StaffUser", "Subscriber", "Suppression", "WebhookEvent",

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "suppressions": ("mailer.cli.suppressions", "app",
                      "The suppression list: addresses never mailed again, with the evidence."),
     "staff": ("mailer.cli.staff", "app", "Staff accounts for the admin (/admin)."),
+    "tokens": ("mailer.cli.tokens", "app", "API tokens for /api/v1 (shown once, stored hashed)."),
     "status": ("mailer.cli.status", "status",
                "The queues, the workers, and every edition being sent (a live view; --json "
                "for scripts)."),

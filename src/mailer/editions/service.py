@@ -26,13 +26,14 @@ from sqlalchemy.orm import Session
 from mailer.articles.models import Article
 from mailer.audit import record
 from mailer.config import get_settings
-from mailer.db import utcnow
+from mailer.db import transaction, utcnow
 from mailer.editions import snapshot
 from mailer.editions.compose import month_label, month_slug, reading_order
 from mailer.editions.errors import EditionError, NotSendable
 from mailer.editions.models import Edition, EditionArticle, EditionState
 from mailer.editions.states import EDITABLE, GONE_OUT
 from mailer.localtime import last_day, window_label
+from mailer.subscribers.welcome_mail import LatestEdition
 
 __all__ = [
     "EditionError", "EmptyWindow", "NotSendable", "RenderedEdition", "add_article",
@@ -237,6 +238,20 @@ def archived_editions(session: Session) -> list[Edition]:
         select(Edition).where(Edition.state == EditionState.sent,
                               Edition.archive_html.is_not(None))
         .order_by(Edition.finished_at.desc(), Edition.id.desc())))
+
+
+def latest_edition_link() -> LatestEdition | None:
+    """The newest sent edition's subject and archive page, for the welcome mail: a new
+    reader's first look at what they subscribed to. ``None`` before the first is sent."""
+    with transaction() as session:
+        newest = session.scalars(
+            select(Edition).where(Edition.state == EditionState.sent,
+                                  Edition.archive_html.is_not(None))
+            .order_by(Edition.finished_at.desc(), Edition.id.desc()).limit(1)).first()
+        if newest is None:
+            return None
+        return LatestEdition(subject=newest.subject_snapshot or newest.subject,
+                             url=snapshot.view_url(newest))
 
 
 def archived_edition(session: Session, slug: str) -> Edition | None:

@@ -72,3 +72,25 @@ def suppression_counts(session: Session) -> dict[str, int]:
     """How many entries per reason."""
     return {reason: int(n) for reason, n in session.execute(
         select(Suppression.reason, func.count()).group_by(Suppression.reason))}
+
+
+#: The largest value of an INTEGER id column.
+_MAX_ID = 2**31 - 1
+
+
+def search(session: Session, *, email: str = "", status: str | None = None,
+           after_id: int = 0, limit: int = 50) -> list[Subscriber]:
+    """Subscribers in id order after ``after_id`` (keyset pagination: a page costs the same
+    deep in the list as at its start), whose address contains ``email`` (any case)."""
+    if after_id >= _MAX_ID:  # past any id the column holds (PostgreSQL refuses the bind)
+        return []
+    query = select(Subscriber).where(Subscriber.id > after_id).order_by(Subscriber.id)
+    if email:
+        query = query.where(Subscriber.email_key.contains(email.lower(), autoescape=True))
+    if status:
+        query = query.where(Subscriber.status == status)
+    return list(session.scalars(query.limit(limit)))
+
+
+def by_public_id(session: Session, public_id: str) -> Subscriber | None:
+    return session.scalars(select(Subscriber).where(Subscriber.public_id == public_id)).first()

@@ -11,11 +11,16 @@ between the 250 and that record sends it again, as a confirmation mail would be.
 copies of the task at the same moment (a redelivery while the first still runs) do not
 both send: each takes a claim in Redis first (``SET NX``, five minutes), checks for the
 record under it, and a copy that finds the claim taken retries later.
+
+The mail links the newest sent edition in the web archive when there is one. Editions sit
+above subscribers in the layers, so the task looks it up (``editions.service.
+latest_edition_link``) and hands it in as a :class:`LatestEdition`.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from sqlalchemy import exists, select
 
@@ -41,19 +46,29 @@ CLAIM_PREFIX = "mailer:welcome:sending:"
 CLAIM_SECONDS = 300
 
 
-def send_welcome_mail(subscriber_id: int, token_id: int) -> MailResult:
+@dataclass(frozen=True)
+class LatestEdition:
+    """The newest sent edition as the welcome mail names it: its subject and archive page."""
+
+    subject: str
+    url: str
+
+
+def send_welcome_mail(subscriber_id: int, token_id: int, *,
+                      latest_edition: LatestEdition | None = None) -> MailResult:
     """Welcome the reader who confirmed with ``token_id``, unless that is done already or
-    the reader is no longer subscribed."""
+    the reader is no longer subscribed; ``latest_edition`` is linked when given."""
     claim = f"{CLAIM_PREFIX}{subscriber_id}:{token_id}"
     if not get_redis().set(claim, "sending", nx=True, ex=CLAIM_SECONDS):
         return MailResult.retry  # another copy is sending it now: look again later
     try:
-        return _send_under_claim(subscriber_id, token_id)
+        return _send_under_claim(subscriber_id, token_id, latest_edition)
     finally:
         get_redis().delete(claim)
 
 
-def _send_under_claim(subscriber_id: int, token_id: int) -> MailResult:
+def _send_under_claim(subscriber_id: int, token_id: int,
+                      latest_edition: LatestEdition | None) -> MailResult:
     settings = get_settings()
     ids = [subscriber_id, token_id]
     with transaction() as session:
@@ -66,7 +81,8 @@ def _send_under_claim(subscriber_id: int, token_id: int) -> MailResult:
                 ConsentEvent.message_id == message_id(MessageKind.welcome, *ids)))):
             return MailResult.nothing
         context = {"settings": settings, "subscriber": subscriber,
-                   "unsubscribe_url": service.unsubscribe_url(subscriber)}
+                   "unsubscribe_url": service.unsubscribe_url(subscriber),
+                   "latest_edition": latest_edition}
         recipient = subscriber.email
     result = send_one(MessageKind.welcome, recipient, context, ids=ids, verp_id=subscriber_id)
     if result.failure is not None:

@@ -6,14 +6,17 @@ import logging
 
 import redis
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mailer.config import get_settings
 from mailer.logging import setup_logging
 from mailer.paths import templates_dir
-from mailer.web import admin, archive, health, public, webhooks
+from mailer.web import admin, api, archive, health, public, webhooks
+from mailer.web.api.problems import problem
 from mailer.web.pages import page
 
 log = logging.getLogger(__name__)
@@ -31,8 +34,10 @@ class RefuseNul:
         if scope["type"] == "http":
             query = scope.get("query_string", b"").lower()
             if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
-                answer = PlainTextResponse("A NUL character (%00) is not allowed in a URL.",
-                                           400)
+                answer: Response = PlainTextResponse(
+                    "A NUL character (%00) is not allowed in a URL.", 400)
+                if scope["path"].startswith(api.PREFIX + "/"):  # the API's errors are JSON
+                    answer = problem(400, "A NUL character (%00) is not allowed in a URL.")
                 await answer(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -48,9 +53,18 @@ def create_app() -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(archive.router)
     admin.install(app)  # the staff desk at /admin
+    app.mount(api.PREFIX, api.create_api())  # the JSON API, with its own OpenAPI and docs
     static = templates_dir() / "static"
     if static.is_dir():
         app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # A path under /api/v1/ that the mount does not take (a newline in it: Starlette's
+        # mount pattern stops there) is the API's 404 all the same, as a problem.
+        if request.url.path.startswith(api.PREFIX + "/"):
+            return problem(exc.status_code, str(exc.detail or ""))
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(redis.RedisError)
     async def _redis_down(_request: Request, exc: redis.RedisError) -> HTMLResponse:

@@ -1,0 +1,164 @@
+"""``/api/v1/subscribers``: search, read, and sign up.
+
+A sign-up here is the form's sign-up (issue 13: "our API keeps every rule the form
+keeps"): the same service, double opt-in (a pending subscriber and a confirmation mail,
+never a confirmed one), the consent text and version recorded with the source
+``api:<token name>``, at most one confirmation mail per address a day, and the form's
+per-IP limit counted per token. The answer is the same whatever the address's state, as
+the form's is. Every sign-up is in the audit log as ``api:<token name>``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from mailer import tasks
+from mailer.api_tokens.service import Caller
+from mailer.audit import record
+from mailer.config import get_settings
+from mailer.db import transaction
+from mailer.ratelimit import hit
+from mailer.subscribers import queries, service
+from mailer.subscribers.addresses import InvalidAddress, normalise
+from mailer.subscribers.models import Subscriber, SubscriberStatus
+from mailer.tokens import address_hash
+from mailer.web.api.auth import require
+from mailer.web.api.problems import ApiProblem, field_errors, responses
+from mailer.web.forms import client_ip
+
+router = APIRouter(prefix="/subscribers", tags=["subscribers"])
+
+Status = Literal["pending", "confirmed", "unsubscribed"]
+LIMITS = service.FIELD_LIMITS
+#: No line break, tab or other control character (the form refuses them too).
+TEXT = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
+
+
+class SubscriberOut(BaseModel):
+    public_id: str
+    email: str
+    first_name: str
+    last_name: str
+    organisation: str
+    country: str
+    status: Status
+    source: str
+    created_at: dt.datetime
+    confirmed_at: dt.datetime | None
+    unsubscribed_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, s: Subscriber) -> SubscriberOut:
+        return cls(public_id=s.public_id, email=s.email, first_name=s.first_name,
+                   last_name=s.last_name, organisation=s.organisation, country=s.country,
+                   status=SubscriberStatus(s.status).value, source=s.source,
+                   created_at=s.created_at, confirmed_at=s.confirmed_at,
+                   unsubscribed_at=s.unsubscribed_at)
+
+
+class SubscriberPage(BaseModel):
+    items: list[SubscriberOut]
+    #: Pass as ``after`` for the next page; null on the last one.
+    next: str | None
+
+
+class SignUp(BaseModel):
+    """A person who asked for the newsletter on another system's form."""
+
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(max_length=LIMITS["email"], min_length=3, pattern=r"^[^@\s]+@[^@\s]+$",
+                       json_schema_extra={"format": "email"},
+                       description="checked and normalised as the form does it")
+    first_name: str = Field("", max_length=LIMITS["first_name"], pattern=TEXT)
+    last_name: str = Field("", max_length=LIMITS["last_name"], pattern=TEXT)
+    organisation: str = Field("", max_length=LIMITS["organisation"], pattern=TEXT)
+    country: str = Field("", max_length=LIMITS["country"], pattern=TEXT)
+    #: The person ticked a box beside the association's consent text (MAILER_CONSENT_TEXT).
+    consent: Literal[True] = Field(description="the person agreed to the consent text")
+    #: The person's IP address and browser, if the other system has them (kept as the
+    #: form keeps them); otherwise the caller's own.
+    ip: str | None = Field(None, max_length=45, pattern=r"^[0-9A-Fa-f:.]+$")
+    user_agent: str | None = Field(None, max_length=500, pattern=TEXT)
+
+
+class Accepted(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    detail: str = ("Unless the address is subscribed already, a confirmation mail is on its "
+                   "way; the person is subscribed once they press its Confirm button.")
+
+
+class Search(BaseModel):
+    """The search's query string; a parameter it does not know is a 422, not ignored (a
+    misspelt ``?emial=`` would otherwise list everybody)."""
+
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field("", max_length=320, pattern=TEXT,
+                       description="a part of the address, in any case")
+    status: Status | None = None
+    after: str | None = Field(None, max_length=20, pattern=r"^[0-9]{1,18}$",
+                              description="`next` of the page before")
+    limit: int = Field(50, ge=1, le=200)
+
+
+@router.get("", response_model=SubscriberPage, summary="Search subscribers",
+            responses=responses(400, 401, 403, 422, 429))
+def search(caller: Annotated[Caller, Depends(require("subscribers:read"))],
+           params: Annotated[Search, Query()]) -> SubscriberPage:
+    """Subscribers in the order they came, a page at a time (keyset pagination)."""
+    with transaction() as session:
+        found = queries.search(session, email=params.email.strip(), status=params.status,
+                               after_id=int(params.after) if params.after else 0,
+                               limit=params.limit + 1)
+        page = [SubscriberOut.of(s) for s in found[:params.limit]]
+        more = str(found[params.limit - 1].id) if len(found) > params.limit else None
+    return SubscriberPage(items=page, next=more)
+
+
+@router.get("/{public_id}", response_model=SubscriberOut, summary="One subscriber",
+            responses=responses(400, 401, 403, 404, 422, 429))
+def get_one(caller: Annotated[Caller, Depends(require("subscribers:read"))],
+            public_id: Annotated[str, Path(max_length=64)]) -> SubscriberOut:
+    with transaction() as session:
+        found = queries.by_public_id(session, public_id)
+        if found is None:
+            raise ApiProblem(404, "There is no subscriber with this id.")
+        return SubscriberOut.of(found)
+
+
+@router.post("", status_code=202, response_model=Accepted, summary="Sign a person up",
+             responses=responses(400, 401, 403, 422, 429))
+def sign_up(caller: Annotated[Caller, Depends(require("subscribers:write"))],
+            body: SignUp, request: Request) -> Accepted:
+    """Sign a person up with double opt-in, as the form does."""
+    values = {name: getattr(body, name).strip() for name in LIMITS}
+    problems = service.profile_problems(values)
+    try:
+        _, key = normalise(values["email"])
+    except InvalidAddress as exc:
+        problems["email"] = str(exc)
+    if problems:
+        raise ApiProblem(422, "The sign-up has fields that are wrong.",
+                         errors=field_errors(**problems))
+    settings = get_settings()
+    if not hit(f"signup-token:{caller.token_id}", settings.signup_limit_per_ip_per_hour, 3600):
+        raise ApiProblem(429, f"More than {settings.signup_limit_per_ip_per_hour} sign-ups in "
+                         "an hour with this token.", headers={"Retry-After": "3600"})
+    may_mail = hit(f"signup-address:{address_hash(key)}",
+                   settings.confirmation_mails_per_address_per_day, 86400)
+    origin = service.Origin(source=caller.actor, ip=body.ip or client_ip(request),
+                            user_agent=body.user_agent or request.headers.get("user-agent"))
+    with transaction() as session:
+        subscriber = service.sign_up(
+            session, email=values["email"], origin=origin, may_mail=may_mail,
+            profile=service.Profile(first_name=values["first_name"],
+                                    last_name=values["last_name"],
+                                    organisation=values["organisation"],
+                                    country=values["country"]))
+        tasks.publish(tasks.SEND_CONFIRMATION, subscriber.id, session=session)
+        record(session, actor=caller.actor, action="subscriber.sign_up",
+               target=f"subscriber:{subscriber.id}", detail={"source": origin.source})
+    return Accepted()
