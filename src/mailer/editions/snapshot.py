@@ -16,9 +16,11 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import NamedTuple
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
+from mailer.clicks.links import rewrite
+from mailer.clicks.models import EditionLink
 from mailer.config import get_settings
 from mailer.editions.compose import (
     PERSONAL_FIELDS,
@@ -48,13 +50,25 @@ def freeze(session: Session, edition: Edition) -> None:
         return
     composed = compose(edition)
     check_composed(composed, edition)
-    session.execute(
+    html_part, text_part, links = composed.html, composed.text, []
+    settings = get_settings()
+    if settings.click_tracking:
+        rewritten = rewrite(composed.html, composed.text, edition_id=edition.id,
+                            base_url=settings.base_url)
+        html_part, text_part, links = rewritten.html, rewritten.text, rewritten.links
+    won = session.execute(
         update(Edition)
         .where(Edition.id == edition.id, Edition.html_snapshot.is_(None))
-        .values(subject_snapshot=composed.subject, html_snapshot=composed.html,
-                text_snapshot=composed.text, archive_html=composed.archive_html,
+        .values(subject_snapshot=composed.subject, html_snapshot=html_part,
+                text_snapshot=text_part, archive_html=composed.archive_html,
                 placeholder_key=composed.placeholder_key)
     )
+    if won.rowcount:  # type: ignore[attr-defined]
+        # The links of this snapshot; an earlier one's (an edit forgot it) go.
+        session.execute(delete(EditionLink).where(EditionLink.edition_id == edition.id))
+        session.add_all(EditionLink(edition_id=edition.id, position=link.position,
+                                    url=link.url, label=link.label) for link in links)
+        session.flush()
     session.refresh(edition)
 
 
