@@ -134,14 +134,14 @@ def test_a_link_we_did_not_sign_is_404_and_redirects_nowhere(clean, web, mangle)
         "a link the edition lacks": f"/r/{edition.id}/{n + 1}/"
                                     f"{links.signature(edition.id, n + 1)}",
         "not a number": f"/r/{edition.id}/one/{good}",
-        "too large": f"/r/{edition.id}/{2**40}/{good}",
+        "too large": f"/r/{edition.id}/{10**30}/{links.signature(edition.id, 10**30)}",
         "non-ascii": f"/r/{edition.id}/\u0661/{good}",
         "edition of another": f"/r/{edition.id + 1}/1/{good}",
     }[mangle]
     answer = httpx.get(web.url + path, timeout=10)
     assert answer.status_code == 404
     assert "location" not in answer.headers
-    assert not get_redis().exists(f"{counting.KEY}{edition.id}")  # and nothing counted
+    assert not get_redis().exists(counting.PENDING)  # and nothing counted, for any edition
 
 
 def test_the_flush_counts_each_click_once_after_a_crash(clean) -> None:
@@ -179,6 +179,51 @@ def test_our_own_pages_are_linked_straight_and_escaped_links_kept_whole(clean) -
     assert rewritten.html == ('<a href="http://me.example/archive/x">A</a> '
                               f'<a class="b" href="{tracked}" aria-label="Read more: B">B</a>')
     assert rewritten.text == f"see http://me.example/subscribe and {tracked}."
+
+
+def test_the_text_part_gets_the_html_links_whole_or_keeps_its_own() -> None:
+    """The text part is rewritten only where it spells out a link of the HTML: a link the
+    reader could not reach whole (cut at a parenthesis, a quote, an encoded letter) would
+    be worse than one not counted."""
+    urls = ["https://en.wikipedia.org/wiki/Probation_(law)", "https://x.org/it's",
+            "https://x.org/caf%C3%A9", "https://x.org/a"]
+    html_part = " ".join(f'<a href="{u}">{i}</a>' for i, u in enumerate(urls))
+    text_part = ("see https://en.wikipedia.org/wiki/Probation_(law). and https://x.org/it's, "
+                 "https://x.org/café! (https://x.org/a) https://x.org/ab https://only.text/x")
+    rewritten = links.rewrite(html_part, text_part, edition_id=3, base_url="http://me")
+    assert [link.url for link in rewritten.links] == urls
+    t = [links.tracked_url("http://me", 3, n) for n in (1, 2, 3, 4)]
+    assert rewritten.text == (f"see {t[0]}. and {t[1]}, {t[2]}! ({t[3]}) https://x.org/ab "
+                              "https://only.text/x")
+
+
+def test_one_flush_at_a_time_and_a_click_never_lands_where_none_looks(clean) -> None:
+    edition, rows, _ = _frozen(articles=1)
+    redis = get_redis()
+    counting.count(redis, edition.id, 1, counting.Kind.click)
+    held = redis.lock(counting.LOCK, timeout=30)
+    assert held.acquire(blocking=False)
+    assert counting.flush(redis) == 0  # another flush is at it: this one leaves it alone
+    assert redis.hlen(f"{counting.KEY}{edition.id}") == 1
+    held.release()
+    counting.take_batches(redis)  # listed and renamed at once: a batch is never empty
+    assert all(redis.exists(m) for m in redis.smembers(counting.BATCHES))
+    assert counting.flush(redis) == 1
+
+
+def test_a_redis_that_is_away_costs_the_count_not_the_redirect(clean, tmp_path) -> None:
+    from tests.support.processes import WebServer, free_port
+
+    edition, rows, _ = _frozen(articles=1)
+    closed = free_port()  # nothing listens there
+    server = WebServer({**clean.env, "MAILER_REDIS_URL": f"redis://127.0.0.1:{closed}/0"},
+                       tmp_path / "web.log", free_port()).start()
+    try:
+        answer = httpx.get(f"{server.url}/r/{edition.id}/1/{links.signature(edition.id, 1)}",
+                           timeout=10)
+    finally:
+        server.stop()
+    assert answer.status_code == 303 and answer.headers["location"] == rows[0].url
 
 
 @pytest.mark.parametrize(("method", "agent", "kind"), [

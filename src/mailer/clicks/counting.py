@@ -14,6 +14,7 @@ What is counted is an edition, a link and a kind of request, nothing of who made
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import re
@@ -31,6 +32,7 @@ KEY = "mailer:clicks:edition:"  # + edition id: a hash of "position:kind" → co
 PENDING = "mailer:clicks:pending"  # editions with counts not yet flushed
 BATCHES = "mailer:clicks:batches"  # batches renamed away, not yet deleted
 BATCH = "mailer:clicks:batch:"  # + edition id + ":" + a random id
+LOCK = "mailer:lock:flush-clicks"
 #: How long a flushed batch's id is kept: far longer than any flush can be retried.
 KEEP_FLUSHES = dt.timedelta(days=2)
 
@@ -75,16 +77,16 @@ def count(client: redis_lib.Redis, edition_id: int, position: int, kind: Kind) -
 def take_batches(client: redis_lib.Redis) -> None:
     """Rename each edition's counts to a batch of their own; new clicks start a new hash.
 
-    The batch is listed before the rename, so it is never out of sight; the rename and the
-    edition leaving the pending set happen at once (MULTI), so a click in between cannot
-    be left in a hash nobody flushes."""
+    Listing the batch, the rename and the edition leaving the pending set happen at once
+    (MULTI): no click can land in a hash nobody flushes, and no flush sees a batch that is
+    listed but not filled yet."""
     for member in client.smembers(PENDING):
         batch = f"{BATCH}{int(member)}:{uuid.uuid4().hex}"
-        client.sadd(BATCHES, batch)
         pipe = client.pipeline(transaction=True)
+        pipe.sadd(BATCHES, batch)
         pipe.rename(f"{KEY}{int(member)}", batch)
         pipe.srem(PENDING, member)
-        renamed, _ = pipe.execute(raise_on_error=False)
+        _, renamed, _ = pipe.execute(raise_on_error=False)
         if isinstance(renamed, redis_lib.ResponseError):  # no such key: nothing to count
             client.srem(BATCHES, batch)
 
@@ -116,17 +118,28 @@ def forget_old_flushes(session: Session) -> None:
 
 
 def flush(client: redis_lib.Redis) -> int:
-    """Move every count from Redis to the database; the number of requests moved."""
-    take_batches(client)
-    moved = 0
-    for member in client.smembers(BATCHES):
-        batch = _text(member)
-        counts = client.hgetall(batch)
+    """Move every count from Redis to the database; the number of requests moved.
+
+    One flush at a time (a lock in Redis; another that finds it held does nothing): a
+    batch is counted by the transaction that records its id, so even two at once could not
+    count one twice, but the second would fail on that id."""
+    lock = client.lock(LOCK, timeout=300, blocking=False)
+    if not lock.acquire():
+        return 0
+    try:
+        take_batches(client)
+        moved = 0
+        for member in client.smembers(BATCHES):
+            batch = _text(member)
+            counts = client.hgetall(batch)
+            with transaction() as session:
+                if add_batch(session, batch, counts):
+                    moved += sum(int(n) for n in counts.values())
+            client.delete(batch)
+            client.srem(BATCHES, member)
         with transaction() as session:
-            if add_batch(session, batch, counts):
-                moved += sum(int(n) for n in counts.values())
-        client.delete(batch)
-        client.srem(BATCHES, member)
-    with transaction() as session:
-        forget_old_flushes(session)
-    return moved
+            forget_old_flushes(session)
+        return moved
+    finally:
+        with contextlib.suppress(redis_lib.RedisError):  # expired meanwhile: no matter
+            lock.release()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -30,7 +31,8 @@ _ANCHOR = re.compile(r'<a\b([^>]*?)\bhref="(https?://[^"]+)"([^>]*)>(.*?)</a>',
                      re.IGNORECASE | re.DOTALL)
 _ARIA_LABEL = re.compile(r'aria-label="([^"]*)"', re.IGNORECASE)
 _TAG = re.compile(r"<[^>]+>")
-_TEXT_URL = re.compile(r"https?://[^\s<>\"']+")
+_TEXT_URL = re.compile(r"https?://\S+")
+_SENTENCE = re.compile(r"[.,;:!?)\]'\"»”’]+")
 LABEL_LENGTH = 300
 
 
@@ -62,25 +64,23 @@ def tracked_url(base_url: str, edition_id: int, position: int) -> str:
 
 
 def rewrite(html_part: str, text_part: str, *, edition_id: int, base_url: str) -> Rewritten:
-    """Both parts with their links going through ``/r/``, and the links in order of first
-    appearance (the HTML's, then any the text part has alone)."""
+    """Both parts with their links going through ``/r/``, and the links in the order they
+    first appear in the HTML.
+
+    The HTML's links are the list. The text part gets the same tracked link wherever it
+    spells one of them out (as written there, or as the HTML percent-encodes it); a link
+    the text part has alone, or one it cannot tell apart from the words around it, stays
+    as it is. It is not counted, but it leads where it should."""
     own = base_url.rstrip("/") + "/"
     positions: dict[str, int] = {}
     labels: dict[str, str] = {}
 
-    def position_of(url: str) -> int | None:
-        if url.startswith(own) or url == own.rstrip("/"):
-            return None
-        if url not in positions:
-            positions[url] = len(positions) + 1
-        return positions[url]
-
     def in_html(match: re.Match[str]) -> str:
         before, href, after, inner = match.groups()
         url = html.unescape(href)
-        position = position_of(url)
-        if position is None:
+        if url.startswith(own) or url == own.rstrip("/"):
             return match.group(0)
+        position = positions.setdefault(url, len(positions) + 1)
         if not labels.get(url):
             aria = _ARIA_LABEL.search(before + after)
             label = aria.group(1) if aria else _TAG.sub("", inner)
@@ -88,35 +88,31 @@ def rewrite(html_part: str, text_part: str, *, edition_id: int, base_url: str) -
         tracked = tracked_url(base_url, edition_id, position)
         return f'<a{before}href="{tracked}"{after}>{inner}</a>'
 
-    def in_text(match: re.Match[str]) -> str:
-        url = match.group(0).rstrip(".,;:!?)")  # the sentence's, not the link's
-        position = position_of(url)
-        if position is None:
-            return match.group(0)
-        return tracked_url(base_url, edition_id, position) + match.group(0)[len(url):]
-
     new_html = _ANCHOR.sub(in_html, html_part)
+    spelled = {}  # every way the text part may write a link of the HTML → its position
+    for url, position in positions.items():
+        spelled[url] = spelled[unquote(url)] = position
+    longest_first = sorted(spelled, key=len, reverse=True)
+
+    def in_text(match: re.Match[str]) -> str:
+        found = match.group(0)
+        for url in longest_first:
+            if found.startswith(url) and not _continues(found[len(url):]):
+                return tracked_url(base_url, edition_id, spelled[url]) + found[len(url):]
+        return found
+
     new_text = _TEXT_URL.sub(in_text, text_part)
     links = [Link(position, url, labels.get(url, "")) for url, position in positions.items()]
     return Rewritten(new_html, new_text, links)
 
 
+def _continues(rest: str) -> bool:
+    """Whether what follows a known link in the text is more of a (longer) address, rather
+    than the sentence's punctuation ("…/article." or "(see …/article)")."""
+    return bool(rest) and not _SENTENCE.fullmatch(rest)
+
+
 def destination(session: Session, edition_id: int, position: int) -> str | None:
     """Where a signed link of an edition leads (None: the edition has no such link)."""
-    key = (edition_id, position)
-    url = _destinations.get(key)
-    if url is None:
-        url = session.scalar(select(EditionLink.url).where(
-            EditionLink.edition_id == edition_id, EditionLink.position == position))
-        if url is not None:  # only what is there is remembered: a later freeze may add it
-            if len(_destinations) >= _REMEMBERED:
-                _destinations.clear()
-            _destinations[key] = url
-    return url
-
-
-#: The links of recent editions, remembered by each web process: a redirect then reads no
-#: database. A link's URL never changes once its edition is sent; before (an edited draft,
-#: whose test copies are the only mail with its links) it may, for a test copy's click.
-_destinations: dict[tuple[int, int], str] = {}
-_REMEMBERED = 10_000
+    return session.scalar(select(EditionLink.url).where(
+        EditionLink.edition_id == edition_id, EditionLink.position == position))

@@ -13,6 +13,7 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from redis.exceptions import RedisError
+from starlette.background import BackgroundTask
 
 from mailer.clicks import counting, links
 from mailer.db import transaction
@@ -37,11 +38,16 @@ def follow(edition: str, position: str, signature: str, request: Request) -> Res
     if url is None:
         return _not_found()
     kind = counting.kind_of(request.method, request.headers.get("user-agent"))
+    # Counted once the answer is on its way: a Redis that is slow or away delays nobody.
+    return RedirectResponse(url, status_code=303, headers=_HEADERS,
+                            background=BackgroundTask(_count, edition_id, link, kind))
+
+
+def _count(edition_id: int, link: int, kind: counting.Kind) -> None:
     try:
         counting.count(get_redis(), edition_id, link, kind)
     except RedisError as exc:
         log.warning("a click on edition %d link %d was not counted: %s", edition_id, link, exc)
-    return RedirectResponse(url, status_code=303, headers=_HEADERS)
 
 
 def _number(value: str) -> int | None:
