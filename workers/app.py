@@ -102,6 +102,11 @@ def beat_schedule() -> dict[str, dict[str, object]]:
         "task": tasks.PROCESS_SPOOL,
         "schedule": 60.0,
     }
+    # Clicks counted in Redis by /r/…, added to the database (mailer.clicks.counting).
+    schedule["flush-clicks"] = {
+        "task": tasks.FLUSH_CLICKS,
+        "schedule": 60.0,
+    }
     if settings.imap_url or settings.pop3_url:
         schedule["poll-bounce-mailbox"] = {
             "task": tasks.POLL_MAILBOX,

@@ -102,3 +102,15 @@ def mail_editors(self, edition_id: int) -> list[str]:  # type: ignore[no-untyped
     if any(r.temporary for r in results):
         raise self.retry(countdown=backoff.REVIEW_MAIL.seconds(self.request.retries))
     return [f"{r.to}: {r.result}" for r in results]
+
+
+@app.task(name=tasks.FLUSH_CLICKS)
+def flush_clicks() -> int:
+    """The clicks counted in Redis, into the database; exactly once, however often it runs."""
+    from mailer.clicks import counting
+    from mailer.redis import get_redis
+
+    moved = counting.flush(get_redis())
+    if moved:
+        log.info("flushed %d link requests", moved)
+    return moved

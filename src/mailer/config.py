@@ -196,6 +196,9 @@ class Settings(BaseModel):
     unfiled_categories: list[str] = ["Uncategorized", "Uncategorised"]
     general_section: str = "News"
     html_budget_bytes: int = 100 * 1024
+    #: An edition's links go through /r/… and are counted per link, never per reader
+    #: (mailer.clicks). Off: the mail links straight to the articles.
+    click_tracking: bool = True
     #: When beat drafts the next edition: minute hour day-of-month month day-of-week in
     #: ``timezone``; "off" for never. Celery requires the day of the month *and* the day of
     #: the week to match (cron takes either), so the default is the first Tuesday of every

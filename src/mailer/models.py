@@ -3,6 +3,7 @@
 from mailer.api_tokens.models import ApiToken
 from mailer.articles.models import Article
 from mailer.bounces.models import Bounce, InboundMessage, WebhookEvent
+from mailer.clicks.models import ClickFlush, EditionLink
 from mailer.db import Base
 from mailer.delivery.models import Delivery, SenderProcess
 from mailer.editions.models import Edition, EditionArticle
@@ -16,8 +17,8 @@ from mailer.staff.models import (
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber, Suppression
 
 __all__ = [
-    "ApiToken", "Article", "AuditEntry", "Base", "Bounce", "ConfirmationToken", "ConsentEvent",
-    "Delivery",
+    "ApiToken", "Article", "AuditEntry", "Base", "Bounce", "ClickFlush", "ConfirmationToken",
+    "ConsentEvent", "Delivery", "EditionLink",
     "Edition", "EditionArticle", "InboundMessage", "ScheduledDraft", "SenderProcess",
     "StaffRecoveryCode",
     "StaffSession", "StaffUser", "Subscriber", "Suppression", "WebhookEvent",

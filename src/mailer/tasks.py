@@ -46,6 +46,7 @@ PURGE_PENDING_SIGNUPS = "workers.maintenance.purge_pending_signups"
 POLL_FEEDS = "workers.maintenance.poll_feeds"
 DRAFT_NEXT_EDITION = "workers.maintenance.draft_next_edition"
 MAIL_EDITORS = "workers.maintenance.mail_editors"
+FLUSH_CLICKS = "workers.maintenance.flush_clicks"
 
 #: The queue of every task that does not run on :data:`DEFAULT`.
 QUEUE_OF = {SEND_BATCH: BULK, SEND_CONFIRMATION: CONFIRMATIONS, SEND_WELCOME: CONFIRMATIONS}

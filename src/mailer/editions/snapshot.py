@@ -13,12 +13,15 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import lru_cache
 from typing import NamedTuple
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
+from mailer.clicks.links import Link, rewrite
+from mailer.clicks.models import EditionLink
 from mailer.config import get_settings
 from mailer.editions.compose import (
     PERSONAL_FIELDS,
@@ -46,24 +49,47 @@ def freeze(session: Session, edition: Edition) -> None:
     """
     if edition.html_snapshot is not None:
         return
-    composed = compose(edition)
-    check_composed(composed, edition)
-    session.execute(
+    composed, links = with_tracked_links(compose(edition), edition)
+    check_composed(composed, edition, links_tracked=True)
+    won = session.execute(
         update(Edition)
         .where(Edition.id == edition.id, Edition.html_snapshot.is_(None))
         .values(subject_snapshot=composed.subject, html_snapshot=composed.html,
                 text_snapshot=composed.text, archive_html=composed.archive_html,
                 placeholder_key=composed.placeholder_key)
     )
+    if won.rowcount:  # type: ignore[attr-defined]
+        # The links of this snapshot; an earlier one's (an edit forgot it) go.
+        session.execute(delete(EditionLink).where(EditionLink.edition_id == edition.id))
+        session.add_all(EditionLink(edition_id=edition.id, position=link.position,
+                                    url=link.url, label=link.label) for link in links)
+        session.flush()
     session.refresh(edition)
 
 
-def check_composed(composed: Composed, edition: Edition) -> None:
-    """Raise :class:`NotSendable` if this composition of ``edition`` cannot be mailed."""
+def with_tracked_links(composed: Composed, edition: Edition) -> tuple[Composed, list[Link]]:
+    """The composition as it is frozen: its links going through ``/r/`` (unless
+    ``MAILER_CLICK_TRACKING`` is off), and those links (:mod:`mailer.clicks.links`)."""
+    settings = get_settings()
+    if not settings.click_tracking:
+        return composed, []
+    rewritten = rewrite(composed.html, composed.text, edition_id=edition.id or 0,
+                        base_url=settings.base_url)
+    return replace(composed, html=rewritten.html, text=rewritten.text), rewritten.links
+
+
+def check_composed(composed: Composed, edition: Edition, *, links_tracked: bool = False
+                   ) -> None:
+    """Raise :class:`NotSendable` if this composition of ``edition`` cannot be mailed.
+
+    The size is that of the mail as it will be frozen, its links rewritten: a preview or
+    a test copy of a draft (whose links lead straight to the articles) is checked against
+    the bytes the send will have."""
     if composed.article_count == 0:
         raise NotSendable("This edition has no articles. Add at least one article (or widen "
                           "its window) before sending it.")
-    check_size(personaliser_of(composed), edition)
+    as_frozen = composed if links_tracked else with_tracked_links(composed, edition)[0]
+    check_size(personaliser_of(as_frozen), edition)
 
 
 def check_size(personaliser: Personaliser, edition: Edition) -> None:

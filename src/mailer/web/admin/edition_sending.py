@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from mailer.clicks import queries as clicks
 from mailer.db import transaction, utcnow
 from mailer.delivery import service as sending
 from mailer.delivery.preflight import preflight
@@ -202,7 +203,8 @@ def progress_page(request: Request, edition_id: RowId,
         edition = edition_or_404(session, edition_id)
         progress = sending.progress(session, edition_id)
         return admin_page(request, "progress.html", staff, session=session, edition=edition,
-                          progress=_with_clock(progress.as_dict()))
+                          progress=_with_clock(progress.as_dict()),
+                          links=clicks.per_link(session, edition_id))
 
 
 @router.get("/{edition_id}/progress.json")

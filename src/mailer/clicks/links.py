@@ -1,0 +1,118 @@
+"""An edition's links, rewritten once per snapshot to go through ``/r/…`` and be counted.
+
+``freeze`` hands the composed HTML and text here. Every distinct ``http(s)`` link that does
+not lead to this service's own pages (the archive, the sign-up form) gets a position, and
+is replaced in both parts by ``{base_url}/r/{edition}/{position}/{signature}``. The
+signature is an HMAC over the edition and the position only: nothing in the link tells one
+reader from another, and every reader's message carries the same bytes but for the
+personal parts it had before (the greeting, the unsubscribe link).
+
+A link that was not made by us (a tampered signature, a position the edition does not
+have) leads nowhere: the route answers 404 and redirects to nothing, so ``/r/`` cannot be
+used to send people to a site of someone else's choosing.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailer import tokens
+from mailer.clicks.models import EditionLink
+
+PURPOSE = "click"  # the tokens purpose: a click link's signature is worth nothing elsewhere
+SIGNATURE_LENGTH = 22  # base64 characters: 132 bits
+_ANCHOR = re.compile(r'<a\b([^>]*?)\bhref="(https?://[^"]+)"([^>]*)>(.*?)</a>',
+                     re.IGNORECASE | re.DOTALL)
+_ARIA_LABEL = re.compile(r'aria-label="([^"]*)"', re.IGNORECASE)
+_TAG = re.compile(r"<[^>]+>")
+_TEXT_URL = re.compile(r"https?://\S+")
+_SENTENCE = re.compile(r"[.,;:!?)\]'\"»”’]+")
+LABEL_LENGTH = 300
+
+
+@dataclass(frozen=True)
+class Link:
+    position: int
+    url: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Rewritten:
+    html: str
+    text: str
+    links: list[Link]
+
+
+def signature(edition_id: int, position: int) -> str:
+    return tokens.sign(PURPOSE, f"{edition_id}.{position}", length=SIGNATURE_LENGTH)
+
+
+def is_signed(edition_id: int, position: int, given: str) -> bool:
+    return (len(given) == SIGNATURE_LENGTH
+            and tokens.verify(PURPOSE, f"{edition_id}.{position}", given))
+
+
+def tracked_url(base_url: str, edition_id: int, position: int) -> str:
+    return f"{base_url}/r/{edition_id}/{position}/{signature(edition_id, position)}"
+
+
+def rewrite(html_part: str, text_part: str, *, edition_id: int, base_url: str) -> Rewritten:
+    """Both parts with their links going through ``/r/``, and the links in the order they
+    first appear in the HTML.
+
+    The HTML's links are the list. The text part gets the same tracked link wherever it
+    spells one of them out (as written there, or as the HTML percent-encodes it); a link
+    the text part has alone, or one it cannot tell apart from the words around it, stays
+    as it is. It is not counted, but it leads where it should."""
+    own = base_url.rstrip("/") + "/"
+    positions: dict[str, int] = {}
+    labels: dict[str, str] = {}
+
+    def in_html(match: re.Match[str]) -> str:
+        before, href, after, inner = match.groups()
+        url = html.unescape(href)
+        if url.startswith(own) or url == own.rstrip("/"):
+            return match.group(0)
+        position = positions.setdefault(url, len(positions) + 1)
+        if not labels.get(url):
+            aria = _ARIA_LABEL.search(before + after)
+            label = aria.group(1) if aria else _TAG.sub("", inner)
+            labels[url] = " ".join(html.unescape(label).split())[:LABEL_LENGTH]
+        tracked = tracked_url(base_url, edition_id, position)
+        return f'<a{before}href="{tracked}"{after}>{inner}</a>'
+
+    new_html = _ANCHOR.sub(in_html, html_part)
+    spelled = {}  # every way the text part may write a link of the HTML → its position
+    for url, position in positions.items():
+        spelled[url] = spelled[unquote(url)] = position
+    longest_first = sorted(spelled, key=len, reverse=True)
+
+    def in_text(match: re.Match[str]) -> str:
+        found = match.group(0)
+        for url in longest_first:
+            if found.startswith(url) and not _continues(found[len(url):]):
+                return tracked_url(base_url, edition_id, spelled[url]) + found[len(url):]
+        return found
+
+    new_text = _TEXT_URL.sub(in_text, text_part)
+    links = [Link(position, url, labels.get(url, "")) for url, position in positions.items()]
+    return Rewritten(new_html, new_text, links)
+
+
+def _continues(rest: str) -> bool:
+    """Whether what follows a known link in the text is more of a (longer) address, rather
+    than the sentence's punctuation ("…/article." or "(see …/article)")."""
+    return bool(rest) and not _SENTENCE.fullmatch(rest)
+
+
+def destination(session: Session, edition_id: int, position: int) -> str | None:
+    """Where a signed link of an edition leads (None: the edition has no such link)."""
+    return session.scalar(select(EditionLink.url).where(
+        EditionLink.edition_id == edition_id, EditionLink.position == position))

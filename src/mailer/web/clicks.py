@@ -1,0 +1,62 @@
+"""``/r/<edition>/<link>/<signature>``: a followed link of an edition, counted and sent on.
+
+303 to the link's own address; the count is the edition's and the link's, nothing of the
+reader (:mod:`mailer.clicks`). Anything we did not sign, or a link the edition does not
+have, is 404 and redirects nowhere. A Redis that does not answer loses the count, never
+the reader's way to the article.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response
+from redis.exceptions import RedisError
+from starlette.background import BackgroundTask
+
+from mailer.clicks import counting, links
+from mailer.db import transaction
+from mailer.redis import get_redis
+
+router = APIRouter()
+log = logging.getLogger(__name__)
+
+_MAX_ID = 2**31 - 1  # what an integer column holds
+_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+            "X-Robots-Tag": "noindex"}
+
+
+@router.api_route("/r/{edition}/{position}/{signature}", methods=["GET", "HEAD"],
+                  include_in_schema=False)
+def follow(edition: str, position: str, signature: str, request: Request) -> Response:
+    edition_id, link = _number(edition), _number(position)
+    if edition_id is None or link is None or not links.is_signed(edition_id, link, signature):
+        return _not_found()
+    with transaction() as session:
+        url = links.destination(session, edition_id, link)
+    if url is None:
+        return _not_found()
+    kind = counting.kind_of(request.method, request.headers.get("user-agent"))
+    # Counted once the answer is on its way: a Redis that is slow or away delays nobody.
+    return RedirectResponse(url, status_code=303, headers=_HEADERS,
+                            background=BackgroundTask(_count, edition_id, link, kind))
+
+
+def _count(edition_id: int, link: int, kind: counting.Kind) -> None:
+    try:
+        counting.count(get_redis(), edition_id, link, kind)
+    except RedisError as exc:
+        log.warning("a click on edition %d link %d was not counted: %s", edition_id, link, exc)
+
+
+def _number(value: str) -> int | None:
+    if not value.isascii() or not value.isdigit() or len(value) > 10:
+        return None
+    number = int(value)
+    return number if 0 < number <= _MAX_ID else None
+
+
+def _not_found() -> Response:
+    return PlainTextResponse("This link is not one of ours.", status_code=404,
+                             headers=_HEADERS)
