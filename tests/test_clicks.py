@@ -108,6 +108,10 @@ def test_a_real_send_and_real_clicks_are_counted_per_link(clean, worker, web) ->
                                       EditionLink.position != position))]
     assert others and set(others) == {(0, 0, 0)}
 
+    # Nothing written down ties the click to whoever made it: no access-log line of /r/.
+    web_log = (clean.tmp / "web.log").read_text()
+    assert "GET /r/" not in web_log and "HEAD /r/" not in web_log
+
     # The editors see it on the send's page: the followed link first, with its count.
     make_staff("editor@cep.example")
     admin = Admin(web.url)

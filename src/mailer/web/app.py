@@ -45,6 +45,7 @@ class RefuseNul:
 
 def create_app() -> FastAPI:
     setup_logging()
+    logging.getLogger("uvicorn.access").addFilter(clicks.LeaveClicksOut())
     settings = get_settings()  # refuses to start with the default secret outside development
     app = FastAPI(title=settings.list_name, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(RefuseNul)

@@ -50,6 +50,16 @@ def _count(edition_id: int, link: int, kind: counting.Kind) -> None:
         log.warning("a click on edition %d link %d was not counted: %s", edition_id, link, exc)
 
 
+class LeaveClicksOut(logging.Filter):
+    """Keeps ``/r/…`` out of uvicorn's access log: a line there would tie a followed link to
+    the address that followed it, which is as near to a reader as we refuse to record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        path = args[2] if isinstance(args, tuple) and len(args) > 2 else ""
+        return not (isinstance(path, str) and path.startswith("/r/"))
+
+
 def _number(value: str) -> int | None:
     if not value.isascii() or not value.isdigit() or len(value) > 10:
         return None
