@@ -137,7 +137,7 @@ def test_soft_bounces_older_than_the_window_do_not_count(clean) -> None:
         delivery = make_delivery(edition, reader, sent_at=utcnow() - dt.timedelta(days=40))
         take_in(*bounce_of("old@example.net", edition, delivery, MAILBOX_FULL, "5.2.2"))
     with transaction() as session:
-        days = get_settings().soft_bounce_days
+        days = get_settings().bounces.soft_bounce_days
         session.execute(update(Bounce).values(
             received_at=utcnow() - dt.timedelta(days=days + 1)))
     edition = make_sent_edition()
@@ -254,7 +254,7 @@ def _truncated(to: str, delivery: int, edition: int) -> bytes:
 
 def _huge(to: str) -> bytes:
     head = plain_mail(to=to, subject="Undelivered Mail Returned to Sender", body="x")
-    return head + b"A" * (get_settings().bounce_max_bytes + 1)
+    return head + b"A" * (get_settings().bounces.bounce_max_bytes + 1)
 
 
 @pytest.mark.parametrize("make", [_vacation, _reply, _malformed, _truncated, _huge],

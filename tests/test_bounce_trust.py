@@ -61,7 +61,7 @@ SENDING_DOMAIN = "cep-probation.example.org"
 
 def old_style_id(edition_id: int, delivery_id: int) -> str:
     """The Message-ID as it was made before issue 9: an unkeyed digest of public data."""
-    list_id = get_settings().list_id
+    list_id = get_settings().identity.list_id
     digest = hashlib.sha256("\x00".join(["nl", str(edition_id), str(delivery_id), list_id])
                             .encode()).hexdigest()[:24]
     return f"<nl.{edition_id}.{delivery_id}.{digest}@{SENDING_DOMAIN}>"
@@ -151,8 +151,8 @@ def sent_edition(names: list[str]) -> tuple[int, dict[str, tuple[int, int]]]:
 
 def test_forged_bounces_and_complaints_act_on_nobody(route: Deliver) -> None:
     edition, readers = sent_edition(["anna", "bert", "carla", "dirk", "emma", "fritz"])
-    bounce_address = f"bounces@{get_settings().bounce_domain}"
-    fbl = f"fbl@{get_settings().bounce_domain}"
+    bounce_address = f"bounces@{get_settings().identity.bounce_domain}"
+    fbl = f"fbl@{get_settings().identity.bounce_domain}"
 
     def dsn_about(name: str, status: str, diagnostic: str, msg_id: str = "") -> bytes:
         email = f"{name}@example.net"
@@ -212,7 +212,7 @@ def test_a_genuine_bounce_and_complaint_act_once_however_often_they_come(
         route: Deliver) -> None:
     edition, readers = sent_edition(["gone", "angry", "fine1", "fine2", "fine3"])
     gone, angry = readers["gone"], readers["angry"]
-    fbl = f"fbl@{get_settings().bounce_domain}"
+    fbl = f"fbl@{get_settings().identity.bounce_domain}"
     from mailer.emails.message import message_id
 
     hard = dsn(to_verp=verp_of(gone[1]), recipients=[

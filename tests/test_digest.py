@@ -319,7 +319,7 @@ def test_images_links_and_size(full_edition) -> None:
     assert "https://www.cep-probation.org/events/2026/?lang=en&ref=nl" in hrefs
 
     size = len(preview.encode())
-    assert size < get_settings().html_budget_bytes
+    assert size < get_settings().editions.html_budget_bytes
     assert "%%" not in preview  # every placeholder was filled
 
 
@@ -332,7 +332,7 @@ def test_text_part_carries_the_same_links_unsubscribe_and_address(full_edition) 
     for part in (preview.text, preview.html):
         assert sample["unsubscribe_url"] in part
         assert sample["view_url"] in part
-        assert get_settings().postal_address in part
+        assert get_settings().identity.postal_address in part
         assert "Dear Maria," in part
         assert "maria.jansen@example.org" in part
     # The text part is written for text, not stripped from the HTML.

@@ -54,7 +54,7 @@ def poll_feeds() -> dict[str, int]:
     from mailer.config import get_settings
 
     totals = {"created": 0, "updated": 0, "unchanged": 0, "problems": 0, "failed": 0}
-    for url in get_settings().feed_urls:
+    for url in get_settings().articles.feed_urls:
         try:
             feed = feeds.load(url)  # fetched outside the transaction
         except feeds.FeedError as exc:

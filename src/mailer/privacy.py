@@ -140,7 +140,7 @@ def purge_pending(session: Session, *, older_than: dt.timedelta | None = None) -
     """Unconfirmed sign-ups older than the limit (14 days): forget them. A re-subscription
     that was never confirmed falls back to unsubscribed instead, since the person's earlier
     consent and its withdrawal are a record we must keep. Returns how many."""
-    days = get_settings().purge_pending_after_days
+    days = get_settings().signup.purge_pending_after_days
     now = utcnow()
     cutoff = now - (older_than or dt.timedelta(days=days))
     stale = session.scalars(

@@ -90,7 +90,7 @@ def read(source: str) -> bytes:
     path = Path(source)
     if not path.is_file():
         raise FeedError(f"{source}: no such file (give a file path or an http(s) URL)")
-    limit = get_settings().feed_max_bytes
+    limit = get_settings().articles.feed_max_bytes
     if path.stat().st_size > limit:
         raise FeedError(f"{source}: larger than {limit:,} bytes, refused")
     return path.read_bytes()
@@ -306,7 +306,7 @@ def _parse_time(value: str, fallback: Any = None) -> dt.datetime | None:
 
 def _categories(values: list[Any]) -> tuple[str, ...]:
     """Unique names, in the feed's order, spelled as the association spells them."""
-    known = {name.casefold(): name for name in get_settings().categories}
+    known = {name.casefold(): name for name in get_settings().articles.categories}
     result: list[str] = []
     for value in values:
         name = plain_text(str(value))[:100]
@@ -341,7 +341,7 @@ def _image(raw: Any, *, link: str, title: str) -> Image | None:
 
 
 def _is_own_site(host: str) -> bool:
-    own = (urlsplit(get_settings().website_url).hostname or "").removeprefix("www.")
+    own = (urlsplit(get_settings().identity.website_url).hostname or "").removeprefix("www.")
     return bool(own) and host.removeprefix("www.") == own
 
 

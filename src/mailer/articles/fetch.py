@@ -61,7 +61,7 @@ class Target:
 
 def fetch(url: str) -> bytes:
     """The body of a 200 answer at ``url`` (redirects followed, each one checked)."""
-    deadline = get_settings().feed_fetch_deadline_seconds
+    deadline = get_settings().articles.feed_fetch_deadline_seconds
     try:
         return _run(_fetch_within(url, deadline))
     except TimeoutError:
@@ -133,7 +133,7 @@ def allowed(host: str, address: IPAddress) -> bool:
     """May a fetch of ``host`` connect to ``address``?"""
     if _is_public(address):
         return True
-    for entry in get_settings().feed_allowed_hosts:
+    for entry in get_settings().articles.feed_allowed_hosts:
         entry = entry.strip().rstrip(".").lower()
         try:
             if address in ipaddress.ip_network(entry, strict=False):
@@ -175,7 +175,7 @@ async def _get(client: httpx.AsyncClient, target: Target) -> bytes | str:
             return urljoin(url, answer.headers["location"])
         if answer.status_code != 200:
             raise FetchError(f"{url}: the server answered HTTP {answer.status_code}")
-        limit = settings.feed_max_bytes
+        limit = settings.articles.feed_max_bytes
         declared = answer.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise FetchError(f"{url}: larger than {limit:,} bytes, refused")

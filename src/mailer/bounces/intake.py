@@ -92,7 +92,7 @@ def receive(
     import): parse, attribute, record, act. ``envelope_to`` is the SMTP RCPT TO when the
     message came over SMTP (the VERP address); a mailbox has only the headers."""
     fingerprint = fingerprint_of(raw)
-    cap = get_settings().bounce_max_bytes
+    cap = get_settings().bounces.bounce_max_bytes
     if len(raw) > cap:
         return refuse_too_large(session, head=raw[:EXCERPT_LIMIT], size=len(raw), source=source)
     try:
@@ -176,7 +176,7 @@ def refuse_too_large(session: Session, *, head: bytes, size: int, source: str) -
     """A message over ``bounce_max_bytes``, of which the caller read only the ``head``
     (a mailbox need not download 50 MB to learn it is too large): refused, and kept as an
     unparsed Bounce that says so."""
-    cap = get_settings().bounce_max_bytes
+    cap = get_settings().bounces.bounce_max_bytes
     fingerprint = hashlib.sha256(head[:EXCERPT_LIMIT] + f"\x00{size}".encode()).hexdigest()
     return _refuse(session, head, source, fingerprint,
                    f"{size} bytes is over the bounce size cap of {cap} bytes")

@@ -126,7 +126,7 @@ def poll_imap(url: str, *, folder: str = "INBOX", processed_folder: str | None =
     """Take in every message of ``folder``; move each to ``processed_folder`` (or delete it)
     once its bounce is committed."""
     target = parse_mailbox_url(url)
-    cap = get_settings().bounce_max_bytes
+    cap = get_settings().bounces.bounce_max_bytes
     result = PollResult()
     conn = _imap_connect(target)
     try:
@@ -161,7 +161,7 @@ def poll_imap(url: str, *, folder: str = "INBOX", processed_folder: str | None =
 
 
 def _imap_connect(target: MailboxTarget) -> imaplib.IMAP4:
-    timeout = get_settings().smtp_timeout
+    timeout = get_settings().smtp.timeout
     if target.tls == "implicit":
         return imaplib.IMAP4_SSL(target.host, target.port, ssl_context=ssl.create_default_context(),
                                  timeout=timeout)
@@ -229,7 +229,7 @@ def poll_pop3(url: str, *, limit: int = POLL_LIMIT) -> PollResult:
     """Take in every message of the POP3 mailbox and delete it once its bounce is committed
     (POP3 deletes at QUIT: a broken connection deletes nothing, the next poll repeats)."""
     target = parse_mailbox_url(url)
-    cap = get_settings().bounce_max_bytes
+    cap = get_settings().bounces.bounce_max_bytes
     result = PollResult()
     conn = _pop3_connect(target)
     try:
@@ -254,7 +254,7 @@ def poll_pop3(url: str, *, limit: int = POLL_LIMIT) -> PollResult:
 
 
 def _pop3_connect(target: MailboxTarget) -> poplib.POP3:
-    timeout = get_settings().smtp_timeout
+    timeout = get_settings().smtp.timeout
     if target.tls == "implicit":
         return poplib.POP3_SSL(target.host, target.port, timeout=timeout,
                                context=ssl.create_default_context())
@@ -271,18 +271,18 @@ def poll_configured() -> dict[str, int]:
     """Poll the IMAP and/or POP3 mailbox of the settings, one poller at a time."""
     settings = get_settings()
     lock = get_redis().lock("mailer:lock:bounce-mailbox",
-                            timeout=max(600, settings.bounce_poll_minutes * 120),
+                            timeout=max(600, settings.bounces.bounce_poll_minutes * 120),
                             blocking=False)
     if not lock.acquire():
         return {"skipped": 1}  # the previous poll is still at it
     try:
         totals: dict[str, int] = {}
-        if settings.imap_url:
-            found = poll_imap(settings.imap_url, folder=settings.imap_folder,
-                              processed_folder=settings.imap_processed_folder)
+        if settings.bounces.imap_url:
+            found = poll_imap(settings.bounces.imap_url, folder=settings.bounces.imap_folder,
+                              processed_folder=settings.bounces.imap_processed_folder)
             totals.update({f"imap_{k}": v for k, v in found.as_dict().items()})
-        if settings.pop3_url:
-            found = poll_pop3(settings.pop3_url)
+        if settings.bounces.pop3_url:
+            found = poll_pop3(settings.bounces.pop3_url)
             totals.update({f"pop3_{k}": v for k, v in found.as_dict().items()})
         return totals
     finally:

@@ -63,11 +63,11 @@ class Limits:
     """What the server admits at once; touched only on the server's event loop thread."""
 
     def __init__(self, settings: Settings) -> None:
-        self.max_connections = settings.bounce_max_connections
-        self.max_per_ip = settings.bounce_max_connections_per_ip
-        self.rate = settings.bounce_messages_per_ip_per_minute / 60.0
-        self.burst = float(max(1, settings.bounce_messages_per_ip_per_minute))
-        self.max_inflight = settings.bounce_max_inflight_bytes
+        self.max_connections = settings.bounces.bounce_max_connections
+        self.max_per_ip = settings.bounces.bounce_max_connections_per_ip
+        self.rate = settings.bounces.bounce_messages_per_ip_per_minute / 60.0
+        self.burst = float(max(1, settings.bounces.bounce_messages_per_ip_per_minute))
+        self.max_inflight = settings.bounces.bounce_max_inflight_bytes
         self.connections = 0
         self.per_ip: Counter[str] = Counter()
         self.inflight = 0
@@ -302,10 +302,10 @@ def start(host: str, port: int) -> Controller:
     """Start the server in a thread of its own; stop it with ``controller.stop()``."""
     settings = get_settings()
     controller = _Controller(
-        BounceHandler(settings.bounce_domain), Limits(settings), hostname=host, port=port,
-        server_hostname=settings.bounce_domain, ready_timeout=10,
-        data_size_limit=settings.bounce_max_bytes, enable_SMTPUTF8=True,
-        timeout=settings.bounce_timeout_seconds,
+        BounceHandler(settings.identity.bounce_domain), Limits(settings), hostname=host, port=port,
+        server_hostname=settings.identity.bounce_domain, ready_timeout=10,
+        data_size_limit=settings.bounces.bounce_max_bytes, enable_SMTPUTF8=True,
+        timeout=settings.bounces.bounce_timeout_seconds,
     )
     controller.start()
     return controller

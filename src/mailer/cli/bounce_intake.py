@@ -33,7 +33,8 @@ def serve(
     controller = start(host, port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    typer.echo(f"bounce server for {get_settings().bounce_domain} listening on {host}:{port}")
+    domain = get_settings().identity.bounce_domain
+    typer.echo(f"bounce server for {domain} listening on {host}:{port}")
     try:
         while not stop.wait(1):
             pass

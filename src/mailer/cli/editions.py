@@ -235,7 +235,7 @@ def _moment(value: str | None, option: str, *, end_of_day: bool = False) -> dt.d
     """A date is midnight in the association's time zone (``--until``: the next midnight)."""
     if not value:
         return None
-    zone = ZoneInfo(get_settings().timezone)
+    zone = ZoneInfo(get_settings().identity.timezone)
     try:
         if len(value) == 10:
             day = dt.date.fromisoformat(value) + dt.timedelta(days=1 if end_of_day else 0)

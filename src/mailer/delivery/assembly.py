@@ -93,11 +93,11 @@ def _static_headers(subject: str) -> bytes:
     """From, Subject, Reply-To, MIME-Version encoded and folded once (RFC 2047 where needed)."""
     settings = get_settings()
     msg = EmailMessage(policy=SMTP_POLICY)
-    from_name, from_email = split_from(settings.from_address)
+    from_name, from_email = split_from(settings.identity.from_address)
     msg["From"] = formataddr((from_name, from_email)) if from_name else from_email
     msg["Subject"] = header_safe(subject)
-    if settings.reply_to:
-        msg["Reply-To"] = settings.reply_to
+    if settings.identity.reply_to:
+        msg["Reply-To"] = settings.identity.reply_to
     msg["MIME-Version"] = "1.0"
     head = msg.as_bytes(policy=SMTP_POLICY)
     return head.split(b"\r\n\r\n", 1)[0] + b"\r\n"

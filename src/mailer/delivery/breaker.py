@@ -62,8 +62,8 @@ class Tally:
 
 
 def _note(edition_id: int, counts: dict[str, int]) -> str | None:
-    settings = get_settings()
-    window = settings.breaker_window
+    sending = get_settings().sending
+    window = sending.breaker_window
     try:
         closed = get_redis().eval(
             _NOTE, 2, f"mailer:breaker:{edition_id}:n", f"mailer:breaker:{edition_id}:w:",
@@ -77,10 +77,10 @@ def _note(edition_id: int, counts: dict[str, int]) -> str | None:
     index, total, hard, policy = (int(x) for x in closed)
     total = max(total, 1)
     first, last = index * window + 1, (index + 1) * window
-    if hard / total > settings.breaker_hard_bounce_rate:
+    if hard / total > sending.breaker_hard_bounce_rate:
         return (f"circuit breaker: {hard} hard bounces in messages {first}–{last} "
-                f"({100 * hard / total:.1f} % > {100 * settings.breaker_hard_bounce_rate:.1f} %)")
-    if policy / total > settings.breaker_policy_rate:
+                f"({100 * hard / total:.1f} % > {100 * sending.breaker_hard_bounce_rate:.1f} %)")
+    if policy / total > sending.breaker_policy_rate:
         return (f"circuit breaker: {policy} policy rejections in messages {first}–{last} "
-                f"({100 * policy / total:.1f} % > {100 * settings.breaker_policy_rate:.1f} %)")
+                f"({100 * policy / total:.1f} % > {100 * sending.breaker_policy_rate:.1f} %)")
     return None

@@ -103,7 +103,7 @@ class _Me:
             self._thread.start()
 
     def _beat(self) -> None:
-        interval = get_settings().holder_heartbeat_seconds
+        interval = get_settings().sending.holder_heartbeat_seconds
         while not self._stop.wait(interval):
             me = self.id
             if me is None or self.pid != os.getpid():
@@ -150,7 +150,7 @@ def gone(session: Session, holder_ids: set[int] | None = None,
     """The holders (of ``holder_ids``, or all) that are gone: silent too long, missing, or
     not running any more on this machine."""
     now = now or utcnow()
-    silent_since = now - dt.timedelta(seconds=get_settings().holder_timeout_seconds)
+    silent_since = now - dt.timedelta(seconds=get_settings().sending.holder_timeout_seconds)
     query = select(_process.c.id, _process.c.place, _process.c.pid, _process.c.process_start,
                    _process.c.beat_at)
     if holder_ids is not None:

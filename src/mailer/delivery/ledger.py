@@ -177,7 +177,7 @@ def _sqlite_time(value: dt.datetime | None) -> str | None:
 def backoff(attempts: int) -> dt.timedelta:
     """The wait before the next attempt of a delivery tried ``attempts`` times."""
     settings = get_settings()
-    rule = Backoff(base=settings.retry_base_seconds, cap=settings.retry_max_seconds)
+    rule = Backoff(base=settings.sending.retry_base_seconds, cap=settings.sending.retry_max_seconds)
     return dt.timedelta(seconds=rule.seconds(attempts - 1))
 
 
@@ -189,7 +189,7 @@ class Ledger:
         self.dialect = self.conn.dialect.name
         self.pg = self.dialect == "postgresql"
         self.sql = _STATEMENTS["postgresql" if self.pg else "sqlite"]
-        self.lease = dt.timedelta(seconds=get_settings().lease_seconds)
+        self.lease = dt.timedelta(seconds=get_settings().sending.lease_seconds)
 
     def close(self) -> None:
         self.conn.close()

@@ -95,7 +95,7 @@ def outcome_of_failure(failure: SMTPFailure, delivery_id: int, attempts: int,
     if permanent and klass == BounceClass.policy:
         return Outcome(delivery_id, D.failed, failure.code, reply, attempts, "policy rejection",
                        now, BounceClass.policy, status, recipient)
-    if attempts < get_settings().max_attempts:
+    if attempts < get_settings().sending.max_attempts:
         return Outcome(delivery_id, D.deferred, failure.code, reply, attempts, "deferred", now)
     return Outcome(delivery_id, D.failed, failure.code, reply, attempts, "retries exhausted", now,
                    BounceClass.soft, status, recipient)
@@ -109,12 +109,12 @@ def _reserve_rate(claims: list[Claimed]) -> None:
     call per message cost more CPU than the rest of the send's Redis traffic together)."""
     settings = get_settings()
     wanted: dict[str, tuple[float, int]] = {}
-    if settings.rate_limit_per_second > 0:
-        wanted["global"] = (settings.rate_limit_per_second, len(claims))
-    if settings.domain_rate_limit_per_second > 0:
+    if settings.sending.rate_limit_per_second > 0:
+        wanted["global"] = (settings.sending.rate_limit_per_second, len(claims))
+    if settings.sending.domain_rate_limit_per_second > 0:
         domains = Counter(c.reader.email.rsplit("@", 1)[-1].lower() for c in claims)
         for domain, n in domains.items():
-            wanted[f"domain:{domain}"] = (settings.domain_rate_limit_per_second, n)
+            wanted[f"domain:{domain}"] = (settings.sending.domain_rate_limit_per_second, n)
     # Redis away: each message waits on its own (and keeps to the rate in-process).
     with contextlib.suppress(redis.RedisError):
         _tokens.reserve(wanted)
@@ -122,8 +122,8 @@ def _reserve_rate(claims: list[Claimed]) -> None:
 
 def _wait_for_rate(domain: str) -> None:
     settings = get_settings()
-    for key, rate in (("global", settings.rate_limit_per_second),
-                      (f"domain:{domain}", settings.domain_rate_limit_per_second)):
+    for key, rate in (("global", settings.sending.rate_limit_per_second),
+                      (f"domain:{domain}", settings.sending.domain_rate_limit_per_second)):
         try:
             _tokens.wait(key, rate)
         except redis.RedisError:
@@ -168,8 +168,8 @@ class _Batch:
         self.edition_id, self.last_id = edition_id, last_id
         self.after = first_id - 1  # the claims so far reach up to here
         self.assembler, self.result = assembler, result
-        self.every = max(1, settings.commit_every)
-        self.every_seconds = max(0.0, settings.commit_every_ms / 1000)
+        self.every = max(1, settings.sending.commit_every)
+        self.every_seconds = max(0.0, settings.sending.commit_every_ms / 1000)
         self.transport = timed(process_transport())  # SMTP reply codes and latency
         self.ledger = Ledger(edition_id, holders.me.holder_id())
         self.tally = breaker.Tally(edition_id)
@@ -274,7 +274,8 @@ class _Batch:
     def _defer_the_rest(self, why: str) -> None:
         self.transport.abandon_ahead()
         now = utcnow()
-        wait = dt.timedelta(seconds=get_settings().retry_base_seconds * random.uniform(0.5, 1.0))
+        base = get_settings().sending.retry_base_seconds
+        wait = dt.timedelta(seconds=base * random.uniform(0.5, 1.0))
         self._commit(claim=False)
         ids = [c.reader.delivery_id for c in self.claims]
         self.claims = []

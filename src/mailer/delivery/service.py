@@ -245,7 +245,7 @@ def publish_batches(session: Session, edition_id: int,
 def enqueue_ids(session: Session, edition_id: int, ids: Sequence[int]) -> int:
     """Queue these delivery ids in batches of ``batch_size`` (a batch names a range: a row
     in it that is not queued any more is passed over). Returns how many ids."""
-    size = get_settings().batch_size
+    size = get_settings().sending.batch_size
     ids = sorted(set(ids))
     ranges = [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
     publish_batches(session, edition_id, ranges)
@@ -263,7 +263,7 @@ def enqueue_pending(session: Session, edition_id: int) -> int:
                Delivery.next_attempt_at <= now)
         .values(state=D.queued, updated_at=now)
     )
-    size = get_settings().batch_size
+    size = get_settings().sending.batch_size
     numbered = select(
         Delivery.id.label("id"),
         ((func.row_number().over(order_by=Delivery.id) - 1) // size).label("batch"),

@@ -78,7 +78,7 @@ def sweep(session: Session, *, bulk_queue_empty: bool) -> SweepReport:
         # Queued rows whose task is gone. Only when nothing waits in the queue: until then
         # a task for them may still come.
         if bulk_queue_empty:
-            threshold = now - dt.timedelta(seconds=settings.requeue_after_seconds)
+            threshold = now - dt.timedelta(seconds=settings.sending.requeue_after_seconds)
             live = holders.live_batches(session, now)
             untouched = session.execute(
                 select(Delivery.id, Delivery.edition_id)

@@ -124,6 +124,7 @@ def greeting_for(first_name: str) -> str:
 
 def digest_context(edition: Edition) -> dict[str, Any]:
     settings = get_settings()
+    website = settings.identity.website_url
     articles = [link.article for link in edition.articles]
     return {
         "settings": settings,
@@ -134,7 +135,7 @@ def digest_context(edition: Edition) -> dict[str, Any]:
         "intro_paragraphs": intro_paragraphs(edition.intro),
         "intro_text": edition.intro.strip(),
         "preheader": edition.preheader.strip() or default_preheader(articles),
-        "website_host": urlsplit(settings.website_url).hostname or settings.website_url,
+        "website_host": urlsplit(website).hostname or website,
         "subscribe_url": f"{settings.base_url}/subscribe",
         "archive_url": f"{settings.base_url}/archive",
     }
@@ -143,13 +144,13 @@ def digest_context(edition: Edition) -> dict[str, Any]:
 def category_order(staff_order: list[str]) -> list[str]:
     """The staff's order first, then the association's categories they did not name."""
     order = list(staff_order)
-    order += [name for name in get_settings().categories if name not in order]
+    order += [name for name in get_settings().articles.categories if name not in order]
     return order
 
 
 def shown_categories(categories: list[str]) -> list[str]:
     """The article's categories a reader may see: not the website's default category."""
-    unfiled = {name.casefold() for name in get_settings().unfiled_categories}
+    unfiled = {name.casefold() for name in get_settings().articles.unfiled_categories}
     return [name for name in categories if name.casefold() not in unfiled]
 
 
@@ -160,7 +161,7 @@ def section_of(article: Article, order: list[str]) -> str:
     for name in categories:
         if name in order:
             return name
-    return categories[0] if categories else get_settings().general_section
+    return categories[0] if categories else get_settings().articles.general_section
 
 
 def reading_order(articles: list[Article], staff_order: list[str]) -> list[tuple[str, Article]]:

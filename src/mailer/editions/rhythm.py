@@ -46,7 +46,7 @@ class ScheduleError(ValueError):
 
 def edition_crontab(expression: str | None = None) -> crontab | None:
     """The schedule as a Celery crontab in the association's time zone; None when off."""
-    expression = (get_settings().edition_schedule_cron if expression is None
+    expression = (get_settings().editions.edition_schedule_cron if expression is None
                   else expression).strip()
     if expression.lower() in OFF:
         return None
@@ -70,7 +70,7 @@ def next_runs(count: int = 1, *, after: dt.datetime | None = None,
     schedule = edition_crontab(expression)
     if schedule is None:
         return []
-    zone = ZoneInfo(get_settings().timezone)
+    zone = ZoneInfo(get_settings().identity.timezone)
     moment = (after or utcnow()).astimezone(zone)
     runs = []
     for _ in range(count):
@@ -94,7 +94,7 @@ class DraftResult:
 def draft_on_schedule(session: Session, *, now: dt.datetime | None = None) -> DraftResult:
     """The scheduled run: draft the next edition, or say why not. Safe to run twice."""
     now = now or utcnow()
-    slot = now.astimezone(ZoneInfo(get_settings().timezone)).date().isoformat()
+    slot = now.astimezone(ZoneInfo(get_settings().identity.timezone)).date().isoformat()
     run = ScheduledDraft(slot=slot, ran_at=now, outcome="running")
     try:
         with session.begin_nested():
@@ -151,9 +151,9 @@ def overview(session: Session) -> dict[str, Any]:
     try:
         upcoming = next_runs(1)
     except ScheduleError as exc:
-        return {"cron": get_settings().edition_schedule_cron, "next": None, "last": None,
+        return {"cron": get_settings().editions.edition_schedule_cron, "next": None, "last": None,
                 "error": str(exc)}
     last = session.scalars(select(ScheduledDraft).order_by(ScheduledDraft.ran_at.desc())
                            .limit(1)).first()
-    return {"cron": get_settings().edition_schedule_cron,
+    return {"cron": get_settings().editions.edition_schedule_cron,
             "next": upcoming[0] if upcoming else None, "last": last}

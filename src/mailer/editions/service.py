@@ -77,7 +77,8 @@ def draft_edition(session: Session, *, subject: str | None = None,
     settings = get_settings()
     edition = Edition(
         slug=_unique_slug(session, f"{month_slug(end)}-newsletter"),
-        subject=_subject(subject) if subject else f"{settings.list_name} – {month_label(end)}",
+        subject=(_subject(subject) if subject
+                 else f"{settings.identity.list_name} – {month_label(end)}"),
         window_start=start,
         window_end=end,
         category_order=[],

@@ -68,7 +68,7 @@ def check_composed(composed: Composed, edition: Edition) -> None:
 
 def check_size(personaliser: Personaliser, edition: Edition) -> None:
     """The HTML as the longest plausible reader would get it must fit the budget."""
-    budget = get_settings().html_budget_bytes
+    budget = get_settings().editions.html_budget_bytes
     size = len(personaliser.html(_longest_values(edition)).encode("utf-8"))
     if size > budget:
         raise NotSendable(

@@ -45,11 +45,11 @@ class DkimSigner:
 
 
 def configured_signer() -> DkimSigner | None:
-    settings = get_settings()
-    if not (settings.dkim_selector and settings.dkim_domain and settings.dkim_private_key_path):
+    smtp = get_settings().smtp
+    if not (smtp.dkim_selector and smtp.dkim_domain and smtp.dkim_private_key_path):
         return None
-    return _signer(settings.dkim_selector, settings.dkim_domain,
-                   str(settings.dkim_private_key_path))
+    return _signer(smtp.dkim_selector, smtp.dkim_domain,
+                   str(smtp.dkim_private_key_path))
 
 
 @lru_cache(maxsize=2)

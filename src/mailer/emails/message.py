@@ -38,7 +38,7 @@ def message_id(kind: MessageKind | str, *parts: object) -> str:
     settings = get_settings()
     value = ".".join([message_id_prefix(kind), *map(str, parts)])
     signature = sign(_MID_PURPOSE, value, _MID_SIG_LEN, alphabet="b32")
-    return f"<{value}.{signature}@{settings.sending_domain}>"
+    return f"<{value}.{signature}@{settings.identity.sending_domain}>"
 
 
 def parse_message_id(value: str) -> tuple[str, list[str]] | None:
@@ -68,7 +68,7 @@ def looks_like_ours(value: str) -> bool:
     value = value.strip()
     domain = value[1:-1].rpartition("@")[2] if value.endswith(">") else ""
     return _local_part(value) is not None and \
-        domain.lower() == get_settings().sending_domain.lower()
+        domain.lower() == get_settings().identity.sending_domain.lower()
 
 
 def _local_part(value: str) -> str | None:
@@ -83,7 +83,7 @@ def newsletter_headers(unsubscribe_url: str) -> list[tuple[str, str]]:
     return [
         ("List-Unsubscribe", f"<{unsubscribe_url}>"),
         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-        ("List-Id", f"{header_safe(settings.list_name)} <{settings.list_id}>"),
+        ("List-Id", f"{header_safe(settings.identity.list_name)} <{settings.identity.list_id}>"),
         ("Precedence", "bulk"),
     ]
 
@@ -105,15 +105,15 @@ def build_message(
     """A multipart/alternative message: text/plain first, text/html last."""
     settings = get_settings()
     msg = EmailMessage(policy=SMTP_POLICY)
-    from_name, from_email = split_from(settings.from_address)
+    from_name, from_email = split_from(settings.identity.from_address)
     msg["From"] = Address(display_name=from_name, addr_spec=from_email)
     # The address alone: nothing a reader typed into a form ever reaches a header.
     msg["To"] = to_email
     msg["Subject"] = header_safe(subject)
     msg["Date"] = format_datetime(utcnow())
     msg["Message-ID"] = msg_id
-    if settings.reply_to:
-        msg["Reply-To"] = settings.reply_to
+    if settings.identity.reply_to:
+        msg["Reply-To"] = settings.identity.reply_to
     for name, value in extra_headers:
         msg[name] = value
     msg["MIME-Version"] = "1.0"

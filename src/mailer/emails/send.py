@@ -59,7 +59,7 @@ def envelope_sender(kind: MessageKind | str, verp_id: int | None) -> str:
     letter, else the newsletter's own address (staff mail no bounce is tied back to)."""
     if type_of(kind).verp is not None and verp_id is not None:
         return return_path(kind, verp_id)
-    return get_settings().from_email
+    return get_settings().identity.from_email
 
 
 def send_one(kind: MessageKind | str, to: str, context: Mapping[str, Any], *,

@@ -78,8 +78,8 @@ def _decode(reply: bytes | str) -> str:
 class SMTPTransport:
     def __init__(self, target: SMTPTarget | None = None, timeout: float | None = None) -> None:
         settings = get_settings()
-        self.target = target or settings.smtp
-        self.timeout = timeout or settings.smtp_timeout
+        self.target = target or settings.smtp.target
+        self.timeout = timeout or settings.smtp.timeout
         self._conn: _FastSMTP | None = None
         self._pid = os.getpid()
         #: (sender, recipient) of a transaction whose MAIL, RCPT and DATA went out with the

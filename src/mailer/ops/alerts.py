@@ -60,7 +60,7 @@ def evaluate(session: Session, *, queues: list[QueueState] | None,
         alerts.append(Alert("redis_unreachable", "critical",
                             "Redis cannot be reached: nothing can be queued or sent."))
         return alerts
-    stall = get_settings().queue_stall_seconds
+    stall = get_settings().ops.queue_stall_seconds
     for queue in queues:
         if queue.stalled:
             waiting = (f" and {queue.deliveries_waiting:,} deliveries wait in the database"
@@ -89,7 +89,7 @@ def _breaker(session: Session) -> list[Alert]:
 
 
 def _policy(session: Session) -> list[Alert]:
-    hours = get_settings().alert_window_hours
+    hours = get_settings().ops.alert_window_hours
     since = utcnow() - dt.timedelta(hours=hours)
     count, latest = session.execute(
         select(func.count(), func.max(Bounce.id))
@@ -131,8 +131,8 @@ def _complaints(watched: list[dict[str, Any]]) -> list[Alert]:
             "complaint_rate", "critical" if stop else "warning",
             f"Edition {edition_id}: {rates['complaints']:,} complaint(s) for "
             f"{rates['accepted']:,} delivered, {100 * rates['complaint_rate']:.2f} % "
-            f"(alert at {100 * settings.complaint_alert_rate:.1f} %"
-            + (f", stop at {100 * settings.complaint_stop_rate:.1f} %)" if stop else ")"),
+            f"(alert at {100 * settings.sending.complaint_alert_rate:.1f} %"
+            + (f", stop at {100 * settings.sending.complaint_stop_rate:.1f} %)" if stop else ")"),
             edition_id))
     return alerts
 

@@ -73,7 +73,7 @@ def states(client: redis.Redis | None = None,
     waits in the database. Raises RedisError."""
     r = client or get_redis()
     now = time.time()
-    stall = get_settings().queue_stall_seconds
+    stall = get_settings().ops.queue_stall_seconds
     activity = last_activity(r)
     seen = {(k.decode() if isinstance(k, bytes) else k): float(v)
             for k, v in r.hgetall(NONEMPTY_KEY).items()}  # type: ignore[union-attr]

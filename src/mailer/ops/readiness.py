@@ -38,8 +38,8 @@ def redis_server() -> str:
 
 def smtp_server() -> str:
     settings = get_settings()
-    target = settings.smtp
-    timeout = settings.readiness_timeout_seconds
+    target = settings.smtp.target
+    timeout = settings.ops.readiness_timeout_seconds
     try:
         conn: smtplib.SMTP
         if target.tls == "implicit":

@@ -35,7 +35,7 @@ def start(session: Session, user: StaffUser) -> tuple[str, StaffSession]:
     row = StaffSession(
         id=_key(value), user_id=user.id, csrf_token=secrets.token_urlsafe(32),
         created_at=now, last_seen_at=now,
-        expires_at=now + dt.timedelta(hours=get_settings().session_hours),
+        expires_at=now + dt.timedelta(hours=get_settings().staff.session_hours),
     )
     session.add(row)
     session.flush()
@@ -55,7 +55,7 @@ def load(session: Session, cookie_value: str | None) -> StaffSession | None:
     now = utcnow()
     if row is None or row.expires_at <= now or not row.user.active:
         return None
-    if now - row.last_seen_at >= dt.timedelta(minutes=get_settings().session_idle_minutes):
+    if now - row.last_seen_at >= dt.timedelta(minutes=get_settings().staff.session_idle_minutes):
         session.delete(row)  # idle: over for good, even if the next request is in time
         return None
     if now - row.last_seen_at >= SEEN_RESOLUTION:
@@ -74,7 +74,7 @@ def end_all_sessions(session: Session, user: StaffUser) -> None:
 
 def purge_expired(session: Session) -> int:
     now = utcnow()
-    idle = now - dt.timedelta(minutes=get_settings().session_idle_minutes)
+    idle = now - dt.timedelta(minutes=get_settings().staff.session_idle_minutes)
     result = session.execute(delete(StaffSession).where(
         (StaffSession.expires_at <= now) | (StaffSession.last_seen_at <= idle)))
     return int(getattr(result, "rowcount", 0) or 0)

@@ -70,14 +70,14 @@ def wait_seconds(ip: str, email: str) -> int:
 def record_failure(ip: str, email: str) -> int:
     """Count a failed attempt; the seconds the address must now wait (0: none yet)."""
     settings = get_settings()
-    window = settings.login_failure_window_minutes * 60
+    window = settings.staff.login_failure_window_minutes * 60
     by_ip, by_account = _keys(ip, email)
     redis = get_redis()
     waits = [
-        float(redis.eval(_FAIL, 1, key, time.time(), free, settings.login_backoff_seconds,
-                         settings.login_backoff_max_seconds, window))
-        for key, free in ((by_ip, settings.login_free_attempts_per_ip),
-                          (by_account, settings.login_free_attempts_per_account_and_ip))
+        float(redis.eval(_FAIL, 1, key, time.time(), free, settings.staff.login_backoff_seconds,
+                         settings.staff.login_backoff_max_seconds, window))
+        for key, free in ((by_ip, settings.staff.login_free_attempts_per_ip),
+                          (by_account, settings.staff.login_free_attempts_per_account_and_ip))
     ]
     return int(-(-max(waits) // 1))
 

@@ -61,8 +61,8 @@ def _atom(editions: list[Edition]) -> bytes:
     settings = get_settings()
     feed = FeedGenerator()
     feed.id(f"{settings.base_url}/archive")
-    feed.title(f"{settings.list_name}: editions")
-    feed.author({"name": settings.organisation_name})
+    feed.title(f"{settings.identity.list_name}: editions")
+    feed.author({"name": settings.identity.organisation_name})
     feed.link(href=f"{settings.base_url}/archive", rel="alternate", type="text/html")
     feed.link(href=f"{settings.base_url}/archive.xml", rel="self",
               type="application/atom+xml")

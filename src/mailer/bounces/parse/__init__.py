@@ -49,7 +49,7 @@ def parse_bounce(
     raw: bytes, *, envelope_to: Sequence[str] = (), max_bytes: int | None = None
 ) -> BounceReport:
     """Understand one bounce mail. Never raises, except :class:`BounceTooLarge`."""
-    cap = get_settings().bounce_max_bytes if max_bytes is None else max_bytes
+    cap = get_settings().bounces.bounce_max_bytes if max_bytes is None else max_bytes
     if len(raw) > cap:
         raise BounceTooLarge(
             f"refused: the message is {len(raw):,} bytes, over the cap of {cap:,} bytes "
@@ -75,7 +75,7 @@ def iter_messages(path: Path, *, limit: int | None = None) -> Iterator[tuple[str
     the bounce size cap), enough for :func:`parse_bounce` to refuse it without reading a
     huge file into memory.
     """
-    limit = get_settings().bounce_max_bytes if limit is None else limit
+    limit = get_settings().bounces.bounce_max_bytes if limit is None else limit
     path = Path(path)
     if path.is_dir():
         if all((path / sub).is_dir() for sub in ("cur", "new")):

@@ -213,7 +213,7 @@ def check_fresh(timestamp: float, what: str) -> None:
     is not a finite number (``nan`` compares false with everything: it would pass)."""
     if not math.isfinite(timestamp):
         raise WebhookRefused(403, f"{what} is not a finite number")
-    window = get_settings().webhook_max_age_seconds
+    window = get_settings().bounces.webhook_max_age_seconds
     age = utcnow().timestamp() - timestamp
     if age > window or age < -300:
         raise WebhookRefused(403, f"{what} is {int(age)} s old: outside the "

@@ -37,7 +37,7 @@ _SUPPRESSED = {"suppress-bounce": BounceClass.hard, "suppress-complaint": Bounce
 
 def verify(payload: Mapping[str, Any]) -> str:
     """Check the signature block; return its token (to be remembered against replays)."""
-    key = get_settings().mailgun_signing_key
+    key = get_settings().bounces.mailgun_signing_key
     if key is None:
         raise WebhookRefused(403, "the Mailgun webhook is not configured "
                                   "(MAILER_MAILGUN_SIGNING_KEY)")

@@ -40,8 +40,8 @@ _TYPES: dict[str, BounceClass | None] = {
 
 
 def check_auth(headers: Mapping[str, str]) -> None:
-    settings = get_settings()
-    user, password = settings.postmark_webhook_user, settings.postmark_webhook_password
+    bounces = get_settings().bounces
+    user, password = bounces.postmark_webhook_user, bounces.postmark_webhook_password
     if not user or password is None:
         raise WebhookRefused(403, "the Postmark webhook is not configured "
                                   "(MAILER_POSTMARK_WEBHOOK_USER and _PASSWORD)")

@@ -65,7 +65,7 @@ def _public_key(text: str) -> ec.EllipticCurvePublicKey:
 
 
 def verify(body: bytes, headers: Mapping[str, str]) -> None:
-    configured = get_settings().sendgrid_public_key
+    configured = get_settings().bounces.sendgrid_public_key
     if not configured:
         raise WebhookRefused(403, "the SendGrid webhook is not configured "
                                   "(MAILER_SENDGRID_PUBLIC_KEY)")

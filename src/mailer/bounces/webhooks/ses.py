@@ -166,7 +166,7 @@ def events_from(body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
     announced = headers.get("x-amz-sns-message-type")
     if announced and announced != kind:
         raise WebhookRefused(400, "x-amz-sns-message-type does not match the message")
-    topics = get_settings().ses_topic_arns
+    topics = get_settings().bounces.ses_topic_arns
     if message.get("TopicArn") not in topics:
         raise WebhookRefused(403, f"topic {message.get('TopicArn')!r} is not in "
                                   "MAILER_SES_TOPIC_ARNS")

@@ -222,7 +222,7 @@ def _logged_in(cookie_value: str, role: str, next_page: str) -> Response:
         next_page = "/admin/ops"
     response = redirect(next_page)
     response.set_cookie(session_cookie(), cookie_value, path="/", httponly=True, samesite="lax",
-                        secure=_secure(), max_age=get_settings().session_hours * 3600)
+                        secure=_secure(), max_age=get_settings().staff.session_hours * 3600)
     response.delete_cookie(LOGIN_COOKIE, path="/admin")
     response.delete_cookie(SECOND_STEP_COOKIE, path="/admin")
     return response
