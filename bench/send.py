@@ -388,10 +388,11 @@ def main() -> None:
         # The baselines, against the same sink, in the same run.
         with transaction() as session:
             edition = session.get(Edition, edition_id)
+            from mailer.config import get_settings
             from mailer.delivery.assembly import Reader
             from mailer.delivery.sender import assembler_for
 
-            payload = assembler_for(edition).build(
+            payload = assembler_for(edition, get_settings()).build(
                 Reader(1, "reader@example.net", "Reader", secrets.token_hex(16)))
         results["message_bytes"] = len(payload)
         results["smtplib_one_connection_per_second"] = round(

@@ -360,16 +360,18 @@ def send_test_copies(
     from mailer.subscribers.addresses import InvalidAddress, normalise
     from mailer.subscribers.service import public_id_of_test_copy
 
+    settings = get_settings()  # a staff action's entry (web and CLI): the one read
     with transaction() as session:
         edition = _edition(session, edition_id)
         personaliser, subject = snapshot.as_mailed(edition, check=True)
         assembler = MessageAssembler(edition_id=edition.id, subject=f"[TEST] {subject}",
                                      personaliser=personaliser, view_url=snapshot.view_url(edition),
+                                     identity=settings.identity, smtp=settings.smtp,
                                      kind=MessageKind.test)
         _record(session, by, "edition.test", edition, {"to": list(addresses)})
     results: list[tuple[str, str]] = []
     # Built by the edition's assembler, as a reader's copy is; counted under its kind.
-    transport = timed(process_transport(), MessageKind.test)
+    transport = timed(process_transport(settings.smtp), MessageKind.test)
     for address in addresses:
         try:
             email, _ = normalise(address)
