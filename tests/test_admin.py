@@ -125,10 +125,11 @@ def test_moving_an_article_within_its_section(editor) -> None:
     edition_id = make_edition(articles=8)  # two articles in each of four sections
     with transaction() as session:
         edition = session.get(Edition, edition_id)
+        from mailer.config import ArticleSettings
         from mailer.editions.compose import reading_order
 
         ordered = reading_order([link.article for link in edition.articles],
-                                edition.category_order)
+                                edition.category_order, ArticleSettings())
     sections: dict[str, list[int]] = {}
     for section, article in ordered:
         sections.setdefault(section, []).append(article.id)

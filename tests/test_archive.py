@@ -11,6 +11,7 @@ import lxml.html
 
 from mailer.articles.feeds import load
 from mailer.articles.importer import import_feed
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.editions import service, snapshot
 from mailer.editions.models import Edition, EditionState
@@ -26,7 +27,7 @@ def _edition(subject: str, start: dt.datetime, end: dt.datetime, *states: Editio
         edition = service.draft_edition(session, subject=subject, window_start=start,
                                         window_end=end, by="test")
         if states:
-            snapshot.freeze(session, edition)
+            snapshot.freeze(session, edition, get_settings())
         for state in states:
             transition(session, edition, state)
         return edition.id
@@ -47,9 +48,11 @@ def test_archive_lists_sent_editions_and_shows_them_without_personal_links(clean
                      dt.datetime(2025, 12, 20, tzinfo=AMSTERDAM))
     with transaction() as session:
         sent, sending, drafted = (session.get(Edition, i) for i in (december, going_out, draft))
-        sent_url, sending_url, draft_url = (snapshot.view_url(e) for e in (sent, sending, drafted))
+        base_url = get_settings().base_url
+        sent_url, sending_url, draft_url = (snapshot.view_url(e, base_url)
+                                            for e in (sent, sending, drafted))
         archive_html = sent.archive_html
-        mail = snapshot.personaliser_for(sent).html({
+        mail = snapshot.personaliser_for(sent, get_settings().base_url).html({
             "unsubscribe_url": "https://x.example/unsubscribe/abc.def", "view_url": sent_url,
             "first_name": "Anna", "email": "anna@example.org"})
     client = httpx.Client(base_url=web.url, timeout=10)

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from mailer.articles.feeds import FeedError, load
 from mailer.articles.importer import import_feed
-from mailer.config import reset_settings
+from mailer.config import get_settings, reset_settings
 from mailer.db import transaction, utcnow
 from mailer.editions import service, snapshot
 from mailer.editions.models import Edition
@@ -287,7 +287,7 @@ def test_the_preview_and_the_snapshot_keep_feed_placeholders_as_text(clean, tmp_
         preview = service.render_preview(session, edition)
         assert "maria.jansen@example.org" in preview.html  # the sample reader, in the footer
         assert "who=%%email%%" in unescape(preview.html)
-        snapshot.freeze(session, edition)
+        snapshot.freeze(session, edition, get_settings())
         key = edition.placeholder_key
         assert key and re.fullmatch(r"[0-9a-f]{32}", key)
         # The snapshot's own placeholders end in the key; the feed's do not.

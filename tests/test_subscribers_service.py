@@ -184,9 +184,10 @@ def test_nothing_is_mailed_to_a_confirmed_or_vanished_reader(clean) -> None:
 
 
 def test_the_beat_schedule_purges_pending_sign_ups_at_least_daily() -> None:
+    from mailer.config import Settings
     from workers.app import beat_schedule
 
-    entry = beat_schedule()["purge-pending-signups"]
+    entry = beat_schedule(Settings())["purge-pending-signups"]
     assert entry["task"] == "workers.maintenance.purge_pending_signups"
     assert float(entry["schedule"]) <= 24 * 3600  # so nobody waits much beyond 14 days
 

@@ -29,7 +29,7 @@ from celery.signals import (
 from kombu import Queue
 
 from mailer import tasks
-from mailer.config import get_settings
+from mailer.config import Settings, get_settings
 from mailer.logging import setup_logging
 
 
@@ -65,13 +65,13 @@ def make_app() -> Celery:
         worker_send_task_events=True,
         timezone=settings.identity.timezone,
         enable_utc=True,
-        beat_schedule=beat_schedule(),
+        beat_schedule=beat_schedule(settings),
     )
     return app
 
 
-def beat_schedule() -> dict[str, dict[str, object]]:
-    settings = get_settings()
+def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
+    """What beat runs and how often, from ``settings`` (``MAILER_*`` at process start)."""
     schedule: dict[str, dict[str, object]] = {
         "sweep-deliveries": {
             "task": tasks.SWEEP,

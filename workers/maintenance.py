@@ -84,10 +84,11 @@ def draft_next_edition() -> str:
     Nothing is sent. Safe to run twice: one run per day of the schedule drafts anything
     (see :mod:`mailer.editions.rhythm`).
     """
+    from mailer.config import get_settings
     from mailer.editions import rhythm
 
     with transaction() as session:
-        result = rhythm.draft_on_schedule(session)
+        result = rhythm.draft_on_schedule(session, timezone=get_settings().identity.timezone)
         if result.drafted:
             tasks.publish(tasks.MAIL_EDITORS, result.edition_id, session=session)
     return result.outcome

@@ -76,8 +76,8 @@ def assembler_for(edition: Edition, settings: Settings) -> MessageAssembler:
         _assemblers[key] = MessageAssembler(
             edition_id=edition.id,
             subject=edition.subject_snapshot or edition.subject,
-            personaliser=snapshot.personaliser_for(edition),
-            view_url=snapshot.view_url(edition),
+            personaliser=snapshot.personaliser_for(edition, settings.base_url),
+            view_url=snapshot.view_url(edition, settings.base_url),
             identity=settings.identity,
             smtp=settings.smtp,
         )

@@ -98,7 +98,7 @@ def start_send(session: Session, edition_id: int, *, by: str) -> int:
     edition = _edition(session, edition_id, lock=True)
     if edition.state in EDITABLE:
         try:  # composed once: what preflight checks is then the frozen snapshot
-            snapshot.freeze(session, edition)
+            snapshot.freeze(session, edition, get_settings())
         except NotSendable as exc:
             raise SendError(str(exc)) from exc
     checked = preflight(session, edition, count_audience=False)
@@ -363,9 +363,10 @@ def send_test_copies(
     settings = get_settings()  # a staff action's entry (web and CLI): the one read
     with transaction() as session:
         edition = _edition(session, edition_id)
-        personaliser, subject = snapshot.as_mailed(edition, check=True)
+        personaliser, subject = snapshot.as_mailed(edition, settings, check=True)
         assembler = MessageAssembler(edition_id=edition.id, subject=f"[TEST] {subject}",
-                                     personaliser=personaliser, view_url=snapshot.view_url(edition),
+                                     personaliser=personaliser,
+                                     view_url=snapshot.view_url(edition, settings.base_url),
                                      identity=settings.identity, smtp=settings.smtp,
                                      kind=MessageKind.test)
         _record(session, by, "edition.test", edition, {"to": list(addresses)})

@@ -186,7 +186,8 @@ def step_article(session: Session, edition: Edition, article_id: int, step: int,
                  by: str) -> None:
     """Move an article before the previous (``step`` -1) or after the next (+1) one of its
     section, as the reader sees them: the edition's order decides only within a section."""
-    ordered = reading_order([link.article for link in edition.articles], edition.category_order)
+    ordered = reading_order([link.article for link in edition.articles], edition.category_order,
+                            get_settings().articles)
     index = next((i for i, (_, a) in enumerate(ordered) if a.id == article_id), None)
     if index is None:
         raise EditionError(f"article {article_id} is not in this edition")
@@ -211,18 +212,19 @@ def candidate_articles(session: Session, edition: Edition) -> list[Article]:
 def render_preview(session: Session, edition: Edition) -> RenderedEdition:
     """The edition exactly as a reader gets it, with sample personal values filled in:
     the frozen snapshot once there is one, else a fresh composition of the same kind."""
-    personaliser = snapshot.as_mailed(edition).personaliser
-    values = sample_values(edition)
+    settings = get_settings()
+    personaliser = snapshot.as_mailed(edition, settings).personaliser
+    values = sample_values(edition, settings.base_url)
     return RenderedEdition(subject=personaliser.subject(values), html=personaliser.html(values),
                            text=personaliser.text(values))
 
 
-def sample_values(edition: Edition) -> dict[str, str]:
+def sample_values(edition: Edition, base_url: str) -> dict[str, str]:
     """A made-up reader for previews (the unsubscribe link has a real link's shape, but
     names nobody)."""
     return {
-        "unsubscribe_url": f"{get_settings().base_url}/unsubscribe/preview",
-        "view_url": snapshot.view_url(edition),
+        "unsubscribe_url": f"{base_url}/unsubscribe/preview",
+        "view_url": snapshot.view_url(edition, base_url),
         "first_name": "Maria",
         "email": "maria.jansen@example.org",
     }
@@ -230,7 +232,7 @@ def sample_values(edition: Edition) -> dict[str, str]:
 
 def check_sendable(session: Session, edition: Edition) -> None:
     """Raise :class:`NotSendable` with the reason if the edition cannot be sent as it is."""
-    snapshot.as_mailed(edition, check=True)
+    snapshot.as_mailed(edition, get_settings(), check=True)
 
 
 def archived_editions(session: Session) -> list[Edition]:

@@ -22,6 +22,7 @@ import redis
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from mailer.config import get_settings
 from mailer.db import utcnow
 from mailer.delivery import service as sending
 from mailer.delivery.models import Delivery, DeliveryState
@@ -192,7 +193,9 @@ def _add_details(session: Session, snapshot: Snapshot) -> None:
     try:
         from mailer.editions import rhythm
 
-        snapshot.schedule = rhythm.overview(session)
+        settings = get_settings()
+        snapshot.schedule = rhythm.overview(session, settings.editions.edition_schedule_cron,
+                                            settings.identity.timezone)
     except Exception as exc:  # a bad schedule must not hide the rest
         log.warning("could not read the drafting schedule: %s", exc)
     snapshot.senders = holders.processes(session)
