@@ -12,7 +12,7 @@ from mailer.bounces.actions import alert_counts, record_bounce
 from mailer.bounces.intake import receive
 from mailer.bounces.models import Bounce, BounceClass
 from mailer.bounces.rates import edition_rates
-from mailer.config import get_settings
+from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, get_settings
 from mailer.db import transaction, utcnow
 from mailer.delivery.models import Delivery
 from tests.support.bounce_mail import (
@@ -38,7 +38,8 @@ BLOCKED = "550 5.7.1 Service unavailable; client [192.0.2.7] blocked using zen.s
 
 def take_in(raw: bytes, envelope_to: list[str] | None = None, source: str = "mx"):  # type: ignore[no-untyped-def]
     with transaction() as session:
-        return receive(session, raw=raw, source=source, envelope_to=envelope_to or [])
+        return receive(session, raw=raw, source=source, max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                       envelope_to=envelope_to or [])
 
 
 def newsletter_to(email: str, status: str = "sent") -> tuple[int, int, int]:

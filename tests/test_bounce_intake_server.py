@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from mailer.bounces.models import Bounce, BounceClass, InboundMessage
 from mailer.bounces.spool import process_spooled, spool_message
-from mailer.config import get_settings, reset_settings
+from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, BounceSettings, get_settings
 from mailer.db import transaction, utcnow
 from mailer.subscribers import service
 from mailer.subscribers.addresses import key_hash
@@ -52,20 +52,17 @@ def bounce_server(stack) -> BounceServer:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def small_cap_server(clean, monkeypatch) -> Iterator[int]:  # type: ignore[no-untyped-def]
+def small_cap_server(clean) -> Iterator[int]:  # type: ignore[no-untyped-def]
     """The server in this process, with a 50 kB size cap."""
     from mailer.bounces.server import start
 
-    monkeypatch.setenv("MAILER_BOUNCE_MAX_BYTES", "50000")
-    reset_settings()
     port = free_port()
-    controller = start("127.0.0.1", port)
+    controller = start("127.0.0.1", port, BounceSettings(bounce_max_bytes=50_000),
+                       get_settings().identity.bounce_domain)
     try:
         yield port
     finally:
         controller.stop()
-        monkeypatch.undo()
-        reset_settings()
 
 
 def spooled() -> int:
@@ -196,9 +193,9 @@ def test_processing_a_spooled_message_twice_records_it_once(clean) -> None:
         spool_id = spool_message(session, raw=raw, source="mx", envelope_from="",
                                  envelope_to=[to]).id
     with transaction() as session:
-        first = process_spooled(session, spool_id)
+        first = process_spooled(session, spool_id, max_bytes=DEFAULT_BOUNCE_MAX_BYTES)
     with transaction() as session:
-        second = process_spooled(session, spool_id)
+        second = process_spooled(session, spool_id, max_bytes=DEFAULT_BOUNCE_MAX_BYTES)
     assert first is not None and len(first.recorded) == 1 and second is None
     assert len(bounces()) == 1 and spooled() == 0
 

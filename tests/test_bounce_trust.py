@@ -34,7 +34,7 @@ from mailer.bounces.mailbox import poll_imap, poll_pop3
 from mailer.bounces.models import InboundMessage
 from mailer.bounces.rates import edition_rates
 from mailer.cli import app
-from mailer.config import get_settings
+from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, get_settings
 from mailer.db import transaction, utcnow
 from mailer.delivery import service
 from mailer.editions.models import Edition
@@ -113,9 +113,11 @@ def route(request, clean) -> Iterator[Deliver]:  # type: ignore[no-untyped-def]
             for _, raw in mails:
                 dovecot.deliver(raw)
             if request.param == "imap":
-                found = poll_imap(dovecot.imap_url, folder="INBOX", processed_folder=None)
+                found = poll_imap(dovecot.imap_url, max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                                  timeout=10.0, folder="INBOX", processed_folder=None)
             else:  # as the beat task polls MAILER_POP3_URL: take in, then delete
-                found = poll_pop3(dovecot.pop3_url)
+                found = poll_pop3(dovecot.pop3_url, max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                                  timeout=10.0)
             assert found.fetched == len(mails)
             assert dovecot.messages() == []  # taken: nothing is left to be read twice
 
@@ -258,7 +260,8 @@ def test_a_valid_token_in_a_dsn_about_another_readers_address_acts_on_nobody(cle
     raw = dsn(to_verp=verp_of(holder[1]), recipients=[
         ("victim@example.net", "failed", "5.1.1", "550 5.1.1 User unknown")])
     with transaction() as session:
-        result = receive(session, raw=raw, source="mx", envelope_to=[verp_of(holder[1])])
+        result = receive(session, raw=raw, source="mx", max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                         envelope_to=[verp_of(holder[1])])
     [row] = result.recorded
     assert (row.attribution, row.action) == ("none", "nothing: unverified")
     [bounce] = bounces()

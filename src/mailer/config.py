@@ -50,6 +50,8 @@ DEFAULT_SECRET = "change-me-this-is-the-development-secret"  # noqa: S105 - refu
 #: ``secrets.token_urlsafe`` are 192 bits, beyond guessing.
 MIN_SECRET_LENGTH = 32
 DEFAULT_SMTP_URL = "smtp://127.0.0.1:1025"  # the development catcher of `make run`
+#: MAILER_BOUNCE_MAX_BYTES unless set (see BounceSettings.bounce_max_bytes).
+DEFAULT_BOUNCE_MAX_BYTES = 1024 * 1024
 KEYGEN_COMMAND = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 #: The folder for local state (SQLite database, outbox, logs) when nothing else is configured.
@@ -332,7 +334,7 @@ class BounceSettings(Group):
     #: The largest bounce mail taken in (server, mailbox, import). Our own messages are at
     #: most ~260 KB (a 100 KB HTML budget plus its text part, quoted-printable); a bounce
     #: that returns one whole and base64-encoded stays under ~400 KB. 1 MiB leaves room.
-    bounce_max_bytes: int = 1024 * 1024
+    bounce_max_bytes: int = DEFAULT_BOUNCE_MAX_BYTES
     #: The bounce server's limits (``mailer bounces serve``; see mailer.bounces.server).
     bounce_max_connections: int = 100
     bounce_max_connections_per_ip: int = 10
