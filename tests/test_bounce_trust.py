@@ -204,7 +204,7 @@ def test_forged_bounces_and_complaints_act_on_nobody(route: Deliver) -> None:
                 rates["policy"]) == (0, 0.0, 0, 0)
         assert service.complaint_hold(session) is None
     assert alert_counts() == {} and alert_counts(edition) == {}
-    metrics = render().decode()
+    metrics = render(get_settings()).decode()
     assert 'mailer_bounces_unverified_total{reason="forged-message-id"} 4.0' in metrics
     assert 'mailer_bounces_unverified_total{reason="no-token"} 2.0' in metrics
     assert "mailer_bounces_unverified_pending 6.0" in metrics
@@ -247,7 +247,7 @@ def test_a_genuine_bounce_and_complaint_act_once_however_often_they_come(
         assert (rates["hard"], rates["complaints"]) == (1, 1)
         # One complaint in five deliveries is far over the stop level: a genuine one holds.
         assert "complaint rate" in (service.complaint_hold(session) or "")
-    assert "mailer_bounces_unverified_pending 0.0" in render().decode()
+    assert "mailer_bounces_unverified_pending 0.0" in render(get_settings()).decode()
 
 
 def test_a_valid_token_in_a_dsn_about_another_readers_address_acts_on_nobody(clean) -> None:

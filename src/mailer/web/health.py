@@ -31,7 +31,7 @@ def healthz() -> JSONResponse:
 
 @router.get("/readyz")
 def readyz() -> JSONResponse:
-    results = readiness.checks()
+    results = readiness.checks(get_settings())
     ok = readiness.ready(results)
     return JSONResponse({"status": "ready" if ok else "not ready", **results},
                         status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
@@ -69,5 +69,5 @@ async def metrics(request: Request) -> Response:
         headers = {"WWW-Authenticate": 'Bearer realm="metrics"'} if status == 401 else {}
         return PlainTextResponse("Not allowed to read the metrics.\n", status_code=status,
                                  headers=headers)
-    body = await run_in_threadpool(render)
+    body = await run_in_threadpool(render, get_settings())
     return Response(body, media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
