@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> None:
     from mailer import migrate
     from mailer.articles.feeds import load
     from mailer.articles.importer import import_feed
-    from mailer.config import get_settings
+    from mailer.config import ArticleSettings, get_settings
     from mailer.db import transaction
     from mailer.editions import service, snapshot
     from mailer.editions.compose import compose, digest_context, placeholders
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
 
     migrate.upgrade()
     for path in FEEDS:
-        feed = load(str(path))
+        feed = load(str(path), ArticleSettings())
         with transaction() as session:
             import_feed(session, feed)
 

@@ -255,6 +255,7 @@ def main() -> None:
         from mailer import migrate
         from mailer.articles import feeds
         from mailer.articles.importer import import_feed
+        from mailer.config import ArticleSettings
         from mailer.counters import smtp_figures
         from mailer.db import transaction, utcnow
         from mailer.delivery import service
@@ -265,7 +266,7 @@ def main() -> None:
         migrate.upgrade()
         make_readers(args.readers)
         with transaction() as session:
-            import_feed(session, feeds.load(str(FEED)))
+            import_feed(session, feeds.load(str(FEED), ArticleSettings()))
             window_start = utcnow() - dt.timedelta(days=3650)
             edition = editions.draft_edition(session, subject="CEP Newsletter – benchmark",
                                              window_start=window_start, by="bench")

@@ -19,6 +19,7 @@ from mailer.articles.importer import import_feed
 from mailer.articles.models import Article
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
+from mailer.config import ArticleSettings
 from mailer.db import transaction
 from mailer.delivery.models import Delivery
 from mailer.editions.models import Edition
@@ -48,7 +49,7 @@ def editor(clean, web):  # type: ignore[no-untyped-def]
 
 def import_cep_feed() -> None:
     with transaction() as session:
-        import_feed(session, load(str(CEP_FEED)))
+        import_feed(session, load(str(CEP_FEED), ArticleSettings()))
 
 
 def draft_december(admin: Admin) -> int:

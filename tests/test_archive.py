@@ -11,7 +11,7 @@ import lxml.html
 
 from mailer.articles.feeds import load
 from mailer.articles.importer import import_feed
-from mailer.config import get_settings
+from mailer.config import ArticleSettings, get_settings
 from mailer.db import transaction
 from mailer.editions import service, snapshot
 from mailer.editions.models import Edition, EditionState
@@ -34,7 +34,7 @@ def _edition(subject: str, start: dt.datetime, end: dt.datetime, *states: Editio
 
 
 def test_archive_lists_sent_editions_and_shows_them_without_personal_links(clean, web) -> None:
-    feed = load(str(CEP_FEED))
+    feed = load(str(CEP_FEED), ArticleSettings())
     with transaction() as session:
         import_feed(session, feed)
     december = _edition("CEP Newsletter – December 2025",

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from mailer.articles.feeds import load
 from mailer.articles.importer import import_feed
 from mailer.articles.models import Article
-from mailer.config import get_settings
+from mailer.config import ArticleSettings, get_settings
 from mailer.db import transaction, utcnow
 from mailer.editions import service, snapshot
 from mailer.editions.compose import compose
@@ -41,7 +41,7 @@ cssutils.log.setLevel(logging.CRITICAL)
 
 def _import(*paths: Path) -> None:
     for path in paths:
-        feed = load(str(path))
+        feed = load(str(path), ArticleSettings())
         with transaction() as session:
             import_feed(session, feed)
 

@@ -34,7 +34,7 @@ import lxml.html
 
 from mailer.articles.fetch import FetchError, fetch
 from mailer.articles.sanitise import clean_html, plain_text
-from mailer.config import get_settings
+from mailer.config import ArticleSettings, get_settings
 
 
 class FeedError(Exception):
@@ -78,27 +78,28 @@ _WRONG_TYPE = (TypeError, ValueError, AttributeError, KeyError, IndexError)
 WRONG_TYPE = "a field has the wrong type (text, list or object expected)"
 
 
-def load(source: str) -> Feed:
+def load(source: str, settings: ArticleSettings) -> Feed:
     """Fetch (http/https URL, see ``fetch.py`` for what may be fetched) or read (file path)
-    ``source`` and parse it. Synchronous: call it from a worker thread, not a coroutine."""
-    return parse(read(source), source=source)
+    ``source`` and parse it, within the limits of ``settings``. Synchronous: call it from a
+    worker thread, not a coroutine."""
+    return parse(read(source, settings), source=source)
 
 
-def read(source: str) -> bytes:
+def read(source: str, settings: ArticleSettings) -> bytes:
     if urlsplit(source).scheme in ("http", "https"):
-        return _fetch(source)
+        return _fetch(source, settings)
     path = Path(source)
     if not path.is_file():
         raise FeedError(f"{source}: no such file (give a file path or an http(s) URL)")
-    limit = get_settings().articles.feed_max_bytes
+    limit = settings.feed_max_bytes
     if path.stat().st_size > limit:
         raise FeedError(f"{source}: larger than {limit:,} bytes, refused")
     return path.read_bytes()
 
 
-def _fetch(url: str) -> bytes:
+def _fetch(url: str, settings: ArticleSettings) -> bytes:
     try:
-        return fetch(url)  # public addresses only, one deadline, a size cap: fetch.py
+        return fetch(url, settings)  # public addresses only, one deadline, a size cap: fetch.py
     except FetchError as exc:
         raise FeedError(str(exc)) from exc
 
