@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 @app.task(name=tasks.SWEEP)
 def sweep() -> dict[str, object]:
     """Put back to work what a dead worker or a lost Redis message left behind."""
+    from mailer.config import get_settings
     from mailer.delivery import sweeper
     from mailer.ops.queues import depth
     from mailer.redis import get_redis
@@ -26,7 +27,7 @@ def sweep() -> dict[str, object]:
         tasks.publish(tasks.SEND_CONFIRMATION, subscriber_id, session=None)
     bulk_queue_empty = depth(get_redis(), tasks.BULK) == 0
     with transaction() as session:
-        report = sweeper.sweep(session, bulk_queue_empty=bulk_queue_empty)
+        report = sweeper.sweep(session, get_settings().sending, bulk_queue_empty=bulk_queue_empty)
     if report.reclaimed or report.retried or report.requeued or report.finished or report.started:
         log.info("sweep: %s", report.as_dict())
     return {"confirmations": len(stranded), **report.as_dict()}

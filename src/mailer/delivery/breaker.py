@@ -14,7 +14,7 @@ import logging
 
 import redis
 
-from mailer.config import get_settings
+from mailer.config import SendingSettings
 from mailer.redis import get_redis
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,9 @@ class Tally:
     """Outcomes counted in the worker and added to the shared windows in one Redis call
     every few hundred milliseconds, not one per message."""
 
-    def __init__(self, edition_id: int) -> None:
+    def __init__(self, edition_id: int, sending: SendingSettings) -> None:
         self.edition_id = edition_id
+        self.sending = sending
         self.counts = {"other": 0, "hard": 0, "policy": 0}
 
     def add(self, label: str) -> None:
@@ -58,11 +59,10 @@ class Tally:
         counts, self.counts = self.counts, {"other": 0, "hard": 0, "policy": 0}
         if not any(counts.values()):
             return None
-        return _note(self.edition_id, counts)
+        return _note(self.edition_id, counts, self.sending)
 
 
-def _note(edition_id: int, counts: dict[str, int]) -> str | None:
-    sending = get_settings().sending
+def _note(edition_id: int, counts: dict[str, int], sending: SendingSettings) -> str | None:
     window = sending.breaker_window
     try:
         closed = get_redis().eval(

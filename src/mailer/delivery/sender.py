@@ -149,18 +149,19 @@ def send_batch(edition_id: int, first_id: int, last_id: int, settings: Settings)
         assembler = assembler_for(edition, settings)
         # A batch handed out again after its process died: that process's claims in this
         # range go back to the queue now, not when a heartbeat times out.
-        holders.reclaim(session, edition_ids=[edition_id], first_id=first_id, last_id=last_id)
+        holders.reclaim(session, settings.sending, edition_ids=[edition_id], first_id=first_id,
+                        last_id=last_id)
     if hold:
         _pause_for(edition_id, hold)
         result.stopped = hold
         return result
-    holders.me.working_on(edition_id, first_id, last_id)
+    holders.me.working_on(settings.sending, edition_id, first_id, last_id)
     try:
         transport = process_transport(settings.smtp)
         _Batch(edition_id, first_id, last_id, assembler, result, settings.sending,
                transport).run()
     finally:
-        holders.me.working_on(None)
+        holders.me.working_on(settings.sending, None)
     return result
 
 
@@ -175,8 +176,8 @@ class _Batch:
         self.every = max(1, sending.commit_every)
         self.every_seconds = max(0.0, sending.commit_every_ms / 1000)
         self.transport = timed(transport)  # SMTP reply codes and latency
-        self.ledger = Ledger(edition_id, holders.me.holder_id(), sending)
-        self.tally = breaker.Tally(edition_id)
+        self.ledger = Ledger(edition_id, holders.me.holder_id(sending), sending)
+        self.tally = breaker.Tally(edition_id, sending)
         self.pending: list[Outcome] = []  # sent or failed, not recorded yet
         self.claims: list[Claimed] = []  # claimed, not attempted yet
         self.debug = log.isEnabledFor(logging.DEBUG)

@@ -242,10 +242,10 @@ def publish_batches(session: Session, edition_id: int,
                               session=session)
 
 
-def enqueue_ids(session: Session, edition_id: int, ids: Sequence[int]) -> int:
+def enqueue_ids(session: Session, edition_id: int, ids: Sequence[int], batch_size: int) -> int:
     """Queue these delivery ids in batches of ``batch_size`` (a batch names a range: a row
     in it that is not queued any more is passed over). Returns how many ids."""
-    size = get_settings().sending.batch_size
+    size = batch_size
     ids = sorted(set(ids))
     ranges = [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
     publish_batches(session, edition_id, ranges)

@@ -198,4 +198,4 @@ def _add_details(session: Session, snapshot: Snapshot, settings: Settings) -> No
                                             settings.identity.timezone)
     except Exception as exc:  # a bad schedule must not hide the rest
         log.warning("could not read the drafting schedule: %s", exc)
-    snapshot.senders = holders.processes(session)
+    snapshot.senders = holders.processes(session, settings.sending)
