@@ -35,8 +35,11 @@ def sweep() -> dict[str, object]:
 
 @app.task(name=tasks.PURGE_PENDING_SIGNUPS)
 def purge_pending_signups() -> int:
+    from mailer.config import get_settings
+
+    days = get_settings().signup.purge_pending_after_days
     with transaction() as session:
-        purged = privacy.purge_pending(session)
+        purged = privacy.purge_pending(session, older_than=dt.timedelta(days=days))
     if purged:
         log.info("purged %d unconfirmed sign-ups", purged)
     return purged
