@@ -593,9 +593,10 @@ def load_settings(environ: Mapping[str, str] | None = None,
 
         found |= {k.upper(): v for k, v in dotenv_values(env_file).items() if v is not None}
     found |= {k.upper(): v for k, v in (os.environ if environ is None else environ).items()}
+    groups = Settings.groups()
     values: dict[str, Any] = {name: found[Settings.variable(name)] for name in Settings.model_fields
-                              if Settings.variable(name) in found}
-    for group_name, group in Settings.groups().items():  # each variable to its group's field
+                              if name not in groups and Settings.variable(name) in found}
+    for group_name, group in groups.items():  # each variable to its group's field
         values[group_name] = {name: found[group.variable(name)] for name in group.model_fields
                               if group.variable(name) in found}
     return Settings.model_validate(values)
