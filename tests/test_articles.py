@@ -34,8 +34,12 @@ ACTIVE_CONTENT = re.compile(
     r"|=\s*[\"']?\s*(?:javascript|data|vbscript):", re.IGNORECASE)
 
 
+#: The feed server of these tests listens on 127.0.0.1, which a fetch may then reach.
+LOOPBACK = ArticleSettings(feed_allowed_hosts=["127.0.0.1"])
+
+
 def _import(path: Path | str) -> object:
-    feed = load(str(path), ArticleSettings())
+    feed = load(str(path), LOOPBACK)
     with transaction() as session:
         return import_feed(session, feed)
 
@@ -266,7 +270,7 @@ def test_import_by_url(clean, feed_server) -> None:
     assert report.created == 7
     assert all(a.source == f"{feed_server}/cep-feed.xml" for a in _articles().values())
     with pytest.raises(FeedError, match="HTTP 404"):
-        load(f"{feed_server}/nothing.xml", ArticleSettings(feed_allowed_hosts=["127.0.0.1"]))
+        load(f"{feed_server}/nothing.xml", LOOPBACK)
 
 
 def test_beat_task_polls_the_configured_feeds_and_is_safe_to_repeat(clean, feed_server) -> None:
