@@ -90,14 +90,15 @@ def test_archive_feed_lists_the_sent_editions_newest_first_without_personal_link
     import feedparser
 
     with transaction() as session:
-        import_feed(session, load(str(CEP_FEED)))
+        import_feed(session, load(str(CEP_FEED), ArticleSettings()))
     window = (dt.datetime(2025, 12, 1, tzinfo=AMSTERDAM), dt.datetime(2026, 1, 1, tzinfo=AMSTERDAM))
     first = _edition("Edition one", *window, EditionState.sending, EditionState.sent)
     second = _edition("Edition two", *window, EditionState.sending, EditionState.sent)
     _edition("Still going out", *window, EditionState.sending)
     _edition("A draft", *window)
     with transaction() as session:
-        urls = {i: snapshot.view_url(session.get(Edition, i)) for i in (first, second)}
+        base_url = get_settings().base_url
+        urls = {i: snapshot.view_url(session.get(Edition, i), base_url) for i in (first, second)}
         titles = [ea.article.title for ea in session.get(Edition, first).articles]
     client = httpx.Client(base_url=web.url, timeout=10)
 

@@ -243,9 +243,10 @@ def archived_editions(session: Session) -> list[Edition]:
         .order_by(Edition.finished_at.desc(), Edition.id.desc())))
 
 
-def latest_edition_link() -> LatestEdition | None:
-    """The newest sent edition's subject and archive page, for the welcome mail: a new
-    reader's first look at what they subscribed to. ``None`` before the first is sent."""
+def latest_edition_link(base_url: str) -> LatestEdition | None:
+    """The newest sent edition's subject and archive page (under ``base_url``), for the
+    welcome mail: a new reader's first look at what they subscribed to. ``None`` before the
+    first is sent."""
     with transaction() as session:
         newest = session.scalars(
             select(Edition).where(Edition.state == EditionState.sent,
@@ -254,7 +255,7 @@ def latest_edition_link() -> LatestEdition | None:
         if newest is None:
             return None
         return LatestEdition(subject=newest.subject_snapshot or newest.subject,
-                             url=snapshot.view_url(newest))
+                             url=snapshot.view_url(newest, base_url))
 
 
 def archived_edition(session: Session, slug: str) -> Edition | None:

@@ -69,7 +69,7 @@ def _atom(editions: list[Edition]) -> bytes:
     feed.language("en")
     # feedgen prepends each entry it is given: add the oldest first so the newest leads.
     for edition in reversed(editions):
-        url = snapshot.view_url(edition)
+        url = snapshot.view_url(edition, settings.base_url)
         when = edition.finished_at or edition.started_at or edition.window_end
         entry = feed.add_entry()
         entry.id(url)

@@ -144,8 +144,9 @@ def sign_up(caller: Annotated[Caller, Depends(require("subscribers:write"))],
         raise ApiProblem(422, "The sign-up has fields that are wrong.",
                          errors=field_errors(**problems))
     settings = get_settings()
-    if not hit(f"signup-token:{caller.token_id}", settings.signup.signup_limit_per_ip_per_hour, 3600):
-        raise ApiProblem(429, f"More than {settings.signup.signup_limit_per_ip_per_hour} sign-ups in "
+    limit = settings.signup.signup_limit_per_ip_per_hour
+    if not hit(f"signup-token:{caller.token_id}", limit, 3600):
+        raise ApiProblem(429, f"More than {limit} sign-ups in "
                          "an hour with this token.", headers={"Retry-After": "3600"})
     may_mail = hit(f"signup-address:{address_hash(key)}",
                    settings.signup.confirmation_mails_per_address_per_day, 86400)
