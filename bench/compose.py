@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> None:
     from mailer import migrate
     from mailer.articles.feeds import load
     from mailer.articles.importer import import_feed
+    from mailer.config import ArticleSettings, get_settings
     from mailer.db import transaction
     from mailer.editions import service, snapshot
     from mailer.editions.compose import compose, digest_context, placeholders
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
 
     migrate.upgrade()
     for path in FEEDS:
-        feed = load(str(path))
+        feed = load(str(path), ArticleSettings())
         with transaction() as session:
             import_feed(session, feed)
 
@@ -77,21 +78,22 @@ def run(args: argparse.Namespace) -> None:
             "https://www.cep-probation.org/events/2026/."), by="bench")
         assert len(edition.articles) == ARTICLES, "the fixture feeds hold fewer articles"
 
-        compose(edition)  # warm up: templates compiled, premailer's CSS cache filled
-        compose_times = [_timed(compose, edition) for _ in range(args.compose_runs)]
+        settings = get_settings()
+        compose(edition, settings)  # warm up: templates compiled, premailer's CSS cache filled
+        compose_times = [_timed(compose, edition, settings) for _ in range(args.compose_runs)]
 
         # The parts of a composition, to see where the time goes.
         env = jinja_env()
         page = env.get_template("email/digest/body.html")
         personal = placeholders("0" * 32)
-        context = {**digest_context(edition), "personal": personal,
+        context = {**digest_context(edition, get_settings()), "personal": personal,
                    "greeting": personal["greeting"]}
         raw_html = page.render(**context)
         render_times = [_timed(page.render, **context) for _ in range(args.compose_runs)]
         inline_times = [_timed(inline_css, raw_html) for _ in range(args.compose_runs)]
 
-        snapshot.freeze(session, edition)
-        personaliser = snapshot.personaliser_for(edition)
+        snapshot.freeze(session, edition, get_settings())
+        personaliser = snapshot.personaliser_for(edition, get_settings().base_url)
         html_bytes = len(edition.html_snapshot.encode())
 
     readers = [{"unsubscribe_url": unsubscribe_url_for(f"{n:032x}"),

@@ -255,6 +255,7 @@ def main() -> None:
         from mailer import migrate
         from mailer.articles import feeds
         from mailer.articles.importer import import_feed
+        from mailer.config import ArticleSettings
         from mailer.counters import smtp_figures
         from mailer.db import transaction, utcnow
         from mailer.delivery import service
@@ -265,7 +266,7 @@ def main() -> None:
         migrate.upgrade()
         make_readers(args.readers)
         with transaction() as session:
-            import_feed(session, feeds.load(str(FEED)))
+            import_feed(session, feeds.load(str(FEED), ArticleSettings()))
             window_start = utcnow() - dt.timedelta(days=3650)
             edition = editions.draft_edition(session, subject="CEP Newsletter – benchmark",
                                              window_start=window_start, by="bench")
@@ -388,10 +389,11 @@ def main() -> None:
         # The baselines, against the same sink, in the same run.
         with transaction() as session:
             edition = session.get(Edition, edition_id)
+            from mailer.config import get_settings
             from mailer.delivery.assembly import Reader
             from mailer.delivery.sender import assembler_for
 
-            payload = assembler_for(edition).build(
+            payload = assembler_for(edition, get_settings()).build(
                 Reader(1, "reader@example.net", "Reader", secrets.token_hex(16)))
         results["message_bytes"] = len(payload)
         results["smtplib_one_connection_per_second"] = round(

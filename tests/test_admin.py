@@ -19,6 +19,7 @@ from mailer.articles.importer import import_feed
 from mailer.articles.models import Article
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
+from mailer.config import ArticleSettings
 from mailer.db import transaction
 from mailer.delivery.models import Delivery
 from mailer.editions.models import Edition
@@ -48,7 +49,7 @@ def editor(clean, web):  # type: ignore[no-untyped-def]
 
 def import_cep_feed() -> None:
     with transaction() as session:
-        import_feed(session, load(str(CEP_FEED)))
+        import_feed(session, load(str(CEP_FEED), ArticleSettings()))
 
 
 def draft_december(admin: Admin) -> int:
@@ -125,10 +126,11 @@ def test_moving_an_article_within_its_section(editor) -> None:
     edition_id = make_edition(articles=8)  # two articles in each of four sections
     with transaction() as session:
         edition = session.get(Edition, edition_id)
+        from mailer.config import ArticleSettings
         from mailer.editions.compose import reading_order
 
         ordered = reading_order([link.article for link in edition.articles],
-                                edition.category_order)
+                                edition.category_order, ArticleSettings())
     sections: dict[str, list[int]] = {}
     for section, article in ordered:
         sections.setdefault(section, []).append(article.id)

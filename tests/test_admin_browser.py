@@ -11,6 +11,7 @@ import pytest
 
 from mailer.articles.feeds import load
 from mailer.articles.importer import import_feed
+from mailer.config import ArticleSettings
 from mailer.db import transaction
 from tests.conftest import wait_for
 from tests.support.admin import PASSWORD, make_staff
@@ -33,7 +34,7 @@ def test_the_bimonthly_send_from_the_browser(clean, web, worker, browser, artifa
     make_staff(EDITOR, "editor")
     readers = make_subscribers(READERS)
     with transaction() as session:
-        import_feed(session, load(str(CEP_FEED)))
+        import_feed(session, load(str(CEP_FEED), ArticleSettings()))
     context = browser.new_context(viewport={"width": 1360, "height": 1000})
     page = context.new_page()
     problems: list[str] = []

@@ -200,8 +200,8 @@ def test_a_sign_up_through_the_api_is_a_double_opt_in_sign_up(clean, web, worker
             ConsentEvent.subscriber_id == sub.id, ConsentEvent.kind == "subscribed")).all()
         assert (signed.source, signed.ip, signed.user_agent) == (
             "api:website-form", "198.51.100.7", "WordPress form/2")
-        assert signed.consent_text == settings.consent_text
-        assert signed.consent_version == settings.consent_version
+        assert signed.consent_text == settings.signup.consent_text
+        assert signed.consent_version == settings.signup.consent_version
         [audit] = session.scalars(select(AuditEntry).where(
             AuditEntry.action == "subscriber.sign_up")).all()
         assert audit.actor == "api:website-form" and audit.target == f"subscriber:{sub.id}"

@@ -11,6 +11,7 @@ import lxml.html
 
 from mailer.articles.feeds import load
 from mailer.articles.importer import import_feed
+from mailer.config import ArticleSettings, get_settings
 from mailer.db import transaction
 from mailer.editions import service, snapshot
 from mailer.editions.models import Edition, EditionState
@@ -26,14 +27,14 @@ def _edition(subject: str, start: dt.datetime, end: dt.datetime, *states: Editio
         edition = service.draft_edition(session, subject=subject, window_start=start,
                                         window_end=end, by="test")
         if states:
-            snapshot.freeze(session, edition)
+            snapshot.freeze(session, edition, get_settings())
         for state in states:
             transition(session, edition, state)
         return edition.id
 
 
 def test_archive_lists_sent_editions_and_shows_them_without_personal_links(clean, web) -> None:
-    feed = load(str(CEP_FEED))
+    feed = load(str(CEP_FEED), ArticleSettings())
     with transaction() as session:
         import_feed(session, feed)
     december = _edition("CEP Newsletter – December 2025",
@@ -47,9 +48,11 @@ def test_archive_lists_sent_editions_and_shows_them_without_personal_links(clean
                      dt.datetime(2025, 12, 20, tzinfo=AMSTERDAM))
     with transaction() as session:
         sent, sending, drafted = (session.get(Edition, i) for i in (december, going_out, draft))
-        sent_url, sending_url, draft_url = (snapshot.view_url(e) for e in (sent, sending, drafted))
+        base_url = get_settings().base_url
+        sent_url, sending_url, draft_url = (snapshot.view_url(e, base_url)
+                                            for e in (sent, sending, drafted))
         archive_html = sent.archive_html
-        mail = snapshot.personaliser_for(sent).html({
+        mail = snapshot.personaliser_for(sent, get_settings().base_url).html({
             "unsubscribe_url": "https://x.example/unsubscribe/abc.def", "view_url": sent_url,
             "first_name": "Anna", "email": "anna@example.org"})
     client = httpx.Client(base_url=web.url, timeout=10)
@@ -87,14 +90,15 @@ def test_archive_feed_lists_the_sent_editions_newest_first_without_personal_link
     import feedparser
 
     with transaction() as session:
-        import_feed(session, load(str(CEP_FEED)))
+        import_feed(session, load(str(CEP_FEED), ArticleSettings()))
     window = (dt.datetime(2025, 12, 1, tzinfo=AMSTERDAM), dt.datetime(2026, 1, 1, tzinfo=AMSTERDAM))
     first = _edition("Edition one", *window, EditionState.sending, EditionState.sent)
     second = _edition("Edition two", *window, EditionState.sending, EditionState.sent)
     _edition("Still going out", *window, EditionState.sending)
     _edition("A draft", *window)
     with transaction() as session:
-        urls = {i: snapshot.view_url(session.get(Edition, i)) for i in (first, second)}
+        base_url = get_settings().base_url
+        urls = {i: snapshot.view_url(session.get(Edition, i), base_url) for i in (first, second)}
         titles = [ea.article.title for ea in session.get(Edition, first).articles]
     client = httpx.Client(base_url=web.url, timeout=10)
 

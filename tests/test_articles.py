@@ -20,6 +20,7 @@ from mailer.articles.feeds import FeedError, load
 from mailer.articles.importer import import_feed
 from mailer.articles.models import Article
 from mailer.articles.sanitise import clean_html, excerpt, html_to_text
+from mailer.config import ArticleSettings
 from mailer.db import transaction
 from tests.conftest import wait_for
 from tests.support.processes import Worker
@@ -33,8 +34,12 @@ ACTIVE_CONTENT = re.compile(
     r"|=\s*[\"']?\s*(?:javascript|data|vbscript):", re.IGNORECASE)
 
 
+#: The feed server of these tests listens on 127.0.0.1, which a fetch may then reach.
+LOOPBACK = ArticleSettings(feed_allowed_hosts=["127.0.0.1"])
+
+
 def _import(path: Path | str) -> object:
-    feed = load(str(path))
+    feed = load(str(path), LOOPBACK)
     with transaction() as session:
         return import_feed(session, feed)
 
@@ -164,9 +169,9 @@ def test_broken_feed_imports_the_good_items_and_names_the_bad(clean) -> None:
 
 def test_a_source_that_is_not_a_feed_is_refused_and_nothing_is_written(clean) -> None:
     with pytest.raises(FeedError, match="not an RSS or Atom feed"):
-        load(str(FIXTURES / "not-a-feed.html"))
+        load(str(FIXTURES / "not-a-feed.html"), ArticleSettings())
     with pytest.raises(FeedError, match="no such file"):
-        load(str(FIXTURES / "missing.xml"))
+        load(str(FIXTURES / "missing.xml"), ArticleSettings())
     with pytest.raises(FeedError, match="not valid JSON"):
         feeds.parse(b'{"items": [', source="broken.json")
     with transaction() as session:
@@ -265,7 +270,7 @@ def test_import_by_url(clean, feed_server) -> None:
     assert report.created == 7
     assert all(a.source == f"{feed_server}/cep-feed.xml" for a in _articles().values())
     with pytest.raises(FeedError, match="HTTP 404"):
-        load(f"{feed_server}/nothing.xml")
+        load(f"{feed_server}/nothing.xml", LOOPBACK)
 
 
 def test_beat_task_polls_the_configured_feeds_and_is_safe_to_repeat(clean, feed_server) -> None:

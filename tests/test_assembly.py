@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailer.config import IdentitySettings, SMTPSettings
 from mailer.delivery.assembly import MessageAssembler, Reader, _qp_piece
 from mailer.editions.compose import new_placeholder_key, placeholders
 from mailer.editions.snapshot import Personaliser
@@ -31,7 +32,8 @@ def _assembler() -> MessageAssembler:
     personaliser = Personaliser("Subject", HTML, TEXT, key=KEY,
                                 defaults={"view_url": "https://news.example.org/archive/x"})
     return MessageAssembler(edition_id=7, subject="CEP – the news", personaliser=personaliser,
-                            view_url="https://news.example.org/archive/x")
+                            view_url="https://news.example.org/archive/x",
+                            identity=IdentitySettings(), smtp=SMTPSettings())
 
 
 names = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=100)

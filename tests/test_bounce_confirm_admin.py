@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from mailer.bounces.intake import receive
+from mailer.config import DEFAULT_BOUNCE_MAX_BYTES
 from mailer.db import transaction
 from mailer.staff.models import AuditEntry
 from tests.support.admin import PASSWORD, Admin, flash_of, make_staff
@@ -35,7 +36,8 @@ def unverified_hard(email: str) -> bytes:
 
 def take_in(raw: bytes) -> int:
     with transaction() as session:
-        [recorded] = receive(session, raw=raw, source="imap").recorded
+        [recorded] = receive(session, raw=raw, source="imap",
+                             max_bytes=DEFAULT_BOUNCE_MAX_BYTES).recorded
     assert recorded.action == "nothing: unverified"
     return recorded.bounce_id
 

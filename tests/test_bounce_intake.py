@@ -12,7 +12,7 @@ from mailer.bounces.actions import alert_counts, record_bounce
 from mailer.bounces.intake import receive
 from mailer.bounces.models import Bounce, BounceClass
 from mailer.bounces.rates import edition_rates
-from mailer.config import get_settings
+from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, get_settings
 from mailer.db import transaction, utcnow
 from mailer.delivery.models import Delivery
 from tests.support.bounce_mail import (
@@ -38,7 +38,8 @@ BLOCKED = "550 5.7.1 Service unavailable; client [192.0.2.7] blocked using zen.s
 
 def take_in(raw: bytes, envelope_to: list[str] | None = None, source: str = "mx"):  # type: ignore[no-untyped-def]
     with transaction() as session:
-        return receive(session, raw=raw, source=source, envelope_to=envelope_to or [])
+        return receive(session, raw=raw, source=source, max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                       envelope_to=envelope_to or [])
 
 
 def newsletter_to(email: str, status: str = "sent") -> tuple[int, int, int]:
@@ -137,7 +138,7 @@ def test_soft_bounces_older_than_the_window_do_not_count(clean) -> None:
         delivery = make_delivery(edition, reader, sent_at=utcnow() - dt.timedelta(days=40))
         take_in(*bounce_of("old@example.net", edition, delivery, MAILBOX_FULL, "5.2.2"))
     with transaction() as session:
-        days = get_settings().soft_bounce_days
+        days = get_settings().bounces.soft_bounce_days
         session.execute(update(Bounce).values(
             received_at=utcnow() - dt.timedelta(days=days + 1)))
     edition = make_sent_edition()
@@ -254,7 +255,7 @@ def _truncated(to: str, delivery: int, edition: int) -> bytes:
 
 def _huge(to: str) -> bytes:
     head = plain_mail(to=to, subject="Undelivered Mail Returned to Sender", body="x")
-    return head + b"A" * (get_settings().bounce_max_bytes + 1)
+    return head + b"A" * (get_settings().bounces.bounce_max_bytes + 1)
 
 
 @pytest.mark.parametrize("make", [_vacation, _reply, _malformed, _truncated, _huge],

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from mailer.bounces.mailbox import parse_mailbox_url, poll_configured, poll_imap, poll_pop3
 from mailer.bounces.models import BounceClass
 from mailer.cli import app
-from mailer.config import reset_settings
+from mailer.config import BounceSettings
 from tests.support.bounce_mail import (
     bounces,
     dsn,
@@ -29,17 +29,12 @@ from tests.support.dovecot import Dovecot
 CAP = 60_000
 
 
-@pytest.fixture
-def small_cap(monkeypatch) -> Iterator[None]:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("MAILER_BOUNCE_MAX_BYTES", str(CAP))
-    reset_settings()
-    yield
-    monkeypatch.undo()
-    reset_settings()
+#: A small size cap, so that the mail over it is cheap to make; the mailbox's own timeout.
+LIMITS = {"max_bytes": CAP, "timeout": 10.0}
 
 
 @pytest.fixture
-def dovecot(clean, small_cap) -> Iterator[Dovecot]:  # type: ignore[no-untyped-def]
+def dovecot(clean) -> Iterator[Dovecot]:  # type: ignore[no-untyped-def]
     if os.geteuid() != 0:
         pytest.skip("the dovecot test server needs root to drop to its mail user")
     server = Dovecot().start()
@@ -69,7 +64,8 @@ def test_imap_takes_every_message_in_and_moves_it_to_the_processed_folder(doveco
     for raw in mails:
         dovecot.deliver(raw)
 
-    found = poll_imap(dovecot.imap_url, folder="INBOX", processed_folder="Bounces/Processed")
+    found = poll_imap(dovecot.imap_url, **LIMITS, folder="INBOX",
+                      processed_folder="Bounces/Processed")
 
     assert found.as_dict() == {"fetched": 3, "recorded": 3, "repeats": 0, "refused": 1}
     assert dovecot.messages("INBOX") == []
@@ -83,7 +79,8 @@ def test_imap_takes_every_message_in_and_moves_it_to_the_processed_folder(doveco
     assert refused.raw_excerpt.startswith("From:") or "Subject:" in refused.raw_excerpt
     assert suppressed("gone@example.net").reason == "hard_bounce"
 
-    again = poll_imap(dovecot.imap_url, folder="INBOX", processed_folder="Bounces/Processed")
+    again = poll_imap(dovecot.imap_url, **LIMITS, folder="INBOX",
+                      processed_folder="Bounces/Processed")
     assert again.fetched == 0 and len(bounces()) == 3
 
 
@@ -99,7 +96,7 @@ def test_imap_without_a_processed_folder_deletes_and_a_crash_takes_nothing_twice
     assert runner.invoke(app, ["bounces", "import", str(eml)]).exit_code == 0
     assert len(bounces()) == 1
 
-    found = poll_imap(dovecot.imap_url, folder="INBOX", processed_folder=None)
+    found = poll_imap(dovecot.imap_url, **LIMITS, folder="INBOX", processed_folder=None)
 
     assert (found.fetched, found.recorded, found.repeats) == (1, 0, 1)
     assert dovecot.messages("INBOX") == [] and len(bounces()) == 1
@@ -112,7 +109,7 @@ def test_pop3_takes_in_and_deletes_including_long_lines(dovecot) -> None:
     for raw in [*mails, one_line_html]:
         dovecot.deliver(raw)
 
-    found = poll_pop3(dovecot.pop3_url)
+    found = poll_pop3(dovecot.pop3_url, **LIMITS)
 
     assert found.as_dict() == {"fetched": 4, "recorded": 4, "repeats": 0, "refused": 1}
     assert dovecot.messages("INBOX") == []
@@ -120,15 +117,13 @@ def test_pop3_takes_in_and_deletes_including_long_lines(dovecot) -> None:
     assert suppressed("gone@example.net") is not None
 
 
-def test_the_beat_task_polls_what_the_settings_name(dovecot, monkeypatch) -> None:
+def test_the_beat_task_polls_what_the_settings_name(dovecot) -> None:
     mails, _ = three_mails()
     dovecot.deliver(mails[0])
-    monkeypatch.setenv("MAILER_IMAP_URL", dovecot.imap_url)
-    monkeypatch.setenv("MAILER_IMAP_PROCESSED_FOLDER", "Done")
-    monkeypatch.setenv("MAILER_POP3_URL", dovecot.pop3_url)
-    reset_settings()
+    bounces_settings = BounceSettings(imap_url=dovecot.imap_url, imap_processed_folder="Done",
+                                      pop3_url=dovecot.pop3_url, bounce_max_bytes=CAP)
 
-    totals = poll_configured()
+    totals = poll_configured(bounces_settings, timeout=10.0)
 
     # IMAP took the message (and moved it); POP3 sees the same INBOX, now empty.
     assert totals["imap_fetched"] == 1 and totals["pop3_fetched"] == 0

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from mailer.bounces.models import Bounce, BounceClass, InboundMessage
 from mailer.bounces.spool import process_spooled, spool_message
-from mailer.config import get_settings, reset_settings
+from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, BounceSettings, get_settings
 from mailer.db import transaction, utcnow
 from mailer.subscribers import service
 from mailer.subscribers.addresses import key_hash
@@ -52,20 +52,17 @@ def bounce_server(stack) -> BounceServer:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def small_cap_server(clean, monkeypatch) -> Iterator[int]:  # type: ignore[no-untyped-def]
+def small_cap_server(clean) -> Iterator[int]:  # type: ignore[no-untyped-def]
     """The server in this process, with a 50 kB size cap."""
     from mailer.bounces.server import start
 
-    monkeypatch.setenv("MAILER_BOUNCE_MAX_BYTES", "50000")
-    reset_settings()
     port = free_port()
-    controller = start("127.0.0.1", port)
+    controller = start("127.0.0.1", port, BounceSettings(bounce_max_bytes=50_000),
+                       get_settings().identity.bounce_domain)
     try:
         yield port
     finally:
         controller.stop()
-        monkeypatch.undo()
-        reset_settings()
 
 
 def spooled() -> int:
@@ -103,8 +100,8 @@ def test_end_to_end_dsns_to_the_bounce_server_suppress_the_right_readers(
         dsn_for("blocked", "5.7.1", "550 5.7.1 Message rejected due to DMARC policy"),
         # A forged token naming a real reader, with a real-looking 5.1.1: suppresses nobody.
         dsn_for("fine", "5.1.1", "550 5.1.1 User unknown", to=forged),
-        ("fbl@" + get_settings().bounce_domain,
-         arf(to="fbl@" + get_settings().bounce_domain, reported_rcpt="angry@example.net",
+        ("fbl@" + get_settings().identity.bounce_domain,
+         arf(to="fbl@" + get_settings().identity.bounce_domain, reported_rcpt="angry@example.net",
              original=original_headers("angry@example.net", newsletter_id(
                  edition, deliveries["angry"]), verp_of(deliveries["angry"])))),
     ]
@@ -144,18 +141,18 @@ def test_the_server_takes_mail_only_for_the_bounce_domain_and_up_to_the_cap(
         smtp.mail("")
         code, reply = smtp.rcpt("someone@example.net")
         assert code == 550 and b"only mail for" in reply
-        code, _ = smtp.rcpt("bounces+anything@" + get_settings().bounce_domain.upper())
+        code, _ = smtp.rcpt("bounces+anything@" + get_settings().identity.bounce_domain.upper())
         assert code == 250
 
     with pytest.raises(smtplib.SMTPSenderRefused) as refused:
-        send(port, "bounces+x@" + get_settings().bounce_domain, b"Subject: big\r\n\r\n"
+        send(port, "bounces+x@" + get_settings().identity.bounce_domain, b"Subject: big\r\n\r\n"
              + (b"x" * 76 + b"\r\n") * 800)
     assert refused.value.smtp_code == 552
     # A client that does not announce the size (HELO, no SIZE) is stopped after DATA.
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
         smtp.helo()
         smtp.mail("")
-        smtp.rcpt("bounces+x@" + get_settings().bounce_domain)
+        smtp.rcpt("bounces+x@" + get_settings().identity.bounce_domain)
         code, _ = smtp.data(b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 800)
     assert code == 552
     assert spooled() == 0 and bounces() == []
@@ -163,12 +160,12 @@ def test_the_server_takes_mail_only_for_the_bounce_domain_and_up_to_the_cap(
 
 def test_an_accepted_message_is_stored_before_the_250_and_then_processed(
         small_cap_server, worker) -> None:
-    raw = dsn(to_verp="bounces+x@" + get_settings().bounce_domain, recipients=[
+    raw = dsn(to_verp="bounces+x@" + get_settings().identity.bounce_domain, recipients=[
         ("a@example.net", "failed", "5.1.1", "550 5.1.1 User unknown")])
     with smtplib.SMTP("127.0.0.1", small_cap_server, timeout=10) as smtp:
         smtp.helo()
         smtp.mail("")
-        smtp.rcpt("bounces+x@" + get_settings().bounce_domain)
+        smtp.rcpt("bounces+x@" + get_settings().identity.bounce_domain)
         code, reply = smtp.data(raw)
     assert code == 250 and reply.startswith(b"2.0.0 accepted as ")
     spool_id = int(reply.rsplit(b" ", 1)[1])
@@ -189,15 +186,16 @@ def test_an_accepted_message_is_stored_before_the_250_and_then_processed(
 
 
 def test_processing_a_spooled_message_twice_records_it_once(clean) -> None:
-    raw = dsn(to_verp="bounces+x@" + get_settings().bounce_domain, recipients=[
+    raw = dsn(to_verp="bounces+x@" + get_settings().identity.bounce_domain, recipients=[
         ("a@example.net", "failed", "5.1.1", "550 5.1.1 User unknown")])
+    to = "bounces+x@" + get_settings().identity.bounce_domain
     with transaction() as session:
         spool_id = spool_message(session, raw=raw, source="mx", envelope_from="",
-                                 envelope_to=["bounces+x@" + get_settings().bounce_domain]).id
+                                 envelope_to=[to]).id
     with transaction() as session:
-        first = process_spooled(session, spool_id)
+        first = process_spooled(session, spool_id, max_bytes=DEFAULT_BOUNCE_MAX_BYTES)
     with transaction() as session:
-        second = process_spooled(session, spool_id)
+        second = process_spooled(session, spool_id, max_bytes=DEFAULT_BOUNCE_MAX_BYTES)
     assert first is not None and len(first.recorded) == 1 and second is None
     assert len(bounces()) == 1 and spooled() == 0
 

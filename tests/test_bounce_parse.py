@@ -184,17 +184,16 @@ def test_input_over_the_cap_is_refused_with_a_reason() -> None:
     assert parse_bounce(raw, max_bytes=len(raw)).kind == "dsn"  # at the cap is fine
 
 
-def test_the_default_cap_is_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mailer.config import reset_settings
+def test_the_cap_is_the_settings_and_its_default_the_variables() -> None:
+    from mailer.config import BounceSettings
 
-    monkeypatch.setenv("MAILER_BOUNCE_MAX_BYTES", "2048")
-    reset_settings()
-    try:
-        with pytest.raises(BounceTooLarge, match="MAILER_BOUNCE_MAX_BYTES"):
-            parse_bounce(b"Subject: x\n\n" + b"y" * 3000)
-    finally:
-        monkeypatch.delenv("MAILER_BOUNCE_MAX_BYTES")
-        reset_settings()
+    cap = BounceSettings(bounce_max_bytes=2048).bounce_max_bytes
+    with pytest.raises(BounceTooLarge, match="MAILER_BOUNCE_MAX_BYTES"):
+        parse_bounce(b"Subject: x\n\n" + b"y" * 3000, max_bytes=cap)
+    big = b"Subject: x\n\n" + b"y" * (BounceSettings().bounce_max_bytes - 12)
+    parse_bounce(big)  # just under the default cap
+    with pytest.raises(BounceTooLarge):
+        parse_bounce(big + b"yy")
 
 
 def test_a_huge_file_is_read_only_up_to_the_cap(tmp_path: Path) -> None:

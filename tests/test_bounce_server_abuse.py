@@ -42,7 +42,7 @@ def server(clean) -> Iterator[BounceServer]:  # type: ignore[no-untyped-def]
 
 
 def rcpt() -> str:
-    return f"bounces+x@{get_settings().bounce_domain}"
+    return f"bounces+x@{get_settings().identity.bounce_domain}"
 
 
 def greeting(port: int, source: str) -> tuple[socket.socket, bytes]:

@@ -34,7 +34,7 @@ from mailer.bounces.mailbox import poll_imap, poll_pop3
 from mailer.bounces.models import InboundMessage
 from mailer.bounces.rates import edition_rates
 from mailer.cli import app
-from mailer.config import get_settings
+from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, get_settings
 from mailer.db import transaction, utcnow
 from mailer.delivery import service
 from mailer.editions.models import Edition
@@ -61,7 +61,7 @@ SENDING_DOMAIN = "cep-probation.example.org"
 
 def old_style_id(edition_id: int, delivery_id: int) -> str:
     """The Message-ID as it was made before issue 9: an unkeyed digest of public data."""
-    list_id = get_settings().list_id
+    list_id = get_settings().identity.list_id
     digest = hashlib.sha256("\x00".join(["nl", str(edition_id), str(delivery_id), list_id])
                             .encode()).hexdigest()[:24]
     return f"<nl.{edition_id}.{delivery_id}.{digest}@{SENDING_DOMAIN}>"
@@ -113,9 +113,11 @@ def route(request, clean) -> Iterator[Deliver]:  # type: ignore[no-untyped-def]
             for _, raw in mails:
                 dovecot.deliver(raw)
             if request.param == "imap":
-                found = poll_imap(dovecot.imap_url, folder="INBOX", processed_folder=None)
+                found = poll_imap(dovecot.imap_url, max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                                  timeout=10.0, folder="INBOX", processed_folder=None)
             else:  # as the beat task polls MAILER_POP3_URL: take in, then delete
-                found = poll_pop3(dovecot.pop3_url)
+                found = poll_pop3(dovecot.pop3_url, max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                                  timeout=10.0)
             assert found.fetched == len(mails)
             assert dovecot.messages() == []  # taken: nothing is left to be read twice
 
@@ -151,8 +153,8 @@ def sent_edition(names: list[str]) -> tuple[int, dict[str, tuple[int, int]]]:
 
 def test_forged_bounces_and_complaints_act_on_nobody(route: Deliver) -> None:
     edition, readers = sent_edition(["anna", "bert", "carla", "dirk", "emma", "fritz"])
-    bounce_address = f"bounces@{get_settings().bounce_domain}"
-    fbl = f"fbl@{get_settings().bounce_domain}"
+    bounce_address = f"bounces@{get_settings().identity.bounce_domain}"
+    fbl = f"fbl@{get_settings().identity.bounce_domain}"
 
     def dsn_about(name: str, status: str, diagnostic: str, msg_id: str = "") -> bytes:
         email = f"{name}@example.net"
@@ -202,7 +204,7 @@ def test_forged_bounces_and_complaints_act_on_nobody(route: Deliver) -> None:
                 rates["policy"]) == (0, 0.0, 0, 0)
         assert service.complaint_hold(session) is None
     assert alert_counts() == {} and alert_counts(edition) == {}
-    metrics = render().decode()
+    metrics = render(get_settings()).decode()
     assert 'mailer_bounces_unverified_total{reason="forged-message-id"} 4.0' in metrics
     assert 'mailer_bounces_unverified_total{reason="no-token"} 2.0' in metrics
     assert "mailer_bounces_unverified_pending 6.0" in metrics
@@ -212,7 +214,7 @@ def test_a_genuine_bounce_and_complaint_act_once_however_often_they_come(
         route: Deliver) -> None:
     edition, readers = sent_edition(["gone", "angry", "fine1", "fine2", "fine3"])
     gone, angry = readers["gone"], readers["angry"]
-    fbl = f"fbl@{get_settings().bounce_domain}"
+    fbl = f"fbl@{get_settings().identity.bounce_domain}"
     from mailer.emails.message import message_id
 
     hard = dsn(to_verp=verp_of(gone[1]), recipients=[
@@ -245,7 +247,7 @@ def test_a_genuine_bounce_and_complaint_act_once_however_often_they_come(
         assert (rates["hard"], rates["complaints"]) == (1, 1)
         # One complaint in five deliveries is far over the stop level: a genuine one holds.
         assert "complaint rate" in (service.complaint_hold(session) or "")
-    assert "mailer_bounces_unverified_pending 0.0" in render().decode()
+    assert "mailer_bounces_unverified_pending 0.0" in render(get_settings()).decode()
 
 
 def test_a_valid_token_in_a_dsn_about_another_readers_address_acts_on_nobody(clean) -> None:
@@ -258,7 +260,8 @@ def test_a_valid_token_in_a_dsn_about_another_readers_address_acts_on_nobody(cle
     raw = dsn(to_verp=verp_of(holder[1]), recipients=[
         ("victim@example.net", "failed", "5.1.1", "550 5.1.1 User unknown")])
     with transaction() as session:
-        result = receive(session, raw=raw, source="mx", envelope_to=[verp_of(holder[1])])
+        result = receive(session, raw=raw, source="mx", max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                         envelope_to=[verp_of(holder[1])])
     [row] = result.recorded
     assert (row.attribution, row.action) == ("none", "nothing: unverified")
     [bounce] = bounces()

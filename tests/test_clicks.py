@@ -14,6 +14,7 @@ from sqlalchemy import select
 from mailer import tasks
 from mailer.clicks import counting, links
 from mailer.clicks.models import ClickFlush, EditionLink
+from mailer.config import Settings, get_settings
 from mailer.db import transaction
 from mailer.editions import snapshot
 from mailer.editions.models import Edition
@@ -29,12 +30,13 @@ SAFE_LINKS = "Mozilla/5.0 (compatible; Microsoft SafeLinks scanner)"
 TRACKED = re.compile(r"https?://[^\s\"<>]+/r/\d+/\d+/[\w-]+")
 
 
-def _frozen(articles: int = 2) -> tuple[Edition, list[EditionLink], list[str]]:
+def _frozen(articles: int = 2, settings: Settings | None = None
+            ) -> tuple[Edition, list[EditionLink], list[str]]:
     edition_id = make_edition(articles=articles)
     with transaction() as session:
         edition = session.get(Edition, edition_id)
         article_urls = [chosen.article.link for chosen in edition.articles]
-        snapshot.freeze(session, edition)
+        snapshot.freeze(session, edition, settings or get_settings())
         rows = list(session.scalars(select(EditionLink).where(
             EditionLink.edition_id == edition_id).order_by(EditionLink.position)))
         session.expunge_all()
@@ -242,16 +244,11 @@ def test_scanners_and_head_requests_are_counted_apart(method, agent, kind) -> No
     assert counting.kind_of(method, agent) is kind
 
 
-def test_without_click_tracking_the_mail_links_straight(clean, monkeypatch) -> None:
-    from mailer.config import reset_settings
-
-    monkeypatch.setenv("MAILER_CLICK_TRACKING", "false")
-    reset_settings()
-    try:
-        edition, rows, article_urls = _frozen(articles=1)
-    finally:
-        monkeypatch.delenv("MAILER_CLICK_TRACKING")
-        reset_settings()
+def test_without_click_tracking_the_mail_links_straight(clean) -> None:
+    settings = get_settings()
+    off = settings.model_copy(update={
+        "editions": settings.editions.model_copy(update={"click_tracking": False})})
+    edition, rows, article_urls = _frozen(articles=1, settings=off)
     assert rows == []
     assert f'href="{article_urls[0]}"' in (edition.html_snapshot or "")
     assert "/r/" not in (edition.html_snapshot or "") + (edition.text_snapshot or "")

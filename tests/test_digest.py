@@ -22,7 +22,7 @@ from sqlalchemy import select
 from mailer.articles.feeds import load
 from mailer.articles.importer import import_feed
 from mailer.articles.models import Article
-from mailer.config import get_settings
+from mailer.config import ArticleSettings, get_settings
 from mailer.db import transaction, utcnow
 from mailer.editions import service, snapshot
 from mailer.editions.compose import compose
@@ -41,7 +41,7 @@ cssutils.log.setLevel(logging.CRITICAL)
 
 def _import(*paths: Path) -> None:
     for path in paths:
-        feed = load(str(path))
+        feed = load(str(path), ArticleSettings())
         with transaction() as session:
             import_feed(session, feed)
 
@@ -117,7 +117,7 @@ def test_readers_never_see_the_default_category_and_badges_do_not_repeat_the_hea
     (tmp_path / "items.json").write_text(json.dumps({"items": items}))
     edition_id = _draft(CEP_FEED, tmp_path / "items.json")
     with _edition(edition_id) as (session, edition):
-        composed = compose(edition)
+        composed = compose(edition, get_settings())
         preview = service.render_preview(session, edition)
     for page in (composed.html, composed.archive_html, preview.html):
         sections = _sections_with_badges(page)
@@ -215,13 +215,13 @@ def test_default_window_starts_where_the_last_sent_edition_stopped(clean, tmp_pa
 def test_only_drafts_and_scheduled_editions_can_change(clean) -> None:
     edition_id = _draft(CEP_FEED)
     with _edition(edition_id) as (session, edition):
-        snapshot.freeze(session, edition)
+        snapshot.freeze(session, edition, get_settings())
         assert edition.html_snapshot is not None
         # Editing a frozen draft throws the snapshot away: what goes out is what was
         # last previewed.
         service.update_edition(session, edition, intro="A new intro.", by="test")
         assert edition.html_snapshot is None and edition.archive_html is None
-        snapshot.freeze(session, edition)
+        snapshot.freeze(session, edition, get_settings())
         transition(session, edition, EditionState.sending)
         with pytest.raises(service.EditionError, match="is sending"):
             service.update_edition(session, edition, subject="Too late", by="test")
@@ -246,7 +246,7 @@ def full_edition(clean) -> int:
 
 def _inlined_and_web_copy(edition_id: int) -> tuple[str, str, str]:
     with _edition(edition_id) as (session, edition):
-        composed = compose(edition)
+        composed = compose(edition, get_settings())
         preview = service.render_preview(session, edition)
     return composed.html, composed.archive_html, preview.html
 
@@ -319,20 +319,20 @@ def test_images_links_and_size(full_edition) -> None:
     assert "https://www.cep-probation.org/events/2026/?lang=en&ref=nl" in hrefs
 
     size = len(preview.encode())
-    assert size < get_settings().html_budget_bytes
+    assert size < get_settings().editions.html_budget_bytes
     assert "%%" not in preview  # every placeholder was filled
 
 
 def test_text_part_carries_the_same_links_unsubscribe_and_address(full_edition) -> None:
     with _edition(full_edition) as (session, edition):
         preview = service.render_preview(session, edition)
-        sample = service.sample_values(edition)
+        sample = service.sample_values(edition, get_settings().base_url)
     html_links = set(lxml.html.fromstring(preview.html).xpath("//a/@href"))
     assert set(links(preview.text)) == html_links
     for part in (preview.text, preview.html):
         assert sample["unsubscribe_url"] in part
         assert sample["view_url"] in part
-        assert get_settings().postal_address in part
+        assert get_settings().identity.postal_address in part
         assert "Dear Maria," in part
         assert "maria.jansen@example.org" in part
     # The text part is written for text, not stripped from the HTML.
@@ -345,7 +345,7 @@ def test_text_part_carries_the_same_links_unsubscribe_and_address(full_edition) 
 
 def test_placeholders_survive_premailer(full_edition) -> None:
     with _edition(full_edition) as (session, edition):
-        snapshot.freeze(session, edition)
+        snapshot.freeze(session, edition, get_settings())
         html, text = edition.html_snapshot, edition.text_snapshot
         key = edition.placeholder_key
         assert edition.subject_snapshot == "CEP Newsletter – December 2025"
@@ -359,10 +359,11 @@ def test_placeholders_survive_premailer(full_edition) -> None:
 
 def test_two_readers_differ_only_in_their_personal_parts(full_edition) -> None:
     with _edition(full_edition) as (session, edition):
-        snapshot.freeze(session, edition)
-        personaliser = snapshot.personaliser_for(edition)
-        assert snapshot.personaliser_for(edition) is personaliser  # built once
-        view = snapshot.view_url(edition)
+        snapshot.freeze(session, edition, get_settings())
+        base_url = get_settings().base_url
+        personaliser = snapshot.personaliser_for(edition, base_url)
+        assert snapshot.personaliser_for(edition, base_url) is personaliser  # built once
+        view = snapshot.view_url(edition, base_url)
     anna = {"unsubscribe_url": "https://news.example/unsubscribe/aaaa.sig1", "view_url": view,
             "first_name": "Anna", "email": "anna@example.org"}
     bob = {"unsubscribe_url": "https://news.example/unsubscribe/bbbb.sig2", "view_url": view,
@@ -395,7 +396,7 @@ def test_two_readers_differ_only_in_their_personal_parts(full_edition) -> None:
 
 def test_freeze_is_done_once_and_the_preview_is_the_snapshot(full_edition) -> None:
     with _edition(full_edition) as (session, edition):
-        snapshot.freeze(session, edition)
+        snapshot.freeze(session, edition, get_settings())
         frozen = (edition.html_snapshot, edition.text_snapshot, edition.archive_html)
     # A feed update after the freeze does not change what readers get.
     changed = CEP_FEED.read_text(encoding="utf-8").replace(
@@ -405,11 +406,12 @@ def test_freeze_is_done_once_and_the_preview_is_the_snapshot(full_edition) -> No
     path.write_text(changed, encoding="utf-8")
     _import(path)
     with _edition(full_edition) as (session, edition):
-        snapshot.freeze(session, edition)  # a no-op
+        snapshot.freeze(session, edition, get_settings())  # a no-op
         assert (edition.html_snapshot, edition.text_snapshot, edition.archive_html) == frozen
         preview = service.render_preview(session, edition)
-        values = service.sample_values(edition)
-        assert preview.html == snapshot.personaliser_for(edition).html(values)
+        base_url = get_settings().base_url
+        values = service.sample_values(edition, base_url)
+        assert preview.html == snapshot.personaliser_for(edition, base_url).html(values)
         assert "(edited)" not in preview.html
         service.check_sendable(session, edition)
     # The archive copy has nothing personal and no placeholder.
@@ -425,7 +427,7 @@ def test_an_edition_without_articles_or_over_budget_cannot_be_sent(clean) -> Non
         with pytest.raises(service.NotSendable, match="no articles"):
             service.check_sendable(session, edition)
         with pytest.raises(service.NotSendable, match="no articles"):
-            snapshot.freeze(session, edition)
+            snapshot.freeze(session, edition, get_settings())
         assert edition.html_snapshot is None
 
     big = _draft()
@@ -442,7 +444,7 @@ def test_an_edition_without_articles_or_over_budget_cannot_be_sent(clean) -> Non
         size, over = (int(n.replace(",", "")) for n in found.groups())
         assert size - 102_400 == over > 0
         with pytest.raises(service.NotSendable, match="over the 102,400-byte budget"):
-            snapshot.freeze(session, edition)
+            snapshot.freeze(session, edition, get_settings())
         assert edition.html_snapshot is None
 
 

@@ -144,4 +144,4 @@ def test_the_footer_names_the_association_once(clean, template: str) -> None:
         footer = body[body.rindex("You get this mail" if template == "edition-ready"
                                   else "This email was sent"):]
         assert footer.count("Confederation of European Probation") == 1, footer
-        assert settings.postal_address in " ".join(footer.split())
+        assert settings.identity.postal_address in " ".join(footer.split())

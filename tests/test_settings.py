@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from mailer.config import (
     DEFAULT_SECRET,
     InvalidSettings,
+    SendingSettings,
     Settings,
     describe,
     get_settings,
@@ -162,9 +163,49 @@ def test_variables_are_read_from_the_environment_over_dot_env(tmp_path: Path) ->
     dot_env.write_text("MAILER_BATCH_SIZE=7\nmailer_list_name='From the file'\n"
                        "MAILER_FEED_URLS=[\"https://a.example/feed\"]\nMAILER_NO_SUCH=1\n")
     settings = load_settings({"MAILER_BATCH_SIZE": "9", "OTHER": "x"}, env_file=dot_env)
-    assert (settings.batch_size, settings.list_name) == (9, "From the file")
-    assert settings.feed_urls == ["https://a.example/feed"]
-    assert load_settings({}, env_file=tmp_path / "absent.env").batch_size == 500
+    assert (settings.sending.batch_size, settings.identity.list_name) == (9, "From the file")
+    assert settings.articles.feed_urls == ["https://a.example/feed"]
+    assert load_settings({}, env_file=tmp_path / "absent.env").sending.batch_size == 500
+
+
+def test_each_variable_keeps_its_name_and_lands_in_its_group() -> None:
+    """Grouping changed no variable: a deployment's .env still sets the same things."""
+    settings = load_settings({"MAILER_SMTP_URL": "smtp://127.0.0.1:2525",
+                              "MAILER_SMTP_TIMEOUT": "4", "MAILER_BOUNCE_POLL_MINUTES": "2",
+                              "MAILER_SESSION_HOURS": "3", "MAILER_HTML_BUDGET_BYTES": "9000",
+                              "MAILER_QUEUE_STALL_SECONDS": "7", "MAILER_WELCOME_MAIL": "true"},
+                             env_file=None)
+    assert (settings.smtp.target.port, settings.smtp.timeout) == (2525, 4.0)
+    assert settings.bounces.bounce_poll_minutes == 2 and settings.staff.session_hours == 3
+    assert settings.editions.html_budget_bytes == 9000 and settings.ops.queue_stall_seconds == 7
+    assert settings.signup.welcome_mail
+    variables = [group.variable(name) for group in Settings.groups().values()
+                 for name in group.model_fields]
+    variables += [Settings.variable(name) for name in Settings.model_fields
+                  if name not in Settings.groups()]
+    assert len(variables) == len(set(variables)) == 91  # as before the groups, + CLICK_TRACKING
+    assert {"MAILER_SMTP_URL", "MAILER_BATCH_SIZE", "MAILER_POP3_URL",
+            "MAILER_CLICK_TRACKING"} <= set(variables)
+
+
+def test_a_group_is_built_on_its_own_and_frozen() -> None:
+    sending = SendingSettings(batch_size=3)
+    assert (sending.batch_size, sending.max_attempts) == (3, 5)
+    with pytest.raises(ValidationError):
+        sending.batch_size = 4  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        SendingSettings(batch_sise=3)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("MAILER_SMTP_URL", "http://relay"), ("MAILER_SMTP_TIMEOUT", "soon"),
+    ("MAILER_BOUNCE_MAX_BYTES", "big"), ("MAILER_FROM_ADDRESS", "nobody"),
+    ("MAILER_SES_TOPIC_ARNS", "arn"), ("MAILER_METRICS_NETWORKS", '[1]')])
+def test_a_grouped_setting_that_is_wrong_names_its_variable(variable: str, value: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        load_settings({variable: value}, env_file=None)
+    [line] = describe(refused.value)
+    assert line.startswith(variable), line
 
 
 @pytest.mark.parametrize("value", ["https://a.example/feed", '{"a": 1}', "[unclosed"])

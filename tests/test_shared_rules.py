@@ -26,20 +26,14 @@ def test_the_task_retries_keep_their_waits() -> None:
     assert (REVIEW_MAIL.base, REVIEW_MAIL.cap) == (60, 3600)
 
 
-def test_a_delivery_waits_the_base_after_its_first_attempt(monkeypatch) -> None:
-    from mailer.config import reset_settings
+def test_a_delivery_waits_the_base_after_its_first_attempt() -> None:
+    from mailer.config import SendingSettings
     from mailer.delivery.ledger import backoff
 
-    monkeypatch.setenv("MAILER_RETRY_BASE_SECONDS", "60")
-    monkeypatch.setenv("MAILER_RETRY_MAX_SECONDS", "600")
-    reset_settings()
-    try:
-        assert dt.timedelta(seconds=48) <= backoff(1) <= dt.timedelta(seconds=72)
-        assert dt.timedelta(seconds=96) <= backoff(2) <= dt.timedelta(seconds=144)
-        assert backoff(30) <= dt.timedelta(seconds=720)
-    finally:
-        monkeypatch.undo()
-        reset_settings()
+    sending = SendingSettings(retry_base_seconds=60, retry_max_seconds=600)
+    assert dt.timedelta(seconds=48) <= backoff(1, sending) <= dt.timedelta(seconds=72)
+    assert dt.timedelta(seconds=96) <= backoff(2, sending) <= dt.timedelta(seconds=144)
+    assert backoff(30, sending) <= dt.timedelta(seconds=720)
 
 
 @pytest.mark.parametrize("host", ["localhost", "LOCALHOST", "localhost.localdomain",

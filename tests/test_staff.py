@@ -10,12 +10,14 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from mailer.cli import app
+from mailer.config import StaffSettings
 from mailer.db import transaction, utcnow
 from mailer.staff import accounts, sessions
 from mailer.staff.models import AuditEntry, StaffSession, StaffUser
 
 runner = CliRunner()
 PASSWORD = "correct horse battery staple"
+STAFF = StaffSettings()  # the defaults: 12 h sessions, 60 min idle, the login throttles
 
 
 def mailer(*args: str, input: str | None = None):  # type: ignore[no-untyped-def]
@@ -111,7 +113,7 @@ def test_cli_unlock_role_and_password(clean) -> None:
                         by="test")
     for ip in ("192.0.2.1", "192.0.2.2"):
         for _ in range(6):
-            throttle.record_failure(ip, "ed@example.org")
+            throttle.record_failure(ip, "ed@example.org", STAFF)
     assert throttle.wait_seconds("192.0.2.1", "ed@example.org") > 0
     unlocked = mailer("staff", "unlock", "ed@example.org")
     assert unlocked.exit_code == 0 and "2 address(es)" in unlocked.output
@@ -132,28 +134,29 @@ def test_sessions_are_stored_hashed_expire_and_end(clean) -> None:
     with transaction() as session:
         ed = accounts.create(session, email="ed@example.org", password=PASSWORD, role="editor",
                              by="test")
-        cookie, row = sessions.start(session, ed)
-        other_cookie, _ = sessions.start(session, ed)
+        cookie, row = sessions.start(session, ed, STAFF)
+        other_cookie, _ = sessions.start(session, ed, STAFF)
     assert cookie != other_cookie
     with transaction() as session:
         stored = session.scalars(select(StaffSession.id)).all()
         assert hashlib.sha256(cookie.encode()).hexdigest() in stored
         assert cookie not in stored  # a stolen database logs nobody in
-        live = sessions.load(session, cookie)
+        live = sessions.load(session, cookie, STAFF)
         assert live is not None and live.user.email == "ed@example.org"
         assert sessions.csrf_ok(live.csrf_token, live.csrf_token)
         assert not sessions.csrf_ok(live.csrf_token, live.csrf_token[:-1] + "x")
         assert not sessions.csrf_ok(live.csrf_token, "")
         assert not sessions.csrf_ok(live.csrf_token, None)
-        assert sessions.load(session, "made-up") is None and sessions.load(session, None) is None
+        assert sessions.load(session, "made-up", STAFF) is None
+        assert sessions.load(session, None, STAFF) is None
         sessions.end(session, other_cookie)
     with transaction() as session:
-        assert sessions.load(session, other_cookie) is None
+        assert sessions.load(session, other_cookie, STAFF) is None
         session.execute(update(StaffSession).values(expires_at=utcnow() - dt.timedelta(seconds=1)))
     with transaction() as session:
-        assert sessions.load(session, cookie) is None  # expired
+        assert sessions.load(session, cookie, STAFF) is None  # expired
         # A new login clears expired rows away.
-        sessions.start(session, session.get(StaffUser, ed.id))
+        sessions.start(session, session.get(StaffUser, ed.id), STAFF)
     with transaction() as session:
         assert len(session.scalars(select(StaffSession)).all()) == 1
 
@@ -162,12 +165,12 @@ def test_a_new_password_or_disabling_ends_every_session(clean) -> None:
     with transaction() as session:
         ed = accounts.create(session, email="ed@example.org", password=PASSWORD, role="editor",
                              by="test")
-        cookie, _ = sessions.start(session, ed)
+        cookie, _ = sessions.start(session, ed, STAFF)
     assert mailer("staff", "password", "ed@example.org", "--password-stdin",
                   input="another password here\n").exit_code == 0
     with transaction() as session:
-        assert sessions.load(session, cookie) is None
-        cookie, _ = sessions.start(session, session.get(StaffUser, ed.id))
+        assert sessions.load(session, cookie, STAFF) is None
+        cookie, _ = sessions.start(session, session.get(StaffUser, ed.id), STAFF)
     assert mailer("staff", "disable", "ed@example.org").exit_code == 0
     with transaction() as session:
-        assert sessions.load(session, cookie) is None
+        assert sessions.load(session, cookie, STAFF) is None

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from mailer.config import reset_settings
+from mailer.config import EditionSettings, Settings
 from mailer.db import transaction
 from mailer.editions import rhythm
 from mailer.editions import service as editions
@@ -24,12 +24,16 @@ from tests.support.factories import make_articles
 from tests.support.mail import links, parse, parts
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+DEFAULT_CRON = EditionSettings().edition_schedule_cron
 
 
-def beat_entry() -> object:
+def beat_entry(cron: str = DEFAULT_CRON) -> object:
+    """The drafting entry of the beat schedule that ``MAILER_EDITION_SCHEDULE_CRON=cron``
+    gives."""
     from workers.app import beat_schedule
 
-    return beat_schedule().get("draft-next-edition", {}).get("schedule")
+    settings = Settings(editions=EditionSettings(edition_schedule_cron=cron))
+    return beat_schedule(settings).get("draft-next-edition", {}).get("schedule")
 
 
 def runs_of(schedule, start: dt.datetime, count: int) -> list[dt.datetime]:  # type: ignore[no-untyped-def]
@@ -51,7 +55,8 @@ def test_the_default_schedule_is_the_first_tuesday_of_every_other_month() -> Non
     for run in runs:
         assert run.isoweekday() == 2 and run.day <= 7 and run.month % 2 == 1
         assert (run.hour, run.minute) == (9, 0)  # in Amsterdam, summer and winter
-    assert runs == rhythm.next_runs(12, after=dt.datetime(2025, 12, 31, 12, tzinfo=AMSTERDAM))
+    assert runs == rhythm.next_runs(DEFAULT_CRON, "Europe/Amsterdam", 12,
+                                    after=dt.datetime(2025, 12, 31, 12, tzinfo=AMSTERDAM))
 
     # What beat asks: is it due? Not on a day 1–7 that is no Tuesday (cron's "or" would
     # say yes), not on the second Tuesday, yes on the first.
@@ -72,22 +77,14 @@ def test_the_default_schedule_is_the_first_tuesday_of_every_other_month() -> Non
     assert not due(dt.datetime(2026, 4, 7, 9, 0, 30, tzinfo=AMSTERDAM), march)  # even month
 
 
-def test_the_schedule_can_be_changed_or_switched_off(monkeypatch) -> None:
-    try:
-        monkeypatch.setenv("MAILER_EDITION_SCHEDULE_CRON", "off")
-        reset_settings()
-        assert beat_entry() is None and rhythm.next_runs(3) == []
-        monkeypatch.setenv("MAILER_EDITION_SCHEDULE_CRON", "30 8 * 1,7 1")
-        reset_settings()
-        after = dt.datetime(2026, 1, 1, tzinfo=AMSTERDAM)
-        assert [r.date() for r in runs_of(beat_entry(), after, 2)] == [
-            dt.date(2026, 1, 5), dt.date(2026, 1, 12)]
-        for bad in ("0 9 * *", "0 25 * * 2", "every tuesday"):
-            with pytest.raises(rhythm.ScheduleError, match="MAILER_EDITION_SCHEDULE_CRON"):
-                rhythm.edition_crontab(bad)
-    finally:
-        monkeypatch.delenv("MAILER_EDITION_SCHEDULE_CRON")
-        reset_settings()
+def test_the_schedule_can_be_changed_or_switched_off() -> None:
+    assert beat_entry("off") is None and rhythm.next_runs("off", "Europe/Amsterdam", 3) == []
+    after = dt.datetime(2026, 1, 1, tzinfo=AMSTERDAM)
+    assert [r.date() for r in runs_of(beat_entry("30 8 * 1,7 1"), after, 2)] == [
+        dt.date(2026, 1, 5), dt.date(2026, 1, 12)]
+    for bad in ("0 9 * *", "0 25 * * 2", "every tuesday"):
+        with pytest.raises(rhythm.ScheduleError, match="MAILER_EDITION_SCHEDULE_CRON"):
+            rhythm.edition_crontab(bad)
 
 
 def outcomes() -> list[tuple[str, str]]:
@@ -149,7 +146,7 @@ def _slots() -> list[ScheduledDraft]:
 
 def run(now: dt.datetime) -> rhythm.DraftResult:
     with transaction() as session:
-        return rhythm.draft_on_schedule(session, now=now)
+        return rhythm.draft_on_schedule(session, timezone="Europe/Amsterdam", now=now)
 
 
 def test_an_empty_window_drafts_nothing_and_says_so(clean) -> None:

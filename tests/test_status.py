@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
 from mailer.cli import app
-from mailer.config import reset_settings
+from mailer.config import get_settings, reset_settings
 from mailer.db import transaction
 from mailer.delivery import service
 from tests.conftest import wait_for
@@ -137,7 +137,7 @@ def test_after_a_redis_restart_the_queue_view_sees_the_deliveries_waiting_in_the
                             timeout=10, what="the queue_not_draining alert")
         stuck = next(a for a in snapshot["alerts"] if a["name"] == "queue_not_draining")
         assert "30 deliveries wait in the database" in stuck["message"]
-        metrics = render().decode()
+        metrics = render(get_settings()).decode()
         assert 'mailer_queue_waiting_deliveries{queue="bulk"} 30.0' in metrics
         assert 'mailer_alert{alert="queue_not_draining"} 1.0' in metrics
         # A worker and the sweeper come: the edition goes out, nothing waits any more.

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from mailer import privacy
+from mailer.config import SignupSettings
 from mailer.db import transaction, utcnow
 from mailer.subscribers import service
 from mailer.subscribers.addresses import InvalidAddress, normalise
@@ -182,11 +183,14 @@ def test_nothing_is_mailed_to_a_confirmed_or_vanished_reader(clean) -> None:
 
 # --- the 14-day purge ---------------------------------------------------------------------------
 
+PENDING_DAYS = dt.timedelta(days=SignupSettings().purge_pending_after_days)  # 14
+
 
 def test_the_beat_schedule_purges_pending_sign_ups_at_least_daily() -> None:
+    from mailer.config import Settings
     from workers.app import beat_schedule
 
-    entry = beat_schedule()["purge-pending-signups"]
+    entry = beat_schedule(Settings())["purge-pending-signups"]
     assert entry["task"] == "workers.maintenance.purge_pending_signups"
     assert float(entry["schedule"]) <= 24 * 3600  # so nobody waits much beyond 14 days
 
@@ -228,7 +232,7 @@ def test_pending_sign_ups_older_than_14_days_are_purged_by_the_worker(clean, wor
 
     # Safe to run twice.
     with transaction() as s:
-        assert privacy.purge_pending(s) == 0
+        assert privacy.purge_pending(s, older_than=PENDING_DAYS) == 0
 
 
 def test_a_sign_up_again_restarts_the_14_days(clean) -> None:
@@ -237,7 +241,7 @@ def test_a_sign_up_again_restarts_the_14_days(clean) -> None:
     _sign_up("again@example.org")  # nothing changes in the row but the clock
     move_back(reader.id, dt.timedelta(days=10))
     with transaction() as s:
-        assert privacy.purge_pending(s) == 0
+        assert privacy.purge_pending(s, older_than=PENDING_DAYS) == 0
     assert subscriber("again@example.org") is not None
 
 

@@ -29,7 +29,7 @@ from celery.signals import (
 from kombu import Queue
 
 from mailer import tasks
-from mailer.config import get_settings
+from mailer.config import Settings, get_settings
 from mailer.logging import setup_logging
 
 
@@ -38,7 +38,7 @@ def make_app() -> Celery:
     app = Celery("mailer", include=[
         "workers.confirmations", "workers.bulk", "workers.maintenance", "workers.bounces",
     ])
-    visibility = int(max(settings.retry_max_seconds * 2, 3 * 3600))
+    visibility = int(max(settings.sending.retry_max_seconds * 2, 3 * 3600))
     app.conf.update(
         broker_url=settings.redis_url,
         # kombu's Redis transport with the fix that keeps a Redis restart from killing the
@@ -63,35 +63,35 @@ def make_app() -> Celery:
         task_routes={name: {"queue": queue} for name, queue in tasks.QUEUE_OF.items()},
         task_send_sent_event=True,
         worker_send_task_events=True,
-        timezone=settings.timezone,
+        timezone=settings.identity.timezone,
         enable_utc=True,
-        beat_schedule=beat_schedule(),
+        beat_schedule=beat_schedule(settings),
     )
     return app
 
 
-def beat_schedule() -> dict[str, dict[str, object]]:
-    settings = get_settings()
+def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
+    """What beat runs and how often, from ``settings`` (``MAILER_*`` at process start)."""
     schedule: dict[str, dict[str, object]] = {
         "sweep-deliveries": {
             "task": tasks.SWEEP,
-            "schedule": settings.sweep_every_seconds,
+            "schedule": settings.sending.sweep_every_seconds,
         },
         "purge-pending-signups": {
             "task": tasks.PURGE_PENDING_SIGNUPS,
             "schedule": 3600.0,
         },
     }
-    if settings.feed_urls:
+    if settings.articles.feed_urls:
         schedule["poll-feeds"] = {
             "task": tasks.POLL_FEEDS,
-            "schedule": settings.feed_poll_minutes * 60.0,
+            "schedule": settings.articles.feed_poll_minutes * 60.0,
         }
     # First Tuesday of every other month by default; "off" switches it off. Celery's crontab
     # wants both the day of the month and the day of the week to match (see rhythm.py).
     from mailer.editions.rhythm import edition_crontab
 
-    drafting = edition_crontab(settings.edition_schedule_cron)
+    drafting = edition_crontab(settings.editions.edition_schedule_cron)
     if drafting is not None:
         schedule["draft-next-edition"] = {
             "task": tasks.DRAFT_NEXT_EDITION,
@@ -107,10 +107,10 @@ def beat_schedule() -> dict[str, dict[str, object]]:
         "task": tasks.FLUSH_CLICKS,
         "schedule": 60.0,
     }
-    if settings.imap_url or settings.pop3_url:
+    if settings.bounces.imap_url or settings.bounces.pop3_url:
         schedule["poll-bounce-mailbox"] = {
             "task": tasks.POLL_MAILBOX,
-            "schedule": settings.bounce_poll_minutes * 60.0,
+            "schedule": settings.bounces.bounce_poll_minutes * 60.0,
         }
     return schedule
 

@@ -11,6 +11,7 @@ import logging
 
 from mailer import backoff, tasks
 from mailer.bounces import spool
+from mailer.config import get_settings
 from mailer.db import transaction
 from workers.app import app
 
@@ -22,7 +23,8 @@ def process_inbound(self, inbound_id: int) -> str:  # type: ignore[no-untyped-de
     """Parse, attribute and act on one message the bounce server accepted."""
     try:
         with transaction() as session:
-            result = spool.process_spooled(session, inbound_id)
+            result = spool.process_spooled(
+                session, inbound_id, max_bytes=get_settings().bounces.bounce_max_bytes)
     except Exception as exc:
         # The row stays in the spool; note why, and try again later (the beat task would
         # pick it up anyway).
@@ -54,4 +56,5 @@ def poll_mailbox() -> dict[str, int]:
     """Fetch bounce mails from the IMAP and/or POP3 mailbox in the settings."""
     from mailer.bounces.mailbox import poll_configured
 
-    return poll_configured()
+    settings = get_settings()
+    return poll_configured(settings.bounces, timeout=settings.smtp.timeout)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from mailer import tasks
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.delivery import sender, service
 from workers.app import app
@@ -27,7 +28,7 @@ def send_batch(self, edition_id: int, first_id: int | list[int],  # type: ignore
         ids = first_id
         first_id, last_id = min(ids), max(ids)
     assert last_id is not None
-    result = sender.send_batch(edition_id, first_id, last_id)
+    result = sender.send_batch(edition_id, first_id, last_id, get_settings())
     with transaction() as session:
         service.finish_if_done(session, edition_id)
     log.info("batch done: %s%s", dict(result.counts),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mailer import backoff, tasks
+from mailer.config import get_settings
 from mailer.editions.service import latest_edition_link
 from mailer.subscribers.confirmation_mail import MailResult, send_confirmation_mail
 from mailer.subscribers.welcome_mail import send_welcome_mail
@@ -21,7 +22,8 @@ def send_confirmation(self, subscriber_id: int) -> str:  # type: ignore[no-untyp
 
 @app.task(name=tasks.SEND_WELCOME, bind=True, max_retries=8)
 def send_welcome(self, subscriber_id: int, token_id: int) -> str:  # type: ignore[no-untyped-def]
-    outcome = send_welcome_mail(subscriber_id, token_id, latest_edition=latest_edition_link())
+    latest = latest_edition_link(get_settings().base_url)
+    outcome = send_welcome_mail(subscriber_id, token_id, latest_edition=latest)
     if outcome == MailResult.retry:
         raise self.retry(countdown=backoff.CONFIRMATION_MAIL.seconds(self.request.retries))
     return str(outcome)

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 @app.task(name=tasks.SWEEP)
 def sweep() -> dict[str, object]:
     """Put back to work what a dead worker or a lost Redis message left behind."""
+    from mailer.config import get_settings
     from mailer.delivery import sweeper
     from mailer.ops.queues import depth
     from mailer.redis import get_redis
@@ -26,7 +27,7 @@ def sweep() -> dict[str, object]:
         tasks.publish(tasks.SEND_CONFIRMATION, subscriber_id, session=None)
     bulk_queue_empty = depth(get_redis(), tasks.BULK) == 0
     with transaction() as session:
-        report = sweeper.sweep(session, bulk_queue_empty=bulk_queue_empty)
+        report = sweeper.sweep(session, get_settings().sending, bulk_queue_empty=bulk_queue_empty)
     if report.reclaimed or report.retried or report.requeued or report.finished or report.started:
         log.info("sweep: %s", report.as_dict())
     return {"confirmations": len(stranded), **report.as_dict()}
@@ -34,8 +35,11 @@ def sweep() -> dict[str, object]:
 
 @app.task(name=tasks.PURGE_PENDING_SIGNUPS)
 def purge_pending_signups() -> int:
+    from mailer.config import get_settings
+
+    days = get_settings().signup.purge_pending_after_days
     with transaction() as session:
-        purged = privacy.purge_pending(session)
+        purged = privacy.purge_pending(session, older_than=dt.timedelta(days=days))
     if purged:
         log.info("purged %d unconfirmed sign-ups", purged)
     return purged
@@ -54,9 +58,10 @@ def poll_feeds() -> dict[str, int]:
     from mailer.config import get_settings
 
     totals = {"created": 0, "updated": 0, "unchanged": 0, "problems": 0, "failed": 0}
-    for url in get_settings().feed_urls:
+    settings = get_settings().articles
+    for url in settings.feed_urls:
         try:
-            feed = feeds.load(url)  # fetched outside the transaction
+            feed = feeds.load(url, settings)  # fetched outside the transaction
         except feeds.FeedError as exc:
             log.error("feed not imported: %s", exc)
             totals["failed"] += 1
@@ -84,10 +89,11 @@ def draft_next_edition() -> str:
     Nothing is sent. Safe to run twice: one run per day of the schedule drafts anything
     (see :mod:`mailer.editions.rhythm`).
     """
+    from mailer.config import get_settings
     from mailer.editions import rhythm
 
     with transaction() as session:
-        result = rhythm.draft_on_schedule(session)
+        result = rhythm.draft_on_schedule(session, timezone=get_settings().identity.timezone)
         if result.drafted:
             tasks.publish(tasks.MAIL_EDITORS, result.edition_id, session=session)
     return result.outcome

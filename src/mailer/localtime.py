@@ -23,7 +23,7 @@ MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augus
 
 
 def zone() -> ZoneInfo:
-    return ZoneInfo(get_settings().timezone)
+    return ZoneInfo(get_settings().identity.timezone)
 
 
 def local(moment: dt.datetime) -> dt.datetime:

@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from mailer.audit import record
 from mailer.bounces.models import Bounce
-from mailer.config import get_settings
 from mailer.db import audience_lock, utcnow
 from mailer.delivery.history import editions_sent
 from mailer.subscribers import service as subscribers
@@ -136,13 +135,13 @@ def _forget_bounces(session: Session, subscriber: Subscriber, *, by_address: boo
     )
 
 
-def purge_pending(session: Session, *, older_than: dt.timedelta | None = None) -> int:
-    """Unconfirmed sign-ups older than the limit (14 days): forget them. A re-subscription
-    that was never confirmed falls back to unsubscribed instead, since the person's earlier
-    consent and its withdrawal are a record we must keep. Returns how many."""
-    days = get_settings().purge_pending_after_days
+def purge_pending(session: Session, *, older_than: dt.timedelta) -> int:
+    """Unconfirmed sign-ups older than ``older_than`` (MAILER_PURGE_PENDING_AFTER_DAYS, 14
+    days): forget them. A re-subscription that was never confirmed falls back to
+    unsubscribed instead, since the person's earlier consent and its withdrawal are a record
+    we must keep. Returns how many."""
     now = utcnow()
-    cutoff = now - (older_than or dt.timedelta(days=days))
+    cutoff, days = now - older_than, older_than.days
     stale = session.scalars(
         select(Subscriber).where(Subscriber.status == SubscriberStatus.pending,
                                  Subscriber.updated_at < cutoff)

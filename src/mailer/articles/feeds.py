@@ -34,7 +34,7 @@ import lxml.html
 
 from mailer.articles.fetch import FetchError, fetch
 from mailer.articles.sanitise import clean_html, plain_text
-from mailer.config import get_settings
+from mailer.config import ArticleSettings, get_settings
 
 
 class FeedError(Exception):
@@ -78,27 +78,28 @@ _WRONG_TYPE = (TypeError, ValueError, AttributeError, KeyError, IndexError)
 WRONG_TYPE = "a field has the wrong type (text, list or object expected)"
 
 
-def load(source: str) -> Feed:
+def load(source: str, settings: ArticleSettings) -> Feed:
     """Fetch (http/https URL, see ``fetch.py`` for what may be fetched) or read (file path)
-    ``source`` and parse it. Synchronous: call it from a worker thread, not a coroutine."""
-    return parse(read(source), source=source)
+    ``source`` and parse it, within the limits of ``settings``. Synchronous: call it from a
+    worker thread, not a coroutine."""
+    return parse(read(source, settings), source=source)
 
 
-def read(source: str) -> bytes:
+def read(source: str, settings: ArticleSettings) -> bytes:
     if urlsplit(source).scheme in ("http", "https"):
-        return _fetch(source)
+        return _fetch(source, settings)
     path = Path(source)
     if not path.is_file():
         raise FeedError(f"{source}: no such file (give a file path or an http(s) URL)")
-    limit = get_settings().feed_max_bytes
+    limit = settings.feed_max_bytes
     if path.stat().st_size > limit:
         raise FeedError(f"{source}: larger than {limit:,} bytes, refused")
     return path.read_bytes()
 
 
-def _fetch(url: str) -> bytes:
+def _fetch(url: str, settings: ArticleSettings) -> bytes:
     try:
-        return fetch(url)  # public addresses only, one deadline, a size cap: fetch.py
+        return fetch(url, settings)  # public addresses only, one deadline, a size cap: fetch.py
     except FetchError as exc:
         raise FeedError(str(exc)) from exc
 
@@ -306,7 +307,7 @@ def _parse_time(value: str, fallback: Any = None) -> dt.datetime | None:
 
 def _categories(values: list[Any]) -> tuple[str, ...]:
     """Unique names, in the feed's order, spelled as the association spells them."""
-    known = {name.casefold(): name for name in get_settings().categories}
+    known = {name.casefold(): name for name in get_settings().articles.categories}
     result: list[str] = []
     for value in values:
         name = plain_text(str(value))[:100]
@@ -341,7 +342,7 @@ def _image(raw: Any, *, link: str, title: str) -> Image | None:
 
 
 def _is_own_site(host: str) -> bool:
-    own = (urlsplit(get_settings().website_url).hostname or "").removeprefix("www.")
+    own = (urlsplit(get_settings().identity.website_url).hostname or "").removeprefix("www.")
     return bool(own) and host.removeprefix("www.") == own
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +31,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from mailer.config import get_settings
+from mailer.config import ArticleSettings
 
 MAX_REDIRECTS = 5
 USER_AGENT = "mailer-feed-reader/1.0 (+newsletter digest)"
@@ -59,11 +59,12 @@ class Target:
         return self.url.netloc.decode("ascii").rpartition("@")[2]
 
 
-def fetch(url: str) -> bytes:
-    """The body of a 200 answer at ``url`` (redirects followed, each one checked)."""
-    deadline = get_settings().feed_fetch_deadline_seconds
+def fetch(url: str, settings: ArticleSettings) -> bytes:
+    """The body of a 200 answer at ``url`` (redirects followed, each one checked), within
+    the deadline, size cap and allowed hosts of ``settings``."""
+    deadline = settings.feed_fetch_deadline_seconds
     try:
-        return _run(_fetch_within(url, deadline))
+        return _run(_fetch_within(url, settings))
     except TimeoutError:
         raise FetchError(f"{url}: no complete answer within {deadline:g} s (the whole "
                          "fetch, redirects included); refused") from None
@@ -80,7 +81,8 @@ def _run(fetching: Coroutine[Any, Any, bytes]) -> bytes:
         return pool.submit(asyncio.run, fetching).result()
 
 
-async def _fetch_within(url: str, deadline: float) -> bytes:
+async def _fetch_within(url: str, settings: ArticleSettings) -> bytes:
+    deadline = settings.feed_fetch_deadline_seconds
     async with asyncio.timeout(deadline):
         # trust_env off: a proxy from the environment would resolve the name itself.
         async with httpx.AsyncClient(follow_redirects=False, trust_env=False,
@@ -88,7 +90,8 @@ async def _fetch_within(url: str, deadline: float) -> bytes:
             first = url
             for hop in range(MAX_REDIRECTS + 1):
                 try:
-                    answer = await _get(client, await check(url))
+                    answer = await _get(client, await check(url, settings.feed_allowed_hosts),
+                                        settings.feed_max_bytes)
                 except FetchError as exc:
                     if hop:
                         raise FetchError(f"{first}: redirected to {exc}") from None
@@ -99,9 +102,9 @@ async def _fetch_within(url: str, deadline: float) -> bytes:
     raise FetchError(f"{url}: more than {MAX_REDIRECTS} redirects; refused")
 
 
-async def check(url: str) -> Target:
+async def check(url: str, allowed_hosts: Sequence[str] = ()) -> Target:
     """Resolve ``url``'s host once and check where it leads; raise FetchError if it may not
-    be fetched."""
+    be fetched (a public address, or one of ``allowed_hosts``)."""
     try:
         parsed = httpx.URL(url)
         parts = urlsplit(url)
@@ -121,7 +124,7 @@ async def check(url: str) -> Target:
     if not addresses:
         raise FetchError(f"{url}: the host {host} has no address")
     for address in addresses:
-        if not allowed(host, address):
+        if not allowed(host, address, allowed_hosts):
             where = str(address) if host == str(address) else f"{host} is {address}, which"
             raise FetchError(
                 f"{url}: {where} is a {_kind(address)} address; feeds are fetched only from "
@@ -129,11 +132,12 @@ async def check(url: str) -> Target:
     return Target(parsed, addresses[0])
 
 
-def allowed(host: str, address: IPAddress) -> bool:
-    """May a fetch of ``host`` connect to ``address``?"""
+def allowed(host: str, address: IPAddress, allowed_hosts: Sequence[str] = ()) -> bool:
+    """May a fetch of ``host`` connect to ``address``? ``allowed_hosts``: the host names and
+    networks that may be fetched although they are not public (MAILER_FEED_ALLOWED_HOSTS)."""
     if _is_public(address):
         return True
-    for entry in get_settings().feed_allowed_hosts:
+    for entry in allowed_hosts:
         entry = entry.strip().rstrip(".").lower()
         try:
             if address in ipaddress.ip_network(entry, strict=False):
@@ -158,9 +162,8 @@ def _kind(address: IPAddress) -> str:
     return "non-public"
 
 
-async def _get(client: httpx.AsyncClient, target: Target) -> bytes | str:
-    """GET one hop: the body (bytes), or the URL it redirects to (str)."""
-    settings = get_settings()
+async def _get(client: httpx.AsyncClient, target: Target, limit: int) -> bytes | str:
+    """GET one hop: the body (bytes, at most ``limit``), or the URL it redirects to (str)."""
     url = str(target.url)
     request = client.build_request(
         "GET", target.connect_url,
@@ -175,7 +178,6 @@ async def _get(client: httpx.AsyncClient, target: Target) -> bytes | str:
             return urljoin(url, answer.headers["location"])
         if answer.status_code != 200:
             raise FetchError(f"{url}: the server answered HTTP {answer.status_code}")
-        limit = settings.feed_max_bytes
         declared = answer.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise FetchError(f"{url}: larger than {limit:,} bytes, refused")

@@ -37,7 +37,6 @@ from mailer.bounces.attribute import Attribution, attribute
 from mailer.bounces.models import BounceClass
 from mailer.bounces.parse import BounceReport, BounceTooLarge, FailedRecipient, parse_bounce
 from mailer.bounces.parse.arf import NOT_COMPLAINTS
-from mailer.config import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +85,18 @@ def fingerprint_of(raw: bytes) -> str:
 
 
 def receive(
-    session: Session, *, raw: bytes, source: str, envelope_to: Sequence[str] = (),
+    session: Session, *, raw: bytes, source: str, max_bytes: int,
+    envelope_to: Sequence[str] = (),
 ) -> IntakeResult:
     """Take in one bounce mail (raw bytes as received) from ``source`` (mx, imap, pop3,
     import): parse, attribute, record, act. ``envelope_to`` is the SMTP RCPT TO when the
-    message came over SMTP (the VERP address); a mailbox has only the headers."""
+    message came over SMTP (the VERP address); a mailbox has only the headers. Larger than
+    ``max_bytes`` (``MAILER_BOUNCE_MAX_BYTES``): refused unparsed."""
     fingerprint = fingerprint_of(raw)
-    cap = get_settings().bounce_max_bytes
+    cap = max_bytes
     if len(raw) > cap:
-        return refuse_too_large(session, head=raw[:EXCERPT_LIMIT], size=len(raw), source=source)
+        return refuse_too_large(session, head=raw[:EXCERPT_LIMIT], size=len(raw), source=source,
+                                max_bytes=cap)
     try:
         report = parse_bounce(raw, envelope_to=envelope_to, max_bytes=cap)
     except BounceTooLarge as exc:
@@ -172,11 +174,12 @@ def _unparsed(raw: bytes, error: str) -> BounceReport:
     )
 
 
-def refuse_too_large(session: Session, *, head: bytes, size: int, source: str) -> IntakeResult:
-    """A message over ``bounce_max_bytes``, of which the caller read only the ``head``
-    (a mailbox need not download 50 MB to learn it is too large): refused, and kept as an
+def refuse_too_large(session: Session, *, head: bytes, size: int, source: str,
+                     max_bytes: int) -> IntakeResult:
+    """A message over ``max_bytes``, of which the caller read only the ``head`` (a
+    mailbox need not download 50 MB to learn it is too large): refused, and kept as an
     unparsed Bounce that says so."""
-    cap = get_settings().bounce_max_bytes
+    cap = max_bytes
     fingerprint = hashlib.sha256(head[:EXCERPT_LIMIT] + f"\x00{size}".encode()).hexdigest()
     return _refuse(session, head, source, fingerprint,
                    f"{size} bytes is over the bounce size cap of {cap} bytes")

@@ -33,7 +33,7 @@ import redis
 
 from mailer.bounces.actions import EXCERPT_LIMIT
 from mailer.bounces.intake import IntakeResult, receive, refuse_too_large
-from mailer.config import get_settings, is_loopback
+from mailer.config import BounceSettings, is_loopback
 from mailer.db import transaction
 from mailer.redis import get_redis
 
@@ -108,27 +108,27 @@ class PollResult:
                 "refused": self.refused}
 
 
-def _take_in(raw: bytes, source: str) -> IntakeResult:
+def _take_in(raw: bytes, source: str, cap: int) -> IntakeResult:
     with transaction() as session:
-        return receive(session, raw=raw, source=source)
+        return receive(session, raw=raw, source=source, max_bytes=cap)
 
 
-def _take_in_too_large(head: bytes, size: int, source: str) -> IntakeResult:
+def _take_in_too_large(head: bytes, size: int, source: str, cap: int) -> IntakeResult:
     with transaction() as session:
-        return refuse_too_large(session, head=head, size=size, source=source)
+        return refuse_too_large(session, head=head, size=size, source=source, max_bytes=cap)
 
 
 # --- IMAP --------------------------------------------------------------------------------------
 
 
-def poll_imap(url: str, *, folder: str = "INBOX", processed_folder: str | None = None,
-              limit: int = POLL_LIMIT) -> PollResult:
+def poll_imap(url: str, *, max_bytes: int, timeout: float, folder: str = "INBOX",
+              processed_folder: str | None = None, limit: int = POLL_LIMIT) -> PollResult:
     """Take in every message of ``folder``; move each to ``processed_folder`` (or delete it)
-    once its bounce is committed."""
+    once its bounce is committed. One over ``max_bytes`` is refused from its headers."""
     target = parse_mailbox_url(url)
-    cap = get_settings().bounce_max_bytes
+    cap = max_bytes
     result = PollResult()
-    conn = _imap_connect(target)
+    conn = _imap_connect(target, timeout)
     try:
         _ok(conn.login(target.username, target.password), "login")
         # What the server offers after login (MOVE, UIDPLUS) is often more than it said before.
@@ -146,9 +146,9 @@ def poll_imap(url: str, *, folder: str = "INBOX", processed_folder: str | None =
                 continue  # expunged by someone else meanwhile
             if size > cap:
                 head = _imap_fetch(conn, uid, f"BODY.PEEK[]<0.{EXCERPT_LIMIT}>")
-                result.add(_take_in_too_large(head, size, "imap"))
+                result.add(_take_in_too_large(head, size, "imap", cap))
             else:
-                result.add(_take_in(_imap_fetch(conn, uid, "BODY.PEEK[]"), "imap"))
+                result.add(_take_in(_imap_fetch(conn, uid, "BODY.PEEK[]"), "imap", cap))
             _imap_dispose(conn, uid, processed_folder, can_move)
         if b"UIDPLUS" in capabilities and uids:
             conn.uid("EXPUNGE", ",".join(uids[:limit]))
@@ -160,8 +160,7 @@ def poll_imap(url: str, *, folder: str = "INBOX", processed_folder: str | None =
     return result
 
 
-def _imap_connect(target: MailboxTarget) -> imaplib.IMAP4:
-    timeout = get_settings().smtp_timeout
+def _imap_connect(target: MailboxTarget, timeout: float) -> imaplib.IMAP4:
     if target.tls == "implicit":
         return imaplib.IMAP4_SSL(target.host, target.port, ssl_context=ssl.create_default_context(),
                                  timeout=timeout)
@@ -225,13 +224,13 @@ def _imap_dispose(conn: imaplib.IMAP4, uid: str, processed_folder: str | None,
 # --- POP3 --------------------------------------------------------------------------------------
 
 
-def poll_pop3(url: str, *, limit: int = POLL_LIMIT) -> PollResult:
+def poll_pop3(url: str, *, max_bytes: int, timeout: float, limit: int = POLL_LIMIT) -> PollResult:
     """Take in every message of the POP3 mailbox and delete it once its bounce is committed
     (POP3 deletes at QUIT: a broken connection deletes nothing, the next poll repeats)."""
     target = parse_mailbox_url(url)
-    cap = get_settings().bounce_max_bytes
+    cap = max_bytes
     result = PollResult()
-    conn = _pop3_connect(target)
+    conn = _pop3_connect(target, timeout)
     try:
         conn.user(target.username)
         conn.pass_(target.password)
@@ -241,10 +240,10 @@ def poll_pop3(url: str, *, limit: int = POLL_LIMIT) -> PollResult:
             if size > cap:
                 _, lines, _ = conn.top(number, 100)
                 head = b"\r\n".join(lines)[:EXCERPT_LIMIT]
-                result.add(_take_in_too_large(head, size, "pop3"))
+                result.add(_take_in_too_large(head, size, "pop3", cap))
             else:
                 _, lines, _ = conn.retr(number)
-                result.add(_take_in(b"\r\n".join(lines) + b"\r\n", "pop3"))
+                result.add(_take_in(b"\r\n".join(lines) + b"\r\n", "pop3", cap))
             conn.dele(number)
         conn.quit()
     except BaseException:
@@ -253,8 +252,7 @@ def poll_pop3(url: str, *, limit: int = POLL_LIMIT) -> PollResult:
     return result
 
 
-def _pop3_connect(target: MailboxTarget) -> poplib.POP3:
-    timeout = get_settings().smtp_timeout
+def _pop3_connect(target: MailboxTarget, timeout: float) -> poplib.POP3:
     if target.tls == "implicit":
         return poplib.POP3_SSL(target.host, target.port, timeout=timeout,
                                context=ssl.create_default_context())
@@ -267,22 +265,24 @@ def _pop3_connect(target: MailboxTarget) -> poplib.POP3:
 # --- the beat task's entry point ------------------------------------------------------------
 
 
-def poll_configured() -> dict[str, int]:
-    """Poll the IMAP and/or POP3 mailbox of the settings, one poller at a time."""
-    settings = get_settings()
+def poll_configured(bounces: BounceSettings, *, timeout: float) -> dict[str, int]:
+    """Poll the IMAP and/or POP3 mailbox ``bounces`` names, one poller at a time; each
+    network call waits at most ``timeout`` seconds."""
     lock = get_redis().lock("mailer:lock:bounce-mailbox",
-                            timeout=max(600, settings.bounce_poll_minutes * 120),
+                            timeout=max(600, bounces.bounce_poll_minutes * 120),
                             blocking=False)
     if not lock.acquire():
         return {"skipped": 1}  # the previous poll is still at it
     try:
         totals: dict[str, int] = {}
-        if settings.imap_url:
-            found = poll_imap(settings.imap_url, folder=settings.imap_folder,
-                              processed_folder=settings.imap_processed_folder)
+        cap = bounces.bounce_max_bytes
+        if bounces.imap_url:
+            found = poll_imap(bounces.imap_url, max_bytes=cap, timeout=timeout,
+                              folder=bounces.imap_folder,
+                              processed_folder=bounces.imap_processed_folder)
             totals.update({f"imap_{k}": v for k, v in found.as_dict().items()})
-        if settings.pop3_url:
-            found = poll_pop3(settings.pop3_url)
+        if bounces.pop3_url:
+            found = poll_pop3(bounces.pop3_url, max_bytes=cap, timeout=timeout)
             totals.update({f"pop3_{k}": v for k, v in found.as_dict().items()})
         return totals
     finally:

@@ -39,7 +39,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from mailer import tasks
-from mailer.config import Settings, get_settings
+from mailer.config import BounceSettings
 from mailer.db import transaction
 
 log = logging.getLogger(__name__)
@@ -62,12 +62,12 @@ def store(raw: bytes, envelope_from: str, envelope_to: Sequence[str]) -> int:
 class Limits:
     """What the server admits at once; touched only on the server's event loop thread."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.max_connections = settings.bounce_max_connections
-        self.max_per_ip = settings.bounce_max_connections_per_ip
-        self.rate = settings.bounce_messages_per_ip_per_minute / 60.0
-        self.burst = float(max(1, settings.bounce_messages_per_ip_per_minute))
-        self.max_inflight = settings.bounce_max_inflight_bytes
+    def __init__(self, bounces: BounceSettings) -> None:
+        self.max_connections = bounces.bounce_max_connections
+        self.max_per_ip = bounces.bounce_max_connections_per_ip
+        self.rate = bounces.bounce_messages_per_ip_per_minute / 60.0
+        self.burst = float(max(1, bounces.bounce_messages_per_ip_per_minute))
+        self.max_inflight = bounces.bounce_max_inflight_bytes
         self.connections = 0
         self.per_ip: Counter[str] = Counter()
         self.inflight = 0
@@ -298,14 +298,14 @@ class _Controller(Controller):
         return BounceSMTP(self.handler, limits=self.limits, **self.SMTP_kwargs)
 
 
-def start(host: str, port: int) -> Controller:
-    """Start the server in a thread of its own; stop it with ``controller.stop()``."""
-    settings = get_settings()
+def start(host: str, port: int, bounces: BounceSettings, bounce_domain: str) -> Controller:
+    """Start the server for mail to ``bounce_domain``, with the limits of ``bounces``, in a
+    thread of its own; stop it with ``controller.stop()``."""
     controller = _Controller(
-        BounceHandler(settings.bounce_domain), Limits(settings), hostname=host, port=port,
-        server_hostname=settings.bounce_domain, ready_timeout=10,
-        data_size_limit=settings.bounce_max_bytes, enable_SMTPUTF8=True,
-        timeout=settings.bounce_timeout_seconds,
+        BounceHandler(bounce_domain), Limits(bounces), hostname=host, port=port,
+        server_hostname=bounce_domain, ready_timeout=10,
+        data_size_limit=bounces.bounce_max_bytes, enable_SMTPUTF8=True,
+        timeout=bounces.bounce_timeout_seconds,
     )
     controller.start()
     return controller

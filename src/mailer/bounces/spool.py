@@ -32,14 +32,14 @@ def spool_message(
     return message
 
 
-def process_spooled(session: Session, inbound_id: int) -> IntakeResult | None:
+def process_spooled(session: Session, inbound_id: int, *, max_bytes: int) -> IntakeResult | None:
     """Take in one spooled message and delete it; None when it is gone (done already)."""
     message = session.scalars(
         select(InboundMessage).where(InboundMessage.id == inbound_id).with_for_update()
     ).first()
     if message is None:
         return None
-    result = receive(session, raw=message.raw, source=message.source,
+    result = receive(session, raw=message.raw, source=message.source, max_bytes=max_bytes,
                      envelope_to=message.envelope_to)
     session.delete(message)
     return result

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from mailer.articles.feeds import FeedError, load
 from mailer.articles.importer import import_feed
 from mailer.articles.models import Article
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.localtime import format_time
 
@@ -26,7 +27,7 @@ def import_(
     failed = False
     for source in sources:
         try:
-            feed = load(source)  # the network and parsing stay outside the transaction
+            feed = load(source, get_settings().articles)  # network and parsing: no transaction
         except FeedError as exc:
             err.print(f"[red]{exc}[/red]")
             failed = True

@@ -30,10 +30,12 @@ def serve(
     from mailer.bounces.server import start
     from mailer.config import get_settings
 
-    controller = start(host, port)
+    settings = get_settings()
+    controller = start(host, port, settings.bounces, settings.identity.bounce_domain)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    typer.echo(f"bounce server for {get_settings().bounce_domain} listening on {host}:{port}")
+    domain = settings.identity.bounce_domain
+    typer.echo(f"bounce server for {domain} listening on {host}:{port}")
     try:
         while not stop.wait(1):
             pass
@@ -55,13 +57,16 @@ def import_(
     """
     from mailer.bounces.intake import receive
     from mailer.bounces.parse import iter_messages
+    from mailer.config import get_settings
     from mailer.db import transaction
+
+    cap = get_settings().bounces.bounce_max_bytes
 
     totals = {"messages": 0, "recorded": 0, "repeats": 0, "refused": 0}
     try:
-        for name, raw in iter_messages(path):
+        for name, raw in iter_messages(path, limit=cap):
             with transaction() as session:
-                result = receive(session, raw=raw, source="import")
+                result = receive(session, raw=raw, source="import", max_bytes=cap)
             typer.echo(f"{name}: {result.summary}")
             totals["messages"] += 1
             totals["recorded"] += len(result.recorded)

@@ -47,15 +47,18 @@ def classify(
     MAILER_BOUNCE_MAX_BYTES).
     """
     from mailer.bounces.parse import BounceTooLarge, iter_messages, parse_bounce
+    from mailer.config import get_settings
+
+    cap = get_settings().bounces.bounce_max_bytes
 
     lookup = _ReadOnlyLookup(reads_database=attribute)
     rows: list[dict[str, Any]] = []
     refused = 0
     try:
         for path in files:
-            for label, raw in iter_messages(path):
+            for label, raw in iter_messages(path, limit=cap):
                 try:
-                    report = parse_bounce(raw)
+                    report = parse_bounce(raw, max_bytes=cap)
                 except BounceTooLarge as exc:
                     refused += 1
                     row = {"message": label, "kind": "refused", "error": str(exc),

@@ -96,7 +96,7 @@ def show(edition_id: int) -> None:
             table.add_row(str(position), str(article.id), format_date(article.published_at),
                           article.title)
         out.print(table)
-        order = category_order(edition.category_order)
+        order = category_order(edition.category_order, get_settings().articles)
         out.print(f"Sections in this order: {', '.join(order)}")
         left_out = service.candidate_articles(session, edition)
         if left_out:
@@ -214,7 +214,8 @@ def _editing() -> Iterator[Session]:
 
 
 def _reading_order(edition: Edition) -> list[tuple[str, Article]]:
-    return reading_order([link.article for link in edition.articles], edition.category_order)
+    return reading_order([link.article for link in edition.articles], edition.category_order,
+                         get_settings().articles)
 
 
 def _sendability(session: Session, edition: Edition) -> str | None:
@@ -235,7 +236,7 @@ def _moment(value: str | None, option: str, *, end_of_day: bool = False) -> dt.d
     """A date is midnight in the association's time zone (``--until``: the next midnight)."""
     if not value:
         return None
-    zone = ZoneInfo(get_settings().timezone)
+    zone = ZoneInfo(get_settings().identity.timezone)
     try:
         if len(value) == 10:
             day = dt.date.fromisoformat(value) + dt.timedelta(days=1 if end_of_day else 0)

@@ -24,7 +24,7 @@ def serve(host: str = typer.Option(None, help="default: MAILER_SMTP_URL's host, 
     from mailer.emails.catcher import serve as start
 
     settings = get_settings()
-    target = settings.smtp
+    target = settings.smtp.target
     host = host or (target.host if target.is_loopback else "127.0.0.1")
     port = port or (target.port if target.is_loopback else 1025)
     folder = outbox or settings.outbox_dir

@@ -23,12 +23,13 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from mailer.config import get_settings
 from mailer.localtime import format_time
 from mailer.ops import status as ops_status
 
 
 def _snapshot() -> ops_status.Snapshot:
-    return ops_status.full_snapshot()
+    return ops_status.full_snapshot(get_settings())
 
 
 def _ago(seconds: float | None) -> str:

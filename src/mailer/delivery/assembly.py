@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 
-from mailer.config import get_settings
+from mailer.config import IdentitySettings, SMTPSettings
 from mailer.db import utcnow
 from mailer.emails.dkim import configured_signer
 from mailer.emails.kinds import MessageKind, Ties, type_of
@@ -89,15 +89,14 @@ class _EncodedPart:
         return body[:-3] if body.endswith(b"=\r\n") else body
 
 
-def _static_headers(subject: str) -> bytes:
+def _static_headers(subject: str, identity: IdentitySettings) -> bytes:
     """From, Subject, Reply-To, MIME-Version encoded and folded once (RFC 2047 where needed)."""
-    settings = get_settings()
     msg = EmailMessage(policy=SMTP_POLICY)
-    from_name, from_email = split_from(settings.from_address)
+    from_name, from_email = split_from(identity.from_address)
     msg["From"] = formataddr((from_name, from_email)) if from_name else from_email
     msg["Subject"] = header_safe(subject)
-    if settings.reply_to:
-        msg["Reply-To"] = settings.reply_to
+    if identity.reply_to:
+        msg["Reply-To"] = identity.reply_to
     msg["MIME-Version"] = "1.0"
     head = msg.as_bytes(policy=SMTP_POLICY)
     return head.split(b"\r\n\r\n", 1)[0] + b"\r\n"
@@ -107,7 +106,8 @@ class MessageAssembler:
     """Turns (snapshot, reader) into the exact bytes handed to the SMTP server."""
 
     def __init__(self, *, edition_id: int, subject: str, personaliser: object,
-                 view_url: str, kind: MessageKind | str = MessageKind.delivery) -> None:
+                 view_url: str, identity: IdentitySettings, smtp: SMTPSettings,
+                 kind: MessageKind | str = MessageKind.delivery) -> None:
         entry = type_of(kind)
         if not entry.bulk:
             raise ValueError(f"a {entry.kind} message is not assembled from a snapshot")
@@ -117,7 +117,8 @@ class MessageAssembler:
         self.kind = entry.kind
         #: A copy tied to no reader (a test copy): its VERP token names the edition.
         self.test = entry.ties is Ties.nobody
-        self.static = _static_headers(subject)
+        self.identity = identity
+        self.static = _static_headers(subject, identity)
         seed = hashlib.sha256(f"{edition_id}:{subject}:{view_url}".encode()).hexdigest()[:20]
         self.boundary = f"=_mailer_{seed}"
         self.multipart_head = (
@@ -134,7 +135,7 @@ class MessageAssembler:
         self.tail = f"\r\n--{self.boundary}--\r\n".encode()
         self._date_second = -1
         self._date = b""
-        self.signer = configured_signer()
+        self.signer = configured_signer(smtp)
         self._text = _EncodedPart(personaliser, "text")
         self._html = _EncodedPart(personaliser, "html")
 
@@ -165,7 +166,8 @@ class MessageAssembler:
         html = self._html.encode(values)
         # To carries the address alone: nothing a reader typed into a form reaches a header.
         per_reader = [f"To: {reader.email}", f"Message-ID: {self.message_id(reader)}"]
-        per_reader += [f"{name}: {value}" for name, value in newsletter_headers(unsubscribe)]
+        headers = newsletter_headers(unsubscribe, self.identity)
+        per_reader += [f"{name}: {value}" for name, value in headers]
         message = b"".join((
             self.static,
             self._date_header(),

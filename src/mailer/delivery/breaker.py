@@ -14,7 +14,7 @@ import logging
 
 import redis
 
-from mailer.config import get_settings
+from mailer.config import SendingSettings
 from mailer.redis import get_redis
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,9 @@ class Tally:
     """Outcomes counted in the worker and added to the shared windows in one Redis call
     every few hundred milliseconds, not one per message."""
 
-    def __init__(self, edition_id: int) -> None:
+    def __init__(self, edition_id: int, sending: SendingSettings) -> None:
         self.edition_id = edition_id
+        self.sending = sending
         self.counts = {"other": 0, "hard": 0, "policy": 0}
 
     def add(self, label: str) -> None:
@@ -58,12 +59,11 @@ class Tally:
         counts, self.counts = self.counts, {"other": 0, "hard": 0, "policy": 0}
         if not any(counts.values()):
             return None
-        return _note(self.edition_id, counts)
+        return _note(self.edition_id, counts, self.sending)
 
 
-def _note(edition_id: int, counts: dict[str, int]) -> str | None:
-    settings = get_settings()
-    window = settings.breaker_window
+def _note(edition_id: int, counts: dict[str, int], sending: SendingSettings) -> str | None:
+    window = sending.breaker_window
     try:
         closed = get_redis().eval(
             _NOTE, 2, f"mailer:breaker:{edition_id}:n", f"mailer:breaker:{edition_id}:w:",
@@ -77,10 +77,10 @@ def _note(edition_id: int, counts: dict[str, int]) -> str | None:
     index, total, hard, policy = (int(x) for x in closed)
     total = max(total, 1)
     first, last = index * window + 1, (index + 1) * window
-    if hard / total > settings.breaker_hard_bounce_rate:
+    if hard / total > sending.breaker_hard_bounce_rate:
         return (f"circuit breaker: {hard} hard bounces in messages {first}–{last} "
-                f"({100 * hard / total:.1f} % > {100 * settings.breaker_hard_bounce_rate:.1f} %)")
-    if policy / total > settings.breaker_policy_rate:
+                f"({100 * hard / total:.1f} % > {100 * sending.breaker_hard_bounce_rate:.1f} %)")
+    if policy / total > sending.breaker_policy_rate:
         return (f"circuit breaker: {policy} policy rejections in messages {first}–{last} "
-                f"({100 * policy / total:.1f} % > {100 * settings.breaker_policy_rate:.1f} %)")
+                f"({100 * policy / total:.1f} % > {100 * sending.breaker_policy_rate:.1f} %)")
     return None

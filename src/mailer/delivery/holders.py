@@ -31,7 +31,7 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from mailer.config import get_settings
+from mailer.config import SendingSettings
 from mailer.db import get_engine, utcnow
 from mailer.delivery.models import Delivery, DeliveryState, SenderProcess
 from mailer.editions.models import Edition, EditionState
@@ -80,14 +80,16 @@ class _Me:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def holder_id(self) -> int:
+    def holder_id(self, sending: SendingSettings) -> int:
+        """This process's holder id, registered (and beating every
+        ``sending.holder_heartbeat_seconds``) on first use."""
         with self._lock:
             if self.id is None or self.pid != os.getpid() or self.lost:
-                self._register()
+                self._register(sending.holder_heartbeat_seconds)
             assert self.id is not None
             return self.id
 
-    def _register(self) -> None:
+    def _register(self, interval: float) -> None:
         now = utcnow()
         pid = os.getpid()
         with get_engine().begin() as conn:
@@ -98,12 +100,11 @@ class _Me:
         self.pid, self.lost = pid, False
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
-            self._thread = threading.Thread(target=self._beat, name="mailer-holder-heartbeat",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._beat, args=(interval,),
+                                            name="mailer-holder-heartbeat", daemon=True)
             self._thread.start()
 
-    def _beat(self) -> None:
-        interval = get_settings().holder_heartbeat_seconds
+    def _beat(self, interval: float) -> None:
         while not self._stop.wait(interval):
             me = self.id
             if me is None or self.pid != os.getpid():
@@ -118,10 +119,10 @@ class _Me:
             except Exception as exc:  # the database is away: keep trying
                 log.warning("holder heartbeat not written: %s", exc)
 
-    def working_on(self, edition_id: int | None, first_id: int | None = None,
-                   last_id: int | None = None) -> None:
+    def working_on(self, sending: SendingSettings, edition_id: int | None,
+                   first_id: int | None = None, last_id: int | None = None) -> None:
         """Say which batch this process works on (the sweeper leaves its queued rows alone)."""
-        me = self.holder_id()
+        me = self.holder_id(sending)
         with get_engine().begin() as conn:
             conn.execute(update(_process).where(_process.c.id == me).values(
                 edition_id=edition_id, first_id=first_id, last_id=last_id, beat_at=utcnow()))
@@ -145,12 +146,12 @@ me = _Me()
 # --- who is gone, and reclaiming what they held -----------------------------------------------
 
 
-def gone(session: Session, holder_ids: set[int] | None = None,
+def gone(session: Session, sending: SendingSettings, holder_ids: set[int] | None = None,
          now: dt.datetime | None = None) -> set[int]:
-    """The holders (of ``holder_ids``, or all) that are gone: silent too long, missing, or
-    not running any more on this machine."""
+    """The holders (of ``holder_ids``, or all) that are gone: silent longer than
+    ``sending.holder_timeout_seconds``, missing, or not running any more on this machine."""
     now = now or utcnow()
-    silent_since = now - dt.timedelta(seconds=get_settings().holder_timeout_seconds)
+    silent_since = now - dt.timedelta(seconds=sending.holder_timeout_seconds)
     query = select(_process.c.id, _process.c.place, _process.c.pid, _process.c.process_start,
                    _process.c.beat_at)
     if holder_ids is not None:
@@ -170,7 +171,7 @@ def gone(session: Session, holder_ids: set[int] | None = None,
     return out
 
 
-def reclaim(session: Session, *, edition_ids: list[int] | None = None,
+def reclaim(session: Session, sending: SendingSettings, *, edition_ids: list[int] | None = None,
             first_id: int | None = None, last_id: int | None = None,
             now: dt.datetime | None = None) -> dict[int, list[int]]:
     """Queue again the claims of holders that are gone (cancel them if the edition was
@@ -189,7 +190,7 @@ def reclaim(session: Session, *, edition_ids: list[int] | None = None,
     claims = session.execute(query).all() if edition_ids else []
     if not claims:
         return {}
-    dead = gone(session, {c.holder_id for c in claims if c.holder_id is not None}, now)
+    dead = gone(session, sending, {c.holder_id for c in claims if c.holder_id is not None}, now)
     stale = [c for c in claims
              if c.holder_id is None or c.holder_id in dead
              or (c.lease_until is not None and c.lease_until < now)]
@@ -219,9 +220,10 @@ def _same_holder(holder_id: int | None) -> Any:
     return Delivery.holder_id.is_(None) if holder_id is None else Delivery.holder_id == holder_id
 
 
-def forget_gone(session: Session, now: dt.datetime | None = None) -> int:
+def forget_gone(session: Session, sending: SendingSettings,
+                now: dt.datetime | None = None) -> int:
     """Remove the rows of gone holders that hold no claim any more (after a reclaim)."""
-    dead = gone(session, None, now)
+    dead = gone(session, sending, None, now)
     if not dead:
         return 0
     holding = set(session.scalars(select(Delivery.holder_id).where(
@@ -232,24 +234,25 @@ def forget_gone(session: Session, now: dt.datetime | None = None) -> int:
     return len(forgettable)
 
 
-def live_batches(session: Session, now: dt.datetime | None = None) -> list[tuple[int, int, int]]:
+def live_batches(session: Session, sending: SendingSettings,
+                 now: dt.datetime | None = None) -> list[tuple[int, int, int]]:
     """(edition, first id, last id) of the batches live processes are working on now."""
     rows = session.execute(select(_process.c.id, _process.c.edition_id, _process.c.first_id,
                                   _process.c.last_id)
                            .where(_process.c.edition_id.is_not(None))).all()
     if not rows:
         return []
-    dead = gone(session, {r.id for r in rows}, now)
+    dead = gone(session, sending, {r.id for r in rows}, now)
     return [(r.edition_id, r.first_id, r.last_id) for r in rows
             if r.id not in dead and r.first_id is not None and r.last_id is not None]
 
 
-def processes(session: Session) -> list[dict[str, Any]]:
+def processes(session: Session, sending: SendingSettings) -> list[dict[str, Any]]:
     """Every registered sender process and whether it is alive (for the ops views)."""
     now = utcnow()
     rows = session.execute(select(SenderProcess).order_by(SenderProcess.host,
                                                           SenderProcess.pid)).scalars().all()
-    dead = gone(session, {r.id for r in rows}, now) if rows else set()
+    dead = gone(session, sending, {r.id for r in rows}, now) if rows else set()
     return [{"id": r.id, "host": r.host, "pid": r.pid, "alive": r.id not in dead,
              "seconds_since_beat": round((now - r.beat_at).total_seconds(), 1),
              "edition_id": r.edition_id} for r in rows]

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from mailer.backoff import Backoff
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
-from mailer.config import get_settings
+from mailer.config import SendingSettings
 from mailer.db import get_engine, run_after_commit, take_after_commit
 from mailer.delivery.assembly import Reader
 from mailer.delivery.models import DeliveryState
@@ -174,22 +174,22 @@ def _sqlite_time(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
-def backoff(attempts: int) -> dt.timedelta:
+def backoff(attempts: int, sending: SendingSettings) -> dt.timedelta:
     """The wait before the next attempt of a delivery tried ``attempts`` times."""
-    settings = get_settings()
-    rule = Backoff(base=settings.retry_base_seconds, cap=settings.retry_max_seconds)
+    rule = Backoff(base=sending.retry_base_seconds, cap=sending.retry_max_seconds)
     return dt.timedelta(seconds=rule.seconds(attempts - 1))
 
 
 class Ledger:
-    def __init__(self, edition_id: int, holder_id: int) -> None:
+    def __init__(self, edition_id: int, holder_id: int, sending: SendingSettings) -> None:
         self.edition_id = edition_id
+        self.sending = sending
         self.holder = holder_id
         self.conn: Connection = get_engine().connect()
         self.dialect = self.conn.dialect.name
         self.pg = self.dialect == "postgresql"
         self.sql = _STATEMENTS["postgresql" if self.pg else "sqlite"]
-        self.lease = dt.timedelta(seconds=get_settings().lease_seconds)
+        self.lease = dt.timedelta(seconds=sending.lease_seconds)
 
     def close(self) -> None:
         self.conn.close()
@@ -239,7 +239,7 @@ class Ledger:
         assert raw is not None
         params: dict[str, Any] = {
             "now": now, "holder": self.holder, "edition": self.edition_id,
-            **_columns(outcomes),
+            **_columns(outcomes, self.sending),
             "expected": len(outcomes), "claim": claim_after is not None,
             "after": claim_after or 0, "last": last_id, "limit": limit,
             "lease": now + self.lease, "left": LEFT,
@@ -309,7 +309,7 @@ class Ledger:
         if self.pg:
             recorded = {row[0] for row in self._run("record", {
                 "now": now, "holder": self.holder,
-                **_columns(outcomes),
+                **_columns(outcomes, self.sending),
             })}
             lost = len(recorded) < len(outcomes)
         else:
@@ -318,7 +318,7 @@ class Ledger:
                 "state": o.state.value, "code": o.code, "reply": o.reply[:2000],
                 "outcome": o.label[:32],
                 "sent_at": _sqlite_time(o.at) if o.state == D.sent else None,
-                "next_at": _sqlite_time(_next_attempt(o)),
+                "next_at": _sqlite_time(_next_attempt(o, self.sending)),
             } for o in outcomes]).rowcount
             lost = found < len(outcomes)
             recorded = {o.delivery_id for o in outcomes} if not lost else set()
@@ -362,7 +362,7 @@ class Ledger:
             }).rowcount or 0)
 
 
-def _columns(outcomes: list[Outcome]) -> dict[str, list[Any]]:
+def _columns(outcomes: list[Outcome], sending: SendingSettings) -> dict[str, list[Any]]:
     """A group's outcomes as the column arrays the PostgreSQL record statements unnest."""
     return {
         "ids": [o.delivery_id for o in outcomes],
@@ -371,9 +371,11 @@ def _columns(outcomes: list[Outcome]) -> dict[str, list[Any]]:
         "replies": [o.reply[:2000] for o in outcomes],
         "outcomes": [o.label[:32] for o in outcomes],
         "ats": [o.at for o in outcomes],
-        "next_ats": [_next_attempt(o) for o in outcomes],
+        "next_ats": [_next_attempt(o, sending) for o in outcomes],
     }
 
 
-def _next_attempt(outcome: Outcome) -> dt.datetime | None:
-    return outcome.at + backoff(outcome.attempts) if outcome.state == D.deferred else None
+def _next_attempt(outcome: Outcome, sending: SendingSettings) -> dt.datetime | None:
+    if outcome.state != D.deferred:
+        return None
+    return outcome.at + backoff(outcome.attempts, sending)

@@ -111,7 +111,7 @@ def complaint_hold(session: Session, *, edition_id: int | None = None) -> str | 
 
     Every batch asks, so the common answer is cheap: an edition without unacknowledged
     complaints (a look at the few bounce rows of that class) is not counted at all."""
-    settings = get_settings()
+    stop_rate = get_settings().sending.complaint_stop_rate
     recent = utcnow() - dt.timedelta(days=60)
     query = select(Edition).where(Edition.state.in_(GONE_OUT), Edition.started_at >= recent)
     if edition_id is not None:
@@ -128,7 +128,7 @@ def complaint_hold(session: Session, *, edition_id: int | None = None) -> str | 
         if rates["complaint_stop"] and rates["complaints"] > acknowledged:
             return (f"edition {edition.id} has a complaint rate of "
                     f"{100 * rates['complaint_rate']:.2f} % ({rates['complaints']} complaints), "
-                    f"at or over the {100 * settings.complaint_stop_rate:.1f} % stop level: "
+                    f"at or over the {100 * stop_rate:.1f} % stop level: "
                     f"look into it, then acknowledge it (mailer editions acknowledge "
                     f"{edition.id}) before sending more")
     return None

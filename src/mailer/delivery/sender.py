@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from mailer.bounces.classify import classify_reply
 from mailer.bounces.models import BounceClass
-from mailer.config import get_settings
+from mailer.config import SendingSettings, Settings
 from mailer.counters import timed
 from mailer.db import transaction, utcnow
 from mailer.delivery import breaker, holders
@@ -45,7 +45,7 @@ from mailer.delivery.ledger import Claimed, ClaimsLost, Ledger, Outcome
 from mailer.delivery.models import DeliveryState
 from mailer.delivery.service import SendError, complaint_hold, pause
 from mailer.editions.models import Edition, EditionState
-from mailer.emails.transport import SMTPFailure, process_transport
+from mailer.emails.transport import SMTPFailure, SMTPTransport, process_transport
 from mailer.ratelimit import LocalTokens
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class BatchResult:
 _assemblers: dict[tuple[int, int], MessageAssembler] = {}
 
 
-def assembler_for(edition: Edition) -> MessageAssembler:
+def assembler_for(edition: Edition, settings: Settings) -> MessageAssembler:
     """The edition's assembler, built once per process and snapshot."""
     from mailer.editions import snapshot
 
@@ -76,13 +76,15 @@ def assembler_for(edition: Edition) -> MessageAssembler:
         _assemblers[key] = MessageAssembler(
             edition_id=edition.id,
             subject=edition.subject_snapshot or edition.subject,
-            personaliser=snapshot.personaliser_for(edition),
-            view_url=snapshot.view_url(edition),
+            personaliser=snapshot.personaliser_for(edition, settings.base_url),
+            view_url=snapshot.view_url(edition, settings.base_url),
+            identity=settings.identity,
+            smtp=settings.smtp,
         )
     return _assemblers[key]
 
 
-def outcome_of_failure(failure: SMTPFailure, delivery_id: int, attempts: int,
+def outcome_of_failure(failure: SMTPFailure, delivery_id: int, attempts: int, max_attempts: int,
                        recipient: str) -> Outcome:
     """What an SMTP failure means for one delivery (see the README's outcome table)."""
     klass, status = classify_reply(failure.code, failure.reply)
@@ -95,7 +97,7 @@ def outcome_of_failure(failure: SMTPFailure, delivery_id: int, attempts: int,
     if permanent and klass == BounceClass.policy:
         return Outcome(delivery_id, D.failed, failure.code, reply, attempts, "policy rejection",
                        now, BounceClass.policy, status, recipient)
-    if attempts < get_settings().max_attempts:
+    if attempts < max_attempts:
         return Outcome(delivery_id, D.deferred, failure.code, reply, attempts, "deferred", now)
     return Outcome(delivery_id, D.failed, failure.code, reply, attempts, "retries exhausted", now,
                    BounceClass.soft, status, recipient)
@@ -104,26 +106,24 @@ def outcome_of_failure(failure: SMTPFailure, delivery_id: int, attempts: int,
 _tokens = LocalTokens()
 
 
-def _reserve_rate(claims: list[Claimed]) -> None:
+def _reserve_rate(claims: list[Claimed], sending: SendingSettings) -> None:
     """The tokens a group of claims needs, from the shared buckets in one Redis call (one
     call per message cost more CPU than the rest of the send's Redis traffic together)."""
-    settings = get_settings()
     wanted: dict[str, tuple[float, int]] = {}
-    if settings.rate_limit_per_second > 0:
-        wanted["global"] = (settings.rate_limit_per_second, len(claims))
-    if settings.domain_rate_limit_per_second > 0:
+    if sending.rate_limit_per_second > 0:
+        wanted["global"] = (sending.rate_limit_per_second, len(claims))
+    if sending.domain_rate_limit_per_second > 0:
         domains = Counter(c.reader.email.rsplit("@", 1)[-1].lower() for c in claims)
         for domain, n in domains.items():
-            wanted[f"domain:{domain}"] = (settings.domain_rate_limit_per_second, n)
+            wanted[f"domain:{domain}"] = (sending.domain_rate_limit_per_second, n)
     # Redis away: each message waits on its own (and keeps to the rate in-process).
     with contextlib.suppress(redis.RedisError):
         _tokens.reserve(wanted)
 
 
-def _wait_for_rate(domain: str) -> None:
-    settings = get_settings()
-    for key, rate in (("global", settings.rate_limit_per_second),
-                      (f"domain:{domain}", settings.domain_rate_limit_per_second)):
+def _wait_for_rate(domain: str, sending: SendingSettings) -> None:
+    for key, rate in (("global", sending.rate_limit_per_second),
+                      (f"domain:{domain}", sending.domain_rate_limit_per_second)):
         try:
             _tokens.wait(key, rate)
         except redis.RedisError:
@@ -133,8 +133,9 @@ def _wait_for_rate(domain: str) -> None:
 # --- the batch -------------------------------------------------------------------------------
 
 
-def send_batch(edition_id: int, first_id: int, last_id: int) -> BatchResult:
-    """Send the queued deliveries of ``edition_id`` with ids in [first_id, last_id]."""
+def send_batch(edition_id: int, first_id: int, last_id: int, settings: Settings) -> BatchResult:
+    """Send the queued deliveries of ``edition_id`` with ids in [first_id, last_id]:
+    ``settings.sending`` paces them, ``smtp`` and ``identity`` make and carry them."""
     result = BatchResult()
     with transaction() as session:
         edition = session.get(Edition, edition_id)
@@ -145,34 +146,38 @@ def send_batch(edition_id: int, first_id: int, last_id: int) -> BatchResult:
             result.stopped = "edition has no snapshot"
             return result
         hold = _complaint_hold(session, edition_id)
-        assembler = assembler_for(edition)
+        assembler = assembler_for(edition, settings)
         # A batch handed out again after its process died: that process's claims in this
         # range go back to the queue now, not when a heartbeat times out.
-        holders.reclaim(session, edition_ids=[edition_id], first_id=first_id, last_id=last_id)
+        holders.reclaim(session, settings.sending, edition_ids=[edition_id], first_id=first_id,
+                        last_id=last_id)
     if hold:
         _pause_for(edition_id, hold)
         result.stopped = hold
         return result
-    holders.me.working_on(edition_id, first_id, last_id)
+    holders.me.working_on(settings.sending, edition_id, first_id, last_id)
     try:
-        _Batch(edition_id, first_id, last_id, assembler, result).run()
+        transport = process_transport(settings.smtp)
+        _Batch(edition_id, first_id, last_id, assembler, result, settings.sending,
+               transport).run()
     finally:
-        holders.me.working_on(None)
+        holders.me.working_on(settings.sending, None)
     return result
 
 
 class _Batch:
     def __init__(self, edition_id: int, first_id: int, last_id: int,
-                 assembler: MessageAssembler, result: BatchResult) -> None:
-        settings = get_settings()
+                 assembler: MessageAssembler, result: BatchResult, sending: SendingSettings,
+                 transport: SMTPTransport) -> None:
         self.edition_id, self.last_id = edition_id, last_id
+        self.sending = sending
         self.after = first_id - 1  # the claims so far reach up to here
         self.assembler, self.result = assembler, result
-        self.every = max(1, settings.commit_every)
-        self.every_seconds = max(0.0, settings.commit_every_ms / 1000)
-        self.transport = timed(process_transport())  # SMTP reply codes and latency
-        self.ledger = Ledger(edition_id, holders.me.holder_id())
-        self.tally = breaker.Tally(edition_id)
+        self.every = max(1, sending.commit_every)
+        self.every_seconds = max(0.0, sending.commit_every_ms / 1000)
+        self.transport = timed(transport)  # SMTP reply codes and latency
+        self.ledger = Ledger(edition_id, holders.me.holder_id(sending), sending)
+        self.tally = breaker.Tally(edition_id, sending)
         self.pending: list[Outcome] = []  # sent or failed, not recorded yet
         self.claims: list[Claimed] = []  # claimed, not attempted yet
         self.debug = log.isEnabledFor(logging.DEBUG)
@@ -199,7 +204,7 @@ class _Batch:
         last_commit = next_breaker = time.monotonic()
         while self.claims:
             claim = self.claims.pop(0)
-            _wait_for_rate(claim.reader.email.rsplit("@", 1)[-1].lower())
+            _wait_for_rate(claim.reader.email.rsplit("@", 1)[-1].lower(), self.sending)
             # The next claim of the group goes out next (pause and cancel act between
             # groups): its envelope can go with this message's content.
             outcome = self._send(claim, self.claims[0] if self.claims else None)
@@ -232,7 +237,7 @@ class _Batch:
                                            self.assembler.build(reader), ahead)
         except SMTPFailure as failure:
             outcome = outcome_of_failure(failure, reader.delivery_id, claim.attempts,
-                                         reader.email)
+                                         self.sending.max_attempts, reader.email)
             log.info("delivery %s: %s", outcome.label, outcome.reply,
                      extra={"edition_id": self.edition_id, "delivery_id": reader.delivery_id,
                             "smtp_code": failure.code})
@@ -259,7 +264,7 @@ class _Batch:
         if claim:
             self.claims, self.after = claimed
             if self.claims:
-                _reserve_rate(self.claims)
+                _reserve_rate(self.claims, self.sending)
         return True
 
     def _give_back(self, state: str) -> None:
@@ -274,7 +279,8 @@ class _Batch:
     def _defer_the_rest(self, why: str) -> None:
         self.transport.abandon_ahead()
         now = utcnow()
-        wait = dt.timedelta(seconds=get_settings().retry_base_seconds * random.uniform(0.5, 1.0))
+        base = self.sending.retry_base_seconds
+        wait = dt.timedelta(seconds=base * random.uniform(0.5, 1.0))
         self._commit(claim=False)
         ids = [c.reader.delivery_id for c in self.claims]
         self.claims = []

@@ -98,7 +98,7 @@ def start_send(session: Session, edition_id: int, *, by: str) -> int:
     edition = _edition(session, edition_id, lock=True)
     if edition.state in EDITABLE:
         try:  # composed once: what preflight checks is then the frozen snapshot
-            snapshot.freeze(session, edition)
+            snapshot.freeze(session, edition, get_settings())
         except NotSendable as exc:
             raise SendError(str(exc)) from exc
     checked = preflight(session, edition, count_audience=False)
@@ -242,10 +242,10 @@ def publish_batches(session: Session, edition_id: int,
                               session=session)
 
 
-def enqueue_ids(session: Session, edition_id: int, ids: Sequence[int]) -> int:
+def enqueue_ids(session: Session, edition_id: int, ids: Sequence[int], batch_size: int) -> int:
     """Queue these delivery ids in batches of ``batch_size`` (a batch names a range: a row
     in it that is not queued any more is passed over). Returns how many ids."""
-    size = get_settings().batch_size
+    size = batch_size
     ids = sorted(set(ids))
     ranges = [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
     publish_batches(session, edition_id, ranges)
@@ -263,7 +263,7 @@ def enqueue_pending(session: Session, edition_id: int) -> int:
                Delivery.next_attempt_at <= now)
         .values(state=D.queued, updated_at=now)
     )
-    size = get_settings().batch_size
+    size = get_settings().sending.batch_size
     numbered = select(
         Delivery.id.label("id"),
         ((func.row_number().over(order_by=Delivery.id) - 1) // size).label("batch"),
@@ -360,16 +360,19 @@ def send_test_copies(
     from mailer.subscribers.addresses import InvalidAddress, normalise
     from mailer.subscribers.service import public_id_of_test_copy
 
+    settings = get_settings()  # a staff action's entry (web and CLI): the one read
     with transaction() as session:
         edition = _edition(session, edition_id)
-        personaliser, subject = snapshot.as_mailed(edition, check=True)
+        personaliser, subject = snapshot.as_mailed(edition, settings, check=True)
         assembler = MessageAssembler(edition_id=edition.id, subject=f"[TEST] {subject}",
-                                     personaliser=personaliser, view_url=snapshot.view_url(edition),
+                                     personaliser=personaliser,
+                                     view_url=snapshot.view_url(edition, settings.base_url),
+                                     identity=settings.identity, smtp=settings.smtp,
                                      kind=MessageKind.test)
         _record(session, by, "edition.test", edition, {"to": list(addresses)})
     results: list[tuple[str, str]] = []
     # Built by the edition's assembler, as a reader's copy is; counted under its kind.
-    transport = timed(process_transport(), MessageKind.test)
+    transport = timed(process_transport(settings.smtp), MessageKind.test)
     for address in addresses:
         try:
             email, _ = normalise(address)

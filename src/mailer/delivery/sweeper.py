@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from mailer.config import get_settings
+from mailer.config import SendingSettings
 from mailer.db import utcnow
 from mailer.delivery import holders, service
 from mailer.delivery.models import Delivery, DeliveryState
@@ -44,8 +44,9 @@ class SweepReport:
         return self.__dict__.copy()
 
 
-def sweep(session: Session, *, bulk_queue_empty: bool) -> SweepReport:
-    settings = get_settings()
+def sweep(session: Session, settings: SendingSettings, *, bulk_queue_empty: bool) -> SweepReport:
+    """Queue again what no live process will send: the claims of gone holders, the retries
+    that are due, queued rows whose task was lost (timings: ``settings``)."""
     now = utcnow()
     report = SweepReport()
     sending = sorted(session.scalars(
@@ -53,11 +54,11 @@ def sweep(session: Session, *, bulk_queue_empty: bool) -> SweepReport:
 
     # Claims whose holder is gone, in every edition under way (or cancelled meanwhile).
     to_queue: dict[int, list[int]] = defaultdict(list)
-    for edition_id, ids in holders.reclaim(session, now=now).items():
+    for edition_id, ids in holders.reclaim(session, settings, now=now).items():
         report.reclaimed += len(ids)
         if edition_id in sending:
             to_queue[edition_id].extend(ids)
-    holders.forget_gone(session, now)
+    holders.forget_gone(session, settings, now)
 
     if sending:
         # Retries that are due.
@@ -79,7 +80,7 @@ def sweep(session: Session, *, bulk_queue_empty: bool) -> SweepReport:
         # a task for them may still come.
         if bulk_queue_empty:
             threshold = now - dt.timedelta(seconds=settings.requeue_after_seconds)
-            live = holders.live_batches(session, now)
+            live = holders.live_batches(session, settings, now)
             untouched = session.execute(
                 select(Delivery.id, Delivery.edition_id)
                 .where(Delivery.edition_id.in_(sending), Delivery.state == D.queued,
@@ -98,7 +99,7 @@ def sweep(session: Session, *, bulk_queue_empty: bool) -> SweepReport:
                 .values(updated_at=now)
             )
         for edition_id, ids in to_queue.items():
-            service.enqueue_ids(session, edition_id, ids)
+            service.enqueue_ids(session, edition_id, ids, settings.batch_size)
 
     for edition_id in sending:
         if service.finish_if_done(session, edition_id):

@@ -25,7 +25,7 @@ from markupsafe import Markup, escape
 
 from mailer.articles.models import Article
 from mailer.articles.sanitise import excerpt
-from mailer.config import get_settings
+from mailer.config import ArticleSettings, Settings
 from mailer.editions.models import Edition
 from mailer.emails.render import inline_css, jinja_env
 from mailer.localtime import MONTHS, format_date, last_day
@@ -96,10 +96,10 @@ class Composed:
     placeholder_key: str  # what the placeholders of html and text end in
 
 
-def compose(edition: Edition) -> Composed:
+def compose(edition: Edition, settings: Settings) -> Composed:
     """Render and inline the edition once; the result is what every reader's mail is made of."""
     env = jinja_env()
-    context = digest_context(edition)
+    context = digest_context(edition, settings)
     page = env.get_template("email/digest/body.html")
     subject = env.get_template("email/digest/subject.txt").render(**context)
     key = new_placeholder_key()
@@ -122,71 +122,74 @@ def greeting_for(first_name: str) -> str:
     return GREETING_NAMED.format(first_name=name) if name else GREETING_ANONYMOUS
 
 
-def digest_context(edition: Edition) -> dict[str, Any]:
-    settings = get_settings()
+def digest_context(edition: Edition, settings: Settings) -> dict[str, Any]:
+    website = settings.identity.website_url
     articles = [link.article for link in edition.articles]
     return {
         "settings": settings,
         "edition": edition,
         "edition_date": month_label(edition.window_end),  # "December 2025"
-        "sections": sections(articles, edition.category_order),
+        "sections": sections(articles, edition.category_order, settings.articles),
         "article_count": len(articles),
         "intro_paragraphs": intro_paragraphs(edition.intro),
         "intro_text": edition.intro.strip(),
         "preheader": edition.preheader.strip() or default_preheader(articles),
-        "website_host": urlsplit(settings.website_url).hostname or settings.website_url,
+        "website_host": urlsplit(website).hostname or website,
         "subscribe_url": f"{settings.base_url}/subscribe",
         "archive_url": f"{settings.base_url}/archive",
     }
 
 
-def category_order(staff_order: list[str]) -> list[str]:
+def category_order(staff_order: list[str], filing: ArticleSettings) -> list[str]:
     """The staff's order first, then the association's categories they did not name."""
     order = list(staff_order)
-    order += [name for name in get_settings().categories if name not in order]
+    order += [name for name in filing.categories if name not in order]
     return order
 
 
-def shown_categories(categories: list[str]) -> list[str]:
+def shown_categories(categories: list[str], filing: ArticleSettings) -> list[str]:
     """The article's categories a reader may see: not the website's default category."""
-    unfiled = {name.casefold() for name in get_settings().unfiled_categories}
+    unfiled = {name.casefold() for name in filing.unfiled_categories}
     return [name for name in categories if name.casefold() not in unfiled]
 
 
-def section_of(article: Article, order: list[str]) -> str:
+def section_of(article: Article, order: list[str], filing: ArticleSettings) -> str:
     """The first of the article's categories the digest knows, else its first, else (filed
     under nothing but the website's default category) the general section, "News"."""
-    categories = shown_categories(article.categories)
+    categories = shown_categories(article.categories, filing)
     for name in categories:
         if name in order:
             return name
-    return categories[0] if categories else get_settings().general_section
+    return categories[0] if categories else filing.general_section
 
 
-def reading_order(articles: list[Article], staff_order: list[str]) -> list[tuple[str, Article]]:
+def reading_order(articles: list[Article], staff_order: list[str],
+                  filing: ArticleSettings) -> list[tuple[str, Article]]:
     """(section, article) as a reader meets them: sections in order, and within each the
     articles in the edition's order."""
-    order = category_order(staff_order)
+    order = category_order(staff_order, filing)
     rank = {name: i for i, name in enumerate(order)}
-    placed = [(section_of(article, order), article) for article in articles]
+    placed = [(section_of(article, order, filing), article) for article in articles]
     # sorted() is stable: within a section the edition's order stays.
     return sorted(placed, key=lambda pair: (rank.get(pair[0], len(rank)), pair[0].casefold()))
 
 
-def sections(articles: list[Article], staff_order: list[str]) -> list[Section]:
+def sections(articles: list[Article], staff_order: list[str],
+             filing: ArticleSettings) -> list[Section]:
     grouped: dict[str, list[Card]] = {}
-    for name, article in reading_order(articles, staff_order):
-        grouped.setdefault(name, []).append(card(article, section=name))
+    for name, article in reading_order(articles, staff_order, filing):
+        grouped.setdefault(name, []).append(card(article, section=name, filing=filing))
     return [Section(name=name, cards=cards) for name, cards in grouped.items()]
 
 
-def card(article: Article, *, section: str) -> Card:
+def card(article: Article, *, section: str, filing: ArticleSettings) -> Card:
     return Card(
         title=article.title,
         url=article.link,
         date=format_date(article.published_at),
         # The section's heading already names its category: a badge repeats only the others.
-        categories=[name for name in shown_categories(article.categories) if name != section],
+        categories=[name for name in shown_categories(article.categories, filing)
+                    if name != section],
         excerpt=excerpt(article.summary_text, EXCERPT_CHARS),
         image=card_image(article),
     )

@@ -26,7 +26,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mailer.config import get_settings
 from mailer.db import utcnow
 from mailer.editions import service as editions
 from mailer.editions.models import Edition, EditionState
@@ -44,10 +43,9 @@ class ScheduleError(ValueError):
     pass
 
 
-def edition_crontab(expression: str | None = None) -> crontab | None:
-    """The schedule as a Celery crontab in the association's time zone; None when off."""
-    expression = (get_settings().edition_schedule_cron if expression is None
-                  else expression).strip()
+def edition_crontab(expression: str) -> crontab | None:
+    """The schedule (``MAILER_EDITION_SCHEDULE_CRON``) as a Celery crontab; None when off."""
+    expression = expression.strip()
     if expression.lower() in OFF:
         return None
     fields = expression.split()
@@ -63,14 +61,14 @@ def edition_crontab(expression: str | None = None) -> crontab | None:
     return schedule
 
 
-def next_runs(count: int = 1, *, after: dt.datetime | None = None,
-              expression: str | None = None) -> list[dt.datetime]:
-    """The next ``count`` times the schedule fires after ``after`` (default: now), in the
-    association's time zone."""
+def next_runs(expression: str, timezone: str, count: int = 1, *,
+              after: dt.datetime | None = None) -> list[dt.datetime]:
+    """The next ``count`` times the schedule ``expression`` fires after ``after`` (default:
+    now), in the association's ``timezone``."""
     schedule = edition_crontab(expression)
     if schedule is None:
         return []
-    zone = ZoneInfo(get_settings().timezone)
+    zone = ZoneInfo(timezone)
     moment = (after or utcnow()).astimezone(zone)
     runs = []
     for _ in range(count):
@@ -91,10 +89,12 @@ class DraftResult:
         return self.edition_id is not None
 
 
-def draft_on_schedule(session: Session, *, now: dt.datetime | None = None) -> DraftResult:
-    """The scheduled run: draft the next edition, or say why not. Safe to run twice."""
+def draft_on_schedule(session: Session, *, timezone: str,
+                      now: dt.datetime | None = None) -> DraftResult:
+    """The scheduled run: draft the next edition, or say why not. Safe to run twice (one
+    run per day of the schedule in the association's ``timezone``)."""
     now = now or utcnow()
-    slot = now.astimezone(ZoneInfo(get_settings().timezone)).date().isoformat()
+    slot = now.astimezone(ZoneInfo(timezone)).date().isoformat()
     run = ScheduledDraft(slot=slot, ran_at=now, outcome="running")
     try:
         with session.begin_nested():
@@ -146,14 +146,13 @@ def _finish(session: Session, run: ScheduledDraft, outcome: str, action: str,
              extra={"edition_id": edition_id} if edition_id else {})
 
 
-def overview(session: Session) -> dict[str, Any]:
-    """For the ops page: the schedule, its next run, the last run."""
+def overview(session: Session, expression: str, timezone: str) -> dict[str, Any]:
+    """For the ops page: the schedule ``expression``, its next run, the last run."""
     try:
-        upcoming = next_runs(1)
+        upcoming = next_runs(expression, timezone)
     except ScheduleError as exc:
-        return {"cron": get_settings().edition_schedule_cron, "next": None, "last": None,
-                "error": str(exc)}
+        return {"cron": expression, "next": None, "last": None, "error": str(exc)}
     last = session.scalars(select(ScheduledDraft).order_by(ScheduledDraft.ran_at.desc())
                            .limit(1)).first()
-    return {"cron": get_settings().edition_schedule_cron,
+    return {"cron": expression,
             "next": upcoming[0] if upcoming else None, "last": last}

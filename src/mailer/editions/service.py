@@ -77,7 +77,8 @@ def draft_edition(session: Session, *, subject: str | None = None,
     settings = get_settings()
     edition = Edition(
         slug=_unique_slug(session, f"{month_slug(end)}-newsletter"),
-        subject=_subject(subject) if subject else f"{settings.list_name} – {month_label(end)}",
+        subject=(_subject(subject) if subject
+                 else f"{settings.identity.list_name} – {month_label(end)}"),
         window_start=start,
         window_end=end,
         category_order=[],
@@ -185,7 +186,8 @@ def step_article(session: Session, edition: Edition, article_id: int, step: int,
                  by: str) -> None:
     """Move an article before the previous (``step`` -1) or after the next (+1) one of its
     section, as the reader sees them: the edition's order decides only within a section."""
-    ordered = reading_order([link.article for link in edition.articles], edition.category_order)
+    ordered = reading_order([link.article for link in edition.articles], edition.category_order,
+                            get_settings().articles)
     index = next((i for i, (_, a) in enumerate(ordered) if a.id == article_id), None)
     if index is None:
         raise EditionError(f"article {article_id} is not in this edition")
@@ -210,18 +212,19 @@ def candidate_articles(session: Session, edition: Edition) -> list[Article]:
 def render_preview(session: Session, edition: Edition) -> RenderedEdition:
     """The edition exactly as a reader gets it, with sample personal values filled in:
     the frozen snapshot once there is one, else a fresh composition of the same kind."""
-    personaliser = snapshot.as_mailed(edition).personaliser
-    values = sample_values(edition)
+    settings = get_settings()
+    personaliser = snapshot.as_mailed(edition, settings).personaliser
+    values = sample_values(edition, settings.base_url)
     return RenderedEdition(subject=personaliser.subject(values), html=personaliser.html(values),
                            text=personaliser.text(values))
 
 
-def sample_values(edition: Edition) -> dict[str, str]:
+def sample_values(edition: Edition, base_url: str) -> dict[str, str]:
     """A made-up reader for previews (the unsubscribe link has a real link's shape, but
     names nobody)."""
     return {
-        "unsubscribe_url": f"{get_settings().base_url}/unsubscribe/preview",
-        "view_url": snapshot.view_url(edition),
+        "unsubscribe_url": f"{base_url}/unsubscribe/preview",
+        "view_url": snapshot.view_url(edition, base_url),
         "first_name": "Maria",
         "email": "maria.jansen@example.org",
     }
@@ -229,7 +232,7 @@ def sample_values(edition: Edition) -> dict[str, str]:
 
 def check_sendable(session: Session, edition: Edition) -> None:
     """Raise :class:`NotSendable` with the reason if the edition cannot be sent as it is."""
-    snapshot.as_mailed(edition, check=True)
+    snapshot.as_mailed(edition, get_settings(), check=True)
 
 
 def archived_editions(session: Session) -> list[Edition]:
@@ -240,9 +243,10 @@ def archived_editions(session: Session) -> list[Edition]:
         .order_by(Edition.finished_at.desc(), Edition.id.desc())))
 
 
-def latest_edition_link() -> LatestEdition | None:
-    """The newest sent edition's subject and archive page, for the welcome mail: a new
-    reader's first look at what they subscribed to. ``None`` before the first is sent."""
+def latest_edition_link(base_url: str) -> LatestEdition | None:
+    """The newest sent edition's subject and archive page (under ``base_url``), for the
+    welcome mail: a new reader's first look at what they subscribed to. ``None`` before the
+    first is sent."""
     with transaction() as session:
         newest = session.scalars(
             select(Edition).where(Edition.state == EditionState.sent,
@@ -251,7 +255,7 @@ def latest_edition_link() -> LatestEdition | None:
         if newest is None:
             return None
         return LatestEdition(subject=newest.subject_snapshot or newest.subject,
-                             url=snapshot.view_url(newest))
+                             url=snapshot.view_url(newest, base_url))
 
 
 def archived_edition(session: Session, slug: str) -> Edition | None:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from mailer.clicks.links import Link, rewrite
 from mailer.clicks.models import EditionLink
-from mailer.config import get_settings
+from mailer.config import Settings
 from mailer.editions.compose import (
     PERSONAL_FIELDS,
     Composed,
@@ -41,7 +41,7 @@ __all__ = ["PERSONAL_FIELDS", "AsMailed", "Personaliser", "as_mailed", "check_co
 _REQUIRED = ("unsubscribe_url", "view_url")
 
 
-def freeze(session: Session, edition: Edition) -> None:
+def freeze(session: Session, edition: Edition, settings: Settings) -> None:
     """Render and inline the edition once and store the result; a no-op when already frozen.
 
     Raises :class:`NotSendable` (no articles, HTML over budget). Two workers freezing the
@@ -49,8 +49,8 @@ def freeze(session: Session, edition: Edition) -> None:
     """
     if edition.html_snapshot is not None:
         return
-    composed, links = with_tracked_links(compose(edition), edition)
-    check_composed(composed, edition, links_tracked=True)
+    composed, links = with_tracked_links(compose(edition, settings), edition, settings)
+    check_composed(composed, edition, settings, links_tracked=True)
     won = session.execute(
         update(Edition)
         .where(Edition.id == edition.id, Edition.html_snapshot.is_(None))
@@ -67,19 +67,19 @@ def freeze(session: Session, edition: Edition) -> None:
     session.refresh(edition)
 
 
-def with_tracked_links(composed: Composed, edition: Edition) -> tuple[Composed, list[Link]]:
+def with_tracked_links(composed: Composed, edition: Edition, settings: Settings
+                       ) -> tuple[Composed, list[Link]]:
     """The composition as it is frozen: its links going through ``/r/`` (unless
     ``MAILER_CLICK_TRACKING`` is off), and those links (:mod:`mailer.clicks.links`)."""
-    settings = get_settings()
-    if not settings.click_tracking:
+    if not settings.editions.click_tracking:
         return composed, []
     rewritten = rewrite(composed.html, composed.text, edition_id=edition.id or 0,
                         base_url=settings.base_url)
     return replace(composed, html=rewritten.html, text=rewritten.text), rewritten.links
 
 
-def check_composed(composed: Composed, edition: Edition, *, links_tracked: bool = False
-                   ) -> None:
+def check_composed(composed: Composed, edition: Edition, settings: Settings, *,
+                   links_tracked: bool = False) -> None:
     """Raise :class:`NotSendable` if this composition of ``edition`` cannot be mailed.
 
     The size is that of the mail as it will be frozen, its links rewritten: a preview or
@@ -88,14 +88,16 @@ def check_composed(composed: Composed, edition: Edition, *, links_tracked: bool 
     if composed.article_count == 0:
         raise NotSendable("This edition has no articles. Add at least one article (or widen "
                           "its window) before sending it.")
-    as_frozen = composed if links_tracked else with_tracked_links(composed, edition)[0]
-    check_size(personaliser_of(as_frozen), edition)
+    if not links_tracked:
+        composed = with_tracked_links(composed, edition, settings)[0]
+    check_size(personaliser_of(composed), edition, settings)
 
 
-def check_size(personaliser: Personaliser, edition: Edition) -> None:
-    """The HTML as the longest plausible reader would get it must fit the budget."""
-    budget = get_settings().html_budget_bytes
-    size = len(personaliser.html(_longest_values(edition)).encode("utf-8"))
+def check_size(personaliser: Personaliser, edition: Edition, settings: Settings) -> None:
+    """The HTML as the longest plausible reader would get it must fit the budget
+    (``settings.editions.html_budget_bytes``)."""
+    budget = settings.editions.html_budget_bytes
+    size = len(personaliser.html(_longest_values(edition, settings.base_url)).encode("utf-8"))
     if size > budget:
         raise NotSendable(
             f"The HTML is {size:,} bytes, over the {budget:,}-byte budget by "
@@ -103,18 +105,18 @@ def check_size(personaliser: Personaliser, edition: Edition) -> None:
             "shorten the intro.")
 
 
-def _longest_values(edition: Edition) -> dict[str, str]:
+def _longest_values(edition: Edition, base_url: str) -> dict[str, str]:
     return {
         "unsubscribe_url": unsubscribe_url_for("f" * 32),  # the real length of the link
-        "view_url": view_url(edition),
+        "view_url": view_url(edition, base_url),
         "first_name": "n" * 100,  # Subscriber.first_name holds up to 100 characters
         "email": "e" * 254,  # the longest address SMTP allows
     }
 
 
-def view_url(edition: Edition) -> str:
+def view_url(edition: Edition, base_url: str) -> str:
     """The edition's page in the web archive: the mail's "view in browser" link."""
-    return f"{get_settings().base_url}/archive/{edition.slug}"
+    return f"{base_url}/archive/{edition.slug}"
 
 
 class Personaliser:
@@ -191,21 +193,22 @@ class AsMailed(NamedTuple):
     subject: str
 
 
-def as_mailed(edition: Edition, *, check: bool = False) -> AsMailed:
+def as_mailed(edition: Edition, settings: Settings, *, check: bool = False) -> AsMailed:
     """The edition as a reader gets it now: the frozen snapshot once there is one, else a
     fresh composition of the same kind (stored nowhere). ``check``: raise
     :class:`NotSendable` if it cannot be mailed (no articles, HTML over the budget).
 
     What a preview, the send checks and a test copy show, so that all three agree."""
     if edition.html_snapshot is not None:
-        personaliser = personaliser_for(edition)
+        personaliser = personaliser_for(edition, settings.base_url)
         if check:  # frozen, so it had articles; the budget may have changed since
-            check_size(personaliser, edition)
+            check_size(personaliser, edition, settings)
         return AsMailed(personaliser, edition.subject_snapshot or edition.subject)
-    composed = compose(edition)
+    composed = compose(edition, settings)
     if check:
-        check_composed(composed, edition)
-    return AsMailed(personaliser_of(composed, defaults={"view_url": view_url(edition)}),
+        check_composed(composed, edition, settings)
+    return AsMailed(personaliser_of(composed,
+                                    defaults={"view_url": view_url(edition, settings.base_url)}),
                     composed.subject)
 
 
@@ -216,13 +219,13 @@ def personaliser_of(composed: Composed, *, defaults: Mapping[str, str] | None = 
                         key=composed.placeholder_key, defaults=defaults)
 
 
-def personaliser_for(edition: Edition) -> Personaliser:
+def personaliser_for(edition: Edition, base_url: str) -> Personaliser:
     """The frozen edition's personaliser, built once per process and snapshot."""
     if edition.html_snapshot is None or edition.text_snapshot is None:
         raise EditionError(f"edition {edition.id} has not been frozen yet")
     return _cached_personaliser(edition.id, edition.subject_snapshot or edition.subject,
                                 edition.html_snapshot, edition.text_snapshot,
-                                edition.placeholder_key, view_url(edition))
+                                edition.placeholder_key, view_url(edition, base_url))
 
 
 @lru_cache(maxsize=8)

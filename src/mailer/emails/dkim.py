@@ -14,7 +14,7 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from mailer.config import get_settings
+from mailer.config import SMTPSettings
 
 SIGNED_HEADERS = [
     b"from", b"to", b"subject", b"date", b"message-id", b"list-id", b"list-unsubscribe",
@@ -44,12 +44,12 @@ class DkimSigner:
         return signature + message
 
 
-def configured_signer() -> DkimSigner | None:
-    settings = get_settings()
-    if not (settings.dkim_selector and settings.dkim_domain and settings.dkim_private_key_path):
+def configured_signer(smtp: SMTPSettings) -> DkimSigner | None:
+    """The signer of ``smtp``'s DKIM key; None when no key is configured."""
+    if not (smtp.dkim_selector and smtp.dkim_domain and smtp.dkim_private_key_path):
         return None
-    return _signer(settings.dkim_selector, settings.dkim_domain,
-                   str(settings.dkim_private_key_path))
+    return _signer(smtp.dkim_selector, smtp.dkim_domain,
+                   str(smtp.dkim_private_key_path))
 
 
 @lru_cache(maxsize=2)

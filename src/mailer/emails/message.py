@@ -12,11 +12,15 @@ import email.policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
+from typing import TYPE_CHECKING
 
-from mailer.config import get_settings
+from mailer.config import IdentitySettings, get_settings
 from mailer.db import utcnow
 from mailer.emails.kinds import MessageKind, message_id_prefix
 from mailer.tokens import sign, verify
+
+if TYPE_CHECKING:
+    from mailer.emails.dkim import DkimSigner
 
 #: CRLF line ends and headers folded at 78 characters, as RFC 5322 wants on the wire.
 SMTP_POLICY = email.policy.SMTP.clone(max_line_length=78)
@@ -38,7 +42,7 @@ def message_id(kind: MessageKind | str, *parts: object) -> str:
     settings = get_settings()
     value = ".".join([message_id_prefix(kind), *map(str, parts)])
     signature = sign(_MID_PURPOSE, value, _MID_SIG_LEN, alphabet="b32")
-    return f"<{value}.{signature}@{settings.sending_domain}>"
+    return f"<{value}.{signature}@{settings.identity.sending_domain}>"
 
 
 def parse_message_id(value: str) -> tuple[str, list[str]] | None:
@@ -68,7 +72,7 @@ def looks_like_ours(value: str) -> bool:
     value = value.strip()
     domain = value[1:-1].rpartition("@")[2] if value.endswith(">") else ""
     return _local_part(value) is not None and \
-        domain.lower() == get_settings().sending_domain.lower()
+        domain.lower() == get_settings().identity.sending_domain.lower()
 
 
 def _local_part(value: str) -> str | None:
@@ -78,12 +82,11 @@ def _local_part(value: str) -> str | None:
     return value[1:-1].rsplit("@", 1)[0]
 
 
-def newsletter_headers(unsubscribe_url: str) -> list[tuple[str, str]]:
-    settings = get_settings()
+def newsletter_headers(unsubscribe_url: str, identity: IdentitySettings) -> list[tuple[str, str]]:
     return [
         ("List-Unsubscribe", f"<{unsubscribe_url}>"),
         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-        ("List-Id", f"{header_safe(settings.list_name)} <{settings.list_id}>"),
+        ("List-Id", f"{header_safe(identity.list_name)} <{identity.list_id}>"),
         ("Precedence", "bulk"),
     ]
 
@@ -95,6 +98,7 @@ def header_safe(value: str) -> str:
 
 def build_message(
     *,
+    identity: IdentitySettings,
     to_email: str,
     subject: str,
     text: str,
@@ -103,17 +107,16 @@ def build_message(
     extra_headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
 ) -> EmailMessage:
     """A multipart/alternative message: text/plain first, text/html last."""
-    settings = get_settings()
     msg = EmailMessage(policy=SMTP_POLICY)
-    from_name, from_email = split_from(settings.from_address)
+    from_name, from_email = split_from(identity.from_address)
     msg["From"] = Address(display_name=from_name, addr_spec=from_email)
     # The address alone: nothing a reader typed into a form ever reaches a header.
     msg["To"] = to_email
     msg["Subject"] = header_safe(subject)
     msg["Date"] = format_datetime(utcnow())
     msg["Message-ID"] = msg_id
-    if settings.reply_to:
-        msg["Reply-To"] = settings.reply_to
+    if identity.reply_to:
+        msg["Reply-To"] = identity.reply_to
     for name, value in extra_headers:
         msg[name] = value
     msg["MIME-Version"] = "1.0"
@@ -129,10 +132,7 @@ def split_from(value: str) -> tuple[str, str]:
     return header_safe(name), addr
 
 
-def to_bytes(msg: EmailMessage) -> bytes:
-    """The bytes to send: serialised with CRLF, DKIM-signed when a key is configured."""
-    from mailer.emails.dkim import configured_signer
-
+def to_bytes(msg: EmailMessage, signer: DkimSigner | None) -> bytes:
+    """The bytes to send: serialised with CRLF, DKIM-signed when there is a ``signer``."""
     raw = msg.as_bytes(policy=SMTP_POLICY)
-    signer = configured_signer()
     return signer.sign(raw) if signer else raw

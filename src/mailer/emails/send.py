@@ -19,8 +19,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mailer.config import get_settings
+from mailer.config import IdentitySettings, get_settings
 from mailer.counters import timed
+from mailer.emails.dkim import configured_signer
 from mailer.emails.kinds import MessageKind, type_of
 from mailer.emails.message import build_message, message_id, to_bytes
 from mailer.emails.render import RenderedEmail, render_email
@@ -54,12 +55,13 @@ def render(kind: MessageKind | str, context: Mapping[str, Any]) -> RenderedEmail
     return render_email(type_of(kind).template, **context)
 
 
-def envelope_sender(kind: MessageKind | str, verp_id: int | None) -> str:
+def envelope_sender(kind: MessageKind | str, verp_id: int | None,
+                    identity: IdentitySettings) -> str:
     """The return path: the kind's VERP token for the row ``verp_id`` when the kind has a
     letter, else the newsletter's own address (staff mail no bounce is tied back to)."""
     if type_of(kind).verp is not None and verp_id is not None:
         return return_path(kind, verp_id)
-    return get_settings().from_email
+    return identity.from_email
 
 
 def send_one(kind: MessageKind | str, to: str, context: Mapping[str, Any], *,
@@ -70,17 +72,22 @@ def send_one(kind: MessageKind | str, to: str, context: Mapping[str, Any], *,
 
     ``ids`` are the Message-ID's parts (``message_id(kind, *ids)``: the same message retried
     keeps its id); ``verp_id`` the row the VERP token names. Never raises for an SMTP
-    refusal: the result says it (``failure``)."""
+    refusal: the result says it (``failure``).
+
+    It reads the settings itself (identity and SMTP): its callers are the one-off mails of
+    a task or a staff action (confirmation, welcome, review, test copy)."""
+    settings = get_settings()
     entry = type_of(kind)
     if rendered is None:
         rendered = render(entry.kind, context)
     msg_id = message_id(entry.kind, *ids)
     # To carries the address alone: nothing a stranger typed into a form reaches a header.
-    payload = to_bytes(build_message(to_email=to, subject=rendered.subject, text=rendered.text,
-                                     html=rendered.html, msg_id=msg_id))
-    sender = envelope_sender(entry.kind, verp_id)
+    message = build_message(identity=settings.identity, to_email=to, subject=rendered.subject,
+                            text=rendered.text, html=rendered.html, msg_id=msg_id)
+    payload = to_bytes(message, configured_signer(settings.smtp))
+    sender = envelope_sender(entry.kind, verp_id, settings.identity)
     try:
-        accepted = timed(transport or process_transport(), entry.kind.value).send(
+        accepted = timed(transport or process_transport(settings.smtp), entry.kind.value).send(
             sender, to, payload)
     except SMTPFailure as failure:
         return SendResult(entry.kind, to, msg_id, failure.code, failure.reply, failure)

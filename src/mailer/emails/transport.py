@@ -13,7 +13,7 @@ import smtplib
 import ssl
 from dataclasses import dataclass
 
-from mailer.config import SMTPTarget, get_settings
+from mailer.config import SMTPSettings
 
 
 class SMTPFailure(Exception):
@@ -76,10 +76,9 @@ def _decode(reply: bytes | str) -> str:
 
 
 class SMTPTransport:
-    def __init__(self, target: SMTPTarget | None = None, timeout: float | None = None) -> None:
-        settings = get_settings()
-        self.target = target or settings.smtp
-        self.timeout = timeout or settings.smtp_timeout
+    def __init__(self, smtp: SMTPSettings) -> None:
+        self.target = smtp.target
+        self.timeout = smtp.timeout
         self._conn: _FastSMTP | None = None
         self._pid = os.getpid()
         #: (sender, recipient) of a transaction whose MAIL, RCPT and DATA went out with the
@@ -276,11 +275,12 @@ def _angle(address: str) -> str:
 _process_transport: SMTPTransport | None = None
 
 
-def process_transport() -> SMTPTransport:
-    """The SMTP connection this process reuses for every message it sends."""
+def process_transport(smtp: SMTPSettings) -> SMTPTransport:
+    """The SMTP connection this process reuses for every message it sends (one process has
+    one relay: ``smtp`` is read when the connection is first made)."""
     global _process_transport
     if _process_transport is None or _process_transport._pid != os.getpid():
-        _process_transport = SMTPTransport()
+        _process_transport = SMTPTransport(smtp)
     return _process_transport
 
 

@@ -42,7 +42,7 @@ class VerpToken:
 def return_path(kind: MessageKind | str, row_id: int) -> str:
     value = f"{verp_letter(kind)}{_base36(row_id)}"
     signature = sign(_PURPOSE, value, _SIG_LEN, alphabet="b32")
-    return f"bounces+{value}-{signature}@{get_settings().bounce_domain}"
+    return f"bounces+{value}-{signature}@{get_settings().identity.bounce_domain}"
 
 
 def parse_return_path(address: str) -> VerpToken | None | bool:

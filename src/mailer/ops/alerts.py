@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from mailer.bounces.models import Bounce, BounceClass
 from mailer.bounces.rates import edition_rates
-from mailer.config import get_settings
+from mailer.config import Settings
 from mailer.db import utcnow
 from mailer.editions.models import Edition, EditionState
 from mailer.ops.queues import QueueState
@@ -48,19 +48,22 @@ class Alert:
         return asdict(self)
 
 
-def evaluate(session: Session, *, queues: list[QueueState] | None,
+def evaluate(session: Session, settings: Settings, *, queues: list[QueueState] | None,
              workers: list[WorkerInfo] | None,
              rates: list[dict[str, Any]] | None = None) -> list[Alert]:
-    """Every alert that holds now. ``queues``/``workers`` None: Redis could not be read.
+    """Every alert that holds now, by ``settings.ops`` (and the complaint levels of
+    ``settings.sending``). ``queues``/``workers`` None: Redis could not be read.
     ``rates``: :func:`watched_rates`, when the caller has them already."""
     if rates is None:
         rates = watched_rates(session)
-    alerts = [*_breaker(session), *_policy(session), *_complaints(rates)]
+    alerts = [*_breaker(session), *_policy(session, settings.ops.alert_window_hours),
+              *_complaints(rates, settings.sending.complaint_alert_rate,
+                           settings.sending.complaint_stop_rate)]
     if queues is None or workers is None:
         alerts.append(Alert("redis_unreachable", "critical",
                             "Redis cannot be reached: nothing can be queued or sent."))
         return alerts
-    stall = get_settings().queue_stall_seconds
+    stall = settings.ops.queue_stall_seconds
     for queue in queues:
         if queue.stalled:
             waiting = (f" and {queue.deliveries_waiting:,} deliveries wait in the database"
@@ -88,8 +91,7 @@ def _breaker(session: Session) -> list[Alert]:
             for eid, subject, reason in paused]
 
 
-def _policy(session: Session) -> list[Alert]:
-    hours = get_settings().alert_window_hours
+def _policy(session: Session, hours: int) -> list[Alert]:
     since = utcnow() - dt.timedelta(hours=hours)
     count, latest = session.execute(
         select(func.count(), func.max(Bounce.id))
@@ -119,8 +121,8 @@ def watched_rates(session: Session) -> list[dict[str, Any]]:
     return [edition_rates(session, edition_id) for edition_id in watched]
 
 
-def _complaints(watched: list[dict[str, Any]]) -> list[Alert]:
-    settings = get_settings()
+def _complaints(watched: list[dict[str, Any]], alert_rate: float,
+                stop_rate: float) -> list[Alert]:
     alerts = []
     for rates in watched:
         edition_id = rates["edition_id"]
@@ -131,8 +133,8 @@ def _complaints(watched: list[dict[str, Any]]) -> list[Alert]:
             "complaint_rate", "critical" if stop else "warning",
             f"Edition {edition_id}: {rates['complaints']:,} complaint(s) for "
             f"{rates['accepted']:,} delivered, {100 * rates['complaint_rate']:.2f} % "
-            f"(alert at {100 * settings.complaint_alert_rate:.1f} %"
-            + (f", stop at {100 * settings.complaint_stop_rate:.1f} %)" if stop else ")"),
+            f"(alert at {100 * alert_rate:.1f} %"
+            + (f", stop at {100 * stop_rate:.1f} %)" if stop else ")"),
             edition_id))
     return alerts
 

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from mailer import counters
 from mailer.bounces.actions import alert_counts
 from mailer.bounces.models import UNVERIFIED_REASONS, Bounce, Trust
+from mailer.config import Settings
 from mailer.counters import LATENCY_BUCKETS, record_smtp, timed
 from mailer.db import transaction
 from mailer.delivery.models import Delivery, DeliveryState
@@ -49,20 +50,24 @@ log = logging.getLogger(__name__)
 
 
 class MailerCollector:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
     def collect(self) -> Iterator[Metric]:
         try:  # the bulk queue's work includes deliveries waiting in the database
             with transaction() as session:
-                redis_part = status.redis_state(session)
+                redis_part = status.redis_state(self.settings, session)
         except Exception as exc:  # the database is away: Redis alone
             log.warning("metrics: waiting deliveries not counted: %s", exc)
-            redis_part = status.redis_state()
+            redis_part = status.redis_state(self.settings)
         yield from _redis_metrics(redis_part)
-        yield from _database_metrics(redis_part)
+        yield from _database_metrics(redis_part, self.settings)
 
 
-def render() -> bytes:
+def render(settings: Settings) -> bytes:
+    """One scrape: the figures of Redis and the database, the alerts ``settings`` define."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MailerCollector())  # type: ignore[arg-type]
+    registry.register(MailerCollector(settings))  # type: ignore[arg-type]
     return generate_latest(registry)
 
 
@@ -162,10 +167,10 @@ def _redis_metrics(redis_part: status.RedisState) -> Iterator[Metric]:
 # --- the database -------------------------------------------------------------------------------
 
 
-def _database_metrics(redis_part: status.RedisState) -> Iterator[Metric]:
+def _database_metrics(redis_part: status.RedisState, settings: Settings) -> Iterator[Metric]:
     try:
         with transaction() as session:
-            families = list(_from_database(session, redis_part))
+            families = list(_from_database(session, redis_part, settings))
     except Exception as exc:  # any driver error: report the database as down
         log.warning("metrics: database not readable: %s", exc)
         yield _gauge("mailer_database_up", "1 when the database answered this scrape", 0)
@@ -174,8 +179,9 @@ def _database_metrics(redis_part: status.RedisState) -> Iterator[Metric]:
     yield from families
 
 
-def _from_database(session: Session, redis_part: status.RedisState) -> Iterator[Metric]:
-    snapshot = status.collect(session, redis_part)
+def _from_database(session: Session, redis_part: status.RedisState,
+                   settings: Settings) -> Iterator[Metric]:
+    snapshot = status.collect(session, settings, redis_part)
 
     by_state = dict(session.execute(
         select(Delivery.state, func.count()).group_by(Delivery.state)).all())

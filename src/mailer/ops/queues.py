@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import redis
 
-from mailer.config import get_settings
 from mailer.counters import last_activity
 from mailer.redis import get_redis
 from mailer.tasks import QUEUES
@@ -67,13 +66,12 @@ def unacked(client: redis.Redis | None = None) -> int:
     return int((client or get_redis()).hlen("unacked"))
 
 
-def states(client: redis.Redis | None = None,
+def states(stall: float, client: redis.Redis | None = None,
            waiting: dict[str, int] | None = None) -> list[QueueState]:
     """Every queue's depth and whether it is stalled. ``waiting``: work per queue that
     waits in the database. Raises RedisError."""
     r = client or get_redis()
     now = time.time()
-    stall = get_settings().queue_stall_seconds
     activity = last_activity(r)
     seen = {(k.decode() if isinstance(k, bytes) else k): float(v)
             for k, v in r.hgetall(NONEMPTY_KEY).items()}  # type: ignore[union-attr]

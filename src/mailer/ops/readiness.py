@@ -13,7 +13,7 @@ import ssl
 import redis
 from sqlalchemy import text
 
-from mailer.config import get_settings
+from mailer.config import Settings
 from mailer.db import get_engine
 from mailer.ops import workers
 from mailer.redis import get_redis
@@ -36,10 +36,11 @@ def redis_server() -> str:
         return f"error: {type(exc).__name__}"
 
 
-def smtp_server() -> str:
-    settings = get_settings()
-    target = settings.smtp
-    timeout = settings.readiness_timeout_seconds
+def smtp_server(settings: Settings) -> str:
+    """Does the relay of ``settings.smtp`` answer EHLO and NOOP within the readiness
+    timeout?"""
+    target = settings.smtp.target
+    timeout = settings.ops.readiness_timeout_seconds
     try:
         conn: smtplib.SMTP
         if target.tls == "implicit":
@@ -69,8 +70,8 @@ def workers_alive() -> str:
     return f"ok: {len(alive)}" if alive else "error: no worker has sent a heartbeat lately"
 
 
-def checks() -> dict[str, str]:
-    return {"database": database(), "redis": redis_server(), "smtp": smtp_server(),
+def checks(settings: Settings) -> dict[str, str]:
+    return {"database": database(), "redis": redis_server(), "smtp": smtp_server(settings),
             "workers": workers_alive()}
 
 

@@ -22,6 +22,7 @@ import redis
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from mailer.config import Settings
 from mailer.db import utcnow
 from mailer.delivery import service as sending
 from mailer.delivery.models import Delivery, DeliveryState
@@ -140,33 +141,34 @@ def waiting_deliveries(session: Session) -> int:
     ) or 0)
 
 
-def redis_state(session: Session | None = None) -> RedisState:
+def redis_state(settings: Settings, session: Session | None = None) -> RedisState:
     """(error, queues, unacked, workers): the error is None when Redis answered. With a
     session, the bulk queue also counts the deliveries waiting in the database."""
     try:
         waiting = {BULK: waiting_deliveries(session)} if session is not None else {}
         client = get_redis()
-        return (None, queues_.states(client, waiting), queues_.unacked(client),
+        return (None, queues_.states(settings.ops.queue_stall_seconds, client, waiting),
+                queues_.unacked(client),
                 workers_.alive(client))
     except (redis.RedisError, OSError) as exc:
         log.warning("ops status cannot read Redis: %s", exc)
         return f"{type(exc).__name__}: {exc}", None, None, None
 
 
-def collect(session: Session, redis_part: RedisState | None = None, *,
+def collect(session: Session, settings: Settings, redis_part: RedisState | None = None, *,
             full: bool = False) -> Snapshot:
-    error, queues, unacked, workers = redis_part or redis_state(session)
+    error, queues, unacked, workers = redis_part or redis_state(settings, session)
     snapshot = Snapshot(utcnow(), error, queues, unacked, workers)
     snapshot.editions = editions_under_way(session)
     snapshot.rates = alerts_.watched_rates(session)
-    snapshot.alerts = alerts_.evaluate(session, queues=queues, workers=workers,
+    snapshot.alerts = alerts_.evaluate(session, settings, queues=queues, workers=workers,
                                        rates=snapshot.rates)
     if full:
-        _add_details(session, snapshot)
+        _add_details(session, snapshot, settings)
     return snapshot
 
 
-def full_snapshot() -> Snapshot:
+def full_snapshot(settings: Settings) -> Snapshot:
     """The snapshot with its details, as ``mailer status`` and the Ops page show it. The
     readiness checks run after the snapshot's own transaction has ended: on SQLite an open
     transaction holds the write lock, and the database check would wait for it."""
@@ -174,12 +176,12 @@ def full_snapshot() -> Snapshot:
     from mailer.ops import readiness
 
     with transaction() as session:
-        snapshot = collect(session, full=True)
-    snapshot.checks = readiness.checks()
+        snapshot = collect(session, settings, full=True)
+    snapshot.checks = readiness.checks(settings)
     return snapshot
 
 
-def _add_details(session: Session, snapshot: Snapshot) -> None:
+def _add_details(session: Session, snapshot: Snapshot, settings: Settings) -> None:
     """What the status command and the ops page show besides the alerts (the readiness
     checks: :func:`full_snapshot`)."""
     from mailer import counters
@@ -192,7 +194,8 @@ def _add_details(session: Session, snapshot: Snapshot) -> None:
     try:
         from mailer.editions import rhythm
 
-        snapshot.schedule = rhythm.overview(session)
+        snapshot.schedule = rhythm.overview(session, settings.editions.edition_schedule_cron,
+                                            settings.identity.timezone)
     except Exception as exc:  # a bad schedule must not hide the rest
         log.warning("could not read the drafting schedule: %s", exc)
-    snapshot.senders = holders.processes(session)
+    snapshot.senders = holders.processes(session, settings.sending)

@@ -41,7 +41,7 @@ class WorkerInfo:
 
 
 def _ttl() -> float:
-    return 3 * get_settings().worker_heartbeat_seconds
+    return 3 * get_settings().ops.worker_heartbeat_seconds
 
 
 def beat(hostname: str, info: dict[str, Any], client: redis.Redis | None = None) -> None:
@@ -101,7 +101,7 @@ class Heartbeat:
         return self
 
     def _run(self) -> None:
-        interval = get_settings().worker_heartbeat_seconds
+        interval = get_settings().ops.worker_heartbeat_seconds
         while not self._stop.is_set():
             try:
                 beat(self.hostname, self.info)

@@ -18,7 +18,7 @@ import secrets
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from mailer.config import get_settings
+from mailer.config import StaffSettings
 from mailer.db import utcnow
 from mailer.staff.models import StaffSession, StaffUser
 
@@ -27,15 +27,17 @@ def _key(cookie_value: str) -> str:
     return hashlib.sha256(cookie_value.encode()).hexdigest()
 
 
-def start(session: Session, user: StaffUser) -> tuple[str, StaffSession]:
-    """A fresh session for ``user``: (the cookie value, the row)."""
-    purge_expired(session)
+def start(session: Session, user: StaffUser,
+          staff: StaffSettings) -> tuple[str, StaffSession]:
+    """A fresh session for ``user``, lasting ``staff.session_hours``: (the cookie value,
+    the row)."""
+    purge_expired(session, staff)
     value = secrets.token_urlsafe(32)
     now = utcnow()
     row = StaffSession(
         id=_key(value), user_id=user.id, csrf_token=secrets.token_urlsafe(32),
         created_at=now, last_seen_at=now,
-        expires_at=now + dt.timedelta(hours=get_settings().session_hours),
+        expires_at=now + dt.timedelta(hours=staff.session_hours),
     )
     session.add(row)
     session.flush()
@@ -46,7 +48,8 @@ def start(session: Session, user: StaffUser) -> tuple[str, StaffSession]:
 SEEN_RESOLUTION = dt.timedelta(minutes=1)
 
 
-def load(session: Session, cookie_value: str | None) -> StaffSession | None:
+def load(session: Session, cookie_value: str | None,
+         staff: StaffSettings) -> StaffSession | None:
     """The live session behind a cookie value, with its user, marked as used now; None when
     there is none, it expired or sat idle too long, or its user was disabled."""
     if not cookie_value or len(cookie_value) > 200:
@@ -55,7 +58,7 @@ def load(session: Session, cookie_value: str | None) -> StaffSession | None:
     now = utcnow()
     if row is None or row.expires_at <= now or not row.user.active:
         return None
-    if now - row.last_seen_at >= dt.timedelta(minutes=get_settings().session_idle_minutes):
+    if now - row.last_seen_at >= dt.timedelta(minutes=staff.session_idle_minutes):
         session.delete(row)  # idle: over for good, even if the next request is in time
         return None
     if now - row.last_seen_at >= SEEN_RESOLUTION:
@@ -72,9 +75,9 @@ def end_all_sessions(session: Session, user: StaffUser) -> None:
     session.execute(delete(StaffSession).where(StaffSession.user_id == user.id))
 
 
-def purge_expired(session: Session) -> int:
+def purge_expired(session: Session, staff: StaffSettings) -> int:
     now = utcnow()
-    idle = now - dt.timedelta(minutes=get_settings().session_idle_minutes)
+    idle = now - dt.timedelta(minutes=staff.session_idle_minutes)
     result = session.execute(delete(StaffSession).where(
         (StaffSession.expires_at <= now) | (StaffSession.last_seen_at <= idle)))
     return int(getattr(result, "rowcount", 0) or 0)

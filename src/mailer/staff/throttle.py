@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from mailer.config import get_settings
+from mailer.config import StaffSettings
 from mailer.redis import get_redis
 
 # KEYS[1]: the counter. ARGV: now, free attempts, first wait, longest wait, window.
@@ -67,17 +67,17 @@ def wait_seconds(ip: str, email: str) -> int:
     return max([0, *(int(-(-(u - now) // 1)) for u in until)])
 
 
-def record_failure(ip: str, email: str) -> int:
-    """Count a failed attempt; the seconds the address must now wait (0: none yet)."""
-    settings = get_settings()
-    window = settings.login_failure_window_minutes * 60
+def record_failure(ip: str, email: str, staff: StaffSettings) -> int:
+    """Count a failed attempt; the seconds the address must now wait (0: none yet), by the
+    throttles of ``staff``."""
+    window = staff.login_failure_window_minutes * 60
     by_ip, by_account = _keys(ip, email)
     redis = get_redis()
     waits = [
-        float(redis.eval(_FAIL, 1, key, time.time(), free, settings.login_backoff_seconds,
-                         settings.login_backoff_max_seconds, window))
-        for key, free in ((by_ip, settings.login_free_attempts_per_ip),
-                          (by_account, settings.login_free_attempts_per_account_and_ip))
+        float(redis.eval(_FAIL, 1, key, time.time(), free, staff.login_backoff_seconds,
+                         staff.login_backoff_max_seconds, window))
+        for key, free in ((by_ip, staff.login_free_attempts_per_ip),
+                          (by_account, staff.login_free_attempts_per_account_and_ip))
     ]
     return int(-(-max(waits) // 1))
 

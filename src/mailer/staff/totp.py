@@ -83,8 +83,10 @@ def new_secret() -> str:
     return pyotp.random_base32()  # 160 bits, as RFC 4226 recommends
 
 
-def provisioning_uri(secret: str, email: str) -> str:
-    return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=get_settings().list_name)
+def provisioning_uri(secret: str, email: str, issuer: str) -> str:
+    """The otpauth:// URI an authenticator app reads, its entry named ``issuer`` (the list
+    name)."""
+    return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=issuer)
 
 
 def qr_svg(data: str) -> str:

@@ -47,7 +47,8 @@ def create_app() -> FastAPI:
     setup_logging()
     logging.getLogger("uvicorn.access").addFilter(clicks.LeaveClicksOut())
     settings = get_settings()  # refuses to start with the default secret outside development
-    app = FastAPI(title=settings.list_name, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title=settings.identity.list_name, docs_url=None, redoc_url=None,
+                  openapi_url=None)
     app.add_middleware(RefuseNul)
     app.include_router(health.router)
     app.include_router(public.router)

@@ -61,15 +61,15 @@ def _atom(editions: list[Edition]) -> bytes:
     settings = get_settings()
     feed = FeedGenerator()
     feed.id(f"{settings.base_url}/archive")
-    feed.title(f"{settings.list_name}: editions")
-    feed.author({"name": settings.organisation_name})
+    feed.title(f"{settings.identity.list_name}: editions")
+    feed.author({"name": settings.identity.organisation_name})
     feed.link(href=f"{settings.base_url}/archive", rel="alternate", type="text/html")
     feed.link(href=f"{settings.base_url}/archive.xml", rel="self",
               type="application/atom+xml")
     feed.language("en")
     # feedgen prepends each entry it is given: add the oldest first so the newest leads.
     for edition in reversed(editions):
-        url = snapshot.view_url(edition)
+        url = snapshot.view_url(edition, settings.base_url)
         when = edition.finished_at or edition.started_at or edition.window_end
         entry = feed.add_entry()
         entry.id(url)

@@ -31,7 +31,7 @@ def healthz() -> JSONResponse:
 
 @router.get("/readyz")
 def readyz() -> JSONResponse:
-    results = readiness.checks()
+    results = readiness.checks(get_settings())
     ok = readiness.ready(results)
     return JSONResponse({"status": "ready" if ok else "not ready", **results},
                         status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
@@ -41,7 +41,7 @@ def metrics_access(request: Request) -> int:
     """200 when the request may read /metrics, else 401 (a token is configured and the
     request has none or a wrong one) or 403."""
     settings = get_settings()
-    token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+    token = settings.ops.metrics_token.get_secret_value() if settings.ops.metrics_token else ""
     given = request.headers.get("authorization", "")
     if token and given.lower().startswith("bearer ") and secrets.compare_digest(
             given[7:].strip().encode(), token.encode()):
@@ -51,7 +51,7 @@ def metrics_access(request: Request) -> int:
     except ValueError:
         address = None
     if address is not None:
-        for network in settings.metrics_networks:
+        for network in settings.ops.metrics_networks:
             try:
                 if address in ipaddress.ip_network(network, strict=False):
                     return 200
@@ -69,5 +69,5 @@ async def metrics(request: Request) -> Response:
         headers = {"WWW-Authenticate": 'Bearer realm="metrics"'} if status == 401 else {}
         return PlainTextResponse("Not allowed to read the metrics.\n", status_code=status,
                                  headers=headers)
-    body = await run_in_threadpool(render)
+    body = await run_in_threadpool(render, get_settings())
     return Response(body, media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})

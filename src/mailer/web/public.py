@@ -74,13 +74,13 @@ async def subscribe(request: Request) -> HTMLResponse:
 
     settings = get_settings()
     ip = client_ip(request)
-    if not hit(f"signup-ip:{ip}", settings.signup_limit_per_ip_per_hour, 3600):
+    if not hit(f"signup-ip:{ip}", settings.signup.signup_limit_per_ip_per_hour, 3600):
         return page("rate-limited.html", 429)
     # Over the per-address limit the sign-up is answered, recorded and queued exactly as
     # a first one (status, body and work alike): a 429 here would tell a stranger that
     # this address signed up today. It only sends no second mail.
     may_mail = hit(f"signup-address:{address_hash(key)}",
-                   settings.confirmation_mails_per_address_per_day, 86400)
+                   settings.signup.confirmation_mails_per_address_per_day, 86400)
     origin = service.Origin(source=source, ip=ip, user_agent=request.headers.get("user-agent"))
     await run_in_threadpool(_sign_up, values, origin, may_mail)
     return _thanks()

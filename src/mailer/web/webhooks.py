@@ -24,6 +24,7 @@ from mailer.bounces.webhooks import (
     sendgrid,
     ses,
 )
+from mailer.config import get_settings
 from mailer.db import transaction
 
 log = logging.getLogger(__name__)
@@ -48,11 +49,12 @@ async def webhook(provider: str, request: Request) -> JSONResponse:
 
 
 def _apply(provider: str, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
+    bounces = get_settings().bounces  # the keys and the replay window
     token = None
     if provider == "mailgun":
-        events, token = mailgun.events_from(body, headers)
+        events, token = mailgun.events_from(body, headers, bounces)
     else:
-        events = _PROVIDERS[provider].events_from(body, headers)
+        events = _PROVIDERS[provider].events_from(body, headers, bounces)
     with transaction() as session:
         return apply_events(session, provider, events, replay_token=token).as_dict()
 

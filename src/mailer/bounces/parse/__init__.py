@@ -35,7 +35,7 @@ from mailer.bounces.parse.report import (
     FailedRecipient,
     unparsed_recipient,
 )
-from mailer.config import get_settings
+from mailer.config import DEFAULT_BOUNCE_MAX_BYTES
 
 __all__ = ["BounceReport", "BounceTooLarge", "FailedRecipient", "iter_messages", "parse_bounce"]
 
@@ -46,10 +46,11 @@ logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
 
 def parse_bounce(
-    raw: bytes, *, envelope_to: Sequence[str] = (), max_bytes: int | None = None
+    raw: bytes, *, envelope_to: Sequence[str] = (), max_bytes: int = DEFAULT_BOUNCE_MAX_BYTES
 ) -> BounceReport:
-    """Understand one bounce mail. Never raises, except :class:`BounceTooLarge`."""
-    cap = get_settings().bounce_max_bytes if max_bytes is None else max_bytes
+    """Understand one bounce mail. Never raises, except :class:`BounceTooLarge` (over
+    ``max_bytes``: the intake paths pass ``MAILER_BOUNCE_MAX_BYTES``)."""
+    cap = max_bytes
     if len(raw) > cap:
         raise BounceTooLarge(
             f"refused: the message is {len(raw):,} bytes, over the cap of {cap:,} bytes "
@@ -75,7 +76,7 @@ def iter_messages(path: Path, *, limit: int | None = None) -> Iterator[tuple[str
     the bounce size cap), enough for :func:`parse_bounce` to refuse it without reading a
     huge file into memory.
     """
-    limit = get_settings().bounce_max_bytes if limit is None else limit
+    limit = DEFAULT_BOUNCE_MAX_BYTES if limit is None else limit
     path = Path(path)
     if path.is_dir():
         if all((path / sub).is_dir() for sub in ("cur", "new")):

@@ -303,12 +303,12 @@ def _not_recipients(text: str, sender_address: str, addressed_to: list[str],
     settings = get_settings()
     excluded = {a.lower() for a in addressed_to}
     excluded |= {a.lower() for a in original.senders}
-    excluded |= {sender_address.lower(), settings.from_email.lower()}
+    excluded |= {sender_address.lower(), settings.identity.from_email.lower()}
     if original.return_path:
         excluded.add(original.return_path.lower())
     for match in _SENDER_LINE.finditer(text):
         excluded.update(a.lower() for a in ADDRESS.findall(match.group(0)))
-    bounce_domain = "@" + settings.bounce_domain.lower()
+    bounce_domain = "@" + settings.identity.bounce_domain.lower()
     reporter = _site(sender_address)
     return {a for a in excluded if a} | {
         a.lower() for a in ADDRESS.findall(text)

@@ -12,7 +12,7 @@ EXCERPT_BYTES = 8 * 1024
 
 
 class BounceTooLarge(ValueError):
-    """The input is over ``settings.bounce_max_bytes``: refused before it is parsed."""
+    """The input is over ``settings.bounces.bounce_max_bytes``: refused before it is parsed."""
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ from mailer.bounces.actions import record_bounce
 from mailer.bounces.attribute import Attribution, attribute_event
 from mailer.bounces.classify import basic_code, classify, enhanced_status
 from mailer.bounces.models import BounceClass, WebhookEvent
-from mailer.config import get_settings
 from mailer.db import utcnow
 
 #: The largest request body a webhook reads (SendGrid batches are the largest, ~1 MB).
@@ -208,12 +207,12 @@ def as_code(value: object) -> int | None:
     return value if isinstance(value, int) and 200 <= value <= 599 else None
 
 
-def check_fresh(timestamp: float, what: str) -> None:
+def check_fresh(timestamp: float, what: str, max_age: float) -> None:
     """Refuse a signed timestamp too far from now (a replay of an old request), or one that
     is not a finite number (``nan`` compares false with everything: it would pass)."""
     if not math.isfinite(timestamp):
         raise WebhookRefused(403, f"{what} is not a finite number")
-    window = get_settings().webhook_max_age_seconds
+    window = max_age  # MAILER_WEBHOOK_MAX_AGE_SECONDS
     age = utcnow().timestamp() - timestamp
     if age > window or age < -300:
         raise WebhookRefused(403, f"{what} is {int(age)} s old: outside the "

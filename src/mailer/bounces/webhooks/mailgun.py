@@ -27,7 +27,7 @@ from mailer.bounces.webhooks import (
     failure_class,
     parse_json,
 )
-from mailer.config import get_settings
+from mailer.config import BounceSettings
 
 PROVIDER = "mailgun"
 
@@ -35,9 +35,10 @@ PROVIDER = "mailgun"
 _SUPPRESSED = {"suppress-bounce": BounceClass.hard, "suppress-complaint": BounceClass.complaint}
 
 
-def verify(payload: Mapping[str, Any]) -> str:
-    """Check the signature block; return its token (to be remembered against replays)."""
-    key = get_settings().mailgun_signing_key
+def verify(payload: Mapping[str, Any], bounces: BounceSettings) -> str:
+    """Check the signature block with ``bounces``' key; return its token (to be remembered
+    against replays)."""
+    key = bounces.mailgun_signing_key
     if key is None:
         raise WebhookRefused(403, "the Mailgun webhook is not configured "
                                   "(MAILER_MAILGUN_SIGNING_KEY)")
@@ -56,18 +57,19 @@ def verify(payload: Mapping[str, Any]) -> str:
                                signature.lower().encode("utf-8", "surrogatepass")):
         raise WebhookRefused(403, "the Mailgun signature does not match")
     try:
-        check_fresh(float(timestamp), "the Mailgun timestamp")
+        check_fresh(float(timestamp), "the Mailgun timestamp", bounces.webhook_max_age_seconds)
     except ValueError:
         raise WebhookRefused(403, "the Mailgun timestamp is not a number") from None
     return token
 
 
-def events_from(body: bytes, headers: Mapping[str, str]) -> tuple[list[ProviderEvent], str]:
+def events_from(body: bytes, headers: Mapping[str, str],
+                bounces: BounceSettings) -> tuple[list[ProviderEvent], str]:
     """The events of a request and the signature token it used."""
     payload = parse_json(body)
     if not isinstance(payload, dict):
         raise WebhookRefused(400, "a Mailgun webhook posts a JSON object")
-    token = verify(payload)
+    token = verify(payload, bounces)
     data = payload.get("event-data")
     if not isinstance(data, dict) or not as_text(data.get("id")):
         raise WebhookRefused(400, "the Mailgun event-data (with its id) is missing")

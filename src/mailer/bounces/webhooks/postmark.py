@@ -23,7 +23,7 @@ from mailer.bounces.webhooks import (
     failure_class,
     parse_json,
 )
-from mailer.config import get_settings
+from mailer.config import BounceSettings
 
 PROVIDER = "postmark"
 
@@ -39,9 +39,8 @@ _TYPES: dict[str, BounceClass | None] = {
 }
 
 
-def check_auth(headers: Mapping[str, str]) -> None:
-    settings = get_settings()
-    user, password = settings.postmark_webhook_user, settings.postmark_webhook_password
+def check_auth(headers: Mapping[str, str], bounces: BounceSettings) -> None:
+    user, password = bounces.postmark_webhook_user, bounces.postmark_webhook_password
     if not user or password is None:
         raise WebhookRefused(403, "the Postmark webhook is not configured "
                                   "(MAILER_POSTMARK_WEBHOOK_USER and _PASSWORD)")
@@ -59,8 +58,9 @@ def check_auth(headers: Mapping[str, str]) -> None:
         raise WebhookRefused(401, "wrong or missing basic auth for the Postmark webhook")
 
 
-def events_from(body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
-    check_auth(headers)
+def events_from(body: bytes, headers: Mapping[str, str],
+                bounces: BounceSettings) -> list[ProviderEvent]:
+    check_auth(headers, bounces)
     record = parse_json(body)
     if not isinstance(record, dict):
         raise WebhookRefused(400, "a Postmark webhook posts a JSON object")

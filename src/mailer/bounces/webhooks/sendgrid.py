@@ -33,7 +33,7 @@ from mailer.bounces.webhooks import (
     failure_class,
     parse_json,
 )
-from mailer.config import get_settings
+from mailer.config import BounceSettings
 
 PROVIDER = "sendgrid"
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
@@ -64,8 +64,8 @@ def _public_key(text: str) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def verify(body: bytes, headers: Mapping[str, str]) -> None:
-    configured = get_settings().sendgrid_public_key
+def verify(body: bytes, headers: Mapping[str, str], bounces: BounceSettings) -> None:
+    configured = bounces.sendgrid_public_key
     if not configured:
         raise WebhookRefused(403, "the SendGrid webhook is not configured "
                                   "(MAILER_SENDGRID_PUBLIC_KEY)")
@@ -79,13 +79,14 @@ def verify(body: bytes, headers: Mapping[str, str]) -> None:
     except (InvalidSignature, binascii.Error, ValueError):
         raise WebhookRefused(403, "the SendGrid signature does not match") from None
     try:
-        check_fresh(float(timestamp), "the SendGrid timestamp")
+        check_fresh(float(timestamp), "the SendGrid timestamp", bounces.webhook_max_age_seconds)
     except ValueError:
         raise WebhookRefused(403, "the SendGrid timestamp is not a number") from None
 
 
-def events_from(body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
-    verify(body, headers)
+def events_from(body: bytes, headers: Mapping[str, str],
+                bounces: BounceSettings) -> list[ProviderEvent]:
+    verify(body, headers, bounces)
     payload = parse_json(body)
     if not isinstance(payload, list):
         raise WebhookRefused(400, "a SendGrid event webhook posts a JSON list")

@@ -48,7 +48,7 @@ from mailer.bounces.webhooks import (
     failure_class,
     parse_json,
 )
-from mailer.config import get_settings
+from mailer.config import BounceSettings
 from mailer.db import utcnow
 
 log = logging.getLogger(__name__)
@@ -157,8 +157,10 @@ def verify(message: Mapping[str, Any]) -> None:
         raise WebhookRefused(403, "the SNS signature does not match") from None
 
 
-def events_from(body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
-    """Check an SNS request and return its events ([] for a subscription message)."""
+def events_from(body: bytes, headers: Mapping[str, str],
+                bounces: BounceSettings) -> list[ProviderEvent]:
+    """Check an SNS request (its topic one of ``bounces.ses_topic_arns``) and return its
+    events ([] for a subscription message)."""
     message = parse_json(body)
     if not isinstance(message, dict):
         raise WebhookRefused(400, "an SNS message is a JSON object")
@@ -166,7 +168,7 @@ def events_from(body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
     announced = headers.get("x-amz-sns-message-type")
     if announced and announced != kind:
         raise WebhookRefused(400, "x-amz-sns-message-type does not match the message")
-    topics = get_settings().ses_topic_arns
+    topics = bounces.ses_topic_arns
     if message.get("TopicArn") not in topics:
         raise WebhookRefused(403, f"topic {message.get('TopicArn')!r} is not in "
                                   "MAILER_SES_TOPIC_ARNS")
@@ -177,7 +179,7 @@ def events_from(body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
         raise WebhookRefused(400, "the SNS Timestamp is not a date") from None
     if sent.tzinfo is None:
         sent = sent.replace(tzinfo=dt.UTC)
-    check_fresh(sent.timestamp(), "the SNS message")
+    check_fresh(sent.timestamp(), "the SNS message", bounces.webhook_max_age_seconds)
 
     if kind == "SubscriptionConfirmation":
         _fetcher.confirm(str(message.get("SubscribeURL", "")))

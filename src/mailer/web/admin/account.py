@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.staff import totp
 from mailer.staff.models import StaffUser
@@ -39,7 +40,7 @@ def account(request: Request, staff: Staff = Depends(viewer)) -> HTMLResponse:
 
 def _setup_page(request: Request, staff: Staff, secret: str, *, status: int = 200,
                 error: str = "") -> HTMLResponse:
-    uri = totp.provisioning_uri(secret, staff.email)
+    uri = totp.provisioning_uri(secret, staff.email, get_settings().identity.list_name)
     return admin_page(request, "account-totp.html", staff, status, secret=secret,
                       grouped=" ".join(secret[i:i + 4] for i in range(0, len(secret), 4)),
                       qr=totp.qr_svg(uri), uri=uri, error=error,

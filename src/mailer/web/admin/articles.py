@@ -22,6 +22,7 @@ from starlette.datastructures import UploadFile
 from mailer.articles import feeds
 from mailer.articles.importer import ImportReport, import_feed
 from mailer.articles.models import Article
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.web.admin.auth import AdminRefusal, Staff, editor, viewer
 from mailer.web.admin.render import admin_page, redirect
@@ -100,7 +101,8 @@ def _import_file(data: bytes, name: str, staff: Staff) -> ImportReport | str:
 
 def _import_url(url: str, staff: Staff) -> ImportReport | str:
     try:
-        feed = feeds.load(url)  # the network stays outside the transaction
+        # The network stays outside the transaction.
+        feed = feeds.load(url, get_settings().articles)
     except feeds.FeedError as exc:
         return str(exc)
     return _store(feed, staff)

@@ -73,7 +73,7 @@ def _load(cookie_value: str | None) -> Staff | None:
     if not cookie_value:
         return None
     with transaction() as session:
-        row = sessions.load(session, cookie_value)
+        row = sessions.load(session, cookie_value, get_settings().staff)
         if row is None:
             return None
         return Staff(row.user.id, row.user.email, row.user.role, row.csrf_token)
@@ -201,7 +201,7 @@ async def login(request: Request) -> Response:
         return _throttled(request, wait, email=email[:320], nonce=nonce)
     result = await run_in_threadpool(_authenticate, request, email, password)
     if result is None:
-        await run_in_threadpool(throttle.record_failure, ip, email)
+        await run_in_threadpool(throttle.record_failure, ip, email, get_settings().staff)
         return _login_page(request, status=401, email=email[:320], nonce=nonce,
                            error=WRONG_LOGIN)
     next_page = safe_next(fields.get("next"))
@@ -222,7 +222,7 @@ def _logged_in(cookie_value: str, role: str, next_page: str) -> Response:
         next_page = "/admin/ops"
     response = redirect(next_page)
     response.set_cookie(session_cookie(), cookie_value, path="/", httponly=True, samesite="lax",
-                        secure=_secure(), max_age=get_settings().session_hours * 3600)
+                        secure=_secure(), max_age=get_settings().staff.session_hours * 3600)
     response.delete_cookie(LOGIN_COOKIE, path="/admin")
     response.delete_cookie(SECOND_STEP_COOKIE, path="/admin")
     return response
@@ -240,7 +240,7 @@ def _authenticate(request: Request, email: str, password: str) -> tuple[str, str
             return None
         if result.reason == "second-factor":
             return result.user.id
-        value, _ = sessions.start(session, result.user)
+        value, _ = sessions.start(session, result.user, get_settings().staff)
         return value, result.user.role
 
 
@@ -294,7 +294,7 @@ async def login_code(request: Request) -> Response:
         return _throttled(request, wait, code_step=True, nonce=nonce, next_page=next_page)
     result = await run_in_threadpool(_second_factor, request, user_id, fields.get("code", ""))
     if result is None:
-        await run_in_threadpool(throttle.record_failure, ip, email)
+        await run_in_threadpool(throttle.record_failure, ip, email, get_settings().staff)
         return _code_page(request, status=401, error=WRONG_CODE, nonce=nonce,
                           next_page=next_page)
     await run_in_threadpool(throttle.record_success, ip, email)
@@ -318,7 +318,7 @@ def _second_factor(request: Request, user_id: int, code: str) -> tuple[str, str]
             return None
         sessions.end(session, request.cookies.get(session_cookie()))
         accounts.complete_login(session, user, ip=client_ip(request), second_factor=method)
-        value, _ = sessions.start(session, user)
+        value, _ = sessions.start(session, user, get_settings().staff)
         return value, user.role
 
 

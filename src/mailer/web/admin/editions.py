@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from mailer.bounces.rates import edition_rates
+from mailer.config import get_settings
 from mailer.db import transaction, utcnow
 from mailer.delivery import service as sending
 from mailer.delivery.preflight import Check, preflight
@@ -108,7 +109,8 @@ def show(request: Request, edition_id: RowId, staff: Staff = Depends(viewer)) ->
         editable = edition.state in EDITABLE
         checked = preflight(session, edition) if editable else None
         articles = [link.article for link in edition.articles]
-        ordered = reading_order(articles, edition.category_order)
+        filing = get_settings().articles
+        ordered = reading_order(articles, edition.category_order, filing)
         candidates = editions.candidate_articles(session, edition) if editable else []
         counts = sending.state_counts(session, edition.id)
         audit = recent(session, target=f"edition:{edition.id}", limit=50)
@@ -118,7 +120,7 @@ def show(request: Request, edition_id: RowId, staff: Staff = Depends(viewer)) ->
             problem=checked.about(Check.content) if checked else None,
             hold=checked.about(Check.complaints) if checked else None, ordered=ordered,
             candidates=candidates, counts=counts,
-            audit=audit, rates=rates, sections=category_order(edition.category_order),
+            audit=audit, rates=rates, sections=category_order(edition.category_order, filing),
             window_since=edition.window_start.astimezone(zone()).date().isoformat(),
             window_until=last_day(edition.window_end).isoformat(),
             audience=checked.audience if checked else edition.audience_count,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.ops import status
 from mailer.paths import templates_dir
@@ -23,7 +24,8 @@ router = APIRouter(prefix="/admin")
 
 @router.get("/ops", response_class=HTMLResponse)
 def ops(request: Request, staff: Staff = Depends(viewer)) -> HTMLResponse:
-    snapshot = status.full_snapshot()  # the very snapshot ``mailer status`` shows
+    # The very snapshot ``mailer status`` shows.
+    snapshot = status.full_snapshot(get_settings())
     return admin_page(request, "ops.html", staff, snapshot=snapshot, smtp=snapshot.smtp,
                       tasks=snapshot.tasks, checks=snapshot.checks, schedule=snapshot.schedule,
                       banner=snapshot.alerts)

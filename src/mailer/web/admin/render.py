@@ -73,13 +73,14 @@ def _banner(staff: Staff | None, session: Session | None) -> list[Any]:
     from mailer.ops import alerts, status
 
     try:
+        settings = get_settings()
         if session is not None:
             with session.begin_nested():  # a failing query must not spoil the caller's
-                _, queues, _, workers = status.redis_state(session)
-                return alerts.evaluate(session, queues=queues, workers=workers)
+                _, queues, _, workers = status.redis_state(settings, session)
+                return alerts.evaluate(session, settings, queues=queues, workers=workers)
         with transaction() as own:
-            _, queues, _, workers = status.redis_state(own)
-            return alerts.evaluate(own, queues=queues, workers=workers)
+            _, queues, _, workers = status.redis_state(settings, own)
+            return alerts.evaluate(own, settings, queues=queues, workers=workers)
     except Exception:  # the banner must never keep a page from showing
         log.exception("could not work out the alerts for the banner")
         return []

@@ -33,7 +33,7 @@ PREFIX = "/api/v1"
 def create_api() -> FastAPI:
     settings = get_settings()
     api = FastAPI(
-        title=f"{settings.list_name} API", version="1",
+        title=f"{settings.identity.list_name} API", version="1",
         description="Subscribers of the newsletter, for the association's other systems. "
                     "Authenticate with `Authorization: Bearer <token>` (`mailer tokens "
                     "create`). Errors are RFC 9457 problem details.",

@@ -144,11 +144,12 @@ def sign_up(caller: Annotated[Caller, Depends(require("subscribers:write"))],
         raise ApiProblem(422, "The sign-up has fields that are wrong.",
                          errors=field_errors(**problems))
     settings = get_settings()
-    if not hit(f"signup-token:{caller.token_id}", settings.signup_limit_per_ip_per_hour, 3600):
-        raise ApiProblem(429, f"More than {settings.signup_limit_per_ip_per_hour} sign-ups in "
+    limit = settings.signup.signup_limit_per_ip_per_hour
+    if not hit(f"signup-token:{caller.token_id}", limit, 3600):
+        raise ApiProblem(429, f"More than {limit} sign-ups in "
                          "an hour with this token.", headers={"Retry-After": "3600"})
     may_mail = hit(f"signup-address:{address_hash(key)}",
-                   settings.confirmation_mails_per_address_per_day, 86400)
+                   settings.signup.confirmation_mails_per_address_per_day, 86400)
     origin = service.Origin(source=caller.actor, ip=body.ip or client_ip(request),
                             user_agent=body.user_agent or request.headers.get("user-agent"))
     with transaction() as session:
