@@ -11,8 +11,8 @@ from mailer.bounces.models import Bounce
 from mailer.db import transaction
 from mailer.delivery import service
 from mailer.delivery.models import Delivery
-from mailer.subscribers import service as subscribers
 from mailer.subscribers.addresses import key_hash
+from mailer.suppression.service import is_suppressed
 from tests.conftest import wait_for
 from tests.support.bounce_mail import arf, dsn, original_headers
 from tests.support.factories import edition_state, make_edition, make_subscribers
@@ -68,7 +68,7 @@ def test_bounces_of_a_real_send_suppress_the_right_readers_for_the_next_edition(
 
     wait_for(lambda: bounces() == len(reports), timeout=60, what="the bounces processed")
     with transaction() as session:
-        suppressed = {a for a in readers if subscribers.is_suppressed(session, key_hash(a))}
+        suppressed = {a for a in readers if is_suppressed(session, key_hash(a))}
         rows = {b.recipient: b for b in session.scalars(select(Bounce))}
     assert suppressed == {gone, moved, angry}
     assert rows[gone].attribution == "verp" and rows[gone].delivery_id is not None

@@ -16,7 +16,7 @@ from mailer.bounces.models import Bounce, BounceClass
 from mailer.db import transaction
 from mailer.delivery import service
 from mailer.delivery.models import Delivery
-from mailer.subscribers import service as subscribers
+from mailer.subscribers.signup import Profile, sign_up
 from tests.conftest import wait_for
 from tests.support.factories import edition_state, make_edition, make_subscribers
 from tests.support.processes import WebServer, free_port
@@ -211,8 +211,8 @@ def test_task_failures_and_retries_are_counted(clean, worker, web) -> None:
     # A task that asks to be retried: the SMTP server answers 451 to the confirmation mail.
     clean.smtp.behaviour.add("greylisted@example.org", "rcpt", "451 4.7.1 Greylisted")
     with transaction() as session:
-        reader = subscribers.sign_up(session, email="greylisted@example.org",
-                                     profile=subscribers.Profile(), origin=ORIGIN)
+        reader = sign_up(session, email="greylisted@example.org",
+                                     profile=Profile(), origin=ORIGIN)
         reader_id = reader.id
     assert isinstance(reader_id, int)
     send_confirmation.delay(reader_id)

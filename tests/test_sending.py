@@ -15,8 +15,9 @@ from mailer.db import transaction
 from mailer.delivery import service
 from mailer.delivery.models import Delivery
 from mailer.emails.verp import parse_return_path
-from mailer.subscribers import service as subscribers
 from mailer.subscribers.models import Subscriber
+from mailer.subscribers.unsubscribe import unsubscribe_url_for
+from mailer.suppression.service import is_suppressed, suppress
 from tests.conftest import wait_for, wait_settled
 from tests.support.factories import (
     counts,
@@ -97,9 +98,9 @@ def test_smtp_outcomes_are_recorded_and_acted_on(rig) -> None:
             select(Delivery, Subscriber).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
             .where(Delivery.edition_id == edition_id)).all()}
         bounces = {b.recipient: b for b in session.scalars(select(Bounce))}
-        hard_suppressed = subscribers.is_suppressed(session, _hash(session, hard))
-        policy_suppressed = subscribers.is_suppressed(session, _hash(session, policy))
-        busy_suppressed = subscribers.is_suppressed(session, _hash(session, always_busy))
+        hard_suppressed = is_suppressed(session, _hash(session, hard))
+        policy_suppressed = is_suppressed(session, _hash(session, policy))
+        busy_suppressed = is_suppressed(session, _hash(session, always_busy))
     assert rows[once_greylisted].state == "sent" and rows[once_greylisted].attempts == 2
     assert rows[hard].state == "bounced" and rows[hard].smtp_code == 550
     assert "User unknown" in rows[hard].smtp_reply
@@ -125,8 +126,8 @@ def test_audience_is_confirmed_and_unsuppressed_readers_frozen_once(rig) -> None
     make_subscribers(2, prefix="pending", status="pending")
     make_subscribers(2, prefix="gone", status="unsubscribed")
     with transaction() as session:
-        subscribers.suppress(session, _hash(session, "reader00000@example.net"),
-                             reason="manual", by="test")
+        suppress(session, _hash(session, "reader00000@example.net"),
+                 reason="manual", by="test")
     edition_id = make_edition()
     assert start(edition_id) == 4
     assert start(edition_id) == 4  # a second start changes nothing
@@ -147,7 +148,7 @@ def test_a_reader_who_unsubscribes_during_the_send_gets_nothing(rig, web) -> Non
     rig.worker(MAILER_RATE_LIMIT_PER_SECOND="100")  # the send takes about four seconds
     start(edition_id)
     wait_for(lambda: len(rig.stack.smtp.messages) >= 50, what="the send to be under way")
-    url = subscribers.unsubscribe_url_for(public_id).replace(rig.stack.base_url, web.url)
+    url = unsubscribe_url_for(public_id).replace(rig.stack.base_url, web.url)
     answer = httpx.post(url, data={"List-Unsubscribe": "One-Click"})
     assert answer.status_code == 200
     assert len(rig.stack.smtp.messages) < 399  # it really happened during the send

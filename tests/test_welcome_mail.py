@@ -18,9 +18,10 @@ from mailer.bounces.parse import parse_bounce
 from mailer.config import reset_settings
 from mailer.db import transaction
 from mailer.emails.verp import parse_return_path
-from mailer.subscribers import service
+from mailer.subscribers.confirmation import confirm
 from mailer.subscribers.confirmation_mail import MailResult
 from mailer.subscribers.models import ConfirmationToken
+from mailer.subscribers.unsubscribe import unsubscribe, unsubscribe_url
 from mailer.subscribers.welcome_mail import send_welcome_mail
 from tests.conftest import wait_for
 from tests.support.mail import links, parse, parts
@@ -56,7 +57,7 @@ def _sign_up_and_confirm(clean, web, address: str) -> int:  # type: ignore[no-un
     assert answer.status_code == 200, answer.text
     token = path(confirmation_link(clean.smtp, address)).rsplit("/", 1)[1]
     with transaction() as session:  # what POST /confirm/<token> does
-        check = service.confirm(session, token, ip=None, user_agent=None)
+        check = confirm(session, token, ip=None, user_agent=None)
         assert check.status == "ok" and check.token is not None
         return check.token.id
 
@@ -81,7 +82,7 @@ def test_a_reader_who_confirms_is_welcomed_once_and_a_bounce_of_it_attributes(
     text, html = parts(msg)
     assert "Ida" in text and "Ida" in html
     [unsubscribe] = [u for u in links(text) if "/unsubscribe/" in u]
-    assert unsubscribe == service.unsubscribe_url(sub) and unsubscribe in html
+    assert unsubscribe == unsubscribe_url(sub) and unsubscribe in html
     # No edition has been sent yet: no archive link, and no sentence about one.
     assert "/archive/" not in text and "/archive/" not in html and "archive" not in text
     wait_for(lambda: "welcome_sent" in events(sub.id), what="the welcome recorded")
@@ -120,7 +121,7 @@ def test_no_welcome_when_the_setting_is_off_or_the_reader_left(clean, web, worke
     # reader who has left is not welcomed.
     with transaction() as session:
         reader = session.get(type(sub), sub.id)
-        assert service.unsubscribe(session, reader, channel="link")
+        assert unsubscribe(session, reader, channel="link")
     assert send_welcome_mail(sub.id, token_id) == MailResult.nothing
     assert len(clean.smtp.to(address)) == 1  # the confirmation mail alone
     assert "welcome_sent" not in events(sub.id)

@@ -7,7 +7,7 @@ import logging
 
 from mailer import backoff, privacy, tasks
 from mailer.db import transaction
-from mailer.subscribers import service as subscribers
+from mailer.subscribers.confirmation import confirmations_to_resend
 from workers.app import app
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def sweep() -> dict[str, object]:
     from mailer.redis import get_redis
 
     with transaction() as session:
-        stranded = subscribers.confirmations_to_resend(session, older_than=dt.timedelta(minutes=2))
+        stranded = confirmations_to_resend(session, older_than=dt.timedelta(minutes=2))
     for subscriber_id in stranded:
         tasks.publish(tasks.SEND_CONFIRMATION, subscriber_id, session=None)
     bulk_queue_empty = depth(get_redis(), tasks.BULK) == 0

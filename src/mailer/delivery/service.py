@@ -358,7 +358,7 @@ def send_test_copies(
     from mailer.emails.kinds import MessageKind
     from mailer.emails.transport import SMTPFailure, process_transport
     from mailer.subscribers.addresses import InvalidAddress, normalise
-    from mailer.subscribers.service import public_id_of_test_copy
+    from mailer.subscribers.unsubscribe import public_id_of_test_copy
 
     settings = get_settings()  # a staff action's entry (web and CLI): the one read
     with transaction() as session:

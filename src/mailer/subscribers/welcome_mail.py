@@ -30,7 +30,6 @@ from mailer.emails.kinds import MessageKind
 from mailer.emails.message import message_id
 from mailer.emails.send import send_one
 from mailer.redis import get_redis
-from mailer.subscribers import service
 from mailer.subscribers.confirmation_mail import MailResult
 from mailer.subscribers.models import (
     ConsentEvent,
@@ -38,6 +37,8 @@ from mailer.subscribers.models import (
     Subscriber,
     SubscriberStatus,
 )
+from mailer.subscribers.records import record_event
+from mailer.subscribers.unsubscribe import unsubscribe_url
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def _send_under_claim(subscriber_id: int, token_id: int,
                 ConsentEvent.message_id == message_id(MessageKind.welcome, *ids)))):
             return MailResult.nothing
         context = {"settings": settings, "subscriber": subscriber,
-                   "unsubscribe_url": service.unsubscribe_url(subscriber),
+                   "unsubscribe_url": unsubscribe_url(subscriber),
                    "latest_edition": latest_edition}
         recipient = subscriber.email
     result = send_one(MessageKind.welcome, recipient, context, ids=ids, verp_id=subscriber_id)
@@ -92,8 +93,8 @@ def _send_under_claim(subscriber_id: int, token_id: int,
     with transaction() as session:
         subscriber = session.get(Subscriber, subscriber_id)
         if subscriber is not None:
-            service.record_event(session, subscriber, ConsentEventKind.welcome_sent,
-                                 message_id=result.message_id)
+            record_event(session, subscriber, ConsentEventKind.welcome_sent,
+                         message_id=result.message_id)
     log.info("welcome mail sent: %s", result.reply,
              extra={"subscriber_id": subscriber_id, "smtp_code": result.code})
     return MailResult.sent
