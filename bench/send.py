@@ -258,8 +258,8 @@ def main() -> None:
         from mailer.config import ArticleSettings
         from mailer.counters import smtp_figures
         from mailer.db import transaction, utcnow
+        from mailer.deliveries.models import Delivery
         from mailer.delivery import service
-        from mailer.delivery.models import Delivery
         from mailer.editions import service as editions
         from mailer.editions.models import Edition
 
@@ -436,7 +436,7 @@ def tenths_rate(edition_id: int) -> list[float]:
     from sqlalchemy import select
 
     from mailer.db import transaction
-    from mailer.delivery.models import Delivery
+    from mailer.deliveries.models import Delivery
 
     with transaction() as session:
         times = sorted(t for t in session.scalars(

@@ -21,7 +21,7 @@ from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
 from mailer.config import ArticleSettings
 from mailer.db import transaction
-from mailer.delivery.models import Delivery
+from mailer.deliveries.models import Delivery
 from mailer.editions.models import Edition
 from mailer.staff.models import AuditEntry
 from mailer.subscribers.addresses import key_hash

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
 from mailer.db import transaction
-from mailer.delivery.models import Delivery
+from mailer.deliveries.models import Delivery
 from mailer.subscribers.addresses import key_hash
 from mailer.suppression.service import suppress
 from mailer.web.admin import MODULES

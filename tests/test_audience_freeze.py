@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 
 from mailer import privacy
 from mailer.db import transaction, utcnow
+from mailer.deliveries.models import Delivery
 from mailer.delivery import service
-from mailer.delivery.models import Delivery
 from mailer.editions.models import Edition
 from mailer.subscribers.models import Subscriber
 from tests.support.factories import make_edition, make_subscribers, start

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 
 from mailer.bounces.models import Bounce
 from mailer.db import transaction
+from mailer.deliveries.models import Delivery
 from mailer.delivery import service
-from mailer.delivery.models import Delivery
 from mailer.subscribers.addresses import key_hash
 from mailer.suppression.service import is_suppressed
 from tests.conftest import wait_for

@@ -13,8 +13,8 @@ from pathlib import Path
 from sqlalchemy import select, text
 
 from mailer.db import transaction
+from mailer.deliveries.models import DeliveryState
 from mailer.delivery import ledger
-from mailer.delivery.models import DeliveryState
 from mailer.delivery.states import FINAL_STATES, INITIAL, OPEN_STATES, TRANSITIONS, allowed
 from mailer.subscribers.models import Subscriber
 from mailer.subscribers.queries import MAILABLE_SQL, mailable

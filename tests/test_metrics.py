@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import Bounce, BounceClass
 from mailer.db import transaction
+from mailer.deliveries.models import Delivery
 from mailer.delivery import service
-from mailer.delivery.models import Delivery
 from mailer.subscribers.signup import Profile, sign_up
 from tests.conftest import wait_for
 from tests.support.factories import edition_state, make_edition, make_subscribers

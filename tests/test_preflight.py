@@ -15,8 +15,8 @@ from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
 from mailer.cli import app
 from mailer.db import transaction
+from mailer.deliveries.models import Delivery
 from mailer.delivery import service
-from mailer.delivery.models import Delivery
 from mailer.delivery.preflight import Check, preflight
 from mailer.editions import service as editions
 from mailer.editions.models import Edition

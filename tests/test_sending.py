@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 
 from mailer.bounces.models import Bounce
 from mailer.db import transaction
+from mailer.deliveries.models import Delivery
 from mailer.delivery import service
-from mailer.delivery.models import Delivery
 from mailer.emails.verp import parse_return_path
 from mailer.subscribers.models import Subscriber
 from mailer.subscribers.unsubscribe import unsubscribe_url_for

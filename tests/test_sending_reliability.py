@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from mailer.db import transaction
+from mailer.deliveries.models import Delivery
 from mailer.delivery import service
-from mailer.delivery.models import Delivery
 from mailer.subscribers.models import Subscriber
 from tests.conftest import wait_for, wait_settled
 from tests.support.factories import (

@@ -34,7 +34,7 @@ from mailer.bounces.classify import STRONG, WEAK, hard_strength
 from mailer.bounces.models import Bounce, BounceClass, Trust
 from mailer.config import get_settings
 from mailer.db import publish_after_commit, utcnow
-from mailer.delivery.models import Delivery, DeliveryState
+from mailer.deliveries.models import Delivery, DeliveryState
 from mailer.redis import get_redis
 from mailer.subscribers.models import Subscriber, SuppressionReason
 from mailer.subscribers.unsubscribe import unsubscribe

@@ -23,7 +23,7 @@ from mailer import tasks
 from mailer.audit import record
 from mailer.config import get_settings
 from mailer.db import UTCDateTime, audience_lock, utcnow
-from mailer.delivery.models import FINAL_STATES, OPEN_STATES, Delivery, DeliveryState
+from mailer.deliveries.models import FINAL_STATES, OPEN_STATES, Delivery, DeliveryState
 from mailer.delivery.preflight import Check, audience_size, complaint_hold, nobody, preflight
 from mailer.delivery.queries import state_counts
 from mailer.editions.errors import NotSendable

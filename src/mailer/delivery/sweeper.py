@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 
 from mailer.config import SendingSettings
 from mailer.db import utcnow
+from mailer.deliveries.models import Delivery, DeliveryState
 from mailer.delivery import holders, service
-from mailer.delivery.models import Delivery, DeliveryState
 from mailer.editions.models import Edition, EditionState
 
 D = DeliveryState
