@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from mailer.bounces.models import Bounce
 from mailer.db import transaction
 from mailer.deliveries.models import Delivery
-from mailer.delivery import service
+from mailer.delivery import service as sending
 from mailer.emails.verp import parse_return_path
 from mailer.subscribers.models import Subscriber
 from mailer.subscribers.unsubscribe import unsubscribe_url_for
@@ -165,14 +165,14 @@ def test_pause_resume_and_cancel_take_effect_within_a_batch(rig) -> None:
     start(edition_id)
     wait_for(lambda: len(rig.stack.smtp.messages) >= 100, what="the send to be under way")
     with transaction() as session:
-        service.pause(session, edition_id, by="test")
+        sending.pause(session, edition_id, by="test")
     # In-flight messages settle (the state is read every 0.25 s), then nothing more comes.
     settled = wait_settled(lambda: len(rig.stack.smtp.messages), what="messages after pause")
     time.sleep(1.5)
     assert len(rig.stack.smtp.messages) == settled  # nothing more while paused
     assert settled < 600
     with transaction() as session:
-        service.resume(session, edition_id, by="test")
+        sending.resume(session, edition_id, by="test")
     wait_sent(edition_id)
     assert len(rig.stack.smtp.messages) == 600
     assert len({r for m in rig.stack.smtp.messages for r in m.rcpt_tos}) == 600
@@ -182,7 +182,7 @@ def test_pause_resume_and_cancel_take_effect_within_a_batch(rig) -> None:
     start(second)
     wait_for(lambda: len(rig.stack.smtp.messages) >= before + 100, what="the second send")
     with transaction() as session:
-        service.cancel(session, second, by="test")
+        sending.cancel(session, second, by="test")
     sent_of_second = wait_settled(lambda: len(rig.stack.smtp.messages),
                                   what="messages after cancel") - before
     time.sleep(1.0)
@@ -223,7 +223,7 @@ def test_a_scheduled_edition_is_started_by_beat_on_time(rig) -> None:
     rig.beat()
     at = utcnow() + dt.timedelta(seconds=3)
     with transaction() as session:
-        service.schedule_send(session, edition_id, at, by="test")
+        sending.schedule_send(session, edition_id, at, by="test")
     assert edition_state(edition_id) == "scheduled"
     wait_sent(edition_id, timeout=60)
     with transaction() as session:
@@ -243,17 +243,17 @@ def test_complaints_over_the_stop_rate_hold_every_send_until_acknowledged(rig) -
     start(first)
     with transaction() as session:  # as if the send had gone out
         session.execute(update(Delivery).values(state="sent"))
-        service.finish_if_done(session, first)
+        sending.finish_if_done(session, first)
         delivery = session.scalars(select(Delivery).order_by(Delivery.id)).first()
         record_bounce(session, bounce_class=BounceClass.complaint, source="arf",
                       delivery_id=delivery.id, attribution="verp", fingerprint="c1")
     assert edition_state(first) == "sent"
     second = make_edition(subject="Next edition")
-    with pytest.raises(service.SendError, match=r"complaint rate of 0\.33 %"):
+    with pytest.raises(sending.SendError, match=r"complaint rate of 0\.33 %"):
         start(second)
     assert edition_state(second) == "draft"
     with transaction() as session:
-        assert service.acknowledge_complaints(session, first, by="ops@example.org") == 1
+        assert sending.acknowledge_complaints(session, first, by="ops@example.org") == 1
     assert start(second) == 299  # the complainer is unsubscribed and suppressed
 
 
@@ -298,7 +298,7 @@ def test_the_time_left_comes_from_the_rate_of_the_send_so_far(clean) -> None:
         session.execute(update(Delivery).where(Delivery.id.in_(first))
                         .values(state="sent", sent_at=now - dt.timedelta(seconds=1)))
     with transaction() as session:
-        progress = service.progress(session, edition_id)
+        progress = sending.progress(session, edition_id)
     assert 80 <= progress.rate_per_second <= 110
     assert progress.eta_seconds is not None and 5 <= progress.eta_seconds <= 10
 
