@@ -82,6 +82,8 @@ def move_back(subscriber_id: int, delta: dt.timedelta) -> None:
         sub = s.get(Subscriber, subscriber_id)
         assert sub is not None
         sub_values = {"created_at": sub.created_at - delta, "updated_at": sub.updated_at - delta}
+        if sub.confirmed_at is not None:
+            sub_values["confirmed_at"] = sub.confirmed_at - delta
         s.execute(update(Subscriber).where(Subscriber.id == subscriber_id).values(**sub_values))
         for token in s.scalars(select(ConfirmationToken).where(
                 ConfirmationToken.subscriber_id == subscriber_id)):
