@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> None:
     from mailer.editions import service, snapshot
     from mailer.editions.compose import compose, digest_context, placeholders
     from mailer.emails.render import inline_css, jinja_env
-    from mailer.subscribers.service import unsubscribe_url_for
+    from mailer.subscribers.unsubscribe import unsubscribe_url_for
 
     migrate.upgrade()
     for path in FEEDS:

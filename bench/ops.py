@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
 
     from mailer import counters, migrate
     from mailer.db import transaction, utcnow
-    from mailer.delivery.models import Delivery
+    from mailer.deliveries.models import Delivery
     from mailer.editions.models import Edition
     from mailer.ops import metrics
     from mailer.ops import status as ops_status

@@ -258,8 +258,8 @@ def main() -> None:
         from mailer.config import ArticleSettings
         from mailer.counters import smtp_figures
         from mailer.db import transaction, utcnow
-        from mailer.delivery import service
-        from mailer.delivery.models import Delivery
+        from mailer.deliveries.models import Delivery
+        from mailer.delivery import service as sending
         from mailer.editions import service as editions
         from mailer.editions.models import Edition
 
@@ -282,7 +282,7 @@ def main() -> None:
         for _ in range(3 if args.readers <= 100_000 else 1):
             with transaction() as session:
                 t0 = time.perf_counter()
-                service._freeze_audience(session, session.get(Edition, probe_id))
+                sending._freeze_audience(session, session.get(Edition, probe_id))
                 freeze_times.append(time.perf_counter() - t0)
                 session.rollback()
         results["freeze_seconds"] = round(statistics.median(freeze_times), 3)
@@ -334,7 +334,7 @@ def main() -> None:
         t0 = time.perf_counter()
         started_at = utcnow()
         with transaction() as session:
-            audience = service.start_send(session, edition_id, by="bench")
+            audience = sending.start_send(session, edition_id, by="bench")
         results["start_send_seconds"] = round(time.perf_counter() - t0, 3)
         assert audience == args.readers
         results["audience"] = audience
@@ -348,7 +348,7 @@ def main() -> None:
                 rss_at_10k = {str(p): proc_status(p, "VmRSS") for p in worker_pids()}
             if args.stop_after and not stopped and smtp_figures()["sent"] >= args.stop_after:
                 with transaction() as session:
-                    service.cancel(session, edition_id, by="bench")
+                    sending.cancel(session, edition_id, by="bench")
                 stopped = True
                 time.sleep(2)  # the batches under way stop at their next group
             with transaction() as session:
@@ -356,7 +356,7 @@ def main() -> None:
                 if state in ("sent", "cancelled"):
                     last = session.scalar(select(func.max(Delivery.sent_at))
                                           .where(Delivery.edition_id == edition_id))
-                    counts = service.state_counts(session, edition_id)
+                    counts = sending.state_counts(session, edition_id)
                     break
             time.sleep(0.2)
             if time.perf_counter() - t0 > 7200:
@@ -436,7 +436,7 @@ def tenths_rate(edition_id: int) -> list[float]:
     from sqlalchemy import select
 
     from mailer.db import transaction
-    from mailer.delivery.models import Delivery
+    from mailer.deliveries.models import Delivery
 
     with transaction() as session:
         times = sorted(t for t in session.scalars(

@@ -76,20 +76,21 @@ def main() -> None:
 def prepare(n: int) -> dict[str, list[str]]:
     """``n`` addresses of each kind, made the way real ones come about."""
     from mailer.db import transaction
-    from mailer.subscribers import service
+    from mailer.subscribers.signup import Origin, Profile, sign_up
+    from mailer.subscribers.unsubscribe import unsubscribe
 
     run = secrets.token_hex(3)
     addresses = {kind: [f"{kind}-{run}-{i}@example.org" for i in range(n)] for kind in KINDS}
-    origin = service.Origin(source="bench", ip="127.0.0.1", user_agent="bench")
+    origin = Origin(source="bench", ip="127.0.0.1", user_agent="bench")
     with transaction() as session:
         for kind in ("pending", "confirmed", "unsubscribed"):
             for email in addresses[kind]:
-                subscriber = service.sign_up(session, email=email, profile=service.Profile(),
-                                             origin=origin)
+                subscriber = sign_up(session, email=email, profile=Profile(),
+                                     origin=origin)
                 if kind != "pending":
                     subscriber.status = "confirmed"
                 if kind == "unsubscribed":
-                    service.unsubscribe(session, subscriber, channel="bench")
+                    unsubscribe(session, subscriber, channel="bench")
     return addresses
 
 

@@ -21,12 +21,12 @@ from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
 from mailer.config import ArticleSettings
 from mailer.db import transaction
-from mailer.delivery.models import Delivery
+from mailer.deliveries.models import Delivery
 from mailer.editions.models import Edition
 from mailer.staff.models import AuditEntry
-from mailer.subscribers import service as subscribers
 from mailer.subscribers.addresses import key_hash
 from mailer.subscribers.models import Subscriber, Suppression
+from mailer.suppression.service import suppress
 from tests.conftest import wait_for
 from tests.support.admin import Admin, flash_of, make_staff
 from tests.support.factories import edition_state, make_edition, make_subscribers
@@ -192,7 +192,7 @@ def test_send_now_names_the_audience_and_the_progress_reaches_100(clean, editor,
     readers = make_subscribers(60)
     make("pending@example.org", "pending")
     with transaction() as session:
-        subscribers.suppress(session, key_hash(readers[0]), reason="manual")
+        suppress(session, key_hash(readers[0]), reason="manual")
     edition_id = draft_december(editor)
     confirm = editor.get(f"/admin/editions/{edition_id}/send")
     assert "to 59 readers now?" in confirm.text
@@ -343,7 +343,7 @@ def test_search_history_export_suppress_and_erase(editor) -> None:
 def test_import_and_export_csv(editor) -> None:
     make("already@example.org", "confirmed")
     with transaction() as session:
-        subscribers.suppress(session, key_hash("gone@example.org"), reason="hard_bounce")
+        suppress(session, key_hash("gone@example.org"), reason="hard_bounce")
     body = ("email,first_name,last_name,organisation\n"
             "new.one@example.org,New,One,Probation NL\n"
             "not-an-address,Bad,Row,\n"

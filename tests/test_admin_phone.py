@@ -14,9 +14,9 @@ from sqlalchemy import select
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
 from mailer.db import transaction
-from mailer.delivery.models import Delivery
-from mailer.subscribers import service as subscribers
+from mailer.deliveries.models import Delivery
 from mailer.subscribers.addresses import key_hash
+from mailer.suppression.service import suppress
 from mailer.web.admin import MODULES
 from tests.conftest import wait_for
 from tests.support.admin import Admin, make_staff
@@ -90,8 +90,8 @@ def make_data(admin: Admin) -> dict[str, dict[str, int]]:
                                  "not exist; please try double-checking the address",
                       unverified="no-token", claimed_subscriber_id=person.id,
                       fingerprint="phone-test")
-        subscribers.suppress(session, key_hash(readers[0]), reason="manual",
-                             evidence="asked by phone, ticket 4711 — " + "a long note " * 8)
+        suppress(session, key_hash(readers[0]), reason="manual",
+                 evidence="asked by phone, ticket 4711 — " + "a long note " * 8)
     return {"edition_id": {"draft": draft, "scheduled": scheduled, "sent": sent},
             "subscriber_id": {"maria": person.id}}
 

@@ -48,7 +48,7 @@ def test_the_parts_decode_to_what_the_personaliser_fills_in(first_name: str, loc
     raw = assembler.build(reader)
     message = email.message_from_bytes(raw, policy=email.policy.default)
     text_part, html_part = message.iter_parts()  # type: ignore[attr-defined]
-    from mailer.subscribers.service import unsubscribe_url_for
+    from mailer.subscribers.unsubscribe import unsubscribe_url_for
 
     values = {"unsubscribe_url": unsubscribe_url_for(reader.public_id),
               "view_url": assembler.view_url, "first_name": first_name, "email": reader.email}

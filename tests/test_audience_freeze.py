@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 
 from mailer import privacy
 from mailer.db import transaction, utcnow
-from mailer.delivery import service
-from mailer.delivery.models import Delivery
+from mailer.deliveries.models import Delivery
+from mailer.delivery import service as sending
 from mailer.editions.models import Edition
 from mailer.subscribers.models import Subscriber
 from tests.support.factories import make_edition, make_subscribers, start
@@ -53,7 +53,7 @@ def test_a_reader_has_one_delivery_per_edition_however_the_freeze_runs(clean) ->
     with transaction() as session:
         edition = session.get(Edition, edition_id)
         assert edition is not None
-        assert service._freeze_audience(session, edition) == 6
+        assert sending._freeze_audience(session, edition) == 6
     assert sorted(s for s, _ in _deliveries(edition_id)) == sorted(ids)
 
 
@@ -110,7 +110,7 @@ def test_an_erasure_waits_for_a_freeze_in_progress(clean) -> None:
         with transaction() as session:
             edition = session.get(Edition, edition_id)
             assert edition is not None
-            assert service._freeze_audience(session, edition) == 3
+            assert sending._freeze_audience(session, edition) == 3
             frozen.set()
             # The erasure is under way in the other thread; it must not get past the lock
             # while this freeze is uncommitted (it would commit, and its trigger would not

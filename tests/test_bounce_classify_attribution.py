@@ -17,7 +17,7 @@ from mailer.bounces.attribute import attribute
 from mailer.bounces.models import Bounce, BounceClass
 from mailer.bounces.parse import BounceTooLarge, parse_bounce
 from mailer.db import transaction, utcnow
-from mailer.delivery.models import Delivery
+from mailer.deliveries.models import Delivery
 from mailer.editions.models import Edition
 from mailer.emails.message import message_id
 from mailer.emails.verp import return_path

@@ -14,7 +14,7 @@ from mailer.bounces.models import Bounce, BounceClass
 from mailer.bounces.rates import edition_rates
 from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, get_settings
 from mailer.db import transaction, utcnow
-from mailer.delivery.models import Delivery
+from mailer.deliveries.models import Delivery
 from tests.support.bounce_mail import (
     arf,
     bounces,

@@ -16,8 +16,8 @@ from mailer.bounces.models import Bounce, BounceClass, InboundMessage
 from mailer.bounces.spool import process_spooled, spool_message
 from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, BounceSettings, get_settings
 from mailer.db import transaction, utcnow
-from mailer.subscribers import service
 from mailer.subscribers.addresses import key_hash
+from mailer.suppression.service import is_suppressed
 from tests.conftest import wait_for
 from tests.support.bounce_mail import (
     arf,
@@ -122,7 +122,7 @@ def test_end_to_end_dsns_to_the_bounce_server_suppress_the_right_readers(
 
     with transaction() as session:
         now_suppressed = {name for name in people
-                          if service.is_suppressed(session, key_hash(f"{name}@example.net"))}
+                          if is_suppressed(session, key_hash(f"{name}@example.net"))}
     # The sending pipeline excludes these from every later edition (at audience freeze and
     # again before each send); here it is enough that they are on the list.
     assert now_suppressed == {"gone", "moved", "angry"}

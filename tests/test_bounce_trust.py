@@ -36,7 +36,7 @@ from mailer.bounces.rates import edition_rates
 from mailer.cli import app
 from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, get_settings
 from mailer.db import transaction, utcnow
-from mailer.delivery import service
+from mailer.delivery import service as sending
 from mailer.editions.models import Edition
 from mailer.ops.metrics import render
 from tests.conftest import wait_for
@@ -202,7 +202,7 @@ def test_forged_bounces_and_complaints_act_on_nobody(route: Deliver) -> None:
         rates = edition_rates(session, edition)
         assert (rates["complaints"], rates["complaint_rate"], rates["hard"],
                 rates["policy"]) == (0, 0.0, 0, 0)
-        assert service.complaint_hold(session) is None
+        assert sending.complaint_hold(session) is None
     assert alert_counts() == {} and alert_counts(edition) == {}
     metrics = render(get_settings()).decode()
     assert 'mailer_bounces_unverified_total{reason="forged-message-id"} 4.0' in metrics
@@ -246,7 +246,7 @@ def test_a_genuine_bounce_and_complaint_act_once_however_often_they_come(
         rates = edition_rates(session, edition)
         assert (rates["hard"], rates["complaints"]) == (1, 1)
         # One complaint in five deliveries is far over the stop level: a genuine one holds.
-        assert "complaint rate" in (service.complaint_hold(session) or "")
+        assert "complaint rate" in (sending.complaint_hold(session) or "")
     assert "mailer_bounces_unverified_pending 0.0" in render(get_settings()).decode()
 
 

@@ -9,10 +9,10 @@ from sqlalchemy import func, select
 
 from mailer.bounces.models import Bounce
 from mailer.db import transaction
-from mailer.delivery import service
-from mailer.delivery.models import Delivery
-from mailer.subscribers import service as subscribers
+from mailer.deliveries.models import Delivery
+from mailer.delivery import service as sending
 from mailer.subscribers.addresses import key_hash
+from mailer.suppression.service import is_suppressed
 from tests.conftest import wait_for
 from tests.support.bounce_mail import arf, dsn, original_headers
 from tests.support.factories import edition_state, make_edition, make_subscribers
@@ -23,7 +23,7 @@ from tests.test_bounce_intake_server import BounceServer
 
 def send_edition(edition_id: int) -> int:
     with transaction() as session:
-        audience = service.start_send(session, edition_id, by="test")
+        audience = sending.start_send(session, edition_id, by="test")
     wait_for(lambda: edition_state(edition_id) == "sent", timeout=90, what="the send")
     return audience
 
@@ -68,7 +68,7 @@ def test_bounces_of_a_real_send_suppress_the_right_readers_for_the_next_edition(
 
     wait_for(lambda: bounces() == len(reports), timeout=60, what="the bounces processed")
     with transaction() as session:
-        suppressed = {a for a in readers if subscribers.is_suppressed(session, key_hash(a))}
+        suppressed = {a for a in readers if is_suppressed(session, key_hash(a))}
         rows = {b.recipient: b for b in session.scalars(select(Bounce))}
     assert suppressed == {gone, moved, angry}
     assert rows[gone].attribution == "verp" and rows[gone].delivery_id is not None
@@ -78,8 +78,8 @@ def test_bounces_of_a_real_send_suppress_the_right_readers_for_the_next_edition(
     second = make_edition(subject="The next edition")
     # One complaint in 20 is far over the 0.3 % stop level: nothing goes out until ops say so.
     with transaction() as session:
-        assert "complaint rate of 5.00 %" in (service.complaint_hold(session) or "")
-        service.acknowledge_complaints(session, first, by="ops@example.org")
+        assert "complaint rate of 5.00 %" in (sending.complaint_hold(session) or "")
+        sending.acknowledge_complaints(session, first, by="ops@example.org")
     assert send_edition(second) == 17
     got = {r for m in rig.stack.smtp.messages for r in m.rcpt_tos}
     assert got == set(readers) - {gone, moved, angry}

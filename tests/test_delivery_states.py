@@ -13,12 +13,12 @@ from pathlib import Path
 from sqlalchemy import select, text
 
 from mailer.db import transaction
+from mailer.deliveries.models import DeliveryState
 from mailer.delivery import ledger
-from mailer.delivery.models import DeliveryState
 from mailer.delivery.states import FINAL_STATES, INITIAL, OPEN_STATES, TRANSITIONS, allowed
-from mailer.subscribers import service as subscribers
 from mailer.subscribers.models import Subscriber
 from mailer.subscribers.queries import MAILABLE_SQL, mailable
+from mailer.suppression.service import suppress
 from tests.support.factories import make_subscribers
 
 D = DeliveryState
@@ -196,7 +196,7 @@ def test_both_spellings_of_mailable_choose_the_same_readers(clean) -> None:
     with transaction() as session:
         hash_ = session.scalar(select(Subscriber.address_hash)
                                .where(Subscriber.email == confirmed[0]))
-        subscribers.suppress(session, hash_, reason="manual", by="test")
+        suppress(session, hash_, reason="manual", by="test")
     with transaction() as session:
         by_expression = set(session.scalars(select(Subscriber.id).where(mailable())))
         by_text = set(session.scalars(text(f"SELECT s.id FROM subscriber s WHERE {MAILABLE_SQL}")))

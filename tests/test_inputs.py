@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import func, select
 
 from mailer.db import transaction
-from mailer.subscribers import service
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber
+from mailer.subscribers.signup import FIELD_LIMITS, Origin, Profile, sign_up
 from tests.conftest import wait_for
 from tests.support.admin import Admin, make_staff
 from tests.support.factories import make_edition
@@ -133,7 +133,7 @@ def test_the_form_and_the_embed_snippet_say_each_fields_maximum(web) -> None:
         limits = {box.get("name"): box.get("maxlength")
                   for box in doc.xpath("//input[@type='text' or @type='email']")
                   if box.get("name") != "website"}
-        assert limits == {name: str(n) for name, n in service.FIELD_LIMITS.items()}
+        assert limits == {name: str(n) for name, n in FIELD_LIMITS.items()}
 
 
 # --- the per-address limit answers as a first sign-up does --------------------------------------
@@ -166,8 +166,8 @@ def test_a_second_sign_up_within_the_day_answers_as_the_first_and_sends_no_mail(
 def test_over_the_limit_a_new_address_gets_no_link(clean) -> None:
     """The service, as the route calls it over the limit: the same steps, no link."""
     with transaction() as s:
-        made = service.sign_up(s, email="quiet@example.org", profile=service.Profile(),
-                               origin=service.Origin(source="test"), may_mail=False)
+        made = sign_up(s, email="quiet@example.org", profile=Profile(),
+                               origin=Origin(source="test"), may_mail=False)
         assert s.scalars(select(ConfirmationToken).where(
             ConfirmationToken.subscriber_id == made.id)).all() == []
 

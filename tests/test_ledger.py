@@ -11,8 +11,8 @@ from sqlalchemy import select, update
 
 from mailer.config import SendingSettings
 from mailer.db import transaction, utcnow
+from mailer.deliveries.models import Delivery, DeliveryState
 from mailer.delivery.ledger import ClaimsLost, Ledger, Outcome
-from mailer.delivery.models import Delivery, DeliveryState
 from mailer.editions.models import Edition
 from mailer.subscribers.models import Subscriber
 from tests.support.factories import make_edition, make_subscribers, start

@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import Bounce, BounceClass
 from mailer.db import transaction
-from mailer.delivery import service
-from mailer.delivery.models import Delivery
-from mailer.subscribers import service as subscribers
+from mailer.deliveries.models import Delivery
+from mailer.delivery import service as sending
+from mailer.subscribers.signup import Profile, sign_up
 from tests.conftest import wait_for
 from tests.support.factories import edition_state, make_edition, make_subscribers
 from tests.support.processes import WebServer, free_port
@@ -106,7 +106,7 @@ def test_metrics_match_the_database_after_a_send_with_failures_and_bounces(
                                                   "Content Filtering")
     edition_id = make_edition()
     with transaction() as session:
-        assert service.start_send(session, edition_id, by="test") == 40
+        assert sending.start_send(session, edition_id, by="test") == 40
     wait_for(lambda: edition_state(edition_id) == "sent", timeout=120, what="the send")
 
     # One reader complains about the newsletter afterwards (an ARF report, a webhook).
@@ -173,7 +173,7 @@ def test_a_delivery_can_be_followed_in_the_worker_log(clean, worker) -> None:
     clean.smtp.behaviour.add(readers[1], "rcpt", "550 5.1.1 User unknown")
     edition_id = make_edition()
     with transaction() as session:
-        service.start_send(session, edition_id, by="test")
+        sending.start_send(session, edition_id, by="test")
     wait_for(lambda: edition_state(edition_id) == "sent", timeout=60, what="the send")
     with transaction() as session:
         bounced = session.scalar(select(Delivery.id).where(Delivery.state == "bounced"))
@@ -211,8 +211,8 @@ def test_task_failures_and_retries_are_counted(clean, worker, web) -> None:
     # A task that asks to be retried: the SMTP server answers 451 to the confirmation mail.
     clean.smtp.behaviour.add("greylisted@example.org", "rcpt", "451 4.7.1 Greylisted")
     with transaction() as session:
-        reader = subscribers.sign_up(session, email="greylisted@example.org",
-                                     profile=subscribers.Profile(), origin=ORIGIN)
+        reader = sign_up(session, email="greylisted@example.org",
+                                     profile=Profile(), origin=ORIGIN)
         reader_id = reader.id
     assert isinstance(reader_id, int)
     send_confirmation.delay(reader_id)

@@ -20,8 +20,8 @@ from mailer.config import reset_settings
 from mailer.db import transaction
 from mailer.editions import service
 from mailer.editions.review_mail import send_review_mails
-from mailer.subscribers import service as subscribers
 from mailer.subscribers.addresses import key_hash
+from mailer.suppression.service import suppress
 from tests.conftest import wait_for
 from tests.support.admin import make_staff
 from tests.support.factories import make_articles, make_edition
@@ -91,7 +91,7 @@ def test_the_command_line_writes_times_one_way(clean, tmp_path) -> None:
     with transaction() as session:
         accounts.authenticate(session, email="anna@example.org",
                               password="a long enough test password", ip="192.0.2.1")
-        subscribers.suppress(session, key_hash("gone@example.org"), reason="manual")
+        suppress(session, key_hash("gone@example.org"), reason="manual")
     staff = _mailer(clean.env, "staff", "list", cwd=tmp_path)
     assert staff.returncode == 0, staff.stderr
     assert TIME.search(staff.stdout), staff.stdout

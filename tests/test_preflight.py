@@ -15,8 +15,8 @@ from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
 from mailer.cli import app
 from mailer.db import transaction
-from mailer.delivery import service
-from mailer.delivery.models import Delivery
+from mailer.deliveries.models import Delivery
+from mailer.delivery import service as sending
 from mailer.delivery.preflight import Check, preflight
 from mailer.editions import service as editions
 from mailer.editions.models import Edition
@@ -98,7 +98,7 @@ def test_a_cancelled_edition_is_refused_alike(desk) -> None:
     make_subscribers(2)
     edition_id = make_edition()
     with transaction() as session:
-        service.cancel(session, edition_id, by="test")
+        sending.cancel(session, edition_id, by="test")
     refused_alike(desk, edition_id, Check.state,
                   "is cancelled; only a draft or a scheduled edition can be sent")
 
@@ -109,7 +109,7 @@ def test_a_complaint_hold_is_refused_alike_until_acknowledged(desk) -> None:
     start_send(first)
     with transaction() as session:  # as if the send had gone out, with one complaint
         session.execute(update(Delivery).values(state="sent"))
-        service.finish_if_done(session, first)
+        sending.finish_if_done(session, first)
         delivery = session.scalars(select(Delivery).order_by(Delivery.id)).first()
         record_bounce(session, bounce_class=BounceClass.complaint, source="arf",
                       delivery_id=delivery.id, attribution="verp", fingerprint="c1")
@@ -176,7 +176,7 @@ def test_edits_and_a_send_from_the_cli_are_audited(rig) -> None:
 def test_a_refused_cli_edit_leaves_no_audit_entry(clean) -> None:
     edition_id = make_edition()
     with transaction() as session:
-        service.cancel(session, edition_id, by="test")
+        sending.cancel(session, edition_id, by="test")
     result = mailer("editions", "edit", str(edition_id), "--subject", "Too late")
     assert result.exit_code == 1
     assert [a for _, a in audit_of(edition_id)] == ["edition.cancel"]

@@ -12,11 +12,12 @@ from sqlalchemy import func, select
 
 from mailer.bounces.models import Bounce
 from mailer.db import transaction
-from mailer.delivery import service
-from mailer.delivery.models import Delivery
+from mailer.deliveries.models import Delivery
+from mailer.delivery import service as sending
 from mailer.emails.verp import parse_return_path
-from mailer.subscribers import service as subscribers
 from mailer.subscribers.models import Subscriber
+from mailer.subscribers.unsubscribe import unsubscribe_url_for
+from mailer.suppression.service import is_suppressed, suppress
 from tests.conftest import wait_for, wait_settled
 from tests.support.factories import (
     counts,
@@ -97,9 +98,9 @@ def test_smtp_outcomes_are_recorded_and_acted_on(rig) -> None:
             select(Delivery, Subscriber).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
             .where(Delivery.edition_id == edition_id)).all()}
         bounces = {b.recipient: b for b in session.scalars(select(Bounce))}
-        hard_suppressed = subscribers.is_suppressed(session, _hash(session, hard))
-        policy_suppressed = subscribers.is_suppressed(session, _hash(session, policy))
-        busy_suppressed = subscribers.is_suppressed(session, _hash(session, always_busy))
+        hard_suppressed = is_suppressed(session, _hash(session, hard))
+        policy_suppressed = is_suppressed(session, _hash(session, policy))
+        busy_suppressed = is_suppressed(session, _hash(session, always_busy))
     assert rows[once_greylisted].state == "sent" and rows[once_greylisted].attempts == 2
     assert rows[hard].state == "bounced" and rows[hard].smtp_code == 550
     assert "User unknown" in rows[hard].smtp_reply
@@ -125,8 +126,8 @@ def test_audience_is_confirmed_and_unsuppressed_readers_frozen_once(rig) -> None
     make_subscribers(2, prefix="pending", status="pending")
     make_subscribers(2, prefix="gone", status="unsubscribed")
     with transaction() as session:
-        subscribers.suppress(session, _hash(session, "reader00000@example.net"),
-                             reason="manual", by="test")
+        suppress(session, _hash(session, "reader00000@example.net"),
+                 reason="manual", by="test")
     edition_id = make_edition()
     assert start(edition_id) == 4
     assert start(edition_id) == 4  # a second start changes nothing
@@ -147,7 +148,7 @@ def test_a_reader_who_unsubscribes_during_the_send_gets_nothing(rig, web) -> Non
     rig.worker(MAILER_RATE_LIMIT_PER_SECOND="100")  # the send takes about four seconds
     start(edition_id)
     wait_for(lambda: len(rig.stack.smtp.messages) >= 50, what="the send to be under way")
-    url = subscribers.unsubscribe_url_for(public_id).replace(rig.stack.base_url, web.url)
+    url = unsubscribe_url_for(public_id).replace(rig.stack.base_url, web.url)
     answer = httpx.post(url, data={"List-Unsubscribe": "One-Click"})
     assert answer.status_code == 200
     assert len(rig.stack.smtp.messages) < 399  # it really happened during the send
@@ -164,14 +165,14 @@ def test_pause_resume_and_cancel_take_effect_within_a_batch(rig) -> None:
     start(edition_id)
     wait_for(lambda: len(rig.stack.smtp.messages) >= 100, what="the send to be under way")
     with transaction() as session:
-        service.pause(session, edition_id, by="test")
+        sending.pause(session, edition_id, by="test")
     # In-flight messages settle (the state is read every 0.25 s), then nothing more comes.
     settled = wait_settled(lambda: len(rig.stack.smtp.messages), what="messages after pause")
     time.sleep(1.5)
     assert len(rig.stack.smtp.messages) == settled  # nothing more while paused
     assert settled < 600
     with transaction() as session:
-        service.resume(session, edition_id, by="test")
+        sending.resume(session, edition_id, by="test")
     wait_sent(edition_id)
     assert len(rig.stack.smtp.messages) == 600
     assert len({r for m in rig.stack.smtp.messages for r in m.rcpt_tos}) == 600
@@ -181,7 +182,7 @@ def test_pause_resume_and_cancel_take_effect_within_a_batch(rig) -> None:
     start(second)
     wait_for(lambda: len(rig.stack.smtp.messages) >= before + 100, what="the second send")
     with transaction() as session:
-        service.cancel(session, second, by="test")
+        sending.cancel(session, second, by="test")
     sent_of_second = wait_settled(lambda: len(rig.stack.smtp.messages),
                                   what="messages after cancel") - before
     time.sleep(1.0)
@@ -222,7 +223,7 @@ def test_a_scheduled_edition_is_started_by_beat_on_time(rig) -> None:
     rig.beat()
     at = utcnow() + dt.timedelta(seconds=3)
     with transaction() as session:
-        service.schedule_send(session, edition_id, at, by="test")
+        sending.schedule_send(session, edition_id, at, by="test")
     assert edition_state(edition_id) == "scheduled"
     wait_sent(edition_id, timeout=60)
     with transaction() as session:
@@ -242,17 +243,17 @@ def test_complaints_over_the_stop_rate_hold_every_send_until_acknowledged(rig) -
     start(first)
     with transaction() as session:  # as if the send had gone out
         session.execute(update(Delivery).values(state="sent"))
-        service.finish_if_done(session, first)
+        sending.finish_if_done(session, first)
         delivery = session.scalars(select(Delivery).order_by(Delivery.id)).first()
         record_bounce(session, bounce_class=BounceClass.complaint, source="arf",
                       delivery_id=delivery.id, attribution="verp", fingerprint="c1")
     assert edition_state(first) == "sent"
     second = make_edition(subject="Next edition")
-    with pytest.raises(service.SendError, match=r"complaint rate of 0\.33 %"):
+    with pytest.raises(sending.SendError, match=r"complaint rate of 0\.33 %"):
         start(second)
     assert edition_state(second) == "draft"
     with transaction() as session:
-        assert service.acknowledge_complaints(session, first, by="ops@example.org") == 1
+        assert sending.acknowledge_complaints(session, first, by="ops@example.org") == 1
     assert start(second) == 299  # the complainer is unsubscribed and suppressed
 
 
@@ -297,7 +298,7 @@ def test_the_time_left_comes_from_the_rate_of_the_send_so_far(clean) -> None:
         session.execute(update(Delivery).where(Delivery.id.in_(first))
                         .values(state="sent", sent_at=now - dt.timedelta(seconds=1)))
     with transaction() as session:
-        progress = service.progress(session, edition_id)
+        progress = sending.progress(session, edition_id)
     assert 80 <= progress.rate_per_second <= 110
     assert progress.eta_seconds is not None and 5 <= progress.eta_seconds <= 10
 

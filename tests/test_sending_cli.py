@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from mailer.db import transaction
-from mailer.delivery.models import Delivery
+from mailer.deliveries.models import Delivery
 from tests.conftest import wait_for
 from tests.support.factories import edition_state, make_edition, make_subscribers
 from tests.support.mail import parse

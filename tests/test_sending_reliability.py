@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from mailer.db import transaction
-from mailer.delivery import service
-from mailer.delivery.models import Delivery
+from mailer.deliveries.models import Delivery
+from mailer.delivery import service as sending
 from mailer.subscribers.models import Subscriber
 from tests.conftest import wait_for, wait_settled
 from tests.support.factories import (
@@ -171,7 +171,7 @@ def test_circuit_breaker_pauses_a_send_that_bounces_too_much(rig) -> None:
     start(edition_id)
     wait_for(lambda: edition_state(edition_id) == "paused", timeout=60, what="the breaker")
     with transaction() as session:
-        progress = service.progress(session, edition_id)
+        progress = sending.progress(session, edition_id)
     assert "circuit breaker" in progress.reason and "hard bounces" in progress.reason
     assert progress.counts["queued"] > 0  # stopped before the end
     settled = wait_settled(lambda: len(smtp.messages), what="messages after the breaker")

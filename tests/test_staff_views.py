@@ -17,7 +17,7 @@ from sqlalchemy import select
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
 from mailer.db import transaction
-from mailer.delivery.models import Delivery
+from mailer.deliveries.models import Delivery
 from mailer.subscribers.models import Subscriber
 from tests import test_admin
 from tests.conftest import wait_for

@@ -15,7 +15,7 @@ from mailer.bounces.models import BounceClass
 from mailer.cli import app
 from mailer.config import get_settings, reset_settings
 from mailer.db import transaction
-from mailer.delivery import service
+from mailer.delivery import service as sending
 from tests.conftest import wait_for
 from tests.support.factories import edition_state, make_edition, make_subscribers
 
@@ -40,9 +40,9 @@ def test_alerts_for_a_tripped_breaker_policy_rejections_a_stuck_queue_and_no_wor
         make_subscribers(30)
         edition_id = make_edition()
         with transaction() as session:
-            service.start_send(session, edition_id, by="test")  # no worker: it waits in Redis
+            sending.start_send(session, edition_id, by="test")  # no worker: it waits in Redis
         with transaction() as session:
-            service.pause(session, edition_id, by="circuit breaker", reason=BREAKER)
+            sending.pause(session, edition_id, by="circuit breaker", reason=BREAKER)
             record_bounce(session, bounce_class=BounceClass.policy, source="smtp",
                           recipient="reader00001@example.net", status_code="5.7.1",
                           diagnostic="554 5.7.1 Service unavailable; client host blocked "
@@ -91,7 +91,7 @@ def test_alerts_for_a_tripped_breaker_policy_rejections_a_stuck_queue_and_no_wor
         assert worker["queues"] == ["bulk", "confirmations", "default"]
         assert worker["concurrency"] == 2
         with transaction() as session:
-            service.resume(session, edition_id, by="test")
+            sending.resume(session, edition_id, by="test")
         wait_for(lambda: edition_state(edition_id) == "sent", timeout=60, what="the send")
         code, snapshot = status_json()
         assert names(snapshot) == ["policy_rejections"] and snapshot["editions"] == []
@@ -128,7 +128,7 @@ def test_after_a_redis_restart_the_queue_view_sees_the_deliveries_waiting_in_the
         make_subscribers(30)
         edition_id = make_edition()
         with transaction() as session:
-            service.start_send(session, edition_id, by="test")  # no worker yet
+            sending.start_send(session, edition_id, by="test")  # no worker yet
         rig.redis.restart(down_seconds=0.2)  # the batch's message is gone
         code, snapshot = status_json()
         bulk = next(q for q in snapshot["queues"] if q["queue"] == "bulk")

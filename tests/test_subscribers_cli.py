@@ -154,9 +154,9 @@ def test_show_is_the_whole_consent_record_as_json(clean, web, worker) -> None:
     link = confirmation_link(clean.smtp, "Gdpr@example.org")
     client.post(path(link), headers={"User-Agent": "confirm-agent"})
     sub = subscriber("gdpr@example.org")
-    from mailer.subscribers import service
+    from mailer.subscribers.unsubscribe import unsubscribe_url
 
-    httpx.post(service.unsubscribe_url(sub), data={"List-Unsubscribe": "One-Click"})
+    httpx.post(unsubscribe_url(sub), data={"List-Unsubscribe": "One-Click"})
 
     result = run(clean.env, "show", "GDPR@EXAMPLE.ORG")
     assert result.returncode == 0, result.stderr
@@ -214,12 +214,12 @@ def test_erase_leaves_only_a_hash_that_keeps_imports_away(clean, tmp_path) -> No
 
 
 def test_erase_scrubs_the_evidence_of_an_earlier_suppression(clean) -> None:
-    from mailer.subscribers import service
+    from mailer.suppression.service import suppress
 
     bounced = make("bounced@example.org", "confirmed")
     with transaction() as s:
-        service.suppress(s, bounced.address_hash, reason="hard_bounce", by="bounces",
-                         evidence="550 5.1.1 <bounced@example.org>: no such user")
+        suppress(s, bounced.address_hash, reason="hard_bounce", by="bounces",
+                 evidence="550 5.1.1 <bounced@example.org>: no such user")
     assert _database_mentions(["bounced@"]) != []  # the evidence names the address
     assert run(clean.env, "erase", "--yes", "bounced@example.org").returncode == 0
     assert _database_mentions(["bounced@"]) == []

@@ -12,10 +12,11 @@ from sqlalchemy import func, select, update
 from mailer import privacy
 from mailer.config import SignupSettings
 from mailer.db import transaction, utcnow
-from mailer.subscribers import service
 from mailer.subscribers.addresses import InvalidAddress, normalise
 from mailer.subscribers.confirmation_mail import MailResult, send_confirmation_mail
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber
+from mailer.subscribers.signup import Profile, sign_up
+from mailer.subscribers.unsubscribe import unsubscribe
 from tests.conftest import wait_for
 from tests.support.subscribers import (
     ORIGIN,
@@ -30,8 +31,8 @@ from tests.support.subscribers import (
 
 def _sign_up(address: str, **profile: str) -> int:
     with transaction() as s:
-        return service.sign_up(s, email=address, profile=service.Profile(**profile),
-                               origin=ORIGIN).id
+        return sign_up(s, email=address, profile=Profile(**profile),
+                       origin=ORIGIN).id
 
 
 # --- addresses ------------------------------------------------------------------------------
@@ -92,8 +93,8 @@ def test_simultaneous_sign_ups_for_one_address_make_one_subscriber(clean) -> Non
 def test_a_confirmed_subscriber_is_not_changed_by_the_form(clean) -> None:
     reader = make("kept@example.org", "confirmed", first_name="Kept")
     with transaction() as s:
-        service.sign_up(s, email="KEPT@example.org",
-                        profile=service.Profile(first_name="Mallory", organisation="Evil"),
+        sign_up(s, email="KEPT@example.org",
+                        profile=Profile(first_name="Mallory", organisation="Evil"),
                         origin=ORIGIN)
     after = subscriber("kept@example.org")
     assert (after.status, after.first_name, after.organisation) == ("confirmed", "Kept", "")
@@ -107,7 +108,7 @@ def test_a_confirmed_subscriber_is_not_changed_by_the_form(clean) -> None:
 def test_a_temporary_smtp_failure_backs_off_and_the_sweeper_waits(clean, worker) -> None:
     """451 at RCPT: the mail is retried later, and until then the sweeper leaves it alone
     (else every sweep would start one more chain of retries for the same address)."""
-    from mailer.subscribers.service import confirmations_to_resend
+    from mailer.subscribers.confirmation import confirmations_to_resend
 
     reader = make("greylisted@example.org", "pending")
     clean.smtp.behaviour.add("greylisted@example.org", "rcpt", "451 4.7.1 Greylisted", times=1)
@@ -139,7 +140,7 @@ def test_a_temporary_smtp_failure_backs_off_and_the_sweeper_waits(clean, worker)
 
 
 def test_a_permanent_smtp_failure_is_not_retried(clean) -> None:
-    from mailer.subscribers.service import confirmations_to_resend
+    from mailer.subscribers.confirmation import confirmations_to_resend
 
     reader = make("nobody@example.org", "pending")
     clean.smtp.behaviour.add("nobody@example.org", "rcpt", "550 5.1.1 No such user")
@@ -153,12 +154,12 @@ def test_a_permanent_smtp_failure_is_not_retried(clean) -> None:
 
 
 def test_at_most_one_confirmation_mail_a_day_even_after_unsubscribing(clean) -> None:
-    from mailer.subscribers.service import confirmations_to_resend
+    from mailer.subscribers.confirmation import confirmations_to_resend
 
     reader = make("daily@example.org", "pending")
     assert send_confirmation_mail(reader.id) == MailResult.sent
     with transaction() as s:
-        service.unsubscribe(s, s.get(Subscriber, reader.id), channel="link")
+        unsubscribe(s, s.get(Subscriber, reader.id), channel="link")
     _sign_up("daily@example.org")  # back the same day: a new link, but no mail today
     assert send_confirmation_mail(reader.id) == MailResult.nothing
     assert len(clean.smtp.to("daily@example.org")) == 1

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 from mailer import privacy
 from mailer.cli import app
 from mailer.db import transaction
-from mailer.subscribers import service
 from mailer.subscribers.addresses import key_hash
+from mailer.subscribers.records import find
+from mailer.suppression.service import is_suppressed, suppress
 from tests.support.bounce_mail import events_of, make_reader, suppressed
 
 runner = CliRunner()
@@ -56,7 +57,7 @@ def test_an_address_that_is_no_subscriber_can_be_suppressed(clean) -> None:
                     "--evidence", "complained to our postmaster")
     assert result.exit_code == 0
     with transaction() as session:
-        assert service.is_suppressed(session, key_hash("Stranger@Example.NET"))
+        assert is_suppressed(session, key_hash("Stranger@Example.NET"))
     [entry] = [json.loads(line) for line in
                mailer("suppressions", "list", "--reason", "complaint", "--format", "json")
                .output.splitlines()]
@@ -77,7 +78,7 @@ def test_bad_input_is_refused_clearly_and_changes_nothing(clean) -> None:
 def test_an_erasure_is_lifted_only_with_force_and_by_its_hash(clean) -> None:
     make_reader("gone@example.org")
     with transaction() as session:
-        hash_ = privacy.erase(session, service.find(session, "gone@example.org"), by="test")
+        hash_ = privacy.erase(session, find(session, "gone@example.org"), by="test")
     [entry] = [json.loads(line) for line in
                mailer("suppressions", "list", "--format", "json").output.splitlines()]
     assert entry == {**entry, "email": "", "reason": "erased", "address_hash": hash_}
@@ -116,5 +117,5 @@ def test_the_cli_changes_are_in_the_audit_log_the_systems_are_not(clean) -> None
 
     make_reader("bounced@example.org")
     with transaction() as session:  # as a hard bounce does it: the system's own account
-        service.suppress(session, key_hash("bounced@example.org"), reason="hard_bounce")
+        suppress(session, key_hash("bounced@example.org"), reason="hard_bounce")
     assert suppressed("bounced@example.org") is not None and len(audit()) == 4

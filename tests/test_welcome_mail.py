@@ -2,7 +2,8 @@
 
 Confirmed through the service as the confirm page does, with the setting on; sent by a real
 worker to the tests' SMTP server, after the confirm's commit; sent once however often its
-task runs; a bounce of it is tied to the reader by its own VERP token and Message-ID."""
+task runs; a bounce of it is tied to the reader by its own VERP token and Message-ID; one
+whose task was lost (Redis down at the confirm) is queued again by beat's sweep."""
 
 from __future__ import annotations
 
@@ -12,24 +13,35 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mailer import counters
+from mailer import counters, tasks
 from mailer.bounces.attribute import attribute
 from mailer.bounces.parse import parse_bounce
 from mailer.config import reset_settings
 from mailer.db import transaction
 from mailer.emails.verp import parse_return_path
-from mailer.subscribers import service
+from mailer.redis import get_redis
+from mailer.subscribers.confirmation import confirm, confirmation_token_value
 from mailer.subscribers.confirmation_mail import MailResult
 from mailer.subscribers.models import ConfirmationToken
-from mailer.subscribers.welcome_mail import send_welcome_mail
-from tests.conftest import wait_for
+from mailer.subscribers.unsubscribe import unsubscribe, unsubscribe_url
+from mailer.subscribers.welcome_mail import (
+    HOLD_PREFIX,
+    RESEND_WINDOW,
+    requeue_lost_welcomes,
+    send_welcome_mail,
+    welcomes_to_resend,
+)
+from tests.conftest import wait_for, wait_settled
 from tests.support.mail import links, parse, parts
 from tests.support.subscribers import (
     confirmation_link,
     events,
+    make,
+    move_back,
     path,
     settle_confirmation_tasks,  # noqa: F401
     subscriber,
+    tokens,
 )
 
 CORPUS = Path(__file__).parent / "fixtures" / "bounces"
@@ -56,7 +68,7 @@ def _sign_up_and_confirm(clean, web, address: str) -> int:  # type: ignore[no-un
     assert answer.status_code == 200, answer.text
     token = path(confirmation_link(clean.smtp, address)).rsplit("/", 1)[1]
     with transaction() as session:  # what POST /confirm/<token> does
-        check = service.confirm(session, token, ip=None, user_agent=None)
+        check = confirm(session, token, ip=None, user_agent=None)
         assert check.status == "ok" and check.token is not None
         return check.token.id
 
@@ -81,7 +93,7 @@ def test_a_reader_who_confirms_is_welcomed_once_and_a_bounce_of_it_attributes(
     text, html = parts(msg)
     assert "Ida" in text and "Ida" in html
     [unsubscribe] = [u for u in links(text) if "/unsubscribe/" in u]
-    assert unsubscribe == service.unsubscribe_url(sub) and unsubscribe in html
+    assert unsubscribe == unsubscribe_url(sub) and unsubscribe in html
     # No edition has been sent yet: no archive link, and no sentence about one.
     assert "/archive/" not in text and "/archive/" not in html and "archive" not in text
     wait_for(lambda: "welcome_sent" in events(sub.id), what="the welcome recorded")
@@ -120,7 +132,7 @@ def test_no_welcome_when_the_setting_is_off_or_the_reader_left(clean, web, worke
     # reader who has left is not welcomed.
     with transaction() as session:
         reader = session.get(type(sub), sub.id)
-        assert service.unsubscribe(session, reader, channel="link")
+        assert unsubscribe(session, reader, channel="link")
     assert send_welcome_mail(sub.id, token_id) == MailResult.nothing
     assert len(clean.smtp.to(address)) == 1  # the confirmation mail alone
     assert "welcome_sent" not in events(sub.id)
@@ -209,3 +221,73 @@ def test_by_default_a_confirmed_reader_is_welcomed_with_the_latest_editions_arch
     assert "The older one" not in text
     wait_for(lambda: "welcome_sent" in events(subscriber(address).id),
              what="the welcome recorded")
+
+
+# --- a welcome whose task was lost ---------------------------------------------------------
+
+
+def test_a_welcome_lost_while_the_broker_was_down_is_sent_once_by_the_sweeper(
+        clean, rig, welcome_on, caplog) -> None:
+    """Redis, the broker, is down when the confirm commits: the confirmation stands and its
+    welcome task is lost (logged). Once Redis is back, beat's sweep queues the welcome again
+    and a real worker sends it, once, however many sweeps follow."""
+    address = "ida.lost@example.org"
+    reader = make(address, "pending", first_name="Ida")
+    [token] = tokens(reader.id)
+    rig.redis.stop()  # the broker goes away (SIGKILL: nothing it held survives)
+    tasks.reset()
+    with transaction() as session:  # what POST /confirm/<token> does
+        check = confirm(session, confirmation_token_value(token), ip=None, user_agent=None)
+        assert check.status == "ok"
+    assert "could not publish a task after commit" in caplog.text
+    sub = subscriber(address)
+    assert sub is not None and sub.status == "confirmed"
+    rig.redis.start()  # back, and empty: the task is nowhere
+    tasks.reset()
+    with transaction() as session:  # the sweeper gives a task five minutes to arrive
+        assert welcomes_to_resend(session) == []
+    move_back(sub.id, dt.timedelta(minutes=6))
+    with transaction() as session:
+        assert welcomes_to_resend(session) == [(sub.id, token.id)]
+
+    rig.worker("welcomer", MAILER_WELCOME_MAIL="true")
+    rig.beat()  # sweeps every second (SENDING_ENV)
+    [welcome] = wait_for(lambda: clean.smtp.to(address), what="the welcome, queued by a sweep")
+    msg = parse(welcome)
+    assert msg["Subject"].startswith("Welcome to the ")
+    assert msg["Message-ID"].startswith(f"<welcome.{sub.id}.{token.id}.")
+    wait_for(lambda: "welcome_sent" in events(sub.id), what="the welcome recorded")
+    # More sweeps run, one a second: none queues or sends it again.
+    assert wait_settled(lambda: len(clean.smtp.to(address)), quiet=4.0,
+                        what="mails to the reader") == 1
+    assert events(sub.id).count("welcome_sent") == 1
+    with transaction() as session:
+        assert welcomes_to_resend(session) == []
+
+
+def test_the_sweeper_welcomes_no_reader_of_old_and_none_the_server_refused(
+        clean, monkeypatch) -> None:
+    """Turning the setting on does not mail readers who confirmed before the window; a
+    welcome the server refused for good is not queued again; with the setting off the
+    sweeper queues no welcome at all."""
+    # Confirmed with the setting off, so no task is queued that a worker could run.
+    old = make("old.reader@example.org", "confirmed")
+    move_back(old.id, RESEND_WINDOW + dt.timedelta(minutes=1))
+    refused = make("refused.reader@example.org", "confirmed")
+    [token] = tokens(refused.id)
+    move_back(refused.id, dt.timedelta(minutes=6))
+    with transaction() as session:
+        assert welcomes_to_resend(session) == [(refused.id, token.id)]
+    assert requeue_lost_welcomes() == 0  # the setting is off: nothing, whatever is lost
+
+    monkeypatch.setenv("MAILER_WELCOME_MAIL", "true")
+    reset_settings()
+    clean.smtp.behaviour.add("refused.reader@example.org", "rcpt", "550 5.1.1 No such user")
+    assert send_welcome_mail(refused.id, token.id) == MailResult.failed
+    with transaction() as session:  # still a lost round by the database alone...
+        assert welcomes_to_resend(session) == [(refused.id, token.id)]
+    assert requeue_lost_welcomes() == 0  # ...but the refusal holds it for the window
+    assert get_redis().ttl(f"{HOLD_PREFIX}{refused.id}:{token.id}") > 86400
+    assert clean.smtp.to("old.reader@example.org") == []
+    monkeypatch.delenv("MAILER_WELCOME_MAIL")
+    reset_settings()

@@ -13,7 +13,8 @@ import logging
 from mailer import tasks
 from mailer.config import get_settings
 from mailer.db import transaction
-from mailer.delivery import sender, service
+from mailer.delivery import sender
+from mailer.delivery import service as sending
 from workers.app import app
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def send_batch(self, edition_id: int, first_id: int | list[int],  # type: ignore
     assert last_id is not None
     result = sender.send_batch(edition_id, first_id, last_id, get_settings())
     with transaction() as session:
-        service.finish_if_done(session, edition_id)
+        sending.finish_if_done(session, edition_id)
     log.info("batch done: %s%s", dict(result.counts),
              f" (stopped: {result.stopped})" if result.stopped else "",
              extra={"edition_id": edition_id, "task_id": self.request.id})

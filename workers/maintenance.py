@@ -7,7 +7,8 @@ import logging
 
 from mailer import backoff, privacy, tasks
 from mailer.db import transaction
-from mailer.subscribers import service as subscribers
+from mailer.subscribers.confirmation import confirmations_to_resend
+from mailer.subscribers.welcome_mail import requeue_lost_welcomes
 from workers.app import app
 
 log = logging.getLogger(__name__)
@@ -22,15 +23,18 @@ def sweep() -> dict[str, object]:
     from mailer.redis import get_redis
 
     with transaction() as session:
-        stranded = subscribers.confirmations_to_resend(session, older_than=dt.timedelta(minutes=2))
+        stranded = confirmations_to_resend(session, older_than=dt.timedelta(minutes=2))
     for subscriber_id in stranded:
         tasks.publish(tasks.SEND_CONFIRMATION, subscriber_id, session=None)
+    welcomes = requeue_lost_welcomes()
     bulk_queue_empty = depth(get_redis(), tasks.BULK) == 0
     with transaction() as session:
         report = sweeper.sweep(session, get_settings().sending, bulk_queue_empty=bulk_queue_empty)
     if report.reclaimed or report.retried or report.requeued or report.finished or report.started:
         log.info("sweep: %s", report.as_dict())
-    return {"confirmations": len(stranded), **report.as_dict()}
+    if welcomes:
+        log.info("sweep: %d lost welcome mail(s) queued again", welcomes)
+    return {"confirmations": len(stranded), "welcomes": welcomes, **report.as_dict()}
 
 
 @app.task(name=tasks.PURGE_PENDING_SIGNUPS)

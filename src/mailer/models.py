@@ -5,7 +5,8 @@ from mailer.articles.models import Article
 from mailer.bounces.models import Bounce, InboundMessage, WebhookEvent
 from mailer.clicks.models import ClickFlush, EditionLink
 from mailer.db import Base
-from mailer.delivery.models import Delivery, SenderProcess
+from mailer.deliveries.models import Delivery
+from mailer.delivery.models import SenderProcess
 from mailer.editions.models import Edition, EditionArticle
 from mailer.staff.models import (
     AuditEntry,

@@ -17,8 +17,8 @@ from mailer.audit import record
 from mailer.bounces.models import Bounce
 from mailer.db import audience_lock, utcnow
 from mailer.delivery.history import editions_sent
-from mailer.subscribers import service as subscribers
 from mailer.subscribers.addresses import normalise
+from mailer.subscribers.confirmation import retire_open_links
 from mailer.subscribers.models import (
     ConsentEvent,
     ConsentEventKind,
@@ -27,6 +27,7 @@ from mailer.subscribers.models import (
     Suppression,
     SuppressionReason,
 )
+from mailer.subscribers.records import find, record_event
 from mailer.tokens import address_hash
 
 
@@ -98,7 +99,7 @@ def erase_address(session: Session, email: str, *, by: str) -> tuple[bool, str]:
 
     Returns (a subscriber was erased, the hash kept). Raises InvalidAddress.
     """
-    subscriber = subscribers.find(session, email)
+    subscriber = find(session, email)
     if subscriber is not None:
         return True, erase(session, subscriber, by=by)
     hash_ = address_hash(normalise(email)[1])
@@ -153,8 +154,8 @@ def purge_pending(session: Session, *, older_than: dt.timedelta) -> int:
     for subscriber in stale:
         if subscriber.confirmed_at is not None:
             subscriber.status = SubscriberStatus.unsubscribed
-            subscribers.retire_open_links(session, subscriber, now)
-            subscribers.record_event(session, subscriber, ConsentEventKind.unsubscribed, at=now,
+            retire_open_links(session, subscriber, now)
+            record_event(session, subscriber, ConsentEventKind.unsubscribed, at=now,
                          channel="unconfirmed",
                          detail={"reason": f"re-subscription not confirmed in {days} days"})
         else:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from mailer.bounces.models import Bounce
 from mailer.db import transaction, utcnow
-from mailer.delivery.models import Delivery
+from mailer.deliveries.models import Delivery
 from mailer.editions.models import Edition
 from mailer.emails.message import message_id
 from mailer.emails.verp import return_path

@@ -81,17 +81,17 @@ def edition_state(edition_id: int) -> str:
 
 def start(edition_id: int) -> int:
     """Start the send of an edition as staff would; returns the audience."""
-    from mailer.delivery import service
+    from mailer.delivery import service as sending
 
     with transaction() as session:
-        return service.start_send(session, edition_id, by="test")
+        return sending.start_send(session, edition_id, by="test")
 
 
 def counts(edition_id: int) -> dict[str, int]:
-    from mailer.delivery import service
+    from mailer.delivery import service as sending
 
     with transaction() as session:
-        return service.state_counts(session, edition_id)
+        return sending.state_counts(session, edition_id)
 
 
 def wait_sent(edition_id: int, timeout: float = 120) -> None:

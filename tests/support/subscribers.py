@@ -11,14 +11,16 @@ from sqlalchemy import select, update
 
 from mailer.db import transaction, utcnow
 from mailer.redis import get_redis
-from mailer.subscribers import service
 from mailer.subscribers.addresses import normalise
+from mailer.subscribers.confirmation import confirm, confirmation_token_value
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber
+from mailer.subscribers.signup import Origin, Profile, sign_up
+from mailer.subscribers.unsubscribe import unsubscribe
 from tests.conftest import wait_for
 from tests.support.mail import links, parse, parts
 from tests.support.smtp_server import RecordingSMTPServer
 
-ORIGIN = service.Origin(source="test", ip="192.0.2.1", user_agent="test/1.0")
+ORIGIN = Origin(source="test", ip="192.0.2.1", user_agent="test/1.0")
 
 
 def subscriber(email: str) -> Subscriber | None:
@@ -46,16 +48,16 @@ def make(email: str, status: str, *, first_name: str = "") -> Subscriber:
     """A reader in ``status`` (pending, confirmed, unsubscribed), made through the service
     the way such a reader comes about. No task is queued: nothing is mailed."""
     with transaction() as s:
-        sub = service.sign_up(s, email=email, profile=service.Profile(first_name=first_name),
-                              origin=ORIGIN)
+        sub = sign_up(s, email=email, profile=Profile(first_name=first_name),
+                      origin=ORIGIN)
         if status in ("confirmed", "unsubscribed"):
             token = s.scalars(select(ConfirmationToken).where(
                 ConfirmationToken.subscriber_id == sub.id)).one()
-            check = service.confirm(s, service.confirmation_token_value(token),
-                                    ip="192.0.2.1", user_agent="test/1.0")
+            check = confirm(s, confirmation_token_value(token),
+                            ip="192.0.2.1", user_agent="test/1.0")
             assert check.status == "ok"
         if status == "unsubscribed":
-            service.unsubscribe(s, sub, channel="link")
+            unsubscribe(s, sub, channel="link")
         s.flush()
         s.refresh(sub)
         return sub
@@ -80,6 +82,8 @@ def move_back(subscriber_id: int, delta: dt.timedelta) -> None:
         sub = s.get(Subscriber, subscriber_id)
         assert sub is not None
         sub_values = {"created_at": sub.created_at - delta, "updated_at": sub.updated_at - delta}
+        if sub.confirmed_at is not None:
+            sub_values["confirmed_at"] = sub.confirmed_at - delta
         s.execute(update(Subscriber).where(Subscriber.id == subscriber_id).values(**sub_values))
         for token in s.scalars(select(ConfirmationToken).where(
                 ConfirmationToken.subscriber_id == subscriber_id)):

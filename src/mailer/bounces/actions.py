@@ -34,10 +34,11 @@ from mailer.bounces.classify import STRONG, WEAK, hard_strength
 from mailer.bounces.models import Bounce, BounceClass, Trust
 from mailer.config import get_settings
 from mailer.db import publish_after_commit, utcnow
-from mailer.delivery.models import Delivery, DeliveryState
+from mailer.deliveries.models import Delivery, DeliveryState
 from mailer.redis import get_redis
-from mailer.subscribers import service as subscribers
 from mailer.subscribers.models import Subscriber, SuppressionReason
+from mailer.subscribers.unsubscribe import unsubscribe
+from mailer.suppression.service import suppress
 
 log = logging.getLogger(__name__)
 
@@ -221,25 +222,25 @@ def _act(session: Session, bounce: Bounce) -> str:
             if earlier is None:
                 return "counted: weak hard, 1 of 2"
             evidence = f"{evidence}; repeats bounce #{earlier}"[:1000]
-        done = subscribers.suppress(session, subscriber.address_hash,
-                                    reason=SuppressionReason.hard_bounce, evidence=evidence)
+        done = suppress(session, subscriber.address_hash,
+                        reason=SuppressionReason.hard_bounce, evidence=evidence)
         return "suppressed" if done else "already suppressed"
     if bounce.bounce_class == BounceClass.complaint:
-        subscribers.unsubscribe(session, subscriber, channel="complaint")
-        subscribers.suppress(session, subscriber.address_hash,
-                             reason=SuppressionReason.complaint, evidence=evidence)
+        unsubscribe(session, subscriber, channel="complaint")
+        suppress(session, subscriber.address_hash,
+                 reason=SuppressionReason.complaint, evidence=evidence)
         _raise_alert(session, "complaints", bounce.edition_id)
         return "unsubscribed and suppressed"
     weak_hard = confirms_weak_hard(session, bounce)
     if weak_hard is not None:  # the repeat a weak hard bounce was waiting for
-        done = subscribers.suppress(
+        done = suppress(
             session, subscriber.address_hash, reason=SuppressionReason.hard_bounce,
             evidence=f"weak hard bounce #{weak_hard} repeated by {evidence}"[:1000])
         return "suppressed" if done else "already suppressed"
     count = soft_bounce_count(session, subscriber.id)
     limit = get_settings().soft_bounce_limit
     if count >= limit:
-        done = subscribers.suppress(
+        done = suppress(
             session, subscriber.address_hash, reason=SuppressionReason.soft_bounces,
             evidence=f"{count} soft bounces on distinct editions; last: {evidence}")
         return "suppressed" if done else "already suppressed"

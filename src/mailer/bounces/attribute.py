@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from mailer.bounces.models import UNVERIFIED_REASONS
 from mailer.bounces.parse import BounceReport, FailedRecipient
-from mailer.delivery.models import Delivery
+from mailer.deliveries.models import Delivery
 from mailer.emails.kinds import MessageType, Ties, of_message_id_prefix, type_of
 from mailer.emails.message import looks_like_ours, parse_message_id
 from mailer.emails.verp import VerpToken, parse_return_path

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from mailer.bounces.models import Bounce, BounceClass
 from mailer.config import get_settings
-from mailer.delivery.models import Delivery, DeliveryState
+from mailer.deliveries.models import Delivery, DeliveryState
 
 _COUNTED = (BounceClass.hard, BounceClass.soft, BounceClass.policy, BounceClass.complaint,
             BounceClass.delayed, BounceClass.autoreply, BounceClass.unparsed)

@@ -18,7 +18,7 @@ from mailer.cli.actor import cli_actor
 from mailer.cli.editions import app
 from mailer.config import get_settings
 from mailer.db import transaction
-from mailer.delivery import service
+from mailer.delivery import service as sending
 from mailer.delivery.preflight import preflight
 from mailer.editions.models import Edition
 from mailer.editions.service import EditionError
@@ -75,11 +75,11 @@ def send(
     try:
         with transaction() as session:
             if when:
-                service.schedule_send(session, edition_id, when, by=cli_actor())
+                sending.schedule_send(session, edition_id, when, by=cli_actor())
                 typer.echo(f"Scheduled for {format_time(when)}; beat starts it then.")
                 return
-            frozen = service.start_send(session, edition_id, by=cli_actor())
-    except (service.SendError, EditionError) as exc:
+            frozen = sending.start_send(session, edition_id, by=cli_actor())
+    except (sending.SendError, EditionError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"Sending to {frozen:,} reader(s). Watch it: mailer editions progress {edition_id}")
 
@@ -89,8 +89,8 @@ def test(edition_id: int,
          to: list[str] = typer.Option(..., "--to", help="an address; repeat for more")) -> None:
     """Send a marked test copy to each --to address (not counted)."""
     try:
-        results = service.send_test_copies(edition_id, to, by=cli_actor())
-    except (service.SendError, EditionError) as exc:
+        results = sending.send_test_copies(edition_id, to, by=cli_actor())
+    except (sending.SendError, EditionError) as exc:
         raise _fail(str(exc)) from None
     for address, result in results:
         typer.echo(f"{address}: {result}")
@@ -101,8 +101,8 @@ def test(edition_id: int,
 def _act(edition_id: int, action: str) -> None:
     try:
         with transaction() as session:
-            getattr(service, action)(session, edition_id, by=cli_actor())
-    except service.SendError as exc:
+            getattr(sending, action)(session, edition_id, by=cli_actor())
+    except sending.SendError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"edition {edition_id}: {action} done")
 
@@ -131,13 +131,13 @@ def progress(edition_id: int,
              as_json: bool = typer.Option(False, "--json", help="one JSON object and exit"),
              ) -> None:
     """How far a send has come: counts per state, rate, time left."""
-    def read() -> service.Progress:
+    def read() -> sending.Progress:
         with transaction() as session:
-            return service.progress(session, edition_id)
+            return sending.progress(session, edition_id)
 
     try:
         current = read()
-    except service.SendError as exc:
+    except sending.SendError as exc:
         raise _fail(str(exc)) from None
     if as_json or not follow:
         typer.echo(json.dumps(current.as_dict()))
@@ -167,7 +167,7 @@ def acknowledge(edition_id: int) -> None:
     """Acknowledge an edition's complaints (over 0.3 % stops every send until you do)."""
     try:
         with transaction() as session:
-            n = service.acknowledge_complaints(session, edition_id, by=cli_actor())
-    except service.SendError as exc:
+            n = sending.acknowledge_complaints(session, edition_id, by=cli_actor())
+    except sending.SendError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"edition {edition_id}: {n} complaint(s) acknowledged; sending may go on")

@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 from mailer import privacy
 from mailer.cli.actor import cli_actor
 from mailer.db import transaction
-from mailer.subscribers import service
 from mailer.subscribers.addresses import InvalidAddress
 from mailer.subscribers.importer import import_rows, read_csv
 from mailer.subscribers.models import Subscriber, SubscriberStatus
+from mailer.subscribers.records import find
 
 app = typer.Typer(no_args_is_help=True, help="Subscribers and their consent.")
 err = Console(stderr=True, soft_wrap=True)
@@ -152,7 +152,7 @@ def count() -> None:
 
 def _find(session: Session, email: str) -> Subscriber:
     try:
-        subscriber = service.find(session, email)
+        subscriber = find(session, email)
     except InvalidAddress as exc:
         err.print(str(exc), style="red", markup=False)
         raise typer.Exit(2) from None

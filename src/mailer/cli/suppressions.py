@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session
 from mailer.cli.actor import cli_actor
 from mailer.db import transaction
 from mailer.localtime import format_time
-from mailer.subscribers import queries, service
 from mailer.subscribers.addresses import InvalidAddress, key_hash
 from mailer.subscribers.models import Suppression, SuppressionReason
+from mailer.suppression import queries as suppression_queries
+from mailer.suppression.service import suppress, unsuppress
 
 app = typer.Typer(no_args_is_help=True,
                   help="The suppression list: addresses never mailed again, with the evidence.")
@@ -41,8 +42,8 @@ def list_(
     if fmt not in ("table", "csv", "json"):
         _fail("--format must be table, csv or json")
     with transaction() as session:
-        found = queries.suppressions(session, reason=reason or None,
-                                     address_hash=_hash_of(email) if email else None)
+        found = suppression_queries.suppressions(session, reason=reason or None,
+                                                 address_hash=_hash_of(email) if email else None)
         # The table is for people (the association's time); JSON and CSV keep ISO 8601.
         rows = [{
             "email": address or "",
@@ -83,9 +84,9 @@ def add(
         _fail(f"--reason must be one of {', '.join(_REASONS)}")
     hash_ = _hash_of(email)
     with transaction() as session:
-        added = service.suppress(session, hash_, reason=reason,
-                                 evidence=evidence or "added with mailer suppressions add",
-                                 by=_operator())
+        added = suppress(session, hash_, reason=reason,
+                         evidence=evidence or "added with mailer suppressions add",
+                         by=_operator())
         existing = _suppression(session, hash_)
     if added:
         typer.echo(f"suppressed {email} ({reason})")
@@ -114,7 +115,7 @@ def remove(
             err.print(f"[red]{address} was erased on request; lifting the suppression lets an "
                       "import mail them again. Add --force if that is really meant.[/red]")
             raise typer.Exit(1)
-        service.unsuppress(session, hash_, by=_operator())
+        unsuppress(session, hash_, by=_operator())
     typer.echo(f"removed {address} from the suppression list (was: {existing.reason})")
 
 
@@ -127,7 +128,7 @@ def _hash_of(email: str) -> str:
 
 
 def _suppression(session: Session, hash_: str) -> Suppression | None:
-    return queries.suppression_of(session, hash_)
+    return suppression_queries.suppression_of(session, hash_)
 
 
 def _operator() -> str:

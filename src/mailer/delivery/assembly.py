@@ -33,7 +33,7 @@ from mailer.emails.message import (
     split_from,
 )
 from mailer.emails.verp import return_path
-from mailer.subscribers.service import unsubscribe_url_for
+from mailer.subscribers.unsubscribe import unsubscribe_url_for
 
 
 @dataclass(frozen=True)

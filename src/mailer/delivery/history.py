@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailer.bounces.models import Bounce
-from mailer.delivery.models import Delivery
+from mailer.deliveries.models import Delivery
 from mailer.editions.models import Edition
 
 

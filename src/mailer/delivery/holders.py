@@ -33,7 +33,8 @@ from sqlalchemy.orm import Session
 
 from mailer.config import SendingSettings
 from mailer.db import get_engine, utcnow
-from mailer.delivery.models import Delivery, DeliveryState, SenderProcess
+from mailer.deliveries.models import Delivery, DeliveryState
+from mailer.delivery.models import SenderProcess
 from mailer.editions.models import Edition, EditionState
 
 log = logging.getLogger(__name__)

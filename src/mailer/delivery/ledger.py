@@ -27,8 +27,8 @@ from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
 from mailer.config import SendingSettings
 from mailer.db import get_engine, run_after_commit, take_after_commit
+from mailer.deliveries.models import DeliveryState
 from mailer.delivery.assembly import Reader
-from mailer.delivery.models import DeliveryState
 from mailer.subscribers.queries import MAILABLE_SQL
 
 D = DeliveryState

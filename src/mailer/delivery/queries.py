@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailer.delivery.models import Delivery
+from mailer.deliveries.models import Delivery
 
 
 def state_counts(session: Session, edition_id: int) -> dict[str, int]:

@@ -39,10 +39,10 @@ from mailer.bounces.models import BounceClass
 from mailer.config import SendingSettings, Settings
 from mailer.counters import timed
 from mailer.db import transaction, utcnow
+from mailer.deliveries.models import DeliveryState
 from mailer.delivery import breaker, holders
 from mailer.delivery.assembly import MessageAssembler
 from mailer.delivery.ledger import Claimed, ClaimsLost, Ledger, Outcome
-from mailer.delivery.models import DeliveryState
 from mailer.delivery.service import SendError, complaint_hold, pause
 from mailer.editions.models import Edition, EditionState
 from mailer.emails.transport import SMTPFailure, SMTPTransport, process_transport

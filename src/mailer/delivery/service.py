@@ -23,7 +23,7 @@ from mailer import tasks
 from mailer.audit import record
 from mailer.config import get_settings
 from mailer.db import UTCDateTime, audience_lock, utcnow
-from mailer.delivery.models import FINAL_STATES, OPEN_STATES, Delivery, DeliveryState
+from mailer.deliveries.models import FINAL_STATES, OPEN_STATES, Delivery, DeliveryState
 from mailer.delivery.preflight import Check, audience_size, complaint_hold, nobody, preflight
 from mailer.delivery.queries import state_counts
 from mailer.editions.errors import NotSendable
@@ -358,7 +358,7 @@ def send_test_copies(
     from mailer.emails.kinds import MessageKind
     from mailer.emails.transport import SMTPFailure, process_transport
     from mailer.subscribers.addresses import InvalidAddress, normalise
-    from mailer.subscribers.service import public_id_of_test_copy
+    from mailer.subscribers.unsubscribe import public_id_of_test_copy
 
     settings = get_settings()  # a staff action's entry (web and CLI): the one read
     with transaction() as session:

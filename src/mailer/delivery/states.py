@@ -14,7 +14,7 @@ table does not allow.
 
 from __future__ import annotations
 
-from mailer.delivery.models import FINAL_STATES, OPEN_STATES, DeliveryState
+from mailer.deliveries.models import FINAL_STATES, OPEN_STATES, DeliveryState
 
 D = DeliveryState
 

@@ -25,8 +25,9 @@ from sqlalchemy.orm import Session
 
 from mailer.config import SendingSettings
 from mailer.db import utcnow
-from mailer.delivery import holders, service
-from mailer.delivery.models import Delivery, DeliveryState
+from mailer.deliveries.models import Delivery, DeliveryState
+from mailer.delivery import holders
+from mailer.delivery import service as sending
 from mailer.editions.models import Edition, EditionState
 
 D = DeliveryState
@@ -49,22 +50,22 @@ def sweep(session: Session, settings: SendingSettings, *, bulk_queue_empty: bool
     that are due, queued rows whose task was lost (timings: ``settings``)."""
     now = utcnow()
     report = SweepReport()
-    sending = sorted(session.scalars(
+    under_way = sorted(session.scalars(
         select(Edition.id).where(Edition.state == EditionState.sending)).all())
 
     # Claims whose holder is gone, in every edition under way (or cancelled meanwhile).
     to_queue: dict[int, list[int]] = defaultdict(list)
     for edition_id, ids in holders.reclaim(session, settings, now=now).items():
         report.reclaimed += len(ids)
-        if edition_id in sending:
+        if edition_id in under_way:
             to_queue[edition_id].extend(ids)
     holders.forget_gone(session, settings, now)
 
-    if sending:
+    if under_way:
         # Retries that are due.
         due = session.execute(
             select(Delivery.id, Delivery.edition_id)
-            .where(Delivery.edition_id.in_(sending), Delivery.state == D.deferred,
+            .where(Delivery.edition_id.in_(under_way), Delivery.state == D.deferred,
                    Delivery.next_attempt_at <= now)
         ).all()
         for delivery_id, edition_id in due:
@@ -83,7 +84,7 @@ def sweep(session: Session, settings: SendingSettings, *, bulk_queue_empty: bool
             live = holders.live_batches(session, settings, now)
             untouched = session.execute(
                 select(Delivery.id, Delivery.edition_id)
-                .where(Delivery.edition_id.in_(sending), Delivery.state == D.queued,
+                .where(Delivery.edition_id.in_(under_way), Delivery.state == D.queued,
                        Delivery.updated_at < threshold)
             ).all()
             lost = [(d, e) for d, e in untouched
@@ -99,10 +100,10 @@ def sweep(session: Session, settings: SendingSettings, *, bulk_queue_empty: bool
                 .values(updated_at=now)
             )
         for edition_id, ids in to_queue.items():
-            service.enqueue_ids(session, edition_id, ids, settings.batch_size)
+            sending.enqueue_ids(session, edition_id, ids, settings.batch_size)
 
-    for edition_id in sending:
-        if service.finish_if_done(session, edition_id):
+    for edition_id in under_way:
+        if sending.finish_if_done(session, edition_id):
             report.finished.append(edition_id)
-    report.started = service.start_due_editions(session)
+    report.started = sending.start_due_editions(session)
     return report

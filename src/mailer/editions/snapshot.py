@@ -32,7 +32,7 @@ from mailer.editions.compose import (
 )
 from mailer.editions.errors import EditionError, NotSendable
 from mailer.editions.models import Edition
-from mailer.subscribers.service import unsubscribe_url_for
+from mailer.subscribers.unsubscribe import unsubscribe_url_for
 
 __all__ = ["PERSONAL_FIELDS", "AsMailed", "Personaliser", "as_mailed", "check_composed",
            "freeze", "personaliser_for", "personaliser_of", "view_url"]

@@ -35,7 +35,7 @@ from mailer.bounces.models import UNVERIFIED_REASONS, Bounce, Trust
 from mailer.config import Settings
 from mailer.counters import LATENCY_BUCKETS, record_smtp, timed
 from mailer.db import transaction
-from mailer.delivery.models import Delivery, DeliveryState
+from mailer.deliveries.models import Delivery, DeliveryState
 from mailer.emails.kinds import TYPES, MessageKind
 from mailer.ops import alerts as alerts_
 from mailer.ops import status

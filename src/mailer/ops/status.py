@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 
 from mailer.config import Settings
 from mailer.db import utcnow
+from mailer.deliveries.models import Delivery, DeliveryState
 from mailer.delivery import service as sending
-from mailer.delivery.models import Delivery, DeliveryState
 from mailer.editions.models import Edition, EditionState
 from mailer.ops import alerts as alerts_
 from mailer.ops import queues as queues_

@@ -15,7 +15,12 @@ from mailer.config import get_settings
 from mailer.db import transaction, utcnow
 from mailer.emails.kinds import MessageKind
 from mailer.emails.send import render, send_one
-from mailer.subscribers import service
+from mailer.subscribers.confirmation import (
+    claim_confirmation_mail,
+    confirmation_url,
+    mark_confirmation_sent,
+    release_confirmation_mail,
+)
 from mailer.subscribers.models import Subscriber
 
 log = logging.getLogger(__name__)
@@ -40,7 +45,7 @@ def send_confirmation_mail(subscriber_id: int, *, retry_in: float = 0.0) -> Mail
     """
     settings = get_settings()
     with transaction() as session:
-        token = service.claim_confirmation_mail(session, subscriber_id)
+        token = claim_confirmation_mail(session, subscriber_id)
         if token is None:
             return MailResult.nothing
         subscriber = session.get(Subscriber, subscriber_id)
@@ -53,7 +58,7 @@ def send_confirmation_mail(subscriber_id: int, *, retry_in: float = 0.0) -> Mail
         rendered = render(MessageKind.confirmation, dict(
             settings=settings,
             subscriber=subscriber,
-            confirm_url=service.confirmation_url(token),
+            confirm_url=confirmation_url(token),
             expires_days=settings.confirmation_ttl_days,
         ))
         recipient, token_id = subscriber.email, token.id
@@ -63,13 +68,13 @@ def send_confirmation_mail(subscriber_id: int, *, retry_in: float = 0.0) -> Mail
         failure = result.failure
         retry_at = utcnow() + dt.timedelta(seconds=retry_in)
         with transaction() as session:
-            service.release_confirmation_mail(session, token_id, str(failure),
-                                              final=not failure.temporary, retry_at=retry_at)
+            release_confirmation_mail(session, token_id, str(failure),
+                                      final=not failure.temporary, retry_at=retry_at)
         log.warning("confirmation mail not sent: %s", failure,
                     extra={"subscriber_id": subscriber_id, "smtp_code": failure.code})
         return MailResult.retry if failure.temporary else MailResult.failed
     with transaction() as session:
-        service.mark_confirmation_sent(session, token_id, result.message_id)
+        mark_confirmation_sent(session, token_id, result.message_id)
     log.info("confirmation mail sent: %s", result.reply,
              extra={"subscriber_id": subscriber_id, "smtp_code": result.code})
     return MailResult.sent

@@ -26,7 +26,7 @@ from mailer.subscribers.models import (
     SubscriberStatus,
     Suppression,
 )
-from mailer.subscribers.service import clean_text
+from mailer.subscribers.signup import clean_text
 from mailer.tokens import address_hash, random_id
 
 COLUMNS = ("email", "first_name", "last_name", "organisation", "country", "consented_at")

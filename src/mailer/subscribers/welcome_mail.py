@@ -15,35 +15,56 @@ record under it, and a copy that finds the claim taken retries later.
 The mail links the newest sent edition in the web archive when there is one. Editions sit
 above subscribers in the layers, so the task looks it up (``editions.service.
 latest_edition_link``) and hands it in as a :class:`LatestEdition`.
+
+A welcome whose task was lost (the broker was away when the confirm committed, a crash) is
+queued again by the sweeper: ``requeue_lost_welcomes`` finds the readers who confirmed more
+than five minutes and less than two days ago and have no ``welcome_sent`` since. The
+window keeps an upgrade (the setting is on by default) from welcoming every reader of old.
+A round is queued again at most every half hour (a Redis key), so a mail that waits for
+its task's own retries is not queued once more at every sweep; one the server refused for
+good is held for the whole window.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session
 
+from mailer import tasks
 from mailer.config import get_settings
-from mailer.db import transaction
+from mailer.db import transaction, utcnow
 from mailer.emails.kinds import MessageKind
 from mailer.emails.message import message_id
 from mailer.emails.send import send_one
 from mailer.redis import get_redis
-from mailer.subscribers import service
 from mailer.subscribers.confirmation_mail import MailResult
 from mailer.subscribers.models import (
+    ConfirmationToken,
     ConsentEvent,
     ConsentEventKind,
     Subscriber,
     SubscriberStatus,
 )
+from mailer.subscribers.records import record_event
+from mailer.subscribers.unsubscribe import unsubscribe_url
 
 log = logging.getLogger(__name__)
 
 #: The Redis key a copy of the task holds while it sends (with the subscriber and token).
 CLAIM_PREFIX = "mailer:welcome:sending:"
 CLAIM_SECONDS = 300
+#: The sweeper queues a welcome again once its reader confirmed this long ago with none
+#: sent since; never for a confirmation older than the window.
+RESEND_AFTER = dt.timedelta(minutes=5)
+RESEND_WINDOW = dt.timedelta(days=2)
+#: While this key (with the subscriber and token) is set, the sweeper leaves the round
+#: alone: for half an hour after each requeue, for the window after a refusal for good.
+HOLD_PREFIX = "mailer:welcome:hold:"
+REQUEUE_EVERY_SECONDS = 1800
 
 
 @dataclass(frozen=True)
@@ -81,19 +102,70 @@ def _send_under_claim(subscriber_id: int, token_id: int,
                 ConsentEvent.message_id == message_id(MessageKind.welcome, *ids)))):
             return MailResult.nothing
         context = {"settings": settings, "subscriber": subscriber,
-                   "unsubscribe_url": service.unsubscribe_url(subscriber),
+                   "unsubscribe_url": unsubscribe_url(subscriber),
                    "latest_edition": latest_edition}
         recipient = subscriber.email
     result = send_one(MessageKind.welcome, recipient, context, ids=ids, verp_id=subscriber_id)
     if result.failure is not None:
         log.warning("welcome mail not sent: %s", result.failure,
                     extra={"subscriber_id": subscriber_id, "smtp_code": result.code})
+        if not result.temporary:  # refused for good: the sweeper does not try it again
+            get_redis().set(f"{HOLD_PREFIX}{subscriber_id}:{token_id}", "refused",
+                            ex=int(RESEND_WINDOW.total_seconds()))
         return MailResult.retry if result.temporary else MailResult.failed
     with transaction() as session:
         subscriber = session.get(Subscriber, subscriber_id)
         if subscriber is not None:
-            service.record_event(session, subscriber, ConsentEventKind.welcome_sent,
-                                 message_id=result.message_id)
+            record_event(session, subscriber, ConsentEventKind.welcome_sent,
+                         message_id=result.message_id)
     log.info("welcome mail sent: %s", result.reply,
              extra={"subscriber_id": subscriber_id, "smtp_code": result.code})
     return MailResult.sent
+
+
+def welcomes_to_resend(session: Session, *, older_than: dt.timedelta = RESEND_AFTER,
+                       window: dt.timedelta = RESEND_WINDOW) -> list[tuple[int, int]]:
+    """(subscriber, token) of each reader who confirmed between ``window`` and
+    ``older_than`` ago and has had no welcome since: the rounds whose task was lost.
+
+    The token is the one the reader confirmed with (used at the very moment of the
+    confirmation), the round the welcome's Message-ID names.
+    """
+    now = utcnow()
+    welcomed = exists().where(ConsentEvent.subscriber_id == Subscriber.id,
+                              ConsentEvent.kind == ConsentEventKind.welcome_sent,
+                              ConsentEvent.at >= Subscriber.confirmed_at)
+    # Read from the tokens, as the confirmations' resend is: the subscriber table has no
+    # index on confirmed_at, and is read here by its key only.
+    rows = session.execute(
+        select(ConfirmationToken.subscriber_id, func.max(ConfirmationToken.id))
+        .join(Subscriber, Subscriber.id == ConfirmationToken.subscriber_id)
+        .where(ConfirmationToken.used_at <= now - older_than,
+               ConfirmationToken.used_at > now - window,
+               ConfirmationToken.used_at == Subscriber.confirmed_at,
+               Subscriber.status == SubscriberStatus.confirmed,
+               ~welcomed)
+        .group_by(ConfirmationToken.subscriber_id)
+        .order_by(ConfirmationToken.subscriber_id)
+        .limit(1000)
+    )
+    return [(subscriber_id, token_id) for subscriber_id, token_id in rows]
+
+
+def requeue_lost_welcomes() -> int:
+    """Queue again the welcomes whose task was lost (the sweeper's part); how many.
+
+    Nothing when ``MAILER_WELCOME_MAIL`` is off. Published now: the rounds are read from
+    the database, and a broker that is away raises (the next sweep tries again).
+    """
+    if not get_settings().welcome_mail:
+        return 0
+    with transaction() as session:
+        rounds = welcomes_to_resend(session)
+    queued = 0
+    for subscriber_id, token_id in rounds:
+        if get_redis().set(f"{HOLD_PREFIX}{subscriber_id}:{token_id}", "requeued", nx=True,
+                           ex=REQUEUE_EVERY_SECONDS):
+            tasks.publish(tasks.SEND_WELCOME, subscriber_id, token_id, session=None)
+            queued += 1
+    return queued

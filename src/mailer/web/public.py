@@ -15,7 +15,8 @@ from mailer import tasks
 from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.ratelimit import hit
-from mailer.subscribers import service
+from mailer.subscribers import confirmation, signup
+from mailer.subscribers import unsubscribe as unsubscribing
 from mailer.subscribers.addresses import InvalidAddress, normalise
 from mailer.tokens import address_hash
 from mailer.web.forms import BadForm, client_ip, read_form
@@ -38,12 +39,12 @@ def home() -> RedirectResponse:
 
 @router.get("/subscribe", response_class=HTMLResponse)
 def subscribe_form() -> HTMLResponse:
-    return page("subscribe.html", values={}, errors={}, limits=service.FIELD_LIMITS)
+    return page("subscribe.html", values={}, errors={}, limits=signup.FIELD_LIMITS)
 
 
 @router.get("/subscribe/embed", response_class=HTMLResponse)
 def subscribe_embed() -> HTMLResponse:
-    return page("embed.html", limits=service.FIELD_LIMITS)
+    return page("embed.html", limits=signup.FIELD_LIMITS)
 
 
 @router.post("/subscribe", response_class=HTMLResponse)
@@ -51,14 +52,14 @@ async def subscribe(request: Request) -> HTMLResponse:
     try:
         form = await read_form(request)
     except BadForm:
-        return page("subscribe.html", 400, values={}, limits=service.FIELD_LIMITS,
+        return page("subscribe.html", 400, values={}, limits=signup.FIELD_LIMITS,
                     errors={"form": "The form could not be read. Please fill it in again."})
     if form.get(HONEYPOT):
         return _thanks()  # a bot: answer as if all went well, store nothing
     values = {name: form.get(name).strip() for name in FIELDS}
     source = form.get("source")
     source = source if source in SOURCES else "subscribe-page"
-    errors = service.profile_problems(values)
+    errors = signup.profile_problems(values)
     try:
         _, key = normalise(values["email"])
     except InvalidAddress as exc:
@@ -70,7 +71,7 @@ async def subscribe(request: Request) -> HTMLResponse:
         errors["consent"] = "Please tick the box to confirm that you want the newsletter."
     if errors:
         return page("subscribe.html", 422, values={**values, "consent": consented},
-                    errors=errors, source=source, limits=service.FIELD_LIMITS)
+                    errors=errors, source=source, limits=signup.FIELD_LIMITS)
 
     settings = get_settings()
     ip = client_ip(request)
@@ -81,17 +82,17 @@ async def subscribe(request: Request) -> HTMLResponse:
     # this address signed up today. It only sends no second mail.
     may_mail = hit(f"signup-address:{address_hash(key)}",
                    settings.signup.confirmation_mails_per_address_per_day, 86400)
-    origin = service.Origin(source=source, ip=ip, user_agent=request.headers.get("user-agent"))
+    origin = signup.Origin(source=source, ip=ip, user_agent=request.headers.get("user-agent"))
     await run_in_threadpool(_sign_up, values, origin, may_mail)
     return _thanks()
 
 
-def _sign_up(values: dict[str, str], origin: service.Origin, may_mail: bool) -> None:
+def _sign_up(values: dict[str, str], origin: signup.Origin, may_mail: bool) -> None:
     with transaction() as session:
-        subscriber = service.sign_up(
+        subscriber = signup.sign_up(
             session,
             email=values["email"],
-            profile=service.Profile(
+            profile=signup.Profile(
                 first_name=values["first_name"], last_name=values["last_name"],
                 organisation=values["organisation"], country=values["country"],
             ),
@@ -117,7 +118,7 @@ def _thanks() -> HTMLResponse:
 def confirm_page(token: str) -> HTMLResponse:
     """Shows a Confirm button and changes nothing: link scanners fetch every URL in a mail."""
     with transaction() as session:
-        check = service.check_confirmation(session, token)
+        check = confirmation.check_confirmation(session, token)
     if check.status != "ok":
         return _token_problem(check.status)
     return page("confirm.html", token=token)
@@ -126,11 +127,11 @@ def confirm_page(token: str) -> HTMLResponse:
 @router.post("/confirm/{token}", response_class=HTMLResponse)
 def confirm(token: str, request: Request) -> HTMLResponse:
     with transaction() as session:
-        check = service.confirm(session, token, ip=client_ip(request),
-                                user_agent=request.headers.get("user-agent"))
+        check = confirmation.confirm(session, token, ip=client_ip(request),
+                                     user_agent=request.headers.get("user-agent"))
         if check.status == "ok":
             assert check.subscriber is not None
-            unsubscribe_url = service.unsubscribe_url(check.subscriber)
+            unsubscribe_url = unsubscribing.unsubscribe_url(check.subscriber)
     if check.status != "ok":
         return _token_problem(check.status)
     return page("confirm-done.html", unsubscribe_url=unsubscribe_url)
@@ -148,7 +149,7 @@ def _token_problem(status: str) -> HTMLResponse:
 def unsubscribe_page(token: str) -> HTMLResponse:
     """Shows an Unsubscribe button and changes nothing (a GET never changes state)."""
     with transaction() as session:
-        subscriber = service.subscriber_for_unsubscribe(session, token)
+        subscriber = unsubscribing.subscriber_for_unsubscribe(session, token)
         if subscriber is None:
             return _not_a_reader(token)
         email, status = subscriber.email, subscriber.status
@@ -171,7 +172,7 @@ async def unsubscribe(token: str, request: Request) -> Response:
         ip=client_ip(request), user_agent=request.headers.get("user-agent"),
     )
     if not found:
-        if one_click and service.edition_of_test_copy(token) is not None:
+        if one_click and unsubscribing.edition_of_test_copy(token) is not None:
             return PlainTextResponse("This was a test copy: nobody was unsubscribed.\n")
         if one_click:
             return PlainTextResponse("Unknown unsubscribe link.\n", status_code=404)
@@ -185,7 +186,7 @@ async def unsubscribe(token: str, request: Request) -> Response:
 def _not_a_reader(token: str) -> HTMLResponse:
     """A link that unsubscribes nobody: from a test copy (signed by us, naming the edition)
     it says so; anything else is not valid."""
-    edition_id = service.edition_of_test_copy(token)
+    edition_id = unsubscribing.edition_of_test_copy(token)
     if edition_id is None:
         return page("unsubscribe-invalid.html", 404)
     return page("unsubscribe-test-copy.html")
@@ -193,8 +194,9 @@ def _not_a_reader(token: str) -> HTMLResponse:
 
 def _unsubscribe(token: str, *, channel: str, ip: str, user_agent: str | None) -> bool:
     with transaction() as session:
-        subscriber = service.subscriber_for_unsubscribe(session, token)
+        subscriber = unsubscribing.subscriber_for_unsubscribe(session, token)
         if subscriber is None:
             return False
-        service.unsubscribe(session, subscriber, channel=channel, ip=ip, user_agent=user_agent)
+        unsubscribing.unsubscribe(session, subscriber, channel=channel, ip=ip,
+                                  user_agent=user_agent)
     return True

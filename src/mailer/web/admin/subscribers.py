@@ -25,8 +25,7 @@ from mailer.bounces.models import Bounce
 from mailer.db import transaction
 from mailer.delivery.history import editions_sent
 from mailer.staff.audit import record
-from mailer.subscribers import importer, queries
-from mailer.subscribers import service as subscribers
+from mailer.subscribers import importer
 from mailer.subscribers.addresses import InvalidAddress, key_hash
 from mailer.subscribers.models import (
     ConsentEvent,
@@ -34,6 +33,8 @@ from mailer.subscribers.models import (
     SubscriberStatus,
     SuppressionReason,
 )
+from mailer.suppression import queries as suppression_queries
+from mailer.suppression import service as suppression_service
 from mailer.web.admin.auth import AdminRefusal, Staff, editor, form_of
 from mailer.web.admin.render import admin_page, headers, redirect
 from mailer.web.bounds import RowId, page_number
@@ -83,7 +84,7 @@ def detail(request: Request, subscriber_id: RowId, staff: Staff = Depends(editor
         subscriber = _subscriber(session, subscriber_id)
         events = session.scalars(select(ConsentEvent).where(
             ConsentEvent.subscriber_id == subscriber.id).order_by(ConsentEvent.id)).all()
-        suppression = queries.suppression_of(session, subscriber.address_hash)
+        suppression = suppression_queries.suppression_of(session, subscriber.address_hash)
         bounces = session.scalars(select(Bounce).where(Bounce.subscriber_id == subscriber.id)
                                   .order_by(Bounce.id.desc()).limit(50)).all()
         sent = editions_sent(session, subscriber.id, limit=200)
@@ -132,13 +133,13 @@ def _suppress(subscriber_id: int, form: dict[str, str], staff: Staff) -> Respons
     with transaction() as session:
         subscriber = _subscriber(session, subscriber_id)
         if form.get("lift") == "yes":
-            done = subscribers.unsuppress(session, subscriber.address_hash, by=staff.email)
+            done = suppression_service.unsuppress(session, subscriber.address_hash, by=staff.email)
             message = "Lifted from the suppression list."
         else:
             evidence = form.get("evidence", "").strip()[:1000] or f"by {staff.email}"
-            done = subscribers.suppress(session, subscriber.address_hash,
-                                        reason=SuppressionReason.manual, evidence=evidence,
-                                        by=staff.email)
+            done = suppression_service.suppress(session, subscriber.address_hash,
+                                                reason=SuppressionReason.manual, evidence=evidence,
+                                                by=staff.email)
             message = "Suppressed: never mailed again."
         if not done:
             return redirect(here, "Nothing to change.", "error")
@@ -246,9 +247,9 @@ def suppressions(request: Request, reason: str = "", q: str = "",
                 address_hash = key_hash(q.strip())
             except InvalidAddress as exc:
                 error = str(exc)
-        rows = [] if error else queries.suppressions(
+        rows = [] if error else suppression_queries.suppressions(
             session, reason=reason or None, address_hash=address_hash, limit=500)
-        counts = queries.suppression_counts(session)
+        counts = suppression_queries.suppression_counts(session)
         return admin_page(request, "suppressions.html", staff, session=session, rows=rows,
                           reason=reason, q=q, error=error, counts=counts,
                           reasons=[r.value for r in SuppressionReason])
@@ -267,8 +268,8 @@ def _add_suppression(form: dict[str, str], staff: Staff) -> Response:
         return redirect("/admin/suppressions", str(exc), "error")
     evidence = form.get("evidence", "").strip()[:1000] or f"added by {staff.email}"
     with transaction() as session:
-        done = subscribers.suppress(session, hash_, reason=SuppressionReason.manual,
-                                    evidence=evidence, by=staff.email)
+        done = suppression_service.suppress(session, hash_, reason=SuppressionReason.manual,
+                                            evidence=evidence, by=staff.email)
     return redirect("/admin/suppressions", "Suppressed: never mailed again." if done
                     else "That address was suppressed already.", "ok" if done else "error")
 
@@ -281,12 +282,12 @@ async def remove_suppression(request: Request, staff: Staff = Depends(editor)) -
 
 def _remove_suppression(hash_: str, staff: Staff) -> Response:
     with transaction() as session:
-        row = queries.suppression_of(session, hash_)
+        row = suppression_queries.suppression_of(session, hash_)
         if row is None:
             return redirect("/admin/suppressions", "That entry is not on the list.", "error")
         if row.reason == SuppressionReason.erased:
             return redirect("/admin/suppressions", "An erasure's entry stays: it is what keeps "
                             "an erased person from being imported and mailed again.", "error")
-        subscribers.unsuppress(session, hash_, by=staff.email)
+        suppression_service.unsuppress(session, hash_, by=staff.email)
     return redirect("/admin/suppressions", "Removed from the suppression list. The address "
                     "gets newsletters again only as a confirmed subscriber.")

@@ -22,7 +22,7 @@ from mailer.audit import record
 from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.ratelimit import hit
-from mailer.subscribers import queries, service
+from mailer.subscribers import queries, signup
 from mailer.subscribers.addresses import InvalidAddress, normalise
 from mailer.subscribers.models import Subscriber, SubscriberStatus
 from mailer.tokens import address_hash
@@ -33,7 +33,7 @@ from mailer.web.forms import client_ip
 router = APIRouter(prefix="/subscribers", tags=["subscribers"])
 
 Status = Literal["pending", "confirmed", "unsubscribed"]
-LIMITS = service.FIELD_LIMITS
+LIMITS = signup.FIELD_LIMITS
 #: No line break, tab or other control character (the form refuses them too).
 TEXT = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
 
@@ -135,7 +135,7 @@ def sign_up(caller: Annotated[Caller, Depends(require("subscribers:write"))],
             body: SignUp, request: Request) -> Accepted:
     """Sign a person up with double opt-in, as the form does."""
     values = {name: getattr(body, name).strip() for name in LIMITS}
-    problems = service.profile_problems(values)
+    problems = signup.profile_problems(values)
     try:
         _, key = normalise(values["email"])
     except InvalidAddress as exc:
@@ -150,15 +150,15 @@ def sign_up(caller: Annotated[Caller, Depends(require("subscribers:write"))],
                          "an hour with this token.", headers={"Retry-After": "3600"})
     may_mail = hit(f"signup-address:{address_hash(key)}",
                    settings.signup.confirmation_mails_per_address_per_day, 86400)
-    origin = service.Origin(source=caller.actor, ip=body.ip or client_ip(request),
-                            user_agent=body.user_agent or request.headers.get("user-agent"))
+    origin = signup.Origin(source=caller.actor, ip=body.ip or client_ip(request),
+                           user_agent=body.user_agent or request.headers.get("user-agent"))
     with transaction() as session:
-        subscriber = service.sign_up(
+        subscriber = signup.sign_up(
             session, email=values["email"], origin=origin, may_mail=may_mail,
-            profile=service.Profile(first_name=values["first_name"],
-                                    last_name=values["last_name"],
-                                    organisation=values["organisation"],
-                                    country=values["country"]))
+            profile=signup.Profile(first_name=values["first_name"],
+                                   last_name=values["last_name"],
+                                   organisation=values["organisation"],
+                                   country=values["country"]))
         tasks.publish(tasks.SEND_CONFIRMATION, subscriber.id, session=session)
         record(session, actor=caller.actor, action="subscriber.sign_up",
                target=f"subscriber:{subscriber.id}", detail={"source": origin.source})

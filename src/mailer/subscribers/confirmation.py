@@ -1,0 +1,239 @@
+"""Confirmation: the double opt-in's links, their check and use, and the bookkeeping of
+the mails that carry them.
+
+A sign-up leaves a token (``new_token``); the confirmations worker claims it, sends its
+mail and marks it sent (``claim_confirmation_mail``, ``mark_confirmation_sent``,
+``release_confirmation_mail``; ``mailer.subscribers.confirmation_mail``); the sweeper
+queues again what a lost task never sent (``confirmations_to_resend``); the reader's click
+is checked and used (``check_confirmation``, ``confirm``). Only the newest link works, and
+at most one confirmation mail a day goes to an address. Never commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session
+
+from mailer import tasks
+from mailer.config import get_settings
+from mailer.db import utcnow
+from mailer.subscribers.models import (
+    ConfirmationToken,
+    ConsentEventKind,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+)
+from mailer.subscribers.records import record_event, rowcount
+from mailer.tokens import random_id, sign, verify
+
+#: A confirmation link's signature, in base64 characters (258 bits).
+CONFIRM_SIGNATURE = 43
+#: At most one confirmation mail per address in this interval.
+MAIL_INTERVAL = dt.timedelta(days=1)
+
+
+def link_mailed_today(session: Session, subscriber: Subscriber) -> bool:
+    """Does the reader hold a working link whose mail went out in the last day?"""
+    now = utcnow()
+    return bool(session.scalar(select(exists().where(
+        ConfirmationToken.subscriber_id == subscriber.id,
+        ConfirmationToken.used_at.is_(None),
+        ConfirmationToken.expires_at > now,
+        ConfirmationToken.sent_at > now - MAIL_INTERVAL,
+    ))))
+
+
+# --- confirmation tokens ----------------------------------------------------------------
+
+
+def new_token(session: Session, subscriber: Subscriber) -> ConfirmationToken:
+    now = utcnow()
+    # Only the newest link works: older unused ones are retired.
+    retire_open_links(session, subscriber, now)
+    token = ConfirmationToken(
+        subscriber_id=subscriber.id,
+        nonce=random_id(),
+        created_at=now,
+        expires_at=now + dt.timedelta(days=get_settings().confirmation_ttl_days),
+    )
+    session.add(token)
+    session.flush()
+    return token
+
+
+def retire_open_links(session: Session, subscriber: Subscriber, now: dt.datetime) -> None:
+    session.execute(
+        update(ConfirmationToken)
+        .where(ConfirmationToken.subscriber_id == subscriber.id,
+               ConfirmationToken.used_at.is_(None))
+        .values(used_at=now)
+    )
+
+
+def confirmation_token_value(token: ConfirmationToken) -> str:
+    return f"{token.id}.{sign('confirm', f'{token.id}.{token.nonce}', CONFIRM_SIGNATURE)}"
+
+
+def confirmation_url(token: ConfirmationToken) -> str:
+    return f"{get_settings().base_url}/confirm/{confirmation_token_value(token)}"
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    status: str  # ok, invalid, expired, used
+    token: ConfirmationToken | None = None
+    subscriber: Subscriber | None = None
+
+
+def check_confirmation(session: Session, value: str) -> TokenCheck:
+    """What a confirmation link is worth, without changing anything (the GET page)."""
+    token_id, _, signature = value.partition(".")
+    # isascii: str.isdigit() also accepts "²" and other digits int() refuses.
+    if not (token_id.isascii() and token_id.isdigit()) or len(token_id) > 9:
+        return TokenCheck("invalid")
+    if len(signature) != CONFIRM_SIGNATURE:  # tokens.verify would accept a prefix
+        return TokenCheck("invalid")
+    token = session.get(ConfirmationToken, int(token_id))
+    if token is None or not verify("confirm", f"{token.id}.{token.nonce}", signature):
+        return TokenCheck("invalid")
+    subscriber = session.get(Subscriber, token.subscriber_id)
+    if subscriber is None:
+        return TokenCheck("invalid")
+    if token.used_at is not None or subscriber.status != SubscriberStatus.pending:
+        return TokenCheck("used", token, subscriber)
+    if token.expires_at <= utcnow():
+        return TokenCheck("expired", token, subscriber)
+    return TokenCheck("ok", token, subscriber)
+
+
+def confirm(session: Session, value: str, *, ip: str | None, user_agent: str | None) -> TokenCheck:
+    """Confirm the subscription a link belongs to (the POST of its Confirm button)."""
+    check = check_confirmation(session, value)
+    if check.status != "ok" or check.token is None or check.subscriber is None:
+        return check
+    now = utcnow()
+    # The conditional update makes a double submit (two tabs, a retry) confirm once.
+    claimed = rowcount(session.execute(
+        update(ConfirmationToken)
+        .where(ConfirmationToken.id == check.token.id, ConfirmationToken.used_at.is_(None))
+        .values(used_at=now)
+    ))
+    if not claimed:
+        return TokenCheck("used", check.token, check.subscriber)
+    subscriber = check.subscriber
+    subscriber.status = SubscriberStatus.confirmed
+    subscriber.confirmed_at = now
+    subscriber.unsubscribed_at = None
+    record_event(session, subscriber, ConsentEventKind.confirmed, at=now, ip=ip,
+                 user_agent=(user_agent or "")[:500] or None,
+                 consent_version=get_settings().consent_version)
+    # A fresh double opt-in is fresh consent: it lifts an earlier suppression (an erasure,
+    # a complaint), which is recorded.
+    suppression = session.scalars(
+        select(Suppression).where(Suppression.address_hash == subscriber.address_hash)
+    ).first()
+    if suppression is not None:
+        record_event(session, subscriber, ConsentEventKind.unsuppressed,
+                     detail={"reason": suppression.reason, "by": "double opt-in"})
+        session.delete(suppression)
+    if get_settings().welcome_mail:  # sent once this transaction has committed
+        tasks.publish(tasks.SEND_WELCOME, subscriber.id, check.token.id, session=session)
+    return TokenCheck("ok", check.token, subscriber)
+
+
+# --- the confirmation mail (used by the confirmations worker) ------------------------------
+
+
+def claim_confirmation_mail(
+    session: Session, subscriber_id: int, *, lease: dt.timedelta = dt.timedelta(minutes=5)
+) -> ConfirmationToken | None:
+    """The token whose mail this worker should send now, claimed; or None (nothing to do).
+
+    Nothing to do: the subscriber is gone or no longer pending, the newest token was sent
+    already, has expired, is claimed by another worker, or a confirmation mail went to this
+    address in the last 24 hours (at most one a day).
+    """
+    now = utcnow()
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None or subscriber.status != SubscriberStatus.pending:
+        return None
+    day_ago = now - MAIL_INTERVAL
+    recent = session.scalar(
+        select(exists().where(ConfirmationToken.subscriber_id == subscriber_id,
+                              ConfirmationToken.sent_at > day_ago))
+    )
+    if recent:
+        return None
+    token = session.scalars(
+        select(ConfirmationToken)
+        .where(ConfirmationToken.subscriber_id == subscriber_id,
+               ConfirmationToken.used_at.is_(None),
+               ConfirmationToken.sent_at.is_(None),
+               ConfirmationToken.expires_at > now)
+        .order_by(ConfirmationToken.id.desc())
+    ).first()
+    if token is None:
+        return None
+    claimed = rowcount(session.execute(
+        update(ConfirmationToken)
+        .where(ConfirmationToken.id == token.id, ConfirmationToken.sent_at.is_(None),
+               (ConfirmationToken.claimed_until.is_(None))
+               | (ConfirmationToken.claimed_until < now))
+        .values(claimed_until=now + lease)
+    ))
+    return token if claimed else None
+
+
+def mark_confirmation_sent(session: Session, token_id: int, message_id: str) -> None:
+    token = session.get(ConfirmationToken, token_id)
+    if token is None or token.sent_at is not None:
+        return
+    token.sent_at = utcnow()
+    token.message_id = message_id
+    token.last_error = None
+    subscriber = session.get(Subscriber, token.subscriber_id)
+    if subscriber is not None:
+        record_event(session, subscriber, ConsentEventKind.confirmation_sent,
+                     message_id=message_id, at=token.sent_at)
+
+
+def release_confirmation_mail(
+    session: Session, token_id: int, error: str, *, final: bool,
+    retry_at: dt.datetime | None = None,
+) -> None:
+    """A send failed: keep the claim until ``retry_at`` (the task's own retry takes it
+    then; the sweeper leaves it alone until then), or (final) for good so nobody retries."""
+    token = session.get(ConfirmationToken, token_id)
+    if token is None:
+        return
+    token.last_error = error[:2000]
+    token.claimed_until = token.expires_at if final else retry_at
+
+
+def confirmations_to_resend(session: Session, *, older_than: dt.timedelta) -> list[int]:
+    """Pending subscribers whose confirmation mail never went out (a lost task, a crash).
+
+    Readers mailed in the last day are left out: their next mail waits for the daily
+    limit, and queueing it every sweep until then would only be refused every time.
+    """
+    now = utcnow()
+    mailed_today = select(ConfirmationToken.subscriber_id).where(
+        ConfirmationToken.sent_at > now - MAIL_INTERVAL)
+    rows = session.execute(
+        select(ConfirmationToken.subscriber_id)
+        .join(Subscriber, Subscriber.id == ConfirmationToken.subscriber_id)
+        .where(Subscriber.status == SubscriberStatus.pending,
+               ConfirmationToken.used_at.is_(None),
+               ConfirmationToken.sent_at.is_(None),
+               ConfirmationToken.expires_at > now,
+               ConfirmationToken.created_at < now - older_than,
+               (ConfirmationToken.claimed_until.is_(None))
+               | (ConfirmationToken.claimed_until < now),
+               ConfirmationToken.subscriber_id.not_in(mailed_today))
+        .limit(1000)
+    )
+    return sorted({r[0] for r in rows})

@@ -1,0 +1,173 @@
+"""Sign-up: a reader's request to subscribe, and the checks of the form's name fields.
+
+A sign-up records who asked (a consent event) and leaves a confirmation link for the
+confirmations worker to mail (``mailer.subscribers.confirmation``); nothing is subscribed
+until the reader confirms. Like every subscribers service it never commits.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mailer.config import get_settings
+from mailer.db import utcnow
+from mailer.subscribers.addresses import MAX_LENGTH as MAX_ADDRESS_LENGTH
+from mailer.subscribers.addresses import normalise
+from mailer.subscribers.confirmation import link_mailed_today, new_token, retire_open_links
+from mailer.subscribers.models import ConsentEventKind, Subscriber, SubscriberStatus
+from mailer.subscribers.records import record_event
+from mailer.tokens import address_hash, random_id
+
+
+@dataclass(frozen=True)
+class Profile:
+    first_name: str = ""
+    last_name: str = ""
+    organisation: str = ""
+    country: str = ""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a consent came from: the form, the request's IP and user agent."""
+
+    source: str = "web"
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
+            may_mail: bool = True) -> Subscriber:
+    """Record a sign-up. New, pending and unsubscribed addresses get a confirmation token
+    whose mail the confirmations worker sends; a confirmed one changes nothing.
+
+    A pending address whose confirmation mail went out in the last day keeps that link
+    (and gets no second mail today): a second press of the form must not kill the link
+    that is already in the reader's inbox. With ``may_mail`` false (the address is over
+    its daily limit) no new link is made at all, so no mail goes out; everything else
+    happens as usual.
+
+    Raises InvalidAddress. The caller answers the same way whatever happened here.
+    """
+    address, key = normalise(email)
+    settings = get_settings()
+    consent = {
+        "consent_version": settings.consent_version,
+        "consent_text": settings.consent_text,
+        "source": origin.source[:100],
+        "ip": (origin.ip or "")[:64] or None,
+        "user_agent": (origin.user_agent or "")[:500] or None,
+    }
+    # Every kind of address goes through the same steps (find or create the row, write
+    # an event, settle the link) so that the answer takes as long for a subscribed address
+    # as for a new one: its timing must not tell an outsider who is subscribed.
+    subscriber = _for_update(session, key)
+    if subscriber is None:
+        subscriber = _create_pending(session, address, key, profile, origin)
+        if subscriber is None:  # a concurrent sign-up for the same address won the race
+            subscriber = _for_update(session, key)
+            assert subscriber is not None
+        else:
+            record_event(session, subscriber, ConsentEventKind.subscribed, **consent)
+            if may_mail:
+                new_token(session, subscriber)
+            return subscriber
+    if subscriber.status == SubscriberStatus.confirmed:
+        # Nothing changes and no mail goes out; the submission is written down (who tried)
+        # and any stray open link is retired, the same work as for the other kinds.
+        record_event(session, subscriber, ConsentEventKind.already_subscribed, **consent)
+        link_mailed_today(session, subscriber)
+        retire_open_links(session, subscriber, utcnow())
+        session.flush()
+        return subscriber
+    _apply_profile(subscriber, profile)
+    subscriber.email = address
+    # Set by hand: the 14-day purge counts from the latest sign-up, even one that changed
+    # no column (the ORM's onupdate fires only for a row that changed).
+    subscriber.updated_at = utcnow()
+    if subscriber.status == SubscriberStatus.unsubscribed:
+        subscriber.status = SubscriberStatus.pending
+        record_event(session, subscriber, ConsentEventKind.resubscribed, **consent)
+    else:
+        record_event(session, subscriber, ConsentEventKind.subscribed, **consent)
+    if not link_mailed_today(session, subscriber) and may_mail:
+        new_token(session, subscriber)
+    return subscriber
+
+
+def _for_update(session: Session, key: str) -> Subscriber | None:
+    return session.scalars(
+        select(Subscriber).where(Subscriber.email_key == key).with_for_update()
+    ).first()
+
+
+def _create_pending(
+    session: Session, address: str, key: str, profile: Profile, origin: Origin
+) -> Subscriber | None:
+    subscriber = Subscriber(
+        public_id=random_id(),
+        email=address,
+        email_key=key,
+        address_hash=address_hash(key),
+        status=SubscriberStatus.pending,
+        source=origin.source[:100],
+    )
+    _apply_profile(subscriber, profile)
+    try:
+        with session.begin_nested():
+            session.add(subscriber)
+            session.flush()
+    except IntegrityError:
+        return None
+    return subscriber
+
+
+def _apply_profile(subscriber: Subscriber, profile: Profile) -> None:
+    # The web form refuses what would be changed here; imports and other callers get the
+    # same bounds and no line break in any case.
+    subscriber.first_name = clean_text(profile.first_name, FIELD_LIMITS["first_name"])
+    subscriber.last_name = clean_text(profile.last_name, FIELD_LIMITS["last_name"])
+    subscriber.organisation = clean_text(profile.organisation, FIELD_LIMITS["organisation"])
+    subscriber.country = clean_text(profile.country, FIELD_LIMITS["country"])
+
+
+#: The longest value each field of the sign-up form takes (the columns' sizes; the form's
+#: ``maxlength`` says the same).
+FIELD_LIMITS = {"email": MAX_ADDRESS_LENGTH, "first_name": 100, "last_name": 100,
+                "organisation": 200, "country": 100}
+
+
+def profile_problems(values: Mapping[str, str]) -> dict[str, str]:
+    """What is wrong with the name fields of a sign-up, field by field, in words for the
+    form. A value is refused rather than cut or cleaned: a name that is too long or holds a
+    line break is a mistake (or an attack) the person should see, not a surprise later."""
+    problems: dict[str, str] = {}
+    for name in ("first_name", "last_name", "organisation", "country"):
+        value, limit = values.get(name, ""), FIELD_LIMITS[name]
+        if any(unicodedata.category(ch) in _UNPRINTABLE for ch in value):
+            problems[name] = ("This cannot contain line breaks, tabs or other invisible "
+                              "control characters.")
+        elif len(value) > limit:
+            problems[name] = f"Please keep this to {limit} characters (it has {len(value):,})."
+    return problems
+
+
+def clean_text(value: str | None, limit: int) -> str:
+    """No control characters or line separators (CR, LF, NEL, U+2028 would let a name
+    break a header line or a text part), trimmed, bounded."""
+    value = "".join(
+        " " if unicodedata.category(ch) in _UNPRINTABLE else ch for ch in (value or "")
+    )
+    return " ".join(value.split())[:limit]
+
+
+#: Control characters, surrogates, private use and unassigned code points, line and
+#: paragraph separators.
+_UNPRINTABLE = frozenset({"Cc", "Cs", "Co", "Cn", "Zl", "Zp"})
+

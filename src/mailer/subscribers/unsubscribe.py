@@ -1,0 +1,93 @@
+"""Unsubscribe: the links every mail carries, and the change they make.
+
+A reader's link never expires and cannot be forged without the secret key; a test copy's
+link names its edition instead of a reader. Like every subscribers service, ``unsubscribe``
+never commits.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from mailer.config import get_settings
+from mailer.db import utcnow
+from mailer.subscribers.confirmation import retire_open_links
+from mailer.subscribers.models import ConsentEventKind, Subscriber, SubscriberStatus
+from mailer.subscribers.records import record_event, rowcount
+from mailer.tokens import sign, verify
+
+#: An unsubscribe link's signature, in base64 characters: 132 bits, short enough for a
+#: List-Unsubscribe header.
+UNSUBSCRIBE_SIGNATURE = 22
+
+
+def unsubscribe_token(subscriber: Subscriber) -> str:
+    """Never expires; cannot be forged without the secret key."""
+    return _unsubscribe_token(subscriber.public_id)
+
+
+def _unsubscribe_token(public_id: str) -> str:
+    return f"{public_id}.{sign('unsubscribe', public_id, UNSUBSCRIBE_SIGNATURE)}"
+
+
+def unsubscribe_url(subscriber: Subscriber) -> str:
+    return unsubscribe_url_for(subscriber.public_id)
+
+
+def unsubscribe_url_for(public_id: str) -> str:
+    return f"{get_settings().base_url}/unsubscribe/{_unsubscribe_token(public_id)}"
+
+
+def subscriber_for_unsubscribe(session: Session, token: str) -> Subscriber | None:
+    public_id, _, signature = token.partition(".")
+    if len(public_id) != 32 or len(signature) != UNSUBSCRIBE_SIGNATURE:
+        return None
+    if not verify("unsubscribe", public_id, signature):
+        return None
+    return session.scalars(select(Subscriber).where(Subscriber.public_id == public_id)).first()
+
+
+#: A test copy's unsubscribe link names the edition instead of a reader ("test-<id>"),
+#: signed like a reader's, so that its page can say it came in a test copy. A reader's
+#: public id is 32 hex digits: the two can never be taken for each other.
+TEST_COPY_PREFIX = "test-"
+
+
+def public_id_of_test_copy(edition_id: int) -> str:
+    return f"{TEST_COPY_PREFIX}{edition_id}"
+
+
+def edition_of_test_copy(token: str) -> int | None:
+    """The edition whose test copy carried this unsubscribe link, or None (not such a link,
+    or not signed by us)."""
+    public_id, _, signature = token.partition(".")
+    number = public_id.removeprefix(TEST_COPY_PREFIX)
+    if (not public_id.startswith(TEST_COPY_PREFIX) or not number.isascii()
+            or not number.isdigit() or len(number) > 18
+            or len(signature) != UNSUBSCRIBE_SIGNATURE):
+        return None
+    return int(number) if verify("unsubscribe", public_id, signature) else None
+
+
+def unsubscribe(
+    session: Session, subscriber: Subscriber, *, channel: str,
+    ip: str | None = None, user_agent: str | None = None,
+) -> bool:
+    """Unsubscribe; False when there was nothing to change (repeats are idempotent)."""
+    now = utcnow()
+    changed = rowcount(session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber.id,
+               Subscriber.status != SubscriberStatus.unsubscribed)
+        .values(status=SubscriberStatus.unsubscribed, unsubscribed_at=now, updated_at=now)
+    ))
+    if not changed:
+        return False
+    # Links still in a pending subscriber's inbox must not re-confirm them.
+    retire_open_links(session, subscriber, now)
+    session.refresh(subscriber)
+    record_event(session, subscriber, ConsentEventKind.unsubscribed, at=now, channel=channel,
+                 ip=ip, user_agent=(user_agent or "")[:500] or None)
+    return True
+
