@@ -171,8 +171,8 @@ def test_a_copy_of_the_task_that_finds_the_claim_taken_sends_nothing_and_retries
 def test_the_welcome_mail_is_on_by_default() -> None:
     from mailer.config import load_settings
 
-    assert load_settings({}, env_file=None).welcome_mail is True
-    assert load_settings({"MAILER_WELCOME_MAIL": "false"}, env_file=None).welcome_mail is False
+    assert load_settings({}, env_file=None).signup.welcome_mail is True
+    assert load_settings({"MAILER_WELCOME_MAIL": "false"}, env_file=None).signup.welcome_mail is False
 
 
 def test_by_default_a_confirmed_reader_is_welcomed_with_the_latest_editions_archive_link(

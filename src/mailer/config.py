@@ -511,49 +511,6 @@ class Settings(_FromVariables):
     def all_secrets(self) -> list[bytes]:
         return [self.secret] + [s.get_secret_value().encode() for s in self.old_secret_keys]
 
-    # --- flat names still read by code another branch is restructuring ----------------
-    # (subscribers/, bounces/actions.py and rates.py, cli/sending.py): read-only, to go
-    # once those read their group.
-    @property
-    def consent_version(self) -> str:
-        return self.signup.consent_version
-
-    @property
-    def consent_text(self) -> str:
-        return self.signup.consent_text
-
-    @property
-    def confirmation_ttl_days(self) -> int:
-        return self.signup.confirmation_ttl_days
-
-    @property
-    def welcome_mail(self) -> bool:
-        return self.signup.welcome_mail
-
-    @property
-    def check_deliverability(self) -> bool:
-        return self.signup.check_deliverability
-
-    @property
-    def soft_bounce_limit(self) -> int:
-        return self.bounces.soft_bounce_limit
-
-    @property
-    def soft_bounce_days(self) -> int:
-        return self.bounces.soft_bounce_days
-
-    @property
-    def complaint_alert_rate(self) -> float:
-        return self.sending.complaint_alert_rate
-
-    @property
-    def complaint_stop_rate(self) -> float:
-        return self.sending.complaint_stop_rate
-
-    @property
-    def timezone(self) -> str:
-        return self.identity.timezone
-
 
 class InvalidSettings(SystemExit):
     """The settings cannot be used. A SystemExit, so that whichever process reads them (the

@@ -238,7 +238,7 @@ def _act(session: Session, bounce: Bounce) -> str:
             evidence=f"weak hard bounce #{weak_hard} repeated by {evidence}"[:1000])
         return "suppressed" if done else "already suppressed"
     count = soft_bounce_count(session, subscriber.id)
-    limit = get_settings().soft_bounce_limit
+    limit = get_settings().bounces.soft_bounce_limit
     if count >= limit:
         done = suppress(
             session, subscriber.address_hash, reason=SuppressionReason.soft_bounces,
@@ -336,7 +336,7 @@ def _counting_since(session: Session, subscriber_id: int) -> dt.datetime:
     A good delivery is one the server accepted (state sent) that no soft, hard or policy
     bounce came back for.
     """
-    since = utcnow() - dt.timedelta(days=get_settings().soft_bounce_days)
+    since = utcnow() - dt.timedelta(days=get_settings().bounces.soft_bounce_days)
     bounced = exists().where(
         Bounce.delivery_id == Delivery.id, Bounce.bounce_class.in_(NOT_DELIVERED)
     )

@@ -75,8 +75,8 @@ def edition_rates(session: Session, edition_id: int) -> dict[str, Any]:
         "bounce_rate": _rate(hard + soft, answered),
         "policy_rate": _rate(policy, answered),
         "complaint_rate": complaint_rate,
-        "complaint_alert": accepted > 0 and complaint_rate >= settings.complaint_alert_rate,
-        "complaint_stop": accepted > 0 and complaint_rate >= settings.complaint_stop_rate,
+        "complaint_alert": accepted > 0 and complaint_rate >= settings.sending.complaint_alert_rate,
+        "complaint_stop": accepted > 0 and complaint_rate >= settings.sending.complaint_stop_rate,
     }
 
 

@@ -40,7 +40,7 @@ def _parse_time(value: str) -> dt.datetime:
     except ValueError:
         raise _fail(f"not a time: {value!r} (use e.g. 2027-01-05T09:00)") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=ZoneInfo(get_settings().timezone))
+        moment = moment.replace(tzinfo=ZoneInfo(get_settings().identity.timezone))
     return moment
 
 

@@ -43,7 +43,7 @@ def normalise(raw: str) -> tuple[str, str]:
     try:
         valid = validate_email(
             raw,
-            check_deliverability=get_settings().check_deliverability,
+            check_deliverability=get_settings().signup.check_deliverability,
             allow_smtputf8=False,
             allow_quoted_local=False,
             allow_domain_literal=False,

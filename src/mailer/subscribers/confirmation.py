@@ -58,7 +58,7 @@ def new_token(session: Session, subscriber: Subscriber) -> ConfirmationToken:
         subscriber_id=subscriber.id,
         nonce=random_id(),
         created_at=now,
-        expires_at=now + dt.timedelta(days=get_settings().confirmation_ttl_days),
+        expires_at=now + dt.timedelta(days=get_settings().signup.confirmation_ttl_days),
     )
     session.add(token)
     session.flush()
@@ -130,7 +130,7 @@ def confirm(session: Session, value: str, *, ip: str | None, user_agent: str | N
     subscriber.unsubscribed_at = None
     record_event(session, subscriber, ConsentEventKind.confirmed, at=now, ip=ip,
                  user_agent=(user_agent or "")[:500] or None,
-                 consent_version=get_settings().consent_version)
+                 consent_version=get_settings().signup.consent_version)
     # A fresh double opt-in is fresh consent: it lifts an earlier suppression (an erasure,
     # a complaint), which is recorded.
     suppression = session.scalars(
@@ -140,7 +140,7 @@ def confirm(session: Session, value: str, *, ip: str | None, user_agent: str | N
         record_event(session, subscriber, ConsentEventKind.unsuppressed,
                      detail={"reason": suppression.reason, "by": "double opt-in"})
         session.delete(suppression)
-    if get_settings().welcome_mail:  # sent once this transaction has committed
+    if get_settings().signup.welcome_mail:  # sent once this transaction has committed
         tasks.publish(tasks.SEND_WELCOME, subscriber.id, check.token.id, session=session)
     return TokenCheck("ok", check.token, subscriber)
 

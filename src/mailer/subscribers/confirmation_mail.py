@@ -59,7 +59,7 @@ def send_confirmation_mail(subscriber_id: int, *, retry_in: float = 0.0) -> Mail
             settings=settings,
             subscriber=subscriber,
             confirm_url=confirmation_url(token),
-            expires_days=settings.confirmation_ttl_days,
+            expires_days=settings.signup.confirmation_ttl_days,
         ))
         recipient, token_id = subscriber.email, token.id
     result = send_one(MessageKind.confirmation, recipient, {}, ids=[token_id],

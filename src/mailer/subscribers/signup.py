@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailer.audit import record
 from mailer.config import get_settings
 from mailer.db import utcnow
 from mailer.subscribers.addresses import MAX_LENGTH as MAX_ADDRESS_LENGTH
@@ -43,7 +44,7 @@ class Origin:
 
 
 def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
-            may_mail: bool = True) -> Subscriber:
+            may_mail: bool = True, by: str | None = None) -> Subscriber:
     """Record a sign-up. New, pending and unsubscribed addresses get a confirmation token
     whose mail the confirmations worker sends; a confirmed one changes nothing.
 
@@ -53,13 +54,27 @@ def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
     its daily limit) no new link is made at all, so no mail goes out; everything else
     happens as usual.
 
+    ``by`` names who signs the reader up on their behalf (``api:<token name>``): the
+    sign-up then also goes into the audit log, in this transaction. The form's sign-up is
+    the reader's own act; its consent event is its record.
+
     Raises InvalidAddress. The caller answers the same way whatever happened here.
     """
+    subscriber = _sign_up(session, email=email, profile=profile, origin=origin,
+                          may_mail=may_mail)
+    if by is not None:
+        record(session, actor=by, action="subscriber.sign_up",
+               target=f"subscriber:{subscriber.id}", detail={"source": origin.source})
+    return subscriber
+
+
+def _sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
+             may_mail: bool) -> Subscriber:
     address, key = normalise(email)
     settings = get_settings()
     consent = {
-        "consent_version": settings.consent_version,
-        "consent_text": settings.consent_text,
+        "consent_version": settings.signup.consent_version,
+        "consent_text": settings.signup.consent_text,
         "source": origin.source[:100],
         "ip": (origin.ip or "")[:64] or None,
         "user_agent": (origin.user_agent or "")[:500] or None,

@@ -158,7 +158,7 @@ def requeue_lost_welcomes() -> int:
     Nothing when ``MAILER_WELCOME_MAIL`` is off. Published now: the rounds are read from
     the database, and a broker that is away raises (the next sweep tries again).
     """
-    if not get_settings().welcome_mail:
+    if not get_settings().signup.welcome_mail:
         return 0
     with transaction() as session:
         rounds = welcomes_to_resend(session)

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mailer import tasks
 from mailer.api_tokens.service import Caller
-from mailer.audit import record
 from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.ratelimit import hit
@@ -154,12 +153,10 @@ def sign_up(caller: Annotated[Caller, Depends(require("subscribers:write"))],
                            user_agent=body.user_agent or request.headers.get("user-agent"))
     with transaction() as session:
         subscriber = signup.sign_up(
-            session, email=values["email"], origin=origin, may_mail=may_mail,
+            session, email=values["email"], origin=origin, may_mail=may_mail, by=caller.actor,
             profile=signup.Profile(first_name=values["first_name"],
                                    last_name=values["last_name"],
                                    organisation=values["organisation"],
                                    country=values["country"]))
         tasks.publish(tasks.SEND_CONFIRMATION, subscriber.id, session=session)
-        record(session, actor=caller.actor, action="subscriber.sign_up",
-               target=f"subscriber:{subscriber.id}", detail={"source": origin.source})
     return Accepted()
