@@ -18,11 +18,11 @@ from starlette.background import BackgroundTask
 from mailer.clicks import counting, links
 from mailer.db import transaction
 from mailer.redis import get_redis
+from mailer.web.bounds import id_or_none
 
 router = APIRouter()
 log = logging.getLogger(__name__)
 
-_MAX_ID = 2**31 - 1  # what an integer column holds
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
             "X-Robots-Tag": "noindex"}
 
@@ -30,7 +30,7 @@ _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
 @router.api_route("/r/{edition}/{position}/{signature}", methods=["GET", "HEAD"],
                   include_in_schema=False)
 def follow(edition: str, position: str, signature: str, request: Request) -> Response:
-    edition_id, link = _number(edition), _number(position)
+    edition_id, link = id_or_none(edition), id_or_none(position)
     if edition_id is None or link is None or not links.is_signed(edition_id, link, signature):
         return _not_found()
     with transaction() as session:
@@ -58,13 +58,6 @@ class LeaveClicksOut(logging.Filter):
         args = record.args
         path = args[2] if isinstance(args, tuple) and len(args) > 2 else ""
         return not (isinstance(path, str) and path.startswith("/r/"))
-
-
-def _number(value: str) -> int | None:
-    if not value.isascii() or not value.isdigit() or len(value) > 10:
-        return None
-    number = int(value)
-    return number if 0 < number <= _MAX_ID else None
 
 
 def _not_found() -> Response:
