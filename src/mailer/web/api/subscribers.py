@@ -186,10 +186,8 @@ def unsubscribe_one(caller: Annotated[Caller, Depends(require("subscribers:write
     ``api``); unsubscribing again changes nothing."""
     with transaction() as session:
         subscriber = _find(session, public_id)
-        changed = unsubscribing.unsubscribe(session, subscriber, channel="api")
-        if changed:
-            record(session, actor=caller.actor, action="subscriber.unsubscribe",
-                   target=f"subscriber:{subscriber.id}")
+        changed = unsubscribing.unsubscribe(session, subscriber, channel="api",
+                                            by=caller.actor)  # audited there
     return Done(changed=changed)
 
 
