@@ -272,7 +272,9 @@ def test_the_openapi_description_and_the_docs_come_from_this_server(clean, web) 
     schema = httpx.get(f"{web.url}/api/v1/openapi.json", timeout=10)
     assert schema.status_code == 200
     spec = schema.json()
-    assert set(spec["paths"]) == {"/subscribers", "/subscribers/{public_id}"}
+    assert set(spec["paths"]) == {
+        "/subscribers", "/subscribers/{public_id}", "/subscribers/{public_id}/unsubscribe",
+        "/subscribers/{public_id}/export", "/suppressions", "/suppressions/{address_hash}"}
     assert spec["servers"] == [{"url": "/api/v1"}]
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert PROBLEM in spec["paths"]["/subscribers"]["post"]["responses"]["422"]["content"]
@@ -292,3 +294,107 @@ def test_the_openapi_description_and_the_docs_come_from_this_server(clean, web) 
         assert answer.status_code == 200 and answer.content, url
     init = httpx.get(f"{web.url}/api/v1/docs/init.js", timeout=10).text
     assert "/api/v1/openapi.json" in init and "validatorUrl: null" in init
+
+
+def audit_actions(target: str) -> list[tuple[str, str]]:
+    with transaction() as session:
+        return [(e.action, e.actor) for e in session.scalars(
+            select(AuditEntry).where(AuditEntry.target == target).order_by(AuditEntry.id))]
+
+
+def test_a_subscriber_is_unsubscribed_exported_and_erased_through_the_api(clean, web) -> None:
+    reader = make("Reader@Example.org", "confirmed", first_name="Ada")
+    target = f"subscriber:{reader.id}"
+    reading = api(web, token("reader", "subscribers:read"))
+    writing = api(web, token("crm", "subscribers:write"))
+
+    # each route wants its scope: reading cannot change, writing cannot read the export
+    is_problem(reading.post(f"/subscribers/{reader.public_id}/unsubscribe"), 403)
+    is_problem(reading.delete(f"/subscribers/{reader.public_id}"), 403)
+    is_problem(writing.get(f"/subscribers/{reader.public_id}/export"), 403)
+    assert subscriber("reader@example.org").status == "confirmed"
+
+    first = writing.post(f"/subscribers/{reader.public_id}/unsubscribe")
+    assert first.status_code == 200 and first.json() == {"changed": True}, first.text
+    again = writing.post(f"/subscribers/{reader.public_id}/unsubscribe")
+    assert again.json() == {"changed": False}  # a repeat changes nothing, records nothing
+    assert subscriber("reader@example.org").status == "unsubscribed"
+    assert events(reader.id)[-1] == "unsubscribed"
+    with transaction() as session:
+        [event] = session.scalars(select(ConsentEvent).where(
+            ConsentEvent.subscriber_id == reader.id,
+            ConsentEvent.kind == "unsubscribed")).all()
+        assert event.channel == "api"
+    assert audit_actions(target) == [("subscriber.unsubscribe", "api:crm")]
+
+    export = reading.get(f"/subscribers/{reader.public_id}/export")
+    assert export.status_code == 200, export.text
+    data = export.json()
+    assert data["email"] == "Reader@example.org" and data["first_name"] == "Ada"
+    assert [e["event"] for e in data["consent_history"]][-1] == "unsubscribed"
+    assert audit_actions(target)[-1] == ("subscriber.export", "api:reader")
+
+    for unknown in ("nobody", "0" * 32):
+        is_problem(writing.post(f"/subscribers/{unknown}/unsubscribe"), 404)
+        is_problem(reading.get(f"/subscribers/{unknown}/export"), 404)
+        is_problem(writing.delete(f"/subscribers/{unknown}"), 404)
+    assert fields(writing.delete("/subscribers/" + "x" * 65)) == {"public_id"}
+
+    gone = writing.delete(f"/subscribers/{reader.public_id}")
+    assert gone.status_code == 204, gone.text
+    assert subscriber("reader@example.org") is None
+    is_problem(reading.get(f"/subscribers/{reader.public_id}"), 404)
+    assert audit_actions(target)[-1] == ("subscriber.erase", "api:crm")
+    # the erasure leaves the address suppressed, by its hash only
+    listing = api(web, token("ops", "suppressions")).get("/suppressions").json()["items"]
+    assert [(s["reason"], s["subscriber_email"]) for s in listing] == [("erased", None)]
+    assert listing[0]["address_hash"] == reader.address_hash
+
+
+def suppression_audit() -> list[tuple[str, str]]:
+    with transaction() as session:
+        return [(e.action, e.actor) for e in session.scalars(
+            select(AuditEntry).where(AuditEntry.action.like("suppression.%"))
+            .order_by(AuditEntry.id))]
+
+
+def test_suppressions_are_listed_added_and_lifted_through_the_api(clean, web) -> None:
+    client = api(web, token("ops", "suppressions"))
+    is_problem(api(web, token("crm", "subscribers:read")).get("/suppressions"), 403)
+    make("kept@example.org", "confirmed")
+
+    added = client.post("/suppressions", json={"email": "Kept@Example.org",
+                                               "evidence": "asked by phone"})
+    assert added.status_code == 201, added.text
+    hash_ = added.json()["address_hash"]
+    assert added.json() == {"address_hash": hash_, "added": True}
+    assert client.post("/suppressions", json={"email": "kept@example.org"}).json() == {
+        "address_hash": hash_, "added": False}  # already there: nothing added twice
+    assert client.post("/suppressions", json={"email": "other@example.net"}).json()["added"]
+
+    items = client.get("/suppressions").json()["items"]
+    assert len(items) == 2 and items[1]["address_hash"] == hash_  # newest first
+    assert items[1] | {"created_at": None} == {
+        "address_hash": hash_, "reason": "manual", "created_at": None,
+        "created_by": "api:ops", "subscriber_email": "kept@example.org"}
+    assert len(client.get("/suppressions", params={"limit": 1}).json()["items"]) == 1
+    assert client.get("/suppressions", params={"reason": "complaint"}).json() == {"items": []}
+    assert suppression_audit() == [("suppression.add", "api:ops")] * 2  # the repeat: none
+
+    assert fields(client.post("/suppressions", json={"email": "not an address"})) == {"email"}
+    assert fields(client.post("/suppressions", json={"email": "a@b", "x": 1})) == {"x"}
+    assert fields(client.get("/suppressions", params={"reason": "whim"})) == {"reason"}
+    assert fields(client.get("/suppressions", params={"limit": 0})) == {"limit"}
+    assert fields(client.delete("/suppressions/not-a-hash")) == {"address_hash"}
+    is_problem(client.delete("/suppressions/" + "0" * 64), 404)
+
+    assert client.delete(f"/suppressions/{hash_}").status_code == 204
+    left = client.get("/suppressions").json()["items"]
+    assert [s["subscriber_email"] for s in left] == [None]  # other@example.net's remains
+    assert suppression_audit()[-1] == ("suppression.remove", "api:ops")
+    is_problem(client.delete(f"/suppressions/{hash_}"), 404)  # lifted once only
+
+    erased = make("erased@example.org", "confirmed")
+    assert api(web, token("eraser", "subscribers:write")).delete(
+        f"/subscribers/{erased.public_id}").status_code == 204
+    is_problem(client.delete(f"/suppressions/{erased.address_hash}"), 409)  # it stays

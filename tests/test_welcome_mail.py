@@ -172,7 +172,8 @@ def test_the_welcome_mail_is_on_by_default() -> None:
     from mailer.config import load_settings
 
     assert load_settings({}, env_file=None).signup.welcome_mail is True
-    assert load_settings({"MAILER_WELCOME_MAIL": "false"}, env_file=None).signup.welcome_mail is False
+    off = load_settings({"MAILER_WELCOME_MAIL": "false"}, env_file=None)
+    assert off.signup.welcome_mail is False
 
 
 def test_by_default_a_confirmed_reader_is_welcomed_with_the_latest_editions_archive_link(

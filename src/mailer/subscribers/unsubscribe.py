@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from mailer.audit import record
 from mailer.config import get_settings
 from mailer.db import utcnow
 from mailer.subscribers.confirmation import retire_open_links
@@ -72,9 +73,13 @@ def edition_of_test_copy(token: str) -> int | None:
 
 def unsubscribe(
     session: Session, subscriber: Subscriber, *, channel: str,
-    ip: str | None = None, user_agent: str | None = None,
+    ip: str | None = None, user_agent: str | None = None, by: str | None = None,
 ) -> bool:
-    """Unsubscribe; False when there was nothing to change (repeats are idempotent)."""
+    """Unsubscribe; False when there was nothing to change (repeats are idempotent).
+
+    ``by`` names who unsubscribes the reader on their behalf (``api:<token name>``): the
+    change is then in the audit log too. A reader's own click needs no audit entry: the
+    consent event is its record."""
     now = utcnow()
     changed = rowcount(session.execute(
         update(Subscriber)
@@ -89,5 +94,8 @@ def unsubscribe(
     session.refresh(subscriber)
     record_event(session, subscriber, ConsentEventKind.unsubscribed, at=now, channel=channel,
                  ip=ip, user_agent=(user_agent or "")[:500] or None)
+    if by is not None:
+        record(session, actor=by, action="subscriber.unsubscribe",
+               target=f"subscriber:{subscriber.id}", detail={"channel": channel})
     return True
 

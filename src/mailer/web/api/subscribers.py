@@ -11,17 +11,20 @@ the form's is. Every sign-up is in the audit log as ``api:<token name>``.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
-from mailer import tasks
+from mailer import privacy, tasks
 from mailer.api_tokens.service import Caller
+from mailer.audit import record
 from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.ratelimit import hit
 from mailer.subscribers import queries, signup
+from mailer.subscribers import unsubscribe as unsubscribing
 from mailer.subscribers.addresses import InvalidAddress, normalise
 from mailer.subscribers.models import Subscriber, SubscriberStatus
 from mailer.tokens import address_hash
@@ -160,3 +163,54 @@ def sign_up(caller: Annotated[Caller, Depends(require("subscribers:write"))],
                                    country=values["country"]))
         tasks.publish(tasks.SEND_CONFIRMATION, subscriber.id, session=session)
     return Accepted()
+
+
+class Done(BaseModel):
+    """What a change did: ``changed`` is false when there was nothing to change."""
+
+    changed: bool
+
+
+def _find(session: Session, public_id: str) -> Subscriber:
+    found = queries.by_public_id(session, public_id)
+    if found is None:
+        raise ApiProblem(404, "There is no subscriber with this id.")
+    return found
+
+
+@router.post("/{public_id}/unsubscribe", response_model=Done, summary="Unsubscribe",
+             responses=responses(400, 401, 403, 404, 422, 429))
+def unsubscribe_one(caller: Annotated[Caller, Depends(require("subscribers:write"))],
+                    public_id: Annotated[str, Path(max_length=64)]) -> Done:
+    """Unsubscribe the person (recorded in their consent history with the channel
+    ``api``); unsubscribing again changes nothing."""
+    with transaction() as session:
+        subscriber = _find(session, public_id)
+        changed = unsubscribing.unsubscribe(session, subscriber, channel="api",
+                                            by=caller.actor)  # audited there
+    return Done(changed=changed)
+
+
+@router.get("/{public_id}/export", summary="The person's data (GDPR Art. 15)",
+            responses=responses(400, 401, 403, 404, 422, 429))
+def export_one(caller: Annotated[Caller, Depends(require("subscribers:read"))],
+               public_id: Annotated[str, Path(max_length=64)]) -> dict[str, Any]:
+    """Everything held about the person, as the admin's export builds it: the
+    subscriber, the whole consent history, every edition sent to them."""
+    with transaction() as session:
+        subscriber = _find(session, public_id)
+        data = privacy.export(session, subscriber)
+        record(session, actor=caller.actor, action="subscriber.export",
+               target=f"subscriber:{subscriber.id}")
+    return data
+
+
+@router.delete("/{public_id}", status_code=204, summary="Erase (GDPR Art. 17)",
+               responses=responses(400, 401, 403, 404, 422, 429))
+def erase_one(caller: Annotated[Caller, Depends(require("subscribers:write"))],
+              public_id: Annotated[str, Path(max_length=64)]) -> Response:
+    """Delete everything about the person but a hashed suppression entry, which keeps
+    them from being imported and mailed again."""
+    with transaction() as session:
+        privacy.erase(session, _find(session, public_id), by=caller.actor)  # audited there
+    return Response(status_code=204)
