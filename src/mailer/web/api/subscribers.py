@@ -125,10 +125,7 @@ def search(caller: Annotated[Caller, Depends(require("subscribers:read"))],
 def get_one(caller: Annotated[Caller, Depends(require("subscribers:read"))],
             public_id: Annotated[str, Path(max_length=64)]) -> SubscriberOut:
     with transaction() as session:
-        found = queries.by_public_id(session, public_id)
-        if found is None:
-            raise ApiProblem(404, "There is no subscriber with this id.")
-        return SubscriberOut.of(found)
+        return SubscriberOut.of(_find(session, public_id))
 
 
 @router.post("", status_code=202, response_model=Accepted, summary="Sign a person up",

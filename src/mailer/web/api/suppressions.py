@@ -8,7 +8,7 @@ cannot be lifted: it is what keeps an erased person from being imported and mail
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,17 +21,16 @@ from mailer.suppression import queries
 from mailer.suppression import service as suppression_service
 from mailer.web.api.auth import require
 from mailer.web.api.problems import ApiProblem, field_errors, responses
+from mailer.web.api.subscribers import TEXT
 
 router = APIRouter(prefix="/suppressions", tags=["suppressions"])
 
-Reason = Literal["hard_bounce", "soft_bounces", "complaint", "manual", "erased"]
-TEXT = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
 HASH = r"^[0-9a-f]{64}$"
 
 
 class SuppressionOut(BaseModel):
     address_hash: str
-    reason: Reason
+    reason: SuppressionReason
     created_at: dt.datetime
     created_by: str
     #: The subscriber who still has the address, if any.
@@ -44,7 +43,7 @@ class SuppressionList(BaseModel):
 
 class Listing(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: Reason | None = None
+    reason: SuppressionReason | None = None
     limit: int = Field(100, ge=1, le=1000)
 
 
@@ -70,7 +69,7 @@ def list_suppressions(caller: Annotated[Caller, Depends(require("suppressions"))
         rows = queries.suppressions(session, reason=params.reason, limit=params.limit)
         return SuppressionList(items=[
             SuppressionOut(address_hash=r.suppression.address_hash,
-                           reason=SuppressionReason(r.suppression.reason).value,
+                           reason=SuppressionReason(r.suppression.reason),
                            created_at=r.suppression.created_at,
                            created_by=r.suppression.created_by, subscriber_email=r.email)
             for r in rows])
