@@ -53,6 +53,7 @@ from tests.support.bounce_mail import (
     suppressed,
     verp_of,
 )
+from tests.support.bounce_reading import OURS
 from tests.support.dovecot import Dovecot
 from tests.test_bounce_intake_server import bounce_server  # noqa: F401 - a fixture
 
@@ -113,10 +114,10 @@ def route(request, clean) -> Iterator[Deliver]:  # type: ignore[no-untyped-def]
             for _, raw in mails:
                 dovecot.deliver(raw)
             if request.param == "imap":
-                found = poll_imap(dovecot.imap_url, max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                found = poll_imap(dovecot.imap_url, max_bytes=DEFAULT_BOUNCE_MAX_BYTES, ours=OURS,
                                   timeout=10.0, folder="INBOX", processed_folder=None)
             else:  # as the beat task polls MAILER_POP3_URL: take in, then delete
-                found = poll_pop3(dovecot.pop3_url, max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                found = poll_pop3(dovecot.pop3_url, max_bytes=DEFAULT_BOUNCE_MAX_BYTES, ours=OURS,
                                   timeout=10.0)
             assert found.fetched == len(mails)
             assert dovecot.messages() == []  # taken: nothing is left to be read twice
@@ -260,7 +261,8 @@ def test_a_valid_token_in_a_dsn_about_another_readers_address_acts_on_nobody(cle
     raw = dsn(to_verp=verp_of(holder[1]), recipients=[
         ("victim@example.net", "failed", "5.1.1", "550 5.1.1 User unknown")])
     with transaction() as session:
-        result = receive(session, raw=raw, source="mx", max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+        result = receive(session, raw=raw, ours=OURS, source="mx",
+                         max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
                          envelope_to=[verp_of(holder[1])])
     [row] = result.recorded
     assert (row.attribution, row.action) == ("none", "nothing: unverified")
