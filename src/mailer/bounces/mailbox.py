@@ -148,7 +148,7 @@ def poll_imap(url: str, *, max_bytes: int, ours: OurAddresses, timeout: float,
                 continue  # expunged by someone else meanwhile
             if size > cap:
                 head = _imap_fetch(conn, uid, f"BODY.PEEK[]<0.{EXCERPT_LIMIT}>")
-                result.add(_take_in_too_large(head, size, "imap", cap, ours))
+                result.add(_take_in_too_large(head, size, "imap", cap))
             else:
                 result.add(_take_in(_imap_fetch(conn, uid, "BODY.PEEK[]"), "imap", cap, ours))
             _imap_dispose(conn, uid, processed_folder, can_move)
@@ -243,7 +243,7 @@ def poll_pop3(url: str, *, max_bytes: int, ours: OurAddresses, timeout: float,
             if size > cap:
                 _, lines, _ = conn.top(number, 100)
                 head = b"\r\n".join(lines)[:EXCERPT_LIMIT]
-                result.add(_take_in_too_large(head, size, "pop3", cap, ours))
+                result.add(_take_in_too_large(head, size, "pop3", cap))
             else:
                 _, lines, _ = conn.retr(number)
                 result.add(_take_in(b"\r\n".join(lines) + b"\r\n", "pop3", cap, ours))
