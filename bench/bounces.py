@@ -45,18 +45,19 @@ def main() -> None:
     import functools
     import inspect
 
-    from mailer.bounces.parse import iter_messages, parse_bounce
+    from mailer.bounces.parse import iter_messages
+    from mailer.bounces.parse import parse_bounce as parse_any
 
     # Our addresses are handed in (the default identity, as the corpus was written for);
     # an older parser (--src) read them from the settings itself.
     ours: dict[str, Any] = {}
-    if "ours" in inspect.signature(parse_bounce).parameters:
+    if "ours" in inspect.signature(parse_any).parameters:
         from mailer.bounces.parse import OurAddresses
         from mailer.environment import read_bounce_reading
 
         defaults = read_bounce_reading(environ={}, env_file=None)
         ours = {"ours": OurAddresses.of(defaults)}
-        parse_bounce = functools.partial(parse_bounce, **ours)
+    parse_bounce: Any = functools.partial(parse_any, **ours)
 
     corpus = [(path.name, raw) for path in sorted(CORPUS.glob("*.eml"))
               for _, raw in iter_messages(path)]

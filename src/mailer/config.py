@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_origin
+from typing import Any, ClassVar, get_origin
 
 from pydantic import (
     BaseModel,
@@ -53,6 +53,7 @@ from mailer.environment import (
     DEFAULT_SMTP_URL,
     PREFIX,
     VAR_DIR,
+    Env,
     InvalidSettings,
     SMTPTarget,
     Whereabouts,
@@ -330,7 +331,7 @@ class Settings(_FromVariables):
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
-    env: Literal["development", "test", "production"] = DEFAULT_ENV  # environment.ENVS
+    env: Env = DEFAULT_ENV
 
     # --- where things are -------------------------------------------------------------
     database_url: str = Field(default_factory=default_database_url)

@@ -23,8 +23,9 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 PREFIX = "MAILER_"  # every setting is the variable PREFIX + its name
-ENVS = ("development", "test", "production")
-DEFAULT_ENV = "development"
+Env = Literal["development", "test", "production"]
+ENVS: tuple[Env, ...] = ("development", "test", "production")
+DEFAULT_ENV: Env = "development"
 DEFAULT_SECRET = "change-me-this-is-the-development-secret"  # noqa: S105 - refused outside development
 #: Secrets sign every token a reader gets (confirm, unsubscribe, VERP): 32 characters of
 #: ``secrets.token_urlsafe`` are 192 bits, beyond guessing.
