@@ -10,6 +10,8 @@ which then parses, checks and answers as it always did (its errors included).
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 #: The options the quick path knows, each a flag of ``mailer bounces classify``.
@@ -30,11 +32,19 @@ def run_quickly(argv: list[str]) -> int | None:
             return None  # --attribute, --help, --, a typo: Typer's to parse and answer
         else:
             path = Path(arg)
-            if not path.exists():
-                return None  # Typer says which file, in its words
+            if not path.exists() or not os.access(path, os.R_OK):
+                return None  # Typer says which file, and why, in its words
             files.append(path)
     if not files:
         return None
     from mailer.cli.classify import run_classify
 
-    return run_classify(files, attribute=False, **flags)
+    # Ended as Typer ends a command: 130 when interrupted, 1 quietly when the reader of the
+    # output went away (``| head``).
+    try:
+        return run_classify(files, attribute=False, **flags)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to say
+        return 1
