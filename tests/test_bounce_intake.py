@@ -336,4 +336,4 @@ def test_edition_rates_count_each_delivery_once_and_flag_complaint_thresholds(cl
 
 def edition_rates_now(edition_id: int) -> dict:  # type: ignore[type-arg]
     with transaction() as session:
-        return edition_rates(session, edition_id)
+        return edition_rates(session, edition_id, get_settings().sending)

@@ -200,7 +200,7 @@ def test_forged_bounces_and_complaints_act_on_nobody(route: Deliver) -> None:
         assert status_of(sub) == "confirmed" and events_of(sub) == [], name
     with transaction() as session:
         assert soft_bounce_count(session, emma[0]) == 0
-        rates = edition_rates(session, edition)
+        rates = edition_rates(session, edition, get_settings().sending)
         assert (rates["complaints"], rates["complaint_rate"], rates["hard"],
                 rates["policy"]) == (0, 0.0, 0, 0)
         assert sending.complaint_hold(session) is None
@@ -244,7 +244,7 @@ def test_a_genuine_bounce_and_complaint_act_once_however_often_they_come(
     assert len(repeats) == 2 and all(b.subscriber_id is None for b in repeats)
     assert alert_counts(edition) == {"complaints": 1}
     with transaction() as session:
-        rates = edition_rates(session, edition)
+        rates = edition_rates(session, edition, get_settings().sending)
         assert (rates["hard"], rates["complaints"]) == (1, 1)
         # One complaint in five deliveries is far over the stop level: a genuine one holds.
         assert "complaint rate" in (sending.complaint_hold(session) or "")
