@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.attribute import attribute
 from mailer.bounces.models import Bounce, BounceClass
-from mailer.bounces.parse import BounceTooLarge, parse_bounce
+from mailer.bounces.parse import BounceTooLarge
 from mailer.db import transaction, utcnow
 from mailer.deliveries.models import Delivery
 from mailer.editions.models import Edition
@@ -24,6 +24,7 @@ from mailer.emails.verp import return_path
 from mailer.models import Base
 from mailer.subscribers.models import ConfirmationToken, Subscriber, Suppression
 from tests.support import subscribers
+from tests.support.bounce_reading import parse_bounce
 
 CORPUS = Path(__file__).parent / "fixtures" / "bounces"
 TEMPLATE = "postfix-user-unknown.eml"

@@ -19,7 +19,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from mailer.bounces.models import Bounce
-from mailer.cli.bounces import _read_only_session
+from mailer.cli.classify import _read_only_session
 from mailer.db import transaction
 from mailer.emails.verp import return_path
 from mailer.models import Base

@@ -22,6 +22,7 @@ from tests.support.bounce_mail import (
     status_of,
     suppressed,
 )
+from tests.support.bounce_reading import OURS
 from tests.test_bounce_trust import resent
 
 EDITOR, VIEWER = "editor@cep-probation.example.org", "viewer@cep-probation.example.org"
@@ -36,7 +37,7 @@ def unverified_hard(email: str) -> bytes:
 
 def take_in(raw: bytes) -> int:
     with transaction() as session:
-        [recorded] = receive(session, raw=raw, source="imap",
+        [recorded] = receive(session, raw=raw, ours=OURS, source="imap",
                              max_bytes=DEFAULT_BOUNCE_MAX_BYTES).recorded
     assert recorded.action == "nothing: unverified"
     return recorded.bounce_id

@@ -30,6 +30,7 @@ from tests.support.bounce_mail import (
     suppressed,
     verp_of,
 )
+from tests.support.bounce_reading import OURS
 
 USER_UNKNOWN = "550 5.1.1 <{}>: Recipient address rejected: User unknown in virtual mailbox table"
 MAILBOX_FULL = "552 5.2.2 <{}>: Mailbox full, quota exceeded"
@@ -38,7 +39,8 @@ BLOCKED = "550 5.7.1 Service unavailable; client [192.0.2.7] blocked using zen.s
 
 def take_in(raw: bytes, envelope_to: list[str] | None = None, source: str = "mx"):  # type: ignore[no-untyped-def]
     with transaction() as session:
-        return receive(session, raw=raw, source=source, max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+        return receive(session, raw=raw, ours=OURS, source=source,
+                       max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
                        envelope_to=envelope_to or [])
 
 
@@ -334,4 +336,4 @@ def test_edition_rates_count_each_delivery_once_and_flag_complaint_thresholds(cl
 
 def edition_rates_now(edition_id: int) -> dict:  # type: ignore[type-arg]
     with transaction() as session:
-        return edition_rates(session, edition_id)
+        return edition_rates(session, edition_id, get_settings().sending)

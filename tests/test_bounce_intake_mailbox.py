@@ -24,13 +24,14 @@ from tests.support.bounce_mail import (
     suppressed,
     verp_of,
 )
+from tests.support.bounce_reading import OURS
 from tests.support.dovecot import Dovecot
 
 CAP = 60_000
 
 
 #: A small size cap, so that the mail over it is cheap to make; the mailbox's own timeout.
-LIMITS = {"max_bytes": CAP, "timeout": 10.0}
+LIMITS = {"max_bytes": CAP, "ours": OURS, "timeout": 10.0}
 
 
 @pytest.fixture
@@ -123,7 +124,7 @@ def test_the_beat_task_polls_what_the_settings_name(dovecot) -> None:
     bounces_settings = BounceSettings(imap_url=dovecot.imap_url, imap_processed_folder="Done",
                                       pop3_url=dovecot.pop3_url, bounce_max_bytes=CAP)
 
-    totals = poll_configured(bounces_settings, timeout=10.0)
+    totals = poll_configured(bounces_settings, ours=OURS, timeout=10.0)
 
     # IMAP took the message (and moved it); POP3 sees the same INBOX, now empty.
     assert totals["imap_fetched"] == 1 and totals["pop3_fetched"] == 0

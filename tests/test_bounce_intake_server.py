@@ -32,6 +32,7 @@ from tests.support.bounce_mail import (
     status_of,
     verp_of,
 )
+from tests.support.bounce_reading import OURS
 from tests.support.processes import BIN, Process, free_port
 
 
@@ -193,9 +194,11 @@ def test_processing_a_spooled_message_twice_records_it_once(clean) -> None:
         spool_id = spool_message(session, raw=raw, source="mx", envelope_from="",
                                  envelope_to=[to]).id
     with transaction() as session:
-        first = process_spooled(session, spool_id, max_bytes=DEFAULT_BOUNCE_MAX_BYTES)
+        first = process_spooled(session, spool_id, max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                                ours=OURS)
     with transaction() as session:
-        second = process_spooled(session, spool_id, max_bytes=DEFAULT_BOUNCE_MAX_BYTES)
+        second = process_spooled(session, spool_id, max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                                ours=OURS)
     assert first is not None and len(first.recorded) == 1 and second is None
     assert len(bounces()) == 1 and spooled() == 0
 

@@ -24,8 +24,8 @@ from mailer.bounces.parse import (
     BounceTooLarge,
     FailedRecipient,
     iter_messages,
-    parse_bounce,
 )
+from tests.support.bounce_reading import parse_bounce
 
 CORPUS = Path(__file__).parent / "fixtures" / "bounces"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text(encoding="utf-8"))

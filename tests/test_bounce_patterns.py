@@ -13,8 +13,9 @@ import pytest
 
 from mailer.bounces.classes import BounceClass
 from mailer.bounces.classify import explain, smtp_stage
-from mailer.bounces.parse import BounceReport, iter_messages, parse_bounce
+from mailer.bounces.parse import BounceReport, iter_messages
 from mailer.bounces.parse.heuristics import diagnostic_near
+from tests.support.bounce_reading import parse_bounce
 from tests.test_bounce_parse import CORPUS, DEV
 
 H, S, P = BounceClass.hard, BounceClass.soft, BounceClass.policy

@@ -53,6 +53,7 @@ from tests.support.bounce_mail import (
     suppressed,
     verp_of,
 )
+from tests.support.bounce_reading import OURS
 from tests.support.dovecot import Dovecot
 from tests.test_bounce_intake_server import bounce_server  # noqa: F401 - a fixture
 
@@ -113,10 +114,10 @@ def route(request, clean) -> Iterator[Deliver]:  # type: ignore[no-untyped-def]
             for _, raw in mails:
                 dovecot.deliver(raw)
             if request.param == "imap":
-                found = poll_imap(dovecot.imap_url, max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                found = poll_imap(dovecot.imap_url, max_bytes=DEFAULT_BOUNCE_MAX_BYTES, ours=OURS,
                                   timeout=10.0, folder="INBOX", processed_folder=None)
             else:  # as the beat task polls MAILER_POP3_URL: take in, then delete
-                found = poll_pop3(dovecot.pop3_url, max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                found = poll_pop3(dovecot.pop3_url, max_bytes=DEFAULT_BOUNCE_MAX_BYTES, ours=OURS,
                                   timeout=10.0)
             assert found.fetched == len(mails)
             assert dovecot.messages() == []  # taken: nothing is left to be read twice
@@ -199,7 +200,7 @@ def test_forged_bounces_and_complaints_act_on_nobody(route: Deliver) -> None:
         assert status_of(sub) == "confirmed" and events_of(sub) == [], name
     with transaction() as session:
         assert soft_bounce_count(session, emma[0]) == 0
-        rates = edition_rates(session, edition)
+        rates = edition_rates(session, edition, get_settings().sending)
         assert (rates["complaints"], rates["complaint_rate"], rates["hard"],
                 rates["policy"]) == (0, 0.0, 0, 0)
         assert sending.complaint_hold(session) is None
@@ -243,7 +244,7 @@ def test_a_genuine_bounce_and_complaint_act_once_however_often_they_come(
     assert len(repeats) == 2 and all(b.subscriber_id is None for b in repeats)
     assert alert_counts(edition) == {"complaints": 1}
     with transaction() as session:
-        rates = edition_rates(session, edition)
+        rates = edition_rates(session, edition, get_settings().sending)
         assert (rates["hard"], rates["complaints"]) == (1, 1)
         # One complaint in five deliveries is far over the stop level: a genuine one holds.
         assert "complaint rate" in (sending.complaint_hold(session) or "")
@@ -260,7 +261,8 @@ def test_a_valid_token_in_a_dsn_about_another_readers_address_acts_on_nobody(cle
     raw = dsn(to_verp=verp_of(holder[1]), recipients=[
         ("victim@example.net", "failed", "5.1.1", "550 5.1.1 User unknown")])
     with transaction() as session:
-        result = receive(session, raw=raw, source="mx", max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+        result = receive(session, raw=raw, ours=OURS, source="mx",
+                         max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
                          envelope_to=[verp_of(holder[1])])
     [row] = result.recorded
     assert (row.attribution, row.action) == ("none", "nothing: unverified")

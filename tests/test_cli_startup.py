@@ -95,8 +95,9 @@ def test_the_bounce_patterns_compile_when_first_used() -> None:
         "import mailer.bounces.parse, mailer.bounces.classify\n"
         "held = [o for o in gc.get_objects() if isinstance(o, patterns.Pattern)]\n"
         "before = sum(p._compiled is not None for p in held)\n"
-        "from mailer.bounces.parse import parse_bounce\n"
-        f"parse_bounce(open({str(CORPUS / 'postfix-user-unknown.eml')!r}, 'rb').read())\n"
+        "from mailer.bounces.parse import OurAddresses, parse_bounce\n"
+        f"parse_bounce(open({str(CORPUS / 'postfix-user-unknown.eml')!r}, 'rb').read(),\n"
+        "             ours=OurAddresses('newsletter@example.org', 'bounces.example.org'))\n"
         "after = sum(p._compiled is not None for p in held)\n"
         "print(len(held), before, after)\n"
     )

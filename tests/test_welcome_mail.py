@@ -15,7 +15,6 @@ from sqlalchemy import select
 
 from mailer import counters, tasks
 from mailer.bounces.attribute import attribute
-from mailer.bounces.parse import parse_bounce
 from mailer.config import reset_settings
 from mailer.db import transaction
 from mailer.emails.verp import parse_return_path
@@ -32,6 +31,7 @@ from mailer.subscribers.welcome_mail import (
     welcomes_to_resend,
 )
 from tests.conftest import wait_for, wait_settled
+from tests.support.bounce_reading import parse_bounce
 from tests.support.mail import links, parse, parts
 from tests.support.subscribers import (
     confirmation_link,

@@ -11,6 +11,7 @@ import logging
 
 from mailer import backoff, tasks
 from mailer.bounces import spool
+from mailer.bounces.parse import OurAddresses
 from mailer.config import get_settings
 from mailer.db import transaction
 from workers.app import app
@@ -23,8 +24,10 @@ def process_inbound(self, inbound_id: int) -> str:  # type: ignore[no-untyped-de
     """Parse, attribute and act on one message the bounce server accepted."""
     try:
         with transaction() as session:
+            settings = get_settings()
             result = spool.process_spooled(
-                session, inbound_id, max_bytes=get_settings().bounces.bounce_max_bytes)
+                session, inbound_id, max_bytes=settings.bounces.bounce_max_bytes,
+                ours=OurAddresses.of(settings.identity))
     except Exception as exc:
         # The row stays in the spool; note why, and try again later (the beat task would
         # pick it up anyway).
@@ -57,4 +60,5 @@ def poll_mailbox() -> dict[str, int]:
     from mailer.bounces.mailbox import poll_configured
 
     settings = get_settings()
-    return poll_configured(settings.bounces, timeout=settings.smtp.timeout)
+    return poll_configured(settings.bounces, ours=OurAddresses.of(settings.identity),
+                           timeout=settings.smtp.timeout)

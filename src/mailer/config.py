@@ -23,16 +23,11 @@ also wants the public https address in ``MAILER_BASE_URL`` and a real SMTP relay
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_origin
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any, ClassVar, get_origin
 
 from pydantic import (
     BaseModel,
@@ -44,18 +39,31 @@ from pydantic import (
     model_validator,
 )
 
-PREFIX = "MAILER_"  # every setting is the variable PREFIX + its name
-DEFAULT_SECRET = "change-me-this-is-the-development-secret"  # noqa: S105 - refused outside development
-#: Secrets sign every token a reader gets (confirm, unsubscribe, VERP): 32 characters of
-#: ``secrets.token_urlsafe`` are 192 bits, beyond guessing.
-MIN_SECRET_LENGTH = 32
-DEFAULT_SMTP_URL = "smtp://127.0.0.1:1025"  # the development catcher of `make run`
-#: MAILER_BOUNCE_MAX_BYTES unless set (see BounceSettings.bounce_max_bytes).
-DEFAULT_BOUNCE_MAX_BYTES = 1024 * 1024
-KEYGEN_COMMAND = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
-
-#: The folder for local state (SQLite database, outbox, logs) when nothing else is configured.
-VAR_DIR = Path(os.environ.get("MAILER_VAR_DIR", Path.cwd() / "var"))
+# The defaults, the reading of variables and the checks of a deployment live, without
+# pydantic, in mailer.environment (the quick commands read their few values there); they
+# are named here too, where the rest of the code has always found them.
+from mailer.environment import (
+    DEFAULT_BASE_URL,
+    DEFAULT_BOUNCE_DOMAIN,
+    DEFAULT_BOUNCE_MAX_BYTES,
+    DEFAULT_ENV,
+    DEFAULT_FROM_ADDRESS,
+    DEFAULT_REDIS_URL,
+    DEFAULT_SECRET,
+    DEFAULT_SMTP_URL,
+    PREFIX,
+    VAR_DIR,
+    Env,
+    InvalidSettings,
+    SMTPTarget,
+    Whereabouts,
+    check_from_address,
+    default_database_url,
+    is_loopback,  # noqa: F401 - imported from here (mailbox, smtp)
+    list_from_json,
+    parse_smtp_url,
+    read_variables,
+)
 
 DEFAULT_CATEGORIES = [
     "News",
@@ -68,76 +76,9 @@ DEFAULT_CATEGORIES = [
 ]
 
 
-@dataclass(frozen=True)
-class SMTPTarget:
-    """Where and how to reach the SMTP server, parsed from ``MAILER_SMTP_URL``."""
-
-    host: str
-    port: int
-    tls: Literal["none", "starttls", "implicit"]
-    username: str | None
-    password: str | None
-
-    @property
-    def is_loopback(self) -> bool:
-        return is_loopback(self.host)
-
-
-def is_loopback(host: str) -> bool:
-    """Is this host name or address this machine's loopback (127.0.0.0/8, ::1, localhost)?"""
-    host = host.strip("[]").lower()
-    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _url_is_local(url: str) -> bool:
-    """Does this database or Redis URL point at this machine (loopback, a Unix socket, a file)?"""
-    parts = urlsplit(url)
-    if parts.scheme.startswith("sqlite") or parts.scheme == "unix":
-        return True
-    socket_dir = parse_qs(parts.query).get("host", [""])[-1]
-    if not parts.hostname:  # libpq's default: the local Unix socket (or ?host=/run/...)
-        return not socket_dir or socket_dir.startswith("/")
-    return is_loopback(parts.hostname)
-
-
 @lru_cache(maxsize=8)
 def _address_of(header: str) -> str:
     return parseaddr(header)[1]
-
-
-def parse_smtp_url(url: str) -> SMTPTarget:
-    """``smtp://user:pass@host:port?tls=starttls`` → :class:`SMTPTarget`.
-
-    ``smtps://`` means implicit TLS (port 465). ``smtp://`` means STARTTLS, except for a
-    loopback host where plaintext is the default. Plaintext to any other host must be asked
-    for with ``?tls=none`` (a local test server such as Mailpit in docker-compose).
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("smtp", "smtps"):
-        raise ValueError(f"SMTP URL must start with smtp:// or smtps://, got {url!r}")
-    host = parts.hostname or ""
-    if not host:
-        raise ValueError(f"SMTP URL has no host: {url!r}")
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    if parts.scheme == "smtps":
-        tls = "implicit"
-    else:
-        tls = query.get("tls") or ("none" if is_loopback(host) else "starttls")
-    if tls not in ("none", "starttls", "implicit"):
-        raise ValueError(f"SMTP URL tls= must be none, starttls or implicit, got {tls!r}")
-    default_port = {"implicit": 465, "starttls": 587, "none": 25}[tls]
-    return SMTPTarget(
-        host=host,
-        port=parts.port or default_port,
-        tls=tls,  # type: ignore[arg-type]
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
 
 
 class _FromVariables(BaseModel):
@@ -161,13 +102,7 @@ class _FromVariables(BaseModel):
             value = data.get(name)
             if get_origin(field.annotation) is not list or not isinstance(value, str):
                 continue
-            try:
-                decoded[name] = json.loads(value)
-            except ValueError:
-                decoded[name] = None
-            if not isinstance(decoded[name], list):
-                raise ValueError(f"{cls.variable(name)} must be a JSON list, such as "
-                                 f"'[\"a\", \"b\"]'; got {value!r}")
+            decoded[name] = list_from_json(cls.variable(name), value)
         return decoded
 
 
@@ -183,7 +118,7 @@ class Group(_FromVariables):
 class IdentitySettings(Group):
     """Who sends: the From line, the footer every mail carries, the list's headers."""
 
-    from_address: str = "CEP Newsletter <newsletter@cep-probation.example.org>"
+    from_address: str = DEFAULT_FROM_ADDRESS
     reply_to: str | None = None
     #: The whole postal address, the association's name first: every mail's footer shows it
     #: alone (CAN-SPAM asks for it), so it must name the sender by itself.
@@ -193,7 +128,7 @@ class IdentitySettings(Group):
     list_name: str = "CEP Newsletter"
     list_id: str = "newsletter.cep-probation.example.org"
     #: Domain of the VERP return path: bounces+TOKEN@bounce_domain.
-    bounce_domain: str = "bounces.cep-probation.example.org"
+    bounce_domain: str = DEFAULT_BOUNCE_DOMAIN
     website_url: str = "https://www.cep-probation.org"
     timezone: str = "Europe/Amsterdam"
 
@@ -205,10 +140,7 @@ class IdentitySettings(Group):
     @field_validator("from_address")
     @classmethod
     def _check_from(cls, value: str) -> str:
-        _, addr = parseaddr(value)
-        if "@" not in addr:
-            raise ValueError(f"MAILER_FROM_ADDRESS must hold one address, got {value!r}")
-        return value
+        return check_from_address(value)
 
     @property
     def from_email(self) -> str:
@@ -399,12 +331,12 @@ class Settings(_FromVariables):
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
-    env: Literal["development", "test", "production"] = "development"
+    env: Env = DEFAULT_ENV
 
     # --- where things are -------------------------------------------------------------
-    database_url: str = Field(default_factory=lambda: f"sqlite:///{VAR_DIR / 'mailer.db'}")
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    base_url: str = "http://127.0.0.1:8000"
+    database_url: str = Field(default_factory=default_database_url)
+    redis_url: str = DEFAULT_REDIS_URL
+    base_url: str = DEFAULT_BASE_URL
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
     #: Older secrets still accepted when verifying tokens (rotation without breaking links).
     old_secret_keys: list[SecretStr] = []
@@ -437,48 +369,12 @@ class Settings(_FromVariables):
 
     @model_validator(mode="after")
     def _refuse_a_misconfigured_deployment(self) -> Settings:
-        problems = self._secret_problems()
-        if self.env == "production":
-            problems += self._production_problems()
+        problems = self.whereabouts.problems(
+            self.secret_key.get_secret_value(),
+            [key.get_secret_value() for key in self.old_secret_keys])
         if problems:
             raise ValueError("\n".join(problems))
         return self
-
-    def _secret_problems(self) -> list[str]:
-        if self.env != "production" and self.loopback_only:
-            return []  # nobody but this machine ever sees a token signed with it
-        elsewhere = self.not_on_this_machine()
-        why = ("MAILER_ENV is production" if self.env == "production" else
-               f"{' and '.join(elsewhere)} {'are' if len(elsewhere) > 1 else 'is'} "
-               "not on this machine")
-        named = [("MAILER_SECRET_KEY", self.secret_key)] + [
-            (f"MAILER_OLD_SECRET_KEYS[{i}]", key) for i, key in enumerate(self.old_secret_keys)]
-        problems = []
-        for name, key in named:
-            value = key.get_secret_value()
-            if value == DEFAULT_SECRET:
-                problems.append(f"{name} is the public development default, and {why}: "
-                                f"anyone could forge its tokens. Make a long random one: "
-                                f"{KEYGEN_COMMAND}")
-            elif len(value) < MIN_SECRET_LENGTH:
-                chars = "character" if len(value) == 1 else "characters"
-                problems.append(f"{name} has only {len(value)} {chars}, and {why}: it "
-                                f"needs at least {MIN_SECRET_LENGTH}. Make one: {KEYGEN_COMMAND}")
-        return problems
-
-    def _production_problems(self) -> list[str]:
-        problems = []
-        base = urlsplit(self.base_url)
-        if base.scheme != "https" or not base.hostname or is_loopback(base.hostname):
-            problems.append(
-                f"MAILER_BASE_URL is {self.base_url!r}; under MAILER_ENV=production it must "
-                "be the public https:// address readers reach (every link in every mail is "
-                "built from it)")
-        if self.smtp.url == DEFAULT_SMTP_URL:
-            problems.append(
-                "MAILER_SMTP_URL is the development catcher of `make run`; under "
-                "MAILER_ENV=production point it at your relay (smtp://user:pass@relay:587)")
-        return problems
 
     # --- derived values -------------------------------------------------------------------
     @property
@@ -490,18 +386,12 @@ class Settings(_FromVariables):
 
     def not_on_this_machine(self) -> list[str]:
         """The variables that point beyond this machine's loopback, with their hosts."""
-        elsewhere = []
-        base = urlsplit(self.base_url).hostname or ""
-        if not is_loopback(base):
-            elsewhere.append(f"MAILER_BASE_URL ({base or self.base_url})")
-        smtp = self.smtp.target
-        if not smtp.is_loopback:
-            elsewhere.append(f"MAILER_SMTP_URL ({smtp.host})")
-        for name, url in (("MAILER_REDIS_URL", self.redis_url),
-                          ("MAILER_DATABASE_URL", self.database_url)):
-            if not _url_is_local(url):
-                elsewhere.append(f"{name} ({urlsplit(url).hostname})")
-        return elsewhere
+        return self.whereabouts.not_on_this_machine()
+
+    @property
+    def whereabouts(self) -> Whereabouts:
+        return Whereabouts(env=self.env, base_url=self.base_url, smtp_url=self.smtp.url,
+                           redis_url=self.redis_url, database_url=self.database_url)
 
     @property
     def secret(self) -> bytes:
@@ -510,11 +400,6 @@ class Settings(_FromVariables):
     @property
     def all_secrets(self) -> list[bytes]:
         return [self.secret] + [s.get_secret_value().encode() for s in self.old_secret_keys]
-
-
-class InvalidSettings(SystemExit):
-    """The settings cannot be used. A SystemExit, so that whichever process reads them (the
-    web app, a worker, the CLI) stops with one line per variable instead of a traceback."""
 
 
 def _variable(loc: tuple[int | str, ...]) -> str:
@@ -547,12 +432,7 @@ def load_settings(environ: Mapping[str, str] | None = None,
     """The settings from ``MAILER_*`` variables: ``environ`` (the process environment when
     None) over ``env_file`` (skipped when None or absent). Names are matched in any case;
     variables that name no setting are ignored. Raises pydantic's ValidationError."""
-    found: dict[str, str] = {}
-    if env_file is not None and Path(env_file).is_file():
-        from dotenv import dotenv_values
-
-        found |= {k.upper(): v for k, v in dotenv_values(env_file).items() if v is not None}
-    found |= {k.upper(): v for k, v in (os.environ if environ is None else environ).items()}
+    found = read_variables(environ, env_file)
     groups = Settings.groups()
     values: dict[str, Any] = {name: found[Settings.variable(name)] for name in Settings.model_fields
                               if name not in groups and Settings.variable(name) in found}
@@ -567,9 +447,7 @@ def get_settings() -> Settings:
     try:
         return load_settings()
     except ValidationError as exc:
-        lines = describe(exc)
-        raise InvalidSettings("mailer cannot start, its settings are not usable:\n"
-                              + "\n".join(f"  - {line}" for line in lines)) from None
+        raise InvalidSettings.of(describe(exc)) from None
 
 
 def reset_settings() -> None:

@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from mailer.config import get_settings
-
 if TYPE_CHECKING:
     from celery import Celery
     from sqlalchemy.orm import Session
@@ -90,8 +88,16 @@ def publish_many(task: str, calls: Iterable[Sequence[object]], *,
     return len(batch)
 
 
+def _redis_url() -> str:
+    # Imported here: the message-kind registry imports this module for its queue names, and
+    # reading a VERP token (mailer bounces classify) must not load the settings models.
+    from mailer.config import get_settings
+
+    return get_settings().redis_url
+
+
 def _send_many(task: str, batch: list[tuple[object, ...]]) -> None:
-    app = client(get_settings().redis_url)
+    app = client(_redis_url())
     queue = queue_of(task)
     with app.producer_or_acquire() as producer:
         for args in batch:
@@ -99,8 +105,8 @@ def _send_many(task: str, batch: list[tuple[object, ...]]) -> None:
 
 
 def _send(task: str, args: tuple[object, ...], countdown: float | None) -> None:
-    client(get_settings().redis_url).send_task(task, args=list(args), queue=queue_of(task),
-                                               countdown=countdown)
+    client(_redis_url()).send_task(task, args=list(args), queue=queue_of(task),
+                                   countdown=countdown)
 
 
 _CLIENTS: dict[str, Celery] = {}

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mailer.bounces.classes import BounceClass
-from mailer.bounces.parse import BounceReport, parse_bounce
+from mailer.bounces.parse import BounceReport, OurAddresses, parse_bounce
 
 #: Classes that say "something happened to this reader's mail": wrong on a non-bounce.
 _ACTING = {BounceClass.hard, BounceClass.soft, BounceClass.policy, BounceClass.delayed,
@@ -106,8 +106,9 @@ def load_manifest(folder: Path) -> dict[str, dict[str, Any]]:
     return manifest
 
 
-def evaluate(folder: Path, *, part: str = "all") -> Evaluation:
-    """Parse every message of the corpus in ``folder`` (of one ``part``, or all) and count."""
+def evaluate(folder: Path, *, ours: OurAddresses, part: str = "all") -> Evaluation:
+    """Parse every message of the corpus in ``folder`` (of one ``part``, or all) and count.
+    ``ours``: the addresses of the sender the corpus's bounces answer."""
     folder = Path(folder)
     result = Evaluation()
     for name, expected in sorted(load_manifest(folder).items()):
@@ -115,7 +116,7 @@ def evaluate(folder: Path, *, part: str = "all") -> Evaluation:
             continue
         raw = (folder / name).read_bytes()
         try:
-            report = parse_bounce(raw, max_bytes=max(len(raw), 1))
+            report = parse_bounce(raw, ours=ours, max_bytes=max(len(raw), 1))
         except Exception as exc:  # parse_bounce promises not to raise: count it
             result.crashes += 1
             result.messages += 1

@@ -35,7 +35,13 @@ from sqlalchemy.orm import Session
 from mailer.bounces.actions import EXCERPT_LIMIT, record_bounce
 from mailer.bounces.attribute import Attribution, attribute
 from mailer.bounces.models import BounceClass
-from mailer.bounces.parse import BounceReport, BounceTooLarge, FailedRecipient, parse_bounce
+from mailer.bounces.parse import (
+    BounceReport,
+    BounceTooLarge,
+    FailedRecipient,
+    OurAddresses,
+    parse_bounce,
+)
 from mailer.bounces.parse.arf import NOT_COMPLAINTS
 
 log = logging.getLogger(__name__)
@@ -85,20 +91,21 @@ def fingerprint_of(raw: bytes) -> str:
 
 
 def receive(
-    session: Session, *, raw: bytes, source: str, max_bytes: int,
+    session: Session, *, raw: bytes, source: str, max_bytes: int, ours: OurAddresses,
     envelope_to: Sequence[str] = (),
 ) -> IntakeResult:
     """Take in one bounce mail (raw bytes as received) from ``source`` (mx, imap, pop3,
     import): parse, attribute, record, act. ``envelope_to`` is the SMTP RCPT TO when the
     message came over SMTP (the VERP address); a mailbox has only the headers. Larger than
-    ``max_bytes`` (``MAILER_BOUNCE_MAX_BYTES``): refused unparsed."""
+    ``max_bytes`` (``MAILER_BOUNCE_MAX_BYTES``): refused unparsed. ``ours``: our own addresses
+    (``settings.identity``), never taken for a failed recipient."""
     fingerprint = fingerprint_of(raw)
     cap = max_bytes
     if len(raw) > cap:
         return refuse_too_large(session, head=raw[:EXCERPT_LIMIT], size=len(raw), source=source,
                                 max_bytes=cap)
     try:
-        report = parse_bounce(raw, envelope_to=envelope_to, max_bytes=cap)
+        report = parse_bounce(raw, ours=ours, envelope_to=envelope_to, max_bytes=cap)
     except BounceTooLarge as exc:
         return _refuse(session, raw[:EXCERPT_LIMIT], source, fingerprint, str(exc))
     except Exception as exc:  # the parser promises not to raise; a bug must not lose mail

@@ -33,6 +33,7 @@ import redis
 
 from mailer.bounces.actions import EXCERPT_LIMIT
 from mailer.bounces.intake import IntakeResult, receive, refuse_too_large
+from mailer.bounces.parse import OurAddresses
 from mailer.config import BounceSettings, is_loopback
 from mailer.db import transaction
 from mailer.redis import get_redis
@@ -108,9 +109,9 @@ class PollResult:
                 "refused": self.refused}
 
 
-def _take_in(raw: bytes, source: str, cap: int) -> IntakeResult:
+def _take_in(raw: bytes, source: str, cap: int, ours: OurAddresses) -> IntakeResult:
     with transaction() as session:
-        return receive(session, raw=raw, source=source, max_bytes=cap)
+        return receive(session, raw=raw, source=source, max_bytes=cap, ours=ours)
 
 
 def _take_in_too_large(head: bytes, size: int, source: str, cap: int) -> IntakeResult:
@@ -121,7 +122,8 @@ def _take_in_too_large(head: bytes, size: int, source: str, cap: int) -> IntakeR
 # --- IMAP --------------------------------------------------------------------------------------
 
 
-def poll_imap(url: str, *, max_bytes: int, timeout: float, folder: str = "INBOX",
+def poll_imap(url: str, *, max_bytes: int, ours: OurAddresses, timeout: float,
+              folder: str = "INBOX",
               processed_folder: str | None = None, limit: int = POLL_LIMIT) -> PollResult:
     """Take in every message of ``folder``; move each to ``processed_folder`` (or delete it)
     once its bounce is committed. One over ``max_bytes`` is refused from its headers."""
@@ -148,7 +150,7 @@ def poll_imap(url: str, *, max_bytes: int, timeout: float, folder: str = "INBOX"
                 head = _imap_fetch(conn, uid, f"BODY.PEEK[]<0.{EXCERPT_LIMIT}>")
                 result.add(_take_in_too_large(head, size, "imap", cap))
             else:
-                result.add(_take_in(_imap_fetch(conn, uid, "BODY.PEEK[]"), "imap", cap))
+                result.add(_take_in(_imap_fetch(conn, uid, "BODY.PEEK[]"), "imap", cap, ours))
             _imap_dispose(conn, uid, processed_folder, can_move)
         if b"UIDPLUS" in capabilities and uids:
             conn.uid("EXPUNGE", ",".join(uids[:limit]))
@@ -224,7 +226,8 @@ def _imap_dispose(conn: imaplib.IMAP4, uid: str, processed_folder: str | None,
 # --- POP3 --------------------------------------------------------------------------------------
 
 
-def poll_pop3(url: str, *, max_bytes: int, timeout: float, limit: int = POLL_LIMIT) -> PollResult:
+def poll_pop3(url: str, *, max_bytes: int, ours: OurAddresses, timeout: float,
+              limit: int = POLL_LIMIT) -> PollResult:
     """Take in every message of the POP3 mailbox and delete it once its bounce is committed
     (POP3 deletes at QUIT: a broken connection deletes nothing, the next poll repeats)."""
     target = parse_mailbox_url(url)
@@ -243,7 +246,7 @@ def poll_pop3(url: str, *, max_bytes: int, timeout: float, limit: int = POLL_LIM
                 result.add(_take_in_too_large(head, size, "pop3", cap))
             else:
                 _, lines, _ = conn.retr(number)
-                result.add(_take_in(b"\r\n".join(lines) + b"\r\n", "pop3", cap))
+                result.add(_take_in(b"\r\n".join(lines) + b"\r\n", "pop3", cap, ours))
             conn.dele(number)
         conn.quit()
     except BaseException:
@@ -265,7 +268,8 @@ def _pop3_connect(target: MailboxTarget, timeout: float) -> poplib.POP3:
 # --- the beat task's entry point ------------------------------------------------------------
 
 
-def poll_configured(bounces: BounceSettings, *, timeout: float) -> dict[str, int]:
+def poll_configured(bounces: BounceSettings, *, ours: OurAddresses,
+                    timeout: float) -> dict[str, int]:
     """Poll the IMAP and/or POP3 mailbox ``bounces`` names, one poller at a time; each
     network call waits at most ``timeout`` seconds."""
     lock = get_redis().lock("mailer:lock:bounce-mailbox",
@@ -277,12 +281,12 @@ def poll_configured(bounces: BounceSettings, *, timeout: float) -> dict[str, int
         totals: dict[str, int] = {}
         cap = bounces.bounce_max_bytes
         if bounces.imap_url:
-            found = poll_imap(bounces.imap_url, max_bytes=cap, timeout=timeout,
+            found = poll_imap(bounces.imap_url, max_bytes=cap, ours=ours, timeout=timeout,
                               folder=bounces.imap_folder,
                               processed_folder=bounces.imap_processed_folder)
             totals.update({f"imap_{k}": v for k, v in found.as_dict().items()})
         if bounces.pop3_url:
-            found = poll_pop3(bounces.pop3_url, max_bytes=cap, timeout=timeout)
+            found = poll_pop3(bounces.pop3_url, max_bytes=cap, ours=ours, timeout=timeout)
             totals.update({f"pop3_{k}": v for k, v in found.as_dict().items()})
         return totals
     finally:

@@ -18,14 +18,25 @@ from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
 from mailer.bounces.models import Bounce, BounceClass
-from mailer.config import get_settings
+from mailer.config import SendingSettings
 from mailer.deliveries.models import Delivery, DeliveryState
 
 _COUNTED = (BounceClass.hard, BounceClass.soft, BounceClass.policy, BounceClass.complaint,
             BounceClass.delayed, BounceClass.autoreply, BounceClass.unparsed)
 
 
-def edition_rates(session: Session, edition_id: int) -> dict[str, Any]:
+def class_counts(session: Session, edition_id: int) -> dict[str, int]:
+    """The deliveries of an edition with a bounce of each class: one per delivery and class;
+    a bounce tied to the edition but not to a delivery counts on its own."""
+    return {klass: n for klass, n in session.execute(
+        select(Bounce.bounce_class, func.count(distinct(func.coalesce(Bounce.delivery_id,
+                                                                      -Bounce.id))))
+        .where(Bounce.edition_id == edition_id, Bounce.bounce_class.in_(_COUNTED))
+        .group_by(Bounce.bounce_class)
+    )}
+
+
+def edition_rates(session: Session, edition_id: int, sending: SendingSettings) -> dict[str, Any]:
     """Counts and rates of one edition.
 
     Keys: ``deliveries`` (all rows), ``answered`` (sent + bounced + failed), ``accepted``
@@ -34,9 +45,8 @@ def edition_rates(session: Session, edition_id: int) -> dict[str, Any]:
     ``hard_bounce_rate``, ``soft_bounce_rate``, ``bounce_rate`` (hard + soft),
     ``policy_rate`` (over ``answered``) and ``complaint_rate`` (over ``accepted``), as
     fractions; and ``complaint_alert`` / ``complaint_stop``: the complaint rate reached
-    ``complaint_alert_rate`` (0.1 %) / ``complaint_stop_rate`` (0.3 %).
+    ``complaint_alert_rate`` (0.1 %) / ``complaint_stop_rate`` (0.3 %) of ``sending``.
     """
-    settings = get_settings()
     states: dict[str, int] = {state: n for state, n in session.execute(
         select(Delivery.state, func.count()).where(Delivery.edition_id == edition_id)
         .group_by(Delivery.state)
@@ -45,14 +55,7 @@ def edition_rates(session: Session, edition_id: int) -> dict[str, Any]:
     accepted = states.get(DeliveryState.sent, 0)
     answered = accepted + states.get(DeliveryState.bounced, 0) + states.get(DeliveryState.failed, 0)
 
-    # One per delivery and class; a bounce tied to the edition but not to a delivery counts
-    # on its own.
-    per_class: dict[str, int] = {klass: n for klass, n in session.execute(
-        select(Bounce.bounce_class, func.count(distinct(func.coalesce(Bounce.delivery_id,
-                                                                      -Bounce.id))))
-        .where(Bounce.edition_id == edition_id, Bounce.bounce_class.in_(_COUNTED))
-        .group_by(Bounce.bounce_class)
-    )}
+    per_class = class_counts(session, edition_id)
     hard = per_class.get(BounceClass.hard, 0)
     soft = per_class.get(BounceClass.soft, 0)
     policy = per_class.get(BounceClass.policy, 0)
@@ -75,8 +78,8 @@ def edition_rates(session: Session, edition_id: int) -> dict[str, Any]:
         "bounce_rate": _rate(hard + soft, answered),
         "policy_rate": _rate(policy, answered),
         "complaint_rate": complaint_rate,
-        "complaint_alert": accepted > 0 and complaint_rate >= settings.sending.complaint_alert_rate,
-        "complaint_stop": accepted > 0 and complaint_rate >= settings.sending.complaint_stop_rate,
+        "complaint_alert": accepted > 0 and complaint_rate >= sending.complaint_alert_rate,
+        "complaint_stop": accepted > 0 and complaint_rate >= sending.complaint_stop_rate,
     }
 
 

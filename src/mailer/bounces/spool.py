@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from mailer.bounces.intake import IntakeResult, receive
 from mailer.bounces.models import InboundMessage
+from mailer.bounces.parse import OurAddresses
 from mailer.db import utcnow
 
 
@@ -32,7 +33,8 @@ def spool_message(
     return message
 
 
-def process_spooled(session: Session, inbound_id: int, *, max_bytes: int) -> IntakeResult | None:
+def process_spooled(session: Session, inbound_id: int, *, max_bytes: int,
+                    ours: OurAddresses) -> IntakeResult | None:
     """Take in one spooled message and delete it; None when it is gone (done already)."""
     message = session.scalars(
         select(InboundMessage).where(InboundMessage.id == inbound_id).with_for_update()
@@ -40,7 +42,7 @@ def process_spooled(session: Session, inbound_id: int, *, max_bytes: int) -> Int
     if message is None:
         return None
     result = receive(session, raw=message.raw, source=message.source, max_bytes=max_bytes,
-                     envelope_to=message.envelope_to)
+                     ours=ours, envelope_to=message.envelope_to)
     session.delete(message)
     return result
 

@@ -56,7 +56,7 @@ def import_(
     nothing.
     """
     from mailer.bounces.intake import receive
-    from mailer.bounces.parse import iter_messages
+    from mailer.bounces.parse import OurAddresses, iter_messages
     from mailer.config import get_settings
     from mailer.db import transaction
 
@@ -66,7 +66,8 @@ def import_(
     try:
         for name, raw in iter_messages(path, limit=cap):
             with transaction() as session:
-                result = receive(session, raw=raw, source="import", max_bytes=cap)
+                result = receive(session, raw=raw, source="import", max_bytes=cap,
+                                 ours=OurAddresses.of(get_settings().identity))
             typer.echo(f"{name}: {result.summary}")
             totals["messages"] += 1
             totals["recorded"] += len(result.recorded)

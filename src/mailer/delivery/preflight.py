@@ -111,7 +111,8 @@ def complaint_hold(session: Session, *, edition_id: int | None = None) -> str | 
 
     Every batch asks, so the common answer is cheap: an edition without unacknowledged
     complaints (a look at the few bounce rows of that class) is not counted at all."""
-    stop_rate = get_settings().sending.complaint_stop_rate
+    sending = get_settings().sending
+    stop_rate = sending.complaint_stop_rate
     recent = utcnow() - dt.timedelta(days=60)
     query = select(Edition).where(Edition.state.in_(GONE_OUT), Edition.started_at >= recent)
     if edition_id is not None:
@@ -124,7 +125,7 @@ def complaint_hold(session: Session, *, edition_id: int | None = None) -> str | 
         ) or 0)
         if complaints == 0 or complaints <= acknowledged:
             continue
-        rates = edition_rates(session, edition.id)
+        rates = edition_rates(session, edition.id, sending)
         if rates["complaint_stop"] and rates["complaints"] > acknowledged:
             return (f"edition {edition.id} has a complaint rate of "
                     f"{100 * rates['complaint_rate']:.2f} % ({rates['complaints']} complaints), "

@@ -221,10 +221,11 @@ def finish_if_done(session: Session, edition_id: int) -> bool:
 
 def acknowledge_complaints(session: Session, edition_id: int, *, by: str) -> int:
     """An operator has looked at the complaints of an edition: sending may go on."""
-    from mailer.bounces.rates import edition_rates
+    from mailer.bounces.models import BounceClass
+    from mailer.bounces.rates import class_counts
 
     edition = _edition(session, edition_id, lock=True)
-    complaints = int(edition_rates(session, edition_id)["complaints"])
+    complaints = class_counts(session, edition_id).get(BounceClass.complaint, 0)
     edition.stats = {**(edition.stats or {}), "complaints_acknowledged": complaints,
                      "complaints_acknowledged_by": by}
     _record(session, by, "edition.acknowledge_complaints", edition, {"complaints": complaints})

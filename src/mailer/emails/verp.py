@@ -11,9 +11,9 @@ it suppresses nobody.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mailer.config import get_settings
 from mailer.emails.kinds import VERP_LETTER, MessageKind, of_verp_letter, verp_letter
 from mailer.tokens import sign, verify
 
@@ -41,16 +41,20 @@ class VerpToken:
 
 def return_path(kind: MessageKind | str, row_id: int) -> str:
     value = f"{verp_letter(kind)}{_base36(row_id)}"
+    from mailer.config import get_settings  # not at the top: reading a token needs none
+
     signature = sign(_PURPOSE, value, _SIG_LEN, alphabet="b32")
     return f"bounces+{value}-{signature}@{get_settings().identity.bounce_domain}"
 
 
-def parse_return_path(address: str) -> VerpToken | None | bool:
-    """The token in ``address``: a VerpToken, None when there is none, False when forged."""
+def parse_return_path(address: str, *,
+                      keys: Sequence[bytes] | None = None) -> VerpToken | None | bool:
+    """The token in ``address``: a VerpToken, None when there is none, False when forged.
+    ``keys``: the secrets it is checked with (default: the settings', see mailer.tokens)."""
     match = _TOKEN.match(address.strip().strip("<>"))
     if not match:
         return None
     letter, number, signature = (g.lower() for g in match.groups())
-    if not verify(_PURPOSE, f"{letter}{number}", signature, alphabet="b32"):
+    if not verify(_PURPOSE, f"{letter}{number}", signature, alphabet="b32", keys=keys):
         return False
     return VerpToken(kind=of_verp_letter(letter), id=int(number, 36))

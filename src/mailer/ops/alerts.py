@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from mailer.bounces.models import Bounce, BounceClass
 from mailer.bounces.rates import edition_rates
-from mailer.config import Settings
+from mailer.config import SendingSettings, Settings
 from mailer.db import utcnow
 from mailer.editions.models import Edition, EditionState
 from mailer.ops.queues import QueueState
@@ -55,7 +55,7 @@ def evaluate(session: Session, settings: Settings, *, queues: list[QueueState] |
     ``settings.sending``). ``queues``/``workers`` None: Redis could not be read.
     ``rates``: :func:`watched_rates`, when the caller has them already."""
     if rates is None:
-        rates = watched_rates(session)
+        rates = watched_rates(session, settings.sending)
     alerts = [*_breaker(session), *_policy(session, settings.ops.alert_window_hours),
               *_complaints(rates, settings.sending.complaint_alert_rate,
                            settings.sending.complaint_stop_rate)]
@@ -108,7 +108,7 @@ def _policy(session: Session, hours: int) -> list[Alert]:
                   last.edition_id if last else None)]
 
 
-def watched_rates(session: Session) -> list[dict[str, Any]]:
+def watched_rates(session: Session, sending: SendingSettings) -> list[dict[str, Any]]:
     """Bounce and complaint rates (``edition_rates``) of every edition under way or sent in
     the last 30 days: complaints keep coming back for weeks after a send."""
     since = utcnow() - dt.timedelta(days=COMPLAINT_WATCH_DAYS)
@@ -118,7 +118,7 @@ def watched_rates(session: Session) -> list[dict[str, Any]]:
             (Edition.state == EditionState.sent) & (Edition.finished_at >= since),
         )).order_by(Edition.id)
     ).all()
-    return [edition_rates(session, edition_id) for edition_id in watched]
+    return [edition_rates(session, edition_id, sending) for edition_id in watched]
 
 
 def _complaints(watched: list[dict[str, Any]], alert_rate: float,

@@ -160,7 +160,7 @@ def collect(session: Session, settings: Settings, redis_part: RedisState | None 
     error, queues, unacked, workers = redis_part or redis_state(settings, session)
     snapshot = Snapshot(utcnow(), error, queues, unacked, workers)
     snapshot.editions = editions_under_way(session)
-    snapshot.rates = alerts_.watched_rates(session)
+    snapshot.rates = alerts_.watched_rates(session, settings.sending)
     snapshot.alerts = alerts_.evaluate(session, settings, queues=queues, workers=workers,
                                        rates=snapshot.rates)
     if full:

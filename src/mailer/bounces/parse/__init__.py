@@ -33,11 +33,13 @@ from mailer.bounces.parse.report import (
     BounceReport,
     BounceTooLarge,
     FailedRecipient,
+    OurAddresses,
     unparsed_recipient,
 )
-from mailer.config import DEFAULT_BOUNCE_MAX_BYTES
+from mailer.environment import DEFAULT_BOUNCE_MAX_BYTES
 
-__all__ = ["BounceReport", "BounceTooLarge", "FailedRecipient", "iter_messages", "parse_bounce"]
+__all__ = ["BounceReport", "BounceTooLarge", "FailedRecipient", "OurAddresses", "iter_messages",
+           "parse_bounce"]
 
 log = logging.getLogger(__name__)
 # flufl.bounce logs every detector that chokes on odd MIME before re-raising; we catch
@@ -46,10 +48,12 @@ logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
 
 def parse_bounce(
-    raw: bytes, *, envelope_to: Sequence[str] = (), max_bytes: int = DEFAULT_BOUNCE_MAX_BYTES
+    raw: bytes, *, ours: OurAddresses, envelope_to: Sequence[str] = (),
+    max_bytes: int = DEFAULT_BOUNCE_MAX_BYTES,
 ) -> BounceReport:
     """Understand one bounce mail. Never raises, except :class:`BounceTooLarge` (over
-    ``max_bytes``: the intake paths pass ``MAILER_BOUNCE_MAX_BYTES``)."""
+    ``max_bytes``: the intake paths pass ``MAILER_BOUNCE_MAX_BYTES``). ``ours``: our own
+    addresses, never taken for a failed recipient (the parser reads no settings)."""
     cap = max_bytes
     if len(raw) > cap:
         raise BounceTooLarge(
@@ -58,7 +62,7 @@ def parse_bounce(
         )
     excerpt = raw[:EXCERPT_BYTES].decode("utf-8", "replace")
     try:
-        return Reader(normal_line_ends(raw), list(envelope_to), excerpt).report()
+        return Reader(normal_line_ends(raw), list(envelope_to), excerpt, ours=ours).report()
     except Exception as exc:  # a parser bug must neither lose the bounce nor stop the worker
         log.exception("bounce parser failed")
         return BounceReport(

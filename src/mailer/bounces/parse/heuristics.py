@@ -21,8 +21,7 @@ from mailer.bounces.classes import BounceClass
 from mailer.bounces.classify import BASIC, ENHANCED, Verdict, explain, fallback, smtp_stage
 from mailer.bounces.parse.decoding import ADDRESS, address, header_text
 from mailer.bounces.parse.original import CUT, Original
-from mailer.bounces.parse.report import FailedRecipient
-from mailer.config import get_settings
+from mailer.bounces.parse.report import FailedRecipient, OurAddresses
 
 #: What flufl.bounce's detectors get to read of a large message.
 FLUFL_LIMIT = 256 * 1024
@@ -240,9 +239,10 @@ def strip_boilerplate(text: str) -> str:
 
 
 def read_heuristic(msg: Message, raw: bytes, *, subject: str, text: str, sender_address: str,
-                   addressed_to: list[str], original: Original) -> list[FailedRecipient]:
+                   addressed_to: list[str], original: Original,
+                   ours: OurAddresses) -> list[FailedRecipient]:
     """The failed recipients a non-standard bounce names, each with the reason next to it."""
-    excluded = _not_recipients(text, sender_address, addressed_to, original)
+    excluded = _not_recipients(text, sender_address, addressed_to, original, ours)
     # Exim and Gmail name the failed addresses in a header: better than any guess.
     addresses = [a for _, a in getaddresses(
         [header_text(v) for v in msg.get_all("X-Failed-Recipients", [])]) if "@" in a]
@@ -298,17 +298,16 @@ def _recipient(failed: str, verdict: Verdict, diagnostic: str, near: str,
 
 
 def _not_recipients(text: str, sender_address: str, addressed_to: list[str],
-                    original: Original) -> set[str]:
+                    original: Original, ours: OurAddresses) -> set[str]:
     """Addresses a bounce mentions that are surely not the failed recipient."""
-    settings = get_settings()
     excluded = {a.lower() for a in addressed_to}
     excluded |= {a.lower() for a in original.senders}
-    excluded |= {sender_address.lower(), settings.identity.from_email.lower()}
+    excluded |= {sender_address.lower(), ours.from_email.lower()}
     if original.return_path:
         excluded.add(original.return_path.lower())
     for match in _SENDER_LINE.finditer(text):
         excluded.update(a.lower() for a in ADDRESS.findall(match.group(0)))
-    bounce_domain = "@" + settings.identity.bounce_domain.lower()
+    bounce_domain = "@" + ours.bounce_domain.lower()
     reporter = _site(sender_address)
     return {a for a in excluded if a} | {
         a.lower() for a in ADDRESS.findall(text)

@@ -32,7 +32,12 @@ from mailer.bounces.parse.heuristics import (
 )
 from mailer.bounces.parse.mime import addressed_to, sort_parts
 from mailer.bounces.parse.original import after_cut, from_text, in_reply_to, verp_in_body
-from mailer.bounces.parse.report import BounceReport, FailedRecipient, unparsed_recipient
+from mailer.bounces.parse.report import (
+    BounceReport,
+    FailedRecipient,
+    OurAddresses,
+    unparsed_recipient,
+)
 from mailer.bounces.parse.ses import looks_like_ses, read_ses
 
 #: How many wrappings (forwarded, pasted) deep a report is looked for.
@@ -46,8 +51,9 @@ _MBOX_FROM = patterns.compile(r"^From \S+ +\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d
 
 class Reader:
     def __init__(self, raw: bytes, envelope_to: list[str], excerpt: str, *,
-                 depth: int = 0) -> None:
+                 ours: OurAddresses, depth: int = 0) -> None:
         self.raw = raw
+        self.ours = ours
         self.excerpt = excerpt
         self.msg = email.message_from_bytes(raw, policy=email.policy.compat32)
         self.envelope_to = envelope_to
@@ -114,7 +120,8 @@ class Reader:
             if match is None:
                 return None
             raw = self.parts.full_text()[match.end():].encode("utf-8", "surrogateescape")
-        report = Reader(raw, self.envelope_to, self.excerpt, depth=self.depth + 1).report()
+        report = Reader(raw, self.envelope_to, self.excerpt, ours=self.ours,
+                        depth=self.depth + 1).report()
         if report.kind in ("not-a-bounce", "unparsed"):
             return None
         extra = [a for a in self.addressed_to if a.lower() not in
@@ -153,7 +160,7 @@ class Reader:
         if looks_like_bounce or BOUNCE_BODY.search(text):
             recipients = read_heuristic(
                 msg, self.raw, subject=subject, text=text, sender_address=sender_address,
-                addressed_to=self.addressed_to, original=self.parts.original)
+                addressed_to=self.addressed_to, original=self.parts.original, ours=self.ours)
             if recipients:
                 return self._build(base, "heuristic", recipients, return_path)
             # Bounces carry "Auto-Submitted: auto-replied" too: only a person's address

@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from mailer.bounces.classes import BounceClass
 from mailer.bounces.parse.decoding import address
 
 #: How much of the raw message a report keeps as evidence.
 EXCERPT_BYTES = 8 * 1024
+
+
+@dataclass(frozen=True)
+class OurAddresses:
+    """Our own addresses, which a bounce names but which never failed: the From address
+    of our mail and the domain of its VERP return paths. Handed in by the caller (from
+    ``settings.identity``, or :class:`mailer.environment.BounceReading`)."""
+
+    from_email: str
+    bounce_domain: str
+
+    @classmethod
+    def of(cls, identity: _HasOurAddresses) -> OurAddresses:
+        return cls(from_email=identity.from_email, bounce_domain=identity.bounce_domain)
+
+
+class _HasOurAddresses(Protocol):
+    @property
+    def from_email(self) -> str: ...
+
+    @property
+    def bounce_domain(self) -> str: ...
 
 
 class BounceTooLarge(ValueError):

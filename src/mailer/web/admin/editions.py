@@ -114,7 +114,7 @@ def show(request: Request, edition_id: RowId, staff: Staff = Depends(viewer)) ->
         candidates = editions.candidate_articles(session, edition) if editable else []
         counts = sending.state_counts(session, edition.id)
         audit = recent(session, target=f"edition:{edition.id}", limit=50)
-        rates = edition_rates(session, edition.id) if counts else None
+        rates = edition_rates(session, edition.id, get_settings().sending) if counts else None
         return admin_page(
             request, "edition.html", staff, session=session, edition=edition, editable=editable,
             problem=checked.about(Check.content) if checked else None,
