@@ -114,7 +114,8 @@ def show(email: str) -> None:
     """The subscriber and the whole consent history as JSON (the GDPR export)."""
     with transaction() as session:
         subscriber = _find(session, email)
-        typer.echo(json.dumps(privacy.export(session, subscriber), indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(privacy.export(session, subscriber, by=cli_actor()),
+                               indent=2, ensure_ascii=False))
 
 
 @app.command("erase")

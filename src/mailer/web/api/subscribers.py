@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from mailer import privacy, tasks
 from mailer.api_tokens.service import Caller
-from mailer.audit import record
 from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.ratelimit import hit
@@ -196,9 +195,7 @@ def export_one(caller: Annotated[Caller, Depends(require("subscribers:read"))],
     subscriber, the whole consent history, every edition sent to them."""
     with transaction() as session:
         subscriber = _find(session, public_id)
-        data = privacy.export(session, subscriber)
-        record(session, actor=caller.actor, action="subscriber.export",
-               target=f"subscriber:{subscriber.id}")
+        data = privacy.export(session, subscriber, by=caller.actor)  # audited there
     return data
 
 
