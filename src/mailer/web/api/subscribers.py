@@ -22,7 +22,7 @@ from mailer.api_tokens.service import Caller
 from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.ratelimit import hit
-from mailer.subscribers import queries, signup
+from mailer.subscribers import profile, queries, signup
 from mailer.subscribers import unsubscribe as unsubscribing
 from mailer.subscribers.addresses import InvalidAddress, normalise
 from mailer.subscribers.models import Subscriber, SubscriberStatus
@@ -172,6 +172,42 @@ def _find(session: Session, public_id: str) -> Subscriber:
     if found is None:
         raise ApiProblem(404, "There is no subscriber with this id.")
     return found
+
+
+class ProfileChange(BaseModel):
+    """The name fields to change; those left out stay as they are. The address is not one
+    of them: a new address is signed up (``POST /subscribers``) and confirmed from its own
+    inbox, and the old one unsubscribed or erased."""
+
+    model_config = ConfigDict(extra="forbid")
+    first_name: str | None = Field(None, max_length=LIMITS["first_name"], pattern=TEXT)
+    last_name: str | None = Field(None, max_length=LIMITS["last_name"], pattern=TEXT)
+    organisation: str | None = Field(None, max_length=LIMITS["organisation"], pattern=TEXT)
+    country: str | None = Field(None, max_length=LIMITS["country"], pattern=TEXT)
+
+
+class Changed(BaseModel):
+    subscriber: SubscriberOut
+    #: The fields whose value changed (empty: nothing did).
+    changed: list[str]
+
+
+@router.patch("/{public_id}", response_model=Changed, summary="Change the name fields",
+              responses=responses(400, 401, 403, 404, 422, 429))
+def change(caller: Annotated[Caller, Depends(require("subscribers:write"))],
+           public_id: Annotated[str, Path(max_length=64)], body: ProfileChange) -> Changed:
+    """First name, last name, organisation, country, checked as the form checks them. An
+    ``email`` is refused (422): a new address goes through double opt-in, as a sign-up."""
+    values = {k: v.strip() for k, v in body.model_dump(exclude_none=True).items()}
+    with transaction() as session:
+        subscriber = _find(session, public_id)
+        try:
+            changed = profile.update_profile(session, subscriber, values,
+                                             by=caller.actor)  # audited there
+        except profile.ProfileError as exc:
+            raise ApiProblem(422, "The change has fields that are wrong.",
+                             errors=field_errors(**exc.problems)) from None
+        return Changed(subscriber=SubscriberOut.of(subscriber), changed=changed)
 
 
 @router.post("/{public_id}/unsubscribe", response_model=Done, summary="Unsubscribe",

@@ -1,0 +1,110 @@
+"""More of ``/api/v1`` over real HTTP against the test web server (both databases): a
+subscriber's name changed (and an address change refused), confirmed readers imported
+with their consent's origin, articles imported, bounces listed, the figures as JSON; and
+the rules the routes share with the admin and the CLI, now kept by the services (an
+erasure's suppression stays; an export is audited by whoever takes it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select, update
+
+from mailer import privacy
+from mailer.audit import AuditEntry
+from mailer.db import transaction
+from mailer.subscribers.models import Subscriber
+from mailer.suppression import service as suppression_service
+from tests.support.subscribers import make, subscriber
+from tests.test_api import api, audit_actions, fields, is_problem, token
+
+
+def test_a_subscribers_name_fields_are_changed_and_audited_but_not_the_address(
+        clean, web) -> None:
+    reader = make("Name@Example.org", "confirmed", first_name="Ana")
+    writing = api(web, token("crm", "subscribers:write"))
+    is_problem(api(web, token("reader", "subscribers:read")).patch(
+        f"/subscribers/{reader.public_id}", json={"first_name": "X"}), 403)
+
+    answer = writing.patch(f"/subscribers/{reader.public_id}",
+                           json={"first_name": "  Anna ", "organisation": "Verein e.V.",
+                                 "last_name": None})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["changed"] == ["first_name", "organisation"]
+    assert (body["subscriber"]["first_name"], body["subscriber"]["organisation"]) == (
+        "Anna", "Verein e.V.")
+    stored = subscriber("name@example.org")
+    assert (stored.first_name, stored.last_name, stored.organisation) == (
+        "Anna", "", "Verein e.V.")
+    target = f"subscriber:{reader.id}"
+    assert audit_actions(target)[-1] == ("subscriber.update", "api:crm")
+    with transaction() as session:
+        [entry] = session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "subscriber.update")).all()
+        assert entry.detail == {"fields": ["first_name", "organisation"]}  # no values
+
+    same = writing.patch(f"/subscribers/{reader.public_id}", json={"first_name": "Anna"})
+    assert same.json()["changed"] == []  # nothing changed: nothing audited
+    assert [a for a, _ in audit_actions(target)].count("subscriber.update") == 1
+
+    # The address is never changed here (it would skip the new address's double opt-in).
+    moved = writing.patch(f"/subscribers/{reader.public_id}",
+                          json={"email": "new@example.org", "first_name": "B"})
+    problem = is_problem(moved, 422)
+    assert [e["field"] for e in problem["errors"]] == ["email"]
+    assert "double opt-in" in problem["errors"][0]["message"]
+    assert subscriber("name@example.org").first_name == "Anna"
+    assert subscriber("new@example.org") is None
+
+    assert fields(writing.patch(f"/subscribers/{reader.public_id}",
+                                json={"last_name": "x\nBcc: y"})) == {"last_name"}
+    assert fields(writing.patch(f"/subscribers/{reader.public_id}",
+                                json={"country": "x" * 101})) == {"country"}
+    assert fields(writing.patch(f"/subscribers/{reader.public_id}",
+                                json={"first_name": "\ue000"})) == {"first_name"}
+    assert fields(writing.patch(f"/subscribers/{reader.public_id}",
+                                json={"status": "confirmed"})) == {"status"}
+    is_problem(writing.patch("/subscribers/nobody", json={"first_name": "A"}), 404)
+    assert subscriber("name@example.org").status == "confirmed"
+
+
+def test_a_name_change_does_not_keep_an_unconfirmed_sign_up_from_its_purge(clean, web) -> None:
+    pending = make("late@example.org", "pending")
+    long_ago = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    with transaction() as session:
+        session.execute(update(Subscriber).where(Subscriber.id == pending.id)
+                        .values(updated_at=long_ago))
+    answer = api(web, token("crm", "subscribers:write")).patch(
+        f"/subscribers/{pending.public_id}", json={"first_name": "Lea"})
+    assert answer.json()["changed"] == ["first_name"]
+    with transaction() as session:
+        assert privacy.purge_pending(session, older_than=dt.timedelta(days=14)) == 1
+    assert subscriber("late@example.org") is None
+
+
+def test_an_erasures_suppression_is_kept_by_the_service_itself(clean, web) -> None:
+    erased = make("gone@example.org", "confirmed")
+    with transaction() as session:
+        privacy.erase(session, session.get(Subscriber, erased.id), by="test")
+    # Signed up again but not confirmed: the erasure's entry still holds, and the lift on
+    # the subscriber's own admin page goes through the same rule.
+    make("gone@example.org", "pending")
+    with transaction() as session, pytest.raises(suppression_service.ErasureKept):
+        suppression_service.unsuppress(session, erased.address_hash, by="test")
+    is_problem(api(web, token("ops", "suppressions")).delete(
+        f"/suppressions/{erased.address_hash}"), 409)
+    with transaction() as session:
+        assert suppression_service.is_suppressed(session, erased.address_hash)
+        assert suppression_service.unsuppress(session, erased.address_hash, by="test",
+                                              force=True)
+        assert not suppression_service.is_suppressed(session, erased.address_hash)
+
+
+def test_an_export_is_audited_by_the_export_itself(clean) -> None:
+    reader = make("asked@example.org", "confirmed")
+    with transaction() as session:
+        data = privacy.export(session, session.get(Subscriber, reader.id), by="cli:ops")
+    assert data["email"] == "asked@example.org"
+    assert audit_actions(f"subscriber:{reader.id}") == [("subscriber.export", "cli:ops")]
