@@ -14,9 +14,10 @@ from sqlalchemy import select, update
 from mailer import privacy
 from mailer.audit import AuditEntry
 from mailer.db import transaction
-from mailer.subscribers.models import Subscriber
+from mailer.subscribers.addresses import key_hash
+from mailer.subscribers.models import ConsentEvent, Subscriber
 from mailer.suppression import service as suppression_service
-from tests.support.subscribers import make, subscriber
+from tests.support.subscribers import events, make, subscriber
 from tests.test_api import api, audit_actions, fields, is_problem, token
 
 
@@ -108,3 +109,57 @@ def test_an_export_is_audited_by_the_export_itself(clean) -> None:
         data = privacy.export(session, session.get(Subscriber, reader.id), by="cli:ops")
     assert data["email"] == "asked@example.org"
     assert audit_actions(f"subscriber:{reader.id}") == [("subscriber.export", "cli:ops")]
+
+
+def test_confirmed_readers_are_imported_with_where_their_consent_came_from(clean, web) -> None:
+    make("left@example.org", "unsubscribed")
+    with transaction() as session:
+        suppression_service.suppress(session, key_hash("bounced@example.org"),
+                                     reason="hard_bounce")
+    body = {"source": "members 2025 form", "consent_version": "2025-01",
+            "consent_text": "I want the newsletter.\nI can leave any time.",
+            "evidence": "signed sheets in the office",
+            "items": [{"email": "New.One@Example.org", "first_name": "New",
+                       "consented_at": "2025-02-01"},
+                      {"email": "not-an-address"},
+                      {"email": "new.one@example.org"},
+                      {"email": "left@example.org"},
+                      {"email": "Bounced@example.org"},
+                      {"email": "when@example.org", "consented_at": "yesterday"}]}
+    is_problem(api(web, token("form", "subscribers:write")).post(
+        "/subscribers/import", json=body), 403)  # a sign-up token cannot skip opt-in
+    client = api(web, token("crm", "subscribers:import"))
+    answer = client.post("/subscribers/import", json=body)
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert (report["imported"], report["skipped"]) == (1, 5)
+    assert [(i["index"], i["result"]) for i in report["items"]] == [
+        (0, "imported"), (1, "invalid"), (2, "duplicate"), (3, "exists"), (4, "suppressed"),
+        (5, "invalid")]
+    new = subscriber("new.one@example.org")
+    assert report["items"][0]["public_id"] == new.public_id and new.status == "confirmed"
+    assert new.source == "members 2025 form" and new.first_name == "New"
+    assert "suppression list" in report["items"][4]["detail"]
+    assert all(i["detail"] for i in report["items"][1:])
+    with transaction() as session:
+        [event] = session.scalars(select(ConsentEvent).where(
+            ConsentEvent.subscriber_id == new.id)).all()
+        assert (event.kind, event.source, event.consent_version, event.consent_text) == (
+            "imported", "members 2025 form", "2025-01", body["consent_text"])
+        assert event.detail == {"line": 1, "consented_at": "2025-02-01", "by": "api:crm",
+                                "evidence": "signed sheets in the office"}
+    assert subscriber("bounced@example.org") is None  # suppressed: not brought back
+    assert subscriber("left@example.org").status == "unsubscribed"  # left: stays gone
+    assert events(subscriber("left@example.org").id)[-1] == "unsubscribed"
+    [(action, actor)] = audit_actions("api:crm")
+    assert (action, actor) == ("subscribers.import", "api:crm")
+
+    assert fields(client.post("/subscribers/import", json={**body, "items": []})) == {"items"}
+    too_many = {**body, "items": [{"email": f"r{i}@example.org"} for i in range(501)]}
+    assert fields(client.post("/subscribers/import", json=too_many)) == {"items"}
+    no_source = {k: v for k, v in body.items() if k != "source"}
+    assert fields(client.post("/subscribers/import", json=no_source)) == {"source"}
+    assert fields(client.post("/subscribers/import", json={
+        **body, "items": [{"email": "a@example.org", "status": "confirmed"}]})) == {
+            "items.0.status"}
+    assert subscriber("r0@example.org") is None

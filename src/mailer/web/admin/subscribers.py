@@ -194,13 +194,10 @@ def _import(text: str, source: str, filename: str,
             staff: Staff) -> importer.ImportReport | str:
     try:
         rows = importer.read_csv(io.StringIO(text, newline=""))
-        report = importer.import_rows(rows, source=source, by=staff.email)
+        # audited there
+        report = importer.import_rows(rows, source=source, by=staff.email, name=filename)
     except ValueError as exc:
         return f"Nothing was imported: {exc}"
-    with transaction() as session:
-        record(session, actor=staff.email, action="subscribers.import", target=filename,
-               detail={"imported": report.imported, "skipped": report.skipped,
-                       "source": source})
     return report
 
 

@@ -90,7 +90,7 @@ async def on_validation_error(_request: Request, exc: Exception) -> JSONResponse
             message = ("An address is not changed here: sign the new address up (POST "
                        "/subscribers, double opt-in) and unsubscribe the old one.")
         elif kind == "string_pattern_mismatch":
-            message = _PATTERN_WORDS.get(name, _CONTROL)
+            message = _PATTERN_WORDS.get(location[-1] if location else name, _CONTROL)
         elif name == "consent":
             message = "The person must have agreed to the consent text: consent is true."
         else:
