@@ -9,16 +9,20 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from mailer import privacy
+from mailer.articles.models import Article
 from mailer.audit import AuditEntry
 from mailer.db import transaction
 from mailer.subscribers.addresses import key_hash
 from mailer.subscribers.models import ConsentEvent, Subscriber
 from mailer.suppression import service as suppression_service
+from tests import test_articles
 from tests.support.subscribers import events, make, subscriber
 from tests.test_api import api, audit_actions, fields, is_problem, token
+
+feed_server = test_articles.feed_server  # a real HTTP server on loopback with the fixtures
 
 
 def test_a_subscribers_name_fields_are_changed_and_audited_but_not_the_address(
@@ -163,3 +167,74 @@ def test_confirmed_readers_are_imported_with_where_their_consent_came_from(clean
         **body, "items": [{"email": "a@example.org", "status": "confirmed"}]})) == {
             "items.0.status"}
     assert subscriber("r0@example.org") is None
+
+
+def articles() -> list[tuple[str, str]]:
+    with transaction() as session:
+        return [(a.title, a.source) for a in session.scalars(select(Article).order_by(
+            Article.id))]
+
+
+def test_articles_are_imported_from_a_feed_address_as_the_admin_fetches_them(
+        clean, web, feed_server) -> None:
+    is_problem(api(web, token("send", "editions:send")).post(
+        "/articles/import", json={"url": f"{feed_server}/cep-feed.xml"}), 403)
+    client = api(web, token("site", "articles"))
+    first = client.post("/articles/import", json={"url": f"{feed_server}/cep-feed.xml"})
+    assert first.status_code == 200, first.text
+    assert first.json() == {"source": f"{feed_server}/cep-feed.xml", "created": 7,
+                            "updated": 0, "unchanged": 0, "problems": []}
+    again = client.post("/articles/import", json={"url": f"{feed_server}/cep-feed.xml"})
+    assert (again.json()["created"], again.json()["unchanged"]) == (0, 7)
+    assert audit_actions(f"{feed_server}/cep-feed.xml") == [("articles.import", "api:site")] * 2
+
+    # A feed that cannot be had is a problem naming the url, never a 5xx; nothing stored.
+    for url, says in ((f"{feed_server}/nothing.xml", "HTTP 404"),
+                      (f"{feed_server}/not-a-feed.html", "not an RSS or Atom feed"),
+                      ("http://169.254.169.254/latest/meta-data/", "public addresses"),
+                      ("http://10.0.0.1/feed", "private address"),
+                      ("http://127.0.0.1:1/feed", "could not be fetched"),
+                      ("http://[::1/feed", "web address"),
+                      ("file:///etc/passwd", "web address"),
+                      ("/etc/passwd", "web address")):
+        answer = client.post("/articles/import", json={"url": url})
+        problem = is_problem(answer, 422)
+        assert says in problem["detail"], (url, problem)
+        assert [e["field"] for e in problem["errors"]] == ["url"]
+    with transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Article)) == 7
+
+
+def test_articles_are_imported_from_items_checked_as_a_feed_file_is(clean, web) -> None:
+    client = api(web, token("site", "articles"))
+    post = {"id": "https://example.org/?p=1", "url": "https://example.org/news/one",
+            "title": "One", "date_published": "2025-03-01T09:30:00+01:00",
+            "tags": ["News"], "author": "Ana",
+            "content_html": '<p>Hello <script>alert(1)</script><b>there</b></p>',
+            "image": {"url": "https://example.org/one.jpg", "width": 800, "height": 400}}
+    answer = client.post("/articles/import", json={"items": [
+        post, {**post, "id": "2", "url": "javascript:alert(1)"},
+        {**post, "id": "3", "date_published": "someday"}]})
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert (report["source"], report["created"]) == ("api:site", 1)
+    assert len(report["problems"]) == 2 and "not an absolute http(s) address" in \
+        report["problems"][0] and "publication date" in report["problems"][1]
+    with transaction() as session:
+        [article] = session.scalars(select(Article)).all()
+        assert article.guid == "https://example.org/?p=1" and article.source == "api:site"
+        assert "script" not in article.summary_html and "<b>there</b>" in article.summary_html
+        assert (article.image_url, article.image_width) == ("https://example.org/one.jpg", 800)
+        assert article.published_utc_offset == 60
+    edited = client.post("/articles/import", json={"items": [{**post, "title": "One, again"}]})
+    assert (edited.json()["created"], edited.json()["updated"]) == (0, 1)
+    assert articles() == [("One, again", "api:site")]
+
+    assert fields(client.post("/articles/import", json={})) == {"body"}
+    assert fields(client.post("/articles/import", json={
+        "url": "https://example.org/feed", "items": [post]})) == {"body"}
+    assert fields(client.post("/articles/import", json={"items": []})) == {"items"}
+    assert fields(client.post("/articles/import", json={
+        "items": [post] * 101})) == {"items"}
+    assert fields(client.post("/articles/import", json={
+        "items": [{**post, "body": "x"}]})) == {"items.0.body"}

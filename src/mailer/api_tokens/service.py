@@ -20,8 +20,10 @@ from mailer.db import utcnow
 #: What a token may be allowed to do (issue 13). A route names the one scope it needs.
 #: ``subscribers:import`` makes confirmed subscribers without a confirmation mail: a scope
 #: of its own, so that a form's token (``subscribers:write``) can never skip double opt-in.
+#: ``articles`` imports articles: a website's publishing hook needs it, and nothing that
+#: reaches a reader's inbox (``editions:send``).
 SCOPES = ("subscribers:read", "subscribers:write", "subscribers:import", "lists",
-          "editions:read", "editions:send", "bounces:read", "suppressions")
+          "articles", "editions:read", "editions:send", "bounces:read", "suppressions")
 #: Every token begins so: a secret scanner (or a person) recognises one in a log or a repo.
 PREFIX = "mlr_"
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
