@@ -14,11 +14,23 @@ from sqlalchemy import func, select, update
 from mailer import privacy
 from mailer.articles.models import Article
 from mailer.audit import AuditEntry
+from mailer.bounces.intake import receive
+from mailer.bounces.models import Bounce
+from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, get_settings
 from mailer.db import transaction
 from mailer.subscribers.addresses import key_hash
 from mailer.subscribers.models import ConsentEvent, Subscriber
 from mailer.suppression import service as suppression_service
 from tests import test_articles
+from tests.support.bounce_mail import (
+    dsn,
+    make_delivery,
+    make_reader,
+    make_sent_edition,
+    newsletter_id,
+    original_headers,
+    verp_of,
+)
 from tests.support.subscribers import events, make, subscriber
 from tests.test_api import api, audit_actions, fields, is_problem, token
 
@@ -238,3 +250,73 @@ def test_articles_are_imported_from_items_checked_as_a_feed_file_is(clean, web) 
         "items": [post] * 101})) == {"items"}
     assert fields(client.post("/articles/import", json={
         "items": [{**post, "body": "x"}]})) == {"items.0.body"}
+
+
+def test_bounces_are_listed_by_keyset_filtered_and_without_the_raw_mail(clean, web) -> None:
+    def take_in(raw: bytes, envelope: list[str]) -> None:
+        with transaction() as session:
+            receive(session, raw=raw, source="mx", max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                    envelope_to=envelope)
+
+    edition = make_sent_edition()
+    for name, status, words in (("hard", "5.1.1", "550 5.1.1 User unknown"),
+                                ("soft", "4.2.2", "452 4.2.2 Mailbox full")):
+        email = f"{name}@example.net"
+        delivery = make_delivery(edition, make_reader(email))
+        verp = verp_of(delivery)
+        take_in(dsn(to_verp=verp, recipients=[(email, "failed", status, words)],
+                    original=original_headers(email, newsletter_id(edition, delivery), verp)
+                    + "\r\nA private line of the newsletter body\r\n"), [verp])
+    make_reader("forged@example.net")
+    bounce_address = f"bounces@{get_settings().identity.bounce_domain}"
+    take_in(dsn(to_verp=bounce_address, recipients=[
+        ("forged@example.net", "failed", "5.1.1", "550 5.1.1 User unknown")]), [])
+    with transaction() as session:
+        stored = {b.recipient: b for b in session.scalars(select(Bounce))}
+        public = {s.email: s.public_id for s in session.scalars(select(Subscriber))}
+    assert len(stored) == 3 and all(b.raw_excerpt for b in stored.values())
+    assert "private line" in stored["hard@example.net"].raw_excerpt
+
+    is_problem(api(web, token("crm", "subscribers:read")).get("/bounces"), 403)
+    client = api(web, token("ops", "bounces:read"))
+    seen, after = [], None
+    while True:
+        answer = client.get("/bounces", params={"limit": 2, **({"after": after} if after
+                                                                   else {})})
+        assert answer.status_code == 200, answer.text
+        seen += answer.json()["items"]
+        after = answer.json()["next"]
+        if after is None:
+            break
+    assert [b["recipient"] for b in seen] == ["hard@example.net", "soft@example.net",
+                                              "forged@example.net"]
+    hard = seen[0]
+    assert (hard["bounce_class"], hard["trust"], hard["action"], hard["edition_id"]) == (
+        "hard", "verified", "suppressed", edition)
+    assert hard["subscriber"] == public["hard@example.net"] and hard["attribution"] == "verp"
+    assert "User unknown" in hard["diagnostic"] and hard["status_code"] == "5.1.1"
+    forged = seen[2]
+    assert (forged["trust"], forged["subscriber"], forged["unverified_reason"]) == (
+        "unverified", None, "no-token")
+    assert forged["claimed_subscriber"] == public["forged@example.net"]
+    # No raw mail in the list: not the excerpt, not a line of it.
+    for item in seen:
+        assert "raw_excerpt" not in item
+        assert "private line" not in str(item)
+
+    def recipients(**params: str) -> list[str]:
+        answer = client.get("/bounces", params=params)
+        assert answer.status_code == 200, answer.text
+        return [b["recipient"] for b in answer.json()["items"]]
+
+    assert recipients(**{"class": "hard"}) == ["hard@example.net", "forged@example.net"]
+    assert recipients(trust="unverified") == ["forged@example.net"]
+    assert recipients(trust="verified", **{"class": "soft"}) == ["soft@example.net"]
+    assert recipients(trust="confirmed") == []
+    assert recipients(after=str(seen[1]["id"])) == ["forged@example.net"]  # polling on
+    assert recipients(after=str(2**31)) == []
+    assert fields(client.get("/bounces", params={"class": "nasty"})) == {"class"}
+    assert fields(client.get("/bounces", params={"trust": "maybe"})) == {"trust"}
+    assert fields(client.get("/bounces", params={"after": "-1"})) == {"after"}
+    assert fields(client.get("/bounces", params={"limit": 201})) == {"limit"}
+    assert fields(client.get("/bounces", params={"klass": "hard"})) == {"klass"}
