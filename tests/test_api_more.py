@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, update
 
 from mailer import privacy
@@ -18,6 +20,7 @@ from mailer.bounces.intake import receive
 from mailer.bounces.models import Bounce
 from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, get_settings
 from mailer.db import transaction
+from mailer.ops import alerts
 from mailer.subscribers.addresses import key_hash
 from mailer.subscribers.models import ConsentEvent, Subscriber
 from mailer.suppression import service as suppression_service
@@ -320,3 +323,35 @@ def test_bounces_are_listed_by_keyset_filtered_and_without_the_raw_mail(clean, w
     assert fields(client.get("/bounces", params={"after": "-1"})) == {"after"}
     assert fields(client.get("/bounces", params={"limit": 201})) == {"limit"}
     assert fields(client.get("/bounces", params={"klass": "hard"})) == {"klass"}
+
+
+def test_the_stats_are_the_figures_of_metrics_as_json(clean, web) -> None:
+    for i in range(3):
+        make(f"c{i}@example.org", "confirmed")
+    make("p@example.org", "pending")
+    with transaction() as session:
+        suppression_service.suppress(session, key_hash("x@example.org"), reason="manual",
+                                     by="test")
+    is_problem(api(web, token("crm", "subscribers:read")).get("/stats"), 403)
+    answer = api(web, token("dashboard", "editions:read")).get("/stats")
+    assert answer.status_code == 200, answer.text
+    figures = answer.json()["figures"]
+
+    def values(name: str, label: str) -> dict[str, float]:
+        return {s["labels"][label]: s["value"] for s in figures[name]["samples"]}
+
+    assert values("mailer_subscribers", "status") == {"confirmed": 3.0, "pending": 1.0}
+    assert values("mailer_suppressions", "reason") == {"manual": 1.0}
+    assert figures["mailer_database_up"]["samples"][0]["value"] == 1.0
+    assert figures["mailer_redis_up"]["samples"][0]["value"] == 1.0
+    assert figures["mailer_subscribers"]["type"] == "gauge"
+    assert figures["mailer_messages_sent"]["type"] == "counter"
+    assert figures["mailer_smtp_latency_seconds"]["type"] == "histogram"
+    assert set(values("mailer_alert", "alert")) == set(alerts.NAMES)
+
+    scraped = httpx.get(f"{web.url}/metrics", timeout=30)
+    assert scraped.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(scraped.text)}
+    assert set(families) == set(figures)  # the same figures, every family
+    assert {s.labels["status"]: s.value for s in families["mailer_subscribers"].samples} == \
+        values("mailer_subscribers", "status")
