@@ -25,6 +25,9 @@ from mailer.web.api.problems import responses
 router = APIRouter(prefix="/bounces", tags=["bounces"])
 
 TrustName = Literal["verified", "unverified", "confirmed", "none"]
+_TRUST_NAMES: dict[Trust, TrustName] = {Trust.verified: "verified",
+                                        Trust.unverified: "unverified",
+                                        Trust.confirmed: "confirmed", Trust.none: "none"}
 
 
 class BounceOut(BaseModel):
@@ -77,8 +80,8 @@ def list_bounces(caller: Annotated[Caller, Depends(require("bounces:read"))],
                  params: Annotated[Listing, Query()]) -> BouncePage:
     """In the order they came, a page at a time; of one ``class`` and one ``trust`` if
     given. To poll for new ones, keep the last ``id`` seen and pass it as ``after``."""
-    trust = None if params.trust is None else (
-        Trust.none if params.trust == "none" else Trust(params.trust))
+    trust = None if params.trust is None else next(
+        t for t, name in _TRUST_NAMES.items() if name == params.trust)
     with transaction() as session:
         rows = queries.page(session, after_id=int(params.after) if params.after else 0,
                             limit=params.limit + 1, bounce_class=params.bounce_class,
@@ -95,6 +98,6 @@ def _out(row: queries.BounceRow) -> BounceOut:
         bounce_class=BounceClass(b.bounce_class), recipient=b.recipient,
         status_code=b.status_code, diagnostic=b.diagnostic, remote_mta=b.remote_mta,
         edition_id=b.edition_id, subscriber=row.subscriber, attribution=b.attribution,
-        trust=Trust(b.trust).value or "none", unverified_reason=b.unverified_reason,
+        trust=_TRUST_NAMES[Trust(b.trust)], unverified_reason=b.unverified_reason,
         claimed_subscriber=row.claimed_subscriber, action=b.action, evidence=b.evidence,
         confirmed_by=b.confirmed_by, confirmed_at=b.confirmed_at)
