@@ -43,7 +43,7 @@ EDITOR_PAGES = {
     ("GET", "/admin/subscribers"), ("GET", "/admin/subscribers/{subscriber_id}"),
     ("GET", "/admin/subscribers/{subscriber_id}/export.json"),
     ("GET", "/admin/subscribers-import"), ("GET", "/admin/subscribers-export.csv"),
-    ("GET", "/admin/suppressions"),
+    ("GET", "/admin/suppressions"), ("GET", "/admin/tokens"),
 }
 #: What each action gets posted, so that only the access check can refuse it.
 ACTIONS = {
@@ -66,6 +66,8 @@ ACTIONS = {
     "/admin/suppressions/remove": {"hash": "0" * 64},
     "/admin/bounces/{bounce_id}/confirm": {},
     "/admin/articles": {"url": "https://www.cep-probation.org/feed/"},
+    "/admin/tokens": {"name": "intruder", "scope-subscribers:read": "yes"},
+    "/admin/tokens/revoke": {"name": "intruder"},
 }
 
 

@@ -273,8 +273,10 @@ def test_the_openapi_description_and_the_docs_come_from_this_server(clean, web) 
     assert schema.status_code == 200
     spec = schema.json()
     assert set(spec["paths"]) == {
-        "/subscribers", "/subscribers/{public_id}", "/subscribers/{public_id}/unsubscribe",
-        "/subscribers/{public_id}/export", "/suppressions", "/suppressions/{address_hash}"}
+        "/subscribers", "/subscribers/import", "/subscribers/{public_id}",
+        "/subscribers/{public_id}/unsubscribe",
+        "/subscribers/{public_id}/export", "/suppressions", "/suppressions/{address_hash}",
+        "/articles/import", "/bounces", "/stats"}
     assert spec["servers"] == [{"url": "/api/v1"}]
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert PROBLEM in spec["paths"]["/subscribers"]["post"]["responses"]["422"]["content"]

@@ -30,19 +30,24 @@ def test_every_answer_matches_the_schema_and_none_is_a_5xx(clean, web, mode) -> 
     schema = schemathesis.openapi.from_url(f"{web.url}/api/v1/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.label for op in operations} == {
-        "GET /subscribers", "POST /subscribers", "GET /subscribers/{public_id}",
-        "DELETE /subscribers/{public_id}", "POST /subscribers/{public_id}/unsubscribe",
-        "GET /subscribers/{public_id}/export", "GET /suppressions", "POST /suppressions",
-        "DELETE /suppressions/{address_hash}"}
+        "GET /subscribers", "POST /subscribers", "POST /subscribers/import",
+        "GET /subscribers/{public_id}",
+        "PATCH /subscribers/{public_id}", "DELETE /subscribers/{public_id}",
+        "POST /subscribers/{public_id}/unsubscribe", "GET /subscribers/{public_id}/export",
+        "GET /suppressions", "POST /suppressions", "DELETE /suppressions/{address_hash}",
+        "POST /articles/import", "GET /bounces", "GET /stats"}
     statuses: dict[str, set[int]] = {}
     for operation in operations:
         # A sign-up's address is checked as the form checks it (email-validator: a real
         # domain, no non-ASCII before the @) and its names as the form does (no private-use
         # or unassigned code points): more than a JSON schema says, so a schema-valid
-        # sign-up may rightly get a 422; so may a suppression's address. Every other check
-        # runs on them.
+        # sign-up may rightly get a 422; so may a suppression's address, a name change and
+        # a feed's address (it is fetched: an address made up is not found).
+        # Every other check runs on them.
         excluded = [positive_data_acceptance] \
-            if operation.label in ("POST /subscribers", "POST /suppressions") else []
+            if operation.label in ("POST /subscribers", "POST /suppressions",
+                                   "PATCH /subscribers/{public_id}",
+                                   "POST /articles/import") else []
         # A negative case may be one whose only fault is a missing Authorization header,
         # which the token below puts back: "rejected" cannot be asked of it. The rejections
         # themselves (each wrong parameter and field a 422 naming it) are tests/test_api.py's.

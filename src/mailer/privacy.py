@@ -31,9 +31,10 @@ from mailer.subscribers.records import find, record_event
 from mailer.tokens import address_hash
 
 
-def export(session: Session, subscriber: Subscriber) -> dict[str, Any]:
+def export(session: Session, subscriber: Subscriber, *, by: str) -> dict[str, Any]:
     """The subscriber, the whole consent history and every edition they were sent, with
-    what happened to it: the GDPR Art. 15 export."""
+    what happened to it: the GDPR Art. 15 export; the audit log says who took it (``by``)."""
+    record(session, actor=by, action="subscriber.export", target=f"subscriber:{subscriber.id}")
     suppression = session.scalars(
         select(Suppression).where(Suppression.address_hash == subscriber.address_hash)
     ).first()

@@ -18,8 +18,12 @@ from mailer.audit import record
 from mailer.db import utcnow
 
 #: What a token may be allowed to do (issue 13). A route names the one scope it needs.
-SCOPES = ("subscribers:read", "subscribers:write", "lists", "editions:read", "editions:send",
-          "bounces:read", "suppressions")
+#: ``subscribers:import`` makes confirmed subscribers without a confirmation mail: a scope
+#: of its own, so that a form's token (``subscribers:write``) can never skip double opt-in.
+#: ``articles`` imports articles: a website's publishing hook needs it, and nothing that
+#: reaches a reader's inbox (``editions:send``).
+SCOPES = ("subscribers:read", "subscribers:write", "subscribers:import", "lists",
+          "articles", "editions:read", "editions:send", "bounces:read", "suppressions")
 #: Every token begins so: a secret scanner (or a person) recognises one in a log or a repo.
 PREFIX = "mlr_"
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")

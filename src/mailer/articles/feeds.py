@@ -78,6 +78,16 @@ _WRONG_TYPE = (TypeError, ValueError, AttributeError, KeyError, IndexError)
 WRONG_TYPE = "a field has the wrong type (text, list or object expected)"
 
 
+def is_web_address(url: str) -> bool:
+    """An absolute http(s) address (what an import fetches). urlsplit raises ValueError
+    for some strings (``http://[::1``): that is not one either."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
 def load(source: str, settings: ArticleSettings) -> Feed:
     """Fetch (http/https URL, see ``fetch.py`` for what may be fetched) or read (file path)
     ``source`` and parse it, within the limits of ``settings``. Synchronous: call it from a

@@ -57,7 +57,7 @@ def import_(
     with path.open(newline="", encoding="utf-8-sig") as stream, \
             Progress(*columns, console=err) as bar:
         task = bar.add_task("importing", total=total)
-        report = import_rows(read_csv(stream), source=source,
+        report = import_rows(read_csv(stream), source=source, by=cli_actor(), name=path.name,
                              progress=lambda n: bar.advance(task, n))
     for line, problem in report.problems:
         err.print(f"line {line}: {problem}", markup=False, highlight=False)
@@ -114,7 +114,8 @@ def show(email: str) -> None:
     """The subscriber and the whole consent history as JSON (the GDPR export)."""
     with transaction() as session:
         subscriber = _find(session, email)
-        typer.echo(json.dumps(privacy.export(session, subscriber), indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(privacy.export(session, subscriber, by=cli_actor()),
+                               indent=2, ensure_ascii=False))
 
 
 @app.command("erase")

@@ -23,7 +23,7 @@ from mailer.localtime import format_time
 from mailer.subscribers.addresses import InvalidAddress, key_hash
 from mailer.subscribers.models import Suppression, SuppressionReason
 from mailer.suppression import queries as suppression_queries
-from mailer.suppression.service import suppress, unsuppress
+from mailer.suppression.service import ErasureKept, suppress, unsuppress
 
 app = typer.Typer(no_args_is_help=True,
                   help="The suppression list: addresses never mailed again, with the evidence.")
@@ -111,11 +111,12 @@ def remove(
         if existing is None:
             err.print(f"[red]{address} is not on the suppression list[/red]")
             raise typer.Exit(1)
-        if existing.reason == SuppressionReason.erased and not force:
+        try:
+            unsuppress(session, hash_, by=_operator(), force=force)
+        except ErasureKept:
             err.print(f"[red]{address} was erased on request; lifting the suppression lets an "
                       "import mail them again. Add --force if that is really meant.[/red]")
-            raise typer.Exit(1)
-        unsuppress(session, hash_, by=_operator())
+            raise typer.Exit(1) from None
     typer.echo(f"removed {address} from the suppression list (was: {existing.reason})")
 
 

@@ -14,6 +14,7 @@ re-exported here for the sending pipeline.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,7 +42,7 @@ from mailer.ops import alerts as alerts_
 from mailer.ops import status
 from mailer.subscribers.models import Subscriber, Suppression
 
-__all__ = ["CONTENT_TYPE", "record_smtp", "render", "timed"]
+__all__ = ["CONTENT_TYPE", "figures", "record_smtp", "render", "timed"]
 
 #: The classic text format (0.0.4): every Prometheus version reads it.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -69,6 +70,20 @@ def render(settings: Settings) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MailerCollector(settings))  # type: ignore[arg-type]
     return generate_latest(registry)
+
+
+def figures(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The same scrape as data (the API's ``/stats``): per metric family its type, help
+    and samples (a counter's ``…_total``, a histogram's ``…_bucket``/``_sum``/``_count``),
+    each with its labels and value; a value that is not finite is None (JSON has no NaN)."""
+    out: dict[str, dict[str, Any]] = {}
+    for family in MailerCollector(settings).collect():
+        out[family.name] = {
+            "type": family.type, "help": family.documentation,
+            "samples": [{"name": sample.name, "labels": dict(sample.labels),
+                         "value": float(sample.value) if math.isfinite(sample.value) else None}
+                        for sample in family.samples]}
+    return out
 
 
 def _gauge(name: str, doc: str, value: float | None = None,

@@ -2,7 +2,10 @@
 
 Good rows are kept, bad rows are reported with their line numbers; an address on the
 suppression list (an erased person, a hard bounce) is never brought back by an import,
-and an existing subscriber is never changed (someone who left stays gone).
+and an existing subscriber is never changed (someone who left stays gone). Each imported
+reader's consent event records where the consent came from (``source``, and what the
+caller knows of it: ``Consent``); the import as a whole is in the audit log with who ran it
+(``by``), written here for the CLI, the admin and the API alike.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ import csv
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import IO
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailer.audit import record
 from mailer.db import transaction
 from mailer.subscribers.addresses import InvalidAddress, normalise
 from mailer.subscribers.models import (
@@ -33,10 +38,38 @@ COLUMNS = ("email", "first_name", "last_name", "organisation", "country", "conse
 CHUNK = 500
 
 
+class Skip(StrEnum):
+    """Why a row was not imported (the API answers it per item)."""
+
+    invalid = "invalid"  # not an address, a wrong date, unreadable
+    duplicate = "duplicate"  # the same address earlier in the same import
+    suppressed = "suppressed"  # on the suppression list: never brought back by an import
+    exists = "exists"  # already a subscriber, in whatever state: left unchanged
+
+
+@dataclass(frozen=True)
+class Consent:
+    """What is known of the consent the imported readers gave, beside its ``source``: the
+    version of the text they agreed to (``imported`` when unknown, as the CSV import
+    records it), that text, and evidence (a form's name, a paper list's place)."""
+
+    version: str = "imported"
+    text: str | None = None
+    evidence: str | None = None
+
+
 @dataclass
 class ImportReport:
     imported: int = 0
     problems: list[tuple[int, str]] = field(default_factory=list)
+    #: Line → the public id of the reader imported from it.
+    added: dict[int, str] = field(default_factory=dict)
+    #: Line → why it was skipped (its words are in ``problems``).
+    skips: dict[int, Skip] = field(default_factory=dict)
+
+    def skip(self, line: int, why: Skip, message: str) -> None:
+        self.problems.append((line, message))
+        self.skips[line] = why
 
     @property
     def skipped(self) -> int:
@@ -90,9 +123,12 @@ class _CountedLines:
 
 
 def import_rows(
-    rows: Iterable[Row], *, source: str, by: str = "cli",
+    rows: Iterable[Row], *, source: str, by: str, name: str = "",
+    consent: Consent = Consent(),  # noqa: B008 (frozen)
     progress: Callable[[int], None] = lambda _n: None,
 ) -> ImportReport:
+    """Import the rows, a chunk a transaction; then the audit entry ``subscribers.import``
+    (target ``name``: the file's, or the caller's) with who ran it and the counts."""
     report = ImportReport()
     seen: dict[str, int] = {}
     chunk: list[tuple[Row, str, str]] = []
@@ -100,23 +136,27 @@ def import_rows(
         try:
             address, key = _check(row)
         except InvalidRow as exc:
-            report.problems.append((row.line, str(exc)))
+            report.skip(row.line, Skip.invalid, str(exc))
             progress(1)
             continue
         if key in seen:
-            report.problems.append((row.line, f"duplicate of line {seen[key]}"))
+            report.skip(row.line, Skip.duplicate, f"duplicate of line {seen[key]}")
             progress(1)
             continue
         seen[key] = row.line
         chunk.append((row, address, key))
         if len(chunk) >= CHUNK:
-            _import_chunk(chunk, source, by, report)
+            _import_chunk(chunk, source, by, consent, report)
             progress(len(chunk))
             chunk = []
     if chunk:
-        _import_chunk(chunk, source, by, report)
+        _import_chunk(chunk, source, by, consent, report)
         progress(len(chunk))
     report.problems.sort()
+    with transaction() as session:
+        record(session, actor=by, action="subscribers.import", target=name[:200],
+               detail={"imported": report.imported, "skipped": report.skipped,
+                       "source": source})
     return report
 
 
@@ -143,7 +183,7 @@ def _check(row: Row) -> tuple[str, str]:
 
 
 def _import_chunk(chunk: list[tuple[Row, str, str]], source: str, by: str,
-                  report: ImportReport) -> None:
+                  consent: Consent, report: ImportReport) -> None:
     """One transaction per chunk; one savepoint per row, so a row that collides with a
     sign-up made at the same moment is reported and the rest of the chunk is kept."""
     keys = [key for _, _, key in chunk]
@@ -160,25 +200,27 @@ def _import_chunk(chunk: list[tuple[Row, str, str]], source: str, by: str,
         for row, address, key in chunk:
             hash_ = address_hash(key)
             if hash_ in suppressed:
-                report.problems.append(
-                    (row.line, f"on the suppression list ({suppressed[hash_]}): not imported"))
+                report.skip(row.line, Skip.suppressed,
+                            f"on the suppression list ({suppressed[hash_]}): not imported")
                 continue
             if key in existing:
-                report.problems.append(
-                    (row.line, f"already a subscriber ({existing[key]}): left unchanged"))
+                report.skip(row.line, Skip.exists,
+                            f"already a subscriber ({existing[key]}): left unchanged")
                 continue
             try:
                 with session.begin_nested():
-                    _add(session, row, address, key, hash_, source, by, now)
+                    public_id = _add(session, row, address, key, hash_, source, by,
+                                     consent, now)
             except IntegrityError:
-                report.problems.append(
-                    (row.line, "signed up while the import ran: left unchanged"))
+                report.skip(row.line, Skip.exists,
+                            "signed up while the import ran: left unchanged")
                 continue
             report.imported += 1
+            report.added[row.line] = public_id
 
 
 def _add(session: Session, row: Row, address: str, key: str, hash_: str, source: str,
-         by: str, now: dt.datetime) -> None:
+         by: str, consent: Consent, now: dt.datetime) -> str:
     subscriber = Subscriber(
         public_id=random_id(), email=address, email_key=key, address_hash=hash_,
         first_name=_cell(row, "first_name", 100), last_name=_cell(row, "last_name", 100),
@@ -190,11 +232,13 @@ def _add(session: Session, row: Row, address: str, key: str, hash_: str, source:
     session.flush()
     session.add(ConsentEvent(
         subscriber_id=subscriber.id, address_hash=hash_, kind=ConsentEventKind.imported,
-        at=now, source=source[:100], consent_version="imported",
+        at=now, source=source[:100], consent_version=consent.version[:32],
+        consent_text=consent.text or None,
         detail={"line": row.line, "consented_at": row.values.get("consented_at") or None,
-                "by": by},
+                "by": by, **({"evidence": consent.evidence} if consent.evidence else {})},
     ))
     session.flush()
+    return subscriber.public_id
 
 
 def _cell(row: Row, name: str, limit: int) -> str:

@@ -20,7 +20,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer.audit import record
-from mailer.subscribers.models import ConsentEventKind, Subscriber, Suppression
+from mailer.subscribers.models import (
+    ConsentEventKind,
+    Subscriber,
+    Suppression,
+    SuppressionReason,
+)
 from mailer.subscribers.records import record_event
 
 
@@ -61,12 +66,26 @@ def suppress(
     return True
 
 
-def unsuppress(session: Session, hash_: str, *, by: str) -> bool:
+class ErasureKept(ValueError):
+    """An erasure's entry is not lifted without ``force``: it is what keeps an erased
+    person from being imported and mailed again."""
+
+    def __init__(self) -> None:
+        super().__init__("An erasure's entry stays: it is what keeps an erased person from "
+                         "being imported and mailed again.")
+
+
+def unsuppress(session: Session, hash_: str, *, by: str, force: bool = False) -> bool:
+    """Lift an address's suppression; False when it was not on the list. An erasure's
+    entry raises ErasureKept unless ``force`` (the CLI's ``--force``, an operator's
+    deliberate act); the web and the API never force it."""
     suppression = session.scalars(
         select(Suppression).where(Suppression.address_hash == hash_)
     ).first()
     if suppression is None:
         return False
+    if suppression.reason == SuppressionReason.erased and not force:
+        raise ErasureKept
     subscriber = session.scalars(select(Subscriber).where(Subscriber.address_hash == hash_)).first()
     if subscriber is not None:
         record_event(session, subscriber, ConsentEventKind.unsuppressed,

@@ -7,7 +7,8 @@
 - ``subscribers``: search, consent history, import, export, erase, the suppression list;
 - ``bounces``: the latest bounces with their evidence;
 - ``ops``: queues, workers, sends under way, alerts; the audit log;
-- ``account``: the staff member's own second factor (TOTP) and recovery codes.
+- ``account``: the staff member's own second factor (TOTP) and recovery codes;
+- ``tokens``: the API's tokens: list, create (shown once), revoke.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from mailer.web.admin import (
     editions,
     ops,
     subscribers,
+    tokens,
 )
 
 #: Every router of the admin (the phone-width test visits each of their pages).
-MODULES = (auth, articles, editions, edition_sending, subscribers, bounces, ops, account)
+MODULES = (auth, articles, editions, edition_sending, subscribers, bounces, ops, account,
+           tokens)
 
 
 def install(app: FastAPI) -> None:

@@ -11,7 +11,6 @@ item that could not be used.
 from __future__ import annotations
 
 import secrets
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
@@ -80,7 +79,7 @@ async def import_articles(request: Request, staff: Staff = Depends(editor)) -> R
         name = (upload.filename or "file")[:200]
         outcome = await run_in_threadpool(_import_file, data, name, staff)
     else:
-        if len(url) > MAX_URL_CHARS or urlsplit(url).scheme not in ("http", "https"):
+        if len(url) > MAX_URL_CHARS or not feeds.is_web_address(url):
             return redirect(HERE, "The feed's address must be a web address (https://…).",
                             "error")
         outcome = await run_in_threadpool(_import_url, url, staff)

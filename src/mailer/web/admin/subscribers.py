@@ -96,9 +96,7 @@ def detail(request: Request, subscriber_id: RowId, staff: Staff = Depends(editor
 def export_one(subscriber_id: RowId, staff: Staff = Depends(editor)) -> Response:
     with transaction() as session:
         subscriber = _subscriber(session, subscriber_id)
-        data = privacy.export(session, subscriber)
-        record(session, actor=staff.email, action="subscriber.export",
-               target=f"subscriber:{subscriber.id}")
+        data = privacy.export(session, subscriber, by=staff.email)  # audited there
     return Response(json.dumps(data, indent=2, ensure_ascii=False), media_type="application/json",
                     headers={**headers(), "Content-Disposition":
                              f'attachment; filename="subscriber-{subscriber_id}.json"'})
@@ -133,7 +131,11 @@ def _suppress(subscriber_id: int, form: dict[str, str], staff: Staff) -> Respons
     with transaction() as session:
         subscriber = _subscriber(session, subscriber_id)
         if form.get("lift") == "yes":
-            done = suppression_service.unsuppress(session, subscriber.address_hash, by=staff.email)
+            try:
+                done = suppression_service.unsuppress(session, subscriber.address_hash,
+                                                      by=staff.email)
+            except suppression_service.ErasureKept as exc:
+                return redirect(here, str(exc), "error")
             message = "Lifted from the suppression list."
         else:
             evidence = form.get("evidence", "").strip()[:1000] or f"by {staff.email}"
@@ -192,13 +194,10 @@ def _import(text: str, source: str, filename: str,
             staff: Staff) -> importer.ImportReport | str:
     try:
         rows = importer.read_csv(io.StringIO(text, newline=""))
-        report = importer.import_rows(rows, source=source, by=staff.email)
+        # audited there
+        report = importer.import_rows(rows, source=source, by=staff.email, name=filename)
     except ValueError as exc:
         return f"Nothing was imported: {exc}"
-    with transaction() as session:
-        record(session, actor=staff.email, action="subscribers.import", target=filename,
-               detail={"imported": report.imported, "skipped": report.skipped,
-                       "source": source})
     return report
 
 
@@ -285,9 +284,9 @@ def _remove_suppression(hash_: str, staff: Staff) -> Response:
         row = suppression_queries.suppression_of(session, hash_)
         if row is None:
             return redirect("/admin/suppressions", "That entry is not on the list.", "error")
-        if row.reason == SuppressionReason.erased:
-            return redirect("/admin/suppressions", "An erasure's entry stays: it is what keeps "
-                            "an erased person from being imported and mailed again.", "error")
-        suppression_service.unsuppress(session, hash_, by=staff.email)
+        try:
+            suppression_service.unsuppress(session, hash_, by=staff.email)
+        except suppression_service.ErasureKept as exc:
+            return redirect("/admin/suppressions", str(exc), "error")
     return redirect("/admin/suppressions", "Removed from the suppression list. The address "
                     "gets newsletters again only as a confirmed subscriber.")

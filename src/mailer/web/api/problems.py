@@ -86,8 +86,11 @@ async def on_validation_error(_request: Request, exc: Exception) -> JSONResponse
         # ("body", "email") → "email"; ("query", "limit") → "limit"; the whole body → "body"
         name = ".".join(location[1:]) or (location[0] if location else "request")
         kind = error.get("type")
-        if kind == "string_pattern_mismatch":
-            message = _PATTERN_WORDS.get(name, _CONTROL)
+        if kind == "extra_forbidden" and name == "email":
+            message = ("An address is not changed here: sign the new address up (POST "
+                       "/subscribers, double opt-in) and unsubscribe the old one.")
+        elif kind == "string_pattern_mismatch":
+            message = _PATTERN_WORDS.get(location[-1] if location else name, _CONTROL)
         elif name == "consent":
             message = "The person must have agreed to the consent text: consent is true."
         else:

@@ -19,11 +19,10 @@ from sqlalchemy.orm import Session
 
 from mailer import privacy, tasks
 from mailer.api_tokens.service import Caller
-from mailer.audit import record
 from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.ratelimit import hit
-from mailer.subscribers import queries, signup
+from mailer.subscribers import importer, profile, queries, signup
 from mailer.subscribers import unsubscribe as unsubscribing
 from mailer.subscribers.addresses import InvalidAddress, normalise
 from mailer.subscribers.models import Subscriber, SubscriberStatus
@@ -162,6 +161,82 @@ def sign_up(caller: Annotated[Caller, Depends(require("subscribers:write"))],
     return Accepted()
 
 
+class ImportItem(BaseModel):
+    """One reader, with the CSV import's columns."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: Checked per item, as the CSV's rows are: a wrong address is that item's result
+    #: (``invalid``), not the whole request's 422.
+    email: str = Field(max_length=LIMITS["email"], pattern=TEXT)
+    first_name: str = Field("", max_length=LIMITS["first_name"], pattern=TEXT)
+    last_name: str = Field("", max_length=LIMITS["last_name"], pattern=TEXT)
+    organisation: str = Field("", max_length=LIMITS["organisation"], pattern=TEXT)
+    country: str = Field("", max_length=LIMITS["country"], pattern=TEXT)
+    consented_at: str | None = Field(None, max_length=40, pattern=TEXT,
+                                     description="when they agreed: 2024-03-01 or "
+                                                 "2024-03-01T09:30:00")
+
+
+class Import(BaseModel):
+    """Readers who agreed elsewhere (a paper list, the old system, an event's form), and
+    where and to what they agreed: recorded in each one's consent history."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(min_length=1, max_length=100, pattern=TEXT,
+                        description="where the consent was given, e.g. `members 2025 form`")
+    consent_version: str = Field("imported", min_length=1, max_length=32, pattern=TEXT,
+                                 description="the version of the text they agreed to")
+    consent_text: str | None = Field(None, max_length=4000,
+                                     description="the text they agreed to")
+    evidence: str | None = Field(None, max_length=1000, pattern=TEXT,
+                                 description="where the proof of consent is kept")
+    items: list[ImportItem] = Field(min_length=1, max_length=importer.CHUNK)
+
+
+class ImportResult(BaseModel):
+    #: The item's place in ``items``, from 0.
+    index: int
+    email: str
+    result: Literal["imported", "invalid", "duplicate", "suppressed", "exists"]
+    #: The new subscriber's id, when imported.
+    public_id: str | None = None
+    #: Why it was not imported, in words.
+    detail: str | None = None
+
+
+class ImportReport(BaseModel):
+    imported: int
+    skipped: int
+    items: list[ImportResult]
+
+
+@router.post("/import", response_model=ImportReport,
+             summary="Import confirmed readers with their consent's origin",
+             responses=responses(400, 401, 403, 422, 429))
+def import_confirmed(caller: Annotated[Caller, Depends(require("subscribers:import"))],
+                     body: Import) -> ImportReport:
+    """As ``mailer subscribers import`` does it: each reader confirmed at once (no mail),
+    with a consent event ``imported`` naming the source, the consent version and text, the
+    evidence and the token. An address on the suppression list is not imported (result
+    ``suppressed``), an existing subscriber is left as they are (``exists``, even one who
+    unsubscribed). At most 500 items a request; audited as ``subscribers.import``."""
+    rows = [importer.Row(i + 1, {k: v.strip() for k, v in item.model_dump(
+        exclude_none=True).items()}) for i, item in enumerate(body.items)]
+    report = importer.import_rows(  # its own transaction, audited there
+        rows, source=body.source.strip(), by=caller.actor, name=caller.actor,
+        consent=importer.Consent(version=body.consent_version.strip(),
+                                 text=body.consent_text, evidence=body.evidence))
+    words = dict(report.problems)
+    results = []
+    for row, item in zip(rows, body.items, strict=True):
+        added = report.added.get(row.line)
+        results.append(ImportResult(
+            index=row.line - 1, email=item.email,
+            result="imported" if added else report.skips[row.line].value,
+            public_id=added, detail=None if added else words[row.line]))
+    return ImportReport(imported=report.imported, skipped=report.skipped, items=results)
+
+
 class Done(BaseModel):
     """What a change did: ``changed`` is false when there was nothing to change."""
 
@@ -173,6 +248,42 @@ def _find(session: Session, public_id: str) -> Subscriber:
     if found is None:
         raise ApiProblem(404, "There is no subscriber with this id.")
     return found
+
+
+class ProfileChange(BaseModel):
+    """The name fields to change; those left out stay as they are. The address is not one
+    of them: a new address is signed up (``POST /subscribers``) and confirmed from its own
+    inbox, and the old one unsubscribed or erased."""
+
+    model_config = ConfigDict(extra="forbid")
+    first_name: str | None = Field(None, max_length=LIMITS["first_name"], pattern=TEXT)
+    last_name: str | None = Field(None, max_length=LIMITS["last_name"], pattern=TEXT)
+    organisation: str | None = Field(None, max_length=LIMITS["organisation"], pattern=TEXT)
+    country: str | None = Field(None, max_length=LIMITS["country"], pattern=TEXT)
+
+
+class Changed(BaseModel):
+    subscriber: SubscriberOut
+    #: The fields whose value changed (empty: nothing did).
+    changed: list[str]
+
+
+@router.patch("/{public_id}", response_model=Changed, summary="Change the name fields",
+              responses=responses(400, 401, 403, 404, 422, 429))
+def change(caller: Annotated[Caller, Depends(require("subscribers:write"))],
+           public_id: Annotated[str, Path(max_length=64)], body: ProfileChange) -> Changed:
+    """First name, last name, organisation, country, checked as the form checks them. An
+    ``email`` is refused (422): a new address goes through double opt-in, as a sign-up."""
+    values = {k: v.strip() for k, v in body.model_dump(exclude_none=True).items()}
+    with transaction() as session:
+        subscriber = _find(session, public_id)
+        try:
+            changed = profile.update_profile(session, subscriber, values,
+                                             by=caller.actor)  # audited there
+        except profile.ProfileError as exc:
+            raise ApiProblem(422, "The change has fields that are wrong.",
+                             errors=field_errors(**exc.problems)) from None
+        return Changed(subscriber=SubscriberOut.of(subscriber), changed=changed)
 
 
 @router.post("/{public_id}/unsubscribe", response_model=Done, summary="Unsubscribe",
@@ -196,9 +307,7 @@ def export_one(caller: Annotated[Caller, Depends(require("subscribers:read"))],
     subscriber, the whole consent history, every edition sent to them."""
     with transaction() as session:
         subscriber = _find(session, public_id)
-        data = privacy.export(session, subscriber)
-        record(session, actor=caller.actor, action="subscriber.export",
-               target=f"subscriber:{subscriber.id}")
+        data = privacy.export(session, subscriber, by=caller.actor)  # audited there
     return data
 
 

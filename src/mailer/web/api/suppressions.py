@@ -100,8 +100,8 @@ def remove(caller: Annotated[Caller, Depends(require("suppressions"))],
         row = queries.suppression_of(session, address_hash)
         if row is None:
             raise ApiProblem(404, "That address is not on the suppression list.")
-        if row.reason == SuppressionReason.erased:
-            raise ApiProblem(409, "An erasure's entry stays: it is what keeps an erased "
-                             "person from being imported and mailed again.")
-        suppression_service.unsuppress(session, address_hash, by=caller.actor)
+        try:
+            suppression_service.unsuppress(session, address_hash, by=caller.actor)
+        except suppression_service.ErasureKept as exc:
+            raise ApiProblem(409, str(exc)) from None
     return Response(status_code=204)
