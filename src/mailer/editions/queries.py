@@ -21,8 +21,15 @@ class EditionList:
     articles: dict[int, int] = field(default_factory=dict)
 
 
-def edition_list(session: Session, *, limit: int | None = None) -> EditionList:
+def edition_list(session: Session, *, limit: int | None = None, before_id: int | None = None,
+                 state: str | None = None) -> EditionList:
+    """``before_id``: only editions older than that one (keyset pagination, newest first);
+    ``state``: only editions in that state."""
     query = select(Edition).order_by(Edition.id.desc())
+    if before_id is not None:
+        query = query.where(Edition.id < before_id)
+    if state is not None:
+        query = query.where(Edition.state == state)
     editions = list(session.scalars(query.limit(limit) if limit is not None else query))
     return EditionList(editions, articles={e: int(n) for e, n in session.execute(
         select(EditionArticle.edition_id, func.count())

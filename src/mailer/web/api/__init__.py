@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailer.config import get_settings
-from mailer.web.api import docs, subscribers, suppressions
+from mailer.web.api import docs, editions, subscribers, suppressions
 from mailer.web.api.problems import (
     ApiProblem,
     on_api_problem,
@@ -42,6 +42,7 @@ def create_api() -> FastAPI:
     )
     api.include_router(subscribers.router)
     api.include_router(suppressions.router)
+    api.include_router(editions.router)
     docs.install(api)
     api.add_exception_handler(ApiProblem, on_api_problem)
     api.add_exception_handler(StarletteHTTPException, on_http_error)
