@@ -22,7 +22,15 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 from sqlalchemy.orm import Session
 
 from mailer.api_tokens.service import Caller
@@ -215,9 +223,11 @@ class Listing(BaseModel):
     limit: int = Field(50, ge=1, le=200)
 
 
-def _window_order(start: dt.datetime | None, end: dt.datetime | None) -> None:
+def _after_start(end: dt.datetime | None, info: ValidationInfo) -> dt.datetime | None:
+    start = info.data.get("window_start")
     if start is not None and end is not None and start >= end:
-        raise ValueError("window_start must be before window_end")
+        raise ValueError("the window must end after window_start")
+    return end
 
 
 class Draft(BaseModel):
@@ -231,10 +241,7 @@ class Draft(BaseModel):
     #: Default: "<list name> – <month>".
     subject: str | None = Field(None, min_length=1, max_length=300, pattern=TEXT)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Draft:
-        _window_order(self.window_start, self.window_end)
-        return self
+    _ordered = field_validator("window_end")(_after_start)
 
 
 class Change(BaseModel):
@@ -249,10 +256,7 @@ class Change(BaseModel):
     window_start: Moment | None = None
     window_end: Moment | None = None
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Change:
-        _window_order(self.window_start, self.window_end)
-        return self
+    _ordered = field_validator("window_end")(_after_start)
 
 
 class TestCopyTo(BaseModel):
