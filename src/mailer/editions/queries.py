@@ -13,6 +13,9 @@ from mailer.editions.models import Edition, EditionArticle
 from mailer.localtime import format_date
 
 
+_MAX_ID = 2**31 - 1  # PostgreSQL's INTEGER
+
+
 @dataclass
 class EditionList:
     """Editions, newest first, with how many articles each has."""
@@ -26,7 +29,8 @@ def edition_list(session: Session, *, limit: int | None = None, before_id: int |
     """``before_id``: only editions older than that one (keyset pagination, newest first);
     ``state``: only editions in that state."""
     query = select(Edition).order_by(Edition.id.desc())
-    if before_id is not None:
+    # An id past any the column holds bounds nothing (and PostgreSQL refuses its bind).
+    if before_id is not None and before_id <= _MAX_ID:
         query = query.where(Edition.id < before_id)
     if state is not None:
         query = query.where(Edition.state == state)
