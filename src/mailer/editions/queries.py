@@ -12,7 +12,6 @@ from mailer.articles.models import Article
 from mailer.editions.models import Edition, EditionArticle
 from mailer.localtime import format_date
 
-
 _MAX_ID = 2**31 - 1  # PostgreSQL's INTEGER
 
 
