@@ -136,6 +136,7 @@ def test_unknown_editions_are_404_and_wrong_input_a_422_naming_the_field(clean, 
         ("POST", "/editions"): [
             ({"window_start": "2026-01-01T00:00:00"}, "window_start"),  # no time zone
             ({"window_start": "0001-01-01T00:00:00Z"}, "window_start"),
+            ({"window_end": "9999-12-31T23:00:00-05:00"}, "window_end"),  # year 10000 in UTC
             ({"window_start": "2026-02-01T00:00:00Z", "window_end": "2026-01-01T00:00:00Z"},
              "window_end"),
             ({"subject": ""}, "subject"), ({"subject": "a\nBcc: b"}, "subject"),
