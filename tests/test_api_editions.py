@@ -140,10 +140,13 @@ def test_unknown_editions_are_404_and_wrong_input_a_422_naming_the_field(clean, 
             ({"window_start": "2026-02-01T00:00:00Z", "window_end": "2026-01-01T00:00:00Z"},
              "window_end"),
             ({"subject": ""}, "subject"), ({"subject": "a\nBcc: b"}, "subject"),
+            ({"subject": "   "}, "subject"),
             ({"title": "x"}, "title")],
         ("PATCH", f"/editions/{edition_id}"): [
             ({"subject": "x" * 301}, "subject"), ({"intro": "a\u0000b"}, "intro"),
             ({"category_order": [""]}, "category_order.0"),
+            ({"category_order": ["News", "  "]}, "category_order.1"),
+            ({"category_order": ["News", " News"]}, "category_order"),
             ({"window_end": "2001-01-01T00:00:00Z"}, "window_end"),  # before its start
             ({"state": "sent"}, "state")],
         ("POST", f"/editions/{edition_id}/test"): [

@@ -74,6 +74,16 @@ def _plausible(moment: dt.datetime) -> dt.datetime:
 Moment = Annotated[AwareDatetime, AfterValidator(_plausible)]
 
 
+def _not_blank(value: str) -> str:
+    if not value.split():
+        raise ValueError("this cannot be empty or only spaces")
+    return value
+
+
+#: A line of words (a subject, a section's name): no control character, not blank.
+Line = Annotated[str, AfterValidator(_not_blank)]
+
+
 # --- what is answered ----------------------------------------------------------------------
 
 
@@ -239,7 +249,7 @@ class Draft(BaseModel):
     #: Default: now.
     window_end: Moment | None = None
     #: Default: "<list name> – <month>".
-    subject: str | None = Field(None, min_length=1, max_length=300, pattern=TEXT)
+    subject: Line | None = Field(None, min_length=1, max_length=300, pattern=TEXT)
 
     _ordered = field_validator("window_end")(_after_start)
 
@@ -248,15 +258,22 @@ class Change(BaseModel):
     """What to change; a field left out stays. A new window chooses the articles again."""
 
     model_config = ConfigDict(extra="forbid")
-    subject: str | None = Field(None, min_length=1, max_length=300, pattern=TEXT)
+    subject: Line | None = Field(None, min_length=1, max_length=300, pattern=TEXT)
     preheader: str | None = Field(None, max_length=300, pattern=TEXT)
     intro: str | None = Field(None, max_length=20_000, pattern=PARAGRAPHS)
-    category_order: list[Annotated[str, Field(min_length=1, max_length=200, pattern=TEXT)]] \
+    category_order: list[Annotated[Line, Field(min_length=1, max_length=200, pattern=TEXT)]] \
         | None = Field(None, max_length=100)
     window_start: Moment | None = None
     window_end: Moment | None = None
 
     _ordered = field_validator("window_end")(_after_start)
+
+    @field_validator("category_order")
+    @classmethod
+    def _once_each(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None and len({" ".join(n.split()) for n in names}) != len(names):
+            raise ValueError("a category appears twice in the order")
+        return names
 
 
 class TestCopyTo(BaseModel):
