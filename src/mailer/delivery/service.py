@@ -10,6 +10,7 @@ queues the rows again.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -344,6 +345,10 @@ def _record(session: Session, actor: str, action: str, edition: Edition,
 
 # --- test copies ----------------------------------------------------------------------------
 
+#: Test copies go over this process's one SMTP connection (which is not thread-safe), one
+#: staff action at a time, whichever asked: the admin's or the API's.
+_test_copies = threading.Lock()
+
 
 def send_test_copies(
     edition_id: int, addresses: Sequence[str], *, by: str
@@ -373,20 +378,21 @@ def send_test_copies(
         _record(session, by, "edition.test", edition, {"to": list(addresses)})
     results: list[tuple[str, str]] = []
     # Built by the edition's assembler, as a reader's copy is; counted under its kind.
-    transport = timed(process_transport(settings.smtp), MessageKind.test)
-    for address in addresses:
-        try:
-            email, _ = normalise(address)
-        except InvalidAddress as exc:
-            results.append((address, f"not sent: {exc}"))
-            continue
-        # The unsubscribe link of a test copy names nobody: its page says it was a test copy.
-        reader = Reader(delivery_id=secrets.randbelow(2**31), email=email, first_name="",
-                        public_id=public_id_of_test_copy(edition_id))
-        try:
-            accepted = transport.send(assembler.envelope_from(reader), email,
-                                      assembler.build(reader))
-            results.append((address, f"sent: {accepted.code} {accepted.reply}"))
-        except SMTPFailure as failure:
-            results.append((address, f"not sent: {failure}"))
+    with _test_copies:
+        transport = timed(process_transport(settings.smtp), MessageKind.test)
+        for address in addresses:
+            try:
+                email, _ = normalise(address)
+            except InvalidAddress as exc:
+                results.append((address, f"not sent: {exc}"))
+                continue
+            # A test copy's unsubscribe link names nobody: its page says it was a test copy.
+            reader = Reader(delivery_id=secrets.randbelow(2**31), email=email, first_name="",
+                            public_id=public_id_of_test_copy(edition_id))
+            try:
+                accepted = transport.send(assembler.envelope_from(reader), email,
+                                          assembler.build(reader))
+                results.append((address, f"sent: {accepted.code} {accepted.reply}"))
+            except SMTPFailure as failure:
+                results.append((address, f"not sent: {failure}"))
     return results

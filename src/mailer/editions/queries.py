@@ -12,6 +12,8 @@ from mailer.articles.models import Article
 from mailer.editions.models import Edition, EditionArticle
 from mailer.localtime import format_date
 
+_MAX_ID = 2**31 - 1  # PostgreSQL's INTEGER
+
 
 @dataclass
 class EditionList:
@@ -21,8 +23,16 @@ class EditionList:
     articles: dict[int, int] = field(default_factory=dict)
 
 
-def edition_list(session: Session, *, limit: int | None = None) -> EditionList:
+def edition_list(session: Session, *, limit: int | None = None, before_id: int | None = None,
+                 state: str | None = None) -> EditionList:
+    """``before_id``: only editions older than that one (keyset pagination, newest first);
+    ``state``: only editions in that state."""
     query = select(Edition).order_by(Edition.id.desc())
+    # An id past any the column holds bounds nothing (and PostgreSQL refuses its bind).
+    if before_id is not None and before_id <= _MAX_ID:
+        query = query.where(Edition.id < before_id)
+    if state is not None:
+        query = query.where(Edition.state == state)
     editions = list(session.scalars(query.limit(limit) if limit is not None else query))
     return EditionList(editions, articles={e: int(n) for e, n in session.execute(
         select(EditionArticle.edition_id, func.count())

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailer.config import get_settings
-from mailer.web.api import articles, bounces, docs, stats, subscribers, suppressions
+from mailer.web.api import articles, bounces, docs, editions, stats, subscribers, suppressions
 from mailer.web.api.problems import (
     ApiProblem,
     on_api_problem,
@@ -45,6 +45,7 @@ def create_api() -> FastAPI:
     api.include_router(articles.router)
     api.include_router(bounces.router)
     api.include_router(stats.router)
+    api.include_router(editions.router)
     docs.install(api)
     api.add_exception_handler(ApiProblem, on_api_problem)
     api.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -37,16 +37,20 @@ class ApiProblem(Exception):
     """Raised by a route or a dependency: answered as a problem with these values."""
 
     def __init__(self, status: int, detail: str, *, errors: list[FieldError] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None,
+                 extensions: dict[str, Any] | None = None) -> None:
         super().__init__(detail)
         self.status, self.detail, self.errors, self.headers = status, detail, errors, headers
+        #: RFC 9457 extension members, beside the standard ones (a refused send's ``checks``).
+        self.extensions = extensions
 
 
 def problem(status: int, detail: str = "", *, errors: list[FieldError] | None = None,
-            headers: dict[str, str] | None = None) -> JSONResponse:
+            headers: dict[str, str] | None = None,
+            extensions: dict[str, Any] | None = None) -> JSONResponse:
     body = Problem(title=HTTPStatus(status).phrase, status=status, detail=detail, errors=errors)
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status,
-                        media_type=MEDIA_TYPE, headers=headers)
+    return JSONResponse({**body.model_dump(exclude_none=True), **(extensions or {})},
+                        status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
 def field_errors(**messages: str) -> list[FieldError]:
@@ -61,7 +65,8 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 async def on_api_problem(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiProblem)
-    return problem(exc.status, exc.detail, errors=exc.errors, headers=exc.headers)
+    return problem(exc.status, exc.detail, errors=exc.errors, headers=exc.headers,
+                   extensions=exc.extensions)
 
 
 async def on_http_error(_request: Request, exc: Exception) -> JSONResponse:
