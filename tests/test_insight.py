@@ -207,6 +207,37 @@ def _figures_after_a_send(rig, web_url: str) -> None:  # type: ignore[no-untyped
     admin.close()
 
 
+def test_a_past_week_is_counted_once_and_kept(clean) -> None:
+    import datetime as dt
+
+    from sqlalchemy import delete
+
+    from mailer.db import utcnow
+    from mailer.insight.growth import list_figures
+    from mailer.insight.models import ListWeek
+
+    make_subscribers(1)
+    now = utcnow()
+    with transaction() as session:
+        reader = session.scalars(select(Subscriber)).one()
+        for at in (now - dt.timedelta(days=7), now):  # last week, this week
+            session.add(ConsentEvent(subscriber_id=reader.id, address_hash=reader.address_hash,
+                                     kind="confirmed", at=at))
+    with transaction() as session:
+        weeks = list_figures(session, 3, now=now).weeks
+    assert [w.confirmed for w in weeks] == [0, 1, 1]
+    with transaction() as session:
+        assert len(session.scalars(select(ListWeek)).all()) == 2  # the weeks that are over
+        # An erasure deletes the reader's events: the week that is over keeps its count.
+        session.execute(delete(ConsentEvent))
+        session.add(ConsentEvent(subscriber_id=reader.id, address_hash=reader.address_hash,
+                                 kind="unsubscribed", channel="link", at=now))
+    with transaction() as session:
+        figures = list_figures(session, 3, now=now)
+    assert [w.confirmed for w in figures.weeks] == [0, 1, 0]  # this week: counted afresh
+    assert figures.weeks[-1].unsubscribed == {"link": 1} and figures.channels == ["link"]
+
+
 def test_a_csv_cell_is_never_run_as_a_formula() -> None:
     table = Table("t", "T", ["label", "n"], [["=HYPERLINK(\"x\")", 1], ["plain", 2]])
     assert table.csv() == "label,n\r\n\"'=HYPERLINK(\"\"x\"\")\",1\r\nplain,2\r\n"

@@ -1,5 +1,5 @@
 """insight: the edition an unsubscribe came from, indexes for the list over time, and a
-sent edition's delivery figures summed once
+sent edition's delivery figures and each past week's list figures, counted once
 
 Revision ID: 0013
 Revises: 0011
@@ -28,9 +28,17 @@ def upgrade() -> None:
         sa.Column("figures", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("edition_id", name="pk_edition_summary"),
     )
+    op.create_table(
+        "list_week",
+        sa.Column("starts", sa.String(10), nullable=False),
+        sa.Column("made_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("figures", sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint("starts", name="pk_list_week"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("list_week")
     op.drop_table("edition_summary")
     op.drop_index("ix_consent_event_edition_kind", table_name="consent_event")
     op.drop_index("ix_consent_event_kind_at", table_name="consent_event")

@@ -45,14 +45,7 @@ def edition_rates(session: Session, edition_id: int) -> dict[str, Any]:
     accepted = states.get(DeliveryState.sent, 0)
     answered = accepted + states.get(DeliveryState.bounced, 0) + states.get(DeliveryState.failed, 0)
 
-    # One per delivery and class; a bounce tied to the edition but not to a delivery counts
-    # on its own.
-    per_class: dict[str, int] = {klass: n for klass, n in session.execute(
-        select(Bounce.bounce_class, func.count(distinct(func.coalesce(Bounce.delivery_id,
-                                                                      -Bounce.id))))
-        .where(Bounce.edition_id == edition_id, Bounce.bounce_class.in_(_COUNTED))
-        .group_by(Bounce.bounce_class)
-    )}
+    per_class = class_counts(session, edition_id)
     hard = per_class.get(BounceClass.hard, 0)
     soft = per_class.get(BounceClass.soft, 0)
     policy = per_class.get(BounceClass.policy, 0)
@@ -78,6 +71,18 @@ def edition_rates(session: Session, edition_id: int) -> dict[str, Any]:
         "complaint_alert": accepted > 0 and complaint_rate >= settings.sending.complaint_alert_rate,
         "complaint_stop": accepted > 0 and complaint_rate >= settings.sending.complaint_stop_rate,
     }
+
+
+def class_counts(session: Session, edition_id: int) -> dict[str, int]:
+    """How many of the edition's deliveries had a bounce of each class (classes with none
+    left out). One per delivery and class; a bounce tied to the edition but not to a
+    delivery counts on its own."""
+    return {klass: n for klass, n in session.execute(
+        select(Bounce.bounce_class, func.count(distinct(func.coalesce(Bounce.delivery_id,
+                                                                      -Bounce.id))))
+        .where(Bounce.edition_id == edition_id, Bounce.bounce_class.in_(_COUNTED))
+        .group_by(Bounce.bounce_class)
+    )}
 
 
 def _rate(part: int, whole: int) -> float:

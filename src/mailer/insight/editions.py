@@ -3,8 +3,9 @@
 From the delivery rows (summed once the edition is sent, :class:`EditionSummary`):
 delivered, deferred, refused, messages per minute and the receiving domains. Fresh from
 their own tables on every view, as they keep arriving after the send: bounces by class
-and complaints (``mailer.bounces.rates``), unsubscribes from its link (consent events that
-name it) and clicks per link (``mailer.clicks.queries``). No figure names a reader.
+and complaints (``mailer.bounces.rates.class_counts``), unsubscribes from its link
+(consent events that name it) and clicks per link (``mailer.clicks.queries``). No figure
+names a reader.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from sqlalchemy import case, func, literal_column, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mailer.bounces.rates import edition_rates
+from mailer.bounces.models import BounceClass
+from mailer.bounces.rates import class_counts
 from mailer.clicks.queries import LinkFigures, per_link
 from mailer.db import utcnow
 from mailer.deliveries.models import Delivery, DeliveryState
@@ -108,7 +110,7 @@ def edition_figures(session: Session, edition_id: int) -> EditionFigures | None:
     if edition is None:
         return None
     summary = delivery_summary(session, edition)
-    rates = edition_rates(session, edition_id)
+    per_class = class_counts(session, edition_id)  # the states are the summary's
     unsubscribes = session.scalar(
         select(func.count()).select_from(ConsentEvent).where(
             ConsentEvent.edition_id == edition_id,
@@ -118,8 +120,8 @@ def edition_figures(session: Session, edition_id: int) -> EditionFigures | None:
         state=edition.state, audience=edition.audience_count, started_at=edition.started_at,
         finished_at=edition.finished_at, states=summary["states"],
         delivered=summary["states"].get(D.sent, 0), deferred=summary["deferred"],
-        bounced={klass: int(rates.get(klass, 0)) for klass in BOUNCE_CLASSES},
-        complaints=int(rates.get("complaints", 0)), unsubscribes=int(unsubscribes),
+        bounced={klass: per_class.get(klass, 0) for klass in BOUNCE_CLASSES},
+        complaints=per_class.get(BounceClass.complaint, 0), unsubscribes=int(unsubscribes),
         links=per_link(session, edition_id),
         per_minute=[(minute, n) for minute, n in summary["per_minute"]],
         domains=domains_of(summary))
