@@ -63,6 +63,8 @@ def _send(rig, web_url: str) -> tuple[int, list[str], list]:  # type: ignore[no-
     smtp.behaviour.add(hard, "rcpt", "550 5.1.1 <x>: Recipient address rejected: User unknown")
     smtp.behaviour.add(policy, "data", "554 5.7.1 Message rejected as spam by content filter")
     edition_id = make_edition(articles=2)
+    make_staff(EDITOR)  # mailed the report once the send finishes
+    make_staff("viewer@cep.example", "viewer")  # not mailed
     rig.worker()
     rig.beat()  # the sweeper drives the retry of the greylisted one
     assert start(edition_id) == 8
@@ -83,7 +85,7 @@ def test_an_editions_figures_after_a_real_send_and_real_clicks(rig) -> None:
 def _figures_after_a_send(rig, web_url: str) -> None:  # type: ignore[no-untyped-def]
     stack = rig.stack
     edition_id, readers, messages = _send(rig, web_url)
-    by_reader = {m.rcpt_tos[0]: parse(m) for m in messages}
+    by_reader = {m.rcpt_tos[0]: parse(m) for m in messages if m.rcpt_tos[0] in readers}
     assert len(by_reader) == 6  # delivered: all but the hard bounce and the policy refusal
 
     # Two readers unsubscribe: one from the mail program (one-click, the link of this
@@ -144,7 +146,7 @@ def _figures_after_a_send(rig, web_url: str) -> None:  # type: ignore[no-untyped
         assert "/r/" not in written, log
         assert not any(p in written for p in public_ids | emails), log
 
-    make_staff(EDITOR)
+    _the_report_mail(stack, edition_id)
     admin = Admin(web_url)
     admin.login(EDITOR)
     answer = admin.get(f"/admin/editions/{edition_id}/insight")
@@ -205,6 +207,69 @@ def _figures_after_a_send(rig, web_url: str) -> None:  # type: ignore[no-untyped
                  "/admin/insight/deliverability?editions=0"):
         assert admin.get(path).status_code == 200
     admin.close()
+
+
+def _the_report_mail(stack, edition_id: int) -> None:  # type: ignore[no-untyped-def]
+    """The editors' report, mailed once the send finished, meets the message standards."""
+    from email.utils import parsedate_to_datetime
+    from html import unescape
+
+    from mailer.insight.models import EditionSummary
+    from mailer.staff.models import AuditEntry
+    from tests.support.mail import links
+
+    [mail] = wait_for(lambda: stack.smtp.to(EDITOR), timeout=60, what="the report mail")
+    assert not stack.smtp.to("viewer@cep.example")
+    raw = mail.data
+    assert mail.rcpt_tos == [EDITOR] and not mail.mail_from.startswith("bounces+")
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    msg = parse(mail)
+    assert msg["Subject"] == "Sent: CEP Newsletter – test edition – 6 delivered"
+    assert msg.get("List-Unsubscribe") is None  # staff mail, not a newsletter
+    assert parsedate_to_datetime(msg["Date"]).utcoffset() is not None
+    assert re.fullmatch(r"<report\.[^@<>\s]+@cep-probation\.example\.org>", msg["Message-ID"])
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    text, html = parts(msg)
+    for line in ("Readers in the audience: 8", "Delivered: 6 (75.0 %)",
+                 "Deferred at least once: 1", "Bounced: 1 hard, 0 soft, 1 policy",
+                 "Complaints: 0"):
+        assert line in text, line
+    assert "example.net (1 deferred, 2 refused)" in text
+    url = f"{stack.base_url}/admin/editions/{edition_id}/insight"
+    assert url in links(text) and url in {unescape(u) for u in re.findall(r'href="([^"]+)"', html)}
+    assert set(links(text)) <= {url, "https://www.cep-probation.org"}
+    assert "Postbus 8284" in text and "Postbus 8284" in html
+    with transaction() as session:  # summed at the end of the send; mailed once, audited
+        assert session.get(EditionSummary, edition_id) is not None
+        assert session.scalars(select(AuditEntry.actor).where(
+            AuditEntry.action == "edition.report_mail")).all() == [EDITOR]
+    from mailer.insight.report import send_report_mails
+
+    assert [(m.to, m.result) for m in send_report_mails(edition_id)] == [(EDITOR, "already")]
+
+
+def test_mailer_report_prints_the_figures(clean) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from mailer.cli import app as cli
+
+    make_subscribers(3)
+    edition_id = make_edition(articles=1)
+    start(edition_id)
+    with transaction() as session:
+        session.execute(EditionLink.__table__.update().where(
+            EditionLink.edition_id == edition_id, EditionLink.position == 1).values(clicks=7))
+    shown = CliRunner().invoke(cli, ["report", str(edition_id)])
+    assert shown.exit_code == 0, shown.output
+    assert "Readers in the audience" in shown.output and "Clicks per link" in shown.output
+    data = json.loads(CliRunner().invoke(cli, ["report", str(edition_id), "--json"]).output)
+    assert data["audience"] == 3 and data["clicks"] == 7 and data["state"] == "sending"
+    assert data["links"][0]["clicks"] == 7
+    missing = CliRunner().invoke(cli, ["report", str(edition_id + 50)])
+    assert missing.exit_code == 1 and "There is no edition" in missing.output
 
 
 def test_a_past_week_is_counted_once_and_kept(clean) -> None:
