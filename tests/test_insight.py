@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import lxml.html
 import pytest
-from sqlalchemy import MetaData, select
+from sqlalchemy import MetaData, select, update
 
 from mailer import tasks
 from mailer.clicks.models import EditionLink
@@ -74,8 +74,8 @@ def _send(rig, web_url: str) -> tuple[int, list[str], list]:  # type: ignore[no-
 
 def test_an_editions_figures_after_a_real_send_and_real_clicks(rig) -> None:
     stack = rig.stack
-    server = WebServer({**stack.env, **rig.env}, stack.tmp / "insight-web.log",
-                       free_port()).start()
+    server = WebServer({**stack.env, **rig.env}, stack.tmp / "insight-web.log", free_port())
+    server.start()
     try:
         _figures_after_a_send(rig, server.url)
     finally:
@@ -260,7 +260,7 @@ def test_mailer_report_prints_the_figures(clean) -> None:
     edition_id = make_edition(articles=1)
     start(edition_id)
     with transaction() as session:
-        session.execute(EditionLink.__table__.update().where(
+        session.execute(update(EditionLink).where(
             EditionLink.edition_id == edition_id, EditionLink.position == 1).values(clicks=7))
     shown = CliRunner().invoke(cli, ["report", str(edition_id)])
     assert shown.exit_code == 0, shown.output

@@ -82,12 +82,13 @@ class EditionFigures:
         return sum(link.clicks for link in self.links)
 
     def tables(self) -> dict[str, Table]:
+        outcome: list[list[str | int | float]] = [
+            ["delivered", self.delivered], ["deferred at least once", self.deferred]]
+        outcome += [[f"bounced: {klass}", n] for klass, n in self.bounced.items()]
+        outcome += [["complaints", self.complaints],
+                    ["unsubscribes from it", self.unsubscribes]]
         return {
-            "outcome": Table("outcome", "How the edition went out", ["what", "count"], [
-                ["delivered", self.delivered], ["deferred at least once", self.deferred],
-                *[[f"bounced: {klass}", n] for klass, n in self.bounced.items()],
-                ["complaints", self.complaints], ["unsubscribes from it", self.unsubscribes],
-            ]),
+            "outcome": Table("outcome", "How the edition went out", ["what", "count"], outcome),
             "clicks": Table("clicks", "Clicks per link", ["link", "url", "clicks",
                                                           "link checkers and previews"],
                             [[link.label, link.url, link.clicks,
