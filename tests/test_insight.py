@@ -272,6 +272,32 @@ def test_mailer_report_prints_the_figures(clean) -> None:
     assert missing.exit_code == 1 and "There is no edition" in missing.output
 
 
+def test_a_cancelled_editions_figures_are_kept_once_its_last_messages_had_time(clean) -> None:
+    import datetime as dt
+
+    from mailer.db import utcnow
+    from mailer.delivery import service as sending
+    from mailer.editions.models import Edition
+    from mailer.insight.editions import edition_figures
+    from mailer.insight.models import EditionSummary
+
+    make_subscribers(2)
+    edition_id = make_edition(articles=1)
+    start(edition_id)
+    with transaction() as session:
+        sending.cancel(session, edition_id, by="test")
+    with transaction() as session:
+        figures = edition_figures(session, edition_id)
+        assert figures is not None and figures.states == {"cancelled": 2}
+    with transaction() as session:  # a message under way at the cancel may still end
+        assert session.get(EditionSummary, edition_id) is None
+        session.get(Edition, edition_id).finished_at = utcnow() - dt.timedelta(hours=2)
+    with transaction() as session:
+        edition_figures(session, edition_id)
+    with transaction() as session:
+        assert session.get(EditionSummary, edition_id) is not None
+
+
 def test_a_past_week_is_counted_once_and_kept(clean) -> None:
     import datetime as dt
 

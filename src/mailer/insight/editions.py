@@ -37,8 +37,18 @@ OTHER = "(other domains)"
 ERASED = "(erased readers)"
 #: Bounce classes shown per edition, in this order.
 BOUNCE_CLASSES = ("hard", "soft", "policy", "delayed", "autoreply", "unparsed")
-#: Edition states whose delivery rows will not change any more.
+#: Edition states whose delivery rows will not change any more (a cancelled edition's once
+#: the messages under way at the cancel have had their answer: see :func:`settled`).
 SETTLED = (EditionState.sent, EditionState.cancelled)
+#: Longer than any claim is held (``MAILER_LEASE_SECONDS``) after an edition is cancelled.
+CANCEL_SETTLES = dt.timedelta(hours=1)
+
+
+def settled(edition: Edition) -> bool:
+    if edition.state == EditionState.sent:
+        return True
+    return (edition.state == EditionState.cancelled and edition.finished_at is not None
+            and edition.finished_at < utcnow() - CANCEL_SETTLES)
 
 
 @dataclass(frozen=True)
@@ -139,7 +149,7 @@ def delivery_summary(session: Session, edition: Edition) -> dict[str, Any]:
     if stored is not None:
         return stored.figures
     figures = count_deliveries(session, edition.id)
-    if edition.state in SETTLED:
+    if settled(edition):
         try:
             with session.begin_nested():
                 session.add(EditionSummary(edition_id=edition.id, made_at=utcnow(),
@@ -153,7 +163,7 @@ def summarise(session: Session, edition_id: int) -> bool:
     """Store a settled edition's delivery figures now (when its send finishes), so that
     the first view does not pay for counting them. False if not settled or done before."""
     edition = session.get(Edition, edition_id)
-    if edition is None or edition.state not in SETTLED:
+    if edition is None or not settled(edition):
         return False
     if session.get(EditionSummary, edition_id) is not None:
         return False
