@@ -50,7 +50,7 @@ def test_the_parts_decode_to_what_the_personaliser_fills_in(first_name: str, loc
     text_part, html_part = message.iter_parts()  # type: ignore[attr-defined]
     from mailer.subscribers.unsubscribe import unsubscribe_url_for
 
-    values = {"unsubscribe_url": unsubscribe_url_for(reader.public_id),
+    values = {"unsubscribe_url": unsubscribe_url_for(reader.public_id, assembler.edition_id),
               "view_url": assembler.view_url, "first_name": first_name, "email": reader.email}
     expected_text = assembler.personaliser.text(values)  # type: ignore[attr-defined]
     expected_html = assembler.personaliser.html(values)  # type: ignore[attr-defined]

@@ -114,6 +114,18 @@ def mail_editors(self, edition_id: int) -> list[str]:  # type: ignore[no-untyped
     return [f"{r.to}: {r.result}" for r in results]
 
 
+@app.task(name=tasks.REPORT_EDITION, bind=True, max_retries=8)
+def report_edition(self, edition_id: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """An edition's send has finished: sum its delivery figures once, and mail each editor
+    the report (each once, however often this runs)."""
+    from mailer.insight.report import send_report_mails
+
+    results = send_report_mails(edition_id)
+    if any(r.temporary for r in results):
+        raise self.retry(countdown=backoff.REPORT_MAIL.seconds(self.request.retries))
+    return [f"{r.to}: {r.result}" for r in results]
+
+
 @app.task(name=tasks.FLUSH_CLICKS)
 def flush_clicks() -> int:
     """The clicks counted in Redis, into the database; exactly once, however often it runs."""

@@ -29,3 +29,5 @@ CONFIRMATION_MAIL = Backoff(base=30, cap=3600)
 BOUNCE_PROCESSING = Backoff(base=30, cap=3600)
 #: The editors' review mails.
 REVIEW_MAIL = Backoff(base=60, cap=3600)
+#: The editors' report on an edition whose send has finished.
+REPORT_MAIL = Backoff(base=60, cap=3600)

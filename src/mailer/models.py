@@ -8,6 +8,7 @@ from mailer.db import Base
 from mailer.deliveries.models import Delivery
 from mailer.delivery.models import SenderProcess
 from mailer.editions.models import Edition, EditionArticle
+from mailer.insight.models import EditionSummary, ListWeek
 from mailer.staff.models import (
     AuditEntry,
     ScheduledDraft,
@@ -20,7 +21,8 @@ from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscribe
 __all__ = [
     "ApiToken", "Article", "AuditEntry", "Base", "Bounce", "ClickFlush", "ConfirmationToken",
     "ConsentEvent", "Delivery", "EditionLink",
-    "Edition", "EditionArticle", "InboundMessage", "ScheduledDraft", "SenderProcess",
+    "Edition", "EditionArticle", "EditionSummary", "InboundMessage", "ListWeek", "ScheduledDraft",
+    "SenderProcess",
     "StaffRecoveryCode",
     "StaffSession", "StaffUser", "Subscriber", "Suppression", "WebhookEvent",
 ]

@@ -45,6 +45,7 @@ POLL_FEEDS = "workers.maintenance.poll_feeds"
 DRAFT_NEXT_EDITION = "workers.maintenance.draft_next_edition"
 MAIL_EDITORS = "workers.maintenance.mail_editors"
 FLUSH_CLICKS = "workers.maintenance.flush_clicks"
+REPORT_EDITION = "workers.maintenance.report_edition"
 
 #: The queue of every task that does not run on :data:`DEFAULT`.
 QUEUE_OF = {SEND_BATCH: BULK, SEND_CONFIRMATION: CONFIRMATIONS, SEND_WELCOME: CONFIRMATIONS}

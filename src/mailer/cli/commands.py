@@ -35,6 +35,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                      "The suppression list: addresses never mailed again, with the evidence."),
     "staff": ("mailer.cli.staff", "app", "Staff accounts for the admin (/admin)."),
     "tokens": ("mailer.cli.tokens", "app", "API tokens for /api/v1 (shown once, stored hashed)."),
+    "report": ("mailer.cli.report", "report",
+               "An edition's figures after its send: delivered, bounced, complaints, clicks "
+               "per link."),
     "status": ("mailer.cli.status", "status",
                "The queues, the workers, and every edition being sent (a live view; --json "
                "for scripts)."),

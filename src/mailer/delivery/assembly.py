@@ -155,7 +155,7 @@ class MessageAssembler:
         return message_id(self.kind, self.edition_id, reader.delivery_id)
 
     def build(self, reader: Reader) -> bytes:
-        unsubscribe = unsubscribe_url_for(reader.public_id)
+        unsubscribe = unsubscribe_url_for(reader.public_id, self.edition_id)
         values = {
             "unsubscribe_url": unsubscribe,
             "view_url": self.view_url,

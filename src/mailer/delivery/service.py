@@ -213,8 +213,11 @@ def finish_if_done(session: Session, edition_id: int) -> bool:
     if sum(counts.values()) != edition.audience_count:
         return False
     edition.stats = {**(edition.stats or {}), "deliveries": counts}
-    return transition(session, edition, EditionState.sent, reason="every delivery is final",
-                      allow_same=True)
+    finished = transition(session, edition, EditionState.sent, reason="every delivery is final",
+                          allow_same=True)
+    if finished:  # its figures summed once, and the editors told how it went (insight)
+        tasks.publish(tasks.REPORT_EDITION, edition_id, session=session)
+    return finished
 
 
 # --- complaints (the check itself is preflight.complaint_hold) ----------------------------

@@ -28,6 +28,7 @@ class MessageKind(StrEnum):
     test = "test"  # a staff member's test copy of an edition
     review = "review"  # the editors' "a draft waits for your review"
     welcome = "welcome"  # once a reader confirmed (MAILER_WELCOME_MAIL; a subscriber's id)
+    report = "report"  # the editors' "how the edition went", once its send has finished
 
 
 class Ties(StrEnum):
@@ -71,6 +72,8 @@ TYPES: dict[MessageKind, MessageType] = {t.kind: t for t in (
                 ties=Ties.nobody, queue=tasks.DEFAULT, what="a review mail"),
     MessageType(MessageKind.welcome, template="welcome", verp="w", message_id="welcome",
                 ties=Ties.subscriber, queue=tasks.CONFIRMATIONS, what="a welcome mail"),
+    MessageType(MessageKind.report, template="edition-report", verp=None, message_id="report",
+                ties=Ties.nobody, queue=tasks.DEFAULT, what="an edition report"),
 )}
 
 _BY_LETTER = {t.verp: t.kind for t in TYPES.values() if t.verp}

@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mailer.db import Base, UTCDateTime, utcnow
@@ -88,8 +88,19 @@ class ConsentEvent(Base):
     user_agent: Mapped[str | None] = mapped_column(String(500))
     message_id: Mapped[str | None] = mapped_column(String(255))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: The edition whose unsubscribe link was used (its URL names it; checked against the
+    #: reader's deliveries), for the editors' "unsubscribes from this edition". No foreign
+    #: key: this package stays below the editions one, and the id alone says nothing.
+    edition_id: Mapped[int | None] = mapped_column(Integer)
 
     subscriber: Mapped[Subscriber | None] = relationship(back_populates="events")
+
+    __table_args__ = (
+        # The list over time: events of a kind, week by week (insight).
+        Index("ix_consent_event_kind_at", "kind", "at"),
+        # An edition's unsubscribes, counted without reading the whole table.
+        Index("ix_consent_event_edition_kind", "edition_id", "kind"),
+    )
 
 
 class ConfirmationToken(Base):

@@ -36,8 +36,12 @@ def unsubscribe_url(subscriber: Subscriber) -> str:
     return unsubscribe_url_for(subscriber.public_id)
 
 
-def unsubscribe_url_for(public_id: str) -> str:
-    return f"{get_settings().base_url}/unsubscribe/{_unsubscribe_token(public_id)}"
+def unsubscribe_url_for(public_id: str, edition_id: int | None = None) -> str:
+    """The reader's link; in an edition's mail it names the edition too (``?edition=``),
+    so that an unsubscribe can be counted against the edition it came from. The link is
+    personal already: naming the edition changes no byte that readers share."""
+    url = f"{get_settings().base_url}/unsubscribe/{_unsubscribe_token(public_id)}"
+    return url if edition_id is None else f"{url}?edition={edition_id}"
 
 
 def subscriber_for_unsubscribe(session: Session, token: str) -> Subscriber | None:
@@ -74,12 +78,14 @@ def edition_of_test_copy(token: str) -> int | None:
 def unsubscribe(
     session: Session, subscriber: Subscriber, *, channel: str,
     ip: str | None = None, user_agent: str | None = None, by: str | None = None,
+    edition_id: int | None = None,
 ) -> bool:
     """Unsubscribe; False when there was nothing to change (repeats are idempotent).
 
     ``by`` names who unsubscribes the reader on their behalf (``api:<token name>``): the
     change is then in the audit log too. A reader's own click needs no audit entry: the
-    consent event is its record."""
+    consent event is its record. ``edition_id`` is the edition whose link was used, checked
+    by the caller against what the reader was sent."""
     now = utcnow()
     changed = rowcount(session.execute(
         update(Subscriber)
@@ -93,7 +99,7 @@ def unsubscribe(
     retire_open_links(session, subscriber, now)
     session.refresh(subscriber)
     record_event(session, subscriber, ConsentEventKind.unsubscribed, at=now, channel=channel,
-                 ip=ip, user_agent=(user_agent or "")[:500] or None)
+                 ip=ip, user_agent=(user_agent or "")[:500] or None, edition_id=edition_id)
     if by is not None:
         record(session, actor=by, action="subscriber.unsubscribe",
                target=f"subscriber:{subscriber.id}", detail={"channel": channel})

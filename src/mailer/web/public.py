@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from mailer import tasks
 from mailer.config import get_settings
 from mailer.db import transaction
+from mailer.insight.attribution import edition_of_unsubscribe
 from mailer.ratelimit import hit
 from mailer.subscribers import confirmation, signup
 from mailer.subscribers import unsubscribe as unsubscribing
@@ -146,14 +147,16 @@ def _token_problem(status: str) -> HTMLResponse:
 
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse)
-def unsubscribe_page(token: str) -> HTMLResponse:
-    """Shows an Unsubscribe button and changes nothing (a GET never changes state)."""
+def unsubscribe_page(token: str, edition: str = "") -> HTMLResponse:
+    """Shows an Unsubscribe button and changes nothing (a GET never changes state). The
+    button's form keeps the edition the link named (see ``mailer.insight.attribution``)."""
     with transaction() as session:
         subscriber = unsubscribing.subscriber_for_unsubscribe(session, token)
         if subscriber is None:
             return _not_a_reader(token)
         email, status = subscriber.email, subscriber.status
-    return page("unsubscribe.html", token=token, email=email, status=status)
+    edition = edition if edition.isascii() and edition.isdigit() and len(edition) <= 18 else ""
+    return page("unsubscribe.html", token=token, email=email, status=status, edition=edition)
 
 
 @router.post("/unsubscribe/{token}")
@@ -170,6 +173,7 @@ async def unsubscribe(token: str, request: Request) -> Response:
     found = await run_in_threadpool(
         _unsubscribe, token, channel="one-click" if one_click else "link",
         ip=client_ip(request), user_agent=request.headers.get("user-agent"),
+        edition=request.query_params.get("edition"),
     )
     if not found:
         if one_click and unsubscribing.edition_of_test_copy(token) is not None:
@@ -192,11 +196,13 @@ def _not_a_reader(token: str) -> HTMLResponse:
     return page("unsubscribe-test-copy.html")
 
 
-def _unsubscribe(token: str, *, channel: str, ip: str, user_agent: str | None) -> bool:
+def _unsubscribe(token: str, *, channel: str, ip: str, user_agent: str | None,
+                 edition: str | None) -> bool:
     with transaction() as session:
         subscriber = unsubscribing.subscriber_for_unsubscribe(session, token)
         if subscriber is None:
             return False
-        unsubscribing.unsubscribe(session, subscriber, channel=channel, ip=ip,
-                                  user_agent=user_agent)
+        unsubscribing.unsubscribe(
+            session, subscriber, channel=channel, ip=ip, user_agent=user_agent,
+            edition_id=edition_of_unsubscribe(session, subscriber.id, edition))
     return True

@@ -6,6 +6,7 @@
 - ``edition_sending``: test copies, schedule, send, pause, resume, cancel, watch;
 - ``subscribers``: search, consent history, import, export, erase, the suppression list;
 - ``bounces``: the latest bounces with their evidence;
+- ``insight``: an edition after its send, the list over time, deliverability (charts);
 - ``ops``: queues, workers, sends under way, alerts; the audit log;
 - ``account``: the staff member's own second factor (TOTP) and recovery codes;
 - ``tokens``: the API's tokens: list, create (shown once), revoke.
@@ -23,14 +24,15 @@ from mailer.web.admin import (
     bounces,
     edition_sending,
     editions,
+    insight,
     ops,
     subscribers,
     tokens,
 )
 
 #: Every router of the admin (the phone-width test visits each of their pages).
-MODULES = (auth, articles, editions, edition_sending, subscribers, bounces, ops, account,
-           tokens)
+MODULES = (auth, articles, editions, edition_sending, insight, subscribers, bounces, ops,
+           account, tokens)
 
 
 def install(app: FastAPI) -> None:

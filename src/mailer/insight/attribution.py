@@ -1,0 +1,27 @@
+"""Which edition an unsubscribe came from: the edition its link names, if the reader was
+sent that edition.
+
+The link in an edition's mail carries ``?edition=<id>``. Nothing signs that part, so it is
+believed only when the reader has a delivery of that edition: a reader can at most
+attribute their own unsubscribe to another edition they were sent, and nobody can make
+one count against an edition that never reached them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailer.deliveries.models import Delivery
+
+_DIGITS = 18  # more than any edition id; keeps int() away from huge input
+
+
+def edition_of_unsubscribe(session: Session, subscriber_id: int, given: str | None
+                           ) -> int | None:
+    if not given or not given.isascii() or not given.isdigit() or len(given) > _DIGITS:
+        return None
+    edition_id = int(given)
+    found = session.scalar(select(Delivery.id).where(
+        Delivery.subscriber_id == subscriber_id, Delivery.edition_id == edition_id).limit(1))
+    return edition_id if found is not None else None
