@@ -34,6 +34,12 @@ VIEWER_PAGES = {
     ("GET", "/admin/editions/{edition_id}/progress.json"),
     ("GET", "/admin/bounces"), ("GET", "/admin/ops"), ("GET", "/admin/audit"),
     ("GET", "/admin/articles"), ("POST", "/admin/logout"),
+    # What readers read: every figure is a count, nobody's personal data.
+    ("GET", "/admin/editions/{edition_id}/insight"),
+    ("GET", "/admin/editions/{edition_id}/insight/{name}.csv"),
+    ("GET", "/admin/insight/list"), ("GET", "/admin/insight/list/{name}.csv"),
+    ("GET", "/admin/insight/deliverability"),
+    ("GET", "/admin/insight/deliverability/{name}.csv"),
     # Every staff member looks after their own second factor.
     ("GET", "/admin/account"), ("GET", "/admin/account/totp"),
     ("POST", "/admin/account/totp"), ("POST", "/admin/account/totp/off"),
@@ -117,8 +123,14 @@ def state() -> tuple[object, ...]:
                     AuditEntry.action.not_like("login%")))))
 
 
+#: A table of each insight page, for its ``{name}.csv``.
+CSV_OF = {"/admin/editions/{edition_id}/insight": "outcome", "/admin/insight/list": "weeks",
+          "/admin/insight/deliverability": "domains"}
+
+
 def fill(path: str, params: dict[str, int]) -> str:
-    return path.format(**params)
+    name = CSV_OF.get(path.removesuffix("/{name}.csv"), "")
+    return path.format(**params, name=name)
 
 
 def test_anonymous_users_are_sent_to_the_login_and_change_nothing(world, web) -> None:

@@ -34,6 +34,7 @@ from tests.support.bounce_mail import (
     original_headers,
     verp_of,
 )
+from tests.support.bounce_reading import OURS
 from tests.support.subscribers import events, make, subscriber
 from tests.test_api import api, audit_actions, fields, is_problem, token
 
@@ -258,7 +259,7 @@ def test_articles_are_imported_from_items_checked_as_a_feed_file_is(clean, web) 
 def test_bounces_are_listed_by_keyset_filtered_and_without_the_raw_mail(clean, web) -> None:
     def take_in(raw: bytes, envelope: list[str]) -> None:
         with transaction() as session:
-            receive(session, raw=raw, source="mx", max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+            receive(session, raw=raw, ours=OURS, source="mx", max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
                     envelope_to=envelope)
 
     edition = make_sent_edition()
