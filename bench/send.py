@@ -255,7 +255,7 @@ def main() -> None:
         from mailer import migrate
         from mailer.articles import feeds
         from mailer.articles.importer import import_feed
-        from mailer.config import ArticleSettings
+        from mailer.config import ArticleSettings, get_settings
         from mailer.counters import smtp_figures
         from mailer.db import transaction, utcnow
         from mailer.deliveries.models import Delivery
@@ -334,7 +334,7 @@ def main() -> None:
         t0 = time.perf_counter()
         started_at = utcnow()
         with transaction() as session:
-            audience = sending.start_send(session, edition_id, by="bench")
+            audience = sending.start_send(session, edition_id, by="bench", settings=get_settings())
         results["start_send_seconds"] = round(time.perf_counter() - t0, 3)
         assert audience == args.readers
         results["audience"] = audience

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
 from mailer.cli import app
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.deliveries.models import Delivery
 from mailer.delivery import service as sending
@@ -49,7 +50,8 @@ def words(text: str) -> str:
 
 def checks_of(edition_id: int) -> list[Check]:
     with transaction() as session:
-        return [p.check for p in preflight(session, session.get(Edition, edition_id)).problems]
+        return [p.check for p in preflight(session, session.get(Edition, edition_id),
+                                            sending=get_settings().sending).problems]
 
 
 def deliveries(edition_id: int) -> int:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from mailer.bounces.models import Bounce
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.deliveries.models import Delivery
 from mailer.delivery import service as sending
@@ -172,7 +173,7 @@ def test_pause_resume_and_cancel_take_effect_within_a_batch(rig) -> None:
     assert len(rig.stack.smtp.messages) == settled  # nothing more while paused
     assert settled < 600
     with transaction() as session:
-        sending.resume(session, edition_id, by="test")
+        sending.resume(session, edition_id, by="test", sending=get_settings().sending)
     wait_sent(edition_id)
     assert len(rig.stack.smtp.messages) == 600
     assert len({r for m in rig.stack.smtp.messages for r in m.rcpt_tos}) == 600
@@ -223,7 +224,8 @@ def test_a_scheduled_edition_is_started_by_beat_on_time(rig) -> None:
     rig.beat()
     at = utcnow() + dt.timedelta(seconds=3)
     with transaction() as session:
-        sending.schedule_send(session, edition_id, at, by="test")
+        sending.schedule_send(session, edition_id, at, by="test",
+                              sending=get_settings().sending)
     assert edition_state(edition_id) == "scheduled"
     wait_sent(edition_id, timeout=60)
     with transaction() as session:

@@ -29,7 +29,7 @@ def sweep() -> dict[str, object]:
     welcomes = requeue_lost_welcomes()
     bulk_queue_empty = depth(get_redis(), tasks.BULK) == 0
     with transaction() as session:
-        report = sweeper.sweep(session, get_settings().sending, bulk_queue_empty=bulk_queue_empty)
+        report = sweeper.sweep(session, get_settings(), bulk_queue_empty=bulk_queue_empty)
     if report.reclaimed or report.retried or report.requeued or report.finished or report.started:
         log.info("sweep: %s", report.as_dict())
     if welcomes:

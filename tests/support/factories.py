@@ -9,6 +9,7 @@ import secrets
 from sqlalchemy import insert, select
 
 from mailer.articles.models import Article
+from mailer.config import get_settings
 from mailer.db import transaction, utcnow
 from mailer.editions.models import Edition
 from mailer.subscribers.models import Subscriber
@@ -84,7 +85,7 @@ def start(edition_id: int) -> int:
     from mailer.delivery import service as sending
 
     with transaction() as session:
-        return sending.start_send(session, edition_id, by="test")
+        return sending.start_send(session, edition_id, by="test", settings=get_settings())
 
 
 def counts(edition_id: int) -> dict[str, int]:

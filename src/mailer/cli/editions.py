@@ -220,7 +220,7 @@ def _reading_order(edition: Edition) -> list[tuple[str, Article]]:
 
 def _sendability(session: Session, edition: Edition) -> str | None:
     """What keeps the edition from going out now, as a send would say it (None: ready)."""
-    checked = preflight(session, edition)
+    checked = preflight(session, edition, sending=get_settings().sending)
     return "; ".join(p.message for p in checked.problems) or None
 
 

@@ -57,7 +57,7 @@ def send(
         edition = session.get(Edition, edition_id)
         if edition is None:
             raise _fail(f"there is no edition {edition_id}")
-        checked = preflight(session, edition)
+        checked = preflight(session, edition, sending=get_settings().sending)
         typer.echo(f"Edition {edition.id} “{edition.subject}” ({len(edition.articles)} articles), "
                    f"state {edition.state}.")
         if checked.started:
@@ -75,10 +75,12 @@ def send(
     try:
         with transaction() as session:
             if when:
-                sending.schedule_send(session, edition_id, when, by=cli_actor())
+                sending.schedule_send(session, edition_id, when, by=cli_actor(),
+                                      sending=get_settings().sending)
                 typer.echo(f"Scheduled for {format_time(when)}; beat starts it then.")
                 return
-            frozen = sending.start_send(session, edition_id, by=cli_actor())
+            frozen = sending.start_send(session, edition_id, by=cli_actor(),
+                                        settings=get_settings())
     except (sending.SendError, EditionError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"Sending to {frozen:,} reader(s). Watch it: mailer editions progress {edition_id}")
@@ -89,7 +91,8 @@ def test(edition_id: int,
          to: list[str] = typer.Option(..., "--to", help="an address; repeat for more")) -> None:
     """Send a marked test copy to each --to address (not counted)."""
     try:
-        results = sending.send_test_copies(edition_id, to, by=cli_actor())
+        results = sending.send_test_copies(edition_id, to, by=cli_actor(),
+                                           settings=get_settings())
     except (sending.SendError, EditionError) as exc:
         raise _fail(str(exc)) from None
     for address, result in results:

@@ -107,7 +107,8 @@ def show(request: Request, edition_id: RowId, staff: Staff = Depends(viewer)) ->
     with transaction() as session:
         edition = edition_or_404(session, edition_id)
         editable = edition.state in EDITABLE
-        checked = preflight(session, edition) if editable else None
+        checked = (preflight(session, edition, sending=get_settings().sending) if editable
+                   else None)
         articles = [link.article for link in edition.articles]
         filing = get_settings().articles
         ordered = reading_order(articles, edition.category_order, filing)
