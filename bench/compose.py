@@ -53,16 +53,16 @@ def run(args: argparse.Namespace) -> None:
     from mailer import migrate
     from mailer.articles.feeds import load
     from mailer.articles.importer import import_feed
-    from mailer.config import ArticleSettings, get_settings
+    from mailer.config import ArticleSettings, IdentitySettings, get_settings
     from mailer.db import transaction
     from mailer.editions import service, snapshot
     from mailer.editions.compose import compose, digest_context, placeholders
     from mailer.emails.render import inline_css, jinja_env
     from mailer.subscribers.unsubscribe import unsubscribe_url_for
 
-    migrate.upgrade()
+    migrate.upgrade(get_settings().database_url)
     for path in FEEDS:
-        feed = load(str(path), ArticleSettings())
+        feed = load(str(path), ArticleSettings(), website_url=IdentitySettings().website_url)
         with transaction() as session:
             import_feed(session, feed)
 

@@ -255,7 +255,7 @@ def main() -> None:
         from mailer import migrate
         from mailer.articles import feeds
         from mailer.articles.importer import import_feed
-        from mailer.config import ArticleSettings, get_settings
+        from mailer.config import ArticleSettings, IdentitySettings, get_settings
         from mailer.counters import smtp_figures
         from mailer.db import transaction, utcnow
         from mailer.deliveries.models import Delivery
@@ -263,10 +263,12 @@ def main() -> None:
         from mailer.editions import service as editions
         from mailer.editions.models import Edition
 
-        migrate.upgrade()
+        migrate.upgrade(get_settings().database_url)
         make_readers(args.readers)
         with transaction() as session:
-            import_feed(session, feeds.load(str(FEED), ArticleSettings()))
+            feed = feeds.load(str(FEED), ArticleSettings(),
+                              website_url=IdentitySettings().website_url)
+            import_feed(session, feed)
             window_start = utcnow() - dt.timedelta(days=3650)
             edition = editions.draft_edition(session, subject="CEP Newsletter – benchmark",
                                              window_start=window_start, by="bench")

@@ -19,7 +19,7 @@ from mailer.articles.importer import import_feed
 from mailer.articles.models import Article
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
-from mailer.config import ArticleSettings
+from mailer.config import ArticleSettings, IdentitySettings
 from mailer.db import transaction
 from mailer.deliveries.models import Delivery
 from mailer.editions.models import Edition
@@ -33,6 +33,7 @@ from tests.support.factories import edition_state, make_edition, make_subscriber
 from tests.support.mail import parse, parts
 from tests.support.subscribers import make
 
+SITE = IdentitySettings().website_url  # the association's own site (feeds.load)
 ROOT = Path(__file__).resolve().parents[1]
 CEP_FEED = ROOT / "tests" / "fixtures" / "cep-feed.xml"  # copy of shared/fixtures
 EDITOR = "editor@cep-probation.example.org"
@@ -49,7 +50,7 @@ def editor(clean, web):  # type: ignore[no-untyped-def]
 
 def import_cep_feed() -> None:
     with transaction() as session:
-        import_feed(session, load(str(CEP_FEED), ArticleSettings()))
+        import_feed(session, load(str(CEP_FEED), ArticleSettings(), website_url=SITE))
 
 
 def draft_december(admin: Admin) -> int:

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from mailer.articles.feeds import load
 from mailer.articles.importer import import_feed
 from mailer.articles.models import Article
-from mailer.config import ArticleSettings, get_settings
+from mailer.config import ArticleSettings, IdentitySettings, get_settings
 from mailer.db import transaction, utcnow
 from mailer.editions import service, snapshot
 from mailer.editions.compose import compose
@@ -30,6 +30,7 @@ from mailer.editions.models import Edition, EditionState
 from mailer.editions.states import transition
 from tests.support.mail import links
 
+SITE = IdentitySettings().website_url  # the association's own site (feeds.load)
 ROOT = Path(__file__).resolve().parents[1]
 CEP_FEED = ROOT / "tests" / "fixtures" / "cep-feed.xml"  # copy of shared/fixtures
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -41,7 +42,7 @@ cssutils.log.setLevel(logging.CRITICAL)
 
 def _import(*paths: Path) -> None:
     for path in paths:
-        feed = load(str(path), ArticleSettings())
+        feed = load(str(path), ArticleSettings(), website_url=SITE)
         with transaction() as session:
             import_feed(session, feed)
 

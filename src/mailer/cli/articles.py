@@ -25,9 +25,11 @@ def import_(
 ) -> None:
     """Import articles; a second import of the same items updates them, never duplicates."""
     failed = False
+    settings = get_settings()
     for source in sources:
         try:
-            feed = load(source, get_settings().articles)  # network and parsing: no transaction
+            # network and parsing: no transaction
+            feed = load(source, settings.articles, website_url=settings.identity.website_url)
         except FeedError as exc:
             err.print(f"[red]{exc}[/red]")
             failed = True
