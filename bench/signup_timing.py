@@ -56,12 +56,13 @@ def main() -> None:
     os.environ.update(env)
 
     from mailer import migrate
+    from mailer.config import get_settings
     from mailer.redis import get_redis
 
     redis = get_redis()
     if redis.dbsize():
         sys.exit(f"{args.redis_url} is not empty; give an empty Redis database")
-    migrate.upgrade()
+    migrate.upgrade(get_settings().database_url)
     addresses = prepare(args.n)
 
     server = WebServer({**os.environ, **env}, tmp / "web.log", port).start()

@@ -62,10 +62,10 @@ def poll_feeds() -> dict[str, int]:
     from mailer.config import get_settings
 
     totals = {"created": 0, "updated": 0, "unchanged": 0, "problems": 0, "failed": 0}
-    settings = get_settings().articles
-    for url in settings.feed_urls:
-        try:
-            feed = feeds.load(url, settings)  # fetched outside the transaction
+    settings = get_settings()
+    for url in settings.articles.feed_urls:
+        try:  # fetched outside the transaction
+            feed = feeds.load(url, settings.articles, website_url=settings.identity.website_url)
         except feeds.FeedError as exc:
             log.error("feed not imported: %s", exc)
             totals["failed"] += 1
