@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailer import localtime
-from mailer.config import reset_settings
+from mailer.config import get_settings, reset_settings
 from mailer.db import transaction
 from mailer.editions import service
 from mailer.editions.review_mail import send_review_mails
@@ -121,7 +121,7 @@ def test_the_mail_to_editors_shows_the_window_with_its_last_day(clean) -> None:
             session, window_start=dt.datetime(2025, 12, 1, tzinfo=AMSTERDAM),
             window_end=dt.datetime(2026, 1, 1, tzinfo=AMSTERDAM), by="test")
         edition_id = edition.id
-    assert [m.result for m in send_review_mails(edition_id)] == ["sent"]
+    assert [m.result for m in send_review_mails(edition_id, settings=get_settings())] == ["sent"]
     [mail] = wait_for(lambda: clean.smtp.messages, what="the review mail")
     text, html = parts(parse(mail))
     for body in (text, " ".join(html.split())):

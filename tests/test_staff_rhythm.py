@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from mailer.config import EditionSettings, Settings
+from mailer.config import EditionSettings, Settings, get_settings
 from mailer.db import transaction
 from mailer.editions import rhythm
 from mailer.editions import service as editions
@@ -201,10 +201,10 @@ def test_a_review_mail_that_fails_for_a_while_is_sent_once_later(clean) -> None:
     make_staff("bert.editor@example.org", "editor")
     result = run(dt.datetime.now(AMSTERDAM))
     clean.smtp.behaviour.add("bert.editor@example.org", "rcpt", "451 4.3.0 Try later", times=1)
-    first = {m.to: m.result for m in send_review_mails(result.edition_id)}
+    first = {m.to: m.result for m in send_review_mails(result.edition_id, settings=get_settings())}
     assert first["anna.editor@example.org"] == "sent"
     assert first["bert.editor@example.org"].startswith("retry: ")
-    second = {m.to: m.result for m in send_review_mails(result.edition_id)}
+    second = {m.to: m.result for m in send_review_mails(result.edition_id, settings=get_settings())}
     assert second == {"anna.editor@example.org": "already", "bert.editor@example.org": "sent"}
     assert sorted(r for m in clean.smtp.messages for r in m.rcpt_tos) == [
         "anna.editor@example.org", "bert.editor@example.org"]
