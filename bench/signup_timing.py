@@ -76,6 +76,7 @@ def main() -> None:
 
 def prepare(n: int) -> dict[str, list[str]]:
     """``n`` addresses of each kind, made the way real ones come about."""
+    from mailer.config import get_settings
     from mailer.db import transaction
     from mailer.subscribers.signup import Origin, Profile, sign_up
     from mailer.subscribers.unsubscribe import unsubscribe
@@ -87,7 +88,7 @@ def prepare(n: int) -> dict[str, list[str]]:
         for kind in ("pending", "confirmed", "unsubscribed"):
             for email in addresses[kind]:
                 subscriber = sign_up(session, email=email, profile=Profile(),
-                                     origin=origin)
+                                     origin=origin, signup=get_settings().signup)
                 if kind != "pending":
                     subscriber.status = "confirmed"
                 if kind == "unsubscribed":

@@ -213,7 +213,8 @@ def test_task_failures_and_retries_are_counted(clean, worker, web) -> None:
     clean.smtp.behaviour.add("greylisted@example.org", "rcpt", "451 4.7.1 Greylisted")
     with transaction() as session:
         reader = sign_up(session, email="greylisted@example.org",
-                                     profile=Profile(), origin=ORIGIN)
+                                     profile=Profile(), origin=ORIGIN,
+                                     signup=get_settings().signup)
         reader_id = reader.id
     assert isinstance(reader_id, int)
     send_confirmation.delay(reader_id)

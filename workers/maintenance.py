@@ -26,7 +26,7 @@ def sweep() -> dict[str, object]:
         stranded = confirmations_to_resend(session, older_than=dt.timedelta(minutes=2))
     for subscriber_id in stranded:
         tasks.publish(tasks.SEND_CONFIRMATION, subscriber_id, session=None)
-    welcomes = requeue_lost_welcomes()
+    welcomes = requeue_lost_welcomes(signup=get_settings().signup)
     bulk_queue_empty = depth(get_redis(), tasks.BULK) == 0
     with transaction() as session:
         report = sweeper.sweep(session, get_settings(), bulk_queue_empty=bulk_queue_empty)
@@ -106,9 +106,10 @@ def draft_next_edition() -> str:
 @app.task(name=tasks.MAIL_EDITORS, bind=True, max_retries=8)
 def mail_editors(self, edition_id: int) -> list[str]:  # type: ignore[no-untyped-def]
     """Mail every editor a link to review the drafted edition (each editor once)."""
+    from mailer.config import get_settings
     from mailer.editions.review_mail import send_review_mails
 
-    results = send_review_mails(edition_id)
+    results = send_review_mails(edition_id, settings=get_settings())
     if any(r.temporary for r in results):
         raise self.retry(countdown=backoff.REVIEW_MAIL.seconds(self.request.retries))
     return [f"{r.to}: {r.result}" for r in results]

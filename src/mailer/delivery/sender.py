@@ -78,6 +78,7 @@ def assembler_for(edition: Edition, settings: Settings) -> MessageAssembler:
             subject=edition.subject_snapshot or edition.subject,
             personaliser=snapshot.personaliser_for(edition, settings.base_url),
             view_url=snapshot.view_url(edition, settings.base_url),
+            base_url=settings.base_url,
             identity=settings.identity,
             smtp=settings.smtp,
         )

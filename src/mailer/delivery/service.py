@@ -379,7 +379,8 @@ def send_test_copies(
         assembler = MessageAssembler(edition_id=edition.id, subject=f"[TEST] {subject}",
                                      personaliser=personaliser,
                                      view_url=snapshot.view_url(edition, settings.base_url),
-                                     identity=settings.identity, smtp=settings.smtp,
+                                     base_url=settings.base_url, identity=settings.identity,
+                                     smtp=settings.smtp,
                                      kind=MessageKind.test)
         _record(session, by, "edition.test", edition, {"to": list(addresses)})
     results: list[tuple[str, str]] = []
