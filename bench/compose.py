@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
             import_feed(session, feed)
 
     with transaction() as session:
-        edition = service.draft_edition(session,
+        edition = service.draft_edition(session, identity=get_settings().identity,
                                         window_start=dt.datetime(2017, 1, 1, tzinfo=dt.UTC),
                                         window_end=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
                                         by="bench")

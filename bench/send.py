@@ -270,11 +270,13 @@ def main() -> None:
                               website_url=IdentitySettings().website_url)
             import_feed(session, feed)
             window_start = utcnow() - dt.timedelta(days=3650)
-            edition = editions.draft_edition(session, subject="CEP Newsletter – benchmark",
+            identity = get_settings().identity
+            edition = editions.draft_edition(session, identity=identity,
+                                             subject="CEP Newsletter – benchmark",
                                              window_start=window_start, by="bench")
             edition_id = edition.id
-            probe = editions.draft_edition(session, subject="probe", window_start=window_start,
-                                           by="bench")
+            probe = editions.draft_edition(session, identity=identity, subject="probe",
+                                           window_start=window_start, by="bench")
             probe_id = probe.id
         with psycopg.connect(args.pg.rsplit("/", 1)[0] + f"/{db_name}", autocommit=True) as c:
             c.execute("VACUUM ANALYZE")

@@ -17,6 +17,7 @@ from mailer.editions import service, snapshot
 from mailer.editions.models import Edition, EditionState
 from mailer.editions.states import transition
 
+IDENTITY = IdentitySettings()  # the association as the tests' stack has it
 SITE = IdentitySettings().website_url  # the association's own site (feeds.load)
 CEP_FEED = Path(__file__).resolve().parent / "fixtures" / "cep-feed.xml"  # copy of shared/fixtures
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
@@ -25,8 +26,8 @@ AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 def _edition(subject: str, start: dt.datetime, end: dt.datetime, *states: EditionState) -> int:
     """An edition of the fixture feed's articles, frozen and moved through ``states``."""
     with transaction() as session:
-        edition = service.draft_edition(session, subject=subject, window_start=start,
-                                        window_end=end, by="test")
+        edition = service.draft_edition(session, identity=IDENTITY, subject=subject,
+                                        window_start=start, window_end=end, by="test")
         if states:
             snapshot.freeze(session, edition, get_settings())
         for state in states:

@@ -30,6 +30,7 @@ from mailer.editions.models import Edition, EditionState
 from mailer.editions.states import transition
 from tests.support.mail import links
 
+IDENTITY = IdentitySettings()  # the association as the tests' stack has it
 SITE = IdentitySettings().website_url  # the association's own site (feeds.load)
 ROOT = Path(__file__).resolve().parents[1]
 CEP_FEED = ROOT / "tests" / "fixtures" / "cep-feed.xml"  # copy of shared/fixtures
@@ -52,7 +53,7 @@ def _draft(*paths: Path, **kwargs: object) -> int:
     with transaction() as session:
         kwargs.setdefault("window_start", DECEMBER[0])
         kwargs.setdefault("window_end", DECEMBER[1])
-        return service.draft_edition(session, by="test", **kwargs).id  # type: ignore[arg-type]
+        return service.draft_edition(session, identity=IDENTITY, by="test", **kwargs).id  # type: ignore[arg-type]
 
 
 @contextmanager
@@ -85,7 +86,7 @@ def test_draft_takes_the_window_and_groups_articles_by_category(clean) -> None:
         assert edition.slug == "2025-12-newsletter"
         assert len(edition.articles) == 6  # the 2017 article is outside the window
         assert service.candidate_articles(session, edition) == []
-        page = service.render_preview(session, edition).html
+        page = service.render_preview(session, edition, settings=get_settings()).html
     # The association's order of categories; the article filed under two categories
     # appears once, under its first one; the one WordPress filed as "Uncategorized" is
     # under News.
@@ -119,7 +120,7 @@ def test_readers_never_see_the_default_category_and_badges_do_not_repeat_the_hea
     edition_id = _draft(CEP_FEED, tmp_path / "items.json")
     with _edition(edition_id) as (session, edition):
         composed = compose(edition, get_settings())
-        preview = service.render_preview(session, edition)
+        preview = service.render_preview(session, edition, settings=get_settings())
     for page in (composed.html, composed.archive_html, preview.html):
         sections = _sections_with_badges(page)
         assert list(sections) == ["News", "CEP Events", "Mental Health",
@@ -160,7 +161,7 @@ def test_staff_drop_add_reorder_and_order_the_categories(clean) -> None:
         with pytest.raises(service.EditionError, match="appears twice"):
             service.update_edition(session, edition, category_order=["News", "News"], by="test")
     with _edition(edition_id) as (session, edition):
-        page = service.render_preview(session, edition).html
+        page = service.render_preview(session, edition, settings=get_settings()).html
     sections = _section_titles(page)
     assert sections[:3] == ["Partners", "News", "CEP Events"]
     titles = _card_titles(page)
@@ -198,7 +199,7 @@ def test_default_window_starts_where_the_last_sent_edition_stopped(clean, tmp_pa
     _import(tmp_path / "recent.json")
 
     with transaction() as session:
-        first = service.draft_edition(session, by="test")
+        first = service.draft_edition(session, identity=IDENTITY, by="test")
         # The first edition: the last two months (not the 70-day-old article).
         assert 59 <= (first.window_end - first.window_start).days <= 62
         assert len(first.articles) == 3
@@ -207,7 +208,7 @@ def test_default_window_starts_where_the_last_sent_edition_stopped(clean, tmp_pa
         transition(session, first, EditionState.sent)
 
     with transaction() as session:
-        second = service.draft_edition(session, by="test")
+        second = service.draft_edition(session, identity=IDENTITY, by="test")
         assert second.window_start == first.window_end
         assert [link.article.title for link in second.articles] == ["Published 1 days ago"]
         assert second.slug != first.slug  # both dated this month, still unique
@@ -248,7 +249,7 @@ def full_edition(clean) -> int:
 def _inlined_and_web_copy(edition_id: int) -> tuple[str, str, str]:
     with _edition(edition_id) as (session, edition):
         composed = compose(edition, get_settings())
-        preview = service.render_preview(session, edition)
+        preview = service.render_preview(session, edition, settings=get_settings())
     return composed.html, composed.archive_html, preview.html
 
 
@@ -326,7 +327,7 @@ def test_images_links_and_size(full_edition) -> None:
 
 def test_text_part_carries_the_same_links_unsubscribe_and_address(full_edition) -> None:
     with _edition(full_edition) as (session, edition):
-        preview = service.render_preview(session, edition)
+        preview = service.render_preview(session, edition, settings=get_settings())
         sample = service.sample_values(edition, get_settings().base_url)
     html_links = set(lxml.html.fromstring(preview.html).xpath("//a/@href"))
     assert set(links(preview.text)) == html_links
@@ -409,12 +410,12 @@ def test_freeze_is_done_once_and_the_preview_is_the_snapshot(full_edition) -> No
     with _edition(full_edition) as (session, edition):
         snapshot.freeze(session, edition, get_settings())  # a no-op
         assert (edition.html_snapshot, edition.text_snapshot, edition.archive_html) == frozen
-        preview = service.render_preview(session, edition)
+        preview = service.render_preview(session, edition, settings=get_settings())
         base_url = get_settings().base_url
         values = service.sample_values(edition, base_url)
         assert preview.html == snapshot.personaliser_for(edition, base_url).html(values)
         assert "(edited)" not in preview.html
-        service.check_sendable(session, edition)
+        service.check_sendable(session, edition, settings=get_settings())
     # The archive copy has nothing personal and no placeholder.
     archive = frozen[2]
     assert "%%" not in archive and "/unsubscribe/" not in archive
@@ -426,7 +427,7 @@ def test_an_edition_without_articles_or_over_budget_cannot_be_sent(clean) -> Non
                    window_end=dt.datetime(2020, 2, 1, tzinfo=dt.UTC))
     with _edition(empty) as (session, edition):
         with pytest.raises(service.NotSendable, match="no articles"):
-            service.check_sendable(session, edition)
+            service.check_sendable(session, edition, settings=get_settings())
         with pytest.raises(service.NotSendable, match="no articles"):
             snapshot.freeze(session, edition, get_settings())
         assert edition.html_snapshot is None
@@ -437,7 +438,7 @@ def test_an_edition_without_articles_or_over_budget_cannot_be_sent(clean) -> Non
         service.update_edition(session, edition, intro="\n\n".join([paragraph] * 50), by="test")
     with _edition(big) as (session, edition):
         with pytest.raises(service.NotSendable) as raised:
-            service.check_sendable(session, edition)
+            service.check_sendable(session, edition, settings=get_settings())
         message = str(raised.value)
         found = re.search(r"The HTML is ([\d,]+) bytes, over the 102,400-byte budget by "
                           r"([\d,]+) bytes", message)
@@ -482,7 +483,7 @@ def test_readme_steps_import_new_show_preview(clean, tmp_path) -> None:
                   str(tmp_path / "edition.txt"))
     assert preview.returncode == 0, preview.stderr
     with _edition(int(edition_id)) as (session, edition):
-        expected = service.render_preview(session, edition)
+        expected = service.render_preview(session, edition, settings=get_settings())
     assert out.read_text(encoding="utf-8") == expected.html
     assert (tmp_path / "edition.txt").read_text(encoding="utf-8") == expected.text
 
@@ -570,7 +571,7 @@ def _contrast(a: list[float], b: list[float]) -> float:
 def test_screenshots_at_600_and_375_light_and_dark(clean, full_edition, browser,
                                                    artifacts) -> None:
     with _edition(full_edition) as (session, edition):
-        page_html = service.render_preview(session, edition).html
+        page_html = service.render_preview(session, edition, settings=get_settings()).html
     # Each picture is served at its real proportions (the feed's width and height).
     pictures = {img.get("src"): _png(int(img.get("width")), int(img.get("height")),
                                      (120, 150, 180))

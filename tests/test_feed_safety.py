@@ -31,6 +31,7 @@ from mailer.editions.models import Edition
 from tests.support.factories import make_subscribers, start, wait_sent
 from tests.support.mail import links, parse, parts
 
+IDENTITY = IdentitySettings()  # the association as the tests' stack has it
 SITE = IdentitySettings().website_url  # the association's own site (feeds.load)
 RSS = (Path(__file__).resolve().parent / "fixtures" / "cep-feed.xml").read_bytes()
 
@@ -239,7 +240,7 @@ def _draft_with(feed: Path) -> int:
     with transaction() as session:
         import_feed(session, load(str(feed), ArticleSettings(), website_url=SITE))
     with transaction() as session:
-        edition = service.draft_edition(session, by="test",
+        edition = service.draft_edition(session, identity=IDENTITY, by="test",
                                         window_start=utcnow() - dt.timedelta(days=3))
         assert len(edition.articles) == 1
         return edition.id
@@ -295,7 +296,7 @@ def test_the_preview_and_the_snapshot_keep_feed_placeholders_as_text(clean, tmp_
     edition_id = _draft_with(_hostile_feed(tmp_path))
     with transaction() as session:
         edition = session.get(Edition, edition_id)
-        preview = service.render_preview(session, edition)
+        preview = service.render_preview(session, edition, settings=get_settings())
         assert "maria.jansen@example.org" in preview.html  # the sample reader, in the footer
         assert "who=%%email%%" in unescape(preview.html)
         snapshot.freeze(session, edition, get_settings())
@@ -305,7 +306,7 @@ def test_the_preview_and_the_snapshot_keep_feed_placeholders_as_text(clean, tmp_
         assert f"%%unsubscribe_url_{key}%%" in edition.html_snapshot
         assert "%%unsubscribe_url%%" in edition.html_snapshot  # the feed's, kept as text
         assert key not in (edition.archive_html or "")
-        frozen = service.render_preview(session, edition)
+        frozen = service.render_preview(session, edition, settings=get_settings())
         assert f"_{key}%%" not in frozen.html and f"_{key}%%" not in frozen.text
     # (read after the transaction: a second one inside it would wait for it on SQLite)
     assert "who=%%email%%" in unescape(_resolved(frozen.html))

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailer import localtime
-from mailer.config import get_settings, reset_settings
+from mailer.config import IdentitySettings, get_settings, reset_settings
 from mailer.db import transaction
 from mailer.editions import service
 from mailer.editions.review_mail import send_review_mails
@@ -27,6 +27,7 @@ from tests.support.admin import make_staff
 from tests.support.factories import make_articles, make_edition
 from tests.support.mail import parse, parts
 
+IDENTITY = IdentitySettings()  # the association as the tests' stack has it
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 UTC = dt.UTC
 TIME = re.compile(r"\d{1,2} [A-Z][a-z]+ \d{4}, \d\d:\d\d CES?T")
@@ -118,7 +119,7 @@ def test_the_mail_to_editors_shows_the_window_with_its_last_day(clean) -> None:
     with transaction() as session:
         # A December edition, its window stored as [1 December, 1 January).
         edition = service.draft_edition(
-            session, window_start=dt.datetime(2025, 12, 1, tzinfo=AMSTERDAM),
+            session, identity=IDENTITY, window_start=dt.datetime(2025, 12, 1, tzinfo=AMSTERDAM),
             window_end=dt.datetime(2026, 1, 1, tzinfo=AMSTERDAM), by="test")
         edition_id = edition.id
     assert [m.result for m in send_review_mails(edition_id, settings=get_settings())] == ["sent"]

@@ -225,7 +225,7 @@ def test_a_scheduled_edition_is_started_by_beat_on_time(rig) -> None:
     at = utcnow() + dt.timedelta(seconds=3)
     with transaction() as session:
         sending.schedule_send(session, edition_id, at, by="test",
-                              sending=get_settings().sending)
+                              settings=get_settings())
     assert edition_state(edition_id) == "scheduled"
     wait_sent(edition_id, timeout=60)
     with transaction() as session:

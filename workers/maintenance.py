@@ -97,7 +97,7 @@ def draft_next_edition() -> str:
     from mailer.editions import rhythm
 
     with transaction() as session:
-        result = rhythm.draft_on_schedule(session, timezone=get_settings().identity.timezone)
+        result = rhythm.draft_on_schedule(session, identity=get_settings().identity)
         if result.drafted:
             tasks.publish(tasks.MAIL_EDITORS, result.edition_id, session=session)
     return result.outcome

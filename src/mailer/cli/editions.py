@@ -44,7 +44,8 @@ def new(
     with _editing() as session:
         edition = service.draft_edition(
             session, subject=subject, window_start=_moment(since, "since"),
-            window_end=_moment(until, "until", end_of_day=True), by=cli_actor())
+            window_end=_moment(until, "until", end_of_day=True), by=cli_actor(),
+            identity=get_settings().identity)
         typer.echo(f"Drafted edition {edition.id} ({edition.slug}): “{edition.subject}”, "
                    f"{len(edition.articles)} article(s) published {_window(edition)}.")
         if not edition.articles:
@@ -116,7 +117,7 @@ def preview(
     """Write the HTML exactly as a reader gets it (a sample reader's personal links)."""
     with _editing() as session:
         edition = _edition(session, edition_id)
-        rendered = service.render_preview(session, edition)
+        rendered = service.render_preview(session, edition, settings=get_settings())
         problem = _sendability(session, edition) if edition.state in EDITABLE else None
     out_file.write_text(rendered.html, encoding="utf-8")
     typer.echo(f"Subject: {rendered.subject}")
@@ -220,7 +221,7 @@ def _reading_order(edition: Edition) -> list[tuple[str, Article]]:
 
 def _sendability(session: Session, edition: Edition) -> str | None:
     """What keeps the edition from going out now, as a send would say it (None: ready)."""
-    checked = preflight(session, edition, sending=get_settings().sending)
+    checked = preflight(session, edition, settings=get_settings())
     return "; ".join(p.message for p in checked.problems) or None
 
 

@@ -57,7 +57,7 @@ def send(
         edition = session.get(Edition, edition_id)
         if edition is None:
             raise _fail(f"there is no edition {edition_id}")
-        checked = preflight(session, edition, sending=get_settings().sending)
+        checked = preflight(session, edition, settings=get_settings())
         typer.echo(f"Edition {edition.id} “{edition.subject}” ({len(edition.articles)} articles), "
                    f"state {edition.state}.")
         if checked.started:
@@ -76,7 +76,7 @@ def send(
         with transaction() as session:
             if when:
                 sending.schedule_send(session, edition_id, when, by=cli_actor(),
-                                      sending=get_settings().sending)
+                                      settings=get_settings())
                 typer.echo(f"Scheduled for {format_time(when)}; beat starts it then.")
                 return
             frozen = sending.start_send(session, edition_id, by=cli_actor(),

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from mailer.bounces.models import Bounce, BounceClass
 from mailer.bounces.rates import edition_rates
-from mailer.config import SendingSettings
+from mailer.config import SendingSettings, Settings
 from mailer.db import utcnow
 from mailer.editions.errors import NotSendable
 from mailer.editions.models import Edition, EditionState
@@ -75,10 +75,10 @@ def nobody() -> Problem:
                    "nobody would receive it: there is no confirmed, unsuppressed subscriber")
 
 
-def preflight(session: Session, edition: Edition, *, sending: SendingSettings,
+def preflight(session: Session, edition: Edition, *, settings: Settings,
               count_audience: bool = True) -> Preflight:
-    """Whether ``edition`` can be sent now, and to how many readers (``sending`` holds the
-    complaint stop level).
+    """Whether ``edition`` can be sent now, and to how many readers (``settings``: the
+    edition is composed with them; ``settings.sending`` holds the complaint stop level).
 
     ``count_audience=False`` leaves the audience to the caller (the send itself counts the
     rows it freezes instead of counting the readers twice)."""
@@ -92,10 +92,10 @@ def preflight(session: Session, edition: Edition, *, sending: SendingSettings,
             "edition can be sent")])
     problems = []
     try:
-        check_sendable(session, edition)
+        check_sendable(session, edition, settings=settings)
     except NotSendable as exc:
         problems.append(Problem(Check.content, str(exc)))
-    hold = complaint_hold(session, sending=sending)
+    hold = complaint_hold(session, sending=settings.sending)
     if hold:
         problems.append(Problem(Check.complaints, hold))
     audience = audience_size(session) if count_audience else None

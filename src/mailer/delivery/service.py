@@ -104,7 +104,7 @@ def start_send(session: Session, edition_id: int, *, by: str, settings: Settings
             snapshot.freeze(session, edition, settings)
         except NotSendable as exc:
             raise SendError(str(exc)) from exc
-    checked = preflight(session, edition, sending=settings.sending, count_audience=False)
+    checked = preflight(session, edition, settings=settings, count_audience=False)
     if checked.started:
         return edition.audience_count
     if not checked.ok:
@@ -120,13 +120,13 @@ def start_send(session: Session, edition_id: int, *, by: str, settings: Settings
 
 
 def schedule_send(session: Session, edition_id: int, at: dt.datetime, *, by: str,
-                  sending: SendingSettings) -> None:
+                  settings: Settings) -> None:
     edition = _edition(session, edition_id, lock=True)
     if at.tzinfo is None:
         raise SendError("the time needs a time zone")
     if at <= utcnow():
         raise SendError("that time is in the past")
-    checked = preflight(session, edition, sending=sending, count_audience=False)
+    checked = preflight(session, edition, settings=settings, count_audience=False)
     content = [p for p in checked.problems if p.check == Check.content]
     if content:
         raise SendError(str(content[0]))

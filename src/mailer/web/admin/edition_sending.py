@@ -73,7 +73,7 @@ def _schedule(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
         at = parse_local_time(form.get("at") or _day_and_time(form), "time to send")
         with transaction() as session:
             sending.schedule_send(session, edition_id, at, by=staff.email,
-                                  sending=get_settings().sending)
+                                  settings=get_settings())
     except PROBLEMS as exc:
         return redirect(edition_url(edition_id), str(exc), "error")
     return redirect(edition_url(edition_id), f"Scheduled: it goes out on {format_time(at)}.")
@@ -101,7 +101,7 @@ def confirm_send(request: Request, edition_id: RowId,
                  staff: Staff = Depends(editor)) -> HTMLResponse:
     with transaction() as session:
         edition = edition_or_404(session, edition_id)
-        checked = preflight(session, edition, sending=get_settings().sending)
+        checked = preflight(session, edition, settings=get_settings())
         return admin_page(request, "send.html", staff, session=session, edition=edition,
                           audience=checked.audience or 0, problems=checked.problems,
                           articles=len(edition.articles))

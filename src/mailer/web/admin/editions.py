@@ -88,7 +88,8 @@ def _draft(form: dict[str, str], staff: Staff) -> Response:
             try:
                 edition = editions.draft_edition(
                     session, subject=form.get("subject") or None, window_start=start,
-                    window_end=end, by=staff.email, require_articles=True)
+                    window_end=end, by=staff.email, identity=get_settings().identity,
+                    require_articles=True)
             except editions.EmptyWindow as exc:
                 hint = queries.empty_window_hint(session, earlier="choose a start date before it",
                                                  none_yet="No article has been imported yet.")
@@ -107,7 +108,7 @@ def show(request: Request, edition_id: RowId, staff: Staff = Depends(viewer)) ->
     with transaction() as session:
         edition = edition_or_404(session, edition_id)
         editable = edition.state in EDITABLE
-        checked = (preflight(session, edition, sending=get_settings().sending) if editable
+        checked = (preflight(session, edition, settings=get_settings()) if editable
                    else None)
         articles = [link.article for link in edition.articles]
         filing = get_settings().articles
@@ -190,7 +191,7 @@ def _articles(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
                 editions.drop_article(session, edition, article_id, by=staff.email)
             elif action in ("up", "down"):
                 editions.step_article(session, edition, article_id, -1 if action == "up" else 1,
-                                      by=staff.email)
+                                      by=staff.email, articles=get_settings().articles)
             else:
                 return redirect(edition_url(edition_id), f"Unknown action {action[:20]!r}.",
                                 "error")
@@ -207,7 +208,7 @@ def preview(request: Request, edition_id: RowId, staff: Staff = Depends(viewer))
     with transaction() as session:
         edition = edition_or_404(session, edition_id)
         try:
-            rendered = editions.render_preview(session, edition)
+            rendered = editions.render_preview(session, edition, settings=get_settings())
         except editions.EditionError as exc:
             return admin_page(request, "refused.html", staff, 422, session=session,
                               message=str(exc))
@@ -220,7 +221,8 @@ def preview_html(edition_id: RowId, staff: Staff = Depends(viewer)) -> HTMLRespo
     """The mail's HTML exactly as a reader gets it, for the preview's frames."""
     with transaction() as session:
         try:
-            rendered = editions.render_preview(session, edition_or_404(session, edition_id))
+            rendered = editions.render_preview(session, edition_or_404(session, edition_id),
+                                               settings=get_settings())
         except editions.EditionError as exc:
             raise AdminRefusal(422, str(exc)) from None
     return HTMLResponse(rendered.html, headers={
