@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> None:
         service.set_articles(session, edition, ids)
         service.update_edition(session, edition, intro=(
             "Welcome to the last edition of 2025. Register for the CEP conference at "
-            "https://www.cep-probation.org/events/2026/."), by="bench")
+            "https://www.cep-probation.org/events/2026/."), by="bench",
+            identity=get_settings().identity)
         assert len(edition.articles) == ARTICLES, "the fixture feeds hold fewer articles"
 
         settings = get_settings()

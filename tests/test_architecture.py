@@ -61,7 +61,6 @@ READS_SETTINGS = {
     "mailer/tokens.py",  # the secret keys: with that change
     "mailer/emails/message.py",  # message_id, looks_like_ours: the domain, with the keys
     "mailer/emails/verp.py",  # return_path: the bounce domain, with the keys
-    "mailer/localtime.py",  # the association's time zone, read by every format_* call
 }
 
 

@@ -153,13 +153,15 @@ def test_staff_drop_add_reorder_and_order_the_categories(clean) -> None:
         service.add_article(session, edition, liaise, by="test")  # from 2017, outside the window
         service.move_article(session, edition, copper, len(edition.articles) - 1, by="test")
         service.add_article(session, edition, recap, by="test")  # back, after copper
-        service.update_edition(session, edition, category_order=["Partners", "News"], by="test")
+        service.update_edition(session, edition, category_order=["Partners", "News"], by="test",
+                               identity=IDENTITY)
         with pytest.raises(service.EditionError, match="already in this edition"):
             service.add_article(session, edition, recap, by="test")
         with pytest.raises(service.EditionError, match="no article with id 999999"):
             service.set_articles(session, edition, [recap, 999999])
         with pytest.raises(service.EditionError, match="appears twice"):
-            service.update_edition(session, edition, category_order=["News", "News"], by="test")
+            service.update_edition(session, edition, category_order=["News", "News"], by="test",
+                                   identity=IDENTITY)
     with _edition(edition_id) as (session, edition):
         page = service.render_preview(session, edition, settings=get_settings()).html
     sections = _section_titles(page)
@@ -179,14 +181,17 @@ def test_changing_the_window_chooses_the_articles_again(clean) -> None:
     edition_id = _draft(CEP_FEED)
     with _edition(edition_id) as (session, edition):
         service.update_edition(session, edition,
-                               window_start=dt.datetime(2025, 12, 15, tzinfo=dt.UTC), by="test")
+                               window_start=dt.datetime(2025, 12, 15, tzinfo=dt.UTC), by="test",
+                               identity=IDENTITY)
         assert len(edition.articles) == 3  # 15, 17 and 18 December
         with pytest.raises(service.EditionError, match="start before it ends"):
-            service.update_edition(session, edition, window_start=DECEMBER[1], by="test")
+            service.update_edition(session, edition, window_start=DECEMBER[1], by="test",
+                                   identity=IDENTITY)
         with pytest.raises(service.EditionError, match="time zone"):
-            service.update_edition(session, edition, window_end=dt.datetime(2026, 1, 1), by="test")
+            service.update_edition(session, edition, window_end=dt.datetime(2026, 1, 1), by="test",
+                                   identity=IDENTITY)
         with pytest.raises(service.EditionError, match="subject cannot be empty"):
-            service.update_edition(session, edition, subject="  ", by="test")
+            service.update_edition(session, edition, subject="  ", by="test", identity=IDENTITY)
 
 
 def test_default_window_starts_where_the_last_sent_edition_stopped(clean, tmp_path) -> None:
@@ -221,12 +226,13 @@ def test_only_drafts_and_scheduled_editions_can_change(clean) -> None:
         assert edition.html_snapshot is not None
         # Editing a frozen draft throws the snapshot away: what goes out is what was
         # last previewed.
-        service.update_edition(session, edition, intro="A new intro.", by="test")
+        service.update_edition(session, edition, intro="A new intro.", by="test", identity=IDENTITY)
         assert edition.html_snapshot is None and edition.archive_html is None
         snapshot.freeze(session, edition, get_settings())
         transition(session, edition, EditionState.sending)
         with pytest.raises(service.EditionError, match="is sending"):
-            service.update_edition(session, edition, subject="Too late", by="test")
+            service.update_edition(session, edition, subject="Too late", by="test",
+                                   identity=IDENTITY)
         with pytest.raises(service.EditionError, match="is sending"):
             service.drop_article(session, edition, edition.articles[0].article_id, by="test")
         assert edition.html_snapshot is not None
@@ -242,7 +248,8 @@ def full_edition(clean) -> int:
         service.update_edition(
             session, edition, preheader="Our December news: CoPPer, stress and morale, MoU",
             intro="Welcome to the last edition of 2025.\n\nRegister for our conference at "
-                  "https://www.cep-probation.org/events/2026/?lang=en&ref=nl.", by="test")
+                  "https://www.cep-probation.org/events/2026/?lang=en&ref=nl.", by="test",
+            identity=IDENTITY)
     return edition_id
 
 
@@ -435,7 +442,8 @@ def test_an_edition_without_articles_or_over_budget_cannot_be_sent(clean) -> Non
     big = _draft()
     with _edition(big) as (session, edition):
         paragraph = "Probation services across Europe share their practice. " * 40
-        service.update_edition(session, edition, intro="\n\n".join([paragraph] * 50), by="test")
+        service.update_edition(session, edition, intro="\n\n".join([paragraph] * 50), by="test",
+                               identity=IDENTITY)
     with _edition(big) as (session, edition):
         with pytest.raises(service.NotSendable) as raised:
             service.check_sendable(session, edition, settings=get_settings())

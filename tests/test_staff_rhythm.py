@@ -193,7 +193,7 @@ def _label(edition_id: int | None) -> str:
 
     with transaction() as session:
         edition = session.get(Edition, edition_id)
-        return window_label(edition.window_start, edition.window_end)
+        return window_label(edition.window_start, edition.window_end, zone=IDENTITY.zone)
 
 
 def test_a_review_mail_that_fails_for_a_while_is_sent_once_later(clean) -> None:

@@ -10,9 +10,9 @@ from sqlalchemy import select
 from mailer.articles.feeds import FeedError, load
 from mailer.articles.importer import import_feed
 from mailer.articles.models import Article
+from mailer.cli.clock import format_time
 from mailer.config import get_settings
 from mailer.db import transaction
-from mailer.localtime import format_time
 
 app = typer.Typer(no_args_is_help=True, help="The website's articles, imported from its feed.")
 err = Console(stderr=True)

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mailer.cli.actor import cli_actor
+from mailer.cli.clock import format_time
 from mailer.cli.editions import app
 from mailer.config import get_settings
 from mailer.db import transaction
@@ -22,7 +23,6 @@ from mailer.delivery import service as sending
 from mailer.delivery.preflight import preflight
 from mailer.editions.models import Edition
 from mailer.editions.service import EditionError
-from mailer.localtime import format_time
 
 err = Console(stderr=True)
 

@@ -54,7 +54,8 @@ def send_review_mails(edition_id: int, *, settings: Settings) -> list[Mailed]:
         rendered = render(MessageKind.review, dict(
             settings=settings, edition=edition,
             articles=[link.article.title for link in edition.articles],
-            window=window_label(edition.window_start, edition.window_end),
+            window=window_label(edition.window_start, edition.window_end,
+                                zone=settings.identity.zone),
             review_url=review_url(edition_id, base_url=settings.base_url)))
     results = []
     for user_id, email in editors:

@@ -110,7 +110,7 @@ def draft_on_schedule(session: Session, *, identity: IdentitySettings,
     # The run writes its own entry, with its outcome (below).
     edition = editions.draft_edition(session, window_end=now, by=ACTOR, identity=identity,
                                      audit=False)
-    window = window_label(edition.window_start, edition.window_end)
+    window = window_label(edition.window_start, edition.window_end, zone=identity.zone)
     # An edition not sent yet whose window overlaps this one holds the same articles: the
     # editors have it to review already.
     covering = session.scalars(
@@ -122,8 +122,9 @@ def draft_on_schedule(session: Session, *, identity: IdentitySettings,
     ).first()
     if covering is not None:
         savepoint.rollback()
+        covered = window_label(covering.window_start, covering.window_end, zone=identity.zone)
         outcome = (f"nothing drafted: edition {covering.id} ({covering.state}) already covers "
-                   f"this window ({window_label(covering.window_start, covering.window_end)})")
+                   f"this window ({covered})")
         _finish(session, run, outcome, "edition.schedule.skipped", covering.id)
         return DraftResult(slot, outcome)
     if not edition.articles:

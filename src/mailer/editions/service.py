@@ -19,6 +19,7 @@ import calendar
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -48,8 +49,8 @@ FIRST_EDITION_MONTHS = 2
 class EmptyWindow(EditionError):
     """No article was published in the window, and the caller wanted none drafted then."""
 
-    def __init__(self, start: dt.datetime, end: dt.datetime) -> None:
-        self.window = window_label(start, end)
+    def __init__(self, start: dt.datetime, end: dt.datetime, zone: ZoneInfo) -> None:
+        self.window = window_label(start, end, zone=zone)
         super().__init__(f"No article was published {self.window}, so no edition was drafted.")
 
 
@@ -75,10 +76,11 @@ def draft_edition(session: Session, *, subject: str | None = None,
     _check_window(start, end)
     articles = [a.id for a in _window_articles(session, start, end)]
     if require_articles and not articles:
-        raise EmptyWindow(start, end)
+        raise EmptyWindow(start, end, identity.zone)
     edition = Edition(
-        slug=_unique_slug(session, f"{month_slug(end)}-newsletter"),
-        subject=(_subject(subject) if subject else f"{identity.list_name} – {month_label(end)}"),
+        slug=_unique_slug(session, f"{month_slug(end, zone=identity.zone)}-newsletter"),
+        subject=(_subject(subject) if subject
+                 else f"{identity.list_name} – {month_label(end, zone=identity.zone)}"),
         window_start=start,
         window_end=end,
         category_order=[],
@@ -95,8 +97,10 @@ def draft_edition(session: Session, *, subject: str | None = None,
 def update_edition(session: Session, edition: Edition, *, subject: str | None = None,
                    preheader: str | None = None, intro: str | None = None,
                    window_start: dt.datetime | None = None, window_end: dt.datetime | None = None,
-                   category_order: list[str] | None = None, by: str) -> Edition:
-    """Change what is given; a new window chooses the articles again.
+                   category_order: list[str] | None = None, by: str,
+                   identity: IdentitySettings) -> Edition:
+    """Change what is given; a new window chooses the articles again (its last day, in the
+    audit entry, is a day in ``identity.zone``).
 
     Audited as ``edition.edit`` (the words and the sections) and ``edition.window``."""
     _ensure_editable(edition)
@@ -123,7 +127,7 @@ def update_edition(session: Session, edition: Edition, *, subject: str | None = 
     if window_start is not None or window_end is not None:
         _audit(session, by, "edition.window", edition, {
             "from": edition.window_start.isoformat(),
-            "to_and_including": last_day(edition.window_end).isoformat(),
+            "to_and_including": last_day(edition.window_end, zone=identity.zone).isoformat(),
             "articles": len(edition.articles)})
     return edition
 

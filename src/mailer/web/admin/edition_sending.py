@@ -19,10 +19,10 @@ from mailer.config import get_settings
 from mailer.db import transaction, utcnow
 from mailer.delivery import service as sending
 from mailer.delivery.preflight import preflight
-from mailer.localtime import format_clock, format_time
+from mailer.localtime import format_clock
 from mailer.web.admin.auth import Staff, editor, form_of, viewer
 from mailer.web.admin.editions import PROBLEMS, edition_or_404, edition_url
-from mailer.web.admin.render import admin_page, parse_local_time, redirect
+from mailer.web.admin.render import admin_page, local_time, parse_local_time, redirect, zone
 from mailer.web.bounds import RowId
 
 router = APIRouter(prefix="/admin/editions")
@@ -76,7 +76,7 @@ def _schedule(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
                                   settings=get_settings())
     except PROBLEMS as exc:
         return redirect(edition_url(edition_id), str(exc), "error")
-    return redirect(edition_url(edition_id), f"Scheduled: it goes out on {format_time(at)}.")
+    return redirect(edition_url(edition_id), f"Scheduled: it goes out on {local_time(at)}.")
 
 
 def _day_and_time(form: dict[str, str]) -> str:
@@ -220,4 +220,4 @@ def progress_json(edition_id: RowId, staff: Staff = Depends(viewer)) -> JSONResp
 def _with_clock(progress: dict[str, Any]) -> dict[str, Any]:
     """The time of the figures, written by the server in the association's zone and 24 h
     clock (the browser's own clock would follow its locale: 9:00:05 AM)."""
-    return {**progress, "as_of": format_clock(utcnow())}
+    return {**progress, "as_of": format_clock(utcnow(), zone=zone())}

@@ -29,19 +29,10 @@ from mailer.editions import service as editions
 from mailer.editions.compose import INTRO_HINT, category_order, reading_order, twice_greeted
 from mailer.editions.models import Edition
 from mailer.editions.states import EDITABLE, TransitionError
-from mailer.localtime import (
-    last_day,
-    zone,
-    zone_name,
-)
+from mailer.localtime import last_day, zone_name
 from mailer.staff.audit import recent
 from mailer.web.admin.auth import AdminRefusal, Staff, editor, form_of, viewer
-from mailer.web.admin.render import (
-    admin_page,
-    headers,
-    parse_date,
-    redirect,
-)
+from mailer.web.admin.render import admin_page, headers, parse_date, redirect, zone
 from mailer.web.bounds import RowId, id_or_none
 
 router = APIRouter(prefix="/admin/editions")
@@ -92,7 +83,8 @@ def _draft(form: dict[str, str], staff: Staff) -> Response:
                     require_articles=True)
             except editions.EmptyWindow as exc:
                 hint = queries.empty_window_hint(session, earlier="choose a start date before it",
-                                                 none_yet="No article has been imported yet.")
+                                                 none_yet="No article has been imported yet.",
+                                                 zone=zone())
                 return redirect("/admin/editions", f"{exc} {hint}", "error")
             edition_id, n = edition.id, len(edition.articles)
     except PROBLEMS as exc:
@@ -124,9 +116,9 @@ def show(request: Request, edition_id: RowId, staff: Staff = Depends(viewer)) ->
             candidates=candidates, counts=counts,
             audit=audit, rates=rates, sections=category_order(edition.category_order, filing),
             window_since=edition.window_start.astimezone(zone()).date().isoformat(),
-            window_until=last_day(edition.window_end).isoformat(),
+            window_until=last_day(edition.window_end, zone=zone()).isoformat(),
             audience=checked.audience if checked else edition.audience_count,
-            zone_name=zone_name(utcnow()), intro_hint=INTRO_HINT,
+            zone_name=zone_name(utcnow(), zone=zone()), intro_hint=INTRO_HINT,
         )
 
 
@@ -144,7 +136,7 @@ def _edit(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
             editions.update_edition(
                 session, edition, subject=form.get("subject", edition.subject),
                 preheader=form.get("preheader", ""), intro=form.get("intro", ""),
-                category_order=categories, by=staff.email)
+                category_order=categories, by=staff.email, identity=get_settings().identity)
     except PROBLEMS as exc:
         return redirect(edition_url(edition_id), str(exc), "error")
     warning = twice_greeted(form.get("intro", ""))
@@ -164,7 +156,7 @@ def _window(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
         with transaction() as session:
             edition = edition_or_404(session, edition_id)
             editions.update_edition(session, edition, window_start=start, window_end=end,
-                                    by=staff.email)
+                                    by=staff.email, identity=get_settings().identity)
             n = len(edition.articles)
     except PROBLEMS as exc:
         return redirect(edition_url(edition_id), str(exc), "error")
