@@ -149,11 +149,11 @@ class MessageAssembler:
 
     def envelope_from(self, reader: Reader) -> str:
         if self.test:  # a bounce of a test copy names the edition, and suppresses nobody
-            return return_path(self.kind, self.edition_id)
-        return return_path(self.kind, reader.delivery_id)
+            return return_path(self.kind, self.edition_id, identity=self.identity)
+        return return_path(self.kind, reader.delivery_id, identity=self.identity)
 
     def message_id(self, reader: Reader) -> str:
-        return message_id(self.kind, self.edition_id, reader.delivery_id)
+        return message_id(self.kind, self.edition_id, reader.delivery_id, identity=self.identity)
 
     def build(self, reader: Reader) -> bytes:
         unsubscribe = unsubscribe_url_for(reader.public_id, self.edition_id,

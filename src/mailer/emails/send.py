@@ -60,7 +60,7 @@ def envelope_sender(kind: MessageKind | str, verp_id: int | None,
     """The return path: the kind's VERP token for the row ``verp_id`` when the kind has a
     letter, else the newsletter's own address (staff mail no bounce is tied back to)."""
     if type_of(kind).verp is not None and verp_id is not None:
-        return return_path(kind, verp_id)
+        return return_path(kind, verp_id, identity=identity)
     return identity.from_email
 
 
@@ -81,7 +81,7 @@ def send_one(kind: MessageKind | str, to: str, context: Mapping[str, Any], *,
     entry = type_of(kind)
     if rendered is None:
         rendered = render(entry.kind, context)
-    msg_id = message_id(entry.kind, *ids)
+    msg_id = message_id(entry.kind, *ids, identity=identity)
     # To carries the address alone: nothing a stranger typed into a form reaches a header.
     message = build_message(identity=identity, to_email=to, subject=rendered.subject,
                             text=rendered.text, html=rendered.html, msg_id=msg_id)

@@ -98,7 +98,8 @@ def _send_under_claim(subscriber_id: int, token_id: int, latest_edition: LatestE
         if session.scalar(select(exists().where(
                 ConsentEvent.subscriber_id == subscriber_id,
                 ConsentEvent.kind == ConsentEventKind.welcome_sent,
-                ConsentEvent.message_id == message_id(MessageKind.welcome, *ids)))):
+                ConsentEvent.message_id == message_id(MessageKind.welcome, *ids,
+                                                      identity=settings.identity)))):
             return MailResult.nothing
         context = {"settings": settings, "subscriber": subscriber,
                    "unsubscribe_url": unsubscribe_url(subscriber, base_url=settings.base_url),
