@@ -119,9 +119,10 @@ def mail_editors(self, edition_id: int) -> list[str]:  # type: ignore[no-untyped
 def report_edition(self, edition_id: int) -> list[str]:  # type: ignore[no-untyped-def]
     """An edition's send has finished: sum its delivery figures once, and mail each editor
     the report (each once, however often this runs)."""
+    from mailer.config import get_settings
     from mailer.insight.report import send_report_mails
 
-    results = send_report_mails(edition_id)
+    results = send_report_mails(edition_id, settings=get_settings())
     if any(r.temporary for r in results):
         raise self.retry(countdown=backoff.REPORT_MAIL.seconds(self.request.retries))
     return [f"{r.to}: {r.result}" for r in results]

@@ -226,6 +226,7 @@ def import_confirmed(caller: Annotated[Caller, Depends(require("subscribers:impo
         exclude_none=True).items()}) for i, item in enumerate(body.items)]
     report = importer.import_rows(  # its own transaction, audited there
         rows, source=body.source.strip(), by=caller.actor, name=caller.actor,
+        check_deliverability=get_settings().signup.check_deliverability,
         consent=importer.Consent(version=body.consent_version.strip(),
                                  text=body.consent_text, evidence=body.evidence))
     words = dict(report.problems)
