@@ -115,10 +115,11 @@ def main() -> None:
     try:
         from mailer import migrate
         from mailer.api_tokens import service
+        from mailer.config import get_settings
         from mailer.db import dispose_engines, transaction
         from tests.support.factories import make_subscribers
 
-        migrate.upgrade()
+        migrate.upgrade(get_settings().database_url)
         started = time.perf_counter()
         addresses = make_subscribers(args.subscribers, domains=50)
         seeded = time.perf_counter() - started

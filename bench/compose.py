@@ -53,21 +53,21 @@ def run(args: argparse.Namespace) -> None:
     from mailer import migrate
     from mailer.articles.feeds import load
     from mailer.articles.importer import import_feed
-    from mailer.config import ArticleSettings, get_settings
+    from mailer.config import ArticleSettings, IdentitySettings, get_settings
     from mailer.db import transaction
     from mailer.editions import service, snapshot
     from mailer.editions.compose import compose, digest_context, placeholders
     from mailer.emails.render import inline_css, jinja_env
     from mailer.subscribers.unsubscribe import unsubscribe_url_for
 
-    migrate.upgrade()
+    migrate.upgrade(get_settings().database_url)
     for path in FEEDS:
-        feed = load(str(path), ArticleSettings())
+        feed = load(str(path), ArticleSettings(), website_url=IdentitySettings().website_url)
         with transaction() as session:
             import_feed(session, feed)
 
     with transaction() as session:
-        edition = service.draft_edition(session,
+        edition = service.draft_edition(session, identity=get_settings().identity,
                                         window_start=dt.datetime(2017, 1, 1, tzinfo=dt.UTC),
                                         window_end=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
                                         by="bench")
@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> None:
         service.set_articles(session, edition, ids)
         service.update_edition(session, edition, intro=(
             "Welcome to the last edition of 2025. Register for the CEP conference at "
-            "https://www.cep-probation.org/events/2026/."), by="bench")
+            "https://www.cep-probation.org/events/2026/."), by="bench",
+            identity=get_settings().identity)
         assert len(edition.articles) == ARTICLES, "the fixture feeds hold fewer articles"
 
         settings = get_settings()
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> None:
         personaliser = snapshot.personaliser_for(edition, get_settings().base_url)
         html_bytes = len(edition.html_snapshot.encode())
 
-    readers = [{"unsubscribe_url": unsubscribe_url_for(f"{n:032x}"),
+    readers = [{"unsubscribe_url": unsubscribe_url_for(f"{n:032x}", base_url=settings.base_url),
                 "view_url": "https://news.example.org/archive/2025-12-newsletter",
                 "first_name": ["Anna", "", "Jean-Pierre", "Małgorzata"][n % 4],
                 "email": f"reader{n}@example.org"} for n in range(1000)]

@@ -163,11 +163,12 @@ def main() -> None:
     web = None
     try:
         from mailer import migrate
+        from mailer.config import get_settings
         from mailer.db import dispose_engines, transaction
         from mailer.insight.editions import summarise
         from tests.support.admin import Admin, make_staff
 
-        migrate.upgrade()
+        migrate.upgrade(get_settings().database_url)
         started = time.perf_counter()
         ids = seed(args.subscribers, args.editions)
         with psycopg.connect(args.pg.rsplit("/", 1)[0] + f"/{db_name}", autocommit=True) as conn:

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> None:
     from sqlalchemy import insert, update
 
     from mailer import counters, migrate
+    from mailer.config import get_settings
     from mailer.db import transaction, utcnow
     from mailer.deliveries.models import Delivery
     from mailer.editions.models import Edition
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> None:
     from mailer.ops import status as ops_status
     from tests.support.factories import make_edition, make_subscribers
 
-    migrate.upgrade()
+    migrate.upgrade(get_settings().database_url)
     make_subscribers(args.deliveries)
     edition_id = make_edition()
     now = utcnow()

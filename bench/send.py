@@ -255,7 +255,7 @@ def main() -> None:
         from mailer import migrate
         from mailer.articles import feeds
         from mailer.articles.importer import import_feed
-        from mailer.config import ArticleSettings
+        from mailer.config import ArticleSettings, IdentitySettings, get_settings
         from mailer.counters import smtp_figures
         from mailer.db import transaction, utcnow
         from mailer.deliveries.models import Delivery
@@ -263,16 +263,20 @@ def main() -> None:
         from mailer.editions import service as editions
         from mailer.editions.models import Edition
 
-        migrate.upgrade()
+        migrate.upgrade(get_settings().database_url)
         make_readers(args.readers)
         with transaction() as session:
-            import_feed(session, feeds.load(str(FEED), ArticleSettings()))
+            feed = feeds.load(str(FEED), ArticleSettings(),
+                              website_url=IdentitySettings().website_url)
+            import_feed(session, feed)
             window_start = utcnow() - dt.timedelta(days=3650)
-            edition = editions.draft_edition(session, subject="CEP Newsletter – benchmark",
+            identity = get_settings().identity
+            edition = editions.draft_edition(session, identity=identity,
+                                             subject="CEP Newsletter – benchmark",
                                              window_start=window_start, by="bench")
             edition_id = edition.id
-            probe = editions.draft_edition(session, subject="probe", window_start=window_start,
-                                           by="bench")
+            probe = editions.draft_edition(session, identity=identity, subject="probe",
+                                           window_start=window_start, by="bench")
             probe_id = probe.id
         with psycopg.connect(args.pg.rsplit("/", 1)[0] + f"/{db_name}", autocommit=True) as c:
             c.execute("VACUUM ANALYZE")
@@ -334,7 +338,7 @@ def main() -> None:
         t0 = time.perf_counter()
         started_at = utcnow()
         with transaction() as session:
-            audience = sending.start_send(session, edition_id, by="bench")
+            audience = sending.start_send(session, edition_id, by="bench", settings=get_settings())
         results["start_send_seconds"] = round(time.perf_counter() - t0, 3)
         assert audience == args.readers
         results["audience"] = audience

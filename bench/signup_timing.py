@@ -56,12 +56,13 @@ def main() -> None:
     os.environ.update(env)
 
     from mailer import migrate
+    from mailer.config import get_settings
     from mailer.redis import get_redis
 
     redis = get_redis()
     if redis.dbsize():
         sys.exit(f"{args.redis_url} is not empty; give an empty Redis database")
-    migrate.upgrade()
+    migrate.upgrade(get_settings().database_url)
     addresses = prepare(args.n)
 
     server = WebServer({**os.environ, **env}, tmp / "web.log", port).start()
@@ -75,6 +76,7 @@ def main() -> None:
 
 def prepare(n: int) -> dict[str, list[str]]:
     """``n`` addresses of each kind, made the way real ones come about."""
+    from mailer.config import get_settings
     from mailer.db import transaction
     from mailer.subscribers.signup import Origin, Profile, sign_up
     from mailer.subscribers.unsubscribe import unsubscribe
@@ -86,7 +88,7 @@ def prepare(n: int) -> dict[str, list[str]]:
         for kind in ("pending", "confirmed", "unsubscribed"):
             for email in addresses[kind]:
                 subscriber = sign_up(session, email=email, profile=Profile(),
-                                     origin=origin)
+                                     origin=origin, signup=get_settings().signup)
                 if kind != "pending":
                     subscriber.status = "confirmed"
                 if kind == "unsubscribed":

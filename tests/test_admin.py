@@ -19,7 +19,7 @@ from mailer.articles.importer import import_feed
 from mailer.articles.models import Article
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
-from mailer.config import ArticleSettings
+from mailer.config import ArticleSettings, IdentitySettings, get_settings
 from mailer.db import transaction
 from mailer.deliveries.models import Delivery
 from mailer.editions.models import Edition
@@ -33,6 +33,8 @@ from tests.support.factories import edition_state, make_edition, make_subscriber
 from tests.support.mail import parse, parts
 from tests.support.subscribers import make
 
+IDENTITY = IdentitySettings()  # the association as the tests' stack has it
+SITE = IdentitySettings().website_url  # the association's own site (feeds.load)
 ROOT = Path(__file__).resolve().parents[1]
 CEP_FEED = ROOT / "tests" / "fixtures" / "cep-feed.xml"  # copy of shared/fixtures
 EDITOR = "editor@cep-probation.example.org"
@@ -49,7 +51,7 @@ def editor(clean, web):  # type: ignore[no-untyped-def]
 
 def import_cep_feed() -> None:
     with transaction() as session:
-        import_feed(session, load(str(CEP_FEED), ArticleSettings()))
+        import_feed(session, load(str(CEP_FEED), ArticleSettings(), website_url=SITE))
 
 
 def draft_december(admin: Admin) -> int:
@@ -184,7 +186,8 @@ def test_preview_is_the_mail_as_sent_and_a_test_copy_arrives(clean, editor, work
 def sending_preview(session, edition_id: int) -> str:  # type: ignore[no-untyped-def]
     from mailer.editions import service
 
-    return service.render_preview(session, session.get(Edition, edition_id)).html
+    edition = session.get(Edition, edition_id)
+    return service.render_preview(session, edition, settings=get_settings()).html
 
 
 def test_send_now_names_the_audience_and_the_progress_reaches_100(clean, editor,
@@ -229,7 +232,7 @@ def test_an_edition_that_cannot_be_sent_says_why(editor) -> None:
     with transaction() as session:
         from mailer.editions import service
 
-        edition = service.draft_edition(session, window_start=dt.datetime(
+        edition = service.draft_edition(session, identity=IDENTITY, window_start=dt.datetime(
             2020, 1, 1, tzinfo=dt.UTC), window_end=dt.datetime(2020, 2, 1, tzinfo=dt.UTC),
             by="test")
         edition_id = edition.id

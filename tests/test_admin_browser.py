@@ -11,7 +11,7 @@ import pytest
 
 from mailer.articles.feeds import load
 from mailer.articles.importer import import_feed
-from mailer.config import ArticleSettings
+from mailer.config import ArticleSettings, IdentitySettings
 from mailer.db import transaction
 from tests.conftest import wait_for
 from tests.support.admin import PASSWORD, make_staff
@@ -20,6 +20,7 @@ from tests.support.mail import parse
 
 pytestmark = pytest.mark.browser
 
+SITE = IdentitySettings().website_url  # the association's own site (feeds.load)
 ROOT = Path(__file__).resolve().parents[1]
 CEP_FEED = ROOT / "tests" / "fixtures" / "cep-feed.xml"  # copy of shared/fixtures
 EDITOR = "editor@cep-probation.example.org"
@@ -27,14 +28,15 @@ READERS = 300
 
 
 def test_the_bimonthly_send_from_the_browser(clean, web, worker, browser, artifacts) -> None:
+    from mailer.config import OpsSettings
     from mailer.ops.workers import alive
 
     # The session's worker beats every few seconds; the tables and Redis were just emptied.
-    wait_for(alive, timeout=40, what="the worker's heartbeat")
+    wait_for(lambda: alive(ops=OpsSettings()), timeout=40, what="the worker's heartbeat")
     make_staff(EDITOR, "editor")
     readers = make_subscribers(READERS)
     with transaction() as session:
-        import_feed(session, load(str(CEP_FEED), ArticleSettings()))
+        import_feed(session, load(str(CEP_FEED), ArticleSettings(), website_url=SITE))
     context = browser.new_context(viewport={"width": 1360, "height": 1000})
     page = context.new_page()
     problems: list[str] = []

@@ -107,9 +107,10 @@ def overflow(page) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def test_every_admin_page_fits_a_phone(clean, web, worker, browser, artifacts) -> None:
+    from mailer.config import OpsSettings
     from mailer.ops.workers import alive
 
-    wait_for(alive, timeout=40, what="the worker's heartbeat")
+    wait_for(lambda: alive(ops=OpsSettings()), timeout=40, what="the worker's heartbeat")
     make_staff(EDITOR, "editor")
     admin = Admin(web.url)
     assert admin.login(EDITOR).status_code == 303

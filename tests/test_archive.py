@@ -11,12 +11,14 @@ import lxml.html
 
 from mailer.articles.feeds import load
 from mailer.articles.importer import import_feed
-from mailer.config import ArticleSettings, get_settings
+from mailer.config import ArticleSettings, IdentitySettings, get_settings
 from mailer.db import transaction
 from mailer.editions import service, snapshot
 from mailer.editions.models import Edition, EditionState
 from mailer.editions.states import transition
 
+IDENTITY = IdentitySettings()  # the association as the tests' stack has it
+SITE = IdentitySettings().website_url  # the association's own site (feeds.load)
 CEP_FEED = Path(__file__).resolve().parent / "fixtures" / "cep-feed.xml"  # copy of shared/fixtures
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 
@@ -24,8 +26,8 @@ AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 def _edition(subject: str, start: dt.datetime, end: dt.datetime, *states: EditionState) -> int:
     """An edition of the fixture feed's articles, frozen and moved through ``states``."""
     with transaction() as session:
-        edition = service.draft_edition(session, subject=subject, window_start=start,
-                                        window_end=end, by="test")
+        edition = service.draft_edition(session, identity=IDENTITY, subject=subject,
+                                        window_start=start, window_end=end, by="test")
         if states:
             snapshot.freeze(session, edition, get_settings())
         for state in states:
@@ -34,7 +36,7 @@ def _edition(subject: str, start: dt.datetime, end: dt.datetime, *states: Editio
 
 
 def test_archive_lists_sent_editions_and_shows_them_without_personal_links(clean, web) -> None:
-    feed = load(str(CEP_FEED), ArticleSettings())
+    feed = load(str(CEP_FEED), ArticleSettings(), website_url=SITE)
     with transaction() as session:
         import_feed(session, feed)
     december = _edition("CEP Newsletter – December 2025",
@@ -90,7 +92,7 @@ def test_archive_feed_lists_the_sent_editions_newest_first_without_personal_link
     import feedparser
 
     with transaction() as session:
-        import_feed(session, load(str(CEP_FEED), ArticleSettings()))
+        import_feed(session, load(str(CEP_FEED), ArticleSettings(), website_url=SITE))
     window = (dt.datetime(2025, 12, 1, tzinfo=AMSTERDAM), dt.datetime(2026, 1, 1, tzinfo=AMSTERDAM))
     first = _edition("Edition one", *window, EditionState.sending, EditionState.sent)
     second = _edition("Edition two", *window, EditionState.sending, EditionState.sent)

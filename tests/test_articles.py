@@ -20,11 +20,12 @@ from mailer.articles.feeds import FeedError, load
 from mailer.articles.importer import import_feed
 from mailer.articles.models import Article
 from mailer.articles.sanitise import clean_html, excerpt, html_to_text
-from mailer.config import ArticleSettings
+from mailer.config import ArticleSettings, IdentitySettings
 from mailer.db import transaction
 from tests.conftest import wait_for
 from tests.support.processes import Worker
 
+SITE = IdentitySettings().website_url  # the association's own site (feeds.load)
 ROOT = Path(__file__).resolve().parents[1]
 CEP_FEED = ROOT / "tests" / "fixtures" / "cep-feed.xml"  # copy of shared/fixtures
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -39,7 +40,7 @@ LOOPBACK = ArticleSettings(feed_allowed_hosts=["127.0.0.1"])
 
 
 def _import(path: Path | str) -> object:
-    feed = load(str(path), LOOPBACK)
+    feed = load(str(path), LOOPBACK, website_url=SITE)
     with transaction() as session:
         return import_feed(session, feed)
 
@@ -169,11 +170,12 @@ def test_broken_feed_imports_the_good_items_and_names_the_bad(clean) -> None:
 
 def test_a_source_that_is_not_a_feed_is_refused_and_nothing_is_written(clean) -> None:
     with pytest.raises(FeedError, match="not an RSS or Atom feed"):
-        load(str(FIXTURES / "not-a-feed.html"), ArticleSettings())
+        load(str(FIXTURES / "not-a-feed.html"), ArticleSettings(), website_url=SITE)
     with pytest.raises(FeedError, match="no such file"):
-        load(str(FIXTURES / "missing.xml"), ArticleSettings())
+        load(str(FIXTURES / "missing.xml"), ArticleSettings(), website_url=SITE)
     with pytest.raises(FeedError, match="not valid JSON"):
-        feeds.parse(b'{"items": [', source="broken.json")
+        feeds.parse(b'{"items": [', source="broken.json", articles=ArticleSettings(),
+                    website_url=SITE)
     with transaction() as session:
         assert session.scalar(select(func.count()).select_from(Article)) == 0
 
@@ -270,7 +272,7 @@ def test_import_by_url(clean, feed_server) -> None:
     assert report.created == 7
     assert all(a.source == f"{feed_server}/cep-feed.xml" for a in _articles().values())
     with pytest.raises(FeedError, match="HTTP 404"):
-        load(f"{feed_server}/nothing.xml", LOOPBACK)
+        load(f"{feed_server}/nothing.xml", LOOPBACK, website_url=SITE)
 
 
 def test_beat_task_polls_the_configured_feeds_and_is_safe_to_repeat(clean, feed_server) -> None:

@@ -23,6 +23,7 @@ HTML = ("<html><body><p>%%greeting%%</p>\n<p>" + "Probation news across Europe. 
 TEXT = ("%%greeting%%\n\n" + "A line of the text part, " * 5 + "\nUnsubscribe: %%unsubscribe_url%%"
         "\nView: %%view_url%%\n%%email%%")
 #: A snapshot's placeholders carry the key it was composed with (feed text is never a slot).
+BASE_URL = "https://news.example.org"  # the unsubscribe links' address
 KEY = new_placeholder_key()
 for _name, _token in placeholders(KEY).items():
     HTML, TEXT = HTML.replace(f"%%{_name}%%", _token), TEXT.replace(f"%%{_name}%%", _token)
@@ -33,7 +34,7 @@ def _assembler() -> MessageAssembler:
                                 defaults={"view_url": "https://news.example.org/archive/x"})
     return MessageAssembler(edition_id=7, subject="CEP – the news", personaliser=personaliser,
                             view_url="https://news.example.org/archive/x",
-                            identity=IdentitySettings(), smtp=SMTPSettings())
+                            base_url=BASE_URL, identity=IdentitySettings(), smtp=SMTPSettings())
 
 
 names = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=100)
@@ -50,7 +51,8 @@ def test_the_parts_decode_to_what_the_personaliser_fills_in(first_name: str, loc
     text_part, html_part = message.iter_parts()  # type: ignore[attr-defined]
     from mailer.subscribers.unsubscribe import unsubscribe_url_for
 
-    values = {"unsubscribe_url": unsubscribe_url_for(reader.public_id, assembler.edition_id),
+    values = {"unsubscribe_url": unsubscribe_url_for(reader.public_id, assembler.edition_id,
+                                                     base_url=BASE_URL),
               "view_url": assembler.view_url, "first_name": first_name, "email": reader.email}
     expected_text = assembler.personaliser.text(values)  # type: ignore[attr-defined]
     expected_html = assembler.personaliser.html(values)  # type: ignore[attr-defined]

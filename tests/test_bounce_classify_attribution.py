@@ -16,6 +16,7 @@ from mailer.bounces.actions import record_bounce
 from mailer.bounces.attribute import attribute
 from mailer.bounces.models import Bounce, BounceClass
 from mailer.bounces.parse import BounceTooLarge
+from mailer.config import IdentitySettings
 from mailer.db import transaction, utcnow
 from mailer.deliveries.models import Delivery
 from mailer.editions.models import Edition
@@ -26,6 +27,7 @@ from mailer.subscribers.models import ConfirmationToken, Subscriber, Suppression
 from tests.support import subscribers
 from tests.support.bounce_reading import parse_bounce
 
+IDENTITY = IdentitySettings()  # the stack's sending and bounce domains (the defaults)
 CORPUS = Path(__file__).parent / "fixtures" / "bounces"
 TEMPLATE = "postfix-user-unknown.eml"
 # What the template bounce says, to be replaced with this test's rows.
@@ -76,7 +78,7 @@ def _forge(address: str) -> str:
 
 def test_a_valid_verp_token_names_the_delivery(clean) -> None:
     subscriber_id, edition_id, delivery_id = _sent("anna.berg@example.net")
-    found = _attribute(_bounce(verp=return_path("delivery", delivery_id)))
+    found = _attribute(_bounce(verp=return_path("delivery", delivery_id, identity=IDENTITY)))
     assert (found.method, found.delivery_id, found.edition_id, found.subscriber_id) == (
         "verp", delivery_id, edition_id, subscriber_id)
     assert "signature valid" in found.note
@@ -85,14 +87,14 @@ def test_a_valid_verp_token_names_the_delivery(clean) -> None:
 def test_the_token_counts_even_when_the_bounce_names_a_forwarding_address(clean) -> None:
     """The reader forwards to another mailbox that bounces: still the reader's delivery."""
     subscriber_id, _, delivery_id = _sent("anna.berg@example.net")
-    found = _attribute(_bounce(verp=return_path("delivery", delivery_id),
+    found = _attribute(_bounce(verp=return_path("delivery", delivery_id, identity=IDENTITY),
                                rcpt="anna.private@example.com"))
     assert (found.method, found.subscriber_id) == ("verp", subscriber_id)
 
 
 def test_the_token_is_found_in_the_envelope_or_the_quoted_return_path(clean) -> None:
     subscriber_id, _, delivery_id = _sent("anna.berg@example.net")
-    verp = return_path("delivery", delivery_id)
+    verp = return_path("delivery", delivery_id, identity=IDENTITY)
     raw = _bounce(verp="")  # the headers name no token …
     assert _attribute(raw, (verp,)).subscriber_id == subscriber_id  # … the RCPT TO does
     quoted = raw.replace(b"Return-Path: <newsletter-bounces@",
@@ -106,7 +108,7 @@ def test_a_confirmation_mail_token_names_the_subscriber(clean) -> None:
     with transaction() as s:
         token_id = s.scalar(select(ConfirmationToken.id).where(
             ConfirmationToken.subscriber_id == sub.id))
-    found = _attribute(_bounce(verp=return_path("confirmation", token_id),
+    found = _attribute(_bounce(verp=return_path("confirmation", token_id, identity=IDENTITY),
                                rcpt="marta.nowak@example.org"))
     assert (found.method, found.subscriber_id, found.confirmation_token_id, found.delivery_id) \
         == ("verp", sub.id, token_id, None)
@@ -114,8 +116,9 @@ def test_a_confirmation_mail_token_names_the_subscriber(clean) -> None:
 
 def test_a_forged_token_attributes_nobody_even_a_subscriber(clean) -> None:
     _, _, delivery_id = _sent("anna.berg@example.net")
-    forged = _forge(return_path("delivery", delivery_id))
-    found = _attribute(_bounce(verp=forged, mid=message_id("nl", 1, delivery_id)))
+    forged = _forge(return_path("delivery", delivery_id, identity=IDENTITY))
+    mid = message_id("nl", 1, delivery_id, identity=IDENTITY)
+    found = _attribute(_bounce(verp=forged, mid=mid))
     assert (found.method, found.subscriber_id, found.delivery_id) == ("none", None, None)
     assert "forged" in found.note
 
@@ -128,16 +131,16 @@ def test_the_backscatter_fixture_attributes_nobody(clean) -> None:
 
 def test_a_test_copy_and_a_vanished_delivery(clean) -> None:
     _sent("anna.berg@example.net")
-    test_copy = _attribute(_bounce(verp=return_path("test", 3)))
+    test_copy = _attribute(_bounce(verp=return_path("test", 3, identity=IDENTITY)))
     assert (test_copy.method, test_copy.subscriber_id) == ("verp", None)
-    gone = _attribute(_bounce(verp=return_path("delivery", 999_999)))
+    gone = _attribute(_bounce(verp=return_path("delivery", 999_999, identity=IDENTITY)))
     assert (gone.method, gone.delivery_id, gone.subscriber_id) == ("verp", None, None)
     assert "no longer exists" in gone.note
 
 
 def test_without_a_token_the_quoted_message_id_names_the_delivery(clean) -> None:
     subscriber_id, edition_id, delivery_id = _sent("anna.berg@example.net")
-    found = _attribute(_bounce(mid=message_id("nl", edition_id, delivery_id),
+    found = _attribute(_bounce(mid=message_id("nl", edition_id, delivery_id, identity=IDENTITY),
                                rcpt="someone.else@example.com"))
     assert (found.method, found.delivery_id, found.subscriber_id) == (
         "message-id", delivery_id, subscriber_id)
@@ -145,8 +148,8 @@ def test_without_a_token_the_quoted_message_id_names_the_delivery(clean) -> None
 
 def test_an_altered_message_id_says_nothing(clean) -> None:
     _, edition_id, delivery_id = _sent("anna.berg@example.net")
-    altered = message_id("nl", edition_id, delivery_id).replace(f".{delivery_id}.",
-                                                                f".{delivery_id + 1}.")
+    altered = message_id("nl", edition_id, delivery_id, identity=IDENTITY).replace(
+        f".{delivery_id}.", f".{delivery_id + 1}.")
     found = _attribute(_bounce(mid=altered, rcpt="nobody@example.com"))
     assert (found.method, found.subscriber_id) == ("none", None)
 
@@ -182,7 +185,7 @@ def test_the_original_recipient_of_an_expanded_alias_is_who_it_names(clean) -> N
 def test_a_valid_token_about_another_subscribers_address_is_unverified(clean) -> None:
     anna, _, anna_delivery = _sent("anna.berg@example.net")
     bob, _, _ = _sent("bob.smith@example.net")
-    found = _attribute(_bounce(verp=return_path("delivery", anna_delivery),
+    found = _attribute(_bounce(verp=return_path("delivery", anna_delivery, identity=IDENTITY),
                                rcpt="bob.smith@example.net"))
     assert (found.method, found.subscriber_id, found.unverified) == (
         "none", None, "other-recipient")
@@ -204,7 +207,7 @@ def test_made_up_message_ids_tie_nobody(clean) -> None:
         found = _attribute(_bounce(mid=forged, rcpt="someone@example.com"))
         assert (found.method, found.subscriber_id, found.unverified) == (
             "none", None, "forged-message-id"), forged
-    genuine = _attribute(_bounce(mid=message_id("nl", edition_id, delivery_id),
+    genuine = _attribute(_bounce(mid=message_id("nl", edition_id, delivery_id, identity=IDENTITY),
                                  rcpt="someone@example.com"))
     assert (genuine.method, genuine.subscriber_id) == ("message-id", subscriber_id)
 
@@ -268,7 +271,8 @@ def test_forged_broken_and_harmless_mail_suppresses_nobody(clean) -> None:
     for name in HOSTILE:
         _take_in((CORPUS / name).read_bytes())
     # A truncated copy of a real bounce, forged to every delivery, and a huge one.
-    real = _bounce(verp=_forge(return_path("delivery", deliveries["anna.berg@example.net"])))
+    anna = deliveries["anna.berg@example.net"]
+    real = _bounce(verp=_forge(return_path("delivery", anna, identity=IDENTITY)))
     _take_in(real[: len(real) // 2])
     _take_in(real + b"x" * (300 * 1024))
 
@@ -279,7 +283,7 @@ def test_forged_broken_and_harmless_mail_suppresses_nobody(clean) -> None:
     assert kept >= len(HOSTILE)  # kept as evidence, acted on for nobody
 
     # The same bounce with the genuine token does suppress: the guard is the signature.
-    _take_in(_bounce(verp=return_path("delivery", deliveries["anna.berg@example.net"])))
+    _take_in(_bounce(verp=return_path("delivery", anna, identity=IDENTITY)))
     with transaction() as s:
         assert s.scalar(select(func.count()).select_from(Suppression)) == 1
 
@@ -291,7 +295,7 @@ def test_only_a_hard_bounce_with_a_valid_token_suppresses(clean, kind: str) -> N
     name = "postfix-user-unknown.eml" if kind == "hard" else "gmail-relay-dmarc-5.7.26.eml"
     raw = (CORPUS / name).read_text(encoding="utf-8")
     for old in (OLD_VERP, "bounces+d31-mn7op2qr3st4uv5w@bounces.cep-probation.example.org"):
-        raw = raw.replace(old, return_path("delivery", delivery_id))
+        raw = raw.replace(old, return_path("delivery", delivery_id, identity=IDENTITY))
     _take_in(raw.replace(OLD_RCPT, "georg.huber@gmail.com").encode())
     with transaction() as s:
         suppressed = s.scalar(select(func.count()).select_from(Suppression))

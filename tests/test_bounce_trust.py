@@ -34,7 +34,7 @@ from mailer.bounces.mailbox import poll_imap, poll_pop3
 from mailer.bounces.models import InboundMessage
 from mailer.bounces.rates import edition_rates
 from mailer.cli import app
-from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, get_settings
+from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, IdentitySettings, get_settings
 from mailer.db import transaction, utcnow
 from mailer.delivery import service as sending
 from mailer.editions.models import Edition
@@ -57,6 +57,7 @@ from tests.support.bounce_reading import OURS
 from tests.support.dovecot import Dovecot
 from tests.test_bounce_intake_server import bounce_server  # noqa: F401 - a fixture
 
+IDENTITY = IdentitySettings()  # the stack's sending and bounce domains (the defaults)
 SENDING_DOMAIN = "cep-probation.example.org"
 
 
@@ -203,7 +204,7 @@ def test_forged_bounces_and_complaints_act_on_nobody(route: Deliver) -> None:
         rates = edition_rates(session, edition, get_settings().sending)
         assert (rates["complaints"], rates["complaint_rate"], rates["hard"],
                 rates["policy"]) == (0, 0.0, 0, 0)
-        assert sending.complaint_hold(session) is None
+        assert sending.complaint_hold(session, sending=get_settings().sending) is None
     assert alert_counts() == {} and alert_counts(edition) == {}
     metrics = render(get_settings()).decode()
     assert 'mailer_bounces_unverified_total{reason="forged-message-id"} 4.0' in metrics
@@ -220,10 +221,12 @@ def test_a_genuine_bounce_and_complaint_act_once_however_often_they_come(
 
     hard = dsn(to_verp=verp_of(gone[1]), recipients=[
         ("gone@example.net", "failed", "5.1.1", "550 5.1.1 <gone@example.net>: User unknown")],
-        original=original_headers("gone@example.net", message_id("nl", edition, gone[1]),
-                                  verp_of(gone[1])))
+        original=original_headers(
+            "gone@example.net", message_id("nl", edition, gone[1], identity=IDENTITY),
+            verp_of(gone[1])))
     complaint = arf(to=fbl, reported_rcpt="angry@example.net", original=original_headers(
-        "angry@example.net", message_id("nl", edition, angry[1]), verp_of(angry[1])))
+        "angry@example.net", message_id("nl", edition, angry[1], identity=IDENTITY),
+        verp_of(angry[1])))
 
     route([(verp_of(gone[1]), hard), (fbl, complaint)])
     route([(verp_of(gone[1]), hard), (fbl, complaint),  # the same bytes again
@@ -247,7 +250,8 @@ def test_a_genuine_bounce_and_complaint_act_once_however_often_they_come(
         rates = edition_rates(session, edition, get_settings().sending)
         assert (rates["hard"], rates["complaints"]) == (1, 1)
         # One complaint in five deliveries is far over the stop level: a genuine one holds.
-        assert "complaint rate" in (sending.complaint_hold(session) or "")
+        hold = sending.complaint_hold(session, sending=get_settings().sending)
+        assert "complaint rate" in (hold or "")
     assert "mailer_bounces_unverified_pending 0.0" in render(get_settings()).decode()
 
 

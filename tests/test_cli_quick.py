@@ -95,7 +95,7 @@ def test_a_genuine_token_is_valid_with_the_settings_keys_old_ones_included(
     from mailer.config import get_settings
 
     bounce = tmp_path / "genuine.eml"
-    bounce.write_bytes(_bounce(verp=return_path("delivery", 5)))
+    bounce.write_bytes(_bounce(verp=return_path("delivery", 5, identity=get_settings().identity)))
     env |= {"MAILER_SECRET_KEY": "n" * 40, "MAILER_OLD_SECRET_KEYS": json.dumps(
         [get_settings().secret_key.get_secret_value()])}
     for as_json in ([], ["--json"]):

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from mailer.articles.feeds import load
 from mailer.articles.importer import import_feed
 from mailer.articles.models import Article
-from mailer.config import ArticleSettings, get_settings
+from mailer.config import ArticleSettings, IdentitySettings, get_settings
 from mailer.db import transaction, utcnow
 from mailer.editions import service, snapshot
 from mailer.editions.compose import compose
@@ -30,6 +30,8 @@ from mailer.editions.models import Edition, EditionState
 from mailer.editions.states import transition
 from tests.support.mail import links
 
+IDENTITY = IdentitySettings()  # the association as the tests' stack has it
+SITE = IdentitySettings().website_url  # the association's own site (feeds.load)
 ROOT = Path(__file__).resolve().parents[1]
 CEP_FEED = ROOT / "tests" / "fixtures" / "cep-feed.xml"  # copy of shared/fixtures
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -41,7 +43,7 @@ cssutils.log.setLevel(logging.CRITICAL)
 
 def _import(*paths: Path) -> None:
     for path in paths:
-        feed = load(str(path), ArticleSettings())
+        feed = load(str(path), ArticleSettings(), website_url=SITE)
         with transaction() as session:
             import_feed(session, feed)
 
@@ -51,7 +53,7 @@ def _draft(*paths: Path, **kwargs: object) -> int:
     with transaction() as session:
         kwargs.setdefault("window_start", DECEMBER[0])
         kwargs.setdefault("window_end", DECEMBER[1])
-        return service.draft_edition(session, by="test", **kwargs).id  # type: ignore[arg-type]
+        return service.draft_edition(session, identity=IDENTITY, by="test", **kwargs).id  # type: ignore[arg-type]
 
 
 @contextmanager
@@ -84,7 +86,7 @@ def test_draft_takes_the_window_and_groups_articles_by_category(clean) -> None:
         assert edition.slug == "2025-12-newsletter"
         assert len(edition.articles) == 6  # the 2017 article is outside the window
         assert service.candidate_articles(session, edition) == []
-        page = service.render_preview(session, edition).html
+        page = service.render_preview(session, edition, settings=get_settings()).html
     # The association's order of categories; the article filed under two categories
     # appears once, under its first one; the one WordPress filed as "Uncategorized" is
     # under News.
@@ -118,7 +120,7 @@ def test_readers_never_see_the_default_category_and_badges_do_not_repeat_the_hea
     edition_id = _draft(CEP_FEED, tmp_path / "items.json")
     with _edition(edition_id) as (session, edition):
         composed = compose(edition, get_settings())
-        preview = service.render_preview(session, edition)
+        preview = service.render_preview(session, edition, settings=get_settings())
     for page in (composed.html, composed.archive_html, preview.html):
         sections = _sections_with_badges(page)
         assert list(sections) == ["News", "CEP Events", "Mental Health",
@@ -151,15 +153,17 @@ def test_staff_drop_add_reorder_and_order_the_categories(clean) -> None:
         service.add_article(session, edition, liaise, by="test")  # from 2017, outside the window
         service.move_article(session, edition, copper, len(edition.articles) - 1, by="test")
         service.add_article(session, edition, recap, by="test")  # back, after copper
-        service.update_edition(session, edition, category_order=["Partners", "News"], by="test")
+        service.update_edition(session, edition, category_order=["Partners", "News"], by="test",
+                               identity=IDENTITY)
         with pytest.raises(service.EditionError, match="already in this edition"):
             service.add_article(session, edition, recap, by="test")
         with pytest.raises(service.EditionError, match="no article with id 999999"):
             service.set_articles(session, edition, [recap, 999999])
         with pytest.raises(service.EditionError, match="appears twice"):
-            service.update_edition(session, edition, category_order=["News", "News"], by="test")
+            service.update_edition(session, edition, category_order=["News", "News"], by="test",
+                                   identity=IDENTITY)
     with _edition(edition_id) as (session, edition):
-        page = service.render_preview(session, edition).html
+        page = service.render_preview(session, edition, settings=get_settings()).html
     sections = _section_titles(page)
     assert sections[:3] == ["Partners", "News", "CEP Events"]
     titles = _card_titles(page)
@@ -177,14 +181,17 @@ def test_changing_the_window_chooses_the_articles_again(clean) -> None:
     edition_id = _draft(CEP_FEED)
     with _edition(edition_id) as (session, edition):
         service.update_edition(session, edition,
-                               window_start=dt.datetime(2025, 12, 15, tzinfo=dt.UTC), by="test")
+                               window_start=dt.datetime(2025, 12, 15, tzinfo=dt.UTC), by="test",
+                               identity=IDENTITY)
         assert len(edition.articles) == 3  # 15, 17 and 18 December
         with pytest.raises(service.EditionError, match="start before it ends"):
-            service.update_edition(session, edition, window_start=DECEMBER[1], by="test")
+            service.update_edition(session, edition, window_start=DECEMBER[1], by="test",
+                                   identity=IDENTITY)
         with pytest.raises(service.EditionError, match="time zone"):
-            service.update_edition(session, edition, window_end=dt.datetime(2026, 1, 1), by="test")
+            service.update_edition(session, edition, window_end=dt.datetime(2026, 1, 1), by="test",
+                                   identity=IDENTITY)
         with pytest.raises(service.EditionError, match="subject cannot be empty"):
-            service.update_edition(session, edition, subject="  ", by="test")
+            service.update_edition(session, edition, subject="  ", by="test", identity=IDENTITY)
 
 
 def test_default_window_starts_where_the_last_sent_edition_stopped(clean, tmp_path) -> None:
@@ -197,7 +204,7 @@ def test_default_window_starts_where_the_last_sent_edition_stopped(clean, tmp_pa
     _import(tmp_path / "recent.json")
 
     with transaction() as session:
-        first = service.draft_edition(session, by="test")
+        first = service.draft_edition(session, identity=IDENTITY, by="test")
         # The first edition: the last two months (not the 70-day-old article).
         assert 59 <= (first.window_end - first.window_start).days <= 62
         assert len(first.articles) == 3
@@ -206,7 +213,7 @@ def test_default_window_starts_where_the_last_sent_edition_stopped(clean, tmp_pa
         transition(session, first, EditionState.sent)
 
     with transaction() as session:
-        second = service.draft_edition(session, by="test")
+        second = service.draft_edition(session, identity=IDENTITY, by="test")
         assert second.window_start == first.window_end
         assert [link.article.title for link in second.articles] == ["Published 1 days ago"]
         assert second.slug != first.slug  # both dated this month, still unique
@@ -219,12 +226,13 @@ def test_only_drafts_and_scheduled_editions_can_change(clean) -> None:
         assert edition.html_snapshot is not None
         # Editing a frozen draft throws the snapshot away: what goes out is what was
         # last previewed.
-        service.update_edition(session, edition, intro="A new intro.", by="test")
+        service.update_edition(session, edition, intro="A new intro.", by="test", identity=IDENTITY)
         assert edition.html_snapshot is None and edition.archive_html is None
         snapshot.freeze(session, edition, get_settings())
         transition(session, edition, EditionState.sending)
         with pytest.raises(service.EditionError, match="is sending"):
-            service.update_edition(session, edition, subject="Too late", by="test")
+            service.update_edition(session, edition, subject="Too late", by="test",
+                                   identity=IDENTITY)
         with pytest.raises(service.EditionError, match="is sending"):
             service.drop_article(session, edition, edition.articles[0].article_id, by="test")
         assert edition.html_snapshot is not None
@@ -240,14 +248,15 @@ def full_edition(clean) -> int:
         service.update_edition(
             session, edition, preheader="Our December news: CoPPer, stress and morale, MoU",
             intro="Welcome to the last edition of 2025.\n\nRegister for our conference at "
-                  "https://www.cep-probation.org/events/2026/?lang=en&ref=nl.", by="test")
+                  "https://www.cep-probation.org/events/2026/?lang=en&ref=nl.", by="test",
+            identity=IDENTITY)
     return edition_id
 
 
 def _inlined_and_web_copy(edition_id: int) -> tuple[str, str, str]:
     with _edition(edition_id) as (session, edition):
         composed = compose(edition, get_settings())
-        preview = service.render_preview(session, edition)
+        preview = service.render_preview(session, edition, settings=get_settings())
     return composed.html, composed.archive_html, preview.html
 
 
@@ -325,7 +334,7 @@ def test_images_links_and_size(full_edition) -> None:
 
 def test_text_part_carries_the_same_links_unsubscribe_and_address(full_edition) -> None:
     with _edition(full_edition) as (session, edition):
-        preview = service.render_preview(session, edition)
+        preview = service.render_preview(session, edition, settings=get_settings())
         sample = service.sample_values(edition, get_settings().base_url)
     html_links = set(lxml.html.fromstring(preview.html).xpath("//a/@href"))
     assert set(links(preview.text)) == html_links
@@ -408,12 +417,12 @@ def test_freeze_is_done_once_and_the_preview_is_the_snapshot(full_edition) -> No
     with _edition(full_edition) as (session, edition):
         snapshot.freeze(session, edition, get_settings())  # a no-op
         assert (edition.html_snapshot, edition.text_snapshot, edition.archive_html) == frozen
-        preview = service.render_preview(session, edition)
+        preview = service.render_preview(session, edition, settings=get_settings())
         base_url = get_settings().base_url
         values = service.sample_values(edition, base_url)
         assert preview.html == snapshot.personaliser_for(edition, base_url).html(values)
         assert "(edited)" not in preview.html
-        service.check_sendable(session, edition)
+        service.check_sendable(session, edition, settings=get_settings())
     # The archive copy has nothing personal and no placeholder.
     archive = frozen[2]
     assert "%%" not in archive and "/unsubscribe/" not in archive
@@ -425,7 +434,7 @@ def test_an_edition_without_articles_or_over_budget_cannot_be_sent(clean) -> Non
                    window_end=dt.datetime(2020, 2, 1, tzinfo=dt.UTC))
     with _edition(empty) as (session, edition):
         with pytest.raises(service.NotSendable, match="no articles"):
-            service.check_sendable(session, edition)
+            service.check_sendable(session, edition, settings=get_settings())
         with pytest.raises(service.NotSendable, match="no articles"):
             snapshot.freeze(session, edition, get_settings())
         assert edition.html_snapshot is None
@@ -433,10 +442,11 @@ def test_an_edition_without_articles_or_over_budget_cannot_be_sent(clean) -> Non
     big = _draft()
     with _edition(big) as (session, edition):
         paragraph = "Probation services across Europe share their practice. " * 40
-        service.update_edition(session, edition, intro="\n\n".join([paragraph] * 50), by="test")
+        service.update_edition(session, edition, intro="\n\n".join([paragraph] * 50), by="test",
+                               identity=IDENTITY)
     with _edition(big) as (session, edition):
         with pytest.raises(service.NotSendable) as raised:
-            service.check_sendable(session, edition)
+            service.check_sendable(session, edition, settings=get_settings())
         message = str(raised.value)
         found = re.search(r"The HTML is ([\d,]+) bytes, over the 102,400-byte budget by "
                           r"([\d,]+) bytes", message)
@@ -481,7 +491,7 @@ def test_readme_steps_import_new_show_preview(clean, tmp_path) -> None:
                   str(tmp_path / "edition.txt"))
     assert preview.returncode == 0, preview.stderr
     with _edition(int(edition_id)) as (session, edition):
-        expected = service.render_preview(session, edition)
+        expected = service.render_preview(session, edition, settings=get_settings())
     assert out.read_text(encoding="utf-8") == expected.html
     assert (tmp_path / "edition.txt").read_text(encoding="utf-8") == expected.text
 
@@ -569,7 +579,7 @@ def _contrast(a: list[float], b: list[float]) -> float:
 def test_screenshots_at_600_and_375_light_and_dark(clean, full_edition, browser,
                                                    artifacts) -> None:
     with _edition(full_edition) as (session, edition):
-        page_html = service.render_preview(session, edition).html
+        page_html = service.render_preview(session, edition, settings=get_settings()).html
     # Each picture is served at its real proportions (the feed's width and height).
     pictures = {img.get("src"): _png(int(img.get("width")), int(img.get("height")),
                                      (120, 150, 180))

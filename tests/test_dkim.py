@@ -27,6 +27,7 @@ def _key_pair(tmp_path):  # type: ignore[no-untyped-def]
 
 
 def test_newsletters_are_signed_with_the_one_click_headers(rig, tmp_path) -> None:
+    from mailer.config import get_settings
     from mailer.db import transaction
     from mailer.delivery import service as sending
 
@@ -36,7 +37,7 @@ def test_newsletters_are_signed_with_the_one_click_headers(rig, tmp_path) -> Non
     rig.worker(MAILER_DKIM_SELECTOR="mail2026", MAILER_DKIM_DOMAIN="cep-probation.example.org",
                MAILER_DKIM_PRIVATE_KEY_PATH=str(key_path))
     with transaction() as session:
-        sending.start_send(session, edition_id, by="test")
+        sending.start_send(session, edition_id, by="test", settings=get_settings())
     wait_for(lambda: edition_state(edition_id) == "sent", timeout=60, what="the send")
 
     def dns(name: bytes, timeout: int = 5) -> bytes:

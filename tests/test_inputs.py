@@ -16,6 +16,7 @@ import lxml.html
 import pytest
 from sqlalchemy import func, select
 
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber
 from mailer.subscribers.signup import FIELD_LIMITS, Origin, Profile, sign_up
@@ -167,7 +168,8 @@ def test_over_the_limit_a_new_address_gets_no_link(clean) -> None:
     """The service, as the route calls it over the limit: the same steps, no link."""
     with transaction() as s:
         made = sign_up(s, email="quiet@example.org", profile=Profile(),
-                               origin=Origin(source="test"), may_mail=False)
+                               origin=Origin(source="test"), signup=get_settings().signup,
+                               may_mail=False)
         assert s.scalars(select(ConfirmationToken).where(
             ConfirmationToken.subscriber_id == made.id)).all() == []
 

@@ -9,11 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from mailer.config import reset_settings
+from mailer.config import IdentitySettings, reset_settings
 from mailer.emails.message import looks_like_ours, message_id, parse_message_id
 from mailer.emails.verp import VerpToken, parse_return_path, return_path
 
 OLD_KEY, NEW_KEY = "the-key-before-the-rotation-0001", "the-key-after-the-rotation-00002"
+
+
+IDENTITY = IdentitySettings()  # the stack's sending and bounce domains (the defaults)
 
 
 @pytest.fixture
@@ -30,9 +33,9 @@ def keys(monkeypatch) -> Iterator[object]:  # type: ignore[no-untyped-def]
 
 
 def test_a_message_id_is_deterministic_signed_and_standard(keys) -> None:
-    made = message_id("nl", 12, 3456)
-    assert made == message_id("nl", 12, 3456)  # a retry keeps its id
-    assert made != message_id("nl", 12, 3457)
+    made = message_id("nl", 12, 3456, identity=IDENTITY)
+    assert made == message_id("nl", 12, 3456, identity=IDENTITY)  # a retry keeps its id
+    assert made != message_id("nl", 12, 3457, identity=IDENTITY)
     # RFC 5322 msg-id: "<" dot-atom-text "@" domain ">"
     assert re.fullmatch(r"<[a-z0-9]+(\.[a-z0-9]+)+@[a-z0-9.-]+>", made), made
     assert len(made) < 78
@@ -41,7 +44,7 @@ def test_a_message_id_is_deterministic_signed_and_standard(keys) -> None:
 
 
 def test_a_message_id_cannot_be_made_without_the_key(keys) -> None:
-    genuine = message_id("nl", 12, 3456)
+    genuine = message_id("nl", 12, 3456, identity=IDENTITY)
     signature = genuine[1:].split("@")[0].rsplit(".", 1)[1]
     assert len(signature) * 5 >= 128  # base32: 5 bits a character
     for forged in (genuine.replace(".3456.", ".3457."),  # the next delivery id
@@ -52,24 +55,26 @@ def test_a_message_id_cannot_be_made_without_the_key(keys) -> None:
         assert looks_like_ours(forged)
     assert not looks_like_ours("<abc.1@elsewhere.example>")
     keys(NEW_KEY)
-    made_by_someone_else = message_id("nl", 12, 3456)
+    made_by_someone_else = message_id("nl", 12, 3456, identity=IDENTITY)
     keys(OLD_KEY)
     assert parse_message_id(made_by_someone_else) is None
 
 
 def test_ids_and_tokens_made_before_a_key_rotation_still_verify(keys) -> None:
-    mid, verp = message_id("confirm", 77), return_path("delivery", 4242)
+    mid = message_id("confirm", 77, identity=IDENTITY)
+    verp = return_path("delivery", 4242, identity=IDENTITY)
     keys(NEW_KEY, old=OLD_KEY)
     assert parse_message_id(mid) == ("confirm", ["77"])
     assert parse_return_path(verp) == VerpToken("delivery", 4242)
-    assert message_id("confirm", 77) != mid  # new mail is signed with the new key
+    # new mail is signed with the new key
+    assert message_id("confirm", 77, identity=IDENTITY) != mid
     keys(NEW_KEY)  # the old key dropped: what it signed is no longer believed
     assert parse_message_id(mid) is None
     assert parse_return_path(verp) is False
 
 
 def test_verp_tokens_are_long_enough_and_fit_the_local_part(keys) -> None:
-    verp = return_path("delivery", 2**40)
+    verp = return_path("delivery", 2**40, identity=IDENTITY)
     local = verp.split("@")[0]
     signature = local.rsplit("-", 1)[1]
     assert len(signature) * 5 >= 80 and len(local) <= 64

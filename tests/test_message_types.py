@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mailer import tasks
+from mailer.config import IdentitySettings
 from mailer.emails.kinds import (
     TYPES,
     MessageKind,
@@ -15,6 +16,8 @@ from mailer.emails.kinds import (
     type_of,
 )
 from mailer.paths import templates_dir
+
+IDENTITY = IdentitySettings()  # the stack's sending and bounce domains (the defaults)
 
 
 @pytest.fixture
@@ -50,16 +53,16 @@ def test_the_wire_spellings_are_distinct_and_each_kind_round_trips(secret) -> No
     prefixes = [e.message_id for e in TYPES.values()]
     assert len(set(letters)) == len(letters) and len(set(prefixes)) == len(prefixes)
     for kind, entry in TYPES.items():
-        mid = message_id(kind, 41, 7)
+        mid = message_id(kind, 41, 7, identity=IDENTITY)
         parsed = parse_message_id(mid)
         assert parsed == (entry.message_id, ["41", "7"]), (kind, mid)
         assert of_message_id_prefix(parsed[0]) is kind
         assert parse_message_id(mid.replace(".41.", ".42.")) is None  # altered: not ours
         if entry.verp is None:
             with pytest.raises(KeyError):
-                return_path(kind, 41)
+                return_path(kind, 41, identity=IDENTITY)
             continue
-        path = return_path(kind, 123456)
+        path = return_path(kind, 123456, identity=IDENTITY)
         assert path.startswith(f"bounces+{entry.verp}"), path
         token = parse_return_path(path)
         assert token and token.kind is kind and token.id == 123456, (kind, path)
@@ -73,5 +76,5 @@ def test_a_letter_no_entry_has_is_no_token(secret) -> None:
 
     used = {e.verp for e in TYPES.values() if e.verp}
     unused = next(c for c in "abefghijklmnopqrsuvwxyz" if c not in used)
-    path = return_path(MessageKind.delivery, 5)
+    path = return_path(MessageKind.delivery, 5, identity=IDENTITY)
     assert parse_return_path(path.replace("+d", f"+{unused}", 1)) is None

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import Bounce, BounceClass
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.deliveries.models import Delivery
 from mailer.delivery import service as sending
@@ -106,7 +107,7 @@ def test_metrics_match_the_database_after_a_send_with_failures_and_bounces(
                                                   "Content Filtering")
     edition_id = make_edition()
     with transaction() as session:
-        assert sending.start_send(session, edition_id, by="test") == 40
+        assert sending.start_send(session, edition_id, by="test", settings=get_settings()) == 40
     wait_for(lambda: edition_state(edition_id) == "sent", timeout=120, what="the send")
 
     # One reader complains about the newsletter afterwards (an ARF report, a webhook).
@@ -173,7 +174,7 @@ def test_a_delivery_can_be_followed_in_the_worker_log(clean, worker) -> None:
     clean.smtp.behaviour.add(readers[1], "rcpt", "550 5.1.1 User unknown")
     edition_id = make_edition()
     with transaction() as session:
-        sending.start_send(session, edition_id, by="test")
+        sending.start_send(session, edition_id, by="test", settings=get_settings())
     wait_for(lambda: edition_state(edition_id) == "sent", timeout=60, what="the send")
     with transaction() as session:
         bounced = session.scalar(select(Delivery.id).where(Delivery.state == "bounced"))
@@ -212,7 +213,8 @@ def test_task_failures_and_retries_are_counted(clean, worker, web) -> None:
     clean.smtp.behaviour.add("greylisted@example.org", "rcpt", "451 4.7.1 Greylisted")
     with transaction() as session:
         reader = sign_up(session, email="greylisted@example.org",
-                                     profile=Profile(), origin=ORIGIN)
+                                     profile=Profile(), origin=ORIGIN,
+                                     signup=get_settings().signup)
         reader_id = reader.id
     assert isinstance(reader_id, int)
     send_confirmation.delay(reader_id)

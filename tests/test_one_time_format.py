@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailer import localtime
-from mailer.config import reset_settings
+from mailer.config import IdentitySettings, get_settings
 from mailer.db import transaction
 from mailer.editions import service
 from mailer.editions.review_mail import send_review_mails
@@ -27,45 +27,43 @@ from tests.support.admin import make_staff
 from tests.support.factories import make_articles, make_edition
 from tests.support.mail import parse, parts
 
+IDENTITY = IdentitySettings()  # the association as the tests' stack has it
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 UTC = dt.UTC
 TIME = re.compile(r"\d{1,2} [A-Z][a-z]+ \d{4}, \d\d:\d\d CES?T")
 
 
 def test_times_and_dates_read_the_same_everywhere() -> None:
-    assert localtime.format_time(dt.datetime(2026, 3, 3, 8, 0, tzinfo=UTC)) == \
+    zone = IDENTITY.zone  # Europe/Amsterdam, the default
+    assert localtime.format_time(dt.datetime(2026, 3, 3, 8, 0, tzinfo=UTC), zone=zone) == \
         "3 March 2026, 09:00 CET"
-    assert localtime.format_time(dt.datetime(2026, 7, 1, 19, 5, 9, tzinfo=UTC),
+    assert localtime.format_time(dt.datetime(2026, 7, 1, 19, 5, 9, tzinfo=UTC), zone=zone,
                                  seconds=True) == "1 July 2026, 21:05:09 CEST"
-    assert localtime.format_time(None) == ""
-    assert localtime.format_clock(dt.datetime(2026, 3, 3, 13, 4, 5, tzinfo=UTC)) == \
+    assert localtime.format_time(None, zone=zone) == ""
+    assert localtime.format_clock(dt.datetime(2026, 3, 3, 13, 4, 5, tzinfo=UTC), zone=zone) == \
         "14:04:05 CET"
     # Midnight in Amsterdam is still the day before in UTC: the date is Amsterdam's.
-    assert localtime.format_date(dt.datetime(2025, 12, 31, 23, 30, tzinfo=UTC)) == \
+    assert localtime.format_date(dt.datetime(2025, 12, 31, 23, 30, tzinfo=UTC), zone=zone) == \
         "1 January 2026"
-    assert localtime.format_date(dt.date(2026, 5, 9)) == "9 May 2026"
+    assert localtime.format_date(dt.date(2026, 5, 9), zone=zone) == "9 May 2026"
 
 
 def test_a_window_shows_the_last_day_it_includes() -> None:
     december = (dt.datetime(2025, 12, 1, tzinfo=AMSTERDAM), dt.datetime(2026, 1, 1,
                                                                          tzinfo=AMSTERDAM))
-    assert localtime.window_label(*december) == "1 December 2025 – 31 December 2025"
-    assert localtime.last_day(december[1]) == dt.date(2025, 12, 31)
+    assert localtime.window_label(*december, zone=AMSTERDAM) == \
+        "1 December 2025 – 31 December 2025"
+    assert localtime.last_day(december[1], zone=AMSTERDAM) == dt.date(2025, 12, 31)
     # A window that ends during a day (the scheduled draft's "up to now") includes that day.
     until_nine = dt.datetime(2026, 3, 3, 9, tzinfo=AMSTERDAM)
-    assert localtime.window_label(dt.datetime(2026, 1, 3, 9, tzinfo=AMSTERDAM), until_nine) == \
-        "3 January 2026 – 3 March 2026"
+    assert localtime.window_label(dt.datetime(2026, 1, 3, 9, tzinfo=AMSTERDAM), until_nine,
+                                  zone=AMSTERDAM) == "3 January 2026 – 3 March 2026"
 
 
-def test_a_zone_without_an_abbreviation_is_named_by_its_offset(monkeypatch) -> None:
-    monkeypatch.setenv("MAILER_TIMEZONE", "America/Sao_Paulo")
-    reset_settings()
-    try:
-        assert localtime.format_time(dt.datetime(2026, 3, 3, 12, tzinfo=UTC)) == \
-            "3 March 2026, 09:00 UTC-03"
-    finally:
-        monkeypatch.undo()
-        reset_settings()
+def test_a_zone_without_an_abbreviation_is_named_by_its_offset() -> None:
+    sao_paulo = IdentitySettings(timezone="America/Sao_Paulo").zone  # MAILER_TIMEZONE
+    assert localtime.format_time(dt.datetime(2026, 3, 3, 12, tzinfo=UTC), zone=sao_paulo) == \
+        "3 March 2026, 09:00 UTC-03"
 
 
 def _mailer(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -118,10 +116,10 @@ def test_the_mail_to_editors_shows_the_window_with_its_last_day(clean) -> None:
     with transaction() as session:
         # A December edition, its window stored as [1 December, 1 January).
         edition = service.draft_edition(
-            session, window_start=dt.datetime(2025, 12, 1, tzinfo=AMSTERDAM),
+            session, identity=IDENTITY, window_start=dt.datetime(2025, 12, 1, tzinfo=AMSTERDAM),
             window_end=dt.datetime(2026, 1, 1, tzinfo=AMSTERDAM), by="test")
         edition_id = edition.id
-    assert [m.result for m in send_review_mails(edition_id)] == ["sent"]
+    assert [m.result for m in send_review_mails(edition_id, settings=get_settings())] == ["sent"]
     [mail] = wait_for(lambda: clean.smtp.messages, what="the review mail")
     text, html = parts(parse(mail))
     for body in (text, " ".join(html.split())):

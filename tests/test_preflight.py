@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
 from mailer.cli import app
+from mailer.config import IdentitySettings, get_settings
 from mailer.db import transaction
 from mailer.deliveries.models import Delivery
 from mailer.delivery import service as sending
@@ -25,6 +26,7 @@ from tests.support.admin import Admin, flash_of, make_staff
 from tests.support.factories import edition_state, make_articles, make_edition, make_subscribers
 from tests.support.factories import start as start_send
 
+IDENTITY = IdentitySettings()  # the association as the tests' stack has it
 EDITOR = "editor@cep-probation.example.org"
 runner = CliRunner()
 
@@ -49,7 +51,8 @@ def words(text: str) -> str:
 
 def checks_of(edition_id: int) -> list[Check]:
     with transaction() as session:
-        return [p.check for p in preflight(session, session.get(Edition, edition_id)).problems]
+        return [p.check for p in preflight(session, session.get(Edition, edition_id),
+                                            settings=get_settings()).problems]
 
 
 def deliveries(edition_id: int) -> int:
@@ -83,7 +86,7 @@ def test_an_edition_without_articles_is_refused_alike(desk) -> None:
     make_articles(2)
     with transaction() as session:
         edition_id = editions.draft_edition(
-            session, window_start=dt.datetime(2001, 1, 1, tzinfo=dt.UTC),
+            session, identity=IDENTITY, window_start=dt.datetime(2001, 1, 1, tzinfo=dt.UTC),
             window_end=dt.datetime(2001, 2, 1, tzinfo=dt.UTC), by="test").id
     refused_alike(desk, edition_id, Check.content, "has no articles")
 

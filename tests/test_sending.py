@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from mailer.bounces.models import Bounce
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.deliveries.models import Delivery
 from mailer.delivery import service as sending
@@ -148,7 +149,7 @@ def test_a_reader_who_unsubscribes_during_the_send_gets_nothing(rig, web) -> Non
     rig.worker(MAILER_RATE_LIMIT_PER_SECOND="100")  # the send takes about four seconds
     start(edition_id)
     wait_for(lambda: len(rig.stack.smtp.messages) >= 50, what="the send to be under way")
-    url = unsubscribe_url_for(public_id).replace(rig.stack.base_url, web.url)
+    url = unsubscribe_url_for(public_id, base_url=web.url)
     answer = httpx.post(url, data={"List-Unsubscribe": "One-Click"})
     assert answer.status_code == 200
     assert len(rig.stack.smtp.messages) < 399  # it really happened during the send
@@ -172,7 +173,7 @@ def test_pause_resume_and_cancel_take_effect_within_a_batch(rig) -> None:
     assert len(rig.stack.smtp.messages) == settled  # nothing more while paused
     assert settled < 600
     with transaction() as session:
-        sending.resume(session, edition_id, by="test")
+        sending.resume(session, edition_id, by="test", sending=get_settings().sending)
     wait_sent(edition_id)
     assert len(rig.stack.smtp.messages) == 600
     assert len({r for m in rig.stack.smtp.messages for r in m.rcpt_tos}) == 600
@@ -223,7 +224,8 @@ def test_a_scheduled_edition_is_started_by_beat_on_time(rig) -> None:
     rig.beat()
     at = utcnow() + dt.timedelta(seconds=3)
     with transaction() as session:
-        sending.schedule_send(session, edition_id, at, by="test")
+        sending.schedule_send(session, edition_id, at, by="test",
+                              settings=get_settings())
     assert edition_state(edition_id) == "scheduled"
     wait_sent(edition_id, timeout=60)
     with transaction() as session:

@@ -8,7 +8,9 @@ import pytest
 
 from mailer.backoff import BOUNCE_PROCESSING, CONFIRMATION_MAIL, REVIEW_MAIL, Backoff
 from mailer.bounces.mailbox import parse_mailbox_url
-from mailer.config import is_loopback, parse_smtp_url
+from mailer.config import IdentitySettings, is_loopback, parse_smtp_url
+
+IDENTITY = IdentitySettings()  # the stack's sending and bounce domains (the defaults)
 
 
 def test_the_wait_doubles_from_the_base_up_to_the_cap_within_the_jitter() -> None:
@@ -68,18 +70,20 @@ def test_one_name_per_kind_in_code_and_the_wire_spellings_kept(monkeypatch) -> N
     reset_settings()
     try:
         # Mail already sent carries these spellings: they must not change.
-        assert message_id(MessageKind.delivery, 12, 3456) == message_id("nl", 12, 3456)
-        assert message_id(MessageKind.delivery, 12, 3456).startswith("<nl.12.3456.")
-        assert message_id(MessageKind.confirmation, 7).startswith("<confirm.7.")
-        assert message_id(MessageKind.test, 3, 0).startswith("<test.3.0.")
-        assert message_id(MessageKind.review, 3, 1).startswith("<review.3.1.")
+        assert message_id(MessageKind.delivery, 12, 3456, identity=IDENTITY) == \
+            message_id("nl", 12, 3456, identity=IDENTITY)
+        assert message_id(MessageKind.delivery, 12, 3456,
+                          identity=IDENTITY).startswith("<nl.12.3456.")
+        assert message_id(MessageKind.confirmation, 7, identity=IDENTITY).startswith("<confirm.7.")
+        assert message_id(MessageKind.test, 3, 0, identity=IDENTITY).startswith("<test.3.0.")
+        assert message_id(MessageKind.review, 3, 1, identity=IDENTITY).startswith("<review.3.1.")
         for kind, letter in [(MessageKind.delivery, "d"), (MessageKind.confirmation, "c"),
                              (MessageKind.test, "t")]:
-            path = return_path(kind, 35)
+            path = return_path(kind, 35, identity=IDENTITY)
             assert path.startswith(f"bounces+{letter}z-"), path
             token = parse_return_path(path)
             assert token and token.kind is kind and token.id == 35
-        parsed = parse_message_id(message_id(MessageKind.delivery, 1, 2))
+        parsed = parse_message_id(message_id(MessageKind.delivery, 1, 2, identity=IDENTITY))
         assert parsed is not None and of_message_id_prefix(parsed[0]) is MessageKind.delivery
         assert of_message_id_prefix("confirm") is MessageKind.confirmation
         assert of_message_id_prefix("made-up") is None

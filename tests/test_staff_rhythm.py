@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from mailer.config import EditionSettings, Settings
+from mailer.config import EditionSettings, IdentitySettings, Settings, get_settings
 from mailer.db import transaction
 from mailer.editions import rhythm
 from mailer.editions import service as editions
@@ -23,6 +23,7 @@ from tests.support.admin import make_staff
 from tests.support.factories import make_articles
 from tests.support.mail import links, parse, parts
 
+IDENTITY = IdentitySettings()  # the association as the tests' stack has it
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 DEFAULT_CRON = EditionSettings().edition_schedule_cron
 
@@ -146,7 +147,7 @@ def _slots() -> list[ScheduledDraft]:
 
 def run(now: dt.datetime) -> rhythm.DraftResult:
     with transaction() as session:
-        return rhythm.draft_on_schedule(session, timezone="Europe/Amsterdam", now=now)
+        return rhythm.draft_on_schedule(session, identity=IDENTITY, now=now)
 
 
 def test_an_empty_window_drafts_nothing_and_says_so(clean) -> None:
@@ -177,7 +178,7 @@ def test_never_two_drafts_for_the_same_window(clean) -> None:
     # An editor's own draft of the same window counts too.
     with transaction() as session:
         session.get(Edition, first.edition_id).state = "cancelled"
-        mine = editions.draft_edition(session, by="anna@example.org")
+        mine = editions.draft_edition(session, identity=IDENTITY, by="anna@example.org")
         mine_id = mine.id
     blocked = run(now + dt.timedelta(days=2))
     assert not blocked.drafted and f"edition {mine_id} (draft)" in blocked.outcome
@@ -192,7 +193,7 @@ def _label(edition_id: int | None) -> str:
 
     with transaction() as session:
         edition = session.get(Edition, edition_id)
-        return window_label(edition.window_start, edition.window_end)
+        return window_label(edition.window_start, edition.window_end, zone=IDENTITY.zone)
 
 
 def test_a_review_mail_that_fails_for_a_while_is_sent_once_later(clean) -> None:
@@ -201,10 +202,10 @@ def test_a_review_mail_that_fails_for_a_while_is_sent_once_later(clean) -> None:
     make_staff("bert.editor@example.org", "editor")
     result = run(dt.datetime.now(AMSTERDAM))
     clean.smtp.behaviour.add("bert.editor@example.org", "rcpt", "451 4.3.0 Try later", times=1)
-    first = {m.to: m.result for m in send_review_mails(result.edition_id)}
+    first = {m.to: m.result for m in send_review_mails(result.edition_id, settings=get_settings())}
     assert first["anna.editor@example.org"] == "sent"
     assert first["bert.editor@example.org"].startswith("retry: ")
-    second = {m.to: m.result for m in send_review_mails(result.edition_id)}
+    second = {m.to: m.result for m in send_review_mails(result.edition_id, settings=get_settings())}
     assert second == {"anna.editor@example.org": "already", "bert.editor@example.org": "sent"}
     assert sorted(r for m in clean.smtp.messages for r in m.rcpt_tos) == [
         "anna.editor@example.org", "bert.editor@example.org"]

@@ -40,7 +40,8 @@ def test_alerts_for_a_tripped_breaker_policy_rejections_a_stuck_queue_and_no_wor
         make_subscribers(30)
         edition_id = make_edition()
         with transaction() as session:
-            sending.start_send(session, edition_id, by="test")  # no worker: it waits in Redis
+            # no worker: it waits in Redis
+            sending.start_send(session, edition_id, by="test", settings=get_settings())
         with transaction() as session:
             sending.pause(session, edition_id, by="circuit breaker", reason=BREAKER)
             record_bounce(session, bounce_class=BounceClass.policy, source="smtp",
@@ -91,7 +92,7 @@ def test_alerts_for_a_tripped_breaker_policy_rejections_a_stuck_queue_and_no_wor
         assert worker["queues"] == ["bulk", "confirmations", "default"]
         assert worker["concurrency"] == 2
         with transaction() as session:
-            sending.resume(session, edition_id, by="test")
+            sending.resume(session, edition_id, by="test", sending=get_settings().sending)
         wait_for(lambda: edition_state(edition_id) == "sent", timeout=60, what="the send")
         code, snapshot = status_json()
         assert names(snapshot) == ["policy_rejections"] and snapshot["editions"] == []
@@ -128,7 +129,8 @@ def test_after_a_redis_restart_the_queue_view_sees_the_deliveries_waiting_in_the
         make_subscribers(30)
         edition_id = make_edition()
         with transaction() as session:
-            sending.start_send(session, edition_id, by="test")  # no worker yet
+            # no worker yet
+            sending.start_send(session, edition_id, by="test", settings=get_settings())
         rig.redis.restart(down_seconds=0.2)  # the batch's message is gone
         code, snapshot = status_json()
         bulk = next(q for q in snapshot["queues"] if q["queue"] == "bulk")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import func, inspect, select, text
 
+from mailer.config import get_settings
 from mailer.db import get_engine, transaction
 from mailer.subscribers.addresses import key_hash
 from mailer.subscribers.models import ConsentEvent, Subscriber, Suppression
@@ -156,7 +157,8 @@ def test_show_is_the_whole_consent_record_as_json(clean, web, worker) -> None:
     sub = subscriber("gdpr@example.org")
     from mailer.subscribers.unsubscribe import unsubscribe_url
 
-    httpx.post(unsubscribe_url(sub), data={"List-Unsubscribe": "One-Click"})
+    httpx.post(unsubscribe_url(sub, base_url=get_settings().base_url),
+               data={"List-Unsubscribe": "One-Click"})
 
     result = run(clean.env, "show", "GDPR@EXAMPLE.ORG")
     assert result.returncode == 0, result.stderr

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from mailer import privacy
-from mailer.config import SignupSettings
+from mailer.config import SignupSettings, get_settings
 from mailer.db import transaction, utcnow
 from mailer.subscribers.addresses import InvalidAddress, normalise
 from mailer.subscribers.confirmation_mail import MailResult, send_confirmation_mail
@@ -32,7 +32,7 @@ from tests.support.subscribers import (
 def _sign_up(address: str, **profile: str) -> int:
     with transaction() as s:
         return sign_up(s, email=address, profile=Profile(**profile),
-                       origin=ORIGIN).id
+                       origin=ORIGIN, signup=get_settings().signup).id
 
 
 # --- addresses ------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ def test_a_confirmed_subscriber_is_not_changed_by_the_form(clean) -> None:
     with transaction() as s:
         sign_up(s, email="KEPT@example.org",
                         profile=Profile(first_name="Mallory", organisation="Evil"),
-                        origin=ORIGIN)
+                        origin=ORIGIN, signup=get_settings().signup)
     after = subscriber("kept@example.org")
     assert (after.status, after.first_name, after.organisation) == ("confirmed", "Kept", "")
     assert events(reader.id)[-1] == "already_subscribed"
@@ -112,7 +112,8 @@ def test_a_temporary_smtp_failure_backs_off_and_the_sweeper_waits(clean, worker)
 
     reader = make("greylisted@example.org", "pending")
     clean.smtp.behaviour.add("greylisted@example.org", "rcpt", "451 4.7.1 Greylisted", times=1)
-    assert send_confirmation_mail(reader.id, retry_in=600) == MailResult.retry
+    assert send_confirmation_mail(reader.id, settings=get_settings(),
+                                  retry_in=600) == MailResult.retry
     [token] = tokens(reader.id)
     assert "451" in token.last_error and token.sent_at is None
     assert token.claimed_until > utcnow() + dt.timedelta(seconds=590)
@@ -144,24 +145,24 @@ def test_a_permanent_smtp_failure_is_not_retried(clean) -> None:
 
     reader = make("nobody@example.org", "pending")
     clean.smtp.behaviour.add("nobody@example.org", "rcpt", "550 5.1.1 No such user")
-    assert send_confirmation_mail(reader.id) == MailResult.failed
+    assert send_confirmation_mail(reader.id, settings=get_settings()) == MailResult.failed
     [token] = tokens(reader.id)
     assert "550" in token.last_error and token.claimed_until == token.expires_at
     move_back(reader.id, dt.timedelta(minutes=5))
     with transaction() as s:
         assert confirmations_to_resend(s, older_than=dt.timedelta(minutes=2)) == []
-    assert send_confirmation_mail(reader.id) == MailResult.nothing
+    assert send_confirmation_mail(reader.id, settings=get_settings()) == MailResult.nothing
 
 
 def test_at_most_one_confirmation_mail_a_day_even_after_unsubscribing(clean) -> None:
     from mailer.subscribers.confirmation import confirmations_to_resend
 
     reader = make("daily@example.org", "pending")
-    assert send_confirmation_mail(reader.id) == MailResult.sent
+    assert send_confirmation_mail(reader.id, settings=get_settings()) == MailResult.sent
     with transaction() as s:
         unsubscribe(s, s.get(Subscriber, reader.id), channel="link")
     _sign_up("daily@example.org")  # back the same day: a new link, but no mail today
-    assert send_confirmation_mail(reader.id) == MailResult.nothing
+    assert send_confirmation_mail(reader.id, settings=get_settings()) == MailResult.nothing
     assert len(clean.smtp.to("daily@example.org")) == 1
     move_back(reader.id, dt.timedelta(minutes=5))
     with transaction() as s:
@@ -170,15 +171,16 @@ def test_at_most_one_confirmation_mail_a_day_even_after_unsubscribing(clean) -> 
     move_back(reader.id, dt.timedelta(days=1))  # the next day
     with transaction() as s:
         assert confirmations_to_resend(s, older_than=dt.timedelta(minutes=2)) == [reader.id]
-    assert send_confirmation_mail(reader.id) == MailResult.sent
+    assert send_confirmation_mail(reader.id, settings=get_settings()) == MailResult.sent
     assert len(clean.smtp.to("daily@example.org")) == 2
-    assert send_confirmation_mail(reader.id) == MailResult.nothing  # safe to run twice
+    # safe to run twice
+    assert send_confirmation_mail(reader.id, settings=get_settings()) == MailResult.nothing
 
 
 def test_nothing_is_mailed_to_a_confirmed_or_vanished_reader(clean) -> None:
     reader = make("done@example.org", "confirmed")
-    assert send_confirmation_mail(reader.id) == MailResult.nothing
-    assert send_confirmation_mail(999_999) == MailResult.nothing
+    assert send_confirmation_mail(reader.id, settings=get_settings()) == MailResult.nothing
+    assert send_confirmation_mail(999_999, settings=get_settings()) == MailResult.nothing
     assert clean.smtp.messages == []
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from mailer import counters, tasks
 from mailer.bounces.attribute import attribute
-from mailer.config import reset_settings
+from mailer.config import Settings, get_settings
 from mailer.db import transaction
 from mailer.emails.verp import parse_return_path
 from mailer.redis import get_redis
@@ -50,16 +50,20 @@ OLD_MID = "<nl.12.3455.5d1f0c9e2b7a48e6a1c3f2d4@cep-probation.example.org>"
 OLD_RCPT = "anna.berg@example.net"
 
 
+def with_welcome(on: bool) -> Settings:
+    """The stack's settings, with the welcome mail on or off (the stack turns it off)."""
+    settings = get_settings()
+    return settings.model_copy(
+        update={"signup": settings.signup.model_copy(update={"welcome_mail": on})})
+
+
 @pytest.fixture
-def welcome_on(monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("MAILER_WELCOME_MAIL", "true")
-    reset_settings()
-    yield
-    monkeypatch.delenv("MAILER_WELCOME_MAIL")
-    reset_settings()
+def welcome_on() -> Settings:
+    return with_welcome(True)
 
 
-def _sign_up_and_confirm(clean, web, address: str) -> int:  # type: ignore[no-untyped-def]
+def _sign_up_and_confirm(clean, web, address: str,  # type: ignore[no-untyped-def]
+                         settings: Settings | None = None) -> int:
     import httpx
 
     client = httpx.Client(base_url=web.url, follow_redirects=False)
@@ -68,7 +72,8 @@ def _sign_up_and_confirm(clean, web, address: str) -> int:  # type: ignore[no-un
     assert answer.status_code == 200, answer.text
     token = path(confirmation_link(clean.smtp, address)).rsplit("/", 1)[1]
     with transaction() as session:  # what POST /confirm/<token> does
-        check = confirm(session, token, ip=None, user_agent=None)
+        check = confirm(session, token, ip=None, user_agent=None,
+                        signup=(settings or get_settings()).signup)
         assert check.status == "ok" and check.token is not None
         return check.token.id
 
@@ -76,7 +81,7 @@ def _sign_up_and_confirm(clean, web, address: str) -> int:  # type: ignore[no-un
 def test_a_reader_who_confirms_is_welcomed_once_and_a_bounce_of_it_attributes(
         clean, web, worker, welcome_on) -> None:
     address = "ida.welcome@example.org"
-    token_id = _sign_up_and_confirm(clean, web, address)
+    token_id = _sign_up_and_confirm(clean, web, address, welcome_on)
     sub = subscriber(address)
     assert sub is not None and sub.status == "confirmed"
 
@@ -93,7 +98,7 @@ def test_a_reader_who_confirms_is_welcomed_once_and_a_bounce_of_it_attributes(
     text, html = parts(msg)
     assert "Ida" in text and "Ida" in html
     [unsubscribe] = [u for u in links(text) if "/unsubscribe/" in u]
-    assert unsubscribe == unsubscribe_url(sub) and unsubscribe in html
+    assert unsubscribe == unsubscribe_url(sub, base_url=welcome_on.base_url) and unsubscribe in html
     # No edition has been sent yet: no archive link, and no sentence about one.
     assert "/archive/" not in text and "/archive/" not in html and "archive" not in text
     wait_for(lambda: "welcome_sent" in events(sub.id), what="the welcome recorded")
@@ -103,7 +108,7 @@ def test_a_reader_who_confirms_is_welcomed_once_and_a_bounce_of_it_attributes(
     assert counters.smtp_figures(kind="welcome")["count"] == 1
 
     # The task running again (a redelivered message, a retry) sends nothing more.
-    assert send_welcome_mail(sub.id, token_id) == MailResult.nothing
+    assert send_welcome_mail(sub.id, token_id, settings=welcome_on) == MailResult.nothing
     assert len(clean.smtp.to(address)) == 2
     assert events(sub.id).count("welcome_sent") == 1
 
@@ -133,13 +138,13 @@ def test_no_welcome_when_the_setting_is_off_or_the_reader_left(clean, web, worke
     with transaction() as session:
         reader = session.get(type(sub), sub.id)
         assert unsubscribe(session, reader, channel="link")
-    assert send_welcome_mail(sub.id, token_id) == MailResult.nothing
+    assert send_welcome_mail(sub.id, token_id, settings=get_settings()) == MailResult.nothing
     assert len(clean.smtp.to(address)) == 1  # the confirmation mail alone
     assert "welcome_sent" not in events(sub.id)
 
 
 def test_a_copy_of_the_task_that_finds_the_claim_taken_sends_nothing_and_retries(
-        clean, web, monkeypatch) -> None:
+        clean, web) -> None:
     """Two copies at once (a redelivery while the first still runs): the second finds the
     first's claim and retries; once the first is done, a retry finds its record."""
     from mailer.redis import get_redis
@@ -149,23 +154,20 @@ def test_a_copy_of_the_task_that_finds_the_claim_taken_sends_nothing_and_retries
     # Confirmed with the setting off, so no task is queued that a worker could run: the
     # copies below are the only ones.
     token_id = _sign_up_and_confirm(clean, web, address)
-    monkeypatch.setenv("MAILER_WELCOME_MAIL", "true")
-    reset_settings()
+    settings = with_welcome(True)
     sub = subscriber(address)
     assert sub is not None
     claim = f"{CLAIM_PREFIX}{sub.id}:{token_id}"
     get_redis().set(claim, "sending", ex=60)  # the first copy, still at work
-    assert send_welcome_mail(sub.id, token_id) == MailResult.retry
+    assert send_welcome_mail(sub.id, token_id, settings=settings) == MailResult.retry
     assert len(clean.smtp.to(address)) == 1  # the confirmation mail alone
     get_redis().delete(claim)  # the first copy ends (here: without having sent)
 
-    assert send_welcome_mail(sub.id, token_id) == MailResult.sent
-    assert send_welcome_mail(sub.id, token_id) == MailResult.nothing
+    assert send_welcome_mail(sub.id, token_id, settings=settings) == MailResult.sent
+    assert send_welcome_mail(sub.id, token_id, settings=settings) == MailResult.nothing
     assert len(clean.smtp.to(address)) == 2
     assert events(sub.id).count("welcome_sent") == 1
     assert get_redis().get(claim) is None  # the claim is given back after the send
-    monkeypatch.delenv("MAILER_WELCOME_MAIL")
-    reset_settings()
 
 
 def test_the_welcome_mail_is_on_by_default() -> None:
@@ -238,7 +240,8 @@ def test_a_welcome_lost_while_the_broker_was_down_is_sent_once_by_the_sweeper(
     rig.redis.stop()  # the broker goes away (SIGKILL: nothing it held survives)
     tasks.reset()
     with transaction() as session:  # what POST /confirm/<token> does
-        check = confirm(session, confirmation_token_value(token), ip=None, user_agent=None)
+        check = confirm(session, confirmation_token_value(token), ip=None, user_agent=None,
+                        signup=welcome_on.signup)
         assert check.status == "ok"
     assert "could not publish a task after commit" in caplog.text
     sub = subscriber(address)
@@ -267,7 +270,7 @@ def test_a_welcome_lost_while_the_broker_was_down_is_sent_once_by_the_sweeper(
 
 
 def test_the_sweeper_welcomes_no_reader_of_old_and_none_the_server_refused(
-        clean, monkeypatch) -> None:
+        clean) -> None:
     """Turning the setting on does not mail readers who confirmed before the window; a
     welcome the server refused for good is not queued again; with the setting off the
     sweeper queues no welcome at all."""
@@ -279,16 +282,15 @@ def test_the_sweeper_welcomes_no_reader_of_old_and_none_the_server_refused(
     move_back(refused.id, dt.timedelta(minutes=6))
     with transaction() as session:
         assert welcomes_to_resend(session) == [(refused.id, token.id)]
-    assert requeue_lost_welcomes() == 0  # the setting is off: nothing, whatever is lost
+    # the setting is off: nothing, whatever is lost
+    assert requeue_lost_welcomes(signup=with_welcome(False).signup) == 0
 
-    monkeypatch.setenv("MAILER_WELCOME_MAIL", "true")
-    reset_settings()
+    on = with_welcome(True)
     clean.smtp.behaviour.add("refused.reader@example.org", "rcpt", "550 5.1.1 No such user")
-    assert send_welcome_mail(refused.id, token.id) == MailResult.failed
+    assert send_welcome_mail(refused.id, token.id, settings=on) == MailResult.failed
     with transaction() as session:  # still a lost round by the database alone...
         assert welcomes_to_resend(session) == [(refused.id, token.id)]
-    assert requeue_lost_welcomes() == 0  # ...but the refusal holds it for the window
+    # ...but the refusal holds it for the window
+    assert requeue_lost_welcomes(signup=on.signup) == 0
     assert get_redis().ttl(f"{HOLD_PREFIX}{refused.id}:{token.id}") > 86400
     assert clean.smtp.to("old.reader@example.org") == []
-    monkeypatch.delenv("MAILER_WELCOME_MAIL")
-    reset_settings()

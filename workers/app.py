@@ -179,7 +179,8 @@ def _start_heartbeat(sender: object = None, **_: object) -> None:
         queues = sorted(q.name for q in sender.task_consumer.queues)  # type: ignore[attr-defined]
         concurrency = getattr(getattr(sender, "pool", None), "num_processes", None)
         _heartbeat.append(Heartbeat(hostname, {"pid": os.getpid(), "queues": queues,
-                                               "concurrency": concurrency}).start())
+                                               "concurrency": concurrency},
+                                    ops=get_settings().ops).start())
     except Exception:  # never keep a worker from starting
         logging.getLogger(__name__).exception("could not start the worker heartbeat")
 

@@ -13,7 +13,7 @@ from workers.app import app
 @app.task(name=tasks.SEND_CONFIRMATION, bind=True, max_retries=8)
 def send_confirmation(self, subscriber_id: int) -> str:  # type: ignore[no-untyped-def]
     delay = backoff.CONFIRMATION_MAIL.seconds(self.request.retries)
-    outcome = send_confirmation_mail(subscriber_id, retry_in=delay)
+    outcome = send_confirmation_mail(subscriber_id, settings=get_settings(), retry_in=delay)
     if outcome == MailResult.retry:
         # Once the retries run out, the sweeper queues the mail again after the delay.
         raise self.retry(countdown=delay)
@@ -22,8 +22,9 @@ def send_confirmation(self, subscriber_id: int) -> str:  # type: ignore[no-untyp
 
 @app.task(name=tasks.SEND_WELCOME, bind=True, max_retries=8)
 def send_welcome(self, subscriber_id: int, token_id: int) -> str:  # type: ignore[no-untyped-def]
-    latest = latest_edition_link(get_settings().base_url)
-    outcome = send_welcome_mail(subscriber_id, token_id, latest_edition=latest)
+    settings = get_settings()
+    latest = latest_edition_link(settings.base_url)
+    outcome = send_welcome_mail(subscriber_id, token_id, settings=settings, latest_edition=latest)
     if outcome == MailResult.retry:
         raise self.retry(countdown=backoff.CONFIRMATION_MAIL.seconds(self.request.retries))
     return str(outcome)

@@ -26,10 +26,10 @@ def sweep() -> dict[str, object]:
         stranded = confirmations_to_resend(session, older_than=dt.timedelta(minutes=2))
     for subscriber_id in stranded:
         tasks.publish(tasks.SEND_CONFIRMATION, subscriber_id, session=None)
-    welcomes = requeue_lost_welcomes()
+    welcomes = requeue_lost_welcomes(signup=get_settings().signup)
     bulk_queue_empty = depth(get_redis(), tasks.BULK) == 0
     with transaction() as session:
-        report = sweeper.sweep(session, get_settings().sending, bulk_queue_empty=bulk_queue_empty)
+        report = sweeper.sweep(session, get_settings(), bulk_queue_empty=bulk_queue_empty)
     if report.reclaimed or report.retried or report.requeued or report.finished or report.started:
         log.info("sweep: %s", report.as_dict())
     if welcomes:
@@ -62,10 +62,10 @@ def poll_feeds() -> dict[str, int]:
     from mailer.config import get_settings
 
     totals = {"created": 0, "updated": 0, "unchanged": 0, "problems": 0, "failed": 0}
-    settings = get_settings().articles
-    for url in settings.feed_urls:
-        try:
-            feed = feeds.load(url, settings)  # fetched outside the transaction
+    settings = get_settings()
+    for url in settings.articles.feed_urls:
+        try:  # fetched outside the transaction
+            feed = feeds.load(url, settings.articles, website_url=settings.identity.website_url)
         except feeds.FeedError as exc:
             log.error("feed not imported: %s", exc)
             totals["failed"] += 1
@@ -97,7 +97,7 @@ def draft_next_edition() -> str:
     from mailer.editions import rhythm
 
     with transaction() as session:
-        result = rhythm.draft_on_schedule(session, timezone=get_settings().identity.timezone)
+        result = rhythm.draft_on_schedule(session, identity=get_settings().identity)
         if result.drafted:
             tasks.publish(tasks.MAIL_EDITORS, result.edition_id, session=session)
     return result.outcome
@@ -106,9 +106,10 @@ def draft_next_edition() -> str:
 @app.task(name=tasks.MAIL_EDITORS, bind=True, max_retries=8)
 def mail_editors(self, edition_id: int) -> list[str]:  # type: ignore[no-untyped-def]
     """Mail every editor a link to review the drafted edition (each editor once)."""
+    from mailer.config import get_settings
     from mailer.editions.review_mail import send_review_mails
 
-    results = send_review_mails(edition_id)
+    results = send_review_mails(edition_id, settings=get_settings())
     if any(r.temporary for r in results):
         raise self.retry(countdown=backoff.REVIEW_MAIL.seconds(self.request.retries))
     return [f"{r.to}: {r.result}" for r in results]
@@ -118,9 +119,10 @@ def mail_editors(self, edition_id: int) -> list[str]:  # type: ignore[no-untyped
 def report_edition(self, edition_id: int) -> list[str]:  # type: ignore[no-untyped-def]
     """An edition's send has finished: sum its delivery figures once, and mail each editor
     the report (each once, however often this runs)."""
+    from mailer.config import get_settings
     from mailer.insight.report import send_report_mails
 
-    results = send_report_mails(edition_id)
+    results = send_report_mails(edition_id, settings=get_settings())
     if any(r.temporary for r in results):
         raise self.retry(countdown=backoff.REPORT_MAIL.seconds(self.request.retries))
     return [f"{r.to}: {r.result}" for r in results]

@@ -28,6 +28,7 @@ from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, get_origin
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     BaseModel,
@@ -149,6 +150,11 @@ class IdentitySettings(Group):
     @property
     def sending_domain(self) -> str:
         return self.from_email.rsplit("@", 1)[1]
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The association's time zone (``timezone``), in which every time is shown."""
+        return ZoneInfo(self.timezone)
 
 
 class SMTPSettings(Group):

@@ -1,4 +1,5 @@
-"""Apply the Alembic migrations from Python (``mailer db upgrade``, ``make run``, tests)."""
+"""Apply the Alembic migrations from Python (``mailer db upgrade``, ``make run``, tests) to
+the database at ``url`` (the caller's ``Settings.database_url``)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,19 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from mailer.config import get_settings
 from mailer.db import get_engine
 from mailer.paths import migrations_dir
 
 
-def alembic_config(url: str | None = None) -> Config:
+def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     # ConfigParser interpolation would choke on a '%' in a password.
-    cfg.set_main_option("sqlalchemy.url", (url or get_settings().database_url).replace("%", "%%"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
-def upgrade(url: str | None = None, revision: str = "head") -> list[str]:
+def upgrade(url: str, revision: str = "head") -> list[str]:
     """Apply the migrations up to ``revision``; the revisions applied, oldest first."""
     cfg = alembic_config(url)
     applied: list[str] = []
@@ -36,7 +36,7 @@ def upgrade(url: str | None = None, revision: str = "head") -> list[str]:
     return applied
 
 
-def schema_state(url: str | None = None) -> tuple[tuple[str, ...], list[str]]:
+def schema_state(url: str) -> tuple[tuple[str, ...], list[str]]:
     """(the revisions the database is at, the revisions an upgrade would apply, oldest first).
 
     Raises alembic's CommandError when the database is at a revision this code does not know.
@@ -49,13 +49,13 @@ def schema_state(url: str | None = None) -> tuple[tuple[str, ...], list[str]]:
     return current, list(reversed(pending))
 
 
-def downgrade(url: str | None = None, revision: str = "base") -> None:
+def downgrade(url: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(url), revision)
 
 
-def current(url: str | None = None) -> None:
+def current(url: str) -> None:
     command.current(alembic_config(url), verbose=False)
 
 
-def revision(message: str, url: str | None = None) -> None:
+def revision(message: str, url: str) -> None:
     command.revision(alembic_config(url), message=message, autogenerate=True)

@@ -12,6 +12,7 @@ from email.utils import format_datetime, make_msgid
 from sqlalchemy import select
 
 from mailer.bounces.models import Bounce
+from mailer.config import IdentitySettings
 from mailer.db import transaction, utcnow
 from mailer.deliveries.models import Delivery
 from mailer.editions.models import Edition
@@ -22,6 +23,9 @@ from mailer.subscribers.models import ConsentEvent, Subscriber, Suppression
 from mailer.tokens import address_hash
 
 _slugs = itertools.count(1)
+
+
+IDENTITY = IdentitySettings()  # the stack's sending and bounce domains (the defaults)
 
 
 def make_reader(email: str, status: str = "confirmed") -> int:
@@ -60,11 +64,11 @@ def make_delivery(edition_id: int, subscriber_id: int, state: str = "sent",
 
 
 def verp_of(delivery_id: int) -> str:
-    return return_path("delivery", delivery_id)
+    return return_path("delivery", delivery_id, identity=IDENTITY)
 
 
 def newsletter_id(edition_id: int, delivery_id: int) -> str:
-    return message_id("nl", edition_id, delivery_id)
+    return message_id("nl", edition_id, delivery_id, identity=IDENTITY)
 
 
 # --- mails that come back --------------------------------------------------------------------

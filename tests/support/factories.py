@@ -9,9 +9,12 @@ import secrets
 from sqlalchemy import insert, select
 
 from mailer.articles.models import Article
+from mailer.config import IdentitySettings, get_settings
 from mailer.db import transaction, utcnow
 from mailer.editions.models import Edition
 from mailer.subscribers.models import Subscriber
+
+IDENTITY = IdentitySettings()  # the association as the tests' stack has it
 
 
 def make_subscribers(n: int, *, domain: str = "example.net", prefix: str = "reader",
@@ -67,8 +70,9 @@ def make_edition(subject: str = "CEP Newsletter – test edition", articles: int
     make_articles(articles)
     with transaction() as session:
         # Not in the audit log: the tests' own editions are not a staff member's action.
-        edition = service.draft_edition(session, subject=subject, by="test", audit=False,
-                                        window_start=utcnow() - dt.timedelta(days=articles + 1))
+        start = utcnow() - dt.timedelta(days=articles + 1)
+        edition = service.draft_edition(session, identity=IDENTITY, subject=subject, by="test",
+                                        audit=False, window_start=start)
         return edition.id
 
 
@@ -84,7 +88,7 @@ def start(edition_id: int) -> int:
     from mailer.delivery import service as sending
 
     with transaction() as session:
-        return sending.start_send(session, edition_id, by="test")
+        return sending.start_send(session, edition_id, by="test", settings=get_settings())
 
 
 def counts(edition_id: int) -> dict[str, int]:

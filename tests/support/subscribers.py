@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select, update
 
+from mailer.config import get_settings
 from mailer.db import transaction, utcnow
 from mailer.redis import get_redis
 from mailer.subscribers.addresses import normalise
@@ -49,12 +50,12 @@ def make(email: str, status: str, *, first_name: str = "") -> Subscriber:
     the way such a reader comes about. No task is queued: nothing is mailed."""
     with transaction() as s:
         sub = sign_up(s, email=email, profile=Profile(first_name=first_name),
-                      origin=ORIGIN)
+                      origin=ORIGIN, signup=get_settings().signup)
         if status in ("confirmed", "unsubscribed"):
             token = s.scalars(select(ConfirmationToken).where(
                 ConfirmationToken.subscriber_id == sub.id)).one()
             check = confirm(s, confirmation_token_value(token),
-                            ip="192.0.2.1", user_agent="test/1.0")
+                            ip="192.0.2.1", user_agent="test/1.0", signup=get_settings().signup)
             assert check.status == "ok"
         if status == "unsubscribed":
             unsubscribe(s, sub, channel="link")

@@ -1,17 +1,20 @@
 """Reading a feed (RSS 2.0, Atom or JSON) into clean, checked items.
 
-``load(source)`` fetches a URL or reads a file and returns a :class:`Feed`: the items that
-are complete and safe, and a list of problems, one line per item that could not be used
-(no link, no date…), each naming the item. A source that is not a feed at all raises
-:class:`FeedError`. Nothing here touches the database: the importer stores what we return.
+``load(source, settings, website_url=…)`` fetches a URL or reads a file and returns a
+:class:`Feed`: the items that are complete and safe, and a list of problems, one line per
+item that could not be used (no link, no date…), each naming the item. A source that is
+not a feed at all raises :class:`FeedError`. Nothing here touches the database: the
+importer stores what we return.
 
 Decisions worth knowing:
 - feedparser's own HTML sanitiser is off; nh3 (``sanitise.py``) is the one authority, so
   RSS, Atom and JSON items are cleaned the same way.
 - The publication time keeps the zone the feed wrote it in (feedparser only gives UTC).
-- Images: an ``https`` image is kept; an ``http`` image on the association's own website is
-  upgraded to ``https`` (the site serves everything over https); any other ``http`` image is
-  dropped, as mail clients warn about or block mixed content. Its size comes from the feed
+- Category names are spelled as ``ArticleSettings.categories`` spells them.
+- Images: an ``https`` image is kept; an ``http`` image on the association's own website
+  (``website_url``, from ``IdentitySettings``) is upgraded to ``https`` (the site serves
+  everything over https); any other ``http`` image is dropped, as mail clients warn about
+  or block mixed content. Its size comes from the feed
   (``media:content``/``media:thumbnail`` width and height, or the width and height of the
   first ``<img>`` in the article, which WordPress always writes); the digest shows an
   image only when it knows its size. Images under 120 × 60 px are icons, emoji or
@@ -34,7 +37,7 @@ import lxml.html
 
 from mailer.articles.fetch import FetchError, fetch
 from mailer.articles.sanitise import clean_html, plain_text
-from mailer.config import ArticleSettings, get_settings
+from mailer.config import ArticleSettings
 
 
 class FeedError(Exception):
@@ -88,11 +91,12 @@ def is_web_address(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
-def load(source: str, settings: ArticleSettings) -> Feed:
+def load(source: str, settings: ArticleSettings, *, website_url: str) -> Feed:
     """Fetch (http/https URL, see ``fetch.py`` for what may be fetched) or read (file path)
-    ``source`` and parse it, within the limits of ``settings``. Synchronous: call it from a
-    worker thread, not a coroutine."""
-    return parse(read(source, settings), source=source)
+    ``source`` and parse it (see :func:`parse`), within the limits of ``settings``.
+    Synchronous: call it from a worker thread, not a coroutine."""
+    return parse(read(source, settings), source=source, articles=settings,
+                 website_url=website_url)
 
 
 def read(source: str, settings: ArticleSettings) -> bytes:
@@ -114,18 +118,22 @@ def _fetch(url: str, settings: ArticleSettings) -> bytes:
         raise FeedError(str(exc)) from exc
 
 
-def parse(data: bytes, *, source: str) -> Feed:
-    """Items and problems from a feed's bytes; JSON when it looks like JSON, else XML."""
+def parse(data: bytes, *, source: str, articles: ArticleSettings, website_url: str) -> Feed:
+    """Items and problems from a feed's bytes; JSON when it looks like JSON, else XML. The
+    categories are spelled as ``articles.categories`` has them; ``website_url`` is the
+    association's own site (its ``http`` images are upgraded to ``https``)."""
     head = data.lstrip()[:1]
     if source.lower().endswith(".json") or head in (b"{", b"["):
         raws, problems = _json_items(data, source)
     else:
         raws, problems = _xml_items(data, source)
     feed = Feed(source=source, problems=problems)
+    known = {name.casefold(): name for name in articles.categories}
+    own_site = (urlsplit(website_url).hostname or "").removeprefix("www.")
     seen: dict[str, int] = {}
     for number, raw in enumerate(raws, start=1):
         try:
-            item = _make_item(raw)
+            item = _make_item(raw, known=known, own_site=own_site)
         except ItemProblem as exc:
             feed.problems.append(f"item {number} {_name(raw)}: {exc}; skipped")
             continue
@@ -265,7 +273,7 @@ def _escape(text: str) -> str:
 
 # --- one item, checked ------------------------------------------------------------------
 
-def _make_item(raw: dict[str, Any]) -> FeedItem:
+def _make_item(raw: dict[str, Any], *, known: dict[str, str], own_site: str) -> FeedItem:
     link = str(raw.get("link") or "").strip()
     if not link:
         raise ItemProblem("no link")
@@ -288,10 +296,10 @@ def _make_item(raw: dict[str, Any]) -> FeedItem:
         link=link,
         title=title[:500],
         published=published,
-        categories=_categories(raw.get("categories") or []),
+        categories=_categories(raw.get("categories") or [], known),
         author=plain_text(str(raw.get("author") or ""))[:200],
         summary_html=clean_html(str(raw.get("summary_html") or ""), base_url=link),
-        image=_image(raw.get("image"), link=link, title=title),
+        image=_image(raw.get("image"), link=link, title=title, own_site=own_site),
     )
 
 
@@ -315,9 +323,9 @@ def _parse_time(value: str, fallback: Any = None) -> dt.datetime | None:
     return parsed
 
 
-def _categories(values: list[Any]) -> tuple[str, ...]:
-    """Unique names, in the feed's order, spelled as the association spells them."""
-    known = {name.casefold(): name for name in get_settings().articles.categories}
+def _categories(values: list[Any], known: dict[str, str]) -> tuple[str, ...]:
+    """Unique names, in the feed's order, spelled as the association spells them (``known``:
+    each category by its case-folded name)."""
     result: list[str] = []
     for value in values:
         name = plain_text(str(value))[:100]
@@ -331,12 +339,12 @@ MIN_IMAGE_WIDTH, MIN_IMAGE_HEIGHT = 120, 60
 _DIGITS = re.compile(r"^\s*(\d{1,5})(?:px)?\s*$")
 
 
-def _image(raw: Any, *, link: str, title: str) -> Image | None:
+def _image(raw: Any, *, link: str, title: str, own_site: str) -> Image | None:
     if not isinstance(raw, dict) or not raw.get("url"):
         return None
     url = urljoin(link, str(raw["url"]).strip())
     parts = urlsplit(url)
-    if parts.scheme == "http" and _is_own_site(parts.hostname or ""):
+    if parts.scheme == "http" and _is_own_site(parts.hostname or "", own_site):
         url = "https" + url[len("http"):]
     elif parts.scheme != "https":
         return None
@@ -351,9 +359,9 @@ def _image(raw: Any, *, link: str, title: str) -> Image | None:
     return Image(url=url, width=width, height=height, alt=alt[:500])
 
 
-def _is_own_site(host: str) -> bool:
-    own = (urlsplit(get_settings().identity.website_url).hostname or "").removeprefix("www.")
-    return bool(own) and host.removeprefix("www.") == own
+def _is_own_site(host: str, own_site: str) -> bool:
+    """Is ``host`` the association's site (``own_site``: its host name without ``www.``)?"""
+    return bool(own_site) and host.removeprefix("www.") == own_site
 
 
 def _pixels(value: Any) -> int | None:

@@ -10,9 +10,9 @@ from sqlalchemy import select
 from mailer.articles.feeds import FeedError, load
 from mailer.articles.importer import import_feed
 from mailer.articles.models import Article
+from mailer.cli.clock import format_time
 from mailer.config import get_settings
 from mailer.db import transaction
-from mailer.localtime import format_time
 
 app = typer.Typer(no_args_is_help=True, help="The website's articles, imported from its feed.")
 err = Console(stderr=True)
@@ -25,9 +25,11 @@ def import_(
 ) -> None:
     """Import articles; a second import of the same items updates them, never duplicates."""
     failed = False
+    settings = get_settings()
     for source in sources:
         try:
-            feed = load(source, get_settings().articles)  # network and parsing: no transaction
+            # network and parsing: no transaction
+            feed = load(source, settings.articles, website_url=settings.identity.website_url)
         except FeedError as exc:
             err.print(f"[red]{exc}[/red]")
             failed = True

@@ -17,7 +17,7 @@ from mailer.redis import redis_reachable
 
 
 def _schema_note() -> str:
-    current, pending = migrate.schema_state()
+    current, pending = migrate.schema_state(get_settings().database_url)
     if not pending:
         return f"schema at {', '.join(current)}, the latest"
     applies = f"`mailer db upgrade` applies {_revisions(pending)}"

@@ -18,12 +18,13 @@ def upgrade(revision: str = typer.Argument("head")) -> None:
     if problem:  # one line, not the driver's traceback
         typer.echo(f"Database: {problem}", err=True)
         raise typer.Exit(1)
-    applied = migrate.upgrade(revision=revision)
-    where = masked_url(get_settings().database_url)
+    url = get_settings().database_url
+    applied = migrate.upgrade(url, revision=revision)
+    where = masked_url(url)
     if applied:
         typer.echo(f"applied {', '.join(applied)} to {where}")
     else:
-        current, _ = migrate.schema_state()
+        current, _ = migrate.schema_state(url)
         at = ", ".join(current) or "no revision"
         typer.echo(f"already up to date: {where} is at {at}" if revision in ("head", "heads")
                    else f"nothing to apply up to {revision}: {where} is at {at}")
@@ -32,10 +33,10 @@ def upgrade(revision: str = typer.Argument("head")) -> None:
 @app.command("downgrade")
 def downgrade(revision: str = typer.Argument(...)) -> None:
     """Undo migrations down to REVISION ('base' empties the database)."""
-    migrate.downgrade(revision=revision)
+    migrate.downgrade(get_settings().database_url, revision=revision)
 
 
 @app.command("current")
 def current() -> None:
     """Show the revision the database is at."""
-    migrate.current()
+    migrate.current(get_settings().database_url)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from mailer.articles.models import Article
 from mailer.cli.actor import cli_actor
+from mailer.cli.clock import format_date, format_time, window_label
 from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.delivery.preflight import preflight
@@ -24,7 +25,6 @@ from mailer.editions import queries, service
 from mailer.editions.compose import INTRO_HINT, category_order, reading_order, twice_greeted
 from mailer.editions.models import Edition
 from mailer.editions.states import EDITABLE
-from mailer.localtime import format_date, format_time, window_label
 
 app = typer.Typer(no_args_is_help=True, help="Editions of the digest.")
 out = Console()
@@ -44,13 +44,15 @@ def new(
     with _editing() as session:
         edition = service.draft_edition(
             session, subject=subject, window_start=_moment(since, "since"),
-            window_end=_moment(until, "until", end_of_day=True), by=cli_actor())
+            window_end=_moment(until, "until", end_of_day=True), by=cli_actor(),
+            identity=get_settings().identity)
         typer.echo(f"Drafted edition {edition.id} ({edition.slug}): “{edition.subject}”, "
                    f"{len(edition.articles)} article(s) published {_window(edition)}.")
         if not edition.articles:
             hint = queries.empty_window_hint(
                 session, earlier="use --since",
-                none_yet="Import some first: mailer articles import SOURCE.")
+                none_yet="Import some first: mailer articles import SOURCE.",
+                zone=get_settings().identity.zone)
             err.print(f"[yellow]No article was published in that window. {hint}[/yellow]")
         typer.echo(f"Next: mailer editions show {edition.id}, then "
                    f"mailer editions preview {edition.id} --out edition.html")
@@ -116,7 +118,7 @@ def preview(
     """Write the HTML exactly as a reader gets it (a sample reader's personal links)."""
     with _editing() as session:
         edition = _edition(session, edition_id)
-        rendered = service.render_preview(session, edition)
+        rendered = service.render_preview(session, edition, settings=get_settings())
         problem = _sendability(session, edition) if edition.state in EDITABLE else None
     out_file.write_text(rendered.html, encoding="utf-8")
     typer.echo(f"Subject: {rendered.subject}")
@@ -149,7 +151,7 @@ def edit(
             intro=intro, window_start=_moment(since, "since"),
             window_end=_moment(until, "until", end_of_day=True),
             category_order=[c.strip() for c in categories.split(",")] if categories else None,
-            by=cli_actor())
+            by=cli_actor(), identity=get_settings().identity)
         typer.echo(f"Edition {edition.id} updated: {len(edition.articles)} article(s).")
         if intro and (warning := twice_greeted(intro)):
             err.print(f"[yellow]{warning}[/yellow]")
@@ -220,7 +222,7 @@ def _reading_order(edition: Edition) -> list[tuple[str, Article]]:
 
 def _sendability(session: Session, edition: Edition) -> str | None:
     """What keeps the edition from going out now, as a send would say it (None: ready)."""
-    checked = preflight(session, edition)
+    checked = preflight(session, edition, settings=get_settings())
     return "; ".join(p.message for p in checked.problems) or None
 
 

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.insight.editions import edition_figures
 from mailer.insight.report import insight_url, lines
@@ -49,4 +50,5 @@ def report(edition: int = typer.Argument(..., help="The edition's id (mailer edi
             links.add_row(link.label, f"{link.clicks:,}",
                           f"{link.head_requests + link.scanner_clicks:,}")
         console.print(links)
-    console.print(f"Charts: {insight_url(figures.edition_id)}")
+    url = insight_url(figures.edition_id, base_url=get_settings().base_url)
+    console.print(f"Charts: {url}")

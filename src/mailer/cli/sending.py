@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mailer.cli.actor import cli_actor
+from mailer.cli.clock import format_time
 from mailer.cli.editions import app
 from mailer.config import get_settings
 from mailer.db import transaction
@@ -22,7 +23,6 @@ from mailer.delivery import service as sending
 from mailer.delivery.preflight import preflight
 from mailer.editions.models import Edition
 from mailer.editions.service import EditionError
-from mailer.localtime import format_time
 
 err = Console(stderr=True)
 
@@ -57,7 +57,7 @@ def send(
         edition = session.get(Edition, edition_id)
         if edition is None:
             raise _fail(f"there is no edition {edition_id}")
-        checked = preflight(session, edition)
+        checked = preflight(session, edition, settings=get_settings())
         typer.echo(f"Edition {edition.id} “{edition.subject}” ({len(edition.articles)} articles), "
                    f"state {edition.state}.")
         if checked.started:
@@ -75,10 +75,12 @@ def send(
     try:
         with transaction() as session:
             if when:
-                sending.schedule_send(session, edition_id, when, by=cli_actor())
+                sending.schedule_send(session, edition_id, when, by=cli_actor(),
+                                      settings=get_settings())
                 typer.echo(f"Scheduled for {format_time(when)}; beat starts it then.")
                 return
-            frozen = sending.start_send(session, edition_id, by=cli_actor())
+            frozen = sending.start_send(session, edition_id, by=cli_actor(),
+                                        settings=get_settings())
     except (sending.SendError, EditionError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"Sending to {frozen:,} reader(s). Watch it: mailer editions progress {edition_id}")
@@ -89,7 +91,8 @@ def test(edition_id: int,
          to: list[str] = typer.Option(..., "--to", help="an address; repeat for more")) -> None:
     """Send a marked test copy to each --to address (not counted)."""
     try:
-        results = sending.send_test_copies(edition_id, to, by=cli_actor())
+        results = sending.send_test_copies(edition_id, to, by=cli_actor(),
+                                           settings=get_settings())
     except (sending.SendError, EditionError) as exc:
         raise _fail(str(exc)) from None
     for address, result in results:

@@ -68,7 +68,7 @@ def create(
 @app.command("list")
 def list_() -> None:
     """Every staff account, its role, whether it is disabled, and its second factor."""
-    from mailer.localtime import format_time
+    from mailer.cli.clock import format_time
 
     table = Table("email", "role", "active", "last login", "second factor")
     with transaction() as session:

@@ -23,8 +23,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from mailer.cli.clock import format_time
 from mailer.config import get_settings
-from mailer.localtime import format_time
 from mailer.ops import status as ops_status
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from mailer import privacy
 from mailer.cli.actor import cli_actor
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.subscribers.addresses import InvalidAddress
 from mailer.subscribers.importer import import_rows, read_csv
@@ -58,6 +59,7 @@ def import_(
             Progress(*columns, console=err) as bar:
         task = bar.add_task("importing", total=total)
         report = import_rows(read_csv(stream), source=source, by=cli_actor(), name=path.name,
+                             check_deliverability=get_settings().signup.check_deliverability,
                              progress=lambda n: bar.advance(task, n))
     for line, problem in report.problems:
         err.print(f"line {line}: {problem}", markup=False, highlight=False)

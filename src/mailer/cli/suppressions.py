@@ -18,8 +18,8 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from mailer.cli.actor import cli_actor
+from mailer.cli.clock import format_time
 from mailer.db import transaction
-from mailer.localtime import format_time
 from mailer.subscribers.addresses import InvalidAddress, key_hash
 from mailer.subscribers.models import Suppression, SuppressionReason
 from mailer.suppression import queries as suppression_queries

@@ -12,8 +12,8 @@ from rich.table import Table
 
 from mailer.api_tokens import service
 from mailer.cli.actor import cli_actor
+from mailer.cli.clock import format_time
 from mailer.db import transaction
-from mailer.localtime import format_time
 
 app = typer.Typer(no_args_is_help=True, help="API tokens for /api/v1 (shown once, stored hashed).")
 err = Console(stderr=True)

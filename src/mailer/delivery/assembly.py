@@ -106,7 +106,7 @@ class MessageAssembler:
     """Turns (snapshot, reader) into the exact bytes handed to the SMTP server."""
 
     def __init__(self, *, edition_id: int, subject: str, personaliser: object,
-                 view_url: str, identity: IdentitySettings, smtp: SMTPSettings,
+                 view_url: str, base_url: str, identity: IdentitySettings, smtp: SMTPSettings,
                  kind: MessageKind | str = MessageKind.delivery) -> None:
         entry = type_of(kind)
         if not entry.bulk:
@@ -114,6 +114,7 @@ class MessageAssembler:
         self.edition_id = edition_id
         self.personaliser = personaliser
         self.view_url = view_url
+        self.base_url = base_url  # of the unsubscribe links
         self.kind = entry.kind
         #: A copy tied to no reader (a test copy): its VERP token names the edition.
         self.test = entry.ties is Ties.nobody
@@ -148,14 +149,15 @@ class MessageAssembler:
 
     def envelope_from(self, reader: Reader) -> str:
         if self.test:  # a bounce of a test copy names the edition, and suppresses nobody
-            return return_path(self.kind, self.edition_id)
-        return return_path(self.kind, reader.delivery_id)
+            return return_path(self.kind, self.edition_id, identity=self.identity)
+        return return_path(self.kind, reader.delivery_id, identity=self.identity)
 
     def message_id(self, reader: Reader) -> str:
-        return message_id(self.kind, self.edition_id, reader.delivery_id)
+        return message_id(self.kind, self.edition_id, reader.delivery_id, identity=self.identity)
 
     def build(self, reader: Reader) -> bytes:
-        unsubscribe = unsubscribe_url_for(reader.public_id, self.edition_id)
+        unsubscribe = unsubscribe_url_for(reader.public_id, self.edition_id,
+                                          base_url=self.base_url)
         values = {
             "unsubscribe_url": unsubscribe,
             "view_url": self.view_url,

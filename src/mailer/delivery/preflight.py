@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from mailer.bounces.models import Bounce, BounceClass
 from mailer.bounces.rates import edition_rates
-from mailer.config import get_settings
+from mailer.config import SendingSettings, Settings
 from mailer.db import utcnow
 from mailer.editions.errors import NotSendable
 from mailer.editions.models import Edition, EditionState
@@ -75,8 +75,10 @@ def nobody() -> Problem:
                    "nobody would receive it: there is no confirmed, unsuppressed subscriber")
 
 
-def preflight(session: Session, edition: Edition, *, count_audience: bool = True) -> Preflight:
-    """Whether ``edition`` can be sent now, and to how many readers.
+def preflight(session: Session, edition: Edition, *, settings: Settings,
+              count_audience: bool = True) -> Preflight:
+    """Whether ``edition`` can be sent now, and to how many readers (``settings``: the
+    edition is composed with them; ``settings.sending`` holds the complaint stop level).
 
     ``count_audience=False`` leaves the audience to the caller (the send itself counts the
     rows it freezes instead of counting the readers twice)."""
@@ -90,10 +92,10 @@ def preflight(session: Session, edition: Edition, *, count_audience: bool = True
             "edition can be sent")])
     problems = []
     try:
-        check_sendable(session, edition)
+        check_sendable(session, edition, settings=settings)
     except NotSendable as exc:
         problems.append(Problem(Check.content, str(exc)))
-    hold = complaint_hold(session)
+    hold = complaint_hold(session, sending=settings.sending)
     if hold:
         problems.append(Problem(Check.complaints, hold))
     audience = audience_size(session) if count_audience else None
@@ -105,13 +107,13 @@ def preflight(session: Session, edition: Edition, *, count_audience: bool = True
 # --- complaints: stop at 0.3 % until someone acknowledges -----------------------------------
 
 
-def complaint_hold(session: Session, *, edition_id: int | None = None) -> str | None:
+def complaint_hold(session: Session, *, sending: SendingSettings,
+                   edition_id: int | None = None) -> str | None:
     """Why no edition may go out now: a recent edition's complaint rate reached the stop
     level (``complaint_stop_rate``) with complaints nobody has acknowledged. None if clear.
 
     Every batch asks, so the common answer is cheap: an edition without unacknowledged
     complaints (a look at the few bounce rows of that class) is not counted at all."""
-    sending = get_settings().sending
     stop_rate = sending.complaint_stop_rate
     recent = utcnow() - dt.timedelta(days=60)
     query = select(Edition).where(Edition.state.in_(GONE_OUT), Edition.started_at >= recent)

@@ -78,6 +78,7 @@ def assembler_for(edition: Edition, settings: Settings) -> MessageAssembler:
             subject=edition.subject_snapshot or edition.subject,
             personaliser=snapshot.personaliser_for(edition, settings.base_url),
             view_url=snapshot.view_url(edition, settings.base_url),
+            base_url=settings.base_url,
             identity=settings.identity,
             smtp=settings.smtp,
         )
@@ -145,7 +146,7 @@ def send_batch(edition_id: int, first_id: int, last_id: int, settings: Settings)
         if edition.html_snapshot is None:
             result.stopped = "edition has no snapshot"
             return result
-        hold = _complaint_hold(session, edition_id)
+        hold = _complaint_hold(session, edition_id, settings.sending)
         assembler = assembler_for(edition, settings)
         # A batch handed out again after its process died: that process's claims in this
         # range go back to the queue now, not when a heartbeat times out.
@@ -312,14 +313,14 @@ _holds: dict[int, tuple[float, str | None]] = {}
 HOLD_CHECK_SECONDS = 5.0
 
 
-def _complaint_hold(session: Session, edition_id: int) -> str | None:
+def _complaint_hold(session: Session, edition_id: int, sending: SendingSettings) -> str | None:
     """Checked at the start of a batch, at most every few seconds per process: complaints
     arrive (ARF, webhooks) while the send goes on, and counting an edition that has some is
     a count over its deliveries."""
     checked = _holds.get(edition_id)
     if checked is not None and time.monotonic() - checked[0] < HOLD_CHECK_SECONDS:
         return checked[1]
-    hold = complaint_hold(session, edition_id=edition_id)
+    hold = complaint_hold(session, sending=sending, edition_id=edition_id)
     _holds[edition_id] = (time.monotonic(), hold)
     return hold
 

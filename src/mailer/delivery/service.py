@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from mailer import tasks
 from mailer.audit import record
-from mailer.config import get_settings
+from mailer.config import SendingSettings, Settings
 from mailer.db import UTCDateTime, audience_lock, utcnow
 from mailer.deliveries.models import FINAL_STATES, OPEN_STATES, Delivery, DeliveryState
 from mailer.delivery.preflight import Check, audience_size, complaint_hold, nobody, preflight
@@ -87,8 +87,10 @@ def _freeze_audience(session: Session, edition: Edition) -> int:
     ) or 0)
 
 
-def start_send(session: Session, edition_id: int, *, by: str) -> int:
+def start_send(session: Session, edition_id: int, *, by: str, settings: Settings) -> int:
     """Freeze the snapshot and the audience, and queue the batches. Returns the audience.
+    ``settings``: the edition is composed (identity, editions, base_url) and batched
+    (``sending``) with them.
 
     The checks are :func:`preflight`'s (the first problem is the refusal), the audience is
     the rows frozen. Safe to run twice: a second call on an edition already sending
@@ -99,10 +101,10 @@ def start_send(session: Session, edition_id: int, *, by: str) -> int:
     edition = _edition(session, edition_id, lock=True)
     if edition.state in EDITABLE:
         try:  # composed once: what preflight checks is then the frozen snapshot
-            snapshot.freeze(session, edition, get_settings())
+            snapshot.freeze(session, edition, settings)
         except NotSendable as exc:
             raise SendError(str(exc)) from exc
-    checked = preflight(session, edition, count_audience=False)
+    checked = preflight(session, edition, settings=settings, count_audience=False)
     if checked.started:
         return edition.audience_count
     if not checked.ok:
@@ -113,17 +115,18 @@ def start_send(session: Session, edition_id: int, *, by: str) -> int:
     edition.audience_count = audience
     transition(session, edition, EditionState.sending, reason=f"started by {by}")
     _record(session, by, "edition.send", edition, {"audience": audience})
-    enqueue_pending(session, edition.id)
+    enqueue_pending(session, edition.id, sending=settings.sending)
     return audience
 
 
-def schedule_send(session: Session, edition_id: int, at: dt.datetime, *, by: str) -> None:
+def schedule_send(session: Session, edition_id: int, at: dt.datetime, *, by: str,
+                  settings: Settings) -> None:
     edition = _edition(session, edition_id, lock=True)
     if at.tzinfo is None:
         raise SendError("the time needs a time zone")
     if at <= utcnow():
         raise SendError("that time is in the past")
-    checked = preflight(session, edition, count_audience=False)
+    checked = preflight(session, edition, settings=settings, count_audience=False)
     content = [p for p in checked.problems if p.check == Check.content]
     if content:
         raise SendError(str(content[0]))
@@ -142,8 +145,8 @@ def unschedule(session: Session, edition_id: int, *, by: str) -> None:
     _record(session, by, "edition.unschedule", edition, {})
 
 
-def start_due_editions(session: Session) -> list[int]:
-    """Scheduled editions whose time has come (beat calls this)."""
+def start_due_editions(session: Session, *, settings: Settings) -> list[int]:
+    """Start the scheduled editions whose time has come (beat's sweep calls this)."""
     due = session.scalars(
         select(Edition.id).where(Edition.state == EditionState.scheduled,
                                  Edition.scheduled_at <= utcnow())
@@ -152,7 +155,7 @@ def start_due_editions(session: Session) -> list[int]:
     for edition_id in due:
         try:
             with session.begin_nested():
-                start_send(session, edition_id, by="schedule")
+                start_send(session, edition_id, by="schedule", settings=settings)
             started.append(edition_id)
         except SendError as exc:
             edition = _edition(session, edition_id)
@@ -168,16 +171,16 @@ def pause(session: Session, edition_id: int, *, by: str, reason: str = "") -> No
     _record(session, by, "edition.pause", edition, {"reason": reason})
 
 
-def resume(session: Session, edition_id: int, *, by: str) -> None:
+def resume(session: Session, edition_id: int, *, by: str, sending: SendingSettings) -> None:
     edition = _edition(session, edition_id, lock=True)
     if edition.state != EditionState.paused:
         raise SendError(f"edition {edition.id} is {edition.state}; only a paused edition resumes")
-    hold = complaint_hold(session)
+    hold = complaint_hold(session, sending=sending)
     if hold:
         raise SendError(hold)
     transition(session, edition, EditionState.sending, reason=f"resumed by {by}")
     _record(session, by, "edition.resume", edition, {})
-    enqueue_pending(session, edition.id)
+    enqueue_pending(session, edition.id, sending=sending)
 
 
 def cancel(session: Session, edition_id: int, *, by: str) -> int:
@@ -257,9 +260,9 @@ def enqueue_ids(session: Session, edition_id: int, ids: Sequence[int], batch_siz
     return len(ids)
 
 
-def enqueue_pending(session: Session, edition_id: int) -> int:
+def enqueue_pending(session: Session, edition_id: int, *, sending: SendingSettings) -> int:
     """Queue every delivery of the edition that is waiting (deferred ones when due), in
-    batches of ``batch_size`` consecutive ids, computed by the database without reading
+    batches of ``sending.batch_size`` consecutive ids, computed by the database without reading
     every id into Python. Returns how many batches."""
     now = utcnow()
     session.execute(
@@ -268,7 +271,7 @@ def enqueue_pending(session: Session, edition_id: int) -> int:
                Delivery.next_attempt_at <= now)
         .values(state=D.queued, updated_at=now)
     )
-    size = get_settings().sending.batch_size
+    size = sending.batch_size
     numbered = select(
         Delivery.id.label("id"),
         ((func.row_number().over(order_by=Delivery.id) - 1) // size).label("batch"),
@@ -354,10 +357,11 @@ _test_copies = threading.Lock()
 
 
 def send_test_copies(
-    edition_id: int, addresses: Sequence[str], *, by: str
+    edition_id: int, addresses: Sequence[str], *, by: str, settings: Settings
 ) -> list[tuple[str, str]]:
     """Send a marked copy ("[TEST]" in the subject) to each address, as a reader would get
-    it. Not counted: no delivery rows, no audience. Returns (address, result) pairs."""
+    it, built and carried with ``settings`` (identity, smtp, base_url). Not counted: no
+    delivery rows, no audience. Returns (address, result) pairs."""
     import secrets
 
     from mailer.counters import timed
@@ -369,14 +373,14 @@ def send_test_copies(
     from mailer.subscribers.addresses import InvalidAddress, normalise
     from mailer.subscribers.unsubscribe import public_id_of_test_copy
 
-    settings = get_settings()  # a staff action's entry (web and CLI): the one read
     with transaction() as session:
         edition = _edition(session, edition_id)
         personaliser, subject = snapshot.as_mailed(edition, settings, check=True)
         assembler = MessageAssembler(edition_id=edition.id, subject=f"[TEST] {subject}",
                                      personaliser=personaliser,
                                      view_url=snapshot.view_url(edition, settings.base_url),
-                                     identity=settings.identity, smtp=settings.smtp,
+                                     base_url=settings.base_url, identity=settings.identity,
+                                     smtp=settings.smtp,
                                      kind=MessageKind.test)
         _record(session, by, "edition.test", edition, {"to": list(addresses)})
     results: list[tuple[str, str]] = []

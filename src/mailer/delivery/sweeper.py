@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from mailer.config import SendingSettings
+from mailer.config import Settings
 from mailer.db import utcnow
 from mailer.deliveries.models import Delivery, DeliveryState
 from mailer.delivery import holders
@@ -45,9 +45,11 @@ class SweepReport:
         return self.__dict__.copy()
 
 
-def sweep(session: Session, settings: SendingSettings, *, bulk_queue_empty: bool) -> SweepReport:
+def sweep(session: Session, settings: Settings, *, bulk_queue_empty: bool) -> SweepReport:
     """Queue again what no live process will send: the claims of gone holders, the retries
-    that are due, queued rows whose task was lost (timings: ``settings``)."""
+    that are due, queued rows whose task was lost (timings: ``settings.sending``); start
+    the scheduled sends that are due (composed with the rest of ``settings``)."""
+    timings = settings.sending
     now = utcnow()
     report = SweepReport()
     under_way = sorted(session.scalars(
@@ -55,11 +57,11 @@ def sweep(session: Session, settings: SendingSettings, *, bulk_queue_empty: bool
 
     # Claims whose holder is gone, in every edition under way (or cancelled meanwhile).
     to_queue: dict[int, list[int]] = defaultdict(list)
-    for edition_id, ids in holders.reclaim(session, settings, now=now).items():
+    for edition_id, ids in holders.reclaim(session, timings, now=now).items():
         report.reclaimed += len(ids)
         if edition_id in under_way:
             to_queue[edition_id].extend(ids)
-    holders.forget_gone(session, settings, now)
+    holders.forget_gone(session, timings, now)
 
     if under_way:
         # Retries that are due.
@@ -80,8 +82,8 @@ def sweep(session: Session, settings: SendingSettings, *, bulk_queue_empty: bool
         # Queued rows whose task is gone. Only when nothing waits in the queue: until then
         # a task for them may still come.
         if bulk_queue_empty:
-            threshold = now - dt.timedelta(seconds=settings.requeue_after_seconds)
-            live = holders.live_batches(session, settings, now)
+            threshold = now - dt.timedelta(seconds=timings.requeue_after_seconds)
+            live = holders.live_batches(session, timings, now)
             untouched = session.execute(
                 select(Delivery.id, Delivery.edition_id)
                 .where(Delivery.edition_id.in_(under_way), Delivery.state == D.queued,
@@ -100,10 +102,10 @@ def sweep(session: Session, settings: SendingSettings, *, bulk_queue_empty: bool
                 .values(updated_at=now)
             )
         for edition_id, ids in to_queue.items():
-            sending.enqueue_ids(session, edition_id, ids, settings.batch_size)
+            sending.enqueue_ids(session, edition_id, ids, timings.batch_size)
 
     for edition_id in under_way:
         if sending.finish_if_done(session, edition_id):
             report.finished.append(edition_id)
-    report.started = sending.start_due_editions(session)
+    report.started = sending.start_due_editions(session, settings=settings)
     return report

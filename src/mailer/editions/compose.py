@@ -20,6 +20,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from markupsafe import Markup, escape
 
@@ -128,8 +129,10 @@ def digest_context(edition: Edition, settings: Settings) -> dict[str, Any]:
     return {
         "settings": settings,
         "edition": edition,
-        "edition_date": month_label(edition.window_end),  # "December 2025"
-        "sections": sections(articles, edition.category_order, settings.articles),
+        # "December 2025"
+        "edition_date": month_label(edition.window_end, zone=settings.identity.zone),
+        "sections": sections(articles, edition.category_order, settings.articles,
+                             zone=settings.identity.zone),
         "article_count": len(articles),
         "intro_paragraphs": intro_paragraphs(edition.intro),
         "intro_text": edition.intro.strip(),
@@ -175,18 +178,19 @@ def reading_order(articles: list[Article], staff_order: list[str],
 
 
 def sections(articles: list[Article], staff_order: list[str],
-             filing: ArticleSettings) -> list[Section]:
+             filing: ArticleSettings, *, zone: ZoneInfo) -> list[Section]:
     grouped: dict[str, list[Card]] = {}
     for name, article in reading_order(articles, staff_order, filing):
-        grouped.setdefault(name, []).append(card(article, section=name, filing=filing))
+        grouped.setdefault(name, []).append(card(article, section=name, filing=filing,
+                                                 zone=zone))
     return [Section(name=name, cards=cards) for name, cards in grouped.items()]
 
 
-def card(article: Article, *, section: str, filing: ArticleSettings) -> Card:
+def card(article: Article, *, section: str, filing: ArticleSettings, zone: ZoneInfo) -> Card:
     return Card(
         title=article.title,
         url=article.link,
-        date=format_date(article.published_at),
+        date=format_date(article.published_at, zone=zone),
         # The section's heading already names its category: a badge repeats only the others.
         categories=[name for name in shown_categories(article.categories, filing)
                     if name != section],
@@ -209,15 +213,15 @@ def card_image(article: Article) -> CardImage | None:
                      alt=article.image_alt or article.title)
 
 
-def month_label(window_end: dt.datetime) -> str:
-    """The month an edition is named after: that of the last day its window covers (a
-    window up to 1 January 00:00 is December's)."""
-    day = last_day(window_end)
+def month_label(window_end: dt.datetime, *, zone: ZoneInfo) -> str:
+    """The month an edition is named after: that of the last day its window covers in
+    ``zone`` (a window up to 1 January 00:00 is December's)."""
+    day = last_day(window_end, zone=zone)
     return f"{MONTHS[day.month - 1]} {day.year}"
 
 
-def month_slug(window_end: dt.datetime) -> str:
-    return f"{last_day(window_end):%Y-%m}"
+def month_slug(window_end: dt.datetime, *, zone: ZoneInfo) -> str:
+    return f"{last_day(window_end, zone=zone):%Y-%m}"
 
 
 def intro_greeting(intro: str) -> str | None:

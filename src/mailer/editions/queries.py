@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -49,10 +50,11 @@ def newest_article_at(session: Session) -> dt.datetime | None:
     return session.scalar(select(func.max(Article.published_at)))
 
 
-def empty_window_hint(session: Session, *, earlier: str, none_yet: str) -> str:
+def empty_window_hint(session: Session, *, earlier: str, none_yet: str, zone: ZoneInfo) -> str:
     """What to do about a window without articles: start it before the newest article
-    (``earlier`` says how, in the caller's terms), or import some (``none_yet``)."""
+    (``earlier`` says how, in the caller's terms; its day in ``zone``), or import some
+    (``none_yet``)."""
     newest = newest_article_at(session)
     if newest is None:
         return none_yet
-    return f"The newest article is from {format_date(newest)}: {earlier}."
+    return f"The newest article is from {format_date(newest, zone=zone)}: {earlier}."

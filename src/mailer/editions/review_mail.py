@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from mailer.config import get_settings
+from mailer.config import Settings
 from mailer.db import transaction
 from mailer.editions.models import Edition
 from mailer.emails.kinds import MessageKind
@@ -37,13 +37,13 @@ class Mailed:
         return self.result.startswith("retry")
 
 
-def review_url(edition_id: int) -> str:
-    return f"{get_settings().base_url}/admin/editions/{edition_id}"
+def review_url(edition_id: int, *, base_url: str) -> str:
+    return f"{base_url}/admin/editions/{edition_id}"
 
 
-def send_review_mails(edition_id: int) -> list[Mailed]:
-    """Mail every active editor who has not been mailed about this edition yet."""
-    settings = get_settings()
+def send_review_mails(edition_id: int, *, settings: Settings) -> list[Mailed]:
+    """Mail every active editor who has not been mailed about this edition yet, with
+    ``settings`` (the admin's address, the sender, the SMTP relay)."""
     with transaction() as session:
         edition = session.get(Edition, edition_id)
         if edition is None:
@@ -54,8 +54,9 @@ def send_review_mails(edition_id: int) -> list[Mailed]:
         rendered = render(MessageKind.review, dict(
             settings=settings, edition=edition,
             articles=[link.article.title for link in edition.articles],
-            window=window_label(edition.window_start, edition.window_end),
-            review_url=review_url(edition_id)))
+            window=window_label(edition.window_start, edition.window_end,
+                                zone=settings.identity.zone),
+            review_url=review_url(edition_id, base_url=settings.base_url)))
     results = []
     for user_id, email in editors:
         if email in done:
@@ -63,7 +64,7 @@ def send_review_mails(edition_id: int) -> list[Mailed]:
             continue
         # Rendered once for every editor; each mail has its own Message-ID.
         sent = send_one(MessageKind.review, email, {}, ids=[edition_id, user_id],
-                        rendered=rendered)
+                        identity=settings.identity, smtp=settings.smtp, rendered=rendered)
         if sent.failure is not None:
             kind = "retry" if sent.temporary else "failed"
             results.append(Mailed(email, f"{kind}: {sent.failure}"))

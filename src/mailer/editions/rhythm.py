@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailer.config import IdentitySettings
 from mailer.db import utcnow
 from mailer.editions import service as editions
 from mailer.editions.models import Edition, EditionState
@@ -89,12 +90,12 @@ class DraftResult:
         return self.edition_id is not None
 
 
-def draft_on_schedule(session: Session, *, timezone: str,
+def draft_on_schedule(session: Session, *, identity: IdentitySettings,
                       now: dt.datetime | None = None) -> DraftResult:
     """The scheduled run: draft the next edition, or say why not. Safe to run twice (one
-    run per day of the schedule in the association's ``timezone``)."""
+    run per day of the schedule in the association's ``identity.timezone``)."""
     now = now or utcnow()
-    slot = now.astimezone(ZoneInfo(timezone)).date().isoformat()
+    slot = now.astimezone(ZoneInfo(identity.timezone)).date().isoformat()
     run = ScheduledDraft(slot=slot, ran_at=now, outcome="running")
     try:
         with session.begin_nested():
@@ -107,8 +108,9 @@ def draft_on_schedule(session: Session, *, timezone: str,
 
     savepoint = session.begin_nested()
     # The run writes its own entry, with its outcome (below).
-    edition = editions.draft_edition(session, window_end=now, by=ACTOR, audit=False)
-    window = window_label(edition.window_start, edition.window_end)
+    edition = editions.draft_edition(session, window_end=now, by=ACTOR, identity=identity,
+                                     audit=False)
+    window = window_label(edition.window_start, edition.window_end, zone=identity.zone)
     # An edition not sent yet whose window overlaps this one holds the same articles: the
     # editors have it to review already.
     covering = session.scalars(
@@ -120,8 +122,9 @@ def draft_on_schedule(session: Session, *, timezone: str,
     ).first()
     if covering is not None:
         savepoint.rollback()
+        covered = window_label(covering.window_start, covering.window_end, zone=identity.zone)
         outcome = (f"nothing drafted: edition {covering.id} ({covering.state}) already covers "
-                   f"this window ({window_label(covering.window_start, covering.window_end)})")
+                   f"this window ({covered})")
         _finish(session, run, outcome, "edition.schedule.skipped", covering.id)
         return DraftResult(slot, outcome)
     if not edition.articles:

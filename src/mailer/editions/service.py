@@ -19,13 +19,14 @@ import calendar
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailer.articles.models import Article
 from mailer.audit import record
-from mailer.config import get_settings
+from mailer.config import ArticleSettings, IdentitySettings, Settings
 from mailer.db import transaction, utcnow
 from mailer.editions import snapshot
 from mailer.editions.compose import month_label, month_slug, reading_order
@@ -48,8 +49,8 @@ FIRST_EDITION_MONTHS = 2
 class EmptyWindow(EditionError):
     """No article was published in the window, and the caller wanted none drafted then."""
 
-    def __init__(self, start: dt.datetime, end: dt.datetime) -> None:
-        self.window = window_label(start, end)
+    def __init__(self, start: dt.datetime, end: dt.datetime, zone: ZoneInfo) -> None:
+        self.window = window_label(start, end, zone=zone)
         super().__init__(f"No article was published {self.window}, so no edition was drafted.")
 
 
@@ -62,8 +63,10 @@ class RenderedEdition:
 
 def draft_edition(session: Session, *, subject: str | None = None,
                   window_start: dt.datetime | None = None, window_end: dt.datetime | None = None,
-                  by: str, require_articles: bool = False, audit: bool = True) -> Edition:
-    """A new draft with every article of its window, newest first.
+                  by: str, identity: IdentitySettings, require_articles: bool = False,
+                  audit: bool = True) -> Edition:
+    """A new draft with every article of its window, newest first (its subject, unless
+    given, is ``identity.list_name`` and the month).
 
     ``require_articles``: raise :class:`EmptyWindow` instead of drafting an empty edition.
     ``audit=False`` is for a caller that writes a fuller entry itself (the schedule)."""
@@ -73,12 +76,11 @@ def draft_edition(session: Session, *, subject: str | None = None,
     _check_window(start, end)
     articles = [a.id for a in _window_articles(session, start, end)]
     if require_articles and not articles:
-        raise EmptyWindow(start, end)
-    settings = get_settings()
+        raise EmptyWindow(start, end, identity.zone)
     edition = Edition(
-        slug=_unique_slug(session, f"{month_slug(end)}-newsletter"),
+        slug=_unique_slug(session, f"{month_slug(end, zone=identity.zone)}-newsletter"),
         subject=(_subject(subject) if subject
-                 else f"{settings.identity.list_name} – {month_label(end)}"),
+                 else f"{identity.list_name} – {month_label(end, zone=identity.zone)}"),
         window_start=start,
         window_end=end,
         category_order=[],
@@ -95,8 +97,10 @@ def draft_edition(session: Session, *, subject: str | None = None,
 def update_edition(session: Session, edition: Edition, *, subject: str | None = None,
                    preheader: str | None = None, intro: str | None = None,
                    window_start: dt.datetime | None = None, window_end: dt.datetime | None = None,
-                   category_order: list[str] | None = None, by: str) -> Edition:
-    """Change what is given; a new window chooses the articles again.
+                   category_order: list[str] | None = None, by: str,
+                   identity: IdentitySettings) -> Edition:
+    """Change what is given; a new window chooses the articles again (its last day, in the
+    audit entry, is a day in ``identity.zone``).
 
     Audited as ``edition.edit`` (the words and the sections) and ``edition.window``."""
     _ensure_editable(edition)
@@ -123,7 +127,7 @@ def update_edition(session: Session, edition: Edition, *, subject: str | None = 
     if window_start is not None or window_end is not None:
         _audit(session, by, "edition.window", edition, {
             "from": edition.window_start.isoformat(),
-            "to_and_including": last_day(edition.window_end).isoformat(),
+            "to_and_including": last_day(edition.window_end, zone=identity.zone).isoformat(),
             "articles": len(edition.articles)})
     return edition
 
@@ -183,11 +187,12 @@ def move_article(session: Session, edition: Edition, article_id: int, position: 
 
 
 def step_article(session: Session, edition: Edition, article_id: int, step: int, *,
-                 by: str) -> None:
+                 by: str, articles: ArticleSettings) -> None:
     """Move an article before the previous (``step`` -1) or after the next (+1) one of its
-    section, as the reader sees them: the edition's order decides only within a section."""
+    section, as the reader sees them (sections filed by ``articles``): the edition's order
+    decides only within a section."""
     ordered = reading_order([link.article for link in edition.articles], edition.category_order,
-                            get_settings().articles)
+                            articles)
     index = next((i for i, (_, a) in enumerate(ordered) if a.id == article_id), None)
     if index is None:
         raise EditionError(f"article {article_id} is not in this edition")
@@ -209,10 +214,9 @@ def candidate_articles(session: Session, edition: Edition) -> list[Article]:
             if a.id not in chosen]
 
 
-def render_preview(session: Session, edition: Edition) -> RenderedEdition:
+def render_preview(session: Session, edition: Edition, *, settings: Settings) -> RenderedEdition:
     """The edition exactly as a reader gets it, with sample personal values filled in:
     the frozen snapshot once there is one, else a fresh composition of the same kind."""
-    settings = get_settings()
     personaliser = snapshot.as_mailed(edition, settings).personaliser
     values = sample_values(edition, settings.base_url)
     return RenderedEdition(subject=personaliser.subject(values), html=personaliser.html(values),
@@ -230,9 +234,10 @@ def sample_values(edition: Edition, base_url: str) -> dict[str, str]:
     }
 
 
-def check_sendable(session: Session, edition: Edition) -> None:
-    """Raise :class:`NotSendable` with the reason if the edition cannot be sent as it is."""
-    snapshot.as_mailed(edition, get_settings(), check=True)
+def check_sendable(session: Session, edition: Edition, *, settings: Settings) -> None:
+    """Raise :class:`NotSendable` with the reason if the edition cannot be sent as it is
+    (composed with ``settings``, within ``settings.editions.html_budget_bytes``)."""
+    snapshot.as_mailed(edition, settings, check=True)
 
 
 def archived_editions(session: Session) -> list[Edition]:

@@ -108,7 +108,7 @@ def check_size(personaliser: Personaliser, edition: Edition, settings: Settings)
 def _longest_values(edition: Edition, base_url: str) -> dict[str, str]:
     return {
         # the real length of the link, with the longest edition number it can name
-        "unsubscribe_url": unsubscribe_url_for("f" * 32, 10**18),
+        "unsubscribe_url": unsubscribe_url_for("f" * 32, 10**18, base_url=base_url),
         "view_url": view_url(edition, base_url),
         "first_name": "n" * 100,  # Subscriber.first_name holds up to 100 characters
         "email": "e" * 254,  # the longest address SMTP allows

@@ -32,17 +32,17 @@ _MID_PURPOSE = "message-id"
 _MID_SIG_LEN = 26  # 130 bits of lowercase base32 (survives case-folding mail systems)
 
 
-def message_id(kind: MessageKind | str, *parts: object) -> str:
-    """A deterministic, signed Message-ID: ``<kind.part….signature@sending domain>``.
+def message_id(kind: MessageKind | str, *parts: object, identity: IdentitySettings) -> str:
+    """A deterministic, signed Message-ID: ``<kind.part….signature@sending domain>`` (the
+    domain of ``identity.from_address``).
 
     The same message retried keeps its id (the signature is over the kind and the parts).
     Signed with the current secret key; :func:`parse_message_id` also accepts the keys in
     ``MAILER_OLD_SECRET_KEYS``, so bounces of mail sent before a rotation still tie.
     """
-    settings = get_settings()
     value = ".".join([message_id_prefix(kind), *map(str, parts)])
     signature = sign(_MID_PURPOSE, value, _MID_SIG_LEN, alphabet="b32")
-    return f"<{value}.{signature}@{settings.identity.sending_domain}>"
+    return f"<{value}.{signature}@{identity.sending_domain}>"
 
 
 def parse_message_id(value: str) -> tuple[str, list[str]] | None:
@@ -68,7 +68,8 @@ def parse_message_id(value: str) -> tuple[str, list[str]] | None:
 
 def looks_like_ours(value: str) -> bool:
     """A Message-ID at our sending domain (signed or not): one whose signature fails is a
-    forgery, not someone else's mail."""
+    forgery, not someone else's mail. (Still reads the settings: its caller,
+    ``bounces/attribute.py``, is to hand it the identity.)"""
     value = value.strip()
     domain = value[1:-1].rpartition("@")[2] if value.endswith(">") else ""
     return _local_part(value) is not None and \

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mailer.config import IdentitySettings, get_settings
+from mailer.config import IdentitySettings, SMTPSettings
 from mailer.counters import timed
 from mailer.emails.dkim import configured_signer
 from mailer.emails.kinds import MessageKind, type_of
@@ -60,13 +60,14 @@ def envelope_sender(kind: MessageKind | str, verp_id: int | None,
     """The return path: the kind's VERP token for the row ``verp_id`` when the kind has a
     letter, else the newsletter's own address (staff mail no bounce is tied back to)."""
     if type_of(kind).verp is not None and verp_id is not None:
-        return return_path(kind, verp_id)
+        return return_path(kind, verp_id, identity=identity)
     return identity.from_email
 
 
 def send_one(kind: MessageKind | str, to: str, context: Mapping[str, Any], *,
-             ids: Sequence[object], verp_id: int | None = None,
-             rendered: RenderedEmail | None = None, transport: Any = None) -> SendResult:
+             ids: Sequence[object], identity: IdentitySettings, smtp: SMTPSettings,
+             verp_id: int | None = None, rendered: RenderedEmail | None = None,
+             transport: Any = None) -> SendResult:
     """Render ``kind``'s templates with ``context`` (or send ``rendered``, when the caller
     rendered it once for many), build, sign, send to ``to`` and count it.
 
@@ -74,20 +75,20 @@ def send_one(kind: MessageKind | str, to: str, context: Mapping[str, Any], *,
     keeps its id); ``verp_id`` the row the VERP token names. Never raises for an SMTP
     refusal: the result says it (``failure``).
 
-    It reads the settings itself (identity and SMTP): its callers are the one-off mails of
-    a task or a staff action (confirmation, welcome, review, test copy)."""
-    settings = get_settings()
+    ``identity`` makes the headers and the envelope sender, ``smtp`` signs and carries it:
+    its callers are the one-off mails of a task or a staff action (confirmation, welcome,
+    review), each handed its settings by the task or route that runs it."""
     entry = type_of(kind)
     if rendered is None:
         rendered = render(entry.kind, context)
-    msg_id = message_id(entry.kind, *ids)
+    msg_id = message_id(entry.kind, *ids, identity=identity)
     # To carries the address alone: nothing a stranger typed into a form reaches a header.
-    message = build_message(identity=settings.identity, to_email=to, subject=rendered.subject,
+    message = build_message(identity=identity, to_email=to, subject=rendered.subject,
                             text=rendered.text, html=rendered.html, msg_id=msg_id)
-    payload = to_bytes(message, configured_signer(settings.smtp))
-    sender = envelope_sender(entry.kind, verp_id, settings.identity)
+    payload = to_bytes(message, configured_signer(smtp))
+    sender = envelope_sender(entry.kind, verp_id, identity)
     try:
-        accepted = timed(transport or process_transport(settings.smtp), entry.kind.value).send(
+        accepted = timed(transport or process_transport(smtp), entry.kind.value).send(
             sender, to, payload)
     except SMTPFailure as failure:
         return SendResult(entry.kind, to, msg_id, failure.code, failure.reply, failure)

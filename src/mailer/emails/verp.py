@@ -13,9 +13,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mailer.emails.kinds import VERP_LETTER, MessageKind, of_verp_letter, verp_letter
 from mailer.tokens import sign, verify
+
+if TYPE_CHECKING:  # reading a token loads no settings (mailer.cli.quick)
+    from mailer.config import IdentitySettings
 
 _PURPOSE = "verp"
 _SIG_LEN = 16  # 80 bits of lowercase base32
@@ -39,12 +43,11 @@ class VerpToken:
     id: int
 
 
-def return_path(kind: MessageKind | str, row_id: int) -> str:
+def return_path(kind: MessageKind | str, row_id: int, *, identity: IdentitySettings) -> str:
+    """The signed return path of the row ``row_id`` of ``kind``, at ``identity.bounce_domain``."""
     value = f"{verp_letter(kind)}{_base36(row_id)}"
-    from mailer.config import get_settings  # not at the top: reading a token needs none
-
     signature = sign(_PURPOSE, value, _SIG_LEN, alphabet="b32")
-    return f"bounces+{value}-{signature}@{get_settings().identity.bounce_domain}"
+    return f"bounces+{value}-{signature}@{identity.bounce_domain}"
 
 
 def parse_return_path(address: str, *,

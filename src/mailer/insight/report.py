@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from mailer.config import get_settings
+from mailer.config import Settings
 from mailer.db import transaction
 from mailer.emails.kinds import MessageKind
 from mailer.emails.send import render, send_one
@@ -41,8 +41,8 @@ class Mailed:
         return self.result.startswith("retry")
 
 
-def insight_url(edition_id: int) -> str:
-    return f"{get_settings().base_url}/admin/editions/{edition_id}/insight"
+def insight_url(edition_id: int, *, base_url: str) -> str:
+    return f"{base_url}/admin/editions/{edition_id}/insight"
 
 
 def lines(figures: EditionFigures) -> list[tuple[str, str]]:
@@ -62,18 +62,19 @@ def lines(figures: EditionFigures) -> list[tuple[str, str]]:
     ]
 
 
-def context(figures: EditionFigures) -> dict[str, Any]:
+def context(figures: EditionFigures, settings: Settings) -> dict[str, Any]:
     return {
-        "settings": get_settings(), "figures": figures, "lines": lines(figures),
+        "settings": settings, "figures": figures, "lines": lines(figures),
         "links": [link for link in figures.links if link.clicks][:TOP_LINKS],
         "refusing": [d for d in sorted(figures.domains, key=lambda d: -(d.deferred + d.refused))
                      if d.deferred or d.refused][:3],
-        "insight_url": insight_url(figures.edition_id),
+        "insight_url": insight_url(figures.edition_id, base_url=settings.base_url),
     }
 
 
-def send_report_mails(edition_id: int) -> list[Mailed]:
-    """Sum the edition's figures (once) and mail every active editor not mailed yet."""
+def send_report_mails(edition_id: int, *, settings: Settings) -> list[Mailed]:
+    """Sum the edition's figures (once) and mail every active editor not mailed yet, with
+    ``settings`` (the admin's address, the sender, the SMTP relay)."""
     with transaction() as session:
         summarise(session, edition_id)
     with transaction() as session:
@@ -83,14 +84,14 @@ def send_report_mails(edition_id: int) -> list[Mailed]:
         done = set(session.scalars(select(AuditEntry.actor).where(
             AuditEntry.action == ACTION, AuditEntry.target == f"edition:{edition_id}")))
         editors = [(u.id, u.email) for u in accounts.editors(session)]
-    rendered = render(MessageKind.report, context(figures))
+    rendered = render(MessageKind.report, context(figures, settings))
     results = []
     for user_id, email in editors:
         if email in done:
             results.append(Mailed(email, "already"))
             continue
         sent = send_one(MessageKind.report, email, {}, ids=[edition_id, user_id],
-                        rendered=rendered)
+                        identity=settings.identity, smtp=settings.smtp, rendered=rendered)
         if sent.failure is not None:
             kind = "retry" if sent.temporary else "failed"
             results.append(Mailed(email, f"{kind}: {sent.failure}"))

@@ -13,7 +13,7 @@ import ssl
 import redis
 from sqlalchemy import text
 
-from mailer.config import Settings
+from mailer.config import OpsSettings, Settings
 from mailer.db import get_engine
 from mailer.ops import workers
 from mailer.redis import get_redis
@@ -62,9 +62,9 @@ def smtp_server(settings: Settings) -> str:
         return f"error: {type(exc).__name__}"
 
 
-def workers_alive() -> str:
+def workers_alive(ops: OpsSettings) -> str:
     try:
-        alive = workers.alive()
+        alive = workers.alive(ops=ops)
     except (redis.RedisError, OSError) as exc:
         return f"error: {type(exc).__name__}"
     return f"ok: {len(alive)}" if alive else "error: no worker has sent a heartbeat lately"
@@ -72,7 +72,7 @@ def workers_alive() -> str:
 
 def checks(settings: Settings) -> dict[str, str]:
     return {"database": database(), "redis": redis_server(), "smtp": smtp_server(settings),
-            "workers": workers_alive()}
+            "workers": workers_alive(settings.ops)}
 
 
 def ready(results: dict[str, str]) -> bool:

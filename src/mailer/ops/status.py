@@ -149,7 +149,7 @@ def redis_state(settings: Settings, session: Session | None = None) -> RedisStat
         client = get_redis()
         return (None, queues_.states(settings.ops.queue_stall_seconds, client, waiting),
                 queues_.unacked(client),
-                workers_.alive(client))
+                workers_.alive(ops=settings.ops, client=client))
     except (redis.RedisError, OSError) as exc:
         log.warning("ops status cannot read Redis: %s", exc)
         return f"{type(exc).__name__}: {exc}", None, None, None

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from mailer.config import get_settings
+from mailer.config import OpsSettings
 from mailer.redis import get_redis
 
 log = logging.getLogger(__name__)
@@ -40,16 +40,18 @@ class WorkerInfo:
                 "seconds_since_beat": round(max(0.0, time.time() - self.last_beat), 1)}
 
 
-def _ttl() -> float:
-    return 3 * get_settings().ops.worker_heartbeat_seconds
+def _ttl(ops: OpsSettings) -> float:
+    """A worker is alive while its last beat is younger than three intervals."""
+    return 3 * ops.worker_heartbeat_seconds
 
 
-def beat(hostname: str, info: dict[str, Any], client: redis.Redis | None = None) -> None:
+def beat(hostname: str, info: dict[str, Any], *, ops: OpsSettings,
+         client: redis.Redis | None = None) -> None:
     r = client or get_redis()
     now = time.time()
     pipe = r.pipeline(transaction=False)
     pipe.zadd(WORKERS_KEY, {hostname: now})
-    pipe.set(INFO_PREFIX + hostname, json.dumps(info), ex=int(_ttl()) + 1)
+    pipe.set(INFO_PREFIX + hostname, json.dumps(info), ex=int(_ttl(ops)) + 1)
     # Workers gone for a day are forgotten.
     pipe.zremrangebyscore(WORKERS_KEY, "-inf", now - 86400)
     pipe.execute()
@@ -64,11 +66,12 @@ def forget(hostname: str) -> None:
         log.warning("could not remove the heartbeat of %s: %s", hostname, exc)
 
 
-def alive(client: redis.Redis | None = None) -> list[WorkerInfo]:
-    """The workers whose last heartbeat is recent enough. Raises RedisError."""
+def alive(*, ops: OpsSettings, client: redis.Redis | None = None) -> list[WorkerInfo]:
+    """The workers whose last heartbeat is recent enough (``ops.worker_heartbeat_seconds``).
+    Raises RedisError."""
     r = client or get_redis()
     members: list[tuple[Any, float]] = r.zrangebyscore(  # type: ignore[assignment]
-        WORKERS_KEY, time.time() - _ttl(), "+inf", withscores=True)
+        WORKERS_KEY, time.time() - _ttl(ops), "+inf", withscores=True)
     if not members:
         return []
     names = [m.decode() if isinstance(m, bytes) else str(m) for m, _ in members]
@@ -89,10 +92,12 @@ def alive(client: redis.Redis | None = None) -> list[WorkerInfo]:
 
 
 class Heartbeat:
-    """A daemon thread in a worker's main process that beats every interval until stopped."""
+    """A daemon thread in a worker's main process that beats every
+    ``ops.worker_heartbeat_seconds`` until stopped."""
 
-    def __init__(self, hostname: str, info: dict[str, Any]) -> None:
+    def __init__(self, hostname: str, info: dict[str, Any], *, ops: OpsSettings) -> None:
         self.hostname, self.info = hostname, {**info, "started_at": time.time()}
+        self.ops = ops
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mailer-heartbeat", daemon=True)
 
@@ -101,10 +106,10 @@ class Heartbeat:
         return self
 
     def _run(self) -> None:
-        interval = get_settings().ops.worker_heartbeat_seconds
+        interval = self.ops.worker_heartbeat_seconds
         while not self._stop.is_set():
             try:
-                beat(self.hostname, self.info)
+                beat(self.hostname, self.info, ops=self.ops)
             except (redis.RedisError, OSError) as exc:
                 log.warning("worker heartbeat not written: %s", exc)
             self._stop.wait(interval)

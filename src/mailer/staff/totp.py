@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from functools import lru_cache
 
 import pyotp
@@ -31,7 +32,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from mailer.config import get_settings
 from mailer.db import utcnow
 from mailer.staff.audit import record
 from mailer.staff.models import StaffRecoveryCode, StaffUser
@@ -57,17 +57,18 @@ def _fernet(keys: tuple[bytes, ...]) -> MultiFernet:
     return MultiFernet([derive(key) for key in keys])
 
 
-def _box() -> MultiFernet:
-    return _fernet(tuple(get_settings().all_secrets))
+def _box(keys: Sequence[bytes]) -> MultiFernet:
+    return _fernet(tuple(keys))
 
 
-def secret_of(user: StaffUser) -> str | None:
+def secret_of(user: StaffUser, *, keys: Sequence[bytes]) -> str | None:
     """The user's TOTP secret, or None when no second factor is set up (or it can no longer
-    be read: the key it was stored with is gone)."""
+    be read: ``keys``, the service's secrets (``Settings.all_secrets``, the current one
+    first), no longer hold the one it was stored with)."""
     if not user.totp_secret:
         return None
     try:
-        return _box().decrypt(user.totp_secret.encode()).decode()
+        return _box(keys).decrypt(user.totp_secret.encode()).decode()
     except InvalidToken:
         return None
 
@@ -95,16 +96,17 @@ def qr_svg(data: str) -> str:
                                                       light="#fff", title="QR code"))
 
 
-def enable(session: Session, user: StaffUser, secret: str, code: str) -> list[str]:
-    """Turn the second factor on once ``code`` proves the app has ``secret``; the recovery
-    codes, to be shown once. Raises TOTPError."""
+def enable(session: Session, user: StaffUser, secret: str, code: str, *,
+           keys: Sequence[bytes]) -> list[str]:
+    """Turn the second factor on once ``code`` proves the app has ``secret`` (stored sealed
+    with the first of ``keys``); the recovery codes, to be shown once. Raises TOTPError."""
     if has_second_factor(user):
         raise TOTPError("Two-factor authentication is on already.")
     step = _matching_step(secret, code)
     if step is None:
         raise TOTPError("That code is not the one the app shows now. Check the phone's clock, "
                         "and type the six digits the app shows for this account.")
-    user.totp_secret = _box().encrypt(secret.encode()).decode()
+    user.totp_secret = _box(keys).encrypt(secret.encode()).decode()
     user.totp_enabled_at = utcnow()
     user.totp_last_step = step
     codes = _new_recovery_codes(session, user)
@@ -132,11 +134,11 @@ def recovery_codes_left(session: Session, user: StaffUser) -> int:
 # --- logging in ---------------------------------------------------------------------------------
 
 
-def verify(session: Session, user: StaffUser, code: str) -> str | None:
+def verify(session: Session, user: StaffUser, code: str, *, keys: Sequence[bytes]) -> str | None:
     """Check the second factor of a login: "totp" or "recovery-code" for what worked (and is
     now used up), None when nothing did."""
     code = "".join(code.split())
-    secret = secret_of(user)
+    secret = secret_of(user, keys=keys)
     if secret is None:
         return None
     if code.isascii() and code.isdigit() and len(code) == 6:

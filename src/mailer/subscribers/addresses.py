@@ -17,7 +17,6 @@ import unicodedata
 
 from email_validator import EmailNotValidError, validate_email
 
-from mailer.config import get_settings
 from mailer.tokens import address_hash
 
 MAX_LENGTH = 320
@@ -27,8 +26,12 @@ class InvalidAddress(ValueError):
     """The address cannot be mailed; the message says why in words a reader understands."""
 
 
-def normalise(raw: str) -> tuple[str, str]:
-    """``raw`` → (address to store and send to, canonical key). Raises InvalidAddress."""
+def normalise(raw: str, *, check_deliverability: bool = False) -> tuple[str, str]:
+    """``raw`` → (address to store and send to, canonical key). Raises InvalidAddress.
+
+    ``check_deliverability`` also asks DNS whether the domain takes mail: an address being
+    taken in (a sign-up, an import) passes ``SignupSettings.check_deliverability``; looking
+    up one already known never needs it."""
     if not isinstance(raw, str):
         raise InvalidAddress("Please enter an email address.")
     if any(ch in raw for ch in "\r\n\x00"):
@@ -43,7 +46,7 @@ def normalise(raw: str) -> tuple[str, str]:
     try:
         valid = validate_email(
             raw,
-            check_deliverability=get_settings().signup.check_deliverability,
+            check_deliverability=check_deliverability,
             allow_smtputf8=False,
             allow_quoted_local=False,
             allow_domain_literal=False,

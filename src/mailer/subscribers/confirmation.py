@@ -18,7 +18,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from mailer import tasks
-from mailer.config import get_settings
+from mailer.config import SignupSettings
 from mailer.db import utcnow
 from mailer.subscribers.models import (
     ConfirmationToken,
@@ -50,7 +50,9 @@ def link_mailed_today(session: Session, subscriber: Subscriber) -> bool:
 # --- confirmation tokens ----------------------------------------------------------------
 
 
-def new_token(session: Session, subscriber: Subscriber) -> ConfirmationToken:
+def new_token(session: Session, subscriber: Subscriber, *,
+              signup: SignupSettings) -> ConfirmationToken:
+    """A new confirmation link, valid ``signup.confirmation_ttl_days``."""
     now = utcnow()
     # Only the newest link works: older unused ones are retired.
     retire_open_links(session, subscriber, now)
@@ -58,7 +60,7 @@ def new_token(session: Session, subscriber: Subscriber) -> ConfirmationToken:
         subscriber_id=subscriber.id,
         nonce=random_id(),
         created_at=now,
-        expires_at=now + dt.timedelta(days=get_settings().signup.confirmation_ttl_days),
+        expires_at=now + dt.timedelta(days=signup.confirmation_ttl_days),
     )
     session.add(token)
     session.flush()
@@ -78,8 +80,8 @@ def confirmation_token_value(token: ConfirmationToken) -> str:
     return f"{token.id}.{sign('confirm', f'{token.id}.{token.nonce}', CONFIRM_SIGNATURE)}"
 
 
-def confirmation_url(token: ConfirmationToken) -> str:
-    return f"{get_settings().base_url}/confirm/{confirmation_token_value(token)}"
+def confirmation_url(token: ConfirmationToken, *, base_url: str) -> str:
+    return f"{base_url}/confirm/{confirmation_token_value(token)}"
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,10 @@ def check_confirmation(session: Session, value: str) -> TokenCheck:
     return TokenCheck("ok", token, subscriber)
 
 
-def confirm(session: Session, value: str, *, ip: str | None, user_agent: str | None) -> TokenCheck:
-    """Confirm the subscription a link belongs to (the POST of its Confirm button)."""
+def confirm(session: Session, value: str, *, ip: str | None, user_agent: str | None,
+            signup: SignupSettings) -> TokenCheck:
+    """Confirm the subscription a link belongs to (the POST of its Confirm button): the
+    consent is to ``signup.consent_version``; a welcome mail follows if ``signup`` says."""
     check = check_confirmation(session, value)
     if check.status != "ok" or check.token is None or check.subscriber is None:
         return check
@@ -130,7 +134,7 @@ def confirm(session: Session, value: str, *, ip: str | None, user_agent: str | N
     subscriber.unsubscribed_at = None
     record_event(session, subscriber, ConsentEventKind.confirmed, at=now, ip=ip,
                  user_agent=(user_agent or "")[:500] or None,
-                 consent_version=get_settings().signup.consent_version)
+                 consent_version=signup.consent_version)
     # A fresh double opt-in is fresh consent: it lifts an earlier suppression (an erasure,
     # a complaint), which is recorded.
     suppression = session.scalars(
@@ -140,7 +144,7 @@ def confirm(session: Session, value: str, *, ip: str | None, user_agent: str | N
         record_event(session, subscriber, ConsentEventKind.unsuppressed,
                      detail={"reason": suppression.reason, "by": "double opt-in"})
         session.delete(suppression)
-    if get_settings().signup.welcome_mail:  # sent once this transaction has committed
+    if signup.welcome_mail:  # sent once this transaction has committed
         tasks.publish(tasks.SEND_WELCOME, subscriber.id, check.token.id, session=session)
     return TokenCheck("ok", check.token, subscriber)
 

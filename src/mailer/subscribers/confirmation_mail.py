@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 from enum import StrEnum
 
-from mailer.config import get_settings
+from mailer.config import Settings
 from mailer.db import transaction, utcnow
 from mailer.emails.kinds import MessageKind
 from mailer.emails.send import render, send_one
@@ -35,15 +35,16 @@ class MailResult(StrEnum):
     failed = "failed"  # the server refused it for good
 
 
-def send_confirmation_mail(subscriber_id: int, *, retry_in: float = 0.0) -> MailResult:
-    """Send the pending confirmation mail of ``subscriber_id``, if there is one to send.
+def send_confirmation_mail(subscriber_id: int, *, settings: Settings,
+                           retry_in: float = 0.0) -> MailResult:
+    """Send the pending confirmation mail of ``subscriber_id``, if there is one to send
+    (``settings``: its link's address and lifetime, its sender, the SMTP relay).
 
     On a temporary failure the token stays claimed for ``retry_in`` seconds: the caller's
     own retry takes it then, and the sweeper does not start a second chain of retries
     beside it (which, for a server that keeps answering 4xx, would multiply the mails
     queued for one address every sweep).
     """
-    settings = get_settings()
     with transaction() as session:
         token = claim_confirmation_mail(session, subscriber_id)
         if token is None:
@@ -58,12 +59,13 @@ def send_confirmation_mail(subscriber_id: int, *, retry_in: float = 0.0) -> Mail
         rendered = render(MessageKind.confirmation, dict(
             settings=settings,
             subscriber=subscriber,
-            confirm_url=confirmation_url(token),
+            confirm_url=confirmation_url(token, base_url=settings.base_url),
             expires_days=settings.signup.confirmation_ttl_days,
         ))
         recipient, token_id = subscriber.email, token.id
     result = send_one(MessageKind.confirmation, recipient, {}, ids=[token_id],
-                      verp_id=token_id, rendered=rendered)
+                      identity=settings.identity, smtp=settings.smtp, verp_id=token_id,
+                      rendered=rendered)
     if result.failure is not None:
         failure = result.failure
         retry_at = utcnow() + dt.timedelta(seconds=retry_in)

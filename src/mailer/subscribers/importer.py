@@ -123,18 +123,20 @@ class _CountedLines:
 
 
 def import_rows(
-    rows: Iterable[Row], *, source: str, by: str, name: str = "",
+    rows: Iterable[Row], *, source: str, by: str, check_deliverability: bool, name: str = "",
     consent: Consent = Consent(),  # noqa: B008 (frozen)
     progress: Callable[[int], None] = lambda _n: None,
 ) -> ImportReport:
     """Import the rows, a chunk a transaction; then the audit entry ``subscribers.import``
-    (target ``name``: the file's, or the caller's) with who ran it and the counts."""
+    (target ``name``: the file's, or the caller's) with who ran it and the counts.
+    ``check_deliverability`` (``SignupSettings``) asks DNS about each address's domain, as
+    a sign-up does."""
     report = ImportReport()
     seen: dict[str, int] = {}
     chunk: list[tuple[Row, str, str]] = []
     for row in rows:
         try:
-            address, key = _check(row)
+            address, key = _check(row, check_deliverability)
         except InvalidRow as exc:
             report.skip(row.line, Skip.invalid, str(exc))
             progress(1)
@@ -164,11 +166,12 @@ class InvalidRow(ValueError):
     pass
 
 
-def _check(row: Row) -> tuple[str, str]:
+def _check(row: Row, check_deliverability: bool) -> tuple[str, str]:
     if row.error:
         raise InvalidRow(row.error)
     try:
-        address, key = normalise(row.values.get("email", ""))
+        address, key = normalise(row.values.get("email", ""),
+                                 check_deliverability=check_deliverability)
     except InvalidAddress as exc:
         raise InvalidRow(str(exc)) from None
     consented_at = row.values.get("consented_at")

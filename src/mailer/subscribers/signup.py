@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailer.audit import record
-from mailer.config import get_settings
+from mailer.config import SignupSettings
 from mailer.db import utcnow
 from mailer.subscribers.addresses import MAX_LENGTH as MAX_ADDRESS_LENGTH
 from mailer.subscribers.addresses import normalise
@@ -44,7 +44,7 @@ class Origin:
 
 
 def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
-            may_mail: bool = True, by: str | None = None) -> Subscriber:
+            signup: SignupSettings, may_mail: bool = True, by: str | None = None) -> Subscriber:
     """Record a sign-up. New, pending and unsubscribed addresses get a confirmation token
     whose mail the confirmations worker sends; a confirmed one changes nothing.
 
@@ -56,12 +56,13 @@ def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
 
     ``by`` names who signs the reader up on their behalf (``api:<token name>``): the
     sign-up then also goes into the audit log, in this transaction. The form's sign-up is
-    the reader's own act; its consent event is its record.
+    the reader's own act; its consent event is its record. ``signup``: the consent given,
+    the link's lifetime, whether the address's domain is asked about.
 
     Raises InvalidAddress. The caller answers the same way whatever happened here.
     """
     subscriber = _sign_up(session, email=email, profile=profile, origin=origin,
-                          may_mail=may_mail)
+                          may_mail=may_mail, signup=signup)
     if by is not None:
         record(session, actor=by, action="subscriber.sign_up",
                target=f"subscriber:{subscriber.id}", detail={"source": origin.source})
@@ -69,12 +70,11 @@ def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
 
 
 def _sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
-             may_mail: bool) -> Subscriber:
-    address, key = normalise(email)
-    settings = get_settings()
+             may_mail: bool, signup: SignupSettings) -> Subscriber:
+    address, key = normalise(email, check_deliverability=signup.check_deliverability)
     consent = {
-        "consent_version": settings.signup.consent_version,
-        "consent_text": settings.signup.consent_text,
+        "consent_version": signup.consent_version,
+        "consent_text": signup.consent_text,
         "source": origin.source[:100],
         "ip": (origin.ip or "")[:64] or None,
         "user_agent": (origin.user_agent or "")[:500] or None,
@@ -91,7 +91,7 @@ def _sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
         else:
             record_event(session, subscriber, ConsentEventKind.subscribed, **consent)
             if may_mail:
-                new_token(session, subscriber)
+                new_token(session, subscriber, signup=signup)
             return subscriber
     if subscriber.status == SubscriberStatus.confirmed:
         # Nothing changes and no mail goes out; the submission is written down (who tried)
@@ -112,7 +112,7 @@ def _sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
     else:
         record_event(session, subscriber, ConsentEventKind.subscribed, **consent)
     if not link_mailed_today(session, subscriber) and may_mail:
-        new_token(session, subscriber)
+        new_token(session, subscriber, signup=signup)
     return subscriber
 
 

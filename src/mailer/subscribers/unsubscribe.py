@@ -11,7 +11,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mailer.audit import record
-from mailer.config import get_settings
 from mailer.db import utcnow
 from mailer.subscribers.confirmation import retire_open_links
 from mailer.subscribers.models import ConsentEventKind, Subscriber, SubscriberStatus
@@ -32,15 +31,16 @@ def _unsubscribe_token(public_id: str) -> str:
     return f"{public_id}.{sign('unsubscribe', public_id, UNSUBSCRIBE_SIGNATURE)}"
 
 
-def unsubscribe_url(subscriber: Subscriber) -> str:
-    return unsubscribe_url_for(subscriber.public_id)
+def unsubscribe_url(subscriber: Subscriber, *, base_url: str) -> str:
+    return unsubscribe_url_for(subscriber.public_id, base_url=base_url)
 
 
-def unsubscribe_url_for(public_id: str, edition_id: int | None = None) -> str:
-    """The reader's link; in an edition's mail it names the edition too (``?edition=``),
-    so that an unsubscribe can be counted against the edition it came from. The link is
-    personal already: naming the edition changes no byte that readers share."""
-    url = f"{get_settings().base_url}/unsubscribe/{_unsubscribe_token(public_id)}"
+def unsubscribe_url_for(public_id: str, edition_id: int | None = None, *, base_url: str) -> str:
+    """The reader's link under ``base_url`` (``Settings.base_url``); in an edition's mail it
+    names the edition too (``?edition=``), so that an unsubscribe can be counted against the
+    edition it came from. The link is personal already: naming the edition changes no byte
+    that readers share."""
+    url = f"{base_url}/unsubscribe/{_unsubscribe_token(public_id)}"
     return url if edition_id is None else f"{url}?edition={edition_id}"
 
 

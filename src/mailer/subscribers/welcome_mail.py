@@ -35,7 +35,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from mailer import tasks
-from mailer.config import get_settings
+from mailer.config import Settings, SignupSettings
 from mailer.db import transaction, utcnow
 from mailer.emails.kinds import MessageKind
 from mailer.emails.message import message_id
@@ -75,7 +75,7 @@ class LatestEdition:
     url: str
 
 
-def send_welcome_mail(subscriber_id: int, token_id: int, *,
+def send_welcome_mail(subscriber_id: int, token_id: int, *, settings: Settings,
                       latest_edition: LatestEdition | None = None) -> MailResult:
     """Welcome the reader who confirmed with ``token_id``, unless that is done already or
     the reader is no longer subscribed; ``latest_edition`` is linked when given."""
@@ -83,14 +83,13 @@ def send_welcome_mail(subscriber_id: int, token_id: int, *,
     if not get_redis().set(claim, "sending", nx=True, ex=CLAIM_SECONDS):
         return MailResult.retry  # another copy is sending it now: look again later
     try:
-        return _send_under_claim(subscriber_id, token_id, latest_edition)
+        return _send_under_claim(subscriber_id, token_id, latest_edition, settings)
     finally:
         get_redis().delete(claim)
 
 
-def _send_under_claim(subscriber_id: int, token_id: int,
-                      latest_edition: LatestEdition | None) -> MailResult:
-    settings = get_settings()
+def _send_under_claim(subscriber_id: int, token_id: int, latest_edition: LatestEdition | None,
+                      settings: Settings) -> MailResult:
     ids = [subscriber_id, token_id]
     with transaction() as session:
         subscriber = session.get(Subscriber, subscriber_id)
@@ -99,13 +98,15 @@ def _send_under_claim(subscriber_id: int, token_id: int,
         if session.scalar(select(exists().where(
                 ConsentEvent.subscriber_id == subscriber_id,
                 ConsentEvent.kind == ConsentEventKind.welcome_sent,
-                ConsentEvent.message_id == message_id(MessageKind.welcome, *ids)))):
+                ConsentEvent.message_id == message_id(MessageKind.welcome, *ids,
+                                                      identity=settings.identity)))):
             return MailResult.nothing
         context = {"settings": settings, "subscriber": subscriber,
-                   "unsubscribe_url": unsubscribe_url(subscriber),
+                   "unsubscribe_url": unsubscribe_url(subscriber, base_url=settings.base_url),
                    "latest_edition": latest_edition}
         recipient = subscriber.email
-    result = send_one(MessageKind.welcome, recipient, context, ids=ids, verp_id=subscriber_id)
+    result = send_one(MessageKind.welcome, recipient, context, ids=ids, identity=settings.identity,
+                      smtp=settings.smtp, verp_id=subscriber_id)
     if result.failure is not None:
         log.warning("welcome mail not sent: %s", result.failure,
                     extra={"subscriber_id": subscriber_id, "smtp_code": result.code})
@@ -152,13 +153,14 @@ def welcomes_to_resend(session: Session, *, older_than: dt.timedelta = RESEND_AF
     return [(subscriber_id, token_id) for subscriber_id, token_id in rows]
 
 
-def requeue_lost_welcomes() -> int:
+def requeue_lost_welcomes(*, signup: SignupSettings) -> int:
     """Queue again the welcomes whose task was lost (the sweeper's part); how many.
 
-    Nothing when ``MAILER_WELCOME_MAIL`` is off. Published now: the rounds are read from
-    the database, and a broker that is away raises (the next sweep tries again).
+    Nothing when ``signup.welcome_mail`` (``MAILER_WELCOME_MAIL``) is off. Published now:
+    the rounds are read from the database, and a broker that is away raises (the next
+    sweep tries again).
     """
-    if not get_settings().signup.welcome_mail:
+    if not signup.welcome_mail:
         return 0
     with transaction() as session:
         rounds = welcomes_to_resend(session)

@@ -41,7 +41,8 @@ def archive_index() -> HTMLResponse:
     with transaction() as session:
         editions = [
             {"slug": e.slug, "subject": e.subject_snapshot or e.subject,
-             "date": format_date(e.finished_at or e.started_at or e.window_end)}
+             "date": format_date(e.finished_at or e.started_at or e.window_end,
+                                 zone=get_settings().identity.zone)}
             for e in service.archived_editions(session)
         ]
     return page("archive.html", editions=editions)

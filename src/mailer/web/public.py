@@ -62,7 +62,8 @@ async def subscribe(request: Request) -> HTMLResponse:
     source = source if source in SOURCES else "subscribe-page"
     errors = signup.profile_problems(values)
     try:
-        _, key = normalise(values["email"])
+        _, key = normalise(values["email"],
+                           check_deliverability=get_settings().signup.check_deliverability)
     except InvalidAddress as exc:
         errors["email"] = str(exc)
     for name in form.undecodable & set(FIELDS):
@@ -98,6 +99,7 @@ def _sign_up(values: dict[str, str], origin: signup.Origin, may_mail: bool) -> N
                 organisation=values["organisation"], country=values["country"],
             ),
             origin=origin,
+            signup=get_settings().signup,
             may_mail=may_mail,
         )
         # Queued whatever the address's state, so that the answer and its timing are the
@@ -128,11 +130,14 @@ def confirm_page(token: str) -> HTMLResponse:
 @router.post("/confirm/{token}", response_class=HTMLResponse)
 def confirm(token: str, request: Request) -> HTMLResponse:
     with transaction() as session:
+        settings = get_settings()
         check = confirmation.confirm(session, token, ip=client_ip(request),
-                                     user_agent=request.headers.get("user-agent"))
+                                     user_agent=request.headers.get("user-agent"),
+                                     signup=settings.signup)
         if check.status == "ok":
             assert check.subscriber is not None
-            unsubscribe_url = unsubscribing.unsubscribe_url(check.subscriber)
+            unsubscribe_url = unsubscribing.unsubscribe_url(check.subscriber,
+                                                            base_url=settings.base_url)
     if check.status != "ok":
         return _token_problem(check.status)
     return page("confirm-done.html", unsubscribe_url=unsubscribe_url)

@@ -72,7 +72,8 @@ async def enable(request: Request, staff: Staff = Depends(viewer)) -> Response:
 def _enable(staff: Staff, secret: str, code: str) -> list[str] | str:
     with transaction() as session:
         try:
-            return totp.enable(session, _user(session, staff), secret, code[:100])
+            return totp.enable(session, _user(session, staff), secret, code[:100],
+                               keys=get_settings().all_secrets)
         except totp.TOTPError as exc:
             return str(exc)
 
@@ -91,6 +92,6 @@ def _disable(staff: Staff, code: str) -> bool:
     """Turning it off takes a code too: a session left open must not be enough."""
     with transaction() as session:
         user = _user(session, staff)
-        if totp.verify(session, user, code[:100]) is None:
+        if totp.verify(session, user, code[:100], keys=get_settings().all_secrets) is None:
             return False
         return totp.turn_off(session, user, by=staff.email)

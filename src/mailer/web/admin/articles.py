@@ -92,7 +92,9 @@ def _import_file(data: bytes, name: str, staff: Staff) -> ImportReport | str:
     # The name is what the feed is known by in the articles' source and the audit log; the
     # ending still tells JSON from XML, as with a file given to the command line.
     try:
-        feed = feeds.parse(data, source=f"upload:{name}")
+        settings = get_settings()
+        feed = feeds.parse(data, source=f"upload:{name}", articles=settings.articles,
+                           website_url=settings.identity.website_url)
     except feeds.FeedError as exc:
         return str(exc)
     return _store(feed, staff)
@@ -101,7 +103,8 @@ def _import_file(data: bytes, name: str, staff: Staff) -> ImportReport | str:
 def _import_url(url: str, staff: Staff) -> ImportReport | str:
     try:
         # The network stays outside the transaction.
-        feed = feeds.load(url, get_settings().articles)
+        settings = get_settings()
+        feed = feeds.load(url, settings.articles, website_url=settings.identity.website_url)
     except feeds.FeedError as exc:
         return str(exc)
     return _store(feed, staff)

@@ -312,7 +312,7 @@ def _second_factor(request: Request, user_id: int, code: str) -> tuple[str, str]
         user = session.get(StaffUser, user_id)
         if user is None or not user.active:
             return None
-        method = totp.verify(session, user, code[:100])
+        method = totp.verify(session, user, code[:100], keys=get_settings().all_secrets)
         if method is None:
             accounts.fail_second_factor(session, user, ip=client_ip(request))
             return None

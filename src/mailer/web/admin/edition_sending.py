@@ -15,13 +15,14 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from mailer.clicks import queries as clicks
+from mailer.config import get_settings
 from mailer.db import transaction, utcnow
 from mailer.delivery import service as sending
 from mailer.delivery.preflight import preflight
-from mailer.localtime import format_clock, format_time
+from mailer.localtime import format_clock
 from mailer.web.admin.auth import Staff, editor, form_of, viewer
 from mailer.web.admin.editions import PROBLEMS, edition_or_404, edition_url
-from mailer.web.admin.render import admin_page, parse_local_time, redirect
+from mailer.web.admin.render import admin_page, local_time, parse_local_time, redirect, zone
 from mailer.web.bounds import RowId
 
 router = APIRouter(prefix="/admin/editions")
@@ -49,7 +50,8 @@ def _test_copy(edition_id: int, addresses: list[str], staff: Staff) -> Response:
         edition_or_404(session, edition_id)
     try:
         # one at a time in this process: sending.send_test_copies holds the SMTP connection
-        results = sending.send_test_copies(edition_id, addresses, by=staff.email)
+        results = sending.send_test_copies(edition_id, addresses, by=staff.email,
+                                           settings=get_settings())
     except PROBLEMS as exc:
         return redirect(edition_url(edition_id), f"No test copy was sent: {exc}", "error")
     failed = [r for _, r in results if not r.startswith("sent")]
@@ -70,10 +72,11 @@ def _schedule(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
     try:
         at = parse_local_time(form.get("at") or _day_and_time(form), "time to send")
         with transaction() as session:
-            sending.schedule_send(session, edition_id, at, by=staff.email)
+            sending.schedule_send(session, edition_id, at, by=staff.email,
+                                  settings=get_settings())
     except PROBLEMS as exc:
         return redirect(edition_url(edition_id), str(exc), "error")
-    return redirect(edition_url(edition_id), f"Scheduled: it goes out on {format_time(at)}.")
+    return redirect(edition_url(edition_id), f"Scheduled: it goes out on {local_time(at)}.")
 
 
 def _day_and_time(form: dict[str, str]) -> str:
@@ -98,7 +101,7 @@ def confirm_send(request: Request, edition_id: RowId,
                  staff: Staff = Depends(editor)) -> HTMLResponse:
     with transaction() as session:
         edition = edition_or_404(session, edition_id)
-        checked = preflight(session, edition)
+        checked = preflight(session, edition, settings=get_settings())
         return admin_page(request, "send.html", staff, session=session, edition=edition,
                           audience=checked.audience or 0, problems=checked.problems,
                           articles=len(edition.articles))
@@ -116,7 +119,8 @@ async def send(request: Request, edition_id: RowId, staff: Staff = Depends(edito
 def _send(edition_id: int, shown: str, staff: Staff) -> Response:
     try:
         with transaction() as session:
-            audience = sending.start_send(session, edition_id, by=staff.email)
+            audience = sending.start_send(session, edition_id, by=staff.email,
+                                          settings=get_settings())
     except PROBLEMS as exc:
         return redirect(edition_url(edition_id), f"Not sent: {exc}", "error")
     note = "" if shown == str(audience) else f" (the audience changed since the confirmation " \
@@ -139,7 +143,8 @@ async def pause(request: Request, edition_id: RowId, staff: Staff = Depends(edit
 async def resume(request: Request, edition_id: RowId, staff: Staff = Depends(editor)) -> Response:
     await form_of(request, staff)
     return await run_in_threadpool(
-        _act, edition_id, lambda s: sending.resume(s, edition_id, by=staff.email),
+        _act, edition_id, lambda s: sending.resume(s, edition_id, by=staff.email,
+                                 sending=get_settings().sending),
         "Resumed.", "progress")
 
 
@@ -215,4 +220,4 @@ def progress_json(edition_id: RowId, staff: Staff = Depends(viewer)) -> JSONResp
 def _with_clock(progress: dict[str, Any]) -> dict[str, Any]:
     """The time of the figures, written by the server in the association's zone and 24 h
     clock (the browser's own clock would follow its locale: 9:00:05 AM)."""
-    return {**progress, "as_of": format_clock(utcnow())}
+    return {**progress, "as_of": format_clock(utcnow(), zone=zone())}

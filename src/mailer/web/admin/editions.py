@@ -29,19 +29,10 @@ from mailer.editions import service as editions
 from mailer.editions.compose import INTRO_HINT, category_order, reading_order, twice_greeted
 from mailer.editions.models import Edition
 from mailer.editions.states import EDITABLE, TransitionError
-from mailer.localtime import (
-    last_day,
-    zone,
-    zone_name,
-)
+from mailer.localtime import last_day, zone_name
 from mailer.staff.audit import recent
 from mailer.web.admin.auth import AdminRefusal, Staff, editor, form_of, viewer
-from mailer.web.admin.render import (
-    admin_page,
-    headers,
-    parse_date,
-    redirect,
-)
+from mailer.web.admin.render import admin_page, headers, parse_date, redirect, zone
 from mailer.web.bounds import RowId, id_or_none
 
 router = APIRouter(prefix="/admin/editions")
@@ -88,10 +79,12 @@ def _draft(form: dict[str, str], staff: Staff) -> Response:
             try:
                 edition = editions.draft_edition(
                     session, subject=form.get("subject") or None, window_start=start,
-                    window_end=end, by=staff.email, require_articles=True)
+                    window_end=end, by=staff.email, identity=get_settings().identity,
+                    require_articles=True)
             except editions.EmptyWindow as exc:
                 hint = queries.empty_window_hint(session, earlier="choose a start date before it",
-                                                 none_yet="No article has been imported yet.")
+                                                 none_yet="No article has been imported yet.",
+                                                 zone=zone())
                 return redirect("/admin/editions", f"{exc} {hint}", "error")
             edition_id, n = edition.id, len(edition.articles)
     except PROBLEMS as exc:
@@ -107,7 +100,8 @@ def show(request: Request, edition_id: RowId, staff: Staff = Depends(viewer)) ->
     with transaction() as session:
         edition = edition_or_404(session, edition_id)
         editable = edition.state in EDITABLE
-        checked = preflight(session, edition) if editable else None
+        checked = (preflight(session, edition, settings=get_settings()) if editable
+                   else None)
         articles = [link.article for link in edition.articles]
         filing = get_settings().articles
         ordered = reading_order(articles, edition.category_order, filing)
@@ -122,9 +116,9 @@ def show(request: Request, edition_id: RowId, staff: Staff = Depends(viewer)) ->
             candidates=candidates, counts=counts,
             audit=audit, rates=rates, sections=category_order(edition.category_order, filing),
             window_since=edition.window_start.astimezone(zone()).date().isoformat(),
-            window_until=last_day(edition.window_end).isoformat(),
+            window_until=last_day(edition.window_end, zone=zone()).isoformat(),
             audience=checked.audience if checked else edition.audience_count,
-            zone_name=zone_name(utcnow()), intro_hint=INTRO_HINT,
+            zone_name=zone_name(utcnow(), zone=zone()), intro_hint=INTRO_HINT,
         )
 
 
@@ -142,7 +136,7 @@ def _edit(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
             editions.update_edition(
                 session, edition, subject=form.get("subject", edition.subject),
                 preheader=form.get("preheader", ""), intro=form.get("intro", ""),
-                category_order=categories, by=staff.email)
+                category_order=categories, by=staff.email, identity=get_settings().identity)
     except PROBLEMS as exc:
         return redirect(edition_url(edition_id), str(exc), "error")
     warning = twice_greeted(form.get("intro", ""))
@@ -162,7 +156,7 @@ def _window(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
         with transaction() as session:
             edition = edition_or_404(session, edition_id)
             editions.update_edition(session, edition, window_start=start, window_end=end,
-                                    by=staff.email)
+                                    by=staff.email, identity=get_settings().identity)
             n = len(edition.articles)
     except PROBLEMS as exc:
         return redirect(edition_url(edition_id), str(exc), "error")
@@ -189,7 +183,7 @@ def _articles(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
                 editions.drop_article(session, edition, article_id, by=staff.email)
             elif action in ("up", "down"):
                 editions.step_article(session, edition, article_id, -1 if action == "up" else 1,
-                                      by=staff.email)
+                                      by=staff.email, articles=get_settings().articles)
             else:
                 return redirect(edition_url(edition_id), f"Unknown action {action[:20]!r}.",
                                 "error")
@@ -206,7 +200,7 @@ def preview(request: Request, edition_id: RowId, staff: Staff = Depends(viewer))
     with transaction() as session:
         edition = edition_or_404(session, edition_id)
         try:
-            rendered = editions.render_preview(session, edition)
+            rendered = editions.render_preview(session, edition, settings=get_settings())
         except editions.EditionError as exc:
             return admin_page(request, "refused.html", staff, 422, session=session,
                               message=str(exc))
@@ -219,7 +213,8 @@ def preview_html(edition_id: RowId, staff: Staff = Depends(viewer)) -> HTMLRespo
     """The mail's HTML exactly as a reader gets it, for the preview's frames."""
     with transaction() as session:
         try:
-            rendered = editions.render_preview(session, edition_or_404(session, edition_id))
+            rendered = editions.render_preview(session, edition_or_404(session, edition_id),
+                                               settings=get_settings())
         except editions.EditionError as exc:
             raise AdminRefusal(422, str(exc)) from None
     return HTMLResponse(rendered.html, headers={

@@ -12,7 +12,9 @@ import datetime as dt
 import json
 import logging
 import re
+from functools import partial
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -20,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from mailer.config import get_settings
 from mailer.emails.render import jinja_env
-from mailer.localtime import format_date, format_time, window_label, zone
+from mailer.localtime import format_date, format_time, window_label
 from mailer.tokens import sign, verify
 
 if TYPE_CHECKING:
@@ -56,8 +58,9 @@ def admin_page(request: Request, name: str, staff: Staff | None, status_code: in
     html = jinja_env().get_template(f"web/admin/{name}").render(
         settings=settings, staff=staff, csrf=staff.csrf if staff else "", flash=flash,
         banner=context.pop("banner") if "banner" in context else _banner(staff, session),
-        path=request.url.path, local=local_time, local_date=format_date,
-        date_label=format_date, window_label=window_label, ago=ago, duration=duration,
+        path=request.url.path, local=local_time, local_date=local_date,
+        date_label=local_date, window_label=partial(window_label, zone=settings.identity.zone),
+        ago=ago, duration=duration,
         readable=readable, **context)
     response = HTMLResponse(html, status_code=status_code, headers=headers())
     if flash:
@@ -123,8 +126,17 @@ def download(body: bytes | str, filename: str, media_type: str) -> Response:
 # --- times, in the association's time zone (mailer.localtime: one format everywhere) --------------
 
 
+def zone() -> ZoneInfo:
+    """The association's time zone, which every time the admin shows is written in."""
+    return get_settings().identity.zone
+
+
 def local_time(moment: dt.datetime | None, *, seconds: bool = False) -> str:
-    return format_time(moment, seconds=seconds)
+    return format_time(moment, zone=zone(), seconds=seconds)
+
+
+def local_date(moment: dt.datetime | dt.date | None) -> str:
+    return format_date(moment, zone=zone())
 
 
 _ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?([+-]\d\d:\d\d|Z)")
@@ -136,9 +148,9 @@ def readable(value: str) -> str:
     format (the details keep ISO 8601: they are data)."""
     try:
         if _ISO_TIME.fullmatch(value):
-            return format_time(dt.datetime.fromisoformat(value))
+            return local_time(dt.datetime.fromisoformat(value))
         if _ISO_DATE.fullmatch(value):
-            return format_date(dt.date.fromisoformat(value))
+            return local_date(dt.date.fromisoformat(value))
     except ValueError:
         pass
     return value

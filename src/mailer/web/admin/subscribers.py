@@ -22,6 +22,7 @@ from starlette.datastructures import UploadFile
 
 from mailer import privacy
 from mailer.bounces.models import Bounce
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.delivery.history import editions_sent
 from mailer.staff.audit import record
@@ -195,7 +196,9 @@ def _import(text: str, source: str, filename: str,
     try:
         rows = importer.read_csv(io.StringIO(text, newline=""))
         # audited there
-        report = importer.import_rows(rows, source=source, by=staff.email, name=filename)
+        report = importer.import_rows(
+            rows, source=source, by=staff.email, name=filename,
+            check_deliverability=get_settings().signup.check_deliverability)
     except ValueError as exc:
         return f"Nothing was imported: {exc}"
     return report

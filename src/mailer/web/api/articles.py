@@ -90,7 +90,8 @@ def import_articles(caller: Annotated[Caller, Depends(require("articles"))],
             raise ApiProblem(422, "The feed's address must be a web address (https://…).",
                              errors=field_errors(url="not an http(s) address"))
         try:
-            feed = feeds.load(url, get_settings().articles)  # no transaction while fetching
+            settings = get_settings()  # no transaction while fetching
+            feed = feeds.load(url, settings.articles, website_url=settings.identity.website_url)
         except feeds.FeedError as exc:
             raise ApiProblem(422, f"Nothing was imported: {exc}",
                              errors=field_errors(url=str(exc))) from None
@@ -98,7 +99,9 @@ def import_articles(caller: Annotated[Caller, Depends(require("articles"))],
         assert body.items is not None
         data = json.dumps({"items": [_json_feed_item(i) for i in body.items]}).encode()
         try:
-            feed = feeds.parse(data, source=caller.actor)
+            settings = get_settings()
+            feed = feeds.parse(data, source=caller.actor, articles=settings.articles,
+                               website_url=settings.identity.website_url)
         except feeds.FeedError as exc:  # not expected for JSON we wrote; still no 5xx
             raise ApiProblem(422, f"Nothing was imported: {exc}",
                              errors=field_errors(items=str(exc))) from None

@@ -331,7 +331,8 @@ def preview(caller: Annotated[Caller, READ], edition_id: RowId) -> Preview:
     once the send has started, else the edition composed as it is now."""
     with transaction() as session:
         try:
-            rendered = editions.render_preview(session, _find(session, edition_id))
+            rendered = editions.render_preview(session, _find(session, edition_id),
+                                               settings=get_settings())
         except editions.EditionError as exc:
             raise ApiProblem(409, str(exc)) from None
     return Preview(subject=rendered.subject, html=rendered.html, text=rendered.text,
@@ -359,10 +360,12 @@ def draft(caller: Annotated[Caller, SEND], body: Draft) -> EditionOut:
         try:
             edition = editions.draft_edition(
                 session, subject=body.subject, window_start=body.window_start,
-                window_end=body.window_end, by=caller.actor, require_articles=True)
+                window_end=body.window_end, by=caller.actor, identity=get_settings().identity,
+                require_articles=True)
         except editions.EmptyWindow as exc:
             hint = queries.empty_window_hint(session, earlier="start window_start before it",
-                                             none_yet="No article has been imported yet.")
+                                             none_yet="No article has been imported yet.",
+                                             zone=get_settings().identity.zone)
             raise ApiProblem(422, f"{exc} {hint}",
                              errors=field_errors(window_start=str(exc))) from None
         except editions.EditionError as exc:  # the default start is after the window_end
@@ -392,7 +395,8 @@ def change(caller: Annotated[Caller, SEND], edition_id: RowId, body: Change) -> 
                 **{wrong: "the window must start before it ends"}))
         given = body.model_dump(exclude_unset=True)
         try:
-            editions.update_edition(session, edition, by=caller.actor, **given)
+            editions.update_edition(session, edition, by=caller.actor,
+                                    identity=get_settings().identity, **given)
         except editions.EditionError as exc:
             raise ApiProblem(422, str(exc)) from None
         return EditionOut.of(edition)
@@ -414,7 +418,8 @@ def test_copies(caller: Annotated[Caller, SEND], edition_id: RowId,
         raise ApiProblem(429, f"More than {TEST_COPIES_PER_HOUR} test copies in an hour "
                          "with this token.", headers={"Retry-After": "3600"})
     try:
-        results = sending.send_test_copies(edition_id, body.to, by=caller.actor)
+        results = sending.send_test_copies(edition_id, body.to, by=caller.actor,
+                                           settings=get_settings())
     except (editions.EditionError, sending.SendError) as exc:
         raise ApiProblem(409, f"No test copy was sent: {exc}") from None
     return TestCopies(items=[TestCopy(address=a, sent=r.startswith("sent"), result=r)
@@ -433,7 +438,8 @@ def schedule(caller: Annotated[Caller, SEND], edition_id: RowId,
     with transaction() as session:
         _find(session, edition_id)
         try:
-            sending.schedule_send(session, edition_id, body.at, by=caller.actor)
+            sending.schedule_send(session, edition_id, body.at, by=caller.actor,
+                                  settings=get_settings())
         except (sending.SendError, TransitionError) as exc:
             raise ApiProblem(409, str(exc)) from None
         return EditionOut.of(_find(session, edition_id))
@@ -472,14 +478,15 @@ def send(caller: Annotated[Caller, SEND], edition_id: RowId) -> Sending:
     to, a paused or cancelled edition: a 409 with every check that failed."""
     with transaction() as session:
         edition = _find(session, edition_id)
-        checked = preflight(session, edition)
+        checked = preflight(session, edition, settings=get_settings())
         if checked.started:
             return Sending(edition_id=edition_id, state=EditionState(edition.state),
                            audience=edition.audience_count, started=False)
         if not checked.ok:
             raise _refused(checked.problems)
         try:
-            audience = sending.start_send(session, edition_id, by=caller.actor)
+            audience = sending.start_send(session, edition_id, by=caller.actor,
+                                          settings=get_settings())
         except (sending.SendError, editions.EditionError, TransitionError) as exc:
             raise _refused([], str(exc)) from None
         return Sending(edition_id=edition_id, state=EditionState(edition.state),
@@ -533,7 +540,7 @@ def resume(caller: Annotated[Caller, SEND], edition_id: RowId) -> StateChange:
     """A paused send goes on where it stopped (unless complaints hold every send)."""
 
     def resumed(session: Session) -> bool:
-        sending.resume(session, edition_id, by=caller.actor)
+        sending.resume(session, edition_id, by=caller.actor, sending=get_settings().sending)
         return True
 
     state, done = _act(edition_id, EditionState.sending, resumed)

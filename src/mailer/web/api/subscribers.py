@@ -135,7 +135,8 @@ def sign_up(caller: Annotated[Caller, Depends(require("subscribers:write"))],
     values = {name: getattr(body, name).strip() for name in LIMITS}
     problems = signup.profile_problems(values)
     try:
-        _, key = normalise(values["email"])
+        _, key = normalise(values["email"],
+                           check_deliverability=get_settings().signup.check_deliverability)
     except InvalidAddress as exc:
         problems["email"] = str(exc)
     if problems:
@@ -152,7 +153,8 @@ def sign_up(caller: Annotated[Caller, Depends(require("subscribers:write"))],
                            user_agent=body.user_agent or request.headers.get("user-agent"))
     with transaction() as session:
         subscriber = signup.sign_up(
-            session, email=values["email"], origin=origin, may_mail=may_mail, by=caller.actor,
+            session, email=values["email"], origin=origin, signup=settings.signup,
+            may_mail=may_mail, by=caller.actor,
             profile=signup.Profile(first_name=values["first_name"],
                                    last_name=values["last_name"],
                                    organisation=values["organisation"],
@@ -224,6 +226,7 @@ def import_confirmed(caller: Annotated[Caller, Depends(require("subscribers:impo
         exclude_none=True).items()}) for i, item in enumerate(body.items)]
     report = importer.import_rows(  # its own transaction, audited there
         rows, source=body.source.strip(), by=caller.actor, name=caller.actor,
+        check_deliverability=get_settings().signup.check_deliverability,
         consent=importer.Consent(version=body.consent_version.strip(),
                                  text=body.consent_text, evidence=body.evidence))
     words = dict(report.problems)
