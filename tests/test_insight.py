@@ -278,6 +278,7 @@ def test_mailer_report_prints_the_figures(clean, worker) -> None:
 def test_a_cancelled_editions_figures_are_kept_once_its_last_messages_had_time(clean) -> None:
     import datetime as dt
 
+    from mailer.config import get_settings
     from mailer.db import utcnow
     from mailer.delivery import service as sending
     from mailer.editions.models import Edition
@@ -286,8 +287,8 @@ def test_a_cancelled_editions_figures_are_kept_once_its_last_messages_had_time(c
 
     make_subscribers(2)
     edition_id = make_edition(articles=1)
-    start(edition_id)
-    with transaction() as session:
+    with transaction() as session:  # cancelled before any worker (the session's) can send
+        sending.start_send(session, edition_id, by="test", settings=get_settings())
         sending.cancel(session, edition_id, by="test")
     with transaction() as session:
         figures = edition_figures(session, edition_id)
