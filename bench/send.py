@@ -220,6 +220,10 @@ def main() -> None:
     ap.add_argument("--stop-after", type=int, default=0, metavar="N",
                     help="cancel the send once N messages went out (a million-reader freeze "
                          "and memory check without waiting for all of it)")
+    ap.add_argument("--results-file", type=Path, metavar="PATH",
+                    help="also write the figures to PATH (JSON)")
+    ap.add_argument("--started-file", type=Path, metavar="PATH",
+                    help="write PATH once the send has started (bench/clicks.py waits for it)")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="an extra MAILER_* setting for the workers (repeatable)")
     args = ap.parse_args()
@@ -340,6 +344,8 @@ def main() -> None:
         with transaction() as session:
             audience = sending.start_send(session, edition_id, by="bench", settings=get_settings())
         results["start_send_seconds"] = round(time.perf_counter() - t0, 3)
+        if args.started_file:
+            args.started_file.write_text(str(os.getpid()))
         assert audience == args.readers
         results["audience"] = audience
         rss_at_10k: dict[str, int] | None = None
@@ -433,6 +439,8 @@ def main() -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"send-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(results, indent=2))
+    if args.results_file:
+        args.results_file.write_text(json.dumps(results, indent=2))
 
 
 def tenths_rate(edition_id: int) -> list[float]:

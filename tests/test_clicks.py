@@ -252,3 +252,93 @@ def test_without_click_tracking_the_mail_links_straight(clean) -> None:
     assert rows == []
     assert f'href="{article_urls[0]}"' in (edition.html_snapshot or "")
     assert "/r/" not in (edition.html_snapshot or "") + (edition.text_snapshot or "")
+
+
+def test_the_links_of_an_edition_that_went_out_are_remembered_a_drafts_are_not(
+        clean, web) -> None:
+    from sqlalchemy import update
+
+    from mailer.editions.states import EDITABLE
+
+    assert set(links.CHANGING) == {state.value for state in EDITABLE}
+    edition, rows, _ = _frozen(articles=1)
+    path = f"/r/{edition.id}/1/{links.signature(edition.id, 1)}"
+    remembered = f"{links.DESTINATIONS_KEY}{edition.id}"
+
+    def follow() -> str:
+        answer = httpx.get(web.url + path, headers={"User-Agent": BROWSER}, timeout=10)
+        assert answer.status_code == 303
+        return answer.headers["location"]
+
+    # A draft's link (a test copy's) is looked up every time: an edit makes it again.
+    assert follow() == rows[0].url
+    assert not get_redis().exists(remembered)
+    with transaction() as session:
+        session.execute(update(EditionLink).where(EditionLink.edition_id == edition.id,
+                                                  EditionLink.position == 1)
+                        .values(url="https://www.example.org/edited"))
+    assert follow() == "https://www.example.org/edited"
+
+    # Once the edition has gone out, the first click finds the link and Redis keeps it;
+    # the next ones are answered from there (the database row changed under it is not
+    # read again) and counted as the first was.
+    with transaction() as session:
+        session.execute(update(Edition).where(Edition.id == edition.id).values(state="sending"))
+    assert follow() == "https://www.example.org/edited"
+    assert get_redis().hget(remembered, "1") == b"https://www.example.org/edited"
+    assert 0 < get_redis().ttl(remembered) <= links.DESTINATIONS_TTL
+    with transaction() as session:
+        session.execute(update(EditionLink).where(EditionLink.edition_id == edition.id)
+                        .values(url="https://www.example.org/not-read"))
+    assert follow() == "https://www.example.org/edited"
+    assert counting.flush(get_redis()) == 4
+    with transaction() as session:
+        assert session.scalar(select(EditionLink.clicks).where(
+            EditionLink.edition_id == edition.id)) == 4  # two as a draft, two since
+    # A signed position the edition lacks is still a 404, counted nowhere.
+    n = len(rows) + 1
+    lacking = f"/r/{edition.id}/{n}/{links.signature(edition.id, n)}"
+    assert httpx.get(web.url + lacking, timeout=10).status_code == 404
+    assert not get_redis().exists(counting.PENDING)
+
+
+def test_a_redis_that_hangs_or_is_gone_still_lets_the_reader_through(clean, tmp_path) -> None:
+    import os
+    import signal
+
+    from sqlalchemy import update
+
+    from tests.support.processes import WebServer, free_port
+    from tests.support.redis_server import RedisServer
+
+    edition, rows, _ = _frozen(articles=1)
+    with transaction() as session:
+        session.execute(update(Edition).where(Edition.id == edition.id).values(state="sending"))
+    path = f"/r/{edition.id}/1/{links.signature(edition.id, 1)}"
+    own = RedisServer(tmp_path / "redis").start()
+    web = WebServer({**clean.env, "MAILER_REDIS_URL": own.url}, tmp_path / "web.log",
+                    free_port())
+    try:
+        web.start()
+
+        def follow() -> str:
+            answer = httpx.get(web.url + path, headers={"User-Agent": BROWSER}, timeout=30)
+            assert answer.status_code == 303
+            return answer.headers["location"]
+
+        assert follow() == rows[0].url  # looked up, counted, remembered
+        assert follow() == rows[0].url  # from Redis
+        assert own.proc is not None
+        os.kill(own.proc.pid, signal.SIGSTOP)  # a Redis that takes every request, answers none
+        try:
+            assert follow() == rows[0].url  # from the database, after the quick client gave up
+        finally:
+            os.kill(own.proc.pid, signal.SIGCONT)
+        own.stop()
+        assert follow() == rows[0].url  # and with no Redis at all
+        lacking = f"/r/{edition.id}/9/{links.signature(edition.id, 9)}"
+        assert httpx.get(web.url + lacking, timeout=30).status_code == 404
+        assert "was not counted" in (tmp_path / "web.log").read_text()
+    finally:
+        web.stop()
+        own.stop()

@@ -20,8 +20,21 @@ def get_redis() -> redis.Redis:
     return _client(get_settings().redis_url)
 
 
+@lru_cache(maxsize=4)
+def _hasty_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25,
+                                health_check_interval=30, decode_responses=False)
+
+
+def get_hasty_redis() -> redis.Redis:
+    """A client that gives up after a quarter of a second, for a reader's request that
+    must not wait on a slow or absent Redis (a followed link)."""
+    return _hasty_client(get_settings().redis_url)
+
+
 def reset_redis() -> None:
     _client.cache_clear()
+    _hasty_client.cache_clear()
 
 
 def masked_url(url: str) -> str:

@@ -17,14 +17,17 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
+import functools
 import re
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
 import redis as redis_lib
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
+from mailer.clicks import links
 from mailer.clicks.models import ClickFlush, EditionLink
 from mailer.db import transaction, utcnow
 
@@ -72,6 +75,34 @@ def count(client: redis_lib.Redis, edition_id: int, position: int, kind: Kind) -
     pipe.hincrby(f"{KEY}{edition_id}", f"{position}:{kind}", 1)
     pipe.sadd(PENDING, edition_id)
     pipe.execute()
+
+
+#: Where a followed link leads, if Redis knows (``links.remember``), counted at once;
+#: nothing counted when it does not know.
+_RECALL_AND_COUNT = """
+local url = redis.call('HGET', KEYS[1], ARGV[1])
+if url then
+  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+  redis.call('SADD', KEYS[3], ARGV[3])
+end
+return url
+"""
+
+
+@functools.lru_cache(maxsize=4)
+def _recall_script(client: redis_lib.Redis) -> Any:
+    return client.register_script(_RECALL_AND_COUNT)  # EVALSHA, loaded when first missing
+
+
+def recall_and_count(client: redis_lib.Redis, edition_id: int, position: int,
+                     kind: Kind) -> str | None:
+    """Where a followed link leads if Redis knows (:func:`mailer.clicks.links.remember`),
+    and then the click :func:`count`-ed, in one round trip. None: Redis does not know
+    the link, and nothing was counted (the caller asks the database, then counts)."""
+    known = _recall_script(client)(
+        keys=[f"{links.DESTINATIONS_KEY}{edition_id}", f"{KEY}{edition_id}", PENDING],
+        args=[str(position), f"{position}:{kind}", str(edition_id)])
+    return None if known is None else _text(known)  # type: ignore[arg-type]
 
 
 def take_batches(client: redis_lib.Redis) -> None:

@@ -19,7 +19,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from sqlalchemy import select
+import redis as redis_lib
+from sqlalchemy import column, select, table
 from sqlalchemy.orm import Session
 
 from mailer import tokens
@@ -112,7 +113,34 @@ def _continues(rest: str) -> bool:
     return bool(rest) and not _SENTENCE.fullmatch(rest)
 
 
-def destination(session: Session, edition_id: int, position: int) -> str | None:
-    """Where a signed link of an edition leads (None: the edition has no such link)."""
-    return session.scalar(select(EditionLink.url).where(
-        EditionLink.edition_id == edition_id, EditionLink.position == position))
+#: The edition table by its name (this package stays below the editions one), and the
+#: states in which an edition's snapshot, and so its links, may still be made again
+#: (``editions.states.EDITABLE``; tests/test_clicks.py checks that they agree).
+_EDITION = table("edition", column("id"), column("state"))
+CHANGING = ("draft", "scheduled")
+
+
+def destination(session: Session, edition_id: int, position: int) -> tuple[str, bool] | None:
+    """Where a signed link of an edition leads, and whether that is for good: once an
+    edition has gone out its links never change. None: the edition has no such link."""
+    row = session.execute(
+        select(EditionLink.url, _EDITION.c.state)
+        .join(_EDITION, _EDITION.c.id == EditionLink.edition_id)
+        .where(EditionLink.edition_id == edition_id, EditionLink.position == position)
+    ).first()
+    return None if row is None else (row.url, row.state not in CHANGING)
+
+
+#: Where the links of an edition that has gone out lead, in Redis: ``HGET`` by position
+#: (:func:`mailer.clicks.counting.recall_and_count` reads it as it counts the click).
+DESTINATIONS_KEY = "clicks:to:"
+DESTINATIONS_TTL = 3600  # seconds: a busy edition's links are looked up once an hour
+
+
+def remember(client: redis_lib.Redis, edition_id: int, position: int, url: str) -> None:
+    """Keep where a link of an edition that has gone out leads (its links never change
+    again), so the next click on it, in any web process, costs no database round trip."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(f"{DESTINATIONS_KEY}{edition_id}", str(position), url)
+    pipe.expire(f"{DESTINATIONS_KEY}{edition_id}", DESTINATIONS_TTL)
+    pipe.execute()

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 
+import redis as redis_lib
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from redis.exceptions import RedisError
-from starlette.background import BackgroundTask
 
 from mailer.clicks import counting, links
 from mailer.db import transaction
-from mailer.redis import get_redis
+from mailer.redis import get_hasty_redis
 from mailer.web.bounds import id_or_none
 
 router = APIRouter()
@@ -33,21 +33,37 @@ def follow(edition: str, position: str, signature: str, request: Request) -> Res
     edition_id, link = id_or_none(edition), id_or_none(position)
     if edition_id is None or link is None or not links.is_signed(edition_id, link, signature):
         return _not_found()
-    with transaction() as session:
-        url = links.destination(session, edition_id, link)
-    if url is None:
-        return _not_found()
     kind = counting.kind_of(request.method, request.headers.get("user-agent"))
-    # Counted once the answer is on its way: a Redis that is slow or away delays nobody.
-    return RedirectResponse(url, status_code=303, headers=_HEADERS,
-                            background=BackgroundTask(_count, edition_id, link, kind))
-
-
-def _count(edition_id: int, link: int, kind: counting.Kind) -> None:
-    try:
-        counting.count(get_redis(), edition_id, link, kind)
+    client = get_hasty_redis()  # a Redis that hangs holds the reader a quarter second
+    try:  # one round trip: where it leads, if an earlier click found out, and counted
+        url = counting.recall_and_count(client, edition_id, link, kind)
     except RedisError as exc:
         log.warning("a click on edition %d link %d was not counted: %s", edition_id, link, exc)
+        return _from_database(None, edition_id, link, kind)
+    return _from_database(client, edition_id, link, kind) if url is None else _to(url)
+
+
+def _from_database(client: redis_lib.Redis | None, edition_id: int, link: int,
+                   kind: counting.Kind) -> Response:
+    """A link Redis did not know: looked up, counted, and remembered if it is for good."""
+    with transaction() as session:
+        found = links.destination(session, edition_id, link)
+    if found is None:
+        return _not_found()
+    url, for_good = found
+    if client is not None:
+        try:
+            counting.count(client, edition_id, link, kind)
+            if for_good:
+                links.remember(client, edition_id, link, url)
+        except RedisError as exc:
+            log.warning("a click on edition %d link %d was not counted: %s", edition_id,
+                        link, exc)
+    return _to(url)
+
+
+def _to(url: str) -> Response:
+    return RedirectResponse(url, status_code=303, headers=_HEADERS)
 
 
 class LeaveClicksOut(logging.Filter):
