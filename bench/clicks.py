@@ -8,8 +8,11 @@ The web app is started as docker-compose.yml starts it (uvicorn, two worker proc
 PostgreSQL and a private Redis (where the clicks are counted); the load is Postfix-free
 ``wrk`` (Debian's `wrk` package: a C load generator, so the client does not eat the cores
 it measures), 2 threads and ``--connections`` keep-alive connections, each request a GET of
-one of the edition's signed links. Three phases, in one run:
+one of the edition's signed links. Four phases, in one run:
 
+0. ``GET /healthz`` with the same load: the web stack alone (no database, no Redis), the
+   baseline the redirects are read against (wrk shares the two cores with the web app, so
+   its p99 is mostly the wait for a core);
 1. redirects alone: requests per second, p50 and p99 (wrk's latency distribution);
 2. ``bench/send.py --readers N`` alone: its messages per second (real Celery workers,
    smtp-sink);
@@ -162,11 +165,17 @@ def main() -> None:
 
         print(f"{LINKS} links of one edition, wrk -t2 -c{args.connections}, "
               f"{args.web_workers} uvicorn workers; send of {args.readers:,} readers")
+        baseline = wrk(base, ["/healthz"], seconds=args.seconds,
+                       connections=args.connections, workdir=workdir)
+        results["healthz_baseline"] = baseline
+        print(f"0. /healthz, the baseline    {baseline['per_second']:>8}/s  "
+              f"p50 {baseline['p50_ms']} ms  p99 {baseline['p99_ms']} ms")
         alone = wrk(base, paths, seconds=args.seconds, connections=args.connections,
                     workdir=workdir)
         results["redirects_alone"] = alone
         print(f"1. redirects alone           {alone['per_second']:>8}/s  "
-              f"p50 {alone['p50_ms']} ms  p99 {alone['p99_ms']} ms")
+              f"p50 {alone['p50_ms']} ms  p99 {alone['p99_ms']} ms  "
+              f"({alone['per_second'] / baseline['per_second']:.0%} of /healthz's rate)")
 
         proc, _, figures = send(args.readers, workdir, "send-alone")
         if proc.wait() != 0:

@@ -31,6 +31,10 @@ def test_every_revision_after_the_join_has_one_parent() -> None:
                 "revise the single head instead")
 
 
+#: Indexes the models declare for PostgreSQL only (migration 0014: pg_trgm's GIN index).
+PG_ONLY = {"ix_subscriber_email_key_trgm"}
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_migrated_schema_is_the_models_schema(backend: str, tmp_path) -> None:
     """Every table, column, index and constraint the models declare is what the migrations
@@ -50,6 +54,8 @@ def test_the_migrated_schema_is_the_models_schema(backend: str, tmp_path) -> Non
                 diff = compare_metadata(MigrationContext.configure(conn), models.Base.metadata)
         finally:
             engine.dispose()
+        if backend == "sqlite":  # PostgreSQL's alone: SQLite has no trigram index
+            diff = [d for d in diff if not (d[0] == "add_index" and d[1].name in PG_ONLY)]
         assert diff == []
     finally:
         if name:

@@ -44,7 +44,13 @@ class Subscriber(Base):
         back_populates="subscriber", order_by="ConsentEvent.id", passive_deletes=True
     )
 
-    __table_args__ = (Index("ix_subscriber_status_id", "status", "id"),)
+    __table_args__ = (
+        Index("ix_subscriber_status_id", "status", "id"),
+        #: PostgreSQL only (migration 0014): a search for a part of an address
+        #: (``email_key LIKE '%part%'``) reads the rows that hold its trigrams.
+        Index("ix_subscriber_email_key_trgm", "email_key", postgresql_using="gin",
+              postgresql_ops={"email_key": "gin_trgm_ops"}),
+    )
 
     @property
     def name(self) -> str:
