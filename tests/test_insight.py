@@ -180,8 +180,10 @@ def _figures_after_a_send(rig, web_url: str) -> None:  # type: ignore[no-untyped
     assert clicks[2][2:] == ["1", "0"]
     assert {int(row[2]) for row in clicks[3:]} <= {0}
     minutes = _csv(admin, f"{base}/per-minute.csv")
-    assert minutes[0] == ["minute", "messages"] and sum(int(n) for _, n in minutes[1:]) == 6
-    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", m) for m, _ in minutes[1:])
+    assert minutes[0] == ["minute", "messages", "refused"]
+    assert sum(int(n) for _, n, _ in minutes[1:]) == 6  # accepted
+    assert sum(int(n) for _, _, n in minutes[1:]) == 2  # the hard and the policy refusal
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", m) for m, _, _ in minutes[1:])
     deferrals = _csv(admin, f"{base}/deferrals.csv")
     assert deferrals[1] == ["example.net", "8", "6", "1", "2", "12.5"]
     assert admin.get(f"{base}/nothing.csv").status_code == 404
@@ -492,6 +494,13 @@ def test_the_insight_pages_in_chromium_light_and_dark_at_375_px(
             assert light_ink == (scheme == "dark"), (name, scheme, ink)
             page.screenshot(path=str(artifacts / f"insight-{name}-{scheme}-375-"
                                                  f"{clean.backend}.png"), full_page=True)
+            if name == "edition":  # how the send went over time: accepted and refused
+                over_time = page.locator("#chart-per-minute")
+                assert over_time.locator("svg.chart polyline.line").count() == 2
+                assert over_time.locator("th").all_text_contents() == [
+                    "minute", "messages", "refused"]
+                over_time.screenshot(path=str(artifacts / f"insight-over-time-{scheme}-375-"
+                                                          f"{clean.backend}.png"))
         assert problems == []  # no CSP violation, no script error
         context.close()
 
