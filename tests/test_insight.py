@@ -5,6 +5,7 @@ stored or logged ties a click to a reader."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import re
 from urllib.parse import urlsplit
@@ -16,11 +17,12 @@ from sqlalchemy import MetaData, select, update
 
 from mailer import tasks
 from mailer.clicks.models import EditionLink
-from mailer.db import get_engine, transaction
+from mailer.db import get_engine, transaction, utcnow
+from mailer.deliveries.models import Delivery
 from mailer.insight import charts
 from mailer.insight.tables import Table
 from mailer.subscribers.models import ConsentEvent, Subscriber
-from tests.conftest import wait_for
+from tests.conftest import wait_for, wait_settled
 from tests.support.admin import PASSWORD, Admin, make_staff
 from tests.support.factories import make_edition, make_subscribers, start, wait_sent
 from tests.support.mail import parse, parts
@@ -178,8 +180,10 @@ def _figures_after_a_send(rig, web_url: str) -> None:  # type: ignore[no-untyped
     assert clicks[2][2:] == ["1", "0"]
     assert {int(row[2]) for row in clicks[3:]} <= {0}
     minutes = _csv(admin, f"{base}/per-minute.csv")
-    assert minutes[0] == ["minute", "messages"] and sum(int(n) for _, n in minutes[1:]) == 6
-    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", m) for m, _ in minutes[1:])
+    assert minutes[0] == ["minute", "messages", "refused"]
+    assert sum(int(n) for _, n, _ in minutes[1:]) == 6  # accepted
+    assert sum(int(n) for _, _, n in minutes[1:]) == 2  # the hard and the policy refusal
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", m) for m, _, _ in minutes[1:])
     deferrals = _csv(admin, f"{base}/deferrals.csv")
     assert deferrals[1] == ["example.net", "8", "6", "1", "2", "12.5"]
     assert admin.get(f"{base}/nothing.csv").status_code == 404
@@ -275,11 +279,107 @@ def test_mailer_report_prints_the_figures(clean, worker) -> None:
     assert missing.exit_code == 1 and "There is no edition" in missing.output
 
 
-def test_a_cancelled_editions_figures_are_kept_once_its_last_messages_had_time(clean) -> None:
-    import datetime as dt
+def _finished_ago(edition_id: int, ago: dt.timedelta) -> None:
+    from mailer.editions.models import Edition
 
+    with transaction() as session:
+        session.get(Edition, edition_id).finished_at = utcnow() - ago
+
+
+def test_a_report_lost_while_the_broker_was_down_is_mailed_once_by_the_sweeper(
+        rig, caplog) -> None:
+    """Redis, the broker, is away when the last batch finishes the edition: the edition is
+    sent and its report task is lost (logged). Once Redis is back, beat's sweep queues the
+    report again, ten minutes after the finish, and a real worker mails each editor once,
+    however many sweeps follow."""
+    from mailer.delivery.service import finish_if_done
+    from mailer.insight.report import ACTION, reports_to_resend
+    from mailer.staff.models import AuditEntry
+    from tests.support.factories import edition_state
+
+    make_subscribers(3)
+    edition_id = make_edition(articles=1)
+    make_staff(EDITOR)
+    assert start(edition_id) == 3  # its batch waits in Redis: no worker yet
+    rig.redis.stop()  # the broker goes away (SIGKILL: nothing it held survives)
+    tasks.reset()
+    with transaction() as session:  # what the last batch leaves: every delivery answered
+        session.execute(update(Delivery).where(Delivery.edition_id == edition_id).values(
+            state="sent", attempts=1, sent_at=utcnow(), smtp_code=250))
+    with transaction() as session:
+        assert finish_if_done(session, edition_id)
+    assert "could not publish a task after commit" in caplog.text
+    assert edition_state(edition_id) == "sent"
+    rig.redis.start()  # back, and empty: the report task is nowhere
+    tasks.reset()
+    with transaction() as session:  # the task gets ten minutes to arrive
+        assert reports_to_resend(session) == []
+    _finished_ago(edition_id, dt.timedelta(minutes=11))
+    with transaction() as session:
+        assert reports_to_resend(session) == [edition_id]
+
+    rig.worker()
+    rig.beat()  # sweeps every second (SENDING_ENV)
+    [mail] = wait_for(lambda: rig.stack.smtp.to(EDITOR), timeout=60,
+                      what="the report, queued by a sweep")
+    assert parse(mail)["Subject"] == "Sent: CEP Newsletter – test edition – 3 delivered"
+    # More sweeps run, one a second: none queues or sends it again.
+    assert wait_settled(lambda: len(rig.stack.smtp.to(EDITOR)), quiet=4.0,
+                        what="report mails") == 1
+    with transaction() as session:
+        assert session.scalars(select(AuditEntry.actor).where(
+            AuditEntry.action == ACTION)).all() == [EDITOR]
+        assert reports_to_resend(session) == []
+
+
+def test_the_sweeper_reports_no_old_send_and_none_the_relay_refused(clean) -> None:
+    """Sends finished over two days ago are not reported again; an editor's report being
+    sent by another task at that moment is left to it; one the relay refused for good is
+    not queued again."""
     from mailer.config import get_settings
-    from mailer.db import utcnow
+    from mailer.editions.models import Edition
+    from mailer.insight.report import (
+        HOLD_PREFIX,
+        RESEND_WINDOW,
+        reports_to_resend,
+        requeue_lost_reports,
+        send_report_mails,
+    )
+    from mailer.redis import get_redis
+    from mailer.staff import accounts
+    from tests.support.bounce_mail import make_sent_edition
+
+    old, recent = make_sent_edition(), make_sent_edition()
+    with transaction() as session:
+        for edition_id in (old, recent):
+            session.get(Edition, edition_id).audience_count = 0
+    _finished_ago(old, RESEND_WINDOW + dt.timedelta(minutes=1))
+    _finished_ago(recent, dt.timedelta(minutes=11))
+    with transaction() as session:  # no editor: nobody to report to
+        assert reports_to_resend(session) == []
+    make_staff(EDITOR)
+    with transaction() as session:
+        assert reports_to_resend(session) == [recent]
+
+    with transaction() as session:
+        [editor_id] = [u.id for u in accounts.editors(session)]
+    claim = f"{HOLD_PREFIX}claim:{recent}:{editor_id}"
+    get_redis().set(claim, "sending", ex=60)  # another task is mailing the editor now
+    [mailed] = send_report_mails(recent, settings=get_settings())
+    assert mailed.temporary and "another task" in mailed.result
+    assert not clean.smtp.to(EDITOR)
+    get_redis().delete(claim)
+
+    clean.smtp.behaviour.add(EDITOR, "rcpt", "550 5.1.1 No such user")
+    [mailed] = send_report_mails(recent, settings=get_settings())
+    assert mailed.result.startswith("failed") and not mailed.temporary
+    with transaction() as session:  # still unreported by the database alone...
+        assert reports_to_resend(session) == [recent]
+    assert requeue_lost_reports() == 0  # ...but the refusal holds it for the window
+
+
+def test_a_cancelled_editions_figures_are_kept_once_its_last_messages_had_time(clean) -> None:
+    from mailer.config import get_settings
     from mailer.delivery import service as sending
     from mailer.editions.models import Edition
     from mailer.insight.editions import edition_figures
@@ -394,6 +494,13 @@ def test_the_insight_pages_in_chromium_light_and_dark_at_375_px(
             assert light_ink == (scheme == "dark"), (name, scheme, ink)
             page.screenshot(path=str(artifacts / f"insight-{name}-{scheme}-375-"
                                                  f"{clean.backend}.png"), full_page=True)
+            if name == "edition":  # how the send went over time: accepted and refused
+                over_time = page.locator("#chart-per-minute")
+                assert over_time.locator("svg.chart polyline.line").count() == 2
+                assert over_time.locator("th").all_text_contents() == [
+                    "minute", "messages", "refused"]
+                over_time.screenshot(path=str(artifacts / f"insight-over-time-{scheme}-375-"
+                                                          f"{clean.backend}.png"))
         assert problems == []  # no CSP violation, no script error
         context.close()
 

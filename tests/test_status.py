@@ -164,3 +164,40 @@ def test_a_policy_refusal_alone_is_a_warning_not_critical(clean, worker) -> None
                               what="the worker's heartbeat")
     assert names(snapshot) == ["policy_rejections"]
     assert code == 1 and snapshot["status"] == "warning"
+
+
+def test_a_sent_editions_complaint_alert_reads_the_delivery_counts_its_send_kept(
+        clean, worker) -> None:
+    """The banner on every admin page does not count a sent edition's deliveries again: it
+    reads what the end of the send kept, which is what the rows say (a refused reader
+    included), and the complaint alert comes out the same."""
+    from sqlalchemy import select
+
+    from mailer.bounces.rates import edition_rates
+    from mailer.deliveries.models import Delivery
+    from mailer.delivery.queries import state_counts
+    from mailer.editions.models import Edition
+    from mailer.ops import alerts
+    from tests.support.factories import start, wait_sent
+
+    readers = make_subscribers(40)
+    for address in readers[:2]:
+        clean.smtp.behaviour.add(address, "rcpt", "550 5.1.1 No such user")
+    edition_id = make_edition()
+    start(edition_id)
+    wait_sent(edition_id)  # by the session's worker
+    with transaction() as session:
+        sent = session.scalars(select(Delivery.id).where(
+            Delivery.edition_id == edition_id, Delivery.state == "sent")).first()
+        record_bounce(session, bounce_class=BounceClass.complaint, source="test",
+                      delivery_id=sent, recipient="x@example.net", fingerprint="complaint-1")
+    settings = get_settings()
+    with transaction() as session:
+        kept = session.get(Edition, edition_id).stats["deliveries"]
+        assert kept == state_counts(session, edition_id) == {"sent": 38, "bounced": 2}
+        [watched] = alerts.watched_rates(session, settings.sending)
+        assert watched == edition_rates(session, edition_id, settings.sending)  # counted
+        found = alerts.evaluate(session, settings, queues=[], workers=[], rates=[watched])
+    [complaint] = [a for a in found if a.name == "complaint_rate"]
+    assert complaint.edition_id == edition_id and complaint.severity == "critical"
+    assert "1 complaint(s) for 38 delivered, 2.63 %" in complaint.message

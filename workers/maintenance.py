@@ -19,6 +19,7 @@ def sweep() -> dict[str, object]:
     """Put back to work what a dead worker or a lost Redis message left behind."""
     from mailer.config import get_settings
     from mailer.delivery import sweeper
+    from mailer.insight.report import requeue_lost_reports
     from mailer.ops.queues import depth
     from mailer.redis import get_redis
 
@@ -30,11 +31,15 @@ def sweep() -> dict[str, object]:
     bulk_queue_empty = depth(get_redis(), tasks.BULK) == 0
     with transaction() as session:
         report = sweeper.sweep(session, get_settings(), bulk_queue_empty=bulk_queue_empty)
+    reports = requeue_lost_reports()  # after the deliveries: those matter most
     if report.reclaimed or report.retried or report.requeued or report.finished or report.started:
         log.info("sweep: %s", report.as_dict())
     if welcomes:
         log.info("sweep: %d lost welcome mail(s) queued again", welcomes)
-    return {"confirmations": len(stranded), "welcomes": welcomes, **report.as_dict()}
+    if reports:
+        log.info("sweep: %d lost edition report(s) queued again", reports)
+    return {"confirmations": len(stranded), "welcomes": welcomes, "reports": reports,
+            **report.as_dict()}
 
 
 @app.task(name=tasks.PURGE_PENDING_SIGNUPS)

@@ -36,8 +36,11 @@ def class_counts(session: Session, edition_id: int) -> dict[str, int]:
     )}
 
 
-def edition_rates(session: Session, edition_id: int, sending: SendingSettings) -> dict[str, Any]:
-    """Counts and rates of one edition.
+def edition_rates(session: Session, edition_id: int, sending: SendingSettings, *,
+                  states: dict[str, int] | None = None) -> dict[str, Any]:
+    """Counts and rates of one edition. ``states``: its deliveries by state, when the caller
+    has them (a sent edition's never change: the end of its send kept them); counted
+    otherwise.
 
     Keys: ``deliveries`` (all rows), ``answered`` (sent + bounced + failed), ``accepted``
     (sent); per class the number of deliveries with such a bounce (``hard``, ``soft``,
@@ -47,10 +50,11 @@ def edition_rates(session: Session, edition_id: int, sending: SendingSettings) -
     fractions; and ``complaint_alert`` / ``complaint_stop``: the complaint rate reached
     ``complaint_alert_rate`` (0.1 %) / ``complaint_stop_rate`` (0.3 %) of ``sending``.
     """
-    states: dict[str, int] = {state: n for state, n in session.execute(
-        select(Delivery.state, func.count()).where(Delivery.edition_id == edition_id)
-        .group_by(Delivery.state)
-    )}
+    if states is None:
+        states = {state: n for state, n in session.execute(
+            select(Delivery.state, func.count()).where(Delivery.edition_id == edition_id)
+            .group_by(Delivery.state)
+        )}
     deliveries = sum(states.values())
     accepted = states.get(DeliveryState.sent, 0)
     answered = accepted + states.get(DeliveryState.bounced, 0) + states.get(DeliveryState.failed, 0)

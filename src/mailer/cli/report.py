@@ -35,6 +35,7 @@ def report(edition: int = typer.Argument(..., help="The edition's id (mailer edi
             "links": [dict(zip(tables["clicks"].columns, row, strict=True))
                       for row in tables["clicks"].rows],
             "per_minute": figures.per_minute,
+            "refused_per_minute": figures.refused_per_minute,
         }, indent=2))
         return
     console = Console()

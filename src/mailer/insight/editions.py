@@ -85,7 +85,10 @@ class EditionFigures:
     unsubscribes: int
     links: list[LinkFigures]
     per_minute: list[tuple[str, int]]  # ("2026-12-03 09:14", messages accepted)
+    #: Messages refused for good (bounced or failed) per minute of their last answer; None
+    #: for a summary stored before they were counted.
     domains: list[DomainFigures]
+    refused_per_minute: list[tuple[str, int]] | None = None
 
     @property
     def clicks(self) -> int:
@@ -104,8 +107,7 @@ class EditionFigures:
                             [[link.label, link.url, link.clicks,
                               link.head_requests + link.scanner_clicks]
                              for link in self.links]),
-            "per-minute": Table("per-minute", "Messages accepted per minute (UTC)",
-                                ["minute", "messages"], [list(row) for row in self.per_minute]),
+            "per-minute": self._per_minute(),
             "deferrals": Table("deferrals", "Receiving domains, most deferred first",
                                ["domain", "deliveries", "accepted", "deferred", "refused",
                                 "deferred %"],
@@ -114,6 +116,18 @@ class EditionFigures:
                                 for d in sorted(self.domains, key=lambda d: -d.deferred)[:20]
                                 if d.deferred or d.refused]),
         }
+
+
+    def _per_minute(self) -> Table:
+        """How the send went over time: accepted, and refused for good, per minute."""
+        if self.refused_per_minute is None:
+            return Table("per-minute", "Messages accepted per minute (UTC)",
+                         ["minute", "messages"], [list(row) for row in self.per_minute])
+        accepted, refused = dict(self.per_minute), dict(self.refused_per_minute)
+        return Table("per-minute", "Messages accepted and refused per minute (UTC)",
+                     ["minute", "messages", "refused"],
+                     [[minute, accepted.get(minute, 0), refused.get(minute, 0)]
+                      for minute in sorted(accepted.keys() | refused.keys())])
 
 
 def edition_figures(session: Session, edition_id: int) -> EditionFigures | None:
@@ -135,6 +149,8 @@ def edition_figures(session: Session, edition_id: int) -> EditionFigures | None:
         complaints=per_class.get(BounceClass.complaint, 0), unsubscribes=int(unsubscribes),
         links=per_link(session, edition_id),
         per_minute=[(minute, n) for minute, n in summary["per_minute"]],
+        refused_per_minute=None if "refused_per_minute" not in summary else [
+            (minute, n) for minute, n in summary["refused_per_minute"]],
         domains=domains_of(summary))
 
 
@@ -211,8 +227,15 @@ def count_deliveries(session: Session, edition_id: int) -> dict[str, Any]:
                                            Delivery.state == D.sent,
                                            Delivery.sent_at.is_not(None))
         .group_by(minute).order_by(minute)).all()
+    # A refusal's row is not touched again after its answer: updated_at is when it came.
+    refused_at = buckets.minute(session, Delivery.updated_at)
+    refused = session.execute(
+        select(refused_at, func.count()).where(Delivery.edition_id == edition_id,
+                                               Delivery.state.in_([D.bounced, D.failed]))
+        .group_by(refused_at).order_by(refused_at)).all()
     return {"states": dict(states), "deferred": total_deferred, "domains": kept,
-            "per_minute": [[str(m), int(n)] for m, n in per_minute]}
+            "per_minute": [[str(m), int(n)] for m, n in per_minute],
+            "refused_per_minute": [[str(m), int(n)] for m, n in refused]}
 
 
 def merge_domains(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
