@@ -38,8 +38,6 @@ _FORM_PURPOSE = "preferences-form"
 EXPIRED_FORM = "This form has expired. Please open the page again from the link in your mail."
 
 
-
-
 # --- the page ---------------------------------------------------------------------------------
 
 
@@ -64,13 +62,13 @@ async def confirm(token: str, request: Request) -> HTMLResponse:
         with transaction() as session:
             check = service.check_confirmation(session, token)
             if check.status != "ok" or not _form_ok(request, form, token):
-                return check.status if check.status != "ok" else "forged", None, ""
+                return check.status if check.status != "ok" else "no-csrf", None, ""
             email = check.subscriber.email if check.subscriber else ""
             service.confirm(session, token, origin=origin)
             return "ok", check.action, email
 
     status, action, email = await run_in_threadpool(run)
-    if status == "forged":
+    if status == "no-csrf":
         return _expired_form(f"/preferences/confirm/{token}")
     if status != "ok":
         return _link_problem(status)
