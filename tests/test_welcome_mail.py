@@ -22,7 +22,7 @@ from mailer.redis import get_redis
 from mailer.subscribers.confirmation import confirm, confirmation_token_value
 from mailer.subscribers.confirmation_mail import MailResult
 from mailer.subscribers.models import ConfirmationToken
-from mailer.subscribers.unsubscribe import unsubscribe, unsubscribe_url
+from mailer.subscribers.unsubscribe import preferences_url, unsubscribe, unsubscribe_url
 from mailer.subscribers.welcome_mail import (
     HOLD_PREFIX,
     RESEND_WINDOW,
@@ -99,6 +99,9 @@ def test_a_reader_who_confirms_is_welcomed_once_and_a_bounce_of_it_attributes(
     assert "Ida" in text and "Ida" in html
     [unsubscribe] = [u for u in links(text) if "/unsubscribe/" in u]
     assert unsubscribe == unsubscribe_url(sub, base_url=welcome_on.base_url) and unsubscribe in html
+    [preferences] = [u for u in links(text) if "/preferences/" in u]
+    assert preferences == preferences_url(sub, base_url=welcome_on.base_url)
+    assert preferences in html
     # No edition has been sent yet: no archive link, and no sentence about one.
     assert "/archive/" not in text and "/archive/" not in html and "archive" not in text
     wait_for(lambda: "welcome_sent" in events(sub.id), what="the welcome recorded")

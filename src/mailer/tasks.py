@@ -36,6 +36,8 @@ QUEUES = (BULK, CONFIRMATIONS, DEFAULT)
 SEND_BATCH = "workers.bulk.send_batch"
 SEND_CONFIRMATION = "workers.confirmations.send_confirmation"
 SEND_WELCOME = "workers.confirmations.send_welcome"
+SEND_PREFERENCE_REQUEST = "workers.confirmations.send_preference_request"
+SEND_DATA_EXPORT = "workers.confirmations.send_data_export"
 PROCESS_INBOUND = "workers.bounces.process_inbound"
 PROCESS_SPOOL = "workers.bounces.process_spool"
 POLL_MAILBOX = "workers.bounces.poll_mailbox"
@@ -48,7 +50,8 @@ FLUSH_CLICKS = "workers.maintenance.flush_clicks"
 REPORT_EDITION = "workers.maintenance.report_edition"
 
 #: The queue of every task that does not run on :data:`DEFAULT`.
-QUEUE_OF = {SEND_BATCH: BULK, SEND_CONFIRMATION: CONFIRMATIONS, SEND_WELCOME: CONFIRMATIONS}
+QUEUE_OF = {SEND_BATCH: BULK, SEND_CONFIRMATION: CONFIRMATIONS, SEND_WELCOME: CONFIRMATIONS,
+            SEND_PREFERENCE_REQUEST: CONFIRMATIONS, SEND_DATA_EXPORT: CONFIRMATIONS}
 
 
 def queue_of(task: str) -> str:

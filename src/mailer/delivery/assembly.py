@@ -33,7 +33,7 @@ from mailer.emails.message import (
     split_from,
 )
 from mailer.emails.verp import return_path
-from mailer.subscribers.unsubscribe import unsubscribe_url_for
+from mailer.subscribers.unsubscribe import preferences_url_for, unsubscribe_url_for
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,7 @@ class MessageAssembler:
             "view_url": self.view_url,
             "first_name": reader.first_name,
             "email": reader.email,
+            "preferences_url": preferences_url_for(reader.public_id, base_url=self.base_url),
         }
         text = self._text.encode(values)
         html = self._html.encode(values)

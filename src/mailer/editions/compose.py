@@ -32,7 +32,7 @@ from mailer.emails.render import inline_css, jinja_env
 from mailer.localtime import MONTHS, format_date, last_day
 
 #: What the sending pipeline fills in per reader.
-PERSONAL_FIELDS = ("unsubscribe_url", "view_url", "first_name", "email")
+PERSONAL_FIELDS = ("unsubscribe_url", "view_url", "first_name", "email", "preferences_url")
 #: What a snapshot holds placeholders for: the personal fields, and the greeting made from
 #: the first name (so that an empty name still reads well, see ``greeting_for``).
 PLACEHOLDER_FIELDS = (*PERSONAL_FIELDS, "greeting")

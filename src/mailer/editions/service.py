@@ -231,6 +231,7 @@ def sample_values(edition: Edition, base_url: str) -> dict[str, str]:
         "view_url": snapshot.view_url(edition, base_url),
         "first_name": "Maria",
         "email": "maria.jansen@example.org",
+        "preferences_url": f"{base_url}/preferences/preview",
     }
 
 

@@ -32,7 +32,7 @@ from mailer.editions.compose import (
 )
 from mailer.editions.errors import EditionError, NotSendable
 from mailer.editions.models import Edition
-from mailer.subscribers.unsubscribe import unsubscribe_url_for
+from mailer.subscribers.unsubscribe import preferences_url_for, unsubscribe_url_for
 
 __all__ = ["PERSONAL_FIELDS", "AsMailed", "Personaliser", "as_mailed", "check_composed",
            "freeze", "personaliser_for", "personaliser_of", "view_url"]
@@ -112,6 +112,7 @@ def _longest_values(edition: Edition, base_url: str) -> dict[str, str]:
         "view_url": view_url(edition, base_url),
         "first_name": "n" * 100,  # Subscriber.first_name holds up to 100 characters
         "email": "e" * 254,  # the longest address SMTP allows
+        "preferences_url": preferences_url_for("f" * 32, base_url=base_url),
     }
 
 

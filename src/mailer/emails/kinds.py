@@ -29,6 +29,10 @@ class MessageKind(StrEnum):
     review = "review"  # the editors' "a draft waits for your review"
     welcome = "welcome"  # once a reader confirmed (MAILER_WELCOME_MAIL; a subscriber's id)
     report = "report"  # the editors' "how the edition went", once its send has finished
+    #: From the preference page: "confirm that you want your data / to be erased" (a
+    #: subscriber's id).
+    preference_request = "preference_request"
+    data_export = "data_export"  # the reader's data as a JSON attachment, once confirmed
 
 
 class Ties(StrEnum):
@@ -74,6 +78,11 @@ TYPES: dict[MessageKind, MessageType] = {t.kind: t for t in (
                 ties=Ties.subscriber, queue=tasks.CONFIRMATIONS, what="a welcome mail"),
     MessageType(MessageKind.report, template="edition-report", verp=None, message_id="report",
                 ties=Ties.nobody, queue=tasks.DEFAULT, what="an edition report"),
+    MessageType(MessageKind.preference_request, template="preference-request", verp="p",
+                message_id="request", ties=Ties.subscriber, queue=tasks.CONFIRMATIONS,
+                what="a preference-page confirmation mail"),
+    MessageType(MessageKind.data_export, template="data-export", verp="x", message_id="export",
+                ties=Ties.subscriber, queue=tasks.CONFIRMATIONS, what="a data export"),
 )}
 
 _BY_LETTER = {t.verp: t.kind for t in TYPES.values() if t.verp}

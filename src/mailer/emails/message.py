@@ -9,6 +9,8 @@ newsletters List-Unsubscribe (+ One-Click), List-Id and Precedence. The bulk pat
 from __future__ import annotations
 
 import email.policy
+from collections.abc import Sequence
+from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -106,8 +108,10 @@ def build_message(
     html: str,
     msg_id: str,
     extra_headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    attachments: Sequence[Attachment] = (),
 ) -> EmailMessage:
-    """A multipart/alternative message: text/plain first, text/html last."""
+    """A multipart/alternative message: text/plain first, text/html last; with
+    ``attachments``, that part is the first of a multipart/mixed and they follow it."""
     msg = EmailMessage(policy=SMTP_POLICY)
     from_name, from_email = split_from(identity.from_address)
     msg["From"] = Address(display_name=from_name, addr_spec=from_email)
@@ -123,7 +127,20 @@ def build_message(
     msg["MIME-Version"] = "1.0"
     msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    for attachment in attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        msg.add_attachment(attachment.data, maintype=maintype, subtype=subtype,
+                           filename=attachment.filename)
     return msg
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file sent with a message (the reader's data export): bytes, sent base64."""
+
+    filename: str
+    content_type: str
+    data: bytes
 
 
 def split_from(value: str) -> tuple[str, str]:

@@ -23,7 +23,7 @@ from mailer.config import IdentitySettings, SMTPSettings
 from mailer.counters import timed
 from mailer.emails.dkim import configured_signer
 from mailer.emails.kinds import MessageKind, type_of
-from mailer.emails.message import build_message, message_id, to_bytes
+from mailer.emails.message import Attachment, build_message, message_id, to_bytes
 from mailer.emails.render import RenderedEmail, render_email
 from mailer.emails.transport import SMTPFailure, process_transport
 from mailer.emails.verp import return_path
@@ -67,7 +67,7 @@ def envelope_sender(kind: MessageKind | str, verp_id: int | None,
 def send_one(kind: MessageKind | str, to: str, context: Mapping[str, Any], *,
              ids: Sequence[object], identity: IdentitySettings, smtp: SMTPSettings,
              verp_id: int | None = None, rendered: RenderedEmail | None = None,
-             transport: Any = None) -> SendResult:
+             transport: Any = None, attachments: Sequence[Attachment] = ()) -> SendResult:
     """Render ``kind``'s templates with ``context`` (or send ``rendered``, when the caller
     rendered it once for many), build, sign, send to ``to`` and count it.
 
@@ -84,7 +84,8 @@ def send_one(kind: MessageKind | str, to: str, context: Mapping[str, Any], *,
     msg_id = message_id(entry.kind, *ids, identity=identity)
     # To carries the address alone: nothing a stranger typed into a form reaches a header.
     message = build_message(identity=identity, to_email=to, subject=rendered.subject,
-                            text=rendered.text, html=rendered.html, msg_id=msg_id)
+                            text=rendered.text, html=rendered.html, msg_id=msg_id,
+                            attachments=attachments)
     payload = to_bytes(message, configured_signer(smtp))
     sender = envelope_sender(entry.kind, verp_id, identity)
     try:

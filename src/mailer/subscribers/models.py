@@ -72,6 +72,17 @@ class ConsentEventKind(enum.StrEnum):
     suppressed = "suppressed"
     unsuppressed = "unsuppressed"
     erased = "erased"
+    #: The reader changed their name on the preference page (``detail``: the fields).
+    name_changed = "name_changed"
+    #: On the preference page the reader asked for their data (GDPR Art. 15) or to be
+    #: erased (Art. 17): a confirmation link goes to the address (``detail``: its round).
+    export_requested = "export_requested"
+    erasure_requested = "erasure_requested"
+    #: That confirmation mail went out (``message_id``; ``detail``: the action and round).
+    request_mailed = "request_mailed"
+    #: The export's confirmation link was clicked; then the data went out (``message_id``).
+    export_confirmed = "export_confirmed"
+    data_exported = "data_exported"
 
 
 class ConsentEvent(Base):
@@ -137,6 +148,17 @@ class SuppressionReason(enum.StrEnum):
     complaint = "complaint"
     manual = "manual"
     erased = "erased"
+    #: The reader changed their name on the preference page (``detail``: the fields).
+    name_changed = "name_changed"
+    #: On the preference page the reader asked for their data (GDPR Art. 15) or to be
+    #: erased (Art. 17): a confirmation link goes to the address (``detail``: its round).
+    export_requested = "export_requested"
+    erasure_requested = "erasure_requested"
+    #: That confirmation mail went out (``message_id``; ``detail``: the action and round).
+    request_mailed = "request_mailed"
+    #: The export's confirmation link was clicked; then the data went out (``message_id``).
+    export_confirmed = "export_confirmed"
+    data_exported = "data_exported"
 
 
 class Suppression(Base):

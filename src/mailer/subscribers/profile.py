@@ -1,5 +1,6 @@
-"""Changing a subscriber's name fields on their behalf (the API's PATCH): the fields a
-sign-up sets, checked as the form checks them, and audited with who changed them.
+"""Changing a subscriber's name fields: on their behalf (the API's PATCH), audited with who
+changed them, or by the reader on their preference page (``by=None``: the consent event
+the page writes is the record). The fields a sign-up sets, checked as the form checks them.
 
 The address is not among them: a new address is a new sign-up, confirmed from its own
 inbox (double opt-in), never a plain change. Never commits.
@@ -29,10 +30,11 @@ class ProfileError(ValueError):
 
 
 def update_profile(session: Session, subscriber: Subscriber, changes: Mapping[str, str],
-                   *, by: str) -> list[str]:
+                   *, by: str | None) -> list[str]:
     """Set the given name fields; the names of those that changed (none: nothing
-    written, nothing audited). Raises ProfileError (nothing changed) for a value the form
-    would refuse, or a field that is not one of FIELDS."""
+    written, nothing audited; ``by`` None: the reader, not audited). Raises ProfileError
+    (nothing changed) for a value the form would refuse, or a field that is not one of
+    FIELDS."""
     unknown = sorted(set(changes) - set(FIELDS))
     problems = {name: "This field cannot be changed." for name in unknown}
     problems |= profile_problems(changes)
@@ -54,6 +56,7 @@ def update_profile(session: Session, subscriber: Subscriber, changes: Mapping[st
                         .values(updated_at=signed_up))
         session.refresh(subscriber)
         # The fields' names only: the audit log is kept longer than a person's data.
-        record(session, actor=by, action="subscriber.update",
-               target=f"subscriber:{subscriber.id}", detail={"fields": changed})
+        if by is not None:
+            record(session, actor=by, action="subscriber.update",
+                   target=f"subscriber:{subscriber.id}", detail={"fields": changed})
     return changed

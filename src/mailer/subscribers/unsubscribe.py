@@ -1,8 +1,9 @@
 """Unsubscribe: the links every mail carries, and the change they make.
 
-A reader's link never expires and cannot be forged without the secret key; a test copy's
-link names its edition instead of a reader. Like every subscribers service, ``unsubscribe``
-never commits.
+A reader's links (unsubscribe, and the preference page's) never expire and cannot be
+forged without the secret key; each is signed for its own purpose, so one is worthless as
+the other. A test copy's unsubscribe link names its edition instead of a reader. Like
+every subscribers service, ``unsubscribe`` never commits.
 """
 
 from __future__ import annotations
@@ -45,10 +46,30 @@ def unsubscribe_url_for(public_id: str, edition_id: int | None = None, *, base_u
 
 
 def subscriber_for_unsubscribe(session: Session, token: str) -> Subscriber | None:
+    return _reader_of(session, "unsubscribe", token)
+
+
+def preferences_url_for(public_id: str, *, base_url: str) -> str:
+    """The reader's preference page (``/preferences/<public id>.<HMAC>``): never expires,
+    signed for its own purpose (an unsubscribe token opens no preference page)."""
+    signature = sign("preferences", public_id, UNSUBSCRIBE_SIGNATURE)
+    return f"{base_url}/preferences/{public_id}.{signature}"
+
+
+def preferences_url(subscriber: Subscriber, *, base_url: str) -> str:
+    return preferences_url_for(subscriber.public_id, base_url=base_url)
+
+
+def subscriber_for_preferences(session: Session, token: str) -> Subscriber | None:
+    """The reader a preference-page token names; None for a forged, tampered or unknown one."""
+    return _reader_of(session, "preferences", token)
+
+
+def _reader_of(session: Session, purpose: str, token: str) -> Subscriber | None:
     public_id, _, signature = token.partition(".")
     if len(public_id) != 32 or len(signature) != UNSUBSCRIBE_SIGNATURE:
         return None
-    if not verify("unsubscribe", public_id, signature):
+    if not verify(purpose, public_id, signature):
         return None
     return session.scalars(select(Subscriber).where(Subscriber.public_id == public_id)).first()
 

@@ -50,7 +50,7 @@ from mailer.subscribers.models import (
     SubscriberStatus,
 )
 from mailer.subscribers.records import record_event
-from mailer.subscribers.unsubscribe import unsubscribe_url
+from mailer.subscribers.unsubscribe import preferences_url, unsubscribe_url
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ def _send_under_claim(subscriber_id: int, token_id: int, latest_edition: LatestE
             return MailResult.nothing
         context = {"settings": settings, "subscriber": subscriber,
                    "unsubscribe_url": unsubscribe_url(subscriber, base_url=settings.base_url),
+                   "preferences_url": preferences_url(subscriber, base_url=settings.base_url),
                    "latest_edition": latest_edition}
         recipient = subscriber.email
     result = send_one(MessageKind.welcome, recipient, context, ids=ids, identity=settings.identity,

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mailer.config import get_settings
 from mailer.logging import setup_logging
 from mailer.paths import templates_dir
-from mailer.web import admin, api, archive, clicks, health, public, webhooks
+from mailer.web import admin, api, archive, clicks, health, preferences, public, webhooks
 from mailer.web.api.problems import problem
 from mailer.web.pages import page
 
@@ -52,6 +52,7 @@ def create_app() -> FastAPI:
     app.add_middleware(RefuseNul)
     app.include_router(health.router)
     app.include_router(public.router)
+    app.include_router(preferences.router)
     app.include_router(webhooks.router)
     app.include_router(archive.router)
     app.include_router(clicks.router)

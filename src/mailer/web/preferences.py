@@ -1,0 +1,207 @@
+"""The reader's preference page: ``/preferences/<token>`` and its confirmation links.
+
+Thin, as the other public pages are: read the form, check its CSRF token, call one
+``mailer.preferences.service`` function in one transaction, word the answer. A forged,
+altered or unknown token is a 404 before anything else is read, and changes nothing.
+
+CSRF: the page sets a random nonce in a cookie (``SameSite=Lax``, HTTP only, on
+``/preferences`` alone) and every form on it carries an HMAC of that nonce and the page's
+token, as the admin's login form does; a post without both is a 403 that changes nothing.
+The link itself is the reader's secret; the nonce keeps another site from posting the
+page's forms from a browser that opened it.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
+
+from mailer.config import get_settings
+from mailer.db import transaction
+from mailer.preferences import service
+from mailer.subscribers.models import Subscriber
+from mailer.subscribers.profile import ProfileError
+from mailer.subscribers.signup import FIELD_LIMITS
+from mailer.subscribers.unsubscribe import subscriber_for_preferences
+from mailer.tokens import sign, verify
+from mailer.web.forms import BadForm, Form, client_ip, read_form
+from mailer.web.pages import page
+from mailer.web.public import NOT_UTF8
+
+router = APIRouter()
+
+COOKIE = "mailer_preferences"
+_FORM_PURPOSE = "preferences-form"
+EXPIRED_FORM = "This form has expired. Please open the page again from the link in your mail."
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+
+@router.get("/preferences/confirm/{token}", response_class=HTMLResponse)
+def confirmation_page(token: str, request: Request) -> HTMLResponse:
+    """The mailed link: a button, and nothing changes (mail scanners open every link)."""
+    with transaction() as session:
+        check = service.check_confirmation(session, token)
+        email = check.subscriber.email if check.subscriber else ""
+    if check.status != "ok":
+        return _link_problem(check.status)
+    return _with_form(request, token, "preferences-confirm.html", action=check.action,
+                      email=email)
+
+
+@router.post("/preferences/confirm/{token}", response_class=HTMLResponse)
+async def confirm(token: str, request: Request) -> HTMLResponse:
+    form = await _read(request)
+    origin = _origin(request)
+
+    def run() -> tuple[str, str | None, str]:
+        with transaction() as session:
+            check = service.check_confirmation(session, token)
+            if check.status != "ok" or not _form_ok(request, form, token):
+                return check.status if check.status != "ok" else "no-csrf", None, ""
+            email = check.subscriber.email if check.subscriber else ""
+            service.confirm(session, token, origin=origin)
+            return "ok", check.action, email
+
+    status, action, email = await run_in_threadpool(run)
+    if status == "no-csrf":
+        return _expired_form(f"/preferences/confirm/{token}")
+    if status != "ok":
+        return _link_problem(status)
+    return page("preferences-done.html", action=action, email=email)
+
+
+@router.get("/preferences/{token}", response_class=HTMLResponse)
+def preferences_page(token: str, request: Request) -> HTMLResponse:
+    with transaction() as session:
+        subscriber = subscriber_for_preferences(session, token)
+        if subscriber is None:
+            return _link_problem("invalid")
+        return _page(request, token, subscriber)
+
+
+@router.post("/preferences/{token}/name", response_class=HTMLResponse)
+async def change_name(token: str, request: Request) -> HTMLResponse:
+    form = await _read(request)
+    origin = _origin(request)
+    values = {name: form.get(name) for name in service.NAME_FIELDS}
+
+    def run() -> HTMLResponse:
+        with transaction() as session:
+            subscriber = subscriber_for_preferences(session, token)
+            if subscriber is None:
+                return _link_problem("invalid")
+            if not _form_ok(request, form, token):
+                return _expired_form(f"/preferences/{token}")
+            errors = {name: NOT_UTF8 for name in form.undecodable & set(service.NAME_FIELDS)}
+            if not errors:
+                try:
+                    changed = service.change_name(session, subscriber, origin=origin, **values)
+                except ProfileError as exc:
+                    errors = exc.problems
+                else:
+                    notice = "Your name is saved." if changed else "Nothing was changed."
+                    return _page(request, token, subscriber, notice=notice)
+            return _page(request, token, subscriber, status_code=422, errors=errors,
+                         values=values)
+
+    return await run_in_threadpool(run)
+
+
+@router.post("/preferences/{token}/leave", response_class=HTMLResponse)
+async def leave(token: str, request: Request) -> HTMLResponse:
+    form = await _read(request)
+    origin = _origin(request)
+
+    def run() -> HTMLResponse:
+        with transaction() as session:
+            subscriber = subscriber_for_preferences(session, token)
+            if subscriber is None:
+                return _link_problem("invalid")
+            if not _form_ok(request, form, token):
+                return _expired_form(f"/preferences/{token}")
+            service.leave(session, subscriber, origin=origin)
+            return _page(request, token, subscriber,
+                         notice="You are unsubscribed: no more newsletters to this address.")
+
+    return await run_in_threadpool(run)
+
+
+@router.post("/preferences/{token}/{action}", response_class=HTMLResponse)
+async def ask(token: str, action: str, request: Request) -> HTMLResponse:
+    """Download my data, or erase me: a confirmation link goes to the address."""
+    form = await _read(request)
+    origin = _origin(request)
+
+    def run() -> HTMLResponse:
+        with transaction() as session:
+            subscriber = subscriber_for_preferences(session, token)
+            if subscriber is None or action not in service.ACTIONS:
+                return _link_problem("invalid")
+            if not _form_ok(request, form, token):
+                return _expired_form(f"/preferences/{token}")
+            if not service.request(session, subscriber, action,  # type: ignore[arg-type]
+                                   origin=origin, signup=get_settings().signup):
+                return page("preferences-limited.html", 429, action=action,
+                            back=f"/preferences/{token}")
+            return page("preferences-asked.html", action=action, email=subscriber.email,
+                        back=f"/preferences/{token}", valid_days=service.REQUEST_TTL.days)
+
+    return await run_in_threadpool(run)
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _page(request: Request, token: str, subscriber: Subscriber, *, status_code: int = 200,
+          notice: str = "", errors: dict[str, str] | None = None,
+          values: dict[str, str] | None = None) -> HTMLResponse:
+    shown = values or {name: getattr(subscriber, name) or "" for name in service.NAME_FIELDS}
+    return _with_form(request, token, "preferences.html", status_code,
+                      email=subscriber.email, status=subscriber.status, values=shown,
+                      errors=errors or {}, notice=notice, limits=FIELD_LIMITS)
+
+
+def _with_form(request: Request, token: str, template: str, status_code: int = 200,
+               **context: object) -> HTMLResponse:
+    """A page for ``token`` whose forms carry the CSRF token bound to the browser's nonce
+    cookie."""
+    nonce = request.cookies.get(COOKIE, "")
+    fresh = not (16 <= len(nonce) <= 64 and nonce.isascii() and nonce.isalnum())
+    if fresh:
+        nonce = secrets.token_hex(16)
+    response = page(template, status_code, token=token,
+                    csrf=sign(_FORM_PURPOSE, f"{nonce}:{token}"), **context)
+    if fresh:
+        response.set_cookie(COOKIE, nonce, path="/preferences", httponly=True, samesite="lax",
+                            secure=get_settings().base_url.startswith("https://"),
+                            max_age=86400)
+    return response
+
+
+def _form_ok(request: Request, form: Form, token: str) -> bool:
+    nonce = request.cookies.get(COOKIE, "")
+    return bool(nonce) and verify(_FORM_PURPOSE, f"{nonce}:{token}", form.get("csrf"))
+
+
+async def _read(request: Request) -> Form:
+    try:
+        return await read_form(request)
+    except BadForm:
+        return Form()  # no CSRF token in it: answered as an expired form
+
+
+def _origin(request: Request) -> service.Origin:
+    return service.Origin(ip=client_ip(request), user_agent=request.headers.get("user-agent"))
+
+
+def _link_problem(status: str) -> HTMLResponse:
+    return page("preferences-invalid.html", 410 if status == "expired" else 404, status=status)
+
+
+def _expired_form(back: str) -> HTMLResponse:
+    return page("preferences-expired.html", 403, message=EXPIRED_FORM, back=back)
