@@ -151,7 +151,6 @@ def _fresh_process(**_: object) -> None:
 def _close_smtp(**_: object) -> None:
     from mailer.delivery.holders import me
     from mailer.emails.transport import close_process_transport
-
     from mailer.webhooks.sending import close_client
 
     close_process_transport()

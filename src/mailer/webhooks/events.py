@@ -52,9 +52,7 @@ def emit(session: Session, kind: str, data: dict[str, Any], *,
     """Write event ``kind`` and one delivery for each enabled endpoint that wants it, in
     ``session``'s transaction, and publish the deliveries once it commits. None when no
     endpoint wants it (nothing is written)."""
-    assert kind in EVENTS, kind
-    endpoints = [e for e in session.scalars(
-        select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True))) if e.wants(kind)]
+    endpoints = endpoints_wanting(session, kind)
     if not endpoints:
         return None
     now = utcnow()
@@ -69,6 +67,14 @@ def emit(session: Session, kind: str, data: dict[str, Any], *,
     session.flush()
     tasks.publish_many(tasks.DELIVER_WEBHOOK, [(d.id,) for d in deliveries], session=session)
     return event
+
+
+def endpoints_wanting(session: Session, kind: str) -> list[WebhookEndpoint]:
+    """The enabled endpoints that want ``kind``. (The sign-up of an address that is
+    subscribed already asks too, and emits nothing: its answer must take as long.)"""
+    assert kind in EVENTS, kind
+    return [e for e in session.scalars(
+        select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True))) if e.wants(kind)]
 
 
 def body_of(event: WebhookMessage) -> dict[str, Any]:
