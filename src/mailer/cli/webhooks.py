@@ -11,7 +11,6 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func, select
 
 from mailer.cli.actor import cli_actor
 from mailer.cli.clock import format_time
@@ -19,7 +18,6 @@ from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.webhooks import endpoints, sending
 from mailer.webhooks.events import EVENTS
-from mailer.webhooks.models import WebhookDelivery
 
 app = typer.Typer(no_args_is_help=True,
                   help="Outgoing webhooks: endpoints other systems are told of events at.")
@@ -58,16 +56,13 @@ def list_() -> None:
     """Every endpoint: its URL, events, state and deliveries by state (never the secret)."""
     table = Table("id", "url", "events", "state", "created", "pending", "delivered", "failed")
     with transaction() as session:
-        by_state: dict[tuple[int, str], int] = {
-            (endpoint_id, state): n for endpoint_id, state, n in session.execute(
-                select(WebhookDelivery.endpoint_id, WebhookDelivery.state, func.count())
-                .group_by(WebhookDelivery.endpoint_id, WebhookDelivery.state))}
+        by_state = sending.counts_by_endpoint(session)
         for e in endpoints.all_endpoints(session):
             state = "enabled" if e.enabled else f"disabled {format_time(e.disabled_at)}" \
                 if e.disabled_at else "disabled"
             table.add_row(str(e.id), e.url, ", ".join(e.events), state,
                           f"{format_time(e.created_at)} by {e.created_by}",
-                          *(str(by_state.get((e.id, s), 0))
+                          *(str(by_state.get(e.id, {}).get(s, 0))
                             for s in ("pending", "delivered", "failed")))
     Console().print(table)
 

@@ -65,7 +65,7 @@ def check_target(url: str, allowed_hosts: Sequence[str] = ()) -> Target:
     host = parts.hostname.rstrip(".").lower()
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+    except (OSError, UnicodeError, ValueError) as exc:
         raise TargetRefused(f"{url}: the host {host} cannot be found ({exc})") from None
     addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0])
                                    for info in found))

@@ -79,7 +79,7 @@ class WebhookDelivery(Base):
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str] = mapped_column(Text, default="")
 
-    event: Mapped[WebhookMessage] = relationship(lazy="joined")
+    event: Mapped[WebhookMessage] = relationship(lazy="joined", innerjoin=True)
 
     __table_args__ = (
         Index("ix_webhook_delivery_state_next", "state", "next_attempt_at"),

@@ -151,23 +151,25 @@ def close_client() -> None:
 
 
 def _post(claimed: Claimed, settings: WebhookSettings) -> Attempt:
-    started = time.monotonic()
-    elapsed = lambda: int((time.monotonic() - started) * 1000)  # noqa: E731
     timeout = settings.webhook_timeout_seconds
     try:
         target = check_target(claimed.url, settings.webhook_allowed_hosts)
-    except TargetRefused as exc:
-        return Attempt(AttemptOutcome.refused, None, elapsed(), str(exc)[:ERROR_LIMIT])
-    url = httpx.URL(claimed.url)
+        url = httpx.URL(claimed.url)
+    except (TargetRefused, httpx.InvalidURL) as exc:
+        return Attempt(AttemptOutcome.refused, None, 0, str(exc)[:ERROR_LIMIT])
+    # The latency is the receiver's: from the request to its answer, the lookup left out.
+    started = time.monotonic()
+    elapsed = lambda: int((time.monotonic() - started) * 1000)  # noqa: E731
+    client = _http()
     headers = {"Host": url.netloc.decode("ascii").rpartition("@")[2],
                "Content-Type": "application/json", "User-Agent": USER_AGENT,
                **signed_headers(claimed.secret, claimed.message_id, claimed.body)}
     try:
-        request = _http().build_request(
+        request = client.build_request(
             "POST", url.copy_with(host=str(target.address)), headers=headers,
             content=claimed.body.encode(), timeout=timeout,
             extensions={"sni_hostname": target.host})
-        answer = _http().send(request, stream=True)
+        answer = client.send(request, stream=True)
         try:
             said = _excerpt(answer, started + timeout)
         finally:
@@ -327,10 +329,14 @@ def deliveries_of(session: Session, endpoint_id: int, *,
         .order_by(WebhookDelivery.id.desc()).limit(limit)))
 
 
-def counts(session: Session) -> dict[str, int]:
-    """Deliveries by state, over every endpoint."""
-    return {str(state): n for state, n in session.execute(
-        select(WebhookDelivery.state, func.count()).group_by(WebhookDelivery.state))}
+def counts_by_endpoint(session: Session) -> dict[int, dict[str, int]]:
+    """Each endpoint's deliveries by state."""
+    found: dict[int, dict[str, int]] = {}
+    for endpoint_id, state, n in session.execute(
+            select(WebhookDelivery.endpoint_id, WebhookDelivery.state, func.count())
+            .group_by(WebhookDelivery.endpoint_id, WebhookDelivery.state)):
+        found.setdefault(endpoint_id, {})[str(state)] = n
+    return found
 
 
 def _rows(result: Any) -> int:
