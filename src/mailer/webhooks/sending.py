@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import httpx
-from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy import CursorResult, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
@@ -111,16 +111,18 @@ def _claim(delivery_id: int, settings: WebhookSettings) -> Claimed | None:
         ))
         if not claimed:
             return None
-        delivery = session.get(WebhookDelivery, delivery_id)
-        assert delivery is not None
-        endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
-        if endpoint is None or not endpoint.enabled:
-            delivery.claim, delivery.claimed_until = None, None  # waits for an enable
+        event, endpoint_id, url, secret, enabled = session.execute(  # one read, no ORM load
+            select(WebhookMessage, WebhookEndpoint.id, WebhookEndpoint.url,
+                   WebhookEndpoint.secret, WebhookEndpoint.enabled)
+            .join(WebhookDelivery, WebhookDelivery.event_id == WebhookMessage.id)
+            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+            .where(WebhookDelivery.id == delivery_id)).one()
+        if not enabled:  # it waits for an enable
+            session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+                            .values(claim=None, claimed_until=None))
             return None
-        return Claimed(delivery.id, token, endpoint.id, endpoint.url, endpoint.secret,
-                       delivery.event.message_id,
-                       json.dumps(body_of(delivery.event), separators=(",", ":"),
-                                  ensure_ascii=False))
+        return Claimed(delivery_id, token, endpoint_id, url, secret, event.message_id,
+                       json.dumps(body_of(event), separators=(",", ":"), ensure_ascii=False))
 
 
 def signed_headers(secret: str, message_id: str, body: str,
@@ -201,6 +203,9 @@ def _excerpt(answer: httpx.Response, deadline: float) -> str:
 def _record(claimed: Claimed, attempt: Attempt, settings: WebhookSettings) -> None:
     with transaction() as session:
         now = utcnow()
+        if attempt.outcome == AttemptOutcome.delivered and _record_delivered(
+                session, claimed, attempt, now):
+            return
         delivery = session.get(WebhookDelivery, claimed.delivery_id, with_for_update=True)
         if delivery is None:
             return  # its endpoint was removed meanwhile
@@ -232,6 +237,28 @@ def _record(claimed: Claimed, attempt: Attempt, settings: WebhookSettings) -> No
             delivery.queued_at = retry_at
             tasks.publish(tasks.DELIVER_WEBHOOK, delivery.id, session=session, countdown=delay)
         _note_failure(session, endpoint, attempt, now, window)
+
+
+def _record_delivered(session: Session, claimed: Claimed, attempt: Attempt,
+                      now: dt.datetime) -> bool:
+    """The common case in three statements: the delivery (if the claim is still ours), the
+    log, the endpoint's last success. False if the claim is not ours (the slow path)."""
+    done = _rows(session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == claimed.delivery_id,
+               WebhookDelivery.claim == claimed.token)
+        .values(state=DeliveryState.delivered, delivered_at=now, claim=None,
+                claimed_until=None, last_status_code=attempt.status_code, last_error="",
+                attempts=WebhookDelivery.attempts + 1)))
+    if not done:
+        return False
+    session.execute(insert(WebhookAttempt).values(
+        delivery_id=claimed.delivery_id, endpoint_id=claimed.endpoint_id, at=now,
+        outcome=attempt.outcome, status_code=attempt.status_code,
+        latency_ms=attempt.latency_ms, error=""))
+    session.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == claimed.endpoint_id)
+                    .values(failing_since=None, last_success_at=now))
+    return True
 
 
 def _note_failure(session: Session, endpoint: WebhookEndpoint, attempt: Attempt,
