@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -108,17 +110,23 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         worker.stop()
         receiver.stop()
     rate = args.events / elapsed
+    # Celery logs each task's own time: what one delivery costs inside the worker.
+    task_seconds = sorted(float(t) for t in re.findall(
+        r"workers\.webhooks\.deliver\[[^\]]+\] succeeded in ([0-9.]+)s", worker.output()))
+    task_ms = 1000 * statistics.median(task_seconds) if task_seconds else float("nan")
     figures = {
         "events": args.events, "database": settings.database_url.split(":")[0],
         "raw_posts_per_second_one_client": round(baseline, 1),
         "webhook_events_delivered_per_second": round(rate, 1),
         "ratio_to_baseline": round(rate / baseline, 3),
+        "median_task_ms": round(task_ms, 1),
         "posts_received": receiver.count() - before,
     }
     print(f"raw POSTs, one client, kept-alive:  {baseline:8.1f} /s")
     print(f"webhook events delivered (worker):  {rate:8.1f} /s  "
           f"({rate / baseline:.2f}× the baseline; {args.events:,} events in {elapsed:.1f} s, "
           f"{figures['posts_received']:,} posts received)")
+    print(f"one delivery task in the worker:    {task_ms:8.1f} ms (median, Celery's own time)")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"webhooks-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(

@@ -116,7 +116,6 @@ def _sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
         record_event(session, subscriber, ConsentEventKind.subscribed, **consent)
     if not link_mailed_today(session, subscriber) and may_mail:
         new_token(session, subscriber, signup=signup)
-    session.flush()
     emit_for_subscriber(session, SUBSCRIBED, subscriber)
     return subscriber
 
