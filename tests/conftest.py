@@ -134,6 +134,8 @@ def stack(request: pytest.FixtureRequest,
         # The tests' feed servers listen on 127.0.0.1; 127.0.0.2 stays refused (a loopback
         # address that is not allowed, for the tests of what a fetch may reach).
         "MAILER_FEED_ALLOWED_HOSTS": '["127.0.0.1"]',
+        # The same for the webhook receivers the tests run (tests/support/receiver.py).
+        "MAILER_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',
         "PYTHONUNBUFFERED": "1",
     }
     saved = dict(os.environ)
@@ -309,6 +311,11 @@ SENDING_ENV = {
     "MAILER_RETRY_MAX_SECONDS": "3",
     "MAILER_SMTP_TIMEOUT": "3",
     "MAILER_BATCH_SIZE": "200",
+    "MAILER_WEBHOOK_TIMEOUT_SECONDS": "1.5",
+    "MAILER_WEBHOOK_RETRY_BASE_SECONDS": "0.5",
+    "MAILER_WEBHOOK_RETRY_MAX_SECONDS": "1",
+    "MAILER_WEBHOOK_SWEEP_EVERY_SECONDS": "1",
+    "MAILER_WEBHOOK_REQUEUE_AFTER_SECONDS": "2",
 }
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.deliveries.models import Delivery
 from mailer.subscribers.addresses import key_hash
@@ -92,8 +93,33 @@ def make_data(admin: Admin) -> dict[str, dict[str, int]]:
                       fingerprint="phone-test")
         suppress(session, key_hash(readers[0]), reason="manual",
                  evidence="asked by phone, ticket 4711 — " + "a long note " * 8)
+    hook = _webhook_with_a_log()
     return {"edition_id": {"draft": draft, "scheduled": scheduled, "sent": sent},
-            "subscriber_id": {"maria": person.id}}
+            "subscriber_id": {"maria": person.id}, "endpoint_id": {"webhook": hook}}
+
+
+def _webhook_with_a_log() -> int:
+    """An endpoint with a long URL, one delivery and a failed attempt in its log."""
+    from mailer.webhooks import endpoints
+    from mailer.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookMessage
+
+    with transaction() as session:
+        endpoint = endpoints.add(
+            session, url="http://127.0.0.1:9/hooks/newsletter/" + "subscribers-" * 6,
+            events=["subscriber.confirmed", "subscriber.unsubscribed", "edition.sent"],
+            by="test", settings=get_settings().webhooks, description="the members' CRM")
+        event = WebhookMessage(message_id="msg_" + "x" * 24, kind="subscriber.confirmed",
+                               data={})
+        session.add(event)
+        session.flush()
+        delivery = WebhookDelivery(event_id=event.id, endpoint_id=endpoint.id, attempts=1,
+                                   last_status_code=500, last_error="HTTP 500: " + "e" * 100)
+        session.add(delivery)
+        session.flush()
+        session.add(WebhookAttempt(delivery_id=delivery.id, endpoint_id=endpoint.id,
+                                   outcome="failed", status_code=500, latency_ms=12,
+                                   error="HTTP 500: Internal Server Error " + "e" * 150))
+        return endpoint.id
 
 
 def overflow(page) -> list[str]:  # type: ignore[no-untyped-def]

@@ -31,8 +31,10 @@ from sqlalchemy import select
 
 from mailer.api_tokens.service import SCOPES
 from mailer.api_tokens.service import create as create_token
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.subscribers.models import Subscriber
+from mailer.webhooks.endpoints import add as add_endpoint
 from tests.support.admin import KEEP_ALIVE, Admin, make_staff
 from tests.support.factories import make_edition, make_subscribers
 from tests.support.webhooks import (
@@ -263,8 +265,12 @@ def test_no_route_answers_a_5xx_to_anything(clean, monkeypatch) -> None:
         public_ids = [str(i) for i in session.scalars(select(Subscriber.public_id))]
         _, api_token = create_token(session, name="fuzz", scopes=list(SCOPES), by="test",
                                     rate_limit_per_minute=100_000)
+        endpoint = add_endpoint(session, url="http://127.0.0.1:9/hooks",
+                                events=["subscriber.confirmed"], by="test",
+                                settings=get_settings().webhooks)
+        endpoint_ids = [str(endpoint.id)]
     real = {"edition_id": [str(edition_id)], "subscriber_id": subscriber_ids,
-            "public_id": public_ids,
+            "public_id": public_ids, "endpoint_id": endpoint_ids,
             "provider": ["ses", "sendgrid", "mailgun", "postmark"]}
     table = routes()
     assert len(table) > 50  # the router was read, not an empty list

@@ -155,7 +155,7 @@ def test_metrics_match_the_database_after_a_send_with_failures_and_bounces(
     assert alerts["complaint_rate"] == 1 and alerts["policy_rejections"] == 1
     assert alerts["circuit_breaker"] == 0 and alerts["queue_not_draining"] == 0
     assert by_label(metrics, "mailer_queue_depth", "queue") == {
-        "bulk": 0, "confirmations": 0, "default": 0}
+        "bulk": 0, "confirmations": 0, "default": 0, "webhooks": 0}
     assert value(metrics, "mailer_redis_up") == 1 and value(metrics, "mailer_database_up") == 1
     assert by_label(metrics, "mailer_subscribers", "status") == {"confirmed": 39,
                                                                  "unsubscribed": 1}

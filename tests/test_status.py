@@ -58,7 +58,7 @@ def test_alerts_for_a_tripped_breaker_policy_rejections_a_stuck_queue_and_no_wor
         policy = next(a for a in snapshot["alerts"] if a["name"] == "policy_rejections")
         assert "spamhaus" in policy["message"]
         assert {q["queue"]: q["depth"] for q in snapshot["queues"]} == {
-            "bulk": 1, "confirmations": 0, "default": 0}
+            "bulk": 1, "confirmations": 0, "default": 0, "webhooks": 0}
         assert snapshot["workers"] == []
         [edition] = snapshot["editions"]
         assert edition["id"] == edition_id and edition["state"] == "paused"
@@ -89,7 +89,7 @@ def test_alerts_for_a_tripped_breaker_policy_rejections_a_stuck_queue_and_no_wor
             what="the worker to drain the queue")
         assert names(snapshot) == ["circuit_breaker", "policy_rejections"]
         [worker] = snapshot["workers"]
-        assert worker["queues"] == ["bulk", "confirmations", "default"]
+        assert worker["queues"] == ["bulk", "confirmations", "default", "webhooks"]
         assert worker["concurrency"] == 2
         with transaction() as session:
             sending.resume(session, edition_id, by="test", sending=get_settings().sending)

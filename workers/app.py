@@ -37,6 +37,7 @@ def make_app() -> Celery:
     settings = get_settings()
     app = Celery("mailer", include=[
         "workers.confirmations", "workers.bulk", "workers.maintenance", "workers.bounces",
+        "workers.webhooks",
     ])
     visibility = int(max(settings.sending.retry_max_seconds * 2, 3 * 3600))
     app.conf.update(
@@ -107,6 +108,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
         "task": tasks.FLUSH_CLICKS,
         "schedule": 60.0,
     }
+    # Outgoing webhooks that are due and that no task is on its way for (mailer.webhooks).
+    schedule["sweep-webhooks"] = {
+        "task": tasks.SWEEP_WEBHOOKS,
+        "schedule": settings.webhooks.webhook_sweep_every_seconds,
+    }
     if settings.bounces.imap_url or settings.bounces.pop3_url:
         schedule["poll-bounce-mailbox"] = {
             "task": tasks.POLL_MAILBOX,
@@ -145,8 +151,10 @@ def _fresh_process(**_: object) -> None:
 def _close_smtp(**_: object) -> None:
     from mailer.delivery.holders import me
     from mailer.emails.transport import close_process_transport
+    from mailer.webhooks.sending import close_client
 
     close_process_transport()
+    close_client()
     me.leave()  # a clean exit holds no claim: its sender_process row goes
 
 

@@ -331,6 +331,28 @@ class OpsSettings(Group):
     readiness_timeout_seconds: float = 3.0
 
 
+class WebhookSettings(Group):
+    """Outgoing webhooks (mailer.webhooks): where they may go, how long one attempt may
+    take, the retry schedule, and how often beat looks for events that are due."""
+
+    #: Endpoints on private, loopback or link-local addresses are refused unless their host
+    #: name or a network (CIDR) holding their address is listed here (the rule of
+    #: MAILER_FEED_ALLOWED_HOSTS). JSON list, e.g. '["10.1.2.0/24", "crm.intranet"]'.
+    webhook_allowed_hosts: list[str] = []
+    #: One attempt: connecting, sending, and the receiver's whole answer.
+    webhook_timeout_seconds: float = 10.0
+    #: The wait before the first retry, doubling up to the longest (mailer.backoff).
+    webhook_retry_base_seconds: float = 30.0
+    webhook_retry_max_seconds: float = 3600.0
+    #: An event is retried this long; an endpoint that has failed this long is disabled.
+    webhook_retry_hours: float = 24.0
+    #: How often beat's sweep queues the events that are due and queued by nobody.
+    webhook_sweep_every_seconds: float = 10.0
+    #: An event queued this long ago and still not attempted is queued again (its task was
+    #: lost: Redis restarted, a worker was killed).
+    webhook_requeue_after_seconds: float = 60.0
+
+
 class Settings(_FromVariables):
     """Everything the service can be told: where things are (database, Redis, the public
     address, the secrets) at the top, the rest in one :class:`Group` per domain."""
@@ -361,6 +383,7 @@ class Settings(_FromVariables):
     bounces: BounceSettings = Field(default_factory=BounceSettings)
     staff: StaffSettings = Field(default_factory=StaffSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @classmethod
     def groups(cls) -> dict[str, type[Group]]:

@@ -17,6 +17,12 @@ from mailer.staff.models import (
     StaffUser,
 )
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber, Suppression
+from mailer.webhooks.models import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookMessage,
+)
 
 __all__ = [
     "ApiToken", "Article", "AuditEntry", "Base", "Bounce", "ClickFlush", "ConfirmationToken",
@@ -24,5 +30,6 @@ __all__ = [
     "Edition", "EditionArticle", "EditionSummary", "InboundMessage", "ListWeek", "ScheduledDraft",
     "SenderProcess",
     "StaffRecoveryCode",
-    "StaffSession", "StaffUser", "Subscriber", "Suppression", "WebhookEvent",
+    "StaffSession", "StaffUser", "Subscriber", "Suppression", "WebhookAttempt", "WebhookDelivery",
+    "WebhookEndpoint", "WebhookEvent", "WebhookMessage",
 ]

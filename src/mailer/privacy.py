@@ -29,6 +29,13 @@ from mailer.subscribers.models import (
 )
 from mailer.subscribers.records import find, record_event
 from mailer.tokens import address_hash
+from mailer.webhooks.events import (
+    ERASED,
+    UNSUBSCRIBED,
+    emit,
+    emit_for_subscriber,
+    forget_subscriber,
+)
 
 
 def export(session: Session, subscriber: Subscriber, *, by: str) -> dict[str, Any]:
@@ -88,9 +95,13 @@ def erase(session: Session, subscriber: Subscriber, *, by: str) -> str:
            detail={"address_hash": hash_})
     _forget_bounces(session, subscriber, by_address=True)
     session.execute(delete(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id))
+    public_id = subscriber.public_id
+    forget_subscriber(session, subscriber.id)  # the webhook events about them keep the id
     session.delete(subscriber)
     session.flush()
     _keep_erased_hash(session, hash_, by=by)
+    emit(session, ERASED, {"subscriber": {"id": public_id, "erased": True},
+                           "address_hash": hash_})
     return hash_
 
 
@@ -105,6 +116,7 @@ def erase_address(session: Session, email: str, *, by: str) -> tuple[bool, str]:
         return True, erase(session, subscriber, by=by)
     hash_ = address_hash(normalise(email)[1])
     _keep_erased_hash(session, hash_, by=by)
+    emit(session, ERASED, {"subscriber": None, "address_hash": hash_})
     record(session, actor=by, action="subscriber.erase", target=f"address:{hash_[:16]}",
            detail={"address_hash": hash_})
     return False, hash_
@@ -159,7 +171,9 @@ def purge_pending(session: Session, *, older_than: dt.timedelta) -> int:
             record_event(session, subscriber, ConsentEventKind.unsubscribed, at=now,
                          channel="unconfirmed",
                          detail={"reason": f"re-subscription not confirmed in {days} days"})
+            emit_for_subscriber(session, UNSUBSCRIBED, subscriber, channel="unconfirmed")
         else:
+            forget_subscriber(session, subscriber.id)
             _forget_bounces(session, subscriber, by_address=False)
             session.execute(delete(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id))
             session.delete(subscriber)

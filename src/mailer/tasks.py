@@ -29,7 +29,9 @@ CONFIRMATIONS = "confirmations"
 BULK = "bulk"
 #: Housekeeping, bounces, the editors' review mails.
 DEFAULT = "default"
-QUEUES = (BULK, CONFIRMATIONS, DEFAULT)
+#: Outgoing webhooks: a slow receiver never holds up a mail.
+WEBHOOKS = "webhooks"
+QUEUES = (BULK, CONFIRMATIONS, DEFAULT, WEBHOOKS)
 
 # --- tasks (names as on the wire) ----------------------------------------------------------------
 
@@ -48,10 +50,13 @@ DRAFT_NEXT_EDITION = "workers.maintenance.draft_next_edition"
 MAIL_EDITORS = "workers.maintenance.mail_editors"
 FLUSH_CLICKS = "workers.maintenance.flush_clicks"
 REPORT_EDITION = "workers.maintenance.report_edition"
+DELIVER_WEBHOOK = "workers.webhooks.deliver"
+SWEEP_WEBHOOKS = "workers.webhooks.sweep"
 
 #: The queue of every task that does not run on :data:`DEFAULT`.
 QUEUE_OF = {SEND_BATCH: BULK, SEND_CONFIRMATION: CONFIRMATIONS, SEND_WELCOME: CONFIRMATIONS,
-            SEND_PREFERENCE_REQUEST: CONFIRMATIONS, SEND_DATA_EXPORT: CONFIRMATIONS}
+            SEND_PREFERENCE_REQUEST: CONFIRMATIONS, SEND_DATA_EXPORT: CONFIRMATIONS,
+            DELIVER_WEBHOOK: WEBHOOKS}
 
 
 def queue_of(task: str) -> str:

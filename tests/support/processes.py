@@ -85,11 +85,15 @@ class Process:
 
 
 class Worker(Process):
+    """A Celery worker with the tests' options; by default on the queues Procfile.dev's
+    worker consumes (``procfile_queues``), so a queue users run is a queue the tests run."""
+
     ready_text = " ready."
 
     def __init__(self, env: dict[str, str], log: Path, *,
-                 queues: str = "confirmations,default,bulk", concurrency: int = 2,
+                 queues: str | None = None, concurrency: int = 2,
                  name: str = "test") -> None:
+        queues = queues or procfile_queues()
         node = f"{name}-{os.getpid()}-{time.time_ns()}@%h"
         super().__init__([
             str(BIN / "celery"), "-A", "workers.app", "worker", "-Q", queues,
@@ -149,6 +153,12 @@ def procfile_command(name: str) -> list[str]:
             argv[0] = str(BIN / Path(argv[0]).name)
             return argv
     raise LookupError(f"Procfile.dev has no {name!r} process")
+
+
+def procfile_queues() -> str:
+    """The queues (``-Q``) of Procfile.dev's worker."""
+    argv = procfile_command("worker")
+    return argv[argv.index("-Q") + 1]
 
 
 class UserWorker(Process):

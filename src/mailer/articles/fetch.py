@@ -32,11 +32,10 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from mailer.config import ArticleSettings
+from mailer.network import IPAddress, allowed, kind_of
 
 MAX_REDIRECTS = 5
 USER_AGENT = "mailer-feed-reader/1.0 (+newsletter digest)"
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class FetchError(Exception):
@@ -127,39 +126,9 @@ async def check(url: str, allowed_hosts: Sequence[str] = ()) -> Target:
         if not allowed(host, address, allowed_hosts):
             where = str(address) if host == str(address) else f"{host} is {address}, which"
             raise FetchError(
-                f"{url}: {where} is a {_kind(address)} address; feeds are fetched only from "
+                f"{url}: {where} is a {kind_of(address)} address; feeds are fetched only from "
                 "public addresses (MAILER_FEED_ALLOWED_HOSTS lists exceptions)")
     return Target(parsed, addresses[0])
-
-
-def allowed(host: str, address: IPAddress, allowed_hosts: Sequence[str] = ()) -> bool:
-    """May a fetch of ``host`` connect to ``address``? ``allowed_hosts``: the host names and
-    networks that may be fetched although they are not public (MAILER_FEED_ALLOWED_HOSTS)."""
-    if _is_public(address):
-        return True
-    for entry in allowed_hosts:
-        entry = entry.strip().rstrip(".").lower()
-        try:
-            if address in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            if entry == host:
-                return True
-    return False
-
-
-def _is_public(address: IPAddress) -> bool:
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:  # ::ffff:127.0.0.1 is 127.0.0.1
-        return _is_public(mapped)
-    return address.is_global and not address.is_multicast
-
-
-def _kind(address: IPAddress) -> str:
-    for kind in ("loopback", "link_local", "private", "multicast", "unspecified", "reserved"):
-        if getattr(address, f"is_{kind}"):
-            return kind.replace("_", "-")
-    return "non-public"
 
 
 async def _get(client: httpx.AsyncClient, target: Target, limit: int) -> bytes | str:

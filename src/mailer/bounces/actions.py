@@ -39,6 +39,7 @@ from mailer.redis import get_redis
 from mailer.subscribers.models import Subscriber, SuppressionReason
 from mailer.subscribers.unsubscribe import unsubscribe
 from mailer.suppression.service import suppress
+from mailer.webhooks.events import BOUNCE, COMPLAINT, emit
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,25 @@ def record_bounce(
             return None
         return _record_repeat(session, bounce)
     bounce.action = _act(session, bounce)[:32]
+    _tell_webhooks(session, bounce)
     return bounce
+
+
+def _tell_webhooks(session: Session, bounce: Bounce) -> None:
+    """``bounce.recorded`` / ``complaint.recorded`` for a bounce of a mail we sent (tied to
+    a reader or an edition); unverified and unattributed ones tell nobody."""
+    if bounce.bounce_class not in ACTING or bounce.trust == Trust.unverified or \
+            (bounce.subscriber_id is None and bounce.edition_id is None):
+        return
+    subscriber = (session.get(Subscriber, bounce.subscriber_id)
+                  if bounce.subscriber_id is not None else None)
+    kind = COMPLAINT if bounce.bounce_class == BounceClass.complaint else BOUNCE
+    data = {"bounce": {"id": bounce.id, "class": str(bounce.bounce_class),
+                       "status_code": bounce.status_code, "source": bounce.source,
+                       "action": bounce.action, "edition_id": bounce.edition_id},
+            "subscriber": ({"id": subscriber.public_id, "email": subscriber.email}
+                           if subscriber is not None else None)}
+    emit(session, kind, data, subscriber_id=bounce.subscriber_id)
 
 
 #: The classes that act on a reader or alert the operators.

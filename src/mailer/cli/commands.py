@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                      "The suppression list: addresses never mailed again, with the evidence."),
     "staff": ("mailer.cli.staff", "app", "Staff accounts for the admin (/admin)."),
     "tokens": ("mailer.cli.tokens", "app", "API tokens for /api/v1 (shown once, stored hashed)."),
+    "webhooks": ("mailer.cli.webhooks", "app",
+                 "Outgoing webhooks: endpoints other systems are told of events at."),
     "report": ("mailer.cli.report", "report",
                "An edition's figures after its send: delivered, bounced, complaints, clicks "
                "per link."),

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from mailer.db import utcnow
 from mailer.editions.models import Edition, EditionState
+from mailer.webhooks.events import EDITION_PAUSED, EDITION_SENDING, EDITION_SENT, emit
 
 S = EditionState
 ALLOWED: dict[EditionState, set[EditionState]] = {
@@ -40,6 +41,10 @@ EDITABLE = frozenset({S.draft, S.scheduled})
 GONE_OUT = frozenset({S.sending, S.paused, S.sent})
 #: Being sent, or held on the way: its deliveries may still change.
 UNDER_WAY = frozenset({S.sending, S.paused})
+
+
+#: The states other systems hear of (outgoing webhooks).
+EVENT_OF = {S.sending: EDITION_SENDING, S.paused: EDITION_PAUSED, S.sent: EDITION_SENT}
 
 
 def can_become(state: str, to: EditionState) -> bool:
@@ -75,4 +80,8 @@ def transition(session: Session, edition: Edition, to: EditionState, *, reason: 
             return False
         raise TransitionError(f"edition {edition.id} changed state meanwhile (now {edition.state})")
     session.refresh(edition)
+    if to in EVENT_OF:
+        emit(session, EVENT_OF[to], {"edition": {
+            "id": edition.id, "subject": edition.subject, "state": str(edition.state),
+            "reason": edition.state_reason}})
     return True

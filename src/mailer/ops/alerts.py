@@ -7,7 +7,9 @@
 - ``queue_not_draining``: a queue has held work for ``queue_stall_seconds`` and no worker
   touched it meanwhile;
 - ``no_worker``: no Celery worker has sent a heartbeat lately;
-- ``redis_unreachable``: the broker itself is away (queues and workers cannot be seen).
+- ``redis_unreachable``: the broker itself is away (queues and workers cannot be seen);
+- ``webhook_disabled``: an outgoing webhook endpoint failed for ``webhook_retry_hours``
+  and was disabled (mailer.webhooks): until staff enable it, it hears of nothing.
 
 The same list feeds ``/metrics`` (``mailer_alert{alert=…}``), the admin's banner and
 ``mailer status``.
@@ -29,9 +31,10 @@ from mailer.db import utcnow
 from mailer.editions.models import Edition, EditionState
 from mailer.ops.queues import QueueState
 from mailer.ops.workers import WorkerInfo
+from mailer.webhooks.models import WebhookEndpoint
 
 NAMES = ("circuit_breaker", "policy_rejections", "complaint_rate", "queue_not_draining",
-         "no_worker", "redis_unreachable")
+         "no_worker", "redis_unreachable", "webhook_disabled")
 BREAKER_PREFIX = "circuit breaker:"
 #: Sent editions whose complaint rate is still watched (complaints come back for weeks).
 COMPLAINT_WATCH_DAYS = 30
@@ -58,7 +61,8 @@ def evaluate(session: Session, settings: Settings, *, queues: list[QueueState] |
         rates = watched_rates(session, settings.sending)
     alerts = [*_breaker(session), *_policy(session, settings.ops.alert_window_hours),
               *_complaints(rates, settings.sending.complaint_alert_rate,
-                           settings.sending.complaint_stop_rate)]
+                           settings.sending.complaint_stop_rate),
+              *_webhooks(session)]
     if queues is None or workers is None:
         alerts.append(Alert("redis_unreachable", "critical",
                             "Redis cannot be reached: nothing can be queued or sent."))
@@ -149,6 +153,17 @@ def _complaints(watched: list[dict[str, Any]], alert_rate: float,
             + (f", stop at {100 * stop_rate:.1f} %)" if stop else ")"),
             edition_id))
     return alerts
+
+
+def _webhooks(session: Session) -> list[Alert]:
+    disabled = session.scalars(
+        select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(False),
+                                      WebhookEndpoint.disabled_at.is_not(None))
+        .order_by(WebhookEndpoint.id)).all()
+    return [Alert("webhook_disabled", "warning",
+                  f"Webhook endpoint {e.id} ({e.url}) is disabled: {e.disabled_reason} "
+                  "Enable it again on the Webhooks page once the receiver answers.")
+            for e in disabled]
 
 
 def _duration(seconds: float) -> str:

@@ -29,6 +29,7 @@ from mailer.subscribers.models import (
 )
 from mailer.subscribers.records import record_event, rowcount
 from mailer.tokens import random_id, sign, verify
+from mailer.webhooks.events import CONFIRMED, emit_for_subscriber
 
 #: A confirmation link's signature, in base64 characters (258 bits).
 CONFIRM_SIGNATURE = 43
@@ -144,6 +145,7 @@ def confirm(session: Session, value: str, *, ip: str | None, user_agent: str | N
         record_event(session, subscriber, ConsentEventKind.unsuppressed,
                      detail={"reason": suppression.reason, "by": "double opt-in"})
         session.delete(suppression)
+    emit_for_subscriber(session, CONFIRMED, subscriber)
     if signup.welcome_mail:  # sent once this transaction has committed
         tasks.publish(tasks.SEND_WELCOME, subscriber.id, check.token.id, session=session)
     return TokenCheck("ok", check.token, subscriber)

@@ -33,6 +33,7 @@ from mailer.subscribers.models import (
 )
 from mailer.subscribers.signup import clean_text
 from mailer.tokens import address_hash, random_id
+from mailer.webhooks.events import CONFIRMED, emit_for_subscriber
 
 COLUMNS = ("email", "first_name", "last_name", "organisation", "country", "consented_at")
 CHUNK = 500
@@ -241,6 +242,7 @@ def _add(session: Session, row: Row, address: str, key: str, hash_: str, source:
                 "by": by, **({"evidence": consent.evidence} if consent.evidence else {})},
     ))
     session.flush()
+    emit_for_subscriber(session, CONFIRMED, subscriber, imported=True)
     return subscriber.public_id
 
 

@@ -24,6 +24,7 @@ from mailer.subscribers.confirmation import link_mailed_today, new_token, retire
 from mailer.subscribers.models import ConsentEventKind, Subscriber, SubscriberStatus
 from mailer.subscribers.records import record_event
 from mailer.tokens import address_hash, random_id
+from mailer.webhooks.events import SUBSCRIBED, emit_for_subscriber, endpoints_wanting
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,13 @@ def _sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
             record_event(session, subscriber, ConsentEventKind.subscribed, **consent)
             if may_mail:
                 new_token(session, subscriber, signup=signup)
+            emit_for_subscriber(session, SUBSCRIBED, subscriber)
             return subscriber
     if subscriber.status == SubscriberStatus.confirmed:
         # Nothing changes and no mail goes out; the submission is written down (who tried)
         # and any stray open link is retired, the same work as for the other kinds.
         record_event(session, subscriber, ConsentEventKind.already_subscribed, **consent)
+        endpoints_wanting(session, SUBSCRIBED)  # the same work, nothing emitted
         link_mailed_today(session, subscriber)
         retire_open_links(session, subscriber, utcnow())
         session.flush()
@@ -113,6 +116,7 @@ def _sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
         record_event(session, subscriber, ConsentEventKind.subscribed, **consent)
     if not link_mailed_today(session, subscriber) and may_mail:
         new_token(session, subscriber, signup=signup)
+    emit_for_subscriber(session, SUBSCRIBED, subscriber)
     return subscriber
 
 

@@ -17,6 +17,7 @@ from mailer.subscribers.confirmation import retire_open_links
 from mailer.subscribers.models import ConsentEventKind, Subscriber, SubscriberStatus
 from mailer.subscribers.records import record_event, rowcount
 from mailer.tokens import sign, verify
+from mailer.webhooks.events import UNSUBSCRIBED, emit_for_subscriber
 
 #: An unsubscribe link's signature, in base64 characters: 132 bits, short enough for a
 #: List-Unsubscribe header.
@@ -121,6 +122,7 @@ def unsubscribe(
     session.refresh(subscriber)
     record_event(session, subscriber, ConsentEventKind.unsubscribed, at=now, channel=channel,
                  ip=ip, user_agent=(user_agent or "")[:500] or None, edition_id=edition_id)
+    emit_for_subscriber(session, UNSUBSCRIBED, subscriber, channel=channel)
     if by is not None:
         record(session, actor=by, action="subscriber.unsubscribe",
                target=f"subscriber:{subscriber.id}", detail={"channel": channel})

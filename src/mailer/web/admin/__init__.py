@@ -9,7 +9,8 @@
 - ``insight``: an edition after its send, the list over time, deliverability (charts);
 - ``ops``: queues, workers, sends under way, alerts; the audit log;
 - ``account``: the staff member's own second factor (TOTP) and recovery codes;
-- ``tokens``: the API's tokens: list, create (shown once), revoke.
+- ``tokens``: the API's tokens: list, create (shown once), revoke;
+- ``webhooks``: outgoing webhook endpoints (secret shown once), their delivery log, redeliver.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from mailer.web.admin import (
     ops,
     subscribers,
     tokens,
+    webhooks,
 )
 
 #: Every router of the admin (the phone-width test visits each of their pages).
 MODULES = (auth, articles, editions, edition_sending, insight, subscribers, bounces, ops,
-           account, tokens)
+           account, tokens, webhooks)
 
 
 def install(app: FastAPI) -> None:
