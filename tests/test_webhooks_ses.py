@@ -148,3 +148,15 @@ def test_certificate_urls_must_be_on_sns_hosts() -> None:
     with pytest.raises(WebhookRefused):
         fetcher.certificate("https://evil.example/cert.pem")
     assert fetched == []  # refused before anything is fetched
+
+
+def test_a_nul_in_a_signed_notification_is_dropped_not_a_500(site) -> None:
+    # JSON may carry "\u0000"; PostgreSQL stores no NUL (test_fuzz_routes found the 500).
+    reader, _, msg_id = reader_with_delivery("nul@example.net")
+    body = json.dumps(site.sns.sign(sns_notification(
+        fixture("ses-bounce-permanent.json", RECIPIENT="nul@example.net", MESSAGE_ID=msg_id),
+        message_id="0b6c1c3e-\u0000-nul")))
+    answer = site.post("ses", body, {"x-amz-sns-message-type": "Notification"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["recorded"] == 1
+    assert suppressed("nul@example.net").reason == "hard_bounce"

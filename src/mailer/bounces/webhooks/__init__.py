@@ -60,6 +60,13 @@ class ProviderEvent:
     message_id: str = ""
     excerpt: str = ""
 
+    def __post_init__(self) -> None:
+        # A NUL in a provider's text (JSON allows "\u0000") is nothing a reader of it
+        # needs, and PostgreSQL cannot store it: dropped from every field, here once.
+        for name, value in vars(self).items():
+            if isinstance(value, str) and "\x00" in value:
+                object.__setattr__(self, name, value.replace("\x00", ""))
+
 
 @dataclass
 class Applied:
