@@ -265,7 +265,7 @@ def test_the_links_of_an_edition_that_went_out_are_remembered_a_drafts_are_not(
 
     assert set(links.CHANGING) == {state.value for state in EDITABLE}
     edition, rows, _ = _frozen(articles=1)
-    path = f"/r/{edition.id}/1/{links.signature(edition.id, 1)}"
+    path = f"/r/{edition.id}/1/{links.signature(edition.id, 1, keys=stack_keys())}"
     remembered = f"{links.DESTINATIONS_KEY}{edition.id}"
 
     def follow() -> str:
@@ -300,7 +300,7 @@ def test_the_links_of_an_edition_that_went_out_are_remembered_a_drafts_are_not(
             EditionLink.edition_id == edition.id)) == 4  # two as a draft, two since
     # A signed position the edition lacks is still a 404, counted nowhere.
     n = len(rows) + 1
-    lacking = f"/r/{edition.id}/{n}/{links.signature(edition.id, n)}"
+    lacking = f"/r/{edition.id}/{n}/{links.signature(edition.id, n, keys=stack_keys())}"
     assert httpx.get(web.url + lacking, timeout=10).status_code == 404
     assert not get_redis().exists(counting.PENDING)
 
@@ -317,7 +317,7 @@ def test_a_redis_that_hangs_or_is_gone_still_lets_the_reader_through(clean, tmp_
     edition, rows, _ = _frozen(articles=1)
     with transaction() as session:
         session.execute(update(Edition).where(Edition.id == edition.id).values(state="sending"))
-    path = f"/r/{edition.id}/1/{links.signature(edition.id, 1)}"
+    path = f"/r/{edition.id}/1/{links.signature(edition.id, 1, keys=stack_keys())}"
     own = RedisServer(tmp_path / "redis").start()
     web = WebServer({**clean.env, "MAILER_REDIS_URL": own.url}, tmp_path / "web.log",
                     free_port())
@@ -339,7 +339,7 @@ def test_a_redis_that_hangs_or_is_gone_still_lets_the_reader_through(clean, tmp_
             os.kill(own.proc.pid, signal.SIGCONT)
         own.stop()
         assert follow() == rows[0].url  # and with no Redis at all
-        lacking = f"/r/{edition.id}/9/{links.signature(edition.id, 9)}"
+        lacking = f"/r/{edition.id}/9/{links.signature(edition.id, 9, keys=stack_keys())}"
         assert httpx.get(web.url + lacking, timeout=30).status_code == 404
         assert "was not counted" in (tmp_path / "web.log").read_text()
     finally:
