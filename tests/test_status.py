@@ -189,7 +189,7 @@ def test_a_sent_editions_complaint_alert_reads_the_delivery_counts_its_send_kept
     with transaction() as session:
         sent = session.scalars(select(Delivery.id).where(
             Delivery.edition_id == edition_id, Delivery.state == "sent")).first()
-        record_bounce(session, bounce_class=BounceClass.complaint, source="test",
+        record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.complaint, source="test",
                       delivery_id=sent, recipient="x@example.net", fingerprint="complaint-1")
     settings = get_settings()
     with transaction() as session:
