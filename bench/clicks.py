@@ -148,7 +148,8 @@ def main() -> None:
             session.execute(update(Edition).where(Edition.id == edition_id)
                             .values(state="sending"))
         dispose_engines()
-        paths = [links.tracked_url("", edition_id, n) for n in range(1, LINKS + 1)]
+        keys = [env["MAILER_SECRET_KEY"].encode()]  # the web server's, as its settings read it
+        paths = [links.tracked_url("", edition_id, n, keys=keys) for n in range(1, LINKS + 1)]
 
         from bench.api import _wait, free_port
 

@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> None:
         personaliser = snapshot.personaliser_for(edition, get_settings().base_url)
         html_bytes = len(edition.html_snapshot.encode())
 
-    readers = [{"unsubscribe_url": unsubscribe_url_for(f"{n:032x}", base_url=settings.base_url),
+    readers = [{"unsubscribe_url": unsubscribe_url_for(f"{n:032x}", base_url=settings.base_url,
+                                                       keys=settings.all_secrets),
                 "view_url": "https://news.example.org/archive/2025-12-newsletter",
                 "first_name": ["Anna", "", "Jean-Pierre", "Małgorzata"][n % 4],
                 "email": f"reader{n}@example.org"} for n in range(1000)]

@@ -29,7 +29,7 @@ from mailer.subscribers.models import Subscriber, Suppression
 from mailer.suppression.service import suppress
 from tests.conftest import wait_for
 from tests.support.admin import Admin, flash_of, make_staff
-from tests.support.factories import edition_state, make_edition, make_subscribers
+from tests.support.factories import BOUNCES, edition_state, make_edition, make_subscribers
 from tests.support.mail import parse, parts
 from tests.support.subscribers import make
 
@@ -413,15 +413,15 @@ def test_bounces_filtered_with_their_evidence(editor) -> None:
     reader = make("hard@example.org", "confirmed")
     first, second = make_sent_edition(), make_sent_edition()
     with transaction() as session:
-        record_bounce(session, bounce_class=BounceClass.hard, source="mx",
+        record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.hard, source="mx",
                       recipient="hard@example.org", status_code="5.1.1",
                       diagnostic="550 5.1.1 <hard@example.org>: user unknown",
                       subscriber_id=reader.id, edition_id=first, attribution="verp",
                       attribution_note="VERP token d12", raw_excerpt="Final-Recipient: x")
-        record_bounce(session, bounce_class=BounceClass.policy, source="smtp",
+        record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.policy, source="smtp",
                       recipient="other@example.org", status_code="5.7.1",
                       diagnostic="554 5.7.1 listed at a block list", edition_id=second)
-        record_bounce(session, bounce_class=BounceClass.hard, source="mx",
+        record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.hard, source="mx",
                       recipient="vague@example.org", status_code="",
                       diagnostic="mailbox unavailable, please check if address is correct",
                       edition_id=second)

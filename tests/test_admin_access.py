@@ -19,7 +19,7 @@ from mailer.editions.models import Edition
 from mailer.staff.models import AuditEntry, StaffSession
 from mailer.subscribers.models import Subscriber, Suppression
 from tests.support.admin import PASSWORD, Admin, csrf_of, make_staff
-from tests.support.factories import make_edition, make_subscribers
+from tests.support.factories import BOUNCES, make_edition, make_subscribers
 from tests.support.processes import WebServer, free_port
 
 EDITOR, VIEWER = "ed@example.org", "ops@example.org"
@@ -106,7 +106,8 @@ def world(clean, web):  # type: ignore[no-untyped-def]
         subscriber_id = session.scalar(select(func.min(Subscriber.id)))
         # An unverified hard bounce naming that subscriber: confirming it would suppress.
         bounce_id = record_bounce(
-            session, bounce_class=BounceClass.hard, source="mx", recipient="x@example.net",
+            session, bounces=BOUNCES, bounce_class=BounceClass.hard, source="mx",
+            recipient="x@example.net",
             status_code="5.1.1", unverified="no-token", claimed_subscriber_id=subscriber_id,
             fingerprint="access-test").id  # type: ignore[union-attr]
     return {"edition_id": edition_id, "subscriber_id": subscriber_id, "bounce_id": bounce_id}

@@ -21,7 +21,7 @@ from mailer.suppression.service import suppress
 from mailer.web.admin import MODULES
 from tests.conftest import wait_for
 from tests.support.admin import Admin, make_staff
-from tests.support.factories import make_subscribers
+from tests.support.factories import BOUNCES, make_subscribers
 from tests.support.subscribers import make
 from tests.test_admin import EDITOR, draft_december, import_cep_feed
 
@@ -78,14 +78,14 @@ def make_data(admin: Admin) -> dict[str, dict[str, int]]:
         delivery = session.scalars(select(Delivery).where(
             Delivery.edition_id == sent, Delivery.subscriber_id == person.id)).one()
         delivery.smtp_reply = ("2.0.0 Ok: queued as 4F8Kq72LxYz1 " + "x" * 80)
-        record_bounce(session, bounce_class=BounceClass.soft, source="mx",
+        record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.soft, source="mx",
                       recipient=LONG_ADDRESS, status_code="4.2.2",
                       diagnostic="452 4.2.2 <" + LONG_ADDRESS + ">: Mailbox full, quota "
                                  "exceeded; try again later (mx.probation-service.example.org)",
                       delivery_id=delivery.id, attribution="verp",
                       attribution_note="VERP token d" + str(delivery.id))
         # One that came by mail without our signed token: the page offers to confirm it.
-        record_bounce(session, bounce_class=BounceClass.hard, source="mx",
+        record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.hard, source="mx",
                       recipient=LONG_ADDRESS, status_code="5.1.1",
                       diagnostic="550 5.1.1 The email account that you tried to reach does "
                                  "not exist; please try double-checking the address",

@@ -18,7 +18,7 @@ from mailer.articles.models import Article
 from mailer.audit import AuditEntry
 from mailer.bounces.intake import receive
 from mailer.bounces.models import Bounce
-from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, get_settings
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.ops import alerts
 from mailer.subscribers.addresses import key_hash
@@ -35,6 +35,7 @@ from tests.support.bounce_mail import (
     verp_of,
 )
 from tests.support.bounce_reading import OURS
+from tests.support.factories import BOUNCES, stack_keys
 from tests.support.subscribers import events, make, subscriber
 from tests.test_api import api, audit_actions, fields, is_problem, token
 
@@ -259,7 +260,7 @@ def test_articles_are_imported_from_items_checked_as_a_feed_file_is(clean, web) 
 def test_bounces_are_listed_by_keyset_filtered_and_without_the_raw_mail(clean, web) -> None:
     def take_in(raw: bytes, envelope: list[str]) -> None:
         with transaction() as session:
-            receive(session, raw=raw, ours=OURS, source="mx", max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+            receive(session, raw=raw, ours=OURS, source="mx", bounces=BOUNCES, keys=stack_keys(),
                     envelope_to=envelope)
 
     edition = make_sent_edition()

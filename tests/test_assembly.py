@@ -24,6 +24,7 @@ TEXT = ("%%greeting%%\n\n" + "A line of the text part, " * 5 + "\nUnsubscribe: %
         "\nView: %%view_url%%\n%%email%%")
 #: A snapshot's placeholders carry the key it was composed with (feed text is never a slot).
 BASE_URL = "https://news.example.org"  # the unsubscribe links' address
+KEYS = [b"the-assembler-signs-with-this-key"]  # as Settings.all_secrets hands them in
 KEY = new_placeholder_key()
 for _name, _token in placeholders(KEY).items():
     HTML, TEXT = HTML.replace(f"%%{_name}%%", _token), TEXT.replace(f"%%{_name}%%", _token)
@@ -34,7 +35,8 @@ def _assembler() -> MessageAssembler:
                                 defaults={"view_url": "https://news.example.org/archive/x"})
     return MessageAssembler(edition_id=7, subject="CEP – the news", personaliser=personaliser,
                             view_url="https://news.example.org/archive/x",
-                            base_url=BASE_URL, identity=IdentitySettings(), smtp=SMTPSettings())
+                            base_url=BASE_URL, identity=IdentitySettings(), keys=KEYS,
+                            smtp=SMTPSettings())
 
 
 names = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=100)
@@ -52,7 +54,7 @@ def test_the_parts_decode_to_what_the_personaliser_fills_in(first_name: str, loc
     from mailer.subscribers.unsubscribe import unsubscribe_url_for
 
     values = {"unsubscribe_url": unsubscribe_url_for(reader.public_id, assembler.edition_id,
-                                                     base_url=BASE_URL),
+                                                     base_url=BASE_URL, keys=KEYS),
               "view_url": assembler.view_url, "first_name": first_name, "email": reader.email}
     expected_text = assembler.personaliser.text(values)  # type: ignore[attr-defined]
     expected_html = assembler.personaliser.html(values)  # type: ignore[attr-defined]

@@ -20,12 +20,13 @@ from mailer.config import IdentitySettings
 from mailer.db import transaction, utcnow
 from mailer.deliveries.models import Delivery
 from mailer.editions.models import Edition
-from mailer.emails.message import message_id
 from mailer.emails.verp import return_path
 from mailer.models import Base
 from mailer.subscribers.models import ConfirmationToken, Subscriber, Suppression
 from tests.support import subscribers
-from tests.support.bounce_reading import parse_bounce
+from tests.support.bounce_mail import newsletter_id, verp_of
+from tests.support.bounce_reading import OURS, parse_bounce
+from tests.support.factories import BOUNCES, stack_keys
 
 IDENTITY = IdentitySettings()  # the stack's sending and bounce domains (the defaults)
 CORPUS = Path(__file__).parent / "fixtures" / "bounces"
@@ -66,7 +67,8 @@ def _sent(email: str, *, slug: str = "march-2026") -> tuple[int, int, int]:
 def _attribute(raw: bytes, envelope_to: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
     report = parse_bounce(raw, envelope_to=envelope_to)
     with transaction() as s:
-        return attribute(s, report, report.recipients[0] if report.recipients else None)
+        return attribute(s, report, report.recipients[0] if report.recipients else None,
+                         ours=OURS, keys=stack_keys())
 
 
 def _forge(address: str) -> str:
@@ -78,7 +80,7 @@ def _forge(address: str) -> str:
 
 def test_a_valid_verp_token_names_the_delivery(clean) -> None:
     subscriber_id, edition_id, delivery_id = _sent("anna.berg@example.net")
-    found = _attribute(_bounce(verp=return_path("delivery", delivery_id, identity=IDENTITY)))
+    found = _attribute(_bounce(verp=verp_of(delivery_id)))
     assert (found.method, found.delivery_id, found.edition_id, found.subscriber_id) == (
         "verp", delivery_id, edition_id, subscriber_id)
     assert "signature valid" in found.note
@@ -87,14 +89,14 @@ def test_a_valid_verp_token_names_the_delivery(clean) -> None:
 def test_the_token_counts_even_when_the_bounce_names_a_forwarding_address(clean) -> None:
     """The reader forwards to another mailbox that bounces: still the reader's delivery."""
     subscriber_id, _, delivery_id = _sent("anna.berg@example.net")
-    found = _attribute(_bounce(verp=return_path("delivery", delivery_id, identity=IDENTITY),
+    found = _attribute(_bounce(verp=verp_of(delivery_id),
                                rcpt="anna.private@example.com"))
     assert (found.method, found.subscriber_id) == ("verp", subscriber_id)
 
 
 def test_the_token_is_found_in_the_envelope_or_the_quoted_return_path(clean) -> None:
     subscriber_id, _, delivery_id = _sent("anna.berg@example.net")
-    verp = return_path("delivery", delivery_id, identity=IDENTITY)
+    verp = verp_of(delivery_id)
     raw = _bounce(verp="")  # the headers name no token …
     assert _attribute(raw, (verp,)).subscriber_id == subscriber_id  # … the RCPT TO does
     quoted = raw.replace(b"Return-Path: <newsletter-bounces@",
@@ -108,16 +110,16 @@ def test_a_confirmation_mail_token_names_the_subscriber(clean) -> None:
     with transaction() as s:
         token_id = s.scalar(select(ConfirmationToken.id).where(
             ConfirmationToken.subscriber_id == sub.id))
-    found = _attribute(_bounce(verp=return_path("confirmation", token_id, identity=IDENTITY),
-                               rcpt="marta.nowak@example.org"))
+    verp = return_path("confirmation", token_id, identity=IDENTITY, keys=stack_keys())
+    found = _attribute(_bounce(verp=verp, rcpt="marta.nowak@example.org"))
     assert (found.method, found.subscriber_id, found.confirmation_token_id, found.delivery_id) \
         == ("verp", sub.id, token_id, None)
 
 
 def test_a_forged_token_attributes_nobody_even_a_subscriber(clean) -> None:
     _, _, delivery_id = _sent("anna.berg@example.net")
-    forged = _forge(return_path("delivery", delivery_id, identity=IDENTITY))
-    mid = message_id("nl", 1, delivery_id, identity=IDENTITY)
+    forged = _forge(verp_of(delivery_id))
+    mid = newsletter_id(1, delivery_id)
     found = _attribute(_bounce(verp=forged, mid=mid))
     assert (found.method, found.subscriber_id, found.delivery_id) == ("none", None, None)
     assert "forged" in found.note
@@ -131,16 +133,17 @@ def test_the_backscatter_fixture_attributes_nobody(clean) -> None:
 
 def test_a_test_copy_and_a_vanished_delivery(clean) -> None:
     _sent("anna.berg@example.net")
-    test_copy = _attribute(_bounce(verp=return_path("test", 3, identity=IDENTITY)))
+    test_copy = _attribute(_bounce(verp=return_path("test", 3, identity=IDENTITY,
+                                                    keys=stack_keys())))
     assert (test_copy.method, test_copy.subscriber_id) == ("verp", None)
-    gone = _attribute(_bounce(verp=return_path("delivery", 999_999, identity=IDENTITY)))
+    gone = _attribute(_bounce(verp=verp_of(999_999)))
     assert (gone.method, gone.delivery_id, gone.subscriber_id) == ("verp", None, None)
     assert "no longer exists" in gone.note
 
 
 def test_without_a_token_the_quoted_message_id_names_the_delivery(clean) -> None:
     subscriber_id, edition_id, delivery_id = _sent("anna.berg@example.net")
-    found = _attribute(_bounce(mid=message_id("nl", edition_id, delivery_id, identity=IDENTITY),
+    found = _attribute(_bounce(mid=newsletter_id(edition_id, delivery_id),
                                rcpt="someone.else@example.com"))
     assert (found.method, found.delivery_id, found.subscriber_id) == (
         "message-id", delivery_id, subscriber_id)
@@ -148,7 +151,7 @@ def test_without_a_token_the_quoted_message_id_names_the_delivery(clean) -> None
 
 def test_an_altered_message_id_says_nothing(clean) -> None:
     _, edition_id, delivery_id = _sent("anna.berg@example.net")
-    altered = message_id("nl", edition_id, delivery_id, identity=IDENTITY).replace(
+    altered = newsletter_id(edition_id, delivery_id).replace(
         f".{delivery_id}.", f".{delivery_id + 1}.")
     found = _attribute(_bounce(mid=altered, rcpt="nobody@example.com"))
     assert (found.method, found.subscriber_id) == ("none", None)
@@ -177,7 +180,7 @@ def test_the_original_recipient_of_an_expanded_alias_is_who_it_names(clean) -> N
     assert report.recipients[0].recipient == "aberg@mailstore.internal.example"
     assert report.recipients[0].original_recipient == "anna.berg@example.net"
     with transaction() as s:
-        found = attribute(s, report, report.recipients[0])
+        found = attribute(s, report, report.recipients[0], ours=OURS, keys=stack_keys())
     assert (found.method, found.subscriber_id) == ("none", None)
     assert found.claimed_subscriber_id == subscriber_id
 
@@ -185,7 +188,7 @@ def test_the_original_recipient_of_an_expanded_alias_is_who_it_names(clean) -> N
 def test_a_valid_token_about_another_subscribers_address_is_unverified(clean) -> None:
     anna, _, anna_delivery = _sent("anna.berg@example.net")
     bob, _, _ = _sent("bob.smith@example.net")
-    found = _attribute(_bounce(verp=return_path("delivery", anna_delivery, identity=IDENTITY),
+    found = _attribute(_bounce(verp=verp_of(anna_delivery),
                                rcpt="bob.smith@example.net"))
     assert (found.method, found.subscriber_id, found.unverified) == (
         "none", None, "other-recipient")
@@ -207,7 +210,7 @@ def test_made_up_message_ids_tie_nobody(clean) -> None:
         found = _attribute(_bounce(mid=forged, rcpt="someone@example.com"))
         assert (found.method, found.subscriber_id, found.unverified) == (
             "none", None, "forged-message-id"), forged
-    genuine = _attribute(_bounce(mid=message_id("nl", edition_id, delivery_id, identity=IDENTITY),
+    genuine = _attribute(_bounce(mid=newsletter_id(edition_id, delivery_id),
                                  rcpt="someone@example.com"))
     assert (genuine.method, genuine.subscriber_id) == ("message-id", subscriber_id)
 
@@ -226,7 +229,7 @@ def test_attribution_changes_nothing(clean) -> None:
         for path in sorted(CORPUS.glob("*.eml")):
             report = parse_bounce(path.read_bytes())
             for failure in report.recipients or [None]:
-                attribute(s, report, failure)
+                attribute(s, report, failure, ours=OURS, keys=stack_keys())
             assert not (s.new or s.dirty or s.deleted)
     assert _counts() == before
 
@@ -248,9 +251,10 @@ def _take_in(raw: bytes) -> None:
         return
     with transaction() as s:
         for failure in report.recipients or [None]:
-            found = attribute(s, report, failure)
+            found = attribute(s, report, failure, ours=OURS, keys=stack_keys())
             record_bounce(
-                s, bounce_class=failure.bounce_class if failure else BounceClass.unparsed,
+                s, bounces=BOUNCES,
+                bounce_class=failure.bounce_class if failure else BounceClass.unparsed,
                 source="import", recipient=failure.recipient if failure else "",
                 status_code=failure.status if failure else "",
                 delivery_id=found.delivery_id, edition_id=found.edition_id,
@@ -272,7 +276,7 @@ def test_forged_broken_and_harmless_mail_suppresses_nobody(clean) -> None:
         _take_in((CORPUS / name).read_bytes())
     # A truncated copy of a real bounce, forged to every delivery, and a huge one.
     anna = deliveries["anna.berg@example.net"]
-    real = _bounce(verp=_forge(return_path("delivery", anna, identity=IDENTITY)))
+    real = _bounce(verp=_forge(verp_of(anna)))
     _take_in(real[: len(real) // 2])
     _take_in(real + b"x" * (300 * 1024))
 
@@ -283,7 +287,7 @@ def test_forged_broken_and_harmless_mail_suppresses_nobody(clean) -> None:
     assert kept >= len(HOSTILE)  # kept as evidence, acted on for nobody
 
     # The same bounce with the genuine token does suppress: the guard is the signature.
-    _take_in(_bounce(verp=return_path("delivery", anna, identity=IDENTITY)))
+    _take_in(_bounce(verp=verp_of(anna)))
     with transaction() as s:
         assert s.scalar(select(func.count()).select_from(Suppression)) == 1
 
@@ -295,7 +299,7 @@ def test_only_a_hard_bounce_with_a_valid_token_suppresses(clean, kind: str) -> N
     name = "postfix-user-unknown.eml" if kind == "hard" else "gmail-relay-dmarc-5.7.26.eml"
     raw = (CORPUS / name).read_text(encoding="utf-8")
     for old in (OLD_VERP, "bounces+d31-mn7op2qr3st4uv5w@bounces.cep-probation.example.org"):
-        raw = raw.replace(old, return_path("delivery", delivery_id, identity=IDENTITY))
+        raw = raw.replace(old, verp_of(delivery_id))
     _take_in(raw.replace(OLD_RCPT, "georg.huber@gmail.com").encode())
     with transaction() as s:
         suppressed = s.scalar(select(func.count()).select_from(Suppression))

@@ -22,8 +22,8 @@ from mailer.bounces.models import Bounce
 from mailer.cli.classify import _read_only_session
 from mailer.config import IdentitySettings
 from mailer.db import transaction
-from mailer.emails.verp import return_path
 from mailer.models import Base
+from tests.support.bounce_mail import verp_of
 from tests.test_bounce_classify_attribution import OLD_RCPT, _bounce, _sent
 from tests.test_bounce_parse import DEV
 
@@ -72,7 +72,7 @@ def test_json_over_the_whole_corpus(clean) -> None:
 def test_a_genuine_bounce_is_shown_with_its_delivery(clean, tmp_path: Path) -> None:
     subscriber_id, edition_id, delivery_id = _sent(OLD_RCPT)
     path = tmp_path / "puzzling.eml"
-    path.write_bytes(_bounce(verp=return_path("delivery", delivery_id, identity=IDENTITY)))
+    path.write_bytes(_bounce(verp=verp_of(delivery_id)))
 
     [row] = _rows(_run(clean.env, "--attribute", "--json", path).stdout)
     [failure] = row["recipients"]
@@ -96,7 +96,7 @@ def test_without_attribute_no_database_is_read(clean, tmp_path: Path) -> None:
     database is there and holds it), a VERP token is still checked against our key."""
     subscriber_id, edition_id, delivery_id = _sent(OLD_RCPT)
     path = tmp_path / "puzzling.eml"
-    path.write_bytes(_bounce(verp=return_path("delivery", delivery_id, identity=IDENTITY)))
+    path.write_bytes(_bounce(verp=verp_of(delivery_id)))
     [row] = _rows(_run(clean.env, "--json", path, CORPUS / "backscatter-forged-verp.eml")
                   .stdout)[:1]
     [failure] = row["recipients"]
@@ -124,7 +124,7 @@ def test_mbox_and_maildir_inputs(clean, tmp_path: Path) -> None:
 
 def test_without_a_database_the_classification_is_still_shown(clean, tmp_path: Path) -> None:
     genuine = tmp_path / "genuine.eml"
-    genuine.write_bytes(_bounce(verp=return_path("delivery", 5, identity=IDENTITY)))
+    genuine.write_bytes(_bounce(verp=verp_of(5)))
     for url in ("postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
                 f"sqlite:///{tmp_path / 'missing.db'}"):
         env = {**clean.env, "MAILER_DATABASE_URL": url}

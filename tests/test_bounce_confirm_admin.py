@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy import select
 
 from mailer.bounces.intake import receive
-from mailer.config import DEFAULT_BOUNCE_MAX_BYTES
 from mailer.db import transaction
 from mailer.staff.models import AuditEntry
 from tests.support.admin import PASSWORD, Admin, flash_of, make_staff
@@ -23,14 +22,15 @@ from tests.support.bounce_mail import (
     suppressed,
 )
 from tests.support.bounce_reading import OURS
+from tests.support.factories import BOUNCES, stack_keys
 from tests.test_bounce_trust import resent
 
 EDITOR, VIEWER = "editor@cep-probation.example.org", "viewer@cep-probation.example.org"
-BOUNCES = "bounces@bounces.cep-probation.example.org"
+BOUNCE_ADDRESS = "bounces@bounces.cep-probation.example.org"
 
 
 def unverified_hard(email: str) -> bytes:
-    return dsn(to_verp=BOUNCES, recipients=[
+    return dsn(to_verp=BOUNCE_ADDRESS, recipients=[
         (email, "failed", "5.1.1", f"550 5.1.1 <{email}>: Recipient address rejected: "
                                    "User unknown in local recipient table")])
 
@@ -38,7 +38,7 @@ def unverified_hard(email: str) -> bytes:
 def take_in(raw: bytes) -> int:
     with transaction() as session:
         [recorded] = receive(session, raw=raw, ours=OURS, source="imap",
-                             max_bytes=DEFAULT_BOUNCE_MAX_BYTES).recorded
+                             bounces=BOUNCES, keys=stack_keys()).recorded
     assert recorded.action == "nothing: unverified"
     return recorded.bounce_id
 

@@ -12,7 +12,7 @@ from mailer.bounces.actions import alert_counts, record_bounce
 from mailer.bounces.intake import receive
 from mailer.bounces.models import Bounce, BounceClass
 from mailer.bounces.rates import edition_rates
-from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, get_settings
+from mailer.config import get_settings
 from mailer.db import transaction, utcnow
 from mailer.deliveries.models import Delivery
 from tests.support.bounce_mail import (
@@ -31,6 +31,7 @@ from tests.support.bounce_mail import (
     verp_of,
 )
 from tests.support.bounce_reading import OURS
+from tests.support.factories import BOUNCES, stack_keys
 
 USER_UNKNOWN = "550 5.1.1 <{}>: Recipient address rejected: User unknown in virtual mailbox table"
 MAILBOX_FULL = "552 5.2.2 <{}>: Mailbox full, quota exceeded"
@@ -40,7 +41,7 @@ BLOCKED = "550 5.7.1 Service unavailable; client [192.0.2.7] blocked using zen.s
 def take_in(raw: bytes, envelope_to: list[str] | None = None, source: str = "mx"):  # type: ignore[no-untyped-def]
     with transaction() as session:
         return receive(session, raw=raw, ours=OURS, source=source,
-                       max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                       bounces=BOUNCES, keys=stack_keys(),
                        envelope_to=envelope_to or [])
 
 
@@ -311,8 +312,9 @@ def test_edition_rates_count_each_delivery_once_and_flag_complaint_thresholds(cl
 
     def record(klass: BounceClass, delivery: int, n: int) -> None:
         with transaction() as session:
-            record_bounce(session, bounce_class=klass, source="test", delivery_id=delivery,
-                          fingerprint=f"{klass}-{delivery}-{n}", recipient="x@example.net")
+            record_bounce(session, bounces=BOUNCES, bounce_class=klass, source="test",
+                          delivery_id=delivery, fingerprint=f"{klass}-{delivery}-{n}",
+                          recipient="x@example.net")
 
     record(BounceClass.hard, ids[0], 1)
     record(BounceClass.hard, ids[0], 2)  # two DSNs, one delivery

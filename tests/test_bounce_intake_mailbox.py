@@ -6,6 +6,7 @@ from __future__ import annotations
 import mailbox
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -26,12 +27,16 @@ from tests.support.bounce_mail import (
 )
 from tests.support.bounce_reading import OURS
 from tests.support.dovecot import Dovecot
+from tests.support.factories import stack_keys
 
 CAP = 60_000
 
 
-#: A small size cap, so that the mail over it is cheap to make; the mailbox's own timeout.
-LIMITS = {"max_bytes": CAP, "ours": OURS, "timeout": 10.0}
+def limits() -> dict[str, Any]:
+    """A small size cap, so that the mail over it is cheap to make; the stack's keys; the
+    mailbox's own timeout."""
+    return {"bounces": BounceSettings(bounce_max_bytes=CAP), "ours": OURS, "keys": stack_keys(),
+            "timeout": 10.0}
 
 
 @pytest.fixture
@@ -65,7 +70,7 @@ def test_imap_takes_every_message_in_and_moves_it_to_the_processed_folder(doveco
     for raw in mails:
         dovecot.deliver(raw)
 
-    found = poll_imap(dovecot.imap_url, **LIMITS, folder="INBOX",
+    found = poll_imap(dovecot.imap_url, **limits(), folder="INBOX",
                       processed_folder="Bounces/Processed")
 
     assert found.as_dict() == {"fetched": 3, "recorded": 3, "repeats": 0, "refused": 1}
@@ -80,7 +85,7 @@ def test_imap_takes_every_message_in_and_moves_it_to_the_processed_folder(doveco
     assert refused.raw_excerpt.startswith("From:") or "Subject:" in refused.raw_excerpt
     assert suppressed("gone@example.net").reason == "hard_bounce"
 
-    again = poll_imap(dovecot.imap_url, **LIMITS, folder="INBOX",
+    again = poll_imap(dovecot.imap_url, **limits(), folder="INBOX",
                       processed_folder="Bounces/Processed")
     assert again.fetched == 0 and len(bounces()) == 3
 
@@ -97,7 +102,7 @@ def test_imap_without_a_processed_folder_deletes_and_a_crash_takes_nothing_twice
     assert runner.invoke(app, ["bounces", "import", str(eml)]).exit_code == 0
     assert len(bounces()) == 1
 
-    found = poll_imap(dovecot.imap_url, **LIMITS, folder="INBOX", processed_folder=None)
+    found = poll_imap(dovecot.imap_url, **limits(), folder="INBOX", processed_folder=None)
 
     assert (found.fetched, found.recorded, found.repeats) == (1, 0, 1)
     assert dovecot.messages("INBOX") == [] and len(bounces()) == 1
@@ -110,7 +115,7 @@ def test_pop3_takes_in_and_deletes_including_long_lines(dovecot) -> None:
     for raw in [*mails, one_line_html]:
         dovecot.deliver(raw)
 
-    found = poll_pop3(dovecot.pop3_url, **LIMITS)
+    found = poll_pop3(dovecot.pop3_url, **limits())
 
     assert found.as_dict() == {"fetched": 4, "recorded": 4, "repeats": 0, "refused": 1}
     assert dovecot.messages("INBOX") == []
@@ -124,7 +129,7 @@ def test_the_beat_task_polls_what_the_settings_name(dovecot) -> None:
     bounces_settings = BounceSettings(imap_url=dovecot.imap_url, imap_processed_folder="Done",
                                       pop3_url=dovecot.pop3_url, bounce_max_bytes=CAP)
 
-    totals = poll_configured(bounces_settings, ours=OURS, timeout=10.0)
+    totals = poll_configured(bounces_settings, ours=OURS, keys=stack_keys(), timeout=10.0)
 
     # IMAP took the message (and moved it); POP3 sees the same INBOX, now empty.
     assert totals["imap_fetched"] == 1 and totals["pop3_fetched"] == 0

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from mailer.bounces.models import Bounce, BounceClass, InboundMessage
 from mailer.bounces.spool import process_spooled, spool_message
-from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, BounceSettings, get_settings
+from mailer.config import BounceSettings, get_settings
 from mailer.db import transaction, utcnow
 from mailer.subscribers.addresses import key_hash
 from mailer.suppression.service import is_suppressed
@@ -33,6 +33,7 @@ from tests.support.bounce_mail import (
     verp_of,
 )
 from tests.support.bounce_reading import OURS
+from tests.support.factories import BOUNCES, stack_keys
 from tests.support.processes import BIN, Process, free_port
 
 
@@ -194,10 +195,10 @@ def test_processing_a_spooled_message_twice_records_it_once(clean) -> None:
         spool_id = spool_message(session, raw=raw, source="mx", envelope_from="",
                                  envelope_to=[to]).id
     with transaction() as session:
-        first = process_spooled(session, spool_id, max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+        first = process_spooled(session, spool_id, bounces=BOUNCES, keys=stack_keys(),
                                 ours=OURS)
     with transaction() as session:
-        second = process_spooled(session, spool_id, max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+        second = process_spooled(session, spool_id, bounces=BOUNCES, keys=stack_keys(),
                                 ours=OURS)
     assert first is not None and len(first.recorded) == 1 and second is None
     assert len(bounces()) == 1 and spooled() == 0

@@ -27,6 +27,7 @@ from tests.support.bounce_mail import (
     suppressed,
     verp_of,
 )
+from tests.support.factories import BOUNCES
 from tests.test_bounce_intake import take_in
 
 #: Outlook.com's answer for an address it does not have: a wording and a generic code.
@@ -130,15 +131,15 @@ def test_callers_without_a_parser_get_the_strength_from_status_and_diagnostic(cl
     """Provider webhooks and our own SMTP transaction pass a status and a reply only."""
     reader = make_reader("provider@example.net")
     with transaction() as session:
-        strong = record_bounce(session, bounce_class=BounceClass.hard, source="ses",
-                               recipient="provider@example.net", status_code="5.1.1",
+        strong = record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.hard,
+                               source="ses", recipient="provider@example.net", status_code="5.1.1",
                                diagnostic="550 5.1.1 user unknown", subscriber_id=reader,
                                attribution="recipient", fingerprint="p1")
-        weak = record_bounce(session, bounce_class=BounceClass.hard, source="postmark",
-                             recipient="provider@example.net", status_code="",
+        weak = record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.hard,
+                             source="postmark", recipient="provider@example.net", status_code="",
                              diagnostic="Address does not exist", subscriber_id=reader,
                              attribution="recipient", fingerprint="p2")
-        soft = record_bounce(session, bounce_class=BounceClass.soft, source="ses",
+        soft = record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.soft, source="ses",
                              recipient="provider@example.net", status_code="5.2.2",
                              diagnostic="mailbox full", subscriber_id=reader,
                              attribution="recipient", fingerprint="p3")

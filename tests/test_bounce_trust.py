@@ -34,7 +34,7 @@ from mailer.bounces.mailbox import poll_imap, poll_pop3
 from mailer.bounces.models import InboundMessage
 from mailer.bounces.rates import edition_rates
 from mailer.cli import app
-from mailer.config import DEFAULT_BOUNCE_MAX_BYTES, IdentitySettings, get_settings
+from mailer.config import IdentitySettings, get_settings
 from mailer.db import transaction, utcnow
 from mailer.delivery import service as sending
 from mailer.editions.models import Edition
@@ -48,6 +48,7 @@ from tests.support.bounce_mail import (
     make_delivery,
     make_reader,
     make_sent_edition,
+    newsletter_id,
     original_headers,
     status_of,
     suppressed,
@@ -55,6 +56,7 @@ from tests.support.bounce_mail import (
 )
 from tests.support.bounce_reading import OURS
 from tests.support.dovecot import Dovecot
+from tests.support.factories import BOUNCES, stack_keys
 from tests.test_bounce_intake_server import bounce_server  # noqa: F401 - a fixture
 
 IDENTITY = IdentitySettings()  # the stack's sending and bounce domains (the defaults)
@@ -115,10 +117,10 @@ def route(request, clean) -> Iterator[Deliver]:  # type: ignore[no-untyped-def]
             for _, raw in mails:
                 dovecot.deliver(raw)
             if request.param == "imap":
-                found = poll_imap(dovecot.imap_url, max_bytes=DEFAULT_BOUNCE_MAX_BYTES, ours=OURS,
+                found = poll_imap(dovecot.imap_url, bounces=BOUNCES, keys=stack_keys(), ours=OURS,
                                   timeout=10.0, folder="INBOX", processed_folder=None)
             else:  # as the beat task polls MAILER_POP3_URL: take in, then delete
-                found = poll_pop3(dovecot.pop3_url, max_bytes=DEFAULT_BOUNCE_MAX_BYTES, ours=OURS,
+                found = poll_pop3(dovecot.pop3_url, bounces=BOUNCES, keys=stack_keys(), ours=OURS,
                                   timeout=10.0)
             assert found.fetched == len(mails)
             assert dovecot.messages() == []  # taken: nothing is left to be read twice
@@ -200,7 +202,7 @@ def test_forged_bounces_and_complaints_act_on_nobody(route: Deliver) -> None:
         assert suppressed(f"{name}@example.net") is None, name
         assert status_of(sub) == "confirmed" and events_of(sub) == [], name
     with transaction() as session:
-        assert soft_bounce_count(session, emma[0]) == 0
+        assert soft_bounce_count(session, emma[0], BOUNCES) == 0
         rates = edition_rates(session, edition, get_settings().sending)
         assert (rates["complaints"], rates["complaint_rate"], rates["hard"],
                 rates["policy"]) == (0, 0.0, 0, 0)
@@ -217,15 +219,14 @@ def test_a_genuine_bounce_and_complaint_act_once_however_often_they_come(
     edition, readers = sent_edition(["gone", "angry", "fine1", "fine2", "fine3"])
     gone, angry = readers["gone"], readers["angry"]
     fbl = f"fbl@{get_settings().identity.bounce_domain}"
-    from mailer.emails.message import message_id
 
     hard = dsn(to_verp=verp_of(gone[1]), recipients=[
         ("gone@example.net", "failed", "5.1.1", "550 5.1.1 <gone@example.net>: User unknown")],
         original=original_headers(
-            "gone@example.net", message_id("nl", edition, gone[1], identity=IDENTITY),
+            "gone@example.net", newsletter_id(edition, gone[1]),
             verp_of(gone[1])))
     complaint = arf(to=fbl, reported_rcpt="angry@example.net", original=original_headers(
-        "angry@example.net", message_id("nl", edition, angry[1], identity=IDENTITY),
+        "angry@example.net", newsletter_id(edition, angry[1]),
         verp_of(angry[1])))
 
     route([(verp_of(gone[1]), hard), (fbl, complaint)])
@@ -266,7 +267,7 @@ def test_a_valid_token_in_a_dsn_about_another_readers_address_acts_on_nobody(cle
         ("victim@example.net", "failed", "5.1.1", "550 5.1.1 User unknown")])
     with transaction() as session:
         result = receive(session, raw=raw, ours=OURS, source="mx",
-                         max_bytes=DEFAULT_BOUNCE_MAX_BYTES,
+                         bounces=BOUNCES, keys=stack_keys(),
                          envelope_to=[verp_of(holder[1])])
     [row] = result.recorded
     assert (row.attribution, row.action) == ("none", "nothing: unverified")

@@ -23,6 +23,7 @@ from mailer.environment import (
     BounceReading,
     read_bounce_reading,
 )
+from tests.support.factories import stack_keys
 from tests.test_bounce_classify_attribution import OLD_RCPT, _bounce
 from tests.test_cli_startup import HEAVY, _imported
 
@@ -95,7 +96,8 @@ def test_a_genuine_token_is_valid_with_the_settings_keys_old_ones_included(
     from mailer.config import get_settings
 
     bounce = tmp_path / "genuine.eml"
-    bounce.write_bytes(_bounce(verp=return_path("delivery", 5, identity=get_settings().identity)))
+    bounce.write_bytes(_bounce(verp=return_path("delivery", 5, identity=get_settings().identity,
+                                                keys=stack_keys())))
     env |= {"MAILER_SECRET_KEY": "n" * 40, "MAILER_OLD_SECRET_KEYS": json.dumps(
         [get_settings().secret_key.get_secret_value()])}
     for as_json in ([], ["--json"]):

@@ -21,7 +21,7 @@ from mailer.editions.models import Edition
 from mailer.redis import get_redis
 from tests.conftest import wait_for
 from tests.support.admin import Admin, make_staff
-from tests.support.factories import make_edition, make_subscribers, start, wait_sent
+from tests.support.factories import make_edition, make_subscribers, stack_keys, start, wait_sent
 from tests.support.mail import parse, parts
 
 BROWSER = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 "
@@ -63,8 +63,8 @@ def test_the_snapshot_links_through_r_and_the_links_are_kept_once(clean) -> None
     assert "%%unsubscribe_url_" in html and "%%view_url_" in html  # the reader's own links
     # The signature is over the edition and the link only: the same for every reader.
     first = rows[0]
-    assert links.tracked_url("http://x", edition.id, 1).endswith(
-        f"/r/{edition.id}/1/{links.signature(edition.id, first.position)}")
+    assert links.tracked_url("http://x", edition.id, 1, keys=stack_keys()).endswith(
+        f"/r/{edition.id}/1/{links.signature(edition.id, first.position, keys=stack_keys())}")
 
 
 def test_a_real_send_and_real_clicks_are_counted_per_link(clean, worker, web) -> None:
@@ -133,14 +133,16 @@ def test_a_real_send_and_real_clicks_are_counted_per_link(clean, worker, web) ->
 def test_a_link_we_did_not_sign_is_404_and_redirects_nowhere(clean, web, mangle) -> None:
     edition, rows, _ = _frozen(articles=1)
     n = len(rows)
-    good = links.signature(edition.id, 1)
+    good = links.signature(edition.id, 1, keys=stack_keys())
     path = {
         "signature": f"/r/{edition.id}/1/{good[:-1]}{'A' if good[-1] != 'A' else 'B'}",
-        "other link's signature": f"/r/{edition.id}/1/{links.signature(edition.id, 2)}",
+        "other link's signature": f"/r/{edition.id}/1/"
+                                  f"{links.signature(edition.id, 2, keys=stack_keys())}",
         "a link the edition lacks": f"/r/{edition.id}/{n + 1}/"
-                                    f"{links.signature(edition.id, n + 1)}",
+                                    f"{links.signature(edition.id, n + 1, keys=stack_keys())}",
         "not a number": f"/r/{edition.id}/one/{good}",
-        "too large": f"/r/{edition.id}/{10**30}/{links.signature(edition.id, 10**30)}",
+        "too large": f"/r/{edition.id}/{10**30}/"
+                     f"{links.signature(edition.id, 10**30, keys=stack_keys())}",
         "non-ascii": f"/r/{edition.id}/\u0661/{good}",
         "edition of another": f"/r/{edition.id + 1}/1/{good}",
     }[mangle]
@@ -179,9 +181,9 @@ def test_our_own_pages_are_linked_straight_and_escaped_links_kept_whole(clean) -
         '<a href="http://me.example/archive/x">A</a> '
         '<a class="b" href="https://a.example/?q=1&amp;b=2" aria-label="Read more: B">B</a>',
         "see http://me.example/subscribe and https://a.example/?q=1&b=2.",
-        edition_id=7, base_url="http://me.example")
+        edition_id=7, base_url="http://me.example", keys=stack_keys())
     assert rewritten.links == [links.Link(1, "https://a.example/?q=1&b=2", "Read more: B")]
-    tracked = links.tracked_url("http://me.example", 7, 1)
+    tracked = links.tracked_url("http://me.example", 7, 1, keys=stack_keys())
     assert rewritten.html == ('<a href="http://me.example/archive/x">A</a> '
                               f'<a class="b" href="{tracked}" aria-label="Read more: B">B</a>')
     assert rewritten.text == f"see http://me.example/subscribe and {tracked}."
@@ -196,9 +198,10 @@ def test_the_text_part_gets_the_html_links_whole_or_keeps_its_own() -> None:
     html_part = " ".join(f'<a href="{u}">{i}</a>' for i, u in enumerate(urls))
     text_part = ("see https://en.wikipedia.org/wiki/Probation_(law). and https://x.org/it's, "
                  "https://x.org/café! (https://x.org/a) https://x.org/ab https://only.text/x")
-    rewritten = links.rewrite(html_part, text_part, edition_id=3, base_url="http://me")
+    rewritten = links.rewrite(html_part, text_part, edition_id=3, base_url="http://me",
+                              keys=stack_keys())
     assert [link.url for link in rewritten.links] == urls
-    t = [links.tracked_url("http://me", 3, n) for n in (1, 2, 3, 4)]
+    t = [links.tracked_url("http://me", 3, n, keys=stack_keys()) for n in (1, 2, 3, 4)]
     assert rewritten.text == (f"see {t[0]}. and {t[1]}, {t[2]}! ({t[3]}) https://x.org/ab "
                               "https://only.text/x")
 
@@ -225,8 +228,8 @@ def test_a_redis_that_is_away_costs_the_count_not_the_redirect(clean, tmp_path) 
     server = WebServer({**clean.env, "MAILER_REDIS_URL": f"redis://127.0.0.1:{closed}/0"},
                        tmp_path / "web.log", free_port()).start()
     try:
-        answer = httpx.get(f"{server.url}/r/{edition.id}/1/{links.signature(edition.id, 1)}",
-                           timeout=10)
+        signature = links.signature(edition.id, 1, keys=stack_keys())
+        answer = httpx.get(f"{server.url}/r/{edition.id}/1/{signature}", timeout=10)
     finally:
         server.stop()
     assert answer.status_code == 303 and answer.headers["location"] == rows[0].url
@@ -262,7 +265,7 @@ def test_the_links_of_an_edition_that_went_out_are_remembered_a_drafts_are_not(
 
     assert set(links.CHANGING) == {state.value for state in EDITABLE}
     edition, rows, _ = _frozen(articles=1)
-    path = f"/r/{edition.id}/1/{links.signature(edition.id, 1)}"
+    path = f"/r/{edition.id}/1/{links.signature(edition.id, 1, keys=stack_keys())}"
     remembered = f"{links.DESTINATIONS_KEY}{edition.id}"
 
     def follow() -> str:
@@ -297,7 +300,7 @@ def test_the_links_of_an_edition_that_went_out_are_remembered_a_drafts_are_not(
             EditionLink.edition_id == edition.id)) == 4  # two as a draft, two since
     # A signed position the edition lacks is still a 404, counted nowhere.
     n = len(rows) + 1
-    lacking = f"/r/{edition.id}/{n}/{links.signature(edition.id, n)}"
+    lacking = f"/r/{edition.id}/{n}/{links.signature(edition.id, n, keys=stack_keys())}"
     assert httpx.get(web.url + lacking, timeout=10).status_code == 404
     assert not get_redis().exists(counting.PENDING)
 
@@ -314,7 +317,7 @@ def test_a_redis_that_hangs_or_is_gone_still_lets_the_reader_through(clean, tmp_
     edition, rows, _ = _frozen(articles=1)
     with transaction() as session:
         session.execute(update(Edition).where(Edition.id == edition.id).values(state="sending"))
-    path = f"/r/{edition.id}/1/{links.signature(edition.id, 1)}"
+    path = f"/r/{edition.id}/1/{links.signature(edition.id, 1, keys=stack_keys())}"
     own = RedisServer(tmp_path / "redis").start()
     web = WebServer({**clean.env, "MAILER_REDIS_URL": own.url}, tmp_path / "web.log",
                     free_port())
@@ -336,7 +339,7 @@ def test_a_redis_that_hangs_or_is_gone_still_lets_the_reader_through(clean, tmp_
             os.kill(own.proc.pid, signal.SIGCONT)
         own.stop()
         assert follow() == rows[0].url  # and with no Redis at all
-        lacking = f"/r/{edition.id}/9/{links.signature(edition.id, 9)}"
+        lacking = f"/r/{edition.id}/9/{links.signature(edition.id, 9, keys=stack_keys())}"
         assert httpx.get(web.url + lacking, timeout=30).status_code == 404
         assert "was not counted" in (tmp_path / "web.log").read_text()
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select, update
 
-from mailer.config import SendingSettings
+from mailer.config import BounceSettings, SendingSettings
 from mailer.db import transaction, utcnow
 from mailer.deliveries.models import Delivery, DeliveryState
 from mailer.delivery.ledger import ClaimsLost, Ledger, Outcome
@@ -64,7 +64,7 @@ def test_a_group_records_claims_in_order_and_skips_who_left(clean, batches_kept_
         sub = session.scalar(select(Delivery.subscriber_id).where(Delivery.id == ids[3]))
         session.execute(update(Subscriber).where(Subscriber.id == sub)
                         .values(status="unsubscribed"))
-    ledger = Ledger(edition_id, HOLDER, SendingSettings())
+    ledger = Ledger(edition_id, HOLDER, SendingSettings(), BounceSettings())
     try:
         state, (claims, reached), skipped = ledger.commit_group(
             [], claim_after=ids[0] - 1, last_id=ids[-1], limit=4, now=utcnow())
@@ -90,7 +90,7 @@ def test_a_group_records_claims_in_order_and_skips_who_left(clean, batches_kept_
 
 def test_a_group_whose_claims_were_taken_back_is_not_applied_at_all(clean) -> None:
     edition_id, ids = _edition_with(6)
-    ledger = Ledger(edition_id, HOLDER, SendingSettings())
+    ledger = Ledger(edition_id, HOLDER, SendingSettings(), BounceSettings())
     try:
         _, (claims, reached), _ = ledger.commit_group(
             [], claim_after=ids[0] - 1, last_id=ids[-1], limit=3, now=utcnow())
@@ -112,7 +112,7 @@ def test_a_group_whose_claims_were_taken_back_is_not_applied_at_all(clean) -> No
 
 def test_no_claims_once_the_edition_stops(clean) -> None:
     edition_id, ids = _edition_with(4)
-    ledger = Ledger(edition_id, HOLDER, SendingSettings())
+    ledger = Ledger(edition_id, HOLDER, SendingSettings(), BounceSettings())
     try:
         _, (claims, reached), _ = ledger.commit_group(
             [], claim_after=ids[0] - 1, last_id=ids[-1], limit=2, now=utcnow())

@@ -19,7 +19,7 @@ from mailer.deliveries.models import Delivery
 from mailer.delivery import service as sending
 from mailer.subscribers.signup import Profile, sign_up
 from tests.conftest import wait_for
-from tests.support.factories import edition_state, make_edition, make_subscribers
+from tests.support.factories import BOUNCES, edition_state, make_edition, make_subscribers
 from tests.support.processes import WebServer, free_port
 
 TOKEN = "a-long-metrics-token-for-the-tests"
@@ -115,7 +115,7 @@ def test_metrics_match_the_database_after_a_send_with_failures_and_bounces(
         delivery = session.scalars(select(Delivery).where(
             Delivery.edition_id == edition_id, Delivery.state == "sent")
             .order_by(Delivery.id)).first()
-        record_bounce(session, bounce_class=BounceClass.complaint, source="arf",
+        record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.complaint, source="arf",
                       recipient="reader00000@example.net", delivery_id=delivery.id,
                       attribution="verp", fingerprint="complaint-1")
 

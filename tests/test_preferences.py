@@ -25,7 +25,7 @@ from mailer.subscribers.unsubscribe import (
 )
 from mailer.tokens import address_hash, random_id
 from tests.conftest import wait_for
-from tests.support.factories import make_edition, make_subscribers, start, wait_sent
+from tests.support.factories import make_edition, make_subscribers, stack_keys, start, wait_sent
 from tests.support.mail import links, parse, parts
 from tests.support.subscribers import (
     event_rows,
@@ -72,7 +72,7 @@ def _confirm_link(received) -> str:  # type: ignore[no-untyped-def]
 def test_a_forged_or_altered_link_is_a_404_that_changes_nothing(clean, web) -> None:
     anna = make("anna.prefs@example.org", "confirmed", first_name="Anna")
     base = get_settings().base_url
-    real = preferences_url(anna, base_url=base)
+    real = preferences_url(anna, base_url=base, keys=stack_keys())
     client = _client(web)
     csrf = _open(client, real)
     before = _state(anna.email)
@@ -83,8 +83,10 @@ def test_a_forged_or_altered_link_is_a_404_that_changes_nothing(clean, web) -> N
     forged = [
         f"{public_id}.{flipped}",  # the signature altered
         f"{public_id}.{signature[:-2]}",  # cut short
-        unsubscribe_url(anna, base_url=base).rsplit("/", 1)[1],  # signed for unsubscribing
-        preferences_url_for(random_id(), base_url=base).rsplit("/", 1)[1],  # nobody's
+        # signed for unsubscribing
+        unsubscribe_url(anna, base_url=base, keys=stack_keys()).rsplit("/", 1)[1],
+        # nobody's
+        preferences_url_for(random_id(), base_url=base, keys=stack_keys()).rsplit("/", 1)[1],
         f"{random_id()}.{signature}",  # another id under Anna's signature
         "x" * 55, "%C3%A9" * 10,
     ]
@@ -112,7 +114,7 @@ def test_a_forged_or_altered_link_is_a_404_that_changes_nothing(clean, web) -> N
 
 def test_each_change_is_a_consent_event_with_its_channel(clean, web) -> None:
     ida = make("ida.prefs@example.org", "confirmed", first_name="Ida")
-    url = preferences_url(ida, base_url=get_settings().base_url)
+    url = preferences_url(ida, base_url=get_settings().base_url, keys=stack_keys())
     client = _client(web)
     csrf = _open(client, url)
     assert "ida.prefs@example.org" in client.get(path(url)).text
@@ -160,7 +162,7 @@ def test_each_change_is_a_consent_event_with_its_channel(clean, web) -> None:
 def test_the_data_goes_to_the_address_only_after_the_confirmation_click(
         clean, web, worker) -> None:
     bea = make("bea.prefs@example.org", "confirmed", first_name="Bea")
-    url = preferences_url(bea, base_url=get_settings().base_url)
+    url = preferences_url(bea, base_url=get_settings().base_url, keys=stack_keys())
     client = _client(web)
     csrf = _open(client, url)
     answer = client.post(f"{path(url)}/export", data={"csrf": csrf})
@@ -206,7 +208,7 @@ def test_the_data_goes_to_the_address_only_after_the_confirmation_click(
 
 def test_the_erasure_waits_for_its_confirmation_link(clean, web, worker) -> None:
     carl = make("carl.prefs@example.org", "confirmed")
-    url = preferences_url(carl, base_url=get_settings().base_url)
+    url = preferences_url(carl, base_url=get_settings().base_url, keys=stack_keys())
     client = _client(web)
     csrf = _open(client, url)
     assert client.post(f"{path(url)}/erase", data={"csrf": csrf}).status_code == 200
@@ -248,7 +250,7 @@ def test_every_digest_links_its_reader_s_preference_page(clean, web, worker) -> 
         assert sub is not None
         [mail] = clean.smtp.to(address)
         text, html = parts(parse(mail))
-        url = preferences_url_for(sub.public_id, base_url=base)
+        url = preferences_url_for(sub.public_id, base_url=base, keys=stack_keys())
         assert url in links(text) and f'href="{url}"' in html
         assert address in client.get(path(url)).text
 
@@ -256,7 +258,8 @@ def test_every_digest_links_its_reader_s_preference_page(clean, web, worker) -> 
 @pytest.mark.parametrize("status", ["pending", "unsubscribed"])
 def test_the_page_works_for_a_reader_who_is_not_subscribed(clean, web, status: str) -> None:
     sub = make(f"{status}.prefs@example.org", status)
-    answer = _client(web).get(path(preferences_url(sub, base_url=get_settings().base_url)))
+    url = preferences_url(sub, base_url=get_settings().base_url, keys=stack_keys())
+    answer = _client(web).get(path(url))
     assert answer.status_code == 200
     assert ("Unsubscribe" in answer.text) == (status == "pending")
     assert "Download my data" in answer.text and "Erase me" in answer.text

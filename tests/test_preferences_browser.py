@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from mailer.config import get_settings
+from tests.support.factories import stack_keys
 from tests.support.subscribers import (
     events,
     make,
@@ -36,7 +37,7 @@ def test_the_preference_page_on_a_phone(clean, web, worker, browser, artifacts) 
     page.on("console", lambda m: csp_errors.append(m.text)
             if "Content Security Policy" in m.text else None)
     try:
-        page.goto(preferences_url(reader, base_url=get_settings().base_url))
+        page.goto(preferences_url(reader, base_url=get_settings().base_url, keys=stack_keys()))
         assert page.title().startswith("Your preferences")
         assert page.get_by_label("First name").input_value() == "Pia"
         assert _fits_the_screen(page)

@@ -23,7 +23,13 @@ from mailer.editions import service as editions
 from mailer.editions.models import Edition
 from mailer.staff.models import AuditEntry
 from tests.support.admin import Admin, flash_of, make_staff
-from tests.support.factories import edition_state, make_articles, make_edition, make_subscribers
+from tests.support.factories import (
+    BOUNCES,
+    edition_state,
+    make_articles,
+    make_edition,
+    make_subscribers,
+)
 from tests.support.factories import start as start_send
 
 IDENTITY = IdentitySettings()  # the association as the tests' stack has it
@@ -114,7 +120,7 @@ def test_a_complaint_hold_is_refused_alike_until_acknowledged(desk) -> None:
         session.execute(update(Delivery).values(state="sent"))
         sending.finish_if_done(session, first)
         delivery = session.scalars(select(Delivery).order_by(Delivery.id)).first()
-        record_bounce(session, bounce_class=BounceClass.complaint, source="arf",
+        record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.complaint, source="arf",
                       delivery_id=delivery.id, attribution="verp", fingerprint="c1")
     second = make_edition(subject="Next edition")
     refused_alike(desk, second, Check.complaints, "complaint rate of 0.33 %")

@@ -21,10 +21,12 @@ from mailer.subscribers.unsubscribe import unsubscribe_url_for
 from mailer.suppression.service import is_suppressed, suppress
 from tests.conftest import wait_for, wait_settled
 from tests.support.factories import (
+    BOUNCES,
     counts,
     edition_state,
     make_edition,
     make_subscribers,
+    stack_keys,
     start,
     wait_sent,
 )
@@ -69,7 +71,7 @@ def test_every_message_on_the_wire_meets_the_standards(rig) -> None:
         assert len(local.encode()) <= 64
         assert mail.mail_from.endswith("@bounces.cep-probation.example.org")
         assert mail.rcpt_tos[0].split("@")[0] not in local
-        token = parse_return_path(mail.mail_from)
+        token = parse_return_path(mail.mail_from, keys=stack_keys())
         assert token and token.kind == "delivery"
         text, html = parts(msg)
         url = unsubscribe[1:-1]
@@ -149,7 +151,7 @@ def test_a_reader_who_unsubscribes_during_the_send_gets_nothing(rig, web) -> Non
     rig.worker(MAILER_RATE_LIMIT_PER_SECOND="100")  # the send takes about four seconds
     start(edition_id)
     wait_for(lambda: len(rig.stack.smtp.messages) >= 50, what="the send to be under way")
-    url = unsubscribe_url_for(public_id, base_url=web.url)
+    url = unsubscribe_url_for(public_id, base_url=web.url, keys=stack_keys())
     answer = httpx.post(url, data={"List-Unsubscribe": "One-Click"})
     assert answer.status_code == 200
     assert len(rig.stack.smtp.messages) < 399  # it really happened during the send
@@ -247,7 +249,7 @@ def test_complaints_over_the_stop_rate_hold_every_send_until_acknowledged(rig) -
         session.execute(update(Delivery).values(state="sent"))
         sending.finish_if_done(session, first)
         delivery = session.scalars(select(Delivery).order_by(Delivery.id)).first()
-        record_bounce(session, bounce_class=BounceClass.complaint, source="arf",
+        record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.complaint, source="arf",
                       delivery_id=delivery.id, attribution="verp", fingerprint="c1")
     assert edition_state(first) == "sent"
     second = make_edition(subject="Next edition")

@@ -22,7 +22,7 @@ from mailer.subscribers.models import Subscriber
 from tests import test_admin
 from tests.conftest import wait_for
 from tests.support.admin import flash_of
-from tests.support.factories import make_edition
+from tests.support.factories import BOUNCES, make_edition
 from tests.support.mail import links, parse, parts
 from tests.support.subscribers import make
 from tests.test_admin import draft_december
@@ -137,7 +137,7 @@ def test_a_subscribers_page_and_export_list_the_editions_they_were_sent(clean, e
     wait_for(lambda: _delivery(second, anna.id).state == "sent", timeout=60,
              what="anna's second copy")
     with transaction() as session:
-        record_bounce(session, bounce_class=BounceClass.soft, source="mx",
+        record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.soft, source="mx",
                       recipient="anna@example.org", status_code="4.2.2",
                       diagnostic="452 4.2.2 Mailbox full",
                       delivery_id=_delivery(second, anna.id).id, attribution="verp")

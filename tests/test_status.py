@@ -17,7 +17,7 @@ from mailer.config import get_settings, reset_settings
 from mailer.db import transaction
 from mailer.delivery import service as sending
 from tests.conftest import wait_for
-from tests.support.factories import edition_state, make_edition, make_subscribers
+from tests.support.factories import BOUNCES, edition_state, make_edition, make_subscribers
 
 runner = CliRunner()
 BREAKER = "circuit breaker: 30 hard bounces in messages 1–200 (15.0 % > 10.0 %)"
@@ -44,7 +44,7 @@ def test_alerts_for_a_tripped_breaker_policy_rejections_a_stuck_queue_and_no_wor
             sending.start_send(session, edition_id, by="test", settings=get_settings())
         with transaction() as session:
             sending.pause(session, edition_id, by="circuit breaker", reason=BREAKER)
-            record_bounce(session, bounce_class=BounceClass.policy, source="smtp",
+            record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.policy, source="smtp",
                           recipient="reader00001@example.net", status_code="5.7.1",
                           diagnostic="554 5.7.1 Service unavailable; client host blocked "
                                      "using zen.spamhaus.org", edition_id=edition_id)
@@ -157,7 +157,7 @@ def test_a_policy_refusal_alone_is_a_warning_not_critical(clean, worker) -> None
     make_subscribers(1)
     edition_id = make_edition()
     with transaction() as session:
-        record_bounce(session, bounce_class=BounceClass.policy, source="smtp",
+        record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.policy, source="smtp",
                       recipient="reader00000@example.net", status_code="5.7.1",
                       diagnostic="554 5.7.1 blocked", edition_id=edition_id)
     code, snapshot = wait_for(lambda: (r := status_json())[1]["workers"] and r, timeout=40,
@@ -189,7 +189,7 @@ def test_a_sent_editions_complaint_alert_reads_the_delivery_counts_its_send_kept
     with transaction() as session:
         sent = session.scalars(select(Delivery.id).where(
             Delivery.edition_id == edition_id, Delivery.state == "sent")).first()
-        record_bounce(session, bounce_class=BounceClass.complaint, source="test",
+        record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.complaint, source="test",
                       delivery_id=sent, recipient="x@example.net", fingerprint="complaint-1")
     settings = get_settings()
     with transaction() as session:

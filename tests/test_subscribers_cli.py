@@ -15,6 +15,7 @@ from mailer.config import get_settings
 from mailer.db import get_engine, transaction
 from mailer.subscribers.addresses import key_hash
 from mailer.subscribers.models import ConsentEvent, Subscriber, Suppression
+from tests.support.factories import stack_keys
 from tests.support.subscribers import (
     events,
     make,
@@ -157,7 +158,7 @@ def test_show_is_the_whole_consent_record_as_json(clean, web, worker) -> None:
     sub = subscriber("gdpr@example.org")
     from mailer.subscribers.unsubscribe import unsubscribe_url
 
-    httpx.post(unsubscribe_url(sub, base_url=get_settings().base_url),
+    httpx.post(unsubscribe_url(sub, base_url=get_settings().base_url, keys=stack_keys()),
                data={"List-Unsubscribe": "One-Click"})
 
     result = run(clean.env, "show", "GDPR@EXAMPLE.ORG")

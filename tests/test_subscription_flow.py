@@ -15,6 +15,7 @@ from mailer.emails.verp import parse_return_path
 from mailer.redis import get_redis
 from mailer.subscribers.models import ConsentEvent
 from tests.conftest import wait_for
+from tests.support.factories import stack_keys
 from tests.support.mail import links, parse, parts
 from tests.support.subscribers import (
     confirmation_link,
@@ -143,11 +144,11 @@ def test_the_confirmation_mail_meets_the_message_standards(clean, web, worker) -
     assert mail.mail_from.startswith("bounces+c") and "otto" not in mail.mail_from.lower()
     local = mail.mail_from.split("@")[0]
     assert len(local.encode()) <= 64
-    token = parse_return_path(mail.mail_from)
+    token = parse_return_path(mail.mail_from, keys=stack_keys())
     assert token and token.kind == "confirmation"
     assert token.id == tokens(subscriber("otto@example.net").id)[0].id
     forged = mail.mail_from.replace(local[-2:], "aa" if local[-2:] != "aa" else "bb")
-    assert parse_return_path(forged) is False
+    assert parse_return_path(forged, keys=stack_keys()) is False
 
 
 def test_unsubscribe_page_button_and_multipart_one_click(clean, web, worker) -> None:

@@ -22,6 +22,7 @@ from mailer.subscribers.confirmation import confirmation_token_value
 from mailer.subscribers.models import ConsentEvent, Subscriber
 from mailer.subscribers.unsubscribe import unsubscribe_token
 from tests.conftest import wait_for
+from tests.support.factories import stack_keys
 from tests.support.subscribers import (
     TaskLog,
     event_rows,
@@ -141,8 +142,8 @@ def test_a_thousand_random_requests_change_nothing_they_should_not(clean, web, w
     pending = make("sentinel.pending@example.org", "pending", first_name="Pia")
     confirmed = make("sentinel.confirmed@example.org", "confirmed", first_name="Carl")
     [pending_token] = tokens(pending.id)
-    confirm_token = confirmation_token_value(pending_token)
-    unsubscribe_value = unsubscribe_token(confirmed)
+    confirm_token = confirmation_token_value(pending_token, keys=stack_keys())
+    unsubscribe_value = unsubscribe_token(confirmed, keys=stack_keys())
     sentinels = {pending.email_key: pending, confirmed.email_key: confirmed}
     before = {pending.id: event_rows(pending.id), confirmed.id: event_rows(confirmed.id)}
     log_offset, tasks = len(web.output()), TaskLog(worker)

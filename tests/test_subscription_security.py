@@ -15,6 +15,7 @@ from mailer.db import transaction
 from mailer.redis import get_redis
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber
 from mailer.subscribers.unsubscribe import unsubscribe_token, unsubscribe_url
+from tests.support.factories import stack_keys
 from tests.support.processes import WebServer, free_port
 from tests.support.subscribers import (
     TaskLog,
@@ -95,7 +96,7 @@ def _pending_link(clean, web, address: str) -> str:
 def test_forged_confirmation_links_confirm_nobody(clean, web, worker) -> None:
     link = _pending_link(clean, web, "eva@example.org")
     token_id, signature = path(link).rsplit("/", 1)[1].split(".")
-    other = unsubscribe_token(subscriber("eva@example.org"))
+    other = unsubscribe_token(subscriber("eva@example.org"), keys=stack_keys())
     forged = [
         f"{token_id}.{'A' * 43}",  # right length, wrong signature
         f"{token_id}.{signature[:16]}",  # a prefix of the right signature
@@ -185,7 +186,7 @@ def test_two_confirm_presses_at_once_confirm_once(clean, web, worker) -> None:
 def test_forged_unsubscribe_links_change_nothing(clean, web) -> None:
     anna = make("anna@example.org", "confirmed")
     bert = make("bert@example.org", "confirmed")
-    good = unsubscribe_token(anna)
+    good = unsubscribe_token(anna, keys=stack_keys())
     public_id, signature = good.split(".")
     forged = [
         f"{public_id}.{'A' * len(signature)}",
@@ -214,7 +215,7 @@ def test_forged_unsubscribe_links_change_nothing(clean, web) -> None:
 def test_unsubscribe_links_do_not_expire(clean, web) -> None:
     reader = make("loyal@example.org", "confirmed")
     move_back(reader.id, dt.timedelta(days=3650))
-    url = unsubscribe_url(reader, base_url=get_settings().base_url)
+    url = unsubscribe_url(reader, base_url=get_settings().base_url, keys=stack_keys())
     assert httpx.post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
     assert subscriber("loyal@example.org").status == "unsubscribed"
 
@@ -222,7 +223,7 @@ def test_unsubscribe_links_do_not_expire(clean, web) -> None:
 def test_a_pending_reader_can_unsubscribe_and_their_link_dies(clean, web, worker) -> None:
     link = _pending_link(clean, web, "undecided@example.org")
     sub = subscriber("undecided@example.org")
-    answer = httpx.post(unsubscribe_url(sub, base_url=get_settings().base_url),
+    answer = httpx.post(unsubscribe_url(sub, base_url=get_settings().base_url, keys=stack_keys()),
                         data={"List-Unsubscribe": "One-Click"})
     assert answer.status_code == 200
     assert httpx.post(link).status_code == 410

@@ -33,6 +33,7 @@ from mailer.webhooks.models import (
 )
 from tests.conftest import wait_for
 from tests.support import subscribers as readers
+from tests.support.factories import BOUNCES
 from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.slow
@@ -227,8 +228,8 @@ def test_a_complaint_an_unsubscribe_and_an_edition_are_told(rig, receiver) -> No
         transition(session, edition, EditionState.sending)
         transition(session, edition, EditionState.paused, reason="staff: checking a link")
     with transaction() as session:
-        bounce = record_bounce(session, bounce_class=BounceClass.complaint, source="arf",
-                               subscriber_id=reader.id, edition_id=edition_id,
+        bounce = record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.complaint,
+                               source="arf", subscriber_id=reader.id, edition_id=edition_id,
                                recipient=reader.email, attribution="verp")
         assert bounce is not None
 

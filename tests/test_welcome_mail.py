@@ -31,7 +31,8 @@ from mailer.subscribers.welcome_mail import (
     welcomes_to_resend,
 )
 from tests.conftest import wait_for, wait_settled
-from tests.support.bounce_reading import parse_bounce
+from tests.support.bounce_reading import OURS, parse_bounce
+from tests.support.factories import stack_keys
 from tests.support.mail import links, parse, parts
 from tests.support.subscribers import (
     confirmation_link,
@@ -73,7 +74,7 @@ def _sign_up_and_confirm(clean, web, address: str,  # type: ignore[no-untyped-de
     token = path(confirmation_link(clean.smtp, address)).rsplit("/", 1)[1]
     with transaction() as session:  # what POST /confirm/<token> does
         check = confirm(session, token, ip=None, user_agent=None,
-                        signup=(settings or get_settings()).signup)
+                        signup=(settings or get_settings()).signup, keys=stack_keys())
         assert check.status == "ok" and check.token is not None
         return check.token.id
 
@@ -92,15 +93,16 @@ def test_a_reader_who_confirms_is_welcomed_once_and_a_bounce_of_it_attributes(
     assert msg["Subject"].startswith("Welcome to the ")
     assert msg["Message-ID"].startswith(f"<welcome.{sub.id}.{token_id}.")
     assert msg["List-Unsubscribe-Post"] is None  # not a newsletter
-    token = parse_return_path(welcome.mail_from)
+    token = parse_return_path(welcome.mail_from, keys=stack_keys())
     assert welcome.mail_from.startswith("bounces+w")
     assert token and token.kind == "welcome" and token.id == sub.id
     text, html = parts(msg)
     assert "Ida" in text and "Ida" in html
     [unsubscribe] = [u for u in links(text) if "/unsubscribe/" in u]
-    assert unsubscribe == unsubscribe_url(sub, base_url=welcome_on.base_url) and unsubscribe in html
+    assert unsubscribe == unsubscribe_url(sub, base_url=welcome_on.base_url, keys=stack_keys())
+    assert unsubscribe in html
     [preferences] = [u for u in links(text) if "/preferences/" in u]
-    assert preferences == preferences_url(sub, base_url=welcome_on.base_url)
+    assert preferences == preferences_url(sub, base_url=welcome_on.base_url, keys=stack_keys())
     assert preferences in html
     # No edition has been sent yet: no archive link, and no sentence about one.
     assert "/archive/" not in text and "/archive/" not in html and "archive" not in text
@@ -122,7 +124,7 @@ def test_a_reader_who_confirms_is_welcomed_once_and_a_bounce_of_it_attributes(
             OLD_RCPT, address).encode()
         report = parse_bounce(raw)
         with transaction() as session:
-            tie = attribute(session, report, report.recipients[0])
+            tie = attribute(session, report, report.recipients[0], ours=OURS, keys=stack_keys())
         assert tie.subscriber_id == sub.id and not tie.unverified, tie
         assert tie.method == ("verp" if verp == welcome.mail_from else "message-id"), tie
         assert "welcome mail" in tie.note and tie.delivery_id is None
@@ -243,8 +245,8 @@ def test_a_welcome_lost_while_the_broker_was_down_is_sent_once_by_the_sweeper(
     rig.redis.stop()  # the broker goes away (SIGKILL: nothing it held survives)
     tasks.reset()
     with transaction() as session:  # what POST /confirm/<token> does
-        check = confirm(session, confirmation_token_value(token), ip=None, user_agent=None,
-                        signup=welcome_on.signup)
+        check = confirm(session, confirmation_token_value(token, keys=stack_keys()), ip=None,
+                        user_agent=None, signup=welcome_on.signup, keys=stack_keys())
         assert check.status == "ok"
     assert "could not publish a task after commit" in caplog.text
     sub = subscriber(address)

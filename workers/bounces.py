@@ -26,8 +26,8 @@ def process_inbound(self, inbound_id: int) -> str:  # type: ignore[no-untyped-de
         with transaction() as session:
             settings = get_settings()
             result = spool.process_spooled(
-                session, inbound_id, max_bytes=settings.bounces.bounce_max_bytes,
-                ours=OurAddresses.of(settings.identity))
+                session, inbound_id, bounces=settings.bounces,
+                ours=OurAddresses.of(settings.identity), keys=settings.all_secrets)
     except Exception as exc:
         # The row stays in the spool; note why, and try again later (the beat task would
         # pick it up anyway).
@@ -61,4 +61,4 @@ def poll_mailbox() -> dict[str, int]:
 
     settings = get_settings()
     return poll_configured(settings.bounces, ours=OurAddresses.of(settings.identity),
-                           timeout=settings.smtp.timeout)
+                           keys=settings.all_secrets, timeout=settings.smtp.timeout)

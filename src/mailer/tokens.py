@@ -4,9 +4,9 @@ Every token is a public value plus an HMAC-SHA256 over it, keyed with the secret
 purpose string, so a token made for one purpose (unsubscribe) is worthless for another
 (confirm). Older secrets in ``MAILER_OLD_SECRET_KEYS`` still verify, for key rotation.
 
-The keys are the settings' unless given (``key=``, ``keys=``: the first one signs): a caller
-that has them already, such as ``mailer bounces classify`` reading its few settings without
-pydantic, passes them, and this module then loads no settings at all.
+The keys are handed in (``keys=``, ``Settings.all_secrets``: the first one signs, every one
+verifies): this module reads no settings, so ``mailer bounces classify``, which reads its few
+values without pydantic, checks a token with the same code as the service.
 """
 
 from __future__ import annotations
@@ -32,27 +32,23 @@ def _b32(raw: bytes, length: int) -> str:
     return base64.b32encode(raw).decode().lower().rstrip("=")[:length]
 
 
-def _settings_keys() -> list[bytes]:
-    from mailer.config import get_settings
-
-    return get_settings().all_secrets
-
-
 def sign(purpose: str, value: str, length: int = 32, alphabet: str = "b64", *,
-         key: bytes | None = None) -> str:
-    raw = _mac(_settings_keys()[0] if key is None else key, purpose, value)
+         keys: Sequence[bytes]) -> str:
+    """The signature of ``value`` for ``purpose``, with the first of ``keys``."""
+    raw = _mac(keys[0], purpose, value)
     return _b32(raw, length) if alphabet == "b32" else _b64(raw, length)
 
 
 def verify(purpose: str, value: str, signature: str, alphabet: str = "b64", *,
-           keys: Sequence[bytes] | None = None) -> bool:
+           keys: Sequence[bytes]) -> bool:
+    """Is ``signature`` that of ``value`` for ``purpose`` with one of ``keys``?"""
     if not signature or len(signature) < 16:
         return False
     # Compared as bytes: compare_digest refuses a str with anything but ASCII in it, and a
     # signature is whatever a stranger put into a URL. (surrogatepass: a lone surrogate
     # must not raise either.)
     given = signature.encode("utf-8", "surrogatepass")
-    for key in _settings_keys() if keys is None else keys:
+    for key in keys:
         raw = _mac(key, purpose, value)
         expected = _b32(raw, len(signature)) if alphabet == "b32" else _b64(raw, len(signature))
         if hmac.compare_digest(expected.encode(), given):

@@ -21,6 +21,7 @@ from mailer.emails.verp import return_path
 from mailer.subscribers.addresses import normalise
 from mailer.subscribers.models import ConsentEvent, Subscriber, Suppression
 from mailer.tokens import address_hash
+from tests.support.factories import stack_keys
 
 _slugs = itertools.count(1)
 
@@ -64,11 +65,11 @@ def make_delivery(edition_id: int, subscriber_id: int, state: str = "sent",
 
 
 def verp_of(delivery_id: int) -> str:
-    return return_path("delivery", delivery_id, identity=IDENTITY)
+    return return_path("delivery", delivery_id, identity=IDENTITY, keys=stack_keys())
 
 
 def newsletter_id(edition_id: int, delivery_id: int) -> str:
-    return message_id("nl", edition_id, delivery_id, identity=IDENTITY)
+    return message_id("nl", edition_id, delivery_id, identity=IDENTITY, keys=stack_keys())
 
 
 # --- mails that come back --------------------------------------------------------------------

@@ -9,12 +9,19 @@ import secrets
 from sqlalchemy import insert, select
 
 from mailer.articles.models import Article
-from mailer.config import IdentitySettings, get_settings
+from mailer.config import BounceSettings, IdentitySettings, get_settings
 from mailer.db import transaction, utcnow
 from mailer.editions.models import Edition
 from mailer.subscribers.models import Subscriber
 
 IDENTITY = IdentitySettings()  # the association as the tests' stack has it
+BOUNCES = BounceSettings()  # the soft-bounce rule as the tests' stack has it (the defaults)
+
+
+def stack_keys() -> list[bytes]:
+    """The secrets the session's stack signs with (its random ``MAILER_SECRET_KEY``): what a
+    test hands to whatever signs or checks a token its web server or worker also sees."""
+    return get_settings().all_secrets
 
 
 def make_subscribers(n: int, *, domain: str = "example.net", prefix: str = "reader",

@@ -54,8 +54,9 @@ def make(email: str, status: str, *, first_name: str = "") -> Subscriber:
         if status in ("confirmed", "unsubscribed"):
             token = s.scalars(select(ConfirmationToken).where(
                 ConfirmationToken.subscriber_id == sub.id)).one()
-            check = confirm(s, confirmation_token_value(token),
-                            ip="192.0.2.1", user_agent="test/1.0", signup=get_settings().signup)
+            keys = get_settings().all_secrets
+            check = confirm(s, confirmation_token_value(token, keys=keys), ip="192.0.2.1",
+                            user_agent="test/1.0", signup=get_settings().signup, keys=keys)
             assert check.status == "ok"
         if status == "unsubscribed":
             unsubscribe(s, sub, channel="link")

@@ -15,6 +15,7 @@ Every source (the SMTP replies of a send, DSN mails, ARF reports, provider webho
 comes through :func:`record_bounce`, so the rules live in one place. Only a bounce tied to
 a known subscriber acts: an unattributed one (a forged VERP token, a stranger's address)
 is kept and suppresses nobody. Suppressing writes a consent event (``suppressed``).
+The soft-bounce limit and window are the caller's :class:`~mailer.config.BounceSettings`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from sqlalchemy.orm import Session
 from mailer.audit import record
 from mailer.bounces.classify import STRONG, WEAK, hard_strength
 from mailer.bounces.models import Bounce, BounceClass, Trust
-from mailer.config import get_settings
+from mailer.config import BounceSettings
 from mailer.db import publish_after_commit, utcnow
 from mailer.deliveries.models import Delivery, DeliveryState
 from mailer.redis import get_redis
@@ -55,6 +56,7 @@ NOT_DELIVERED = (BounceClass.soft, BounceClass.hard, BounceClass.policy)
 def record_bounce(
     session: Session,
     *,
+    bounces: BounceSettings,
     bounce_class: BounceClass,
     source: str,
     recipient: str = "",
@@ -91,6 +93,7 @@ def record_bounce(
     message: a replayed DSN with a new Message-ID or date, a DSN after our own SMTP
     transaction saw the same refusal) is recorded as a repeat and acts on nobody.
     Callers that may run twice must pass a fingerprint. The caller owns the transaction.
+    ``bounces``: when soft bounces add up to a suppression (``soft_bounce_limit``, ``_days``).
     """
     if unverified:
         assert delivery_id is None and edition_id is None and subscriber_id is None
@@ -126,7 +129,7 @@ def record_bounce(
         if _seen(session, fingerprint, bounce.recipient):
             return None
         return _record_repeat(session, bounce)
-    bounce.action = _act(session, bounce)[:32]
+    bounce.action = _act(session, bounce, bounces)[:32]
     _tell_webhooks(session, bounce)
     return bounce
 
@@ -211,7 +214,7 @@ def _text(value: str, limit: int) -> str:
     return value[:limit].replace("\x00", "\ufffd")
 
 
-def _act(session: Session, bounce: Bounce) -> str:
+def _act(session: Session, bounce: Bounce, bounces: BounceSettings) -> str:
     if bounce.bounce_class not in ACTING:
         return "nothing"
     if bounce.trust == Trust.unverified:
@@ -237,7 +240,7 @@ def _act(session: Session, bounce: Bounce) -> str:
         evidence = f"{evidence} (confirmed by {bounce.confirmed_by})"[:1000]
     if bounce.bounce_class == BounceClass.hard:
         if bounce.evidence == WEAK:
-            earlier = confirms_weak_hard(session, bounce)
+            earlier = confirms_weak_hard(session, bounce, bounces)
             if earlier is None:
                 return "counted: weak hard, 1 of 2"
             evidence = f"{evidence}; repeats bounce #{earlier}"[:1000]
@@ -250,14 +253,14 @@ def _act(session: Session, bounce: Bounce) -> str:
                  reason=SuppressionReason.complaint, evidence=evidence)
         _raise_alert(session, "complaints", bounce.edition_id)
         return "unsubscribed and suppressed"
-    weak_hard = confirms_weak_hard(session, bounce)
+    weak_hard = confirms_weak_hard(session, bounce, bounces)
     if weak_hard is not None:  # the repeat a weak hard bounce was waiting for
         done = suppress(
             session, subscriber.address_hash, reason=SuppressionReason.hard_bounce,
             evidence=f"weak hard bounce #{weak_hard} repeated by {evidence}"[:1000])
         return "suppressed" if done else "already suppressed"
-    count = soft_bounce_count(session, subscriber.id)
-    limit = get_settings().bounces.soft_bounce_limit
+    count = soft_bounce_count(session, subscriber.id, bounces)
+    limit = bounces.soft_bounce_limit
     if count >= limit:
         done = suppress(
             session, subscriber.address_hash, reason=SuppressionReason.soft_bounces,
@@ -273,13 +276,14 @@ class NotConfirmable(Exception):
     """The bounce does not exist, or is not an unverified one."""
 
 
-def confirm_bounce(session: Session, bounce_id: int, *, by: str) -> Bounce:
+def confirm_bounce(session: Session, bounce_id: int, *, by: str,
+                   bounces: BounceSettings) -> Bounce:
     """A staff member vouches for an unverified bounce: it now acts exactly as a verified
-    one would, on the reader it named, once. Confirming it again does nothing more
-    (raises NotConfirmable). The caller owns the transaction; the audit entry
-    (``bounce.confirm``, by ``by``) is written here, in it.
+    one would, on the reader it named, once (``bounces``: the soft-bounce rule). Confirming
+    it again does nothing more (raises NotConfirmable). The caller owns the transaction;
+    the audit entry (``bounce.confirm``, by ``by``) is written here, in it.
     """
-    bounce = _confirm(session, bounce_id, by=by)
+    bounce = _confirm(session, bounce_id, by=by, bounces=bounces)
     record(session, actor=by, action="bounce.confirm", target=f"bounce:{bounce_id}",
            detail={"class": bounce.bounce_class, "recipient": bounce.recipient,
                    "reason": bounce.unverified_reason, "action": bounce.action,
@@ -287,7 +291,7 @@ def confirm_bounce(session: Session, bounce_id: int, *, by: str) -> Bounce:
     return bounce
 
 
-def _confirm(session: Session, bounce_id: int, *, by: str) -> Bounce:
+def _confirm(session: Session, bounce_id: int, *, by: str, bounces: BounceSettings) -> Bounce:
     now = utcnow()
     # A conditional UPDATE: of two staff clicking at once, one confirms, the other is told.
     done = cast(CursorResult[Any], session.execute(
@@ -321,11 +325,11 @@ def _confirm(session: Session, bounce_id: int, *, by: str) -> Bounce:
         return bounce
     bounce.act_key = key
     session.flush()
-    bounce.action = _act(session, bounce)[:32]
+    bounce.action = _act(session, bounce, bounces)[:32]
     return bounce
 
 
-def confirms_weak_hard(session: Session, bounce: Bounce) -> int | None:
+def confirms_weak_hard(session: Session, bounce: Bounce, bounces: BounceSettings) -> int | None:
     """The earlier bounce that makes this one the repeat a weak hard bounce waits for.
 
     A weak hard bounce suppresses only when a second hard or soft bounce of the same
@@ -343,19 +347,21 @@ def confirms_weak_hard(session: Session, bounce: Bounce) -> int | None:
         select(Bounce.id).where(
             Bounce.subscriber_id == bounce.subscriber_id, Bounce.id != bounce.id,
             func.coalesce(Bounce.edition_id, -Bounce.id) != this_send,
-            Bounce.received_at > _counting_since(session, bounce.subscriber_id),
+            Bounce.received_at > _counting_since(session, bounce.subscriber_id, bounces),
             *earlier,
         ).order_by(Bounce.id).limit(1)
     )
 
 
-def _counting_since(session: Session, subscriber_id: int) -> dt.datetime:
-    """Where the bounces that count start: the window, or the last good delivery if later.
+def _counting_since(session: Session, subscriber_id: int,
+                    bounces: BounceSettings) -> dt.datetime:
+    """Where the bounces that count start: the window (``bounces.soft_bounce_days``), or the
+    last good delivery if later.
 
     A good delivery is one the server accepted (state sent) that no soft, hard or policy
     bounce came back for.
     """
-    since = utcnow() - dt.timedelta(days=get_settings().bounces.soft_bounce_days)
+    since = utcnow() - dt.timedelta(days=bounces.soft_bounce_days)
     bounced = exists().where(
         Bounce.delivery_id == Delivery.id, Bounce.bounce_class.in_(NOT_DELIVERED)
     )
@@ -369,13 +375,13 @@ def _counting_since(session: Session, subscriber_id: int) -> dt.datetime:
     return last_good if last_good is not None and last_good > since else since
 
 
-def soft_bounce_count(session: Session, subscriber_id: int) -> int:
+def soft_bounce_count(session: Session, subscriber_id: int, bounces: BounceSettings) -> int:
     """Soft bounces on distinct editions within the window, since the last good delivery.
 
     A soft bounce tied to no edition (a confirmation mail, a provider event naming only
     the address) counts as a send of its own.
     """
-    since = _counting_since(session, subscriber_id)
+    since = _counting_since(session, subscriber_id, bounces)
     return int(session.scalar(
         select(func.count(distinct(func.coalesce(Bounce.edition_id, -Bounce.id)))).where(
             Bounce.subscriber_id == subscriber_id,

@@ -21,7 +21,8 @@ before they were signed). It is kept as evidence, with who it names
 nobody until a staff member confirms it (:func:`mailer.bounces.actions.confirm_bounce`).
 
 Provider webhooks are authentic by their own signature, so :func:`attribute_event` also
-ties by the address. Read-only: this module looks rows up and changes nothing.
+ties by the address. Read-only: this module looks rows up and changes nothing. The caller
+hands in the secrets the signatures are checked with (``keys``, ``Settings.all_secrets``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.bounces.models import UNVERIFIED_REASONS
-from mailer.bounces.parse import BounceReport, FailedRecipient
+from mailer.bounces.parse import BounceReport, FailedRecipient, OurAddresses
 from mailer.deliveries.models import Delivery
 from mailer.emails.kinds import MessageType, Ties, of_message_id_prefix, type_of
 from mailer.emails.message import looks_like_ours, parse_message_id
@@ -77,21 +78,24 @@ class Attribution:
         return f"s{self.subscriber_id}" if self.subscriber_id is not None else ""
 
 
-def attribute(session: Session, report: BounceReport,
-              recipient: FailedRecipient | None) -> Attribution:
-    """Who this bounce mail (for this one recipient of it) belongs to, and why we think so."""
+def attribute(session: Session, report: BounceReport, recipient: FailedRecipient | None, *,
+              ours: OurAddresses, keys: Sequence[bytes]) -> Attribution:
+    """Who this bounce mail (for this one recipient of it) belongs to, and why we think so.
+    ``ours``: our addresses (a Message-ID at our sending domain that fails its signature is
+    a forgery)."""
     named = subscriber_by_address(session, _addresses(recipient))
     claimed = named[0] if named else None
-    token, where, forged = find_verp_token(report)
+    token, where, forged = find_verp_token(report, keys=keys)
     if token is not None:
         return _checked(session, _by_token(session, token, where), recipient, named)
     if forged:
         return Attribution("none", forged_note(forged), unverified=FORGED_TOKEN,
                            claimed_subscriber_id=claimed)
-    by_id = _by_message_id(session, report.original_message_id)
+    by_id = _by_message_id(session, report.original_message_id, keys)
     if by_id is not None:
         return _checked(session, by_id, recipient, named)
-    if report.original_message_id and looks_like_ours(report.original_message_id):
+    if report.original_message_id and looks_like_ours(report.original_message_id,
+                                                      sending_domain=ours.sending_domain):
         return Attribution(
             "none", f"quoted Message-ID {report.original_message_id} is not one we signed "
                     f"(forged or altered){_naming(named)}",
@@ -100,10 +104,11 @@ def attribute(session: Session, report: BounceReport,
                        unverified=NO_TOKEN, claimed_subscriber_id=claimed)
 
 
-def attribute_event(session: Session, *, message_id: str, recipient: str) -> Attribution:
+def attribute_event(session: Session, *, message_id: str, recipient: str,
+                    keys: Sequence[bytes]) -> Attribution:
     """A provider event (its request's signature checked): tied by the Message-ID it
     reports, else to a known subscriber by its address."""
-    by_id = _by_message_id(session, message_id)
+    by_id = _by_message_id(session, message_id, keys)
     if by_id is not None and not by_id.unverified:
         return by_id
     named = subscriber_by_address(session, [recipient] if recipient else [])
@@ -119,13 +124,14 @@ def forged_note(address: str) -> str:
     return f"VERP token {address.split('@')[0]} forged (signature fails): nobody attributed"
 
 
-def find_verp_token(report: BounceReport) -> tuple[VerpToken | None, str, str]:
+def find_verp_token(report: BounceReport, *,
+                    keys: Sequence[bytes]) -> tuple[VerpToken | None, str, str]:
     """(a valid token, the address it was in, the first forged address ('' if none))."""
     forged = ""
     for address in [*report.addressed_to, report.original_return_path]:
         if not address:
             continue
-        parsed = parse_return_path(address)
+        parsed = parse_return_path(address, keys=keys)
         if isinstance(parsed, VerpToken):
             return parsed, address, ""
         if parsed is False and not forged:
@@ -260,10 +266,11 @@ _RULES = {Ties.delivery: _delivery, Ties.confirmation: _confirmation,
 assert set(_RULES) == set(Ties)
 
 
-def _by_message_id(session: Session, message_id: str) -> Attribution | None:
+def _by_message_id(session: Session, message_id: str,
+                   keys: Sequence[bytes]) -> Attribution | None:
     if not message_id:
         return None
-    parsed = parse_message_id(message_id)
+    parsed = parse_message_id(message_id, keys=keys)
     if parsed is None:
         return None  # not ours, or altered: says nothing about who it was
     prefix, parts = parsed

@@ -43,6 +43,7 @@ from mailer.bounces.parse import (
     parse_bounce,
 )
 from mailer.bounces.parse.arf import NOT_COMPLAINTS
+from mailer.config import BounceSettings
 
 log = logging.getLogger(__name__)
 
@@ -91,23 +92,24 @@ def fingerprint_of(raw: bytes) -> str:
 
 
 def receive(
-    session: Session, *, raw: bytes, source: str, max_bytes: int, ours: OurAddresses,
-    envelope_to: Sequence[str] = (),
+    session: Session, *, raw: bytes, source: str, bounces: BounceSettings, ours: OurAddresses,
+    keys: Sequence[bytes], envelope_to: Sequence[str] = (),
 ) -> IntakeResult:
     """Take in one bounce mail (raw bytes as received) from ``source`` (mx, imap, pop3,
     import): parse, attribute, record, act. ``envelope_to`` is the SMTP RCPT TO when the
     message came over SMTP (the VERP address); a mailbox has only the headers. Larger than
-    ``max_bytes`` (``MAILER_BOUNCE_MAX_BYTES``): refused unparsed. ``ours``: our own addresses
-    (``settings.identity``), never taken for a failed recipient."""
+    ``bounces.bounce_max_bytes``: refused unparsed; ``bounces`` also says when soft bounces
+    suppress. ``ours``: our own addresses (``settings.identity``), never taken for a failed
+    recipient; ``keys`` (``Settings.all_secrets``) check the VERP tokens and Message-IDs."""
     fingerprint = fingerprint_of(raw)
-    cap = max_bytes
+    cap = bounces.bounce_max_bytes
     if len(raw) > cap:
         return refuse_too_large(session, head=raw[:EXCERPT_LIMIT], size=len(raw), source=source,
-                                max_bytes=cap)
+                                bounces=bounces)
     try:
         report = parse_bounce(raw, ours=ours, envelope_to=envelope_to, max_bytes=cap)
     except BounceTooLarge as exc:
-        return _refuse(session, raw[:EXCERPT_LIMIT], source, fingerprint, str(exc))
+        return _refuse(session, raw[:EXCERPT_LIMIT], source, fingerprint, str(exc), bounces)
     except Exception as exc:  # the parser promises not to raise; a bug must not lose mail
         log.exception("the bounce parser failed on a message", extra={"fingerprint": fingerprint})
         report = _unparsed(raw, f"parser error: {type(exc).__name__}: {exc}")
@@ -115,10 +117,11 @@ def receive(
     result = IntakeResult(fingerprint=fingerprint, kind=report.kind)
     failures: list[FailedRecipient | None] = list(report.recipients) or [None]
     for failure in failures:
-        attribution = _attribute(session, report, failure)
+        attribution = _attribute(session, report, failure, ours, keys)
         klass = _class_of(report, failure)
         bounce = record_bounce(
             session,
+            bounces=bounces,
             bounce_class=klass,
             source=source,
             recipient=failure.recipient if failure else "",
@@ -160,10 +163,10 @@ def _class_of(report: BounceReport, failure: FailedRecipient | None) -> BounceCl
     return _KIND_CLASS.get(report.kind, BounceClass.unparsed)
 
 
-def _attribute(session: Session, report: BounceReport,
-               failure: FailedRecipient | None) -> Attribution:
+def _attribute(session: Session, report: BounceReport, failure: FailedRecipient | None,
+               ours: OurAddresses, keys: Sequence[bytes]) -> Attribution:
     try:
-        return attribute(session, report, failure)
+        return attribute(session, report, failure, ours=ours, keys=keys)
     except Exception as exc:  # a bug in attribution must not lose the bounce
         log.exception("attribution failed")
         return _nobody(f"attribution error: {type(exc).__name__}: {exc}")
@@ -182,22 +185,22 @@ def _unparsed(raw: bytes, error: str) -> BounceReport:
 
 
 def refuse_too_large(session: Session, *, head: bytes, size: int, source: str,
-                     max_bytes: int) -> IntakeResult:
-    """A message over ``max_bytes``, of which the caller read only the ``head`` (a
-    mailbox need not download 50 MB to learn it is too large): refused, and kept as an
-    unparsed Bounce that says so."""
-    cap = max_bytes
+                     bounces: BounceSettings) -> IntakeResult:
+    """A message over ``bounces.bounce_max_bytes``, of which the caller read only the
+    ``head`` (a mailbox need not download 50 MB to learn it is too large): refused, and
+    kept as an unparsed Bounce that says so."""
+    cap = bounces.bounce_max_bytes
     fingerprint = hashlib.sha256(head[:EXCERPT_LIMIT] + f"\x00{size}".encode()).hexdigest()
     return _refuse(session, head, source, fingerprint,
-                   f"{size} bytes is over the bounce size cap of {cap} bytes")
+                   f"{size} bytes is over the bounce size cap of {cap} bytes", bounces)
 
 
 def _refuse(session: Session, head: bytes, source: str, fingerprint: str,
-            reason: str) -> IntakeResult:
+            reason: str, bounces: BounceSettings) -> IntakeResult:
     """Keep a refused message as an unparsed Bounce that says why, with its start."""
     result = IntakeResult(fingerprint=fingerprint, kind="refused", refused=reason)
     bounce = record_bounce(
-        session, bounce_class=BounceClass.unparsed, source=source,
+        session, bounces=bounces, bounce_class=BounceClass.unparsed, source=source,
         diagnostic=f"refused: {reason}", attribution="none",
         attribution_note="not parsed: too large",
         raw_excerpt=head[:EXCERPT_LIMIT].decode("utf-8", "replace"), fingerprint=fingerprint,

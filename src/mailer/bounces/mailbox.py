@@ -25,6 +25,7 @@ import logging
 import poplib
 import re
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -109,26 +110,29 @@ class PollResult:
                 "refused": self.refused}
 
 
-def _take_in(raw: bytes, source: str, cap: int, ours: OurAddresses) -> IntakeResult:
+def _take_in(raw: bytes, source: str, bounces: BounceSettings, ours: OurAddresses,
+             keys: Sequence[bytes]) -> IntakeResult:
     with transaction() as session:
-        return receive(session, raw=raw, source=source, max_bytes=cap, ours=ours)
+        return receive(session, raw=raw, source=source, bounces=bounces, ours=ours, keys=keys)
 
 
-def _take_in_too_large(head: bytes, size: int, source: str, cap: int) -> IntakeResult:
+def _take_in_too_large(head: bytes, size: int, source: str,
+                       bounces: BounceSettings) -> IntakeResult:
     with transaction() as session:
-        return refuse_too_large(session, head=head, size=size, source=source, max_bytes=cap)
+        return refuse_too_large(session, head=head, size=size, source=source, bounces=bounces)
 
 
 # --- IMAP --------------------------------------------------------------------------------------
 
 
-def poll_imap(url: str, *, max_bytes: int, ours: OurAddresses, timeout: float,
-              folder: str = "INBOX",
+def poll_imap(url: str, *, bounces: BounceSettings, ours: OurAddresses, keys: Sequence[bytes],
+              timeout: float, folder: str = "INBOX",
               processed_folder: str | None = None, limit: int = POLL_LIMIT) -> PollResult:
     """Take in every message of ``folder``; move each to ``processed_folder`` (or delete it)
-    once its bounce is committed. One over ``max_bytes`` is refused from its headers."""
+    once its bounce is committed. One over ``bounces.bounce_max_bytes`` is refused from its
+    headers."""
     target = parse_mailbox_url(url)
-    cap = max_bytes
+    cap = bounces.bounce_max_bytes
     result = PollResult()
     conn = _imap_connect(target, timeout)
     try:
@@ -148,9 +152,10 @@ def poll_imap(url: str, *, max_bytes: int, ours: OurAddresses, timeout: float,
                 continue  # expunged by someone else meanwhile
             if size > cap:
                 head = _imap_fetch(conn, uid, f"BODY.PEEK[]<0.{EXCERPT_LIMIT}>")
-                result.add(_take_in_too_large(head, size, "imap", cap))
+                result.add(_take_in_too_large(head, size, "imap", bounces))
             else:
-                result.add(_take_in(_imap_fetch(conn, uid, "BODY.PEEK[]"), "imap", cap, ours))
+                result.add(_take_in(_imap_fetch(conn, uid, "BODY.PEEK[]"), "imap", bounces,
+                                    ours, keys))
             _imap_dispose(conn, uid, processed_folder, can_move)
         if b"UIDPLUS" in capabilities and uids:
             conn.uid("EXPUNGE", ",".join(uids[:limit]))
@@ -226,12 +231,12 @@ def _imap_dispose(conn: imaplib.IMAP4, uid: str, processed_folder: str | None,
 # --- POP3 --------------------------------------------------------------------------------------
 
 
-def poll_pop3(url: str, *, max_bytes: int, ours: OurAddresses, timeout: float,
-              limit: int = POLL_LIMIT) -> PollResult:
+def poll_pop3(url: str, *, bounces: BounceSettings, ours: OurAddresses, keys: Sequence[bytes],
+              timeout: float, limit: int = POLL_LIMIT) -> PollResult:
     """Take in every message of the POP3 mailbox and delete it once its bounce is committed
     (POP3 deletes at QUIT: a broken connection deletes nothing, the next poll repeats)."""
     target = parse_mailbox_url(url)
-    cap = max_bytes
+    cap = bounces.bounce_max_bytes
     result = PollResult()
     conn = _pop3_connect(target, timeout)
     try:
@@ -243,10 +248,10 @@ def poll_pop3(url: str, *, max_bytes: int, ours: OurAddresses, timeout: float,
             if size > cap:
                 _, lines, _ = conn.top(number, 100)
                 head = b"\r\n".join(lines)[:EXCERPT_LIMIT]
-                result.add(_take_in_too_large(head, size, "pop3", cap))
+                result.add(_take_in_too_large(head, size, "pop3", bounces))
             else:
                 _, lines, _ = conn.retr(number)
-                result.add(_take_in(b"\r\n".join(lines) + b"\r\n", "pop3", cap, ours))
+                result.add(_take_in(b"\r\n".join(lines) + b"\r\n", "pop3", bounces, ours, keys))
             conn.dele(number)
         conn.quit()
     except BaseException:
@@ -268,10 +273,11 @@ def _pop3_connect(target: MailboxTarget, timeout: float) -> poplib.POP3:
 # --- the beat task's entry point ------------------------------------------------------------
 
 
-def poll_configured(bounces: BounceSettings, *, ours: OurAddresses,
+def poll_configured(bounces: BounceSettings, *, ours: OurAddresses, keys: Sequence[bytes],
                     timeout: float) -> dict[str, int]:
     """Poll the IMAP and/or POP3 mailbox ``bounces`` names, one poller at a time; each
-    network call waits at most ``timeout`` seconds."""
+    network call waits at most ``timeout`` seconds. ``keys`` (``Settings.all_secrets``)
+    check the bounces' VERP tokens and Message-IDs."""
     lock = get_redis().lock("mailer:lock:bounce-mailbox",
                             timeout=max(600, bounces.bounce_poll_minutes * 120),
                             blocking=False)
@@ -279,14 +285,15 @@ def poll_configured(bounces: BounceSettings, *, ours: OurAddresses,
         return {"skipped": 1}  # the previous poll is still at it
     try:
         totals: dict[str, int] = {}
-        cap = bounces.bounce_max_bytes
         if bounces.imap_url:
-            found = poll_imap(bounces.imap_url, max_bytes=cap, ours=ours, timeout=timeout,
+            found = poll_imap(bounces.imap_url, bounces=bounces, ours=ours, keys=keys,
+                              timeout=timeout,
                               folder=bounces.imap_folder,
                               processed_folder=bounces.imap_processed_folder)
             totals.update({f"imap_{k}": v for k, v in found.as_dict().items()})
         if bounces.pop3_url:
-            found = poll_pop3(bounces.pop3_url, max_bytes=cap, ours=ours, timeout=timeout)
+            found = poll_pop3(bounces.pop3_url, bounces=bounces, ours=ours, keys=keys,
+                              timeout=timeout)
             totals.update({f"pop3_{k}": v for k, v in found.as_dict().items()})
         return totals
     finally:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from mailer.bounces.intake import IntakeResult, receive
 from mailer.bounces.models import InboundMessage
 from mailer.bounces.parse import OurAddresses
+from mailer.config import BounceSettings
 from mailer.db import utcnow
 
 
@@ -33,16 +34,16 @@ def spool_message(
     return message
 
 
-def process_spooled(session: Session, inbound_id: int, *, max_bytes: int,
-                    ours: OurAddresses) -> IntakeResult | None:
+def process_spooled(session: Session, inbound_id: int, *, bounces: BounceSettings,
+                    ours: OurAddresses, keys: Sequence[bytes]) -> IntakeResult | None:
     """Take in one spooled message and delete it; None when it is gone (done already)."""
     message = session.scalars(
         select(InboundMessage).where(InboundMessage.id == inbound_id).with_for_update()
     ).first()
     if message is None:
         return None
-    result = receive(session, raw=message.raw, source=message.source, max_bytes=max_bytes,
-                     ours=ours, envelope_to=message.envelope_to)
+    result = receive(session, raw=message.raw, source=message.source, bounces=bounces,
+                     ours=ours, keys=keys, envelope_to=message.envelope_to)
     session.delete(message)
     return result
 

@@ -60,14 +60,16 @@ def import_(
     from mailer.config import get_settings
     from mailer.db import transaction
 
-    cap = get_settings().bounces.bounce_max_bytes
+    settings = get_settings()
+    cap = settings.bounces.bounce_max_bytes
+    ours = OurAddresses.of(settings.identity)
 
     totals = {"messages": 0, "recorded": 0, "repeats": 0, "refused": 0}
     try:
         for name, raw in iter_messages(path, limit=cap):
             with transaction() as session:
-                result = receive(session, raw=raw, source="import", max_bytes=cap,
-                                 ours=OurAddresses.of(get_settings().identity))
+                result = receive(session, raw=raw, source="import", bounces=settings.bounces,
+                                 ours=ours, keys=settings.all_secrets)
             typer.echo(f"{name}: {result.summary}")
             totals["messages"] += 1
             totals["recorded"] += len(result.recorded)

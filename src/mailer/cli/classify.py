@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from mailer.bounces.parse import BounceReport, FailedRecipient
+    from mailer.bounces.parse import BounceReport, FailedRecipient, OurAddresses
 
 
 def run_classify(files: list[Path], *, as_json: bool, attribute: bool) -> int:
@@ -27,20 +27,20 @@ def run_classify(files: list[Path], *, as_json: bool, attribute: bool) -> int:
     over MAILER_BOUNCE_MAX_BYTES)."""
     from mailer.bounces.parse import BounceTooLarge, OurAddresses, iter_messages, parse_bounce
 
-    keys: tuple[bytes, ...] | None
+    keys: tuple[bytes, ...]
     if attribute:
         from mailer.config import get_settings
 
         settings = get_settings()
         cap, ours, keys = (settings.bounces.bounce_max_bytes,
-                           OurAddresses.of(settings.identity), None)
+                           OurAddresses.of(settings.identity), tuple(settings.all_secrets))
     else:
         from mailer.environment import read_bounce_reading
 
         reading = read_bounce_reading()
         cap, ours, keys = reading.bounce_max_bytes, OurAddresses.of(reading), reading.secrets
 
-    lookup = _ReadOnlyLookup(reads_database=attribute, keys=keys)
+    lookup = _ReadOnlyLookup(reads_database=attribute, ours=ours, keys=keys)
     rows: list[dict[str, Any]] = []
     refused = 0
     try:
@@ -95,11 +95,12 @@ class _ReadOnlyLookup:
     reached, every later message says so instead of failing. SQLAlchemy and the models are
     imported only when there is a database to read."""
 
-    def __init__(self, reads_database: bool = True,
-                 keys: tuple[bytes, ...] | None = None) -> None:
+    def __init__(self, *, reads_database: bool, ours: OurAddresses,
+                 keys: tuple[bytes, ...]) -> None:
         self.session: Session | None = None
         self.problem = "" if reads_database else NOT_READ
-        self.keys = keys  # what a VERP token is checked with (None: the settings')
+        self.ours = ours
+        self.keys = keys  # what a VERP token or a Message-ID is checked with
 
     def attribute(self, report: BounceReport, failure: FailedRecipient | None) -> dict[str, Any]:
         if not self.problem:
@@ -112,7 +113,8 @@ class _ReadOnlyLookup:
             try:
                 if self.session is None:
                     self.session = _read_only_session()
-                return asdict(attribute(self.session, report, failure))
+                return asdict(attribute(self.session, report, failure, ours=self.ours,
+                                        keys=self.keys))
             except (SQLAlchemyError, OSError) as exc:
                 self.problem = "database not reachable: " + " ".join(str(exc).split())[:200]
                 self.close()
@@ -131,7 +133,7 @@ NOT_READ = "database not read (--attribute reads it)"
 
 
 def _without_database(report: BounceReport, problem: str,
-                      keys: tuple[bytes, ...] | None) -> dict[str, Any]:
+                      keys: tuple[bytes, ...]) -> dict[str, Any]:
     """No database: a forged VERP token is still known to be forged, nothing else is."""
     from mailer.emails.verp import VerpToken, parse_return_path
 

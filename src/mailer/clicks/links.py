@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -51,22 +52,24 @@ class Rewritten:
     links: list[Link]
 
 
-def signature(edition_id: int, position: int) -> str:
-    return tokens.sign(PURPOSE, f"{edition_id}.{position}", length=SIGNATURE_LENGTH)
+def signature(edition_id: int, position: int, *, keys: Sequence[bytes]) -> str:
+    return tokens.sign(PURPOSE, f"{edition_id}.{position}", length=SIGNATURE_LENGTH, keys=keys)
 
 
-def is_signed(edition_id: int, position: int, given: str) -> bool:
+def is_signed(edition_id: int, position: int, given: str, *, keys: Sequence[bytes]) -> bool:
     return (len(given) == SIGNATURE_LENGTH
-            and tokens.verify(PURPOSE, f"{edition_id}.{position}", given))
+            and tokens.verify(PURPOSE, f"{edition_id}.{position}", given, keys=keys))
 
 
-def tracked_url(base_url: str, edition_id: int, position: int) -> str:
-    return f"{base_url}/r/{edition_id}/{position}/{signature(edition_id, position)}"
+def tracked_url(base_url: str, edition_id: int, position: int, *,
+                keys: Sequence[bytes]) -> str:
+    return f"{base_url}/r/{edition_id}/{position}/{signature(edition_id, position, keys=keys)}"
 
 
-def rewrite(html_part: str, text_part: str, *, edition_id: int, base_url: str) -> Rewritten:
+def rewrite(html_part: str, text_part: str, *, edition_id: int, base_url: str,
+            keys: Sequence[bytes]) -> Rewritten:
     """Both parts with their links going through ``/r/``, and the links in the order they
-    first appear in the HTML.
+    first appear in the HTML; each signed with ``keys`` (``Settings.all_secrets``).
 
     The HTML's links are the list. The text part gets the same tracked link wherever it
     spells one of them out (as written there, or as the HTML percent-encodes it); a link
@@ -86,7 +89,7 @@ def rewrite(html_part: str, text_part: str, *, edition_id: int, base_url: str) -
             aria = _ARIA_LABEL.search(before + after)
             label = aria.group(1) if aria else _TAG.sub("", inner)
             labels[url] = " ".join(html.unescape(label).split())[:LABEL_LENGTH]
-        tracked = tracked_url(base_url, edition_id, position)
+        tracked = tracked_url(base_url, edition_id, position, keys=keys)
         return f'<a{before}href="{tracked}"{after}>{inner}</a>'
 
     new_html = _ANCHOR.sub(in_html, html_part)
@@ -99,7 +102,8 @@ def rewrite(html_part: str, text_part: str, *, edition_id: int, base_url: str) -
         found = match.group(0)
         for url in longest_first:
             if found.startswith(url) and not _continues(found[len(url):]):
-                return tracked_url(base_url, edition_id, spelled[url]) + found[len(url):]
+                return (tracked_url(base_url, edition_id, spelled[url], keys=keys)
+                        + found[len(url):])
         return found
 
     new_text = _TEXT_URL.sub(in_text, text_part)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
@@ -106,7 +107,8 @@ class MessageAssembler:
     """Turns (snapshot, reader) into the exact bytes handed to the SMTP server."""
 
     def __init__(self, *, edition_id: int, subject: str, personaliser: object,
-                 view_url: str, base_url: str, identity: IdentitySettings, smtp: SMTPSettings,
+                 view_url: str, base_url: str, identity: IdentitySettings,
+                 keys: Sequence[bytes], smtp: SMTPSettings,
                  kind: MessageKind | str = MessageKind.delivery) -> None:
         entry = type_of(kind)
         if not entry.bulk:
@@ -119,6 +121,7 @@ class MessageAssembler:
         #: A copy tied to no reader (a test copy): its VERP token names the edition.
         self.test = entry.ties is Ties.nobody
         self.identity = identity
+        self.keys = tuple(keys)  # sign the return path, the Message-ID, the unsubscribe link
         self.static = _static_headers(subject, identity)
         seed = hashlib.sha256(f"{edition_id}:{subject}:{view_url}".encode()).hexdigest()[:20]
         self.boundary = f"=_mailer_{seed}"
@@ -149,21 +152,24 @@ class MessageAssembler:
 
     def envelope_from(self, reader: Reader) -> str:
         if self.test:  # a bounce of a test copy names the edition, and suppresses nobody
-            return return_path(self.kind, self.edition_id, identity=self.identity)
-        return return_path(self.kind, reader.delivery_id, identity=self.identity)
+            return return_path(self.kind, self.edition_id, identity=self.identity,
+                               keys=self.keys)
+        return return_path(self.kind, reader.delivery_id, identity=self.identity, keys=self.keys)
 
     def message_id(self, reader: Reader) -> str:
-        return message_id(self.kind, self.edition_id, reader.delivery_id, identity=self.identity)
+        return message_id(self.kind, self.edition_id, reader.delivery_id, identity=self.identity,
+                          keys=self.keys)
 
     def build(self, reader: Reader) -> bytes:
         unsubscribe = unsubscribe_url_for(reader.public_id, self.edition_id,
-                                          base_url=self.base_url)
+                                          base_url=self.base_url, keys=self.keys)
         values = {
             "unsubscribe_url": unsubscribe,
             "view_url": self.view_url,
             "first_name": reader.first_name,
             "email": reader.email,
-            "preferences_url": preferences_url_for(reader.public_id, base_url=self.base_url),
+            "preferences_url": preferences_url_for(reader.public_id, base_url=self.base_url,
+                                                   keys=self.keys),
         }
         text = self._text.encode(values)
         html = self._html.encode(values)

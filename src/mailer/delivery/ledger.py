@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from mailer.backoff import Backoff
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
-from mailer.config import SendingSettings
+from mailer.config import BounceSettings, SendingSettings
 from mailer.db import get_engine, run_after_commit, take_after_commit
 from mailer.deliveries.models import DeliveryState
 from mailer.delivery.assembly import Reader
@@ -181,9 +181,11 @@ def backoff(attempts: int, sending: SendingSettings) -> dt.timedelta:
 
 
 class Ledger:
-    def __init__(self, edition_id: int, holder_id: int, sending: SendingSettings) -> None:
+    def __init__(self, edition_id: int, holder_id: int, sending: SendingSettings,
+                 bounces: BounceSettings) -> None:
         self.edition_id = edition_id
         self.sending = sending
+        self.bounces = bounces  # the refusals of our own SMTP transactions are bounces too
         self.holder = holder_id
         self.conn: Connection = get_engine().connect()
         self.dialect = self.conn.dialect.name
@@ -325,14 +327,15 @@ class Ledger:
         if lost:
             raise ClaimsLost(f"{len(outcomes) - len(recorded)} of {len(outcomes)} claims were "
                              "queued again by someone else")
-        bounces = [o for o in outcomes if o.bounce is not None and o.delivery_id in recorded]
-        if not bounces:
+        refused = [o for o in outcomes if o.bounce is not None and o.delivery_id in recorded]
+        if not refused:
             return []
         with Session(bind=self.conn) as session:  # the same transaction
-            for o in bounces:
+            for o in refused:
                 assert o.bounce is not None
                 record_bounce(
-                    session, bounce_class=o.bounce, source="smtp", recipient=o.recipient,
+                    session, bounces=self.bounces, bounce_class=o.bounce, source="smtp",
+                    recipient=o.recipient,
                     status_code=o.status or (str(o.code) if o.code else ""),
                     diagnostic=o.reply, delivery_id=o.delivery_id, edition_id=self.edition_id,
                     attribution="smtp", attribution_note="rejected during our own SMTP transaction",

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from mailer.bounces.classify import classify_reply
 from mailer.bounces.models import BounceClass
-from mailer.config import SendingSettings, Settings
+from mailer.config import BounceSettings, SendingSettings, Settings
 from mailer.counters import timed
 from mailer.db import transaction, utcnow
 from mailer.deliveries.models import DeliveryState
@@ -80,6 +80,7 @@ def assembler_for(edition: Edition, settings: Settings) -> MessageAssembler:
             view_url=snapshot.view_url(edition, settings.base_url),
             base_url=settings.base_url,
             identity=settings.identity,
+            keys=settings.all_secrets,
             smtp=settings.smtp,
         )
     return _assemblers[key]
@@ -160,7 +161,7 @@ def send_batch(edition_id: int, first_id: int, last_id: int, settings: Settings)
     try:
         transport = process_transport(settings.smtp)
         _Batch(edition_id, first_id, last_id, assembler, result, settings.sending,
-               transport).run()
+               settings.bounces, transport).run()
     finally:
         holders.me.working_on(settings.sending, None)
     return result
@@ -169,7 +170,7 @@ def send_batch(edition_id: int, first_id: int, last_id: int, settings: Settings)
 class _Batch:
     def __init__(self, edition_id: int, first_id: int, last_id: int,
                  assembler: MessageAssembler, result: BatchResult, sending: SendingSettings,
-                 transport: SMTPTransport) -> None:
+                 bounces: BounceSettings, transport: SMTPTransport) -> None:
         self.edition_id, self.last_id = edition_id, last_id
         self.sending = sending
         self.after = first_id - 1  # the claims so far reach up to here
@@ -177,7 +178,7 @@ class _Batch:
         self.every = max(1, sending.commit_every)
         self.every_seconds = max(0.0, sending.commit_every_ms / 1000)
         self.transport = timed(transport)  # SMTP reply codes and latency
-        self.ledger = Ledger(edition_id, holders.me.holder_id(sending), sending)
+        self.ledger = Ledger(edition_id, holders.me.holder_id(sending), sending, bounces)
         self.tally = breaker.Tally(edition_id, sending)
         self.pending: list[Outcome] = []  # sent or failed, not recorded yet
         self.claims: list[Claimed] = []  # claimed, not attempted yet

@@ -380,7 +380,7 @@ def send_test_copies(
                                      personaliser=personaliser,
                                      view_url=snapshot.view_url(edition, settings.base_url),
                                      base_url=settings.base_url, identity=settings.identity,
-                                     smtp=settings.smtp,
+                                     keys=settings.all_secrets, smtp=settings.smtp,
                                      kind=MessageKind.test)
         _record(session, by, "edition.test", edition, {"to": list(addresses)})
     results: list[tuple[str, str]] = []

@@ -64,7 +64,8 @@ def send_review_mails(edition_id: int, *, settings: Settings) -> list[Mailed]:
             continue
         # Rendered once for every editor; each mail has its own Message-ID.
         sent = send_one(MessageKind.review, email, {}, ids=[edition_id, user_id],
-                        identity=settings.identity, smtp=settings.smtp, rendered=rendered)
+                        identity=settings.identity, keys=settings.all_secrets,
+                        smtp=settings.smtp, rendered=rendered)
         if sent.failure is not None:
             kind = "retry" if sent.temporary else "failed"
             results.append(Mailed(email, f"{kind}: {sent.failure}"))

@@ -74,7 +74,7 @@ def with_tracked_links(composed: Composed, edition: Edition, settings: Settings
     if not settings.editions.click_tracking:
         return composed, []
     rewritten = rewrite(composed.html, composed.text, edition_id=edition.id or 0,
-                        base_url=settings.base_url)
+                        base_url=settings.base_url, keys=settings.all_secrets)
     return replace(composed, html=rewritten.html, text=rewritten.text), rewritten.links
 
 
@@ -97,7 +97,7 @@ def check_size(personaliser: Personaliser, edition: Edition, settings: Settings)
     """The HTML as the longest plausible reader would get it must fit the budget
     (``settings.editions.html_budget_bytes``)."""
     budget = settings.editions.html_budget_bytes
-    size = len(personaliser.html(_longest_values(edition, settings.base_url)).encode("utf-8"))
+    size = len(personaliser.html(_longest_values(edition, settings)).encode("utf-8"))
     if size > budget:
         raise NotSendable(
             f"The HTML is {size:,} bytes, over the {budget:,}-byte budget by "
@@ -105,14 +105,16 @@ def check_size(personaliser: Personaliser, edition: Edition, settings: Settings)
             "shorten the intro.")
 
 
-def _longest_values(edition: Edition, base_url: str) -> dict[str, str]:
+def _longest_values(edition: Edition, settings: Settings) -> dict[str, str]:
     return {
         # the real length of the link, with the longest edition number it can name
-        "unsubscribe_url": unsubscribe_url_for("f" * 32, 10**18, base_url=base_url),
-        "view_url": view_url(edition, base_url),
+        "unsubscribe_url": unsubscribe_url_for("f" * 32, 10**18, base_url=settings.base_url,
+                                               keys=settings.all_secrets),
+        "view_url": view_url(edition, settings.base_url),
         "first_name": "n" * 100,  # Subscriber.first_name holds up to 100 characters
         "email": "e" * 254,  # the longest address SMTP allows
-        "preferences_url": preferences_url_for("f" * 32, base_url=base_url),
+        "preferences_url": preferences_url_for("f" * 32, base_url=settings.base_url,
+                                               keys=settings.all_secrets),
     }
 
 

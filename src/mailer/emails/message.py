@@ -16,7 +16,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
-from mailer.config import IdentitySettings, get_settings
+from mailer.config import IdentitySettings
 from mailer.db import utcnow
 from mailer.emails.kinds import MessageKind, message_id_prefix
 from mailer.tokens import sign, verify
@@ -34,20 +34,22 @@ _MID_PURPOSE = "message-id"
 _MID_SIG_LEN = 26  # 130 bits of lowercase base32 (survives case-folding mail systems)
 
 
-def message_id(kind: MessageKind | str, *parts: object, identity: IdentitySettings) -> str:
+def message_id(kind: MessageKind | str, *parts: object, identity: IdentitySettings,
+               keys: Sequence[bytes]) -> str:
     """A deterministic, signed Message-ID: ``<kind.part….signature@sending domain>`` (the
     domain of ``identity.from_address``).
 
     The same message retried keeps its id (the signature is over the kind and the parts).
-    Signed with the current secret key; :func:`parse_message_id` also accepts the keys in
-    ``MAILER_OLD_SECRET_KEYS``, so bounces of mail sent before a rotation still tie.
+    Signed with the first of ``keys`` (``Settings.all_secrets``, the current secret key);
+    :func:`parse_message_id` also accepts the others (``MAILER_OLD_SECRET_KEYS``), so
+    bounces of mail sent before a rotation still tie.
     """
     value = ".".join([message_id_prefix(kind), *map(str, parts)])
-    signature = sign(_MID_PURPOSE, value, _MID_SIG_LEN, alphabet="b32")
+    signature = sign(_MID_PURPOSE, value, _MID_SIG_LEN, alphabet="b32", keys=keys)
     return f"<{value}.{signature}@{identity.sending_domain}>"
 
 
-def parse_message_id(value: str) -> tuple[str, list[str]] | None:
+def parse_message_id(value: str, *, keys: Sequence[bytes]) -> tuple[str, list[str]] | None:
     """The kind as spelled on the wire and the parts of a Message-ID this service made, or
     None (not ours, or altered); :func:`~mailer.emails.kinds.of_message_id_prefix` names
     the kind.
@@ -63,19 +65,17 @@ def parse_message_id(value: str) -> tuple[str, list[str]] | None:
     kind, _, rest = head.partition(".")
     if not (kind and rest) or len(signature) != _MID_SIG_LEN:
         return None
-    if not verify(_MID_PURPOSE, head, signature, alphabet="b32"):
+    if not verify(_MID_PURPOSE, head, signature, alphabet="b32", keys=keys):
         return None
     return kind, rest.split(".")
 
 
-def looks_like_ours(value: str) -> bool:
-    """A Message-ID at our sending domain (signed or not): one whose signature fails is a
-    forgery, not someone else's mail. (Still reads the settings: its caller,
-    ``bounces/attribute.py``, is to hand it the identity.)"""
+def looks_like_ours(value: str, *, sending_domain: str) -> bool:
+    """A Message-ID at our ``sending_domain`` (``identity.sending_domain``, signed or not):
+    one whose signature fails is a forgery, not someone else's mail."""
     value = value.strip()
     domain = value[1:-1].rpartition("@")[2] if value.endswith(">") else ""
-    return _local_part(value) is not None and \
-        domain.lower() == get_settings().identity.sending_domain.lower()
+    return _local_part(value) is not None and domain.lower() == sending_domain.lower()
 
 
 def _local_part(value: str) -> str | None:

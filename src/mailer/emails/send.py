@@ -56,17 +56,17 @@ def render(kind: MessageKind | str, context: Mapping[str, Any]) -> RenderedEmail
 
 
 def envelope_sender(kind: MessageKind | str, verp_id: int | None,
-                    identity: IdentitySettings) -> str:
+                    identity: IdentitySettings, keys: Sequence[bytes]) -> str:
     """The return path: the kind's VERP token for the row ``verp_id`` when the kind has a
     letter, else the newsletter's own address (staff mail no bounce is tied back to)."""
     if type_of(kind).verp is not None and verp_id is not None:
-        return return_path(kind, verp_id, identity=identity)
+        return return_path(kind, verp_id, identity=identity, keys=keys)
     return identity.from_email
 
 
 def send_one(kind: MessageKind | str, to: str, context: Mapping[str, Any], *,
-             ids: Sequence[object], identity: IdentitySettings, smtp: SMTPSettings,
-             verp_id: int | None = None, rendered: RenderedEmail | None = None,
+             ids: Sequence[object], identity: IdentitySettings, keys: Sequence[bytes],
+             smtp: SMTPSettings, verp_id: int | None = None, rendered: RenderedEmail | None = None,
              transport: Any = None, attachments: Sequence[Attachment] = ()) -> SendResult:
     """Render ``kind``'s templates with ``context`` (or send ``rendered``, when the caller
     rendered it once for many), build, sign, send to ``to`` and count it.
@@ -75,19 +75,20 @@ def send_one(kind: MessageKind | str, to: str, context: Mapping[str, Any], *,
     keeps its id); ``verp_id`` the row the VERP token names. Never raises for an SMTP
     refusal: the result says it (``failure``).
 
-    ``identity`` makes the headers and the envelope sender, ``smtp`` signs and carries it:
+    ``identity`` makes the headers and the envelope sender (signed with ``keys``,
+    ``Settings.all_secrets``), ``smtp`` signs and carries it:
     its callers are the one-off mails of a task or a staff action (confirmation, welcome,
     review), each handed its settings by the task or route that runs it."""
     entry = type_of(kind)
     if rendered is None:
         rendered = render(entry.kind, context)
-    msg_id = message_id(entry.kind, *ids, identity=identity)
+    msg_id = message_id(entry.kind, *ids, identity=identity, keys=keys)
     # To carries the address alone: nothing a stranger typed into a form reaches a header.
     message = build_message(identity=identity, to_email=to, subject=rendered.subject,
                             text=rendered.text, html=rendered.html, msg_id=msg_id,
                             attachments=attachments)
     payload = to_bytes(message, configured_signer(smtp))
-    sender = envelope_sender(entry.kind, verp_id, identity)
+    sender = envelope_sender(entry.kind, verp_id, identity, keys)
     try:
         accepted = timed(transport or process_transport(smtp), entry.kind.value).send(
             sender, to, payload)

@@ -43,17 +43,18 @@ class VerpToken:
     id: int
 
 
-def return_path(kind: MessageKind | str, row_id: int, *, identity: IdentitySettings) -> str:
-    """The signed return path of the row ``row_id`` of ``kind``, at ``identity.bounce_domain``."""
+def return_path(kind: MessageKind | str, row_id: int, *, identity: IdentitySettings,
+                keys: Sequence[bytes]) -> str:
+    """The return path of the row ``row_id`` of ``kind``, at ``identity.bounce_domain``,
+    signed with the first of ``keys`` (``Settings.all_secrets``)."""
     value = f"{verp_letter(kind)}{_base36(row_id)}"
-    signature = sign(_PURPOSE, value, _SIG_LEN, alphabet="b32")
+    signature = sign(_PURPOSE, value, _SIG_LEN, alphabet="b32", keys=keys)
     return f"bounces+{value}-{signature}@{identity.bounce_domain}"
 
 
-def parse_return_path(address: str, *,
-                      keys: Sequence[bytes] | None = None) -> VerpToken | None | bool:
+def parse_return_path(address: str, *, keys: Sequence[bytes]) -> VerpToken | None | bool:
     """The token in ``address``: a VerpToken, None when there is none, False when forged.
-    ``keys``: the secrets it is checked with (default: the settings', see mailer.tokens)."""
+    ``keys``: the secrets it is checked with (``Settings.all_secrets``)."""
     match = _TOKEN.match(address.strip().strip("<>"))
     if not match:
         return None

@@ -118,7 +118,8 @@ def send_report_mails(edition_id: int, *, settings: Settings) -> list[Mailed]:
             results.append(Mailed(email, "retry: another task is mailing this editor"))
             continue
         sent = send_one(MessageKind.report, email, {}, ids=[edition_id, user_id],
-                        identity=settings.identity, smtp=settings.smtp, rendered=rendered)
+                        identity=settings.identity, keys=settings.all_secrets,
+                        smtp=settings.smtp, rendered=rendered)
         if sent.failure is not None:
             redis.delete(claim)
             kind = "retry" if sent.temporary else "failed"

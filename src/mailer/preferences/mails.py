@@ -44,16 +44,19 @@ def send_request_mail(subscriber_id: int, action: Action, round_: int, *,
     with transaction() as session:
         subscriber = session.get(Subscriber, subscriber_id)
         if subscriber is None or _sent(session, subscriber_id, ConsentEventKind.request_mailed,
-                                       message_id(kind, *ids, identity=settings.identity)):
+                                       message_id(kind, *ids, identity=settings.identity,
+                                                  keys=settings.all_secrets)):
             return MailResult.nothing
         context = {"settings": settings, "subscriber": subscriber, "action": action,
                    "confirm_url": confirmation_url(subscriber, action, round_,
-                                                   base_url=settings.base_url),
-                   "preferences_url": preferences_url(subscriber, base_url=settings.base_url),
+                                                   base_url=settings.base_url,
+                                                   keys=settings.all_secrets),
+                   "preferences_url": preferences_url(subscriber, base_url=settings.base_url,
+                                                      keys=settings.all_secrets),
                    "valid_days": REQUEST_TTL.days}
         recipient = subscriber.email
     result = send_one(kind, recipient, context, ids=ids, identity=settings.identity,
-                      smtp=settings.smtp, verp_id=subscriber_id)
+                      keys=settings.all_secrets, smtp=settings.smtp, verp_id=subscriber_id)
     return _recorded(result, subscriber_id, ConsentEventKind.request_mailed,
                      {"action": action, "round": round_})
 
@@ -64,16 +67,19 @@ def send_data_export(subscriber_id: int, round_: int, *, settings: Settings) -> 
     with transaction() as session:
         subscriber = session.get(Subscriber, subscriber_id)
         if subscriber is None or _sent(session, subscriber_id, ConsentEventKind.data_exported,
-                                       message_id(kind, *ids, identity=settings.identity)):
+                                       message_id(kind, *ids, identity=settings.identity,
+                                                  keys=settings.all_secrets)):
             return MailResult.nothing
         data = privacy.export(session, subscriber, by=BY_READER)
         context = {"settings": settings, "subscriber": subscriber,
-                   "preferences_url": preferences_url(subscriber, base_url=settings.base_url)}
+                   "preferences_url": preferences_url(subscriber, base_url=settings.base_url,
+                                                      keys=settings.all_secrets)}
         recipient = subscriber.email
     attachment = Attachment("my-data.json", "application/json",
                             json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8"))
     result = send_one(kind, recipient, context, ids=ids, identity=settings.identity,
-                      smtp=settings.smtp, verp_id=subscriber_id, attachments=[attachment])
+                      keys=settings.all_secrets, smtp=settings.smtp, verp_id=subscriber_id,
+                      attachments=[attachment])
     return _recorded(result, subscriber_id, ConsentEventKind.data_exported, {"round": round_})
 
 

@@ -15,6 +15,7 @@ transaction, and tasks are published after its commit.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -94,14 +95,15 @@ def request(session: Session, subscriber: Subscriber, action: Action, *, origin:
     return True
 
 
-def confirmation_token(public_id: str, action: Action, round_: int) -> str:
+def confirmation_token(public_id: str, action: Action, round_: int, *,
+                       keys: Sequence[bytes]) -> str:
     value = f"{public_id}.{action}.{round_}"
-    return f"{value}.{sign('preferences-confirm', value, UNSUBSCRIBE_SIGNATURE)}"
+    return f"{value}.{sign('preferences-confirm', value, UNSUBSCRIBE_SIGNATURE, keys=keys)}"
 
 
 def confirmation_url(subscriber: Subscriber, action: Action, round_: int, *,
-                     base_url: str) -> str:
-    token = confirmation_token(subscriber.public_id, action, round_)
+                     base_url: str, keys: Sequence[bytes]) -> str:
+    token = confirmation_token(subscriber.public_id, action, round_, keys=keys)
     return f"{base_url}/preferences/confirm/{token}"
 
 
@@ -116,12 +118,12 @@ class Check:
     round: int = 0
 
 
-def check_confirmation(session: Session, token: str) -> Check:
+def check_confirmation(session: Session, token: str, *, keys: Sequence[bytes]) -> Check:
     value, _, signature = token.rpartition(".")
     public_id, action, round_text = (value.split(".") + ["", ""])[:3]
     if (len(signature) != UNSUBSCRIBE_SIGNATURE or action not in ACTIONS
             or not round_text.isascii() or not round_text.isdigit() or len(round_text) > 12
-            or not verify("preferences-confirm", value, signature)):
+            or not verify("preferences-confirm", value, signature, keys=keys)):
         return Check("invalid")
     subscriber = session.scalars(
         select(Subscriber).where(Subscriber.public_id == public_id)).first()
@@ -133,10 +135,10 @@ def check_confirmation(session: Session, token: str) -> Check:
     return Check("ok", subscriber, action, round_)  # type: ignore[arg-type]
 
 
-def confirm(session: Session, token: str, *, origin: Origin) -> Check:
+def confirm(session: Session, token: str, *, origin: Origin, keys: Sequence[bytes]) -> Check:
     """The confirmation link's button: the export is queued (once per round, however
     often the button is pressed), or the person erased (the hashed suppression stays)."""
-    check = check_confirmation(session, token)
+    check = check_confirmation(session, token, keys=keys)
     if check.status != "ok":
         return check
     subscriber = check.subscriber

@@ -12,6 +12,7 @@ at most one confirmation mail a day goes to an address. Never commits.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import exists, select, update
@@ -77,12 +78,13 @@ def retire_open_links(session: Session, subscriber: Subscriber, now: dt.datetime
     )
 
 
-def confirmation_token_value(token: ConfirmationToken) -> str:
-    return f"{token.id}.{sign('confirm', f'{token.id}.{token.nonce}', CONFIRM_SIGNATURE)}"
+def confirmation_token_value(token: ConfirmationToken, *, keys: Sequence[bytes]) -> str:
+    signature = sign("confirm", f"{token.id}.{token.nonce}", CONFIRM_SIGNATURE, keys=keys)
+    return f"{token.id}.{signature}"
 
 
-def confirmation_url(token: ConfirmationToken, *, base_url: str) -> str:
-    return f"{base_url}/confirm/{confirmation_token_value(token)}"
+def confirmation_url(token: ConfirmationToken, *, base_url: str, keys: Sequence[bytes]) -> str:
+    return f"{base_url}/confirm/{confirmation_token_value(token, keys=keys)}"
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,9 @@ class TokenCheck:
     subscriber: Subscriber | None = None
 
 
-def check_confirmation(session: Session, value: str) -> TokenCheck:
-    """What a confirmation link is worth, without changing anything (the GET page)."""
+def check_confirmation(session: Session, value: str, *, keys: Sequence[bytes]) -> TokenCheck:
+    """What a confirmation link is worth, without changing anything (the GET page); ``keys``
+    (``Settings.all_secrets``) check its signature."""
     token_id, _, signature = value.partition(".")
     # isascii: str.isdigit() also accepts "²" and other digits int() refuses.
     if not (token_id.isascii() and token_id.isdigit()) or len(token_id) > 9:
@@ -101,7 +104,7 @@ def check_confirmation(session: Session, value: str) -> TokenCheck:
     if len(signature) != CONFIRM_SIGNATURE:  # tokens.verify would accept a prefix
         return TokenCheck("invalid")
     token = session.get(ConfirmationToken, int(token_id))
-    if token is None or not verify("confirm", f"{token.id}.{token.nonce}", signature):
+    if token is None or not verify("confirm", f"{token.id}.{token.nonce}", signature, keys=keys):
         return TokenCheck("invalid")
     subscriber = session.get(Subscriber, token.subscriber_id)
     if subscriber is None:
@@ -114,10 +117,10 @@ def check_confirmation(session: Session, value: str) -> TokenCheck:
 
 
 def confirm(session: Session, value: str, *, ip: str | None, user_agent: str | None,
-            signup: SignupSettings) -> TokenCheck:
+            signup: SignupSettings, keys: Sequence[bytes]) -> TokenCheck:
     """Confirm the subscription a link belongs to (the POST of its Confirm button): the
     consent is to ``signup.consent_version``; a welcome mail follows if ``signup`` says."""
-    check = check_confirmation(session, value)
+    check = check_confirmation(session, value, keys=keys)
     if check.status != "ok" or check.token is None or check.subscriber is None:
         return check
     now = utcnow()

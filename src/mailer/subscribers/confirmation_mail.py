@@ -59,12 +59,14 @@ def send_confirmation_mail(subscriber_id: int, *, settings: Settings,
         rendered = render(MessageKind.confirmation, dict(
             settings=settings,
             subscriber=subscriber,
-            confirm_url=confirmation_url(token, base_url=settings.base_url),
+            confirm_url=confirmation_url(token, base_url=settings.base_url,
+                                         keys=settings.all_secrets),
             expires_days=settings.signup.confirmation_ttl_days,
         ))
         recipient, token_id = subscriber.email, token.id
     result = send_one(MessageKind.confirmation, recipient, {}, ids=[token_id],
-                      identity=settings.identity, smtp=settings.smtp, verp_id=token_id,
+                      identity=settings.identity, keys=settings.all_secrets,
+                      smtp=settings.smtp, verp_id=token_id,
                       rendered=rendered)
     if result.failure is not None:
         failure = result.failure

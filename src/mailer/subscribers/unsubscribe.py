@@ -8,6 +8,8 @@ every subscribers service, ``unsubscribe`` never commits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -24,53 +26,58 @@ from mailer.webhooks.events import UNSUBSCRIBED, emit_for_subscriber
 UNSUBSCRIBE_SIGNATURE = 22
 
 
-def unsubscribe_token(subscriber: Subscriber) -> str:
-    """Never expires; cannot be forged without the secret key."""
-    return _unsubscribe_token(subscriber.public_id)
+def unsubscribe_token(subscriber: Subscriber, *, keys: Sequence[bytes]) -> str:
+    """Never expires; cannot be forged without the secret key (the first of ``keys``,
+    ``Settings.all_secrets``)."""
+    return _unsubscribe_token(subscriber.public_id, keys)
 
 
-def _unsubscribe_token(public_id: str) -> str:
-    return f"{public_id}.{sign('unsubscribe', public_id, UNSUBSCRIBE_SIGNATURE)}"
+def _unsubscribe_token(public_id: str, keys: Sequence[bytes]) -> str:
+    return f"{public_id}.{sign('unsubscribe', public_id, UNSUBSCRIBE_SIGNATURE, keys=keys)}"
 
 
-def unsubscribe_url(subscriber: Subscriber, *, base_url: str) -> str:
-    return unsubscribe_url_for(subscriber.public_id, base_url=base_url)
+def unsubscribe_url(subscriber: Subscriber, *, base_url: str, keys: Sequence[bytes]) -> str:
+    return unsubscribe_url_for(subscriber.public_id, base_url=base_url, keys=keys)
 
 
-def unsubscribe_url_for(public_id: str, edition_id: int | None = None, *, base_url: str) -> str:
-    """The reader's link under ``base_url`` (``Settings.base_url``); in an edition's mail it
-    names the edition too (``?edition=``), so that an unsubscribe can be counted against the
-    edition it came from. The link is personal already: naming the edition changes no byte
-    that readers share."""
-    url = f"{base_url}/unsubscribe/{_unsubscribe_token(public_id)}"
+def unsubscribe_url_for(public_id: str, edition_id: int | None = None, *, base_url: str,
+                        keys: Sequence[bytes]) -> str:
+    """The reader's link under ``base_url`` (``Settings.base_url``), signed with ``keys``;
+    in an edition's mail it names the edition too (``?edition=``), so that an unsubscribe
+    can be counted against the edition it came from. The link is personal already: naming
+    the edition changes no byte that readers share."""
+    url = f"{base_url}/unsubscribe/{_unsubscribe_token(public_id, keys)}"
     return url if edition_id is None else f"{url}?edition={edition_id}"
 
 
-def subscriber_for_unsubscribe(session: Session, token: str) -> Subscriber | None:
-    return _reader_of(session, "unsubscribe", token)
+def subscriber_for_unsubscribe(session: Session, token: str, *,
+                               keys: Sequence[bytes]) -> Subscriber | None:
+    return _reader_of(session, "unsubscribe", token, keys)
 
 
-def preferences_url_for(public_id: str, *, base_url: str) -> str:
+def preferences_url_for(public_id: str, *, base_url: str, keys: Sequence[bytes]) -> str:
     """The reader's preference page (``/preferences/<public id>.<HMAC>``): never expires,
     signed for its own purpose (an unsubscribe token opens no preference page)."""
-    signature = sign("preferences", public_id, UNSUBSCRIBE_SIGNATURE)
+    signature = sign("preferences", public_id, UNSUBSCRIBE_SIGNATURE, keys=keys)
     return f"{base_url}/preferences/{public_id}.{signature}"
 
 
-def preferences_url(subscriber: Subscriber, *, base_url: str) -> str:
-    return preferences_url_for(subscriber.public_id, base_url=base_url)
+def preferences_url(subscriber: Subscriber, *, base_url: str, keys: Sequence[bytes]) -> str:
+    return preferences_url_for(subscriber.public_id, base_url=base_url, keys=keys)
 
 
-def subscriber_for_preferences(session: Session, token: str) -> Subscriber | None:
+def subscriber_for_preferences(session: Session, token: str, *,
+                               keys: Sequence[bytes]) -> Subscriber | None:
     """The reader a preference-page token names; None for a forged, tampered or unknown one."""
-    return _reader_of(session, "preferences", token)
+    return _reader_of(session, "preferences", token, keys)
 
 
-def _reader_of(session: Session, purpose: str, token: str) -> Subscriber | None:
+def _reader_of(session: Session, purpose: str, token: str,
+               keys: Sequence[bytes]) -> Subscriber | None:
     public_id, _, signature = token.partition(".")
     if len(public_id) != 32 or len(signature) != UNSUBSCRIBE_SIGNATURE:
         return None
-    if not verify(purpose, public_id, signature):
+    if not verify(purpose, public_id, signature, keys=keys):
         return None
     return session.scalars(select(Subscriber).where(Subscriber.public_id == public_id)).first()
 
@@ -85,7 +92,7 @@ def public_id_of_test_copy(edition_id: int) -> str:
     return f"{TEST_COPY_PREFIX}{edition_id}"
 
 
-def edition_of_test_copy(token: str) -> int | None:
+def edition_of_test_copy(token: str, *, keys: Sequence[bytes]) -> int | None:
     """The edition whose test copy carried this unsubscribe link, or None (not such a link,
     or not signed by us)."""
     public_id, _, signature = token.partition(".")
@@ -94,7 +101,7 @@ def edition_of_test_copy(token: str) -> int | None:
             or not number.isdigit() or len(number) > 18
             or len(signature) != UNSUBSCRIBE_SIGNATURE):
         return None
-    return int(number) if verify("unsubscribe", public_id, signature) else None
+    return int(number) if verify("unsubscribe", public_id, signature, keys=keys) else None
 
 
 def unsubscribe(

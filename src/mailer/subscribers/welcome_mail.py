@@ -99,15 +99,18 @@ def _send_under_claim(subscriber_id: int, token_id: int, latest_edition: LatestE
                 ConsentEvent.subscriber_id == subscriber_id,
                 ConsentEvent.kind == ConsentEventKind.welcome_sent,
                 ConsentEvent.message_id == message_id(MessageKind.welcome, *ids,
-                                                      identity=settings.identity)))):
+                                                      identity=settings.identity,
+                                                      keys=settings.all_secrets)))):
             return MailResult.nothing
         context = {"settings": settings, "subscriber": subscriber,
-                   "unsubscribe_url": unsubscribe_url(subscriber, base_url=settings.base_url),
-                   "preferences_url": preferences_url(subscriber, base_url=settings.base_url),
+                   "unsubscribe_url": unsubscribe_url(subscriber, base_url=settings.base_url,
+                                                      keys=settings.all_secrets),
+                   "preferences_url": preferences_url(subscriber, base_url=settings.base_url,
+                                                      keys=settings.all_secrets),
                    "latest_edition": latest_edition}
         recipient = subscriber.email
     result = send_one(MessageKind.welcome, recipient, context, ids=ids, identity=settings.identity,
-                      smtp=settings.smtp, verp_id=subscriber_id)
+                      keys=settings.all_secrets, smtp=settings.smtp, verp_id=subscriber_id)
     if result.failure is not None:
         log.warning("welcome mail not sent: %s", result.failure,
                     extra={"subscriber_id": subscriber_id, "smtp_code": result.code})

@@ -16,6 +16,7 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from redis.exceptions import RedisError
 
 from mailer.clicks import counting, links
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.redis import get_hasty_redis
 from mailer.web.bounds import id_or_none
@@ -31,7 +32,8 @@ _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
                   include_in_schema=False)
 def follow(edition: str, position: str, signature: str, request: Request) -> Response:
     edition_id, link = id_or_none(edition), id_or_none(position)
-    if edition_id is None or link is None or not links.is_signed(edition_id, link, signature):
+    if edition_id is None or link is None or not links.is_signed(
+            edition_id, link, signature, keys=get_settings().all_secrets):
         return _not_found()
     kind = counting.kind_of(request.method, request.headers.get("user-agent"))
     client = get_hasty_redis()  # a Redis that hangs holds the reader a quarter second

@@ -45,7 +45,7 @@ EXPIRED_FORM = "This form has expired. Please open the page again from the link 
 def confirmation_page(token: str, request: Request) -> HTMLResponse:
     """The mailed link: a button, and nothing changes (mail scanners open every link)."""
     with transaction() as session:
-        check = service.check_confirmation(session, token)
+        check = service.check_confirmation(session, token, keys=get_settings().all_secrets)
         email = check.subscriber.email if check.subscriber else ""
     if check.status != "ok":
         return _link_problem(check.status)
@@ -60,11 +60,11 @@ async def confirm(token: str, request: Request) -> HTMLResponse:
 
     def run() -> tuple[str, str | None, str]:
         with transaction() as session:
-            check = service.check_confirmation(session, token)
+            check = service.check_confirmation(session, token, keys=get_settings().all_secrets)
             if check.status != "ok" or not _form_ok(request, form, token):
                 return check.status if check.status != "ok" else "no-csrf", None, ""
             email = check.subscriber.email if check.subscriber else ""
-            service.confirm(session, token, origin=origin)
+            service.confirm(session, token, origin=origin, keys=get_settings().all_secrets)
             return "ok", check.action, email
 
     status, action, email = await run_in_threadpool(run)
@@ -78,7 +78,7 @@ async def confirm(token: str, request: Request) -> HTMLResponse:
 @router.get("/preferences/{token}", response_class=HTMLResponse)
 def preferences_page(token: str, request: Request) -> HTMLResponse:
     with transaction() as session:
-        subscriber = subscriber_for_preferences(session, token)
+        subscriber = subscriber_for_preferences(session, token, keys=get_settings().all_secrets)
         if subscriber is None:
             return _link_problem("invalid")
         return _page(request, token, subscriber)
@@ -92,7 +92,7 @@ async def change_name(token: str, request: Request) -> HTMLResponse:
 
     def run() -> HTMLResponse:
         with transaction() as session:
-            subscriber = subscriber_for_preferences(session, token)
+            subscriber = subscriber_for_preferences(session, token, keys=get_settings().all_secrets)
             if subscriber is None:
                 return _link_problem("invalid")
             if not _form_ok(request, form, token):
@@ -119,7 +119,7 @@ async def leave(token: str, request: Request) -> HTMLResponse:
 
     def run() -> HTMLResponse:
         with transaction() as session:
-            subscriber = subscriber_for_preferences(session, token)
+            subscriber = subscriber_for_preferences(session, token, keys=get_settings().all_secrets)
             if subscriber is None:
                 return _link_problem("invalid")
             if not _form_ok(request, form, token):
@@ -139,7 +139,7 @@ async def ask(token: str, action: str, request: Request) -> HTMLResponse:
 
     def run() -> HTMLResponse:
         with transaction() as session:
-            subscriber = subscriber_for_preferences(session, token)
+            subscriber = subscriber_for_preferences(session, token, keys=get_settings().all_secrets)
             if subscriber is None or action not in service.ACTIONS:
                 return _link_problem("invalid")
             if not _form_ok(request, form, token):
@@ -175,7 +175,8 @@ def _with_form(request: Request, token: str, template: str, status_code: int = 2
     if fresh:
         nonce = secrets.token_hex(16)
     response = page(template, status_code, token=token,
-                    csrf=sign(_FORM_PURPOSE, f"{nonce}:{token}"), **context)
+                    csrf=sign(_FORM_PURPOSE, f"{nonce}:{token}", keys=get_settings().all_secrets),
+                    **context)
     if fresh:
         response.set_cookie(COOKIE, nonce, path="/preferences", httponly=True, samesite="lax",
                             secure=get_settings().base_url.startswith("https://"),
@@ -185,7 +186,8 @@ def _with_form(request: Request, token: str, template: str, status_code: int = 2
 
 def _form_ok(request: Request, form: Form, token: str) -> bool:
     nonce = request.cookies.get(COOKIE, "")
-    return bool(nonce) and verify(_FORM_PURPOSE, f"{nonce}:{token}", form.get("csrf"))
+    return bool(nonce) and verify(_FORM_PURPOSE, f"{nonce}:{token}", form.get("csrf"),
+                                     keys=get_settings().all_secrets)
 
 
 async def _read(request: Request) -> Form:

@@ -121,7 +121,7 @@ def _thanks() -> HTMLResponse:
 def confirm_page(token: str) -> HTMLResponse:
     """Shows a Confirm button and changes nothing: link scanners fetch every URL in a mail."""
     with transaction() as session:
-        check = confirmation.check_confirmation(session, token)
+        check = confirmation.check_confirmation(session, token, keys=get_settings().all_secrets)
     if check.status != "ok":
         return _token_problem(check.status)
     return page("confirm.html", token=token)
@@ -133,11 +133,11 @@ def confirm(token: str, request: Request) -> HTMLResponse:
         settings = get_settings()
         check = confirmation.confirm(session, token, ip=client_ip(request),
                                      user_agent=request.headers.get("user-agent"),
-                                     signup=settings.signup)
+                                     signup=settings.signup, keys=settings.all_secrets)
         if check.status == "ok":
             assert check.subscriber is not None
-            unsubscribe_url = unsubscribing.unsubscribe_url(check.subscriber,
-                                                            base_url=settings.base_url)
+            unsubscribe_url = unsubscribing.unsubscribe_url(
+                check.subscriber, base_url=settings.base_url, keys=settings.all_secrets)
     if check.status != "ok":
         return _token_problem(check.status)
     return page("confirm-done.html", unsubscribe_url=unsubscribe_url)
@@ -156,7 +156,8 @@ def unsubscribe_page(token: str, edition: str = "") -> HTMLResponse:
     """Shows an Unsubscribe button and changes nothing (a GET never changes state). The
     button's form keeps the edition the link named (see ``mailer.insight.attribution``)."""
     with transaction() as session:
-        subscriber = unsubscribing.subscriber_for_unsubscribe(session, token)
+        subscriber = unsubscribing.subscriber_for_unsubscribe(session, token,
+                                                              keys=get_settings().all_secrets)
         if subscriber is None:
             return _not_a_reader(token)
         email, status = subscriber.email, subscriber.status
@@ -181,7 +182,8 @@ async def unsubscribe(token: str, request: Request) -> Response:
         edition=request.query_params.get("edition"),
     )
     if not found:
-        if one_click and unsubscribing.edition_of_test_copy(token) is not None:
+        if one_click and unsubscribing.edition_of_test_copy(
+                token, keys=get_settings().all_secrets) is not None:
             return PlainTextResponse("This was a test copy: nobody was unsubscribed.\n")
         if one_click:
             return PlainTextResponse("Unknown unsubscribe link.\n", status_code=404)
@@ -195,7 +197,7 @@ async def unsubscribe(token: str, request: Request) -> Response:
 def _not_a_reader(token: str) -> HTMLResponse:
     """A link that unsubscribes nobody: from a test copy (signed by us, naming the edition)
     it says so; anything else is not valid."""
-    edition_id = unsubscribing.edition_of_test_copy(token)
+    edition_id = unsubscribing.edition_of_test_copy(token, keys=get_settings().all_secrets)
     if edition_id is None:
         return page("unsubscribe-invalid.html", 404)
     return page("unsubscribe-test-copy.html")
@@ -204,7 +206,8 @@ def _not_a_reader(token: str) -> HTMLResponse:
 def _unsubscribe(token: str, *, channel: str, ip: str, user_agent: str | None,
                  edition: str | None) -> bool:
     with transaction() as session:
-        subscriber = unsubscribing.subscriber_for_unsubscribe(session, token)
+        subscriber = unsubscribing.subscriber_for_unsubscribe(session, token,
+                                                              keys=get_settings().all_secrets)
         if subscriber is None:
             return False
         unsubscribing.unsubscribe(

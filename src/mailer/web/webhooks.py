@@ -49,14 +49,16 @@ async def webhook(provider: str, request: Request) -> JSONResponse:
 
 
 def _apply(provider: str, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
-    bounces = get_settings().bounces  # the keys and the replay window
+    settings = get_settings()
+    bounces = settings.bounces  # the providers' keys, the replay window, the soft-bounce rule
     token = None
     if provider == "mailgun":
         events, token = mailgun.events_from(body, headers, bounces)
     else:
         events = _PROVIDERS[provider].events_from(body, headers, bounces)
     with transaction() as session:
-        return apply_events(session, provider, events, replay_token=token).as_dict()
+        return apply_events(session, provider, events, bounces=bounces,
+                            keys=settings.all_secrets, replay_token=token).as_dict()
 
 
 async def _read_body(request: Request) -> bytes:

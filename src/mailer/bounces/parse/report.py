@@ -25,6 +25,11 @@ class OurAddresses:
     def of(cls, identity: _HasOurAddresses) -> OurAddresses:
         return cls(from_email=identity.from_email, bounce_domain=identity.bounce_domain)
 
+    @property
+    def sending_domain(self) -> str:
+        """The domain of our Message-IDs (``identity.sending_domain``)."""
+        return self.from_email.rpartition("@")[2]
+
 
 class _HasOurAddresses(Protocol):
     @property

@@ -29,6 +29,7 @@ from mailer.bounces.actions import record_bounce
 from mailer.bounces.attribute import Attribution, attribute_event
 from mailer.bounces.classify import basic_code, classify, enhanced_status
 from mailer.bounces.models import BounceClass, WebhookEvent
+from mailer.config import BounceSettings
 from mailer.db import utcnow
 
 #: The largest request body a webhook reads (SendGrid batches are the largest, ~1 MB).
@@ -81,8 +82,11 @@ class Applied:
 
 
 def apply_events(session: Session, provider: str, events: Sequence[ProviderEvent], *,
+                 bounces: BounceSettings, keys: Sequence[bytes],
                  replay_token: str | None = None) -> Applied:
     """Record the new events of one request; raise WebhookRefused(409) for a replay.
+    ``bounces``: the soft-bounce rule; ``keys`` (``Settings.all_secrets``) check the
+    Message-IDs the events report.
 
     ``replay_token`` is a value that must never be seen twice (Mailgun's signature token);
     it is remembered in the same transaction, so a request that failed half-way can be
@@ -99,9 +103,9 @@ def apply_events(session: Session, provider: str, events: Sequence[ProviderEvent
         if event.bounce_class is None:
             applied.ignored += 1
             continue
-        attribution = _attribute(session, event)
+        attribution = _attribute(session, event, keys)
         bounce = record_bounce(
-            session, bounce_class=event.bounce_class, source=provider,
+            session, bounces=bounces, bounce_class=event.bounce_class, source=provider,
             recipient=event.recipient, status_code=event.status, diagnostic=event.diagnostic,
             remote_mta=event.remote_mta, delivery_id=attribution.delivery_id,
             edition_id=attribution.edition_id, subscriber_id=attribution.subscriber_id,
@@ -131,10 +135,11 @@ def _remember(session: Session, provider: str, event_id: str, kind: str, excerpt
     return True
 
 
-def _attribute(session: Session, event: ProviderEvent) -> Attribution:
+def _attribute(session: Session, event: ProviderEvent, keys: Sequence[bytes]) -> Attribution:
     """Tie an event to a delivery by the Message-ID it reports, else to a known subscriber
     by its address: the request's signature was checked, so the event is authentic."""
-    return attribute_event(session, message_id=event.message_id, recipient=event.recipient)
+    return attribute_event(session, message_id=event.message_id, recipient=event.recipient,
+                           keys=keys)
 
 
 # --- helpers for the provider modules ------------------------------------------------------

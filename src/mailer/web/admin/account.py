@@ -44,7 +44,8 @@ def _setup_page(request: Request, staff: Staff, secret: str, *, status: int = 20
     return admin_page(request, "account-totp.html", staff, status, secret=secret,
                       grouped=" ".join(secret[i:i + 4] for i in range(0, len(secret), 4)),
                       qr=totp.qr_svg(uri), uri=uri, error=error,
-                      secret_token=sign("totp-setup", f"{staff.user_id}.{secret}"))
+                      secret_token=sign("totp-setup", f"{staff.user_id}.{secret}",
+                                        keys=get_settings().all_secrets))
 
 
 @router.get("/totp", response_class=HTMLResponse)
@@ -59,8 +60,9 @@ def setup(request: Request, staff: Staff = Depends(viewer)) -> Response:
 async def enable(request: Request, staff: Staff = Depends(viewer)) -> Response:
     form = await form_of(request, staff)
     secret = form.get("secret", "")
+    keys = get_settings().all_secrets
     if not (len(secret) == 32 and verify("totp-setup", f"{staff.user_id}.{secret}",
-                                         form.get("secret_token", ""))):
+                                         form.get("secret_token", ""), keys=keys)):
         return redirect("/admin/account/totp", "The setup form expired; here is a new code to "
                                                "scan.", "error")
     codes = await run_in_threadpool(_enable, staff, secret, form.get("code", ""))

@@ -145,8 +145,13 @@ def safe_next(value: str | None) -> str:
 # --- logging in and out -------------------------------------------------------------------------
 
 
+def _keys() -> list[bytes]:
+    """What the login's cookies and forms are signed with (the secret key first)."""
+    return get_settings().all_secrets
+
+
 def _login_token(nonce: str) -> str:
-    return sign("admin-login", nonce)
+    return sign("admin-login", nonce, keys=_keys())
 
 
 def _login_page(request: Request, *, status: int = 200, error: str = "", email: str = "",
@@ -191,7 +196,7 @@ def _throttled(request: Request, wait: int, *, code_step: bool = False, **contex
 async def login(request: Request) -> Response:
     fields = await read_fields(request)
     nonce = request.cookies.get(LOGIN_COOKIE, "")
-    if not nonce or not verify("admin-login", nonce, fields.get("csrf", "")):
+    if not nonce or not verify("admin-login", nonce, fields.get("csrf", ""), keys=_keys()):
         return _login_page(request, status=403, email=fields.get("email", "")[:320],
                            error="The login form expired. Please try again.")
     email, password = fields.get("email", "").strip(), fields.get("password", "")
@@ -256,14 +261,14 @@ def _second_step_value(user_id: int) -> tuple[str, str]:
     to which the code form's token is bound."""
     nonce = secrets.token_urlsafe(16)
     value = f"{user_id}.{int(time.time()) + SECOND_STEP_SECONDS}.{nonce}"
-    return f"{value}.{sign('admin-second-step', value)}", nonce
+    return f"{value}.{sign('admin-second-step', value, keys=_keys())}", nonce
 
 
 def _second_step(request: Request) -> tuple[int, str] | None:
     """(user id, nonce) of a valid second-step cookie."""
     raw = request.cookies.get(SECOND_STEP_COOKIE, "")
     value, _, signature = raw.rpartition(".")
-    if not value or not verify("admin-second-step", value, signature):
+    if not value or not verify("admin-second-step", value, signature, keys=_keys()):
         return None
     user_id, expires, nonce = value.split(".", 2)
     if not (user_id.isascii() and user_id.isdigit() and expires.isascii() and expires.isdigit()
@@ -275,7 +280,7 @@ def _second_step(request: Request) -> tuple[int, str] | None:
 def _code_page(request: Request, *, nonce: str, status: int = 200, error: str = "",
                next_page: str = "/admin") -> HTMLResponse:
     return admin_page(request, "login-code.html", None, status, banner=[], error=error,
-                      next=next_page, code_csrf=sign("admin-login-code", nonce))
+                      next=next_page, code_csrf=sign("admin-login-code", nonce, keys=_keys()))
 
 
 @router.post("/admin/login/code")
@@ -283,7 +288,8 @@ async def login_code(request: Request) -> Response:
     fields = await read_fields(request)
     step = _second_step(request)
     next_page = safe_next(fields.get("next"))
-    if step is None or not verify("admin-login-code", step[1], fields.get("csrf", "")):
+    if step is None or not verify("admin-login-code", step[1], fields.get("csrf", ""),
+                                  keys=_keys()):
         return _login_page(request, status=403, error="The login took too long or the form "
                                                       "expired. Please log in again.")
     user_id, nonce = step
@@ -312,7 +318,7 @@ def _second_factor(request: Request, user_id: int, code: str) -> tuple[str, str]
         user = session.get(StaffUser, user_id)
         if user is None or not user.active:
             return None
-        method = totp.verify(session, user, code[:100], keys=get_settings().all_secrets)
+        method = totp.verify(session, user, code[:100], keys=_keys())
         if method is None:
             accounts.fail_second_factor(session, user, ip=client_ip(request))
             return None

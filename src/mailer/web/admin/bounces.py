@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from mailer.bounces.actions import NotConfirmable, confirm_bounce
 from mailer.bounces.models import Bounce, BounceClass, Trust
+from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.editions.models import Edition
 from mailer.subscribers.models import Subscriber
@@ -69,7 +70,8 @@ def _confirm(bounce_id: int, staff: Staff) -> Response:
     back = "/admin/bounces?trust=unverified"
     with transaction() as session:
         try:
-            bounce = confirm_bounce(session, bounce_id, by=staff.email)  # audited there
+            bounce = confirm_bounce(session, bounce_id, by=staff.email,  # audited there
+                                    bounces=get_settings().bounces)
         except NotConfirmable as exc:
             return redirect(back, f"Nothing done: {exc}.", "error")
         action = bounce.action

@@ -97,7 +97,8 @@ def redirect(url: str, message: str = "", kind: str = "ok") -> RedirectResponse:
     response = RedirectResponse(url, status_code=303)
     if message:
         value = base64.urlsafe_b64encode(json.dumps([kind, message[:1500]]).encode()).decode()
-        response.set_cookie(FLASH_COOKIE, f"{value}.{sign('admin-flash', value)}", path="/admin",
+        signature = sign("admin-flash", value, keys=get_settings().all_secrets)
+        response.set_cookie(FLASH_COOKIE, f"{value}.{signature}", path="/admin",
                             httponly=True, samesite="lax", secure=_secure(), max_age=60)
     return response
 
@@ -105,7 +106,7 @@ def redirect(url: str, message: str = "", kind: str = "ok") -> RedirectResponse:
 def read_flash(request: Request) -> dict[str, str] | None:
     raw = request.cookies.get(FLASH_COOKIE, "")
     value, _, signature = raw.rpartition(".")
-    if not value or not verify("admin-flash", value, signature):
+    if not value or not verify("admin-flash", value, signature, keys=get_settings().all_secrets):
         return None
     try:
         kind, message = json.loads(base64.urlsafe_b64decode(value.encode()))
