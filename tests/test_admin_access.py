@@ -14,10 +14,13 @@ from sqlalchemy import func, select, update
 
 from mailer.bounces.actions import record_bounce
 from mailer.bounces.models import BounceClass
+from mailer.config import get_settings
 from mailer.db import transaction, utcnow
 from mailer.editions.models import Edition
 from mailer.staff.models import AuditEntry, StaffSession
 from mailer.subscribers.models import Subscriber, Suppression
+from mailer.webhooks.endpoints import add as add_endpoint
+from mailer.webhooks.models import WebhookEndpoint
 from tests.support.admin import PASSWORD, Admin, csrf_of, make_staff
 from tests.support.factories import BOUNCES, make_edition, make_subscribers
 from tests.support.processes import WebServer, free_port
@@ -50,6 +53,7 @@ EDITOR_PAGES = {
     ("GET", "/admin/subscribers/{subscriber_id}/export.json"),
     ("GET", "/admin/subscribers-import"), ("GET", "/admin/subscribers-export.csv"),
     ("GET", "/admin/suppressions"), ("GET", "/admin/tokens"),
+    ("GET", "/admin/webhooks"), ("GET", "/admin/webhooks/{endpoint_id}"),
 }
 #: What each action gets posted, so that only the access check can refuse it.
 ACTIONS = {
@@ -74,6 +78,10 @@ ACTIONS = {
     "/admin/articles": {"url": "https://www.cep-probation.org/feed/"},
     "/admin/tokens": {"name": "intruder", "scope-subscribers:read": "yes"},
     "/admin/tokens/revoke": {"name": "intruder"},
+    "/admin/webhooks": {"url": "http://127.0.0.1:9/intruder", "event-subscriber.confirmed": "1"},
+    "/admin/webhooks/{endpoint_id}/remove": {},
+    "/admin/webhooks/{endpoint_id}/enable": {},
+    "/admin/webhooks/{endpoint_id}/redeliver": {"delivery": "1"},
 }
 
 
@@ -110,7 +118,11 @@ def world(clean, web):  # type: ignore[no-untyped-def]
             recipient="x@example.net",
             status_code="5.1.1", unverified="no-token", claimed_subscriber_id=subscriber_id,
             fingerprint="access-test").id  # type: ignore[union-attr]
-    return {"edition_id": edition_id, "subscriber_id": subscriber_id, "bounce_id": bounce_id}
+        endpoint_id = add_endpoint(session, url="http://127.0.0.1:9/hooks",
+                                   events=["subscriber.confirmed"], by="test",
+                                   settings=get_settings().webhooks).id
+    return {"edition_id": edition_id, "subscriber_id": subscriber_id, "bounce_id": bounce_id,
+            "endpoint_id": endpoint_id}
 
 
 def state() -> tuple[object, ...]:
@@ -121,7 +133,9 @@ def state() -> tuple[object, ...]:
         return (editions, session.scalar(select(func.count()).select_from(Subscriber)),
                 session.scalar(select(func.count()).select_from(Suppression)),
                 tuple(session.scalars(select(AuditEntry.action).where(
-                    AuditEntry.action.not_like("login%")))))
+                    AuditEntry.action.not_like("login%")))),
+                tuple(session.execute(select(WebhookEndpoint.id, WebhookEndpoint.url,
+                                             WebhookEndpoint.enabled))))
 
 
 #: A table of each insight page, for its ``{name}.csv``.
