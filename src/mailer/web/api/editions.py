@@ -42,7 +42,7 @@ from mailer.editions import queries
 from mailer.editions import service as editions
 from mailer.editions.models import Edition, EditionState
 from mailer.editions.snapshot import view_url
-from mailer.editions.states import EDITABLE, TransitionError
+from mailer.editions.states import TransitionError
 from mailer.ratelimit import hit
 from mailer.web.api.articles import ArticleOut
 from mailer.web.api.auth import require
@@ -363,12 +363,6 @@ def draft(caller: Annotated[Caller, SEND], body: Draft) -> EditionOut:
         return EditionOut.of(edition)
 
 
-def _editable(edition: Edition) -> None:
-    if edition.state not in EDITABLE:
-        raise ApiProblem(409, f"Edition {edition.id} is {edition.state}: it can only be "
-                         "changed while it is a draft or scheduled.")
-
-
 @router.patch("/{edition_id}", response_model=EditionOut, summary="Change an edition",
               responses=WRITE_ERRORS)
 def change(caller: Annotated[Caller, SEND], edition_id: RowId, body: Change) -> EditionOut:
@@ -376,7 +370,6 @@ def change(caller: Annotated[Caller, SEND], edition_id: RowId, body: Change) -> 
     discards a snapshot frozen earlier, so what is sent is what was last previewed."""
     with transaction() as session:
         edition = find_edition(session, edition_id)
-        _editable(edition)
         start = body.window_start or edition.window_start
         end = body.window_end or edition.window_end
         if (body.window_start or body.window_end) and start >= end:
@@ -387,6 +380,8 @@ def change(caller: Annotated[Caller, SEND], edition_id: RowId, body: Change) -> 
         try:
             editions.update_edition(session, edition, by=caller.actor,
                                     identity=get_settings().identity, **given)
+        except editions.NotEditable as exc:  # it has started to go out, or was cancelled
+            raise ApiProblem(409, str(exc)) from None
         except editions.EditionError as exc:
             raise ApiProblem(422, str(exc)) from None
         return EditionOut.of(edition)
