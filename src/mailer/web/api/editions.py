@@ -1,9 +1,10 @@
 """``/api/v1/editions``: list, read, preview, draft, edit, test, schedule, send and watch
-editions of the digest.
+editions of the digest, and acknowledge the complaints that hold every send (choosing an
+edition's articles is ``edition_articles``).
 
 The routes are the admin's and the CLI's actions over the same services: drafting and
 editing are ``editions.service``'s, test copies, the schedule, the send, pause, resume,
-cancel and progress are ``delivery.service``'s, and a send asks
+cancel, progress and the acknowledgement are ``delivery.service``'s, and a send asks
 :func:`~mailer.delivery.preflight.preflight` first, as the admin's confirmation and
 ``mailer editions send`` do: a failed check is a 409 problem listing every check that
 failed (``checks``), and nothing is queued. Reads need ``editions:read``; every change
