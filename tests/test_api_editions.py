@@ -19,6 +19,7 @@ from mailer.deliveries.models import Delivery
 from mailer.delivery import service as sending
 from tests.conftest import wait_for, wait_settled
 from tests.support.factories import (
+    BOUNCES,
     edition_state,
     make_articles,
     make_edition,
@@ -410,8 +411,9 @@ def test_a_complaint_hold_stops_every_send_until_acknowledged_through_the_api(
         session.execute(update(Delivery).values(state="sent"))
         sending.finish_if_done(session, first)
         delivery = session.scalars(select(Delivery).order_by(Delivery.id)).first()
-        record_bounce(session, bounce_class=BounceClass.complaint, source="arf",
-                      delivery_id=delivery.id, attribution="verp", fingerprint="c1")
+        record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.complaint,
+                      source="arf", delivery_id=delivery.id, attribution="verp",
+                      fingerprint="c1")
     second = make_edition(subject="Next edition")
     client = api(sending_web, token("newsroom", "editions:read", "editions:send"))
     acknowledge = f"/editions/{first}/complaints/acknowledge"
