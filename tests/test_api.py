@@ -276,12 +276,14 @@ def test_the_openapi_description_and_the_docs_come_from_this_server(clean, web) 
         "/subscribers", "/subscribers/import", "/subscribers/{public_id}",
         "/subscribers/{public_id}/unsubscribe",
         "/subscribers/{public_id}/export", "/suppressions", "/suppressions/{address_hash}",
-        "/articles/import", "/bounces", "/stats",
+        "/articles/import", "/articles", "/articles/{article_id}", "/bounces", "/stats",
         "/editions", "/editions/{edition_id}", "/editions/{edition_id}/preview",
         "/editions/{edition_id}/progress", "/editions/{edition_id}/test",
         "/editions/{edition_id}/schedule", "/editions/{edition_id}/send",
         "/editions/{edition_id}/pause", "/editions/{edition_id}/resume",
-        "/editions/{edition_id}/cancel"}
+        "/editions/{edition_id}/cancel", "/editions/{edition_id}/articles",
+        "/editions/{edition_id}/articles/{article_id}",
+        "/editions/{edition_id}/complaints/acknowledge"}
     assert spec["servers"] == [{"url": "/api/v1"}]
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert PROBLEM in spec["paths"]["/subscribers"]["post"]["responses"]["422"]["content"]

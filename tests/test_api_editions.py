@@ -9,17 +9,22 @@ import datetime as dt
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from mailer.audit import AuditEntry
+from mailer.bounces.actions import record_bounce
+from mailer.bounces.models import BounceClass
 from mailer.db import transaction, utcnow
 from mailer.deliveries.models import Delivery
+from mailer.delivery import service as sending
 from tests.conftest import wait_for, wait_settled
 from tests.support.factories import (
+    BOUNCES,
     edition_state,
     make_articles,
     make_edition,
     make_subscribers,
+    start,
     wait_sent,
 )
 from tests.support.mail import parse, parts
@@ -321,3 +326,109 @@ def test_pause_resume_cancel_and_the_schedule_are_safe_to_repeat(rig, sending_we
     assert [a for a, _ in audit(second)] == ["edition.schedule", "edition.schedule",
                                              "edition.unschedule", "edition.cancel"]
     wait_for(lambda: edition_state(second) == "cancelled")
+
+
+def test_an_editions_articles_are_listed_added_moved_and_dropped_while_it_may_change(
+        clean, web) -> None:
+    edition_id = make_edition()  # three articles, newest first
+    [late] = make_articles(1)  # in the window, imported after the draft: a candidate
+    client = api(web, token("newsroom", "editions:read", "editions:send"))
+    reader = api(web, token("dashboard", "editions:read"))
+    url = f"/editions/{edition_id}/articles"
+
+    listed = reader.get(url).json()
+    assert (listed["edition_id"], listed["state"], listed["editable"]) == (
+        edition_id, "draft", True)
+    first = [a["id"] for a in listed["items"]]
+    assert [a["position"] for a in listed["items"]] == [1, 2, 3]
+    assert [a["section"] for a in listed["items"]] == ["News", "CEP Events", "Criminal Justice"]
+    assert [a["id"] for a in listed["candidates"]] == [late]
+    for method, path, body in (("POST", url, {"article_id": late}),
+                               ("DELETE", f"{url}/{first[0]}", None),
+                               ("PATCH", f"{url}/{first[0]}", {"position": 2})):
+        assert "editions:send" in is_problem(reader.request(method, path, json=body),
+                                             403)["detail"]
+
+    added = client.post(url, json={"article_id": late})
+    assert added.status_code == 200, added.text
+    assert [a["id"] for a in added.json()["items"]] == [*first, late]
+    assert added.json()["candidates"] == []
+    assert "already in this edition" in is_problem(client.post(url, json={"article_id": late}),
+                                                   409)["detail"]
+    assert fields(client.post(url, json={"article_id": 999999})) == {"article_id"}
+    assert fields(client.post(url, json={"article_id": 0})) == {"article_id"}
+    assert fields(client.post(url, json={"article": late})) == {"article_id", "article"}
+
+    moved = client.patch(f"{url}/{late}", json={"position": 1})
+    assert moved.status_code == 200, moved.text
+    assert [a["id"] for a in moved.json()["items"]] == [late, *first]
+    assert [a["id"] for a in client.get(f"/editions/{edition_id}").json()["article_list"]] == [
+        late, *first]
+    assert "outside 1–4" in is_problem(client.patch(f"{url}/{late}", json={"position": 5}),
+                                       422)["errors"][0]["message"]
+    assert fields(client.patch(f"{url}/{late}", json={"position": 0})) == {"position"}
+
+    dropped = client.delete(f"{url}/{first[1]}")
+    assert dropped.status_code == 200, dropped.text
+    assert [a["id"] for a in dropped.json()["items"]] == [late, first[0], first[2]]
+    assert [a["position"] for a in dropped.json()["items"]] == [1, 2, 3]
+    assert [a["id"] for a in dropped.json()["candidates"]] == [first[1]]
+    assert "not in this edition" in is_problem(client.delete(f"{url}/{first[1]}"),
+                                               404)["detail"]
+    is_problem(client.patch(f"{url}/{first[1]}", json={"position": 1}), 404)
+    for method, path, body in (("GET", "/editions/999/articles", None),
+                               ("POST", "/editions/999/articles", {"article_id": late}),
+                               ("DELETE", f"/editions/999/articles/{late}", None),
+                               ("PATCH", f"/editions/999/articles/{late}", {"position": 1})):
+        assert "no edition" in is_problem(client.request(method, path, json=body),
+                                          404)["detail"]
+    assert audit(edition_id) == [(action, "api:newsroom") for action in (
+        "edition.article.add", "edition.article.move", "edition.article.drop")]
+
+    # Scheduled, nothing has gone out: it may still change (as in the admin's editor).
+    client.post(f"/editions/{edition_id}/schedule",
+                json={"at": iso(utcnow() + dt.timedelta(days=1))})
+    assert client.post(url, json={"article_id": first[1]}).json()["state"] == "scheduled"
+    client.post(f"/editions/{edition_id}/cancel")
+    for method, path, body in (("POST", url, {"article_id": 999999}),
+                               ("DELETE", f"{url}/{first[1]}", None),
+                               ("PATCH", f"{url}/{late}", {"position": 9})):
+        assert "is cancelled" in is_problem(client.request(method, path, json=body),
+                                            409)["detail"], (method, path)
+    gone = client.get(url).json()
+    assert (gone["state"], gone["editable"], gone["candidates"]) == ("cancelled", False, [])
+    assert len(gone["items"]) == 4
+    assert [a for a, _ in audit(edition_id)][-3:] == [
+        "edition.schedule", "edition.article.add", "edition.cancel"]
+
+
+def test_a_complaint_hold_stops_every_send_until_acknowledged_through_the_api(
+        rig, sending_web) -> None:
+    make_subscribers(300)
+    first = make_edition()
+    start(first)
+    with transaction() as session:  # as if the send had gone out, with one complaint
+        session.execute(update(Delivery).values(state="sent"))
+        sending.finish_if_done(session, first)
+        delivery = session.scalars(select(Delivery).order_by(Delivery.id)).first()
+        record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.complaint,
+                      source="arf", delivery_id=delivery.id, attribution="verp",
+                      fingerprint="c1")
+    second = make_edition(subject="Next edition")
+    client = api(sending_web, token("newsroom", "editions:read", "editions:send"))
+    acknowledge = f"/editions/{first}/complaints/acknowledge"
+
+    held = is_problem(client.post(f"/editions/{second}/send"), 409)
+    assert [c["check"] for c in held["checks"]] == ["complaints"]
+    assert f"edition {first} has a complaint rate of 0.33 %" in held["detail"]
+    is_problem(api(sending_web, token("dashboard", "editions:read")).post(acknowledge), 403)
+    assert "no edition" in is_problem(client.post("/editions/999/complaints/acknowledge"),
+                                      404)["detail"]
+
+    acknowledged = client.post(acknowledge)
+    assert acknowledged.status_code == 200, acknowledged.text
+    assert acknowledged.json() == {"edition_id": first, "complaints": 1, "hold": None}
+    assert ("edition.acknowledge_complaints", "api:newsroom") in audit(first)
+    sent = client.post(f"/editions/{second}/send")
+    assert sent.status_code == 202, sent.text
+    assert sent.json()["audience"] == 299  # the complainer is unsubscribed and suppressed

@@ -357,3 +357,73 @@ def test_the_stats_are_the_figures_of_metrics_as_json(clean, web) -> None:
     assert set(families) == set(figures)  # the same figures, every family
     assert {s.labels["status"]: s.value for s in families["mailer_subscribers"].samples} == \
         values("mailer_subscribers", "status")
+
+
+def stored_article(title: str, published_at: dt.datetime, *categories: str) -> int:
+    with transaction() as session:
+        article = Article(guid=f"https://example.org/{title}", link="https://example.org/a",
+                          title=title, published_at=published_at,
+                          categories=list(categories), summary_text=f"About {title}.")
+        session.add(article)
+        session.flush()
+        return article.id
+
+
+def test_articles_are_listed_newest_first_by_keyset_filtered_and_read_one(
+        clean, web) -> None:
+    zone = get_settings().identity.zone
+    at = dt.datetime(2026, 3, 1, 23, 30, tzinfo=dt.UTC)
+    day = at.astimezone(zone).date()  # the day of the association, not of UTC
+    ids = {
+        "old": stored_article("Old news", at - dt.timedelta(days=40), "News"),
+        "twin_a": stored_article("Twin A", at, "CEP Events", "News"),
+        "twin_b": stored_article("Twin B", at, "Newsroom"),
+        "quote": stored_article("Quoted", at - dt.timedelta(days=1), 'Big "News'),
+        "pct": stored_article("A 100% probation year", at + dt.timedelta(days=1)),
+    }
+    client = api(web, token("composer", "editions:read"))
+    assert "editions:read" in is_problem(api(web, token("hook", "articles")).get(
+        "/articles"), 403)["detail"]
+
+    seen, after = [], None
+    while True:  # the twins share their time: the id decides, and no page repeats one
+        body = client.get("/articles", params={"limit": 2, **({"after": after}
+                                                               if after else {})}).json()
+        seen += [a["id"] for a in body["items"]]
+        after = body["next"]
+        if after is None:
+            break
+    assert seen == [ids["pct"], ids["twin_b"], ids["twin_a"], ids["quote"], ids["old"]]
+
+    def listed(**params: str) -> list[int]:
+        answer = client.get("/articles", params=params)
+        assert answer.status_code == 200, answer.text
+        return [a["id"] for a in answer.json()["items"]]
+
+    assert listed(since=str(day), until=str(day)) == [ids["twin_b"], ids["twin_a"]]
+    assert listed(until=str(day - dt.timedelta(days=1))) == [ids["quote"], ids["old"]]
+    assert listed(since=str(day + dt.timedelta(days=1))) == [ids["pct"]]
+    assert listed(category="News") == [ids["twin_a"], ids["old"]]  # exactly, and any of them
+    assert listed(category='Big "News') == [ids["quote"]]
+    assert listed(category="news") == []
+    assert listed(title="TWIN") == [ids["twin_b"], ids["twin_a"]]
+    assert listed(title="100%") == [ids["pct"]] and listed(title="%") == [ids["pct"]]
+    assert listed(since="0001-01-01", until="9999-12-31") == seen  # the calendar's ends
+    assert listed(after=str(ids["twin_b"]), category="News") == [ids["twin_a"], ids["old"]]
+    assert listed(after="999999") == [] and listed(after="9" * 18) == []
+
+    one = client.get(f"/articles/{ids['twin_a']}").json()
+    assert one == next(a for a in client.get("/articles").json()["items"]
+                       if a["id"] == ids["twin_a"])
+    assert (one["title"], one["categories"], one["summary"]) == (
+        "Twin A", ["CEP Events", "News"], "About Twin A.")
+    assert dt.datetime.fromisoformat(one["published_at"]) == at
+    assert "no article" in is_problem(client.get("/articles/999999"), 404)["detail"]
+    assert fields(client.get("/articles/0")) == {"article_id"}
+    assert fields(client.get("/articles", params={"since": "yesterday"})) == {"since"}
+    assert fields(client.get("/articles", params={"since": "2026-03-02",
+                                                  "until": "2026-03-01"})) == {"until"}
+    assert fields(client.get("/articles", params={"limit": 201})) == {"limit"}
+    assert fields(client.get("/articles", params={"after": "-1"})) == {"after"}
+    assert fields(client.get("/articles", params={"title": "a\nb"})) == {"title"}
+    assert fields(client.get("/articles", params={"categroy": "News"})) == {"categroy"}

@@ -63,3 +63,9 @@ def last_day(window_end: dt.datetime, *, zone: ZoneInfo) -> dt.date:
 def window_label(start: dt.datetime, end: dt.datetime, *, zone: ZoneInfo) -> str:
     """1 December 2025 – 31 December 2025: both days included."""
     return f"{format_date(start, zone=zone)} – {format_date(last_day(end, zone=zone), zone=zone)}"
+
+
+def midnight(day: dt.date, *, zone: ZoneInfo) -> dt.datetime:
+    """The first moment of ``day`` in ``zone``: where a window that starts on it begins, and
+    one that includes the day before it ends."""
+    return dt.datetime.combine(day, dt.time(), tzinfo=zone)

@@ -13,3 +13,19 @@ class EditionError(Exception):
 
 class NotSendable(EditionError):
     """The edition cannot be sent as it is (no articles, HTML over the size budget)."""
+
+
+class NotEditable(EditionError):
+    """The edition has started to go out (or was cancelled): it cannot be changed now."""
+
+
+class UnknownArticle(EditionError):
+    """An article named for the edition does not exist."""
+
+
+class NotInEdition(EditionError):
+    """An article to drop or move is not one of the edition's."""
+
+
+class AlreadyInEdition(EditionError):
+    """An article to add is in the edition already."""

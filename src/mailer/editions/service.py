@@ -29,18 +29,32 @@ from mailer.audit import record
 from mailer.config import ArticleSettings, IdentitySettings, Settings
 from mailer.db import transaction, utcnow
 from mailer.editions import snapshot
-from mailer.editions.compose import month_label, month_slug, reading_order
-from mailer.editions.errors import EditionError, NotSendable
+from mailer.editions.compose import (
+    category_order,
+    month_label,
+    month_slug,
+    reading_order,
+    section_of,
+)
+from mailer.editions.errors import (
+    AlreadyInEdition,
+    EditionError,
+    NotEditable,
+    NotInEdition,
+    NotSendable,
+    UnknownArticle,
+)
 from mailer.editions.models import Edition, EditionArticle, EditionState
 from mailer.editions.states import EDITABLE, GONE_OUT
 from mailer.localtime import last_day, window_label
 from mailer.subscribers.welcome_mail import LatestEdition
 
 __all__ = [
-    "EditionError", "EmptyWindow", "NotSendable", "RenderedEdition", "add_article",
+    "AlreadyInEdition", "EditionError", "EmptyWindow", "NotEditable", "NotInEdition",
+    "NotSendable", "RenderedEdition", "UnknownArticle", "add_article",
     "archived_edition", "archived_editions", "candidate_articles",
-    "check_sendable", "draft_edition", "drop_article", "move_article", "render_preview",
-    "set_articles", "step_article", "update_edition",
+    "check_sendable", "draft_edition", "drop_article", "filed_articles", "move_article",
+    "render_preview", "set_articles", "step_article", "update_edition",
 ]
 
 FIRST_EDITION_MONTHS = 2
@@ -141,7 +155,7 @@ def set_articles(session: Session, edition: Edition, article_ids: list[int]) -> 
         select(Article).where(Article.id.in_(article_ids)))} if article_ids else {}
     missing = [str(i) for i in article_ids if i not in found]
     if missing:
-        raise EditionError(f"there is no article with id {', '.join(missing)}")
+        raise UnknownArticle(f"there is no article with id {', '.join(missing)}")
     # Rows of articles that stay are kept (the (edition, article) pair is unique, and a
     # flush inserts before it deletes), rows of dropped articles are deleted as orphans.
     current = {link.article_id: link for link in edition.articles}
@@ -157,17 +171,19 @@ def set_articles(session: Session, edition: Edition, article_ids: list[int]) -> 
 
 def add_article(session: Session, edition: Edition, article_id: int, *, by: str) -> None:
     """Add an article (from the window or not) at the end of the edition."""
+    _ensure_editable(edition)
     ids = _article_ids(edition)
     if article_id in ids:
-        raise EditionError(f"article {article_id} is already in this edition")
+        raise AlreadyInEdition(f"article {article_id} is already in this edition")
     set_articles(session, edition, [*ids, article_id])
     _audit(session, by, "edition.article.add", edition, {"article": article_id})
 
 
 def drop_article(session: Session, edition: Edition, article_id: int, *, by: str) -> None:
+    _ensure_editable(edition)
     ids = _article_ids(edition)
     if article_id not in ids:
-        raise EditionError(f"article {article_id} is not in this edition")
+        raise NotInEdition(f"article {article_id} is not in this edition")
     set_articles(session, edition, [i for i in ids if i != article_id])
     _audit(session, by, "edition.article.drop", edition, {"article": article_id})
 
@@ -175,9 +191,10 @@ def drop_article(session: Session, edition: Edition, article_id: int, *, by: str
 def move_article(session: Session, edition: Edition, article_id: int, position: int, *,
                  by: str, action: str = "edition.article.move") -> None:
     """Move an article to ``position`` (0 is the first) in the edition's order."""
+    _ensure_editable(edition)
     ids = _article_ids(edition)
     if article_id not in ids:
-        raise EditionError(f"article {article_id} is not in this edition")
+        raise NotInEdition(f"article {article_id} is not in this edition")
     if not 0 <= position < len(ids):
         raise EditionError(f"position {position + 1} is outside 1–{len(ids)}")
     ids.remove(article_id)
@@ -195,7 +212,7 @@ def step_article(session: Session, edition: Edition, article_id: int, step: int,
                             articles)
     index = next((i for i, (_, a) in enumerate(ordered) if a.id == article_id), None)
     if index is None:
-        raise EditionError(f"article {article_id} is not in this edition")
+        raise NotInEdition(f"article {article_id} is not in this edition")
     section = ordered[index][0]
     neighbour = index + step
     if not 0 <= neighbour < len(ordered) or ordered[neighbour][0] != section:
@@ -205,6 +222,14 @@ def step_article(session: Session, edition: Edition, article_id: int, step: int,
     ids = _article_ids(edition)
     move_article(session, edition, article_id, ids.index(ordered[neighbour][1].id), by=by,
                  action="edition.article." + ("up" if step < 0 else "down"))
+
+
+def filed_articles(edition: Edition, *, articles: ArticleSettings) -> list[tuple[str, Article]]:
+    """The edition's articles in its own order (the one positions count in), each with the
+    section a reader finds it under (filed by ``articles``)."""
+    order = category_order(edition.category_order, articles)
+    return [(section_of(link.article, order, articles), link.article)
+            for link in edition.articles]
 
 
 def candidate_articles(session: Session, edition: Edition) -> list[Article]:
@@ -283,7 +308,7 @@ def _audit(session: Session, by: str, action: str, edition: Edition,
 
 def _ensure_editable(edition: Edition) -> None:
     if edition.state not in EDITABLE:
-        raise EditionError(f"Edition {edition.id} is {edition.state}: it can only be changed "
+        raise NotEditable(f"Edition {edition.id} is {edition.state}: it can only be changed "
                            "while it is a draft or scheduled.")
 
 

@@ -16,7 +16,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailer.config import get_settings
-from mailer.web.api import articles, bounces, docs, editions, stats, subscribers, suppressions
+from mailer.web.api import (
+    articles,
+    bounces,
+    docs,
+    edition_articles,
+    editions,
+    stats,
+    subscribers,
+    suppressions,
+)
 from mailer.web.api.problems import (
     ApiProblem,
     on_api_problem,
@@ -46,6 +55,7 @@ def create_api() -> FastAPI:
     api.include_router(bounces.router)
     api.include_router(stats.router)
     api.include_router(editions.router)
+    api.include_router(edition_articles.router)
     docs.install(api)
     api.add_exception_handler(ApiProblem, on_api_problem)
     api.add_exception_handler(StarletteHTTPException, on_http_error)

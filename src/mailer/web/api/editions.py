@@ -1,9 +1,10 @@
 """``/api/v1/editions``: list, read, preview, draft, edit, test, schedule, send and watch
-editions of the digest.
+editions of the digest, and acknowledge the complaints that hold every send (choosing an
+edition's articles is ``edition_articles``).
 
 The routes are the admin's and the CLI's actions over the same services: drafting and
 editing are ``editions.service``'s, test copies, the schedule, the send, pause, resume,
-cancel and progress are ``delivery.service``'s, and a send asks
+cancel, progress and the acknowledgement are ``delivery.service``'s, and a send asks
 :func:`~mailer.delivery.preflight.preflight` first, as the admin's confirmation and
 ``mailer editions send`` do: a failed check is a 409 problem listing every check that
 failed (``checks``), and nothing is queued. Reads need ``editions:read``; every change
@@ -37,13 +38,14 @@ from mailer.api_tokens.service import Caller
 from mailer.config import get_settings
 from mailer.db import transaction, utcnow
 from mailer.delivery import service as sending
-from mailer.delivery.preflight import Check, preflight
+from mailer.delivery.preflight import Check, complaint_hold, preflight
 from mailer.editions import queries
 from mailer.editions import service as editions
 from mailer.editions.models import Edition, EditionState
 from mailer.editions.snapshot import view_url
-from mailer.editions.states import EDITABLE, TransitionError
+from mailer.editions.states import TransitionError
 from mailer.ratelimit import hit
+from mailer.web.api.articles import ArticleOut
 from mailer.web.api.auth import require
 from mailer.web.api.problems import MEDIA_TYPE, ApiProblem, Problem, field_errors, responses
 from mailer.web.api.subscribers import TEXT
@@ -85,14 +87,6 @@ Line = Annotated[str, AfterValidator(_not_blank)]
 
 
 # --- what is answered ----------------------------------------------------------------------
-
-
-class ArticleOut(BaseModel):
-    id: int
-    title: str
-    link: str
-    published_at: dt.datetime
-    categories: list[str]
 
 
 class EditionSummary(BaseModel):
@@ -147,10 +141,7 @@ class EditionOut(EditionSummary):
         return cls(**cls.fields_of(e, len(links)), preheader=e.preheader, intro=e.intro,
                    category_order=list(e.category_order or []), state_reason=e.state_reason,
                    archive_url=view_url(e, get_settings().base_url) if archived else None,
-                   article_list=[ArticleOut(id=a.id, title=a.title, link=a.link,
-                                            published_at=a.published_at,
-                                            categories=list(a.categories or []))
-                                 for a in links])
+                   article_list=[ArticleOut.of(a) for a in links])
 
 
 class Preview(BaseModel):
@@ -295,7 +286,7 @@ class Pause(BaseModel):
 # --- reading -------------------------------------------------------------------------------
 
 
-def _find(session: Session, edition_id: int) -> Edition:
+def find_edition(session: Session, edition_id: int) -> Edition:
     edition = session.get(Edition, edition_id)
     if edition is None:
         raise ApiProblem(404, "There is no edition with this id.")
@@ -321,7 +312,7 @@ def list_editions(caller: Annotated[Caller, READ],
             responses=READ_ERRORS)
 def get_one(caller: Annotated[Caller, READ], edition_id: RowId) -> EditionOut:
     with transaction() as session:
-        return EditionOut.of(_find(session, edition_id))
+        return EditionOut.of(find_edition(session, edition_id))
 
 
 @router.get("/{edition_id}/preview", response_model=Preview, summary="Preview an edition",
@@ -331,7 +322,7 @@ def preview(caller: Annotated[Caller, READ], edition_id: RowId) -> Preview:
     once the send has started, else the edition composed as it is now."""
     with transaction() as session:
         try:
-            rendered = editions.render_preview(session, _find(session, edition_id),
+            rendered = editions.render_preview(session, find_edition(session, edition_id),
                                                settings=get_settings())
         except editions.EditionError as exc:
             raise ApiProblem(409, str(exc)) from None
@@ -344,7 +335,7 @@ def preview(caller: Annotated[Caller, READ], edition_id: RowId) -> Preview:
 def progress(caller: Annotated[Caller, READ], edition_id: RowId) -> ProgressOut:
     """Deliveries per state, the recent rate and the time left at that rate."""
     with transaction() as session:
-        _find(session, edition_id)
+        find_edition(session, edition_id)
         return ProgressOut.model_validate(sending.progress(session, edition_id).as_dict())
 
 
@@ -373,20 +364,13 @@ def draft(caller: Annotated[Caller, SEND], body: Draft) -> EditionOut:
         return EditionOut.of(edition)
 
 
-def _editable(edition: Edition) -> None:
-    if edition.state not in EDITABLE:
-        raise ApiProblem(409, f"Edition {edition.id} is {edition.state}: it can only be "
-                         "changed while it is a draft or scheduled.")
-
-
 @router.patch("/{edition_id}", response_model=EditionOut, summary="Change an edition",
               responses=WRITE_ERRORS)
 def change(caller: Annotated[Caller, SEND], edition_id: RowId, body: Change) -> EditionOut:
     """Subject, preheader, intro, the order of the sections, the window. Any change
     discards a snapshot frozen earlier, so what is sent is what was last previewed."""
     with transaction() as session:
-        edition = _find(session, edition_id)
-        _editable(edition)
+        edition = find_edition(session, edition_id)
         start = body.window_start or edition.window_start
         end = body.window_end or edition.window_end
         if (body.window_start or body.window_end) and start >= end:
@@ -397,6 +381,8 @@ def change(caller: Annotated[Caller, SEND], edition_id: RowId, body: Change) -> 
         try:
             editions.update_edition(session, edition, by=caller.actor,
                                     identity=get_settings().identity, **given)
+        except editions.NotEditable as exc:  # it has started to go out, or was cancelled
+            raise ApiProblem(409, str(exc)) from None
         except editions.EditionError as exc:
             raise ApiProblem(422, str(exc)) from None
         return EditionOut.of(edition)
@@ -412,7 +398,7 @@ def test_copies(caller: Annotated[Caller, SEND], edition_id: RowId,
     """A copy marked "[TEST]" to each address, as a reader would get it; not counted, no
     delivery rows. An address the SMTP server refuses is answered with its reply."""
     with transaction() as session:
-        _find(session, edition_id)
+        find_edition(session, edition_id)
     if not all(hit(f"api-test-copy:{caller.token_id}", TEST_COPIES_PER_HOUR, 3600)
                for _ in body.to):
         raise ApiProblem(429, f"More than {TEST_COPIES_PER_HOUR} test copies in an hour "
@@ -436,13 +422,13 @@ def schedule(caller: Annotated[Caller, SEND], edition_id: RowId,
         raise ApiProblem(422, "That time is in the past.",
                          errors=field_errors(at="that time is in the past"))
     with transaction() as session:
-        _find(session, edition_id)
+        find_edition(session, edition_id)
         try:
             sending.schedule_send(session, edition_id, body.at, by=caller.actor,
                                   settings=get_settings())
         except (sending.SendError, TransitionError) as exc:
             raise ApiProblem(409, str(exc)) from None
-        return EditionOut.of(_find(session, edition_id))
+        return EditionOut.of(find_edition(session, edition_id))
 
 
 @router.delete("/{edition_id}/schedule", response_model=StateChange,
@@ -450,7 +436,7 @@ def schedule(caller: Annotated[Caller, SEND], edition_id: RowId,
 def unschedule(caller: Annotated[Caller, SEND], edition_id: RowId) -> StateChange:
     """The edition is a draft again; a draft is answered ``changed: false``."""
     with transaction() as session:
-        edition = _find(session, edition_id)
+        edition = find_edition(session, edition_id)
         if edition.state == EditionState.draft:
             return StateChange(edition_id=edition_id, state=EditionState.draft, changed=False)
         try:
@@ -477,7 +463,7 @@ def send(caller: Annotated[Caller, SEND], edition_id: RowId) -> Sending:
     without articles or too large, a complaint rate over the stop level, nobody to send
     to, a paused or cancelled edition: a 409 with every check that failed."""
     with transaction() as session:
-        edition = _find(session, edition_id)
+        edition = find_edition(session, edition_id)
         checked = preflight(session, edition, settings=get_settings())
         if checked.started:
             return Sending(edition_id=edition_id, state=EditionState(edition.state),
@@ -507,7 +493,7 @@ def _act(edition_id: int, to: EditionState, action: Any) -> tuple[EditionState, 
     """Run one sending-service action, unless the edition is in ``to`` already: the state
     after it, and what the action answered (None when nothing was done)."""
     with transaction() as session:
-        edition = _find(session, edition_id)
+        edition = find_edition(session, edition_id)
         if edition.state == to:
             return to, None
         try:
@@ -555,3 +541,32 @@ def cancel(caller: Annotated[Caller, SEND], edition_id: RowId) -> Cancelled:
         s, edition_id, by=caller.actor))
     return Cancelled(edition_id=edition_id, state=state, changed=cancelled is not None,
                      cancelled=cancelled or 0)
+
+
+# --- the complaint hold ----------------------------------------------------------------------
+
+
+class Acknowledged(BaseModel):
+    edition_id: int
+    #: The edition's complaints acknowledged: all it has now (only more bring the hold back).
+    complaints: int
+    #: What still stops every send (another edition's complaints), or null: sends may go.
+    hold: str | None
+
+
+@router.post("/{edition_id}/complaints/acknowledge", response_model=Acknowledged,
+             summary="Acknowledge an edition's complaints", responses=WRITE_ERRORS)
+def acknowledge_complaints(caller: Annotated[Caller, SEND],
+                           edition_id: RowId) -> Acknowledged:
+    """A complaint rate at the stop level (``MAILER_COMPLAINT_STOP_RATE``, 0.3 %) holds
+    every send (the send's ``complaints`` check names the edition) until someone has
+    looked into the complaints and says so here, as the admin's button and ``mailer
+    editions acknowledge`` do. A repeat acknowledges the complaints there are then."""
+    with transaction() as session:
+        find_edition(session, edition_id)
+        try:
+            complaints = sending.acknowledge_complaints(session, edition_id, by=caller.actor)
+        except sending.SendError as exc:  # deleted meanwhile
+            raise ApiProblem(409, str(exc)) from None
+        hold = complaint_hold(session, sending=get_settings().sending)
+    return Acknowledged(edition_id=edition_id, complaints=complaints, hold=hold)
