@@ -67,8 +67,33 @@ end
 """
 
 
+def _cpu_seconds(root_pids: list[int]) -> float:
+    """User and system CPU of these processes and their children (/proc): what the web
+    app (and its Redis) spent, whatever else the machine was doing meanwhile."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        times[pid] = (int(fields[11]) + int(fields[12])) / tick
+    wanted, grew = set(root_pids), True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in wanted} - wanted
+        wanted |= more
+        grew = bool(more)
+    return sum(times.get(pid, 0.0) for pid in wanted)
+
+
 def wrk(base: str, paths: list[str], *, seconds: float, connections: int,
-        workdir: Path) -> dict[str, float]:
+        workdir: Path, measured: list[int] | None = None) -> dict[str, float]:
+    """wrk's figures, and with ``measured`` (process ids) the CPU those processes spent
+    per answer, in microseconds."""
+    cpu_before = _cpu_seconds(measured or [])
     script = workdir / "paths.lua"
     script.write_text(_LUA % ", ".join(f'"{p}"' for p in paths))
     binary = shutil.which("wrk")
@@ -85,9 +110,12 @@ def wrk(base: str, paths: list[str], *, seconds: float, connections: int,
     bad = int(re.search(r"^non2xx3xx (\d+)", out, re.M).group(1))  # type: ignore[union-attr]
     if bad or "Socket errors" in out:
         raise SystemExit(f"wrk saw errors:\n{out}")
-    return {"answers": int(re.search(r"^answers (\d+)", out, re.M).group(1)),  # type: ignore[union-attr]
+    answers = int(re.search(r"^answers (\d+)", out, re.M).group(1))  # type: ignore[union-attr]
+    cpu = _cpu_seconds(measured or []) - cpu_before
+    return {"answers": answers,
             "per_second": round(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), 1),  # type: ignore[union-attr]
-            "p50_ms": latency("50"), "p99_ms": latency("99")}
+            "p50_ms": latency("50"), "p99_ms": latency("99"),
+            "cpu_us_per_answer": round(cpu / max(answers, 1) * 1e6)}
 
 
 def send(readers: int, workdir: Path, name: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
@@ -100,11 +128,47 @@ def send(readers: int, workdir: Path, name: str) -> tuple[subprocess.Popen[bytes
     return proc, started, results
 
 
+def _with_send(args: argparse.Namespace, base: str, paths: list[str], workdir: Path,
+               results: dict[str, object]) -> dict[str, float]:
+    """Phases 2 and 3: the send alone, then again with redirects during it."""
+    proc, _, figures = send(args.readers, workdir, "send-alone")
+    if proc.wait() != 0:
+        raise SystemExit((workdir / "send-alone.log").read_text()[-3000:])
+    send_alone = json.loads(figures.read_text())
+    seconds = float(send_alone["end_to_end_seconds"])
+    results["send_alone_per_second"] = send_alone["messages_per_second"]
+    print(f"2. the send alone            {send_alone['messages_per_second']:>8} msg/s "
+          f"({seconds:.1f} s)")
+
+    proc, started, figures = send(args.readers, workdir, "send-with-redirects")
+    while not started.exists():
+        if proc.poll() is not None:
+            raise SystemExit((workdir / "send-with-redirects.log").read_text()[-3000:])
+        time.sleep(0.05)
+    during = wrk(base, paths, seconds=max(2.0, 0.9 * seconds),
+                 connections=args.connections, workdir=workdir)
+    if proc.wait() != 0:
+        raise SystemExit((workdir / "send-with-redirects.log").read_text()[-3000:])
+    send_during = json.loads(figures.read_text())
+    results["redirects_during_send"] = during
+    results["send_with_redirects_per_second"] = send_during["messages_per_second"]
+    print(f"3. redirects during the send {during['per_second']:>8}/s  "
+          f"p50 {during['p50_ms']} ms  p99 {during['p99_ms']} ms")
+    share = float(send_during["messages_per_second"]) / float(
+        send_alone["messages_per_second"])
+    print(f"   the send meanwhile        {send_during['messages_per_second']:>8} msg/s "
+          f"({share:.0%} of phase 2)")
+
+    return during
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="of redirects, phase 1")
     ap.add_argument("--readers", type=int, default=20_000, help="of the send, phases 2 and 3")
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--redirects-only", action="store_true",
+                    help="phases 0 and 1 only (no send)")
     ap.add_argument("--web-workers", type=int, default=2,
                     help="uvicorn processes (docker-compose.yml runs 2)")
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
@@ -166,45 +230,24 @@ def main() -> None:
 
         print(f"{LINKS} links of one edition, wrk -t2 -c{args.connections}, "
               f"{args.web_workers} uvicorn workers; send of {args.readers:,} readers")
+        measured = [web.pid] + ([redis_server.proc.pid] if redis_server.proc else [])
         baseline = wrk(base, ["/healthz"], seconds=args.seconds,
-                       connections=args.connections, workdir=workdir)
+                       connections=args.connections, workdir=workdir, measured=measured)
         results["healthz_baseline"] = baseline
         print(f"0. /healthz, the baseline    {baseline['per_second']:>8}/s  "
-              f"p50 {baseline['p50_ms']} ms  p99 {baseline['p99_ms']} ms")
+              f"p50 {baseline['p50_ms']} ms  p99 {baseline['p99_ms']} ms  "
+              f"{baseline['cpu_us_per_answer']} µs CPU each (web and Redis)")
         alone = wrk(base, paths, seconds=args.seconds, connections=args.connections,
-                    workdir=workdir)
+                    workdir=workdir, measured=measured)
         results["redirects_alone"] = alone
         print(f"1. redirects alone           {alone['per_second']:>8}/s  "
               f"p50 {alone['p50_ms']} ms  p99 {alone['p99_ms']} ms  "
+              f"{alone['cpu_us_per_answer']} µs CPU each "
               f"({alone['per_second'] / baseline['per_second']:.0%} of /healthz's rate)")
 
-        proc, _, figures = send(args.readers, workdir, "send-alone")
-        if proc.wait() != 0:
-            raise SystemExit((workdir / "send-alone.log").read_text()[-3000:])
-        send_alone = json.loads(figures.read_text())
-        seconds = float(send_alone["end_to_end_seconds"])
-        results["send_alone_per_second"] = send_alone["messages_per_second"]
-        print(f"2. the send alone            {send_alone['messages_per_second']:>8} msg/s "
-              f"({seconds:.1f} s)")
-
-        proc, started, figures = send(args.readers, workdir, "send-with-redirects")
-        while not started.exists():
-            if proc.poll() is not None:
-                raise SystemExit((workdir / "send-with-redirects.log").read_text()[-3000:])
-            time.sleep(0.05)
-        during = wrk(base, paths, seconds=max(2.0, 0.9 * seconds),
-                     connections=args.connections, workdir=workdir)
-        if proc.wait() != 0:
-            raise SystemExit((workdir / "send-with-redirects.log").read_text()[-3000:])
-        send_during = json.loads(figures.read_text())
-        results["redirects_during_send"] = during
-        results["send_with_redirects_per_second"] = send_during["messages_per_second"]
-        print(f"3. redirects during the send {during['per_second']:>8}/s  "
-              f"p50 {during['p50_ms']} ms  p99 {during['p99_ms']} ms")
-        share = float(send_during["messages_per_second"]) / float(
-            send_alone["messages_per_second"])
-        print(f"   the send meanwhile        {send_during['messages_per_second']:>8} msg/s "
-              f"({share:.0%} of phase 2)")
+        during: dict[str, float] = {"answers": 0}
+        if not args.redirects_only:
+            during = _with_send(args, base, paths, workdir, results)
 
         counting.flush(get_redis())
         with transaction() as session:
@@ -220,7 +263,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / f"clicks-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(
             json.dumps(results, indent=2))
-        in_flight = 2 * args.connections  # cut off when each wrk phase ended
+        in_flight = (1 if args.redirects_only else 2) * args.connections  # when wrk stopped
         if not answered <= counted <= answered + in_flight or scanners != 1:
             raise SystemExit(f"{answered} redirects but {counted} clicks counted "
                              f"(and {scanners} scanner fetches for 1)")

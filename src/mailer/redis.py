@@ -6,6 +6,7 @@ from functools import lru_cache
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+import redis.asyncio
 
 from mailer.config import get_settings
 
@@ -32,9 +33,22 @@ def get_hasty_redis() -> redis.Redis:
     return _hasty_client(get_settings().redis_url)
 
 
+@lru_cache(maxsize=4)
+def _hasty_async_client(url: str) -> redis.asyncio.Redis:
+    return redis.asyncio.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25,
+                                        health_check_interval=30, decode_responses=False)
+
+
+def get_hasty_async_redis() -> redis.asyncio.Redis:
+    """:func:`get_hasty_redis` for a route that runs on the web process's event loop (one
+    loop per process: the client keeps its connections on it)."""
+    return _hasty_async_client(get_settings().redis_url)
+
+
 def reset_redis() -> None:
     _client.cache_clear()
     _hasty_client.cache_clear()
+    _hasty_async_client.cache_clear()
 
 
 def masked_url(url: str) -> str:

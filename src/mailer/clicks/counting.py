@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis as redis_lib
+import redis.asyncio as redis_asyncio
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
@@ -90,19 +91,19 @@ return url
 
 
 @functools.lru_cache(maxsize=4)
-def _recall_script(client: redis_lib.Redis) -> Any:
+def _recall_script(client: redis_asyncio.Redis) -> Any:
     return client.register_script(_RECALL_AND_COUNT)  # EVALSHA, loaded when first missing
 
 
-def recall_and_count(client: redis_lib.Redis, edition_id: int, position: int,
-                     kind: Kind) -> str | None:
+async def recall_and_count(client: redis_asyncio.Redis, edition_id: int, position: int,
+                           kind: Kind) -> str | None:
     """Where a followed link leads if Redis knows (:func:`mailer.clicks.links.remember`),
     and then the click :func:`count`-ed, in one round trip. None: Redis does not know
     the link, and nothing was counted (the caller asks the database, then counts)."""
-    known = _recall_script(client)(
+    known = await _recall_script(client)(
         keys=[f"{links.DESTINATIONS_KEY}{edition_id}", f"{KEY}{edition_id}", PENDING],
         args=[str(position), f"{position}:{kind}", str(edition_id)])
-    return None if known is None else _text(known)  # type: ignore[arg-type]
+    return None if known is None else _text(known)
 
 
 def take_batches(client: redis_lib.Redis) -> None:

@@ -12,13 +12,14 @@ import logging
 
 import redis as redis_lib
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from redis.exceptions import RedisError
 
 from mailer.clicks import counting, links
 from mailer.config import get_settings
 from mailer.db import transaction
-from mailer.redis import get_hasty_redis
+from mailer.redis import get_hasty_async_redis, get_hasty_redis
 from mailer.web.bounds import id_or_none
 
 router = APIRouter()
@@ -30,19 +31,24 @@ _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
 
 @router.api_route("/r/{edition}/{position}/{signature}", methods=["GET", "HEAD"],
                   include_in_schema=False)
-def follow(edition: str, position: str, signature: str, request: Request) -> Response:
+async def follow(edition: str, position: str, signature: str, request: Request) -> Response:
+    # On the event loop, not in the thread pool: a click Redis can answer is a signature
+    # check and one round trip, and the hop to a thread would cost more than both.
     edition_id, link = id_or_none(edition), id_or_none(position)
     if edition_id is None or link is None or not links.is_signed(
             edition_id, link, signature, keys=get_settings().all_secrets):
         return _not_found()
     kind = counting.kind_of(request.method, request.headers.get("user-agent"))
-    client = get_hasty_redis()  # a Redis that hangs holds the reader a quarter second
     try:  # one round trip: where it leads, if an earlier click found out, and counted
-        url = counting.recall_and_count(client, edition_id, link, kind)
+        # (a Redis that hangs holds the reader a quarter second)
+        url = await counting.recall_and_count(get_hasty_async_redis(), edition_id, link, kind)
     except RedisError as exc:
         log.warning("a click on edition %d link %d was not counted: %s", edition_id, link, exc)
-        return _from_database(None, edition_id, link, kind)
-    return _from_database(client, edition_id, link, kind) if url is None else _to(url)
+        return await run_in_threadpool(_from_database, None, edition_id, link, kind)
+    if url is None:
+        return await run_in_threadpool(_from_database, get_hasty_redis(), edition_id, link,
+                                       kind)
+    return _to(url)
 
 
 def _from_database(client: redis_lib.Redis | None, edition_id: int, link: int,
