@@ -8,7 +8,7 @@ The web app is started as docker-compose.yml starts it (uvicorn, two worker proc
 PostgreSQL and a private Redis (where the clicks are counted); the load is Postfix-free
 ``wrk`` (Debian's `wrk` package: a C load generator, so the client does not eat the cores
 it measures), 2 threads and ``--connections`` keep-alive connections, each request a GET of
-one of the edition's signed links. Four phases, in one run:
+one of the edition's signed links. Five phases, in one run:
 
 0. ``GET /healthz`` with the same load: the web stack alone (no database, no Redis), the
    baseline the redirects are read against (wrk shares the two cores with the web app, so
@@ -16,7 +16,10 @@ one of the edition's signed links. Four phases, in one run:
 1. redirects alone: requests per second, p50 and p99 (wrk's latency distribution);
 2. ``bench/send.py --readers N`` alone: its messages per second (real Celery workers,
    smtp-sink);
-3. the same send again with redirects during it: both figures again.
+3. the same send again with redirects during it: both figures again;
+4. the same send again with ``/healthz`` under the same load during it: what the send
+   loses to the web stack alone, so that 3 against 4 is what the redirects' own work
+   (signature, Redis, counting) costs it.
 
 Then the counts are flushed from Redis to the database (as the beat task does) and checked
 against the number of redirects wrk had answered: a count lost or made up fails the run
@@ -42,6 +45,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -140,16 +144,8 @@ def _with_send(args: argparse.Namespace, base: str, paths: list[str], workdir: P
     print(f"2. the send alone            {send_alone['messages_per_second']:>8} msg/s "
           f"({seconds:.1f} s)")
 
-    proc, started, figures = send(args.readers, workdir, "send-with-redirects")
-    while not started.exists():
-        if proc.poll() is not None:
-            raise SystemExit((workdir / "send-with-redirects.log").read_text()[-3000:])
-        time.sleep(0.05)
-    during = wrk(base, paths, seconds=max(2.0, 0.9 * seconds),
-                 connections=args.connections, workdir=workdir)
-    if proc.wait() != 0:
-        raise SystemExit((workdir / "send-with-redirects.log").read_text()[-3000:])
-    send_during = json.loads(figures.read_text())
+    during, send_during = _send_under(args, base, paths, workdir, "send-with-redirects",
+                                      seconds)
     results["redirects_during_send"] = during
     results["send_with_redirects_per_second"] = send_during["messages_per_second"]
     print(f"3. redirects during the send {during['per_second']:>8}/s  "
@@ -159,7 +155,34 @@ def _with_send(args: argparse.Namespace, base: str, paths: list[str], workdir: P
     print(f"   the send meanwhile        {send_during['messages_per_second']:>8} msg/s "
           f"({share:.0%} of phase 2)")
 
+    # The same web load without the clicks: what the send loses to the redirects' own work
+    # (signature, Redis, counting) is the difference between phases 3 and 4.
+    health, send_health = _send_under(args, base, ["/healthz"], workdir, "send-with-healthz",
+                                      seconds)
+    results["healthz_during_send"] = health
+    results["send_with_healthz_per_second"] = send_health["messages_per_second"]
+    print(f"4. /healthz during the send  {health['per_second']:>8}/s  "
+          f"p50 {health['p50_ms']} ms  p99 {health['p99_ms']} ms")
+    kept = float(send_during["messages_per_second"]) / float(
+        send_health["messages_per_second"])
+    print(f"   the send meanwhile        {send_health['messages_per_second']:>8} msg/s "
+          f"(with redirects instead: {kept:.0%} of this)")
     return during
+
+
+def _send_under(args: argparse.Namespace, base: str, paths: list[str], workdir: Path,
+                name: str, seconds: float) -> tuple[dict[str, float], dict[str, Any]]:
+    """bench/send.py again, with wrk on ``paths`` for about as long as it takes."""
+    proc, started, figures = send(args.readers, workdir, name)
+    while not started.exists():
+        if proc.poll() is not None:
+            raise SystemExit((workdir / f"{name}.log").read_text()[-3000:])
+        time.sleep(0.05)
+    load = wrk(base, paths, seconds=max(2.0, 0.9 * seconds), connections=args.connections,
+               workdir=workdir)
+    if proc.wait() != 0:
+        raise SystemExit((workdir / f"{name}.log").read_text()[-3000:])
+    return load, json.loads(figures.read_text())
 
 
 def main() -> None:
