@@ -163,10 +163,19 @@ def _with_send(args: argparse.Namespace, base: str, paths: list[str], workdir: P
     results["send_with_healthz_per_second"] = send_health["messages_per_second"]
     print(f"4. /healthz during the send  {health['per_second']:>8}/s  "
           f"p50 {health['p50_ms']} ms  p99 {health['p99_ms']} ms")
-    kept = float(send_during["messages_per_second"]) / float(
-        send_health["messages_per_second"])
-    print(f"   the send meanwhile        {send_health['messages_per_second']:>8} msg/s "
-          f"(with redirects instead: {kept:.0%} of this)")
+    # wrk sends as fast as it is answered, so the two loads differ: compare what each
+    # answer a second took from the send.
+    alone_rate = float(send_alone["messages_per_second"])
+    per_redirect = (alone_rate - float(send_during["messages_per_second"])) / max(
+        during["per_second"], 1.0)
+    per_health = (alone_rate - float(send_health["messages_per_second"])) / max(
+        health["per_second"], 1.0)
+    results["send_lost_per_redirect"] = round(per_redirect, 3)
+    results["send_lost_per_healthz"] = round(per_health, 3)
+    print(f"   the send meanwhile        {send_health['messages_per_second']:>8} msg/s")
+    print(f"   messages a second the send lost per answer a second: {per_redirect:.2f} per "
+          f"redirect, {per_health:.2f} per /healthz ({per_redirect / max(per_health, 1e-9):.1f}×)")
+
     return during
 
 
