@@ -9,6 +9,7 @@ from mailer.deliveries.models import Delivery
 from mailer.delivery.models import SenderProcess
 from mailer.editions.models import Edition, EditionArticle
 from mailer.insight.models import EditionSummary, ListWeek
+from mailer.lists.models import MailingList, Subscription, Topic
 from mailer.staff.models import (
     AuditEntry,
     ScheduledDraft,
@@ -27,9 +28,9 @@ from mailer.webhooks.models import (
 __all__ = [
     "ApiToken", "Article", "AuditEntry", "Base", "Bounce", "ClickFlush", "ConfirmationToken",
     "ConsentEvent", "Delivery", "EditionLink",
-    "Edition", "EditionArticle", "EditionSummary", "InboundMessage", "ListWeek", "ScheduledDraft",
+    "Edition", "EditionArticle", "EditionSummary", "InboundMessage", "ListWeek", "MailingList", "ScheduledDraft",
     "SenderProcess",
     "StaffRecoveryCode",
-    "StaffSession", "StaffUser", "Subscriber", "Suppression", "WebhookAttempt", "WebhookDelivery",
+    "StaffSession", "StaffUser", "Subscriber", "Subscription", "Topic", "Suppression", "WebhookAttempt", "WebhookDelivery",
     "WebhookEndpoint", "WebhookEvent", "WebhookMessage",
 ]

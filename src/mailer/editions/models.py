@@ -27,6 +27,8 @@ class Edition(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(120), unique=True)
+    #: The list it goes to (no foreign key: migration 0016; a list is never deleted).
+    list_id: Mapped[int] = mapped_column(Integer, index=True)
     subject: Mapped[str] = mapped_column(String(300))
     preheader: Mapped[str] = mapped_column(String(300), default="")
     intro: Mapped[str] = mapped_column(Text, default="")

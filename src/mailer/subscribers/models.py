@@ -12,12 +12,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from mailer.db import Base, UTCDateTime, utcnow
 
 
-class SubscriberStatus(enum.StrEnum):
-    pending = "pending"  # signed up, not yet confirmed: never mailed a newsletter
-    confirmed = "confirmed"  # double opt-in done (or imported with recorded consent)
-    unsubscribed = "unsubscribed"
-
-
 class Subscriber(Base):
     __tablename__ = "subscriber"
 
@@ -33,19 +27,15 @@ class Subscriber(Base):
     last_name: Mapped[str] = mapped_column(String(100), default="")
     organisation: Mapped[str] = mapped_column(String(200), default="")
     country: Mapped[str] = mapped_column(String(100), default="")
-    status: Mapped[str] = mapped_column(String(16), default=SubscriberStatus.pending)
     source: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
-    confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    unsubscribed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     events: Mapped[list[ConsentEvent]] = relationship(
         back_populates="subscriber", order_by="ConsentEvent.id", passive_deletes=True
     )
 
     __table_args__ = (
-        Index("ix_subscriber_status_id", "status", "id"),
         #: PostgreSQL only (migration 0014): a search for a part of an address
         #: (``email_key LIKE '%part%'``) reads the rows that hold its trigrams.
         Index("ix_subscriber_email_key_trgm", "email_key", postgresql_using="gin",
@@ -83,6 +73,18 @@ class ConsentEventKind(enum.StrEnum):
     #: The export's confirmation link was clicked; then the data went out (``message_id``).
     export_confirmed = "export_confirmed"
     data_exported = "data_exported"
+    #: The reader changed the topics they follow on a list (``detail``: before and after).
+    topics_changed = "topics_changed"
+
+
+#: The kinds of event that are about one list (``ConsentEvent.list_id`` names it); the
+#: others are about the person or the address.
+LIST_KINDS = frozenset({
+    ConsentEventKind.subscribed, ConsentEventKind.already_subscribed,
+    ConsentEventKind.confirmation_sent, ConsentEventKind.confirmed,
+    ConsentEventKind.welcome_sent, ConsentEventKind.unsubscribed,
+    ConsentEventKind.resubscribed, ConsentEventKind.imported, ConsentEventKind.topics_changed,
+})
 
 
 class ConsentEvent(Base):
@@ -109,6 +111,8 @@ class ConsentEvent(Base):
     #: reader's deliveries), for the editors' "unsubscribes from this edition". No foreign
     #: key: this package stays below the editions one, and the id alone says nothing.
     edition_id: Mapped[int | None] = mapped_column(Integer)
+    #: The list an event of ``LIST_KINDS`` is about (no foreign key: migration 0016).
+    list_id: Mapped[int | None] = mapped_column(Integer)
 
     subscriber: Mapped[Subscriber | None] = relationship(back_populates="events")
 
@@ -129,6 +133,8 @@ class ConfirmationToken(Base):
     subscriber_id: Mapped[int] = mapped_column(
         ForeignKey("subscriber.id", ondelete="CASCADE"), index=True
     )
+    #: The lists (ids) this round confirms: those its mail names.
+    lists: Mapped[list[int] | None] = mapped_column(JSON)
     nonce: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
@@ -148,17 +154,6 @@ class SuppressionReason(enum.StrEnum):
     complaint = "complaint"
     manual = "manual"
     erased = "erased"
-    #: The reader changed their name on the preference page (``detail``: the fields).
-    name_changed = "name_changed"
-    #: On the preference page the reader asked for their data (GDPR Art. 15) or to be
-    #: erased (Art. 17): a confirmation link goes to the address (``detail``: its round).
-    export_requested = "export_requested"
-    erasure_requested = "erasure_requested"
-    #: That confirmation mail went out (``message_id``; ``detail``: the action and round).
-    request_mailed = "request_mailed"
-    #: The export's confirmation link was clicked; then the data went out (``message_id``).
-    export_confirmed = "export_confirmed"
-    data_exported = "data_exported"
 
 
 class Suppression(Base):
