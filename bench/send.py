@@ -187,7 +187,7 @@ def worker_argv(concurrency: int) -> list[str]:
 
 
 def make_readers(n: int) -> None:
-    from sqlalchemy import insert
+    from sqlalchemy import insert, text
 
     from mailer.db import transaction, utcnow
     from mailer.subscribers.models import Subscriber
@@ -202,10 +202,15 @@ def make_readers(n: int) -> None:
                     "public_id": secrets.token_hex(16), "email": email, "email_key": email,
                     "address_hash": hashlib.sha256(email.encode()).hexdigest(),
                     "first_name": f"Reader{i}", "last_name": "", "organisation": "",
-                    "country": "", "status": "confirmed", "source": "bench",
-                    "created_at": now, "updated_at": now, "confirmed_at": now,
+                    "country": "", "source": "bench",
+                    "created_at": now, "updated_at": now,
                 })
             session.execute(insert(Subscriber), rows)
+        # Every reader confirmed on the first list (migration 0016's).
+        session.execute(text(
+            "INSERT INTO subscription (subscriber_id, list_id, status, created_at, updated_at, "
+            "confirmed_at) SELECT id, 1, 'confirmed', created_at, updated_at, created_at "
+            "FROM subscriber ORDER BY id"))
 
 
 def main() -> None:

@@ -78,6 +78,7 @@ def prepare(n: int) -> dict[str, list[str]]:
     """``n`` addresses of each kind, made the way real ones come about."""
     from mailer.config import get_settings
     from mailer.db import transaction
+    from mailer.lists.service import default_list, subscription
     from mailer.subscribers.signup import Origin, Profile, sign_up
     from mailer.subscribers.unsubscribe import unsubscribe
 
@@ -87,12 +88,15 @@ def prepare(n: int) -> dict[str, list[str]]:
     with transaction() as session:
         for kind in ("pending", "confirmed", "unsubscribed"):
             for email in addresses[kind]:
+                first = default_list(session)
                 subscriber = sign_up(session, email=email, profile=Profile(),
-                                     origin=origin, signup=get_settings().signup)
+                                     origin=origin, signup=get_settings().signup, lists=[first])
                 if kind != "pending":
-                    subscriber.status = "confirmed"
+                    held = subscription(session, subscriber.id, first.id)
+                    assert held is not None
+                    held.status = "confirmed"
                 if kind == "unsubscribed":
-                    unsubscribe(session, subscriber, channel="bench")
+                    unsubscribe(session, subscriber, list_id=None, channel="bench")
     return addresses
 
 

@@ -25,7 +25,7 @@ from mailer.config import get_settings
 from mailer.db import transaction, utcnow
 from mailer.subscribers.models import ConsentEvent
 from tests.conftest import wait_for, wait_settled
-from tests.support.subscribers import events, make, subscriber
+from tests.support.subscribers import events, list_status, make, subscriber
 
 MAILER = str(Path(sys.executable).parent / "mailer")
 PROBLEM = "application/problem+json"
@@ -192,7 +192,8 @@ def test_a_sign_up_through_the_api_is_a_double_opt_in_sign_up(clean, web, worker
     first = client.post("/subscribers", json=person)
     assert first.status_code == 202 and first.json()["status"] == "accepted"
     sub = subscriber("ida.api@example.org")
-    assert sub is not None and sub.status == "pending" and sub.source == "api:website-form"
+    assert sub is not None and sub.source == "api:website-form"
+    assert list_status("ida.api@example.org") == "pending"
     [mail] = wait_for(lambda: clean.smtp.to("Ida.Api@example.org"), what="confirmation mail")
     assert b"/confirm/" in mail.data
     with transaction() as session:
@@ -215,7 +216,7 @@ def test_a_sign_up_through_the_api_is_a_double_opt_in_sign_up(clean, web, worker
     assert subscribed.status_code == 202 and subscribed.json() == first.json()
     assert wait_settled(lambda: len(clean.smtp.to("Ida.Api@example.org"))) == 1
     assert events(sub.id).count("subscribed") == 2
-    assert subscriber("already@example.org").status == "confirmed"
+    assert list_status("already@example.org") == "confirmed"
     assert len(clean.smtp.to("already@example.org")) == 0
 
     # Wrong input: a 422 naming each wrong field; nothing stored.
@@ -321,13 +322,13 @@ def test_a_subscriber_is_unsubscribed_exported_and_erased_through_the_api(clean,
     is_problem(reading.post(f"/subscribers/{reader.public_id}/unsubscribe"), 403)
     is_problem(reading.delete(f"/subscribers/{reader.public_id}"), 403)
     is_problem(writing.get(f"/subscribers/{reader.public_id}/export"), 403)
-    assert subscriber("reader@example.org").status == "confirmed"
+    assert list_status("reader@example.org") == "confirmed"
 
     first = writing.post(f"/subscribers/{reader.public_id}/unsubscribe")
     assert first.status_code == 200 and first.json() == {"changed": True}, first.text
     again = writing.post(f"/subscribers/{reader.public_id}/unsubscribe")
     assert again.json() == {"changed": False}  # a repeat changes nothing, records nothing
-    assert subscriber("reader@example.org").status == "unsubscribed"
+    assert list_status("reader@example.org") == "unsubscribed"
     assert events(reader.id)[-1] == "unsubscribed"
     with transaction() as session:
         [event] = session.scalars(select(ConsentEvent).where(

@@ -19,7 +19,8 @@ from mailer.delivery.states import FINAL_STATES, INITIAL, OPEN_STATES, TRANSITIO
 from mailer.subscribers.models import Subscriber
 from mailer.subscribers.queries import MAILABLE_SQL, mailable
 from mailer.suppression.service import suppress
-from tests.support.factories import make_subscribers
+from tests.support.bounce_mail import make_sent_edition
+from tests.support.factories import FIRST_LIST, make_subscribers
 
 D = DeliveryState
 DELIVERY = Path(__file__).resolve().parents[1] / "src" / "mailer" / "delivery"
@@ -197,9 +198,12 @@ def test_both_spellings_of_mailable_choose_the_same_readers(clean) -> None:
         hash_ = session.scalar(select(Subscriber.address_hash)
                                .where(Subscriber.email == confirmed[0]))
         suppress(session, hash_, reason="manual", by="test")
+    edition = make_sent_edition("sending")  # the list MAILABLE_SQL reads is its edition's
     with transaction() as session:
-        by_expression = set(session.scalars(select(Subscriber.id).where(mailable())))
-        by_text = set(session.scalars(text(f"SELECT s.id FROM subscriber s WHERE {MAILABLE_SQL}")))
+        by_expression = set(session.scalars(select(Subscriber.id).where(mailable(FIRST_LIST))))
+        by_text = set(session.scalars(text(
+            "SELECT s.id FROM subscriber s CROSS JOIN (SELECT :edition AS edition_id) d "  # noqa: S608
+            f"WHERE {MAILABLE_SQL}"), {"edition": edition}))
         expected = set(session.scalars(select(Subscriber.id).where(
             Subscriber.email.in_(confirmed[1:]))))
     assert by_expression == by_text == expected

@@ -10,6 +10,7 @@ from mailer.config import get_settings
 from tests.support.factories import stack_keys
 from tests.support.subscribers import (
     events,
+    list_status,
     make,
     settle_confirmation_tasks,  # noqa: F401
     subscriber,
@@ -62,8 +63,7 @@ def test_the_preference_page_on_a_phone(clean, web, worker, browser, artifacts) 
         page.get_by_role("button", name="Unsubscribe").click()
         page.wait_for_load_state()
         assert page.get_by_text("You are unsubscribed").is_visible()
-        sub = subscriber(reader.email)
-        assert sub is not None and sub.status == "unsubscribed"
+        assert list_status(reader.email) == "unsubscribed"
         assert [k for k in events(reader.id) if k in (
             "name_changed", "export_requested", "unsubscribed")] == [
             "name_changed", "export_requested", "unsubscribed"]

@@ -18,6 +18,7 @@ from mailer.subscribers.models import ConsentEvent, Subscriber, Suppression
 from tests.support.factories import stack_keys
 from tests.support.subscribers import (
     events,
+    list_status,
     make,
     settle_confirmation_tasks,  # noqa: F401
     subscriber,
@@ -67,17 +68,17 @@ def test_import_keeps_good_rows_and_reports_bad_ones_by_line(clean, tmp_path) ->
     assert "not a valid email address" in problems[3]
     assert "duplicate of line 2" in problems[5]
     assert "suppression list" in problems[6]
-    assert "already a subscriber (unsubscribed)" in problems[7]
+    assert "already on the list (unsubscribed)" in problems[7]
     assert "not a date" in problems[9]
     assert "importing" in result.stderr  # the progress bar
 
     for address in ("anna@example.org", "ben@example.org", "cleo@example.org"):
         sub = subscriber(address)
-        assert sub.status == "confirmed" and sub.source == "import:old-list.csv"
+        assert list_status(address) == "confirmed" and sub.source == "import:old-list.csv"
         assert events(sub.id) == ["imported"]
     cleo = subscriber("cleo@example.org")
     assert (cleo.first_name, cleo.organisation) == ('Cleo "CJ"', "Ministry of Justice, Prisons")
-    assert subscriber("left@example.org").status == "unsubscribed"
+    assert list_status("left@example.org") == "unsubscribed"
     assert subscriber("erased@example.org") is None
     with transaction() as s:
         imported = s.scalars(select(ConsentEvent).where(
@@ -88,7 +89,7 @@ def test_import_keeps_good_rows_and_reports_bad_ones_by_line(clean, tmp_path) ->
     # Running it again imports nothing and changes nothing.
     again = run(clean.env, "import", str(source), "--source", "old CRM, 2019 form")
     assert again.stdout.strip() == "imported 0, skipped 9"
-    assert "already a subscriber (confirmed)" in again.stderr
+    assert "already on the list (confirmed)" in again.stderr
 
 
 def test_import_refuses_a_file_it_cannot_read_and_imports_nothing(clean, tmp_path) -> None:
@@ -112,7 +113,7 @@ def test_import_survives_a_broken_csv_row(clean, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "imported 3, skipped 1"
     assert "line 3: cannot be read as CSV: field larger than field limit" in result.stderr
-    assert subscriber("ok2@example.org").status == "confirmed"
+    assert list_status("ok2@example.org") == "confirmed"
     assert subscriber("nul@example.org").first_name == "B C"  # no NUL reaches the database
     assert subscriber("huge@example.org") is None
 

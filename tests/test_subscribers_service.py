@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 from mailer import privacy
 from mailer.config import SignupSettings, get_settings
 from mailer.db import transaction, utcnow
+from mailer.lists.service import first_list
 from mailer.subscribers.addresses import InvalidAddress, normalise
 from mailer.subscribers.confirmation_mail import MailResult, send_confirmation_mail
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber
@@ -21,6 +22,7 @@ from tests.conftest import wait_for
 from tests.support.subscribers import (
     ORIGIN,
     events,
+    list_status,
     make,
     move_back,
     settle_confirmation_tasks,  # noqa: F401
@@ -32,7 +34,7 @@ from tests.support.subscribers import (
 def _sign_up(address: str, **profile: str) -> int:
     with transaction() as s:
         return sign_up(s, email=address, profile=Profile(**profile),
-                       origin=ORIGIN, signup=get_settings().signup).id
+                       origin=ORIGIN, signup=get_settings().signup, lists=[first_list(s)]).id
 
 
 # --- addresses ------------------------------------------------------------------------------
@@ -95,7 +97,7 @@ def test_a_confirmed_subscriber_is_not_changed_by_the_form(clean) -> None:
     with transaction() as s:
         sign_up(s, email="KEPT@example.org",
                         profile=Profile(first_name="Mallory", organisation="Evil"),
-                        origin=ORIGIN, signup=get_settings().signup)
+                        origin=ORIGIN, signup=get_settings().signup, lists=[first_list(s)])
     after = subscriber("kept@example.org")
     assert (after.status, after.first_name, after.organisation) == ("confirmed", "Kept", "")
     assert events(reader.id)[-1] == "already_subscribed"
@@ -160,7 +162,7 @@ def test_at_most_one_confirmation_mail_a_day_even_after_unsubscribing(clean) -> 
     reader = make("daily@example.org", "pending")
     assert send_confirmation_mail(reader.id, settings=get_settings()) == MailResult.sent
     with transaction() as s:
-        unsubscribe(s, s.get(Subscriber, reader.id), channel="link")
+        unsubscribe(s, s.get(Subscriber, reader.id), list_id=None, channel="link")
     _sign_up("daily@example.org")  # back the same day: a new link, but no mail today
     assert send_confirmation_mail(reader.id, settings=get_settings()) == MailResult.nothing
     assert len(clean.smtp.to("daily@example.org")) == 1
@@ -212,7 +214,7 @@ def test_pending_sign_ups_older_than_14_days_are_purged_by_the_worker(clean, wor
 
     purge_pending_signups.delay()
     wait_for(lambda: subscriber("stale@example.org") is None, what="the purge")
-    wait_for(lambda: subscriber("returned@example.org").status == "unsubscribed",
+    wait_for(lambda: list_status("returned@example.org") == "unsubscribed",
              what="the purge of the re-subscription")
 
     # Gone without a trace: no events, no tokens left behind.
@@ -223,8 +225,8 @@ def test_pending_sign_ups_older_than_14_days_are_purged_by_the_worker(clean, wor
             ConsentEvent.address_hash == stale.address_hash)) == 0
         assert s.scalar(select(func.count()).select_from(ConfirmationToken).where(
             ConfirmationToken.subscriber_id == stale.id)) == 0
-    assert subscriber("young@example.org").status == "pending"
-    assert subscriber("loyal@example.org").status == "confirmed"
+    assert list_status("young@example.org") == "pending"
+    assert list_status("loyal@example.org") == "confirmed"
     # Someone who had consented once keeps the record, with the reason it ended.
     assert events(returned.id)[-2:] == ["resubscribed", "unsubscribed"]
     with transaction() as s:

@@ -89,8 +89,9 @@ def test_sign_up_and_confirm_reach_the_receiver_signed(rig, receiver) -> None:
     [confirmed] = [p for p in payloads if p["type"] == "subscriber.confirmed"]
     assert confirmed["data"]["subscriber"] == {
         "id": reader.public_id, "email": "anna@example.org", "first_name": "Anna",
-        "last_name": "", "organisation": "", "country": "", "status": "confirmed",
+        "last_name": "", "organisation": "", "country": "",
         "source": readers.ORIGIN.source}
+    assert confirmed["data"]["lists"] == ["newsletter"]
     assert confirmed["timestamp"].endswith("Z")
     first = receiver.requests[0]
     assert first.headers["content-type"] == "application/json"

@@ -142,7 +142,7 @@ def test_no_welcome_when_the_setting_is_off_or_the_reader_left(clean, web, worke
     # reader who has left is not welcomed.
     with transaction() as session:
         reader = session.get(type(sub), sub.id)
-        assert unsubscribe(session, reader, channel="link")
+        assert unsubscribe(session, reader, list_id=None, channel="link")
     assert send_welcome_mail(sub.id, token_id, settings=get_settings()) == MailResult.nothing
     assert len(clean.smtp.to(address)) == 1  # the confirmation mail alone
     assert "welcome_sent" not in events(sub.id)

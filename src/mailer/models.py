@@ -27,10 +27,9 @@ from mailer.webhooks.models import (
 
 __all__ = [
     "ApiToken", "Article", "AuditEntry", "Base", "Bounce", "ClickFlush", "ConfirmationToken",
-    "ConsentEvent", "Delivery", "EditionLink",
-    "Edition", "EditionArticle", "EditionSummary", "InboundMessage", "ListWeek", "MailingList", "ScheduledDraft",
-    "SenderProcess",
-    "StaffRecoveryCode",
-    "StaffSession", "StaffUser", "Subscriber", "Subscription", "Topic", "Suppression", "WebhookAttempt", "WebhookDelivery",
-    "WebhookEndpoint", "WebhookEvent", "WebhookMessage",
+    "ConsentEvent", "Delivery", "Edition", "EditionArticle", "EditionLink", "EditionSummary",
+    "InboundMessage", "ListWeek", "MailingList", "ScheduledDraft", "SenderProcess",
+    "StaffRecoveryCode", "StaffSession", "StaffUser", "Subscriber", "Subscription",
+    "Suppression", "Topic", "WebhookAttempt", "WebhookDelivery", "WebhookEndpoint",
+    "WebhookEvent", "WebhookMessage",
 ]

@@ -17,13 +17,14 @@ from mailer.audit import record
 from mailer.bounces.models import Bounce
 from mailer.db import audience_lock, utcnow
 from mailer.delivery.history import editions_sent
+from mailer.lists.models import MailingList, Subscription, SubscriptionStatus
+from mailer.lists.service import slugs_of
 from mailer.subscribers.addresses import normalise
 from mailer.subscribers.confirmation import retire_open_links
 from mailer.subscribers.models import (
     ConsentEvent,
     ConsentEventKind,
     Subscriber,
-    SubscriberStatus,
     Suppression,
     SuppressionReason,
 )
@@ -49,23 +50,33 @@ def export(session: Session, subscriber: Subscriber, *, by: str) -> dict[str, An
         select(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id)
         .order_by(ConsentEvent.id)
     ).all()
+    slug_of = dict(session.execute(select(MailingList.id, MailingList.slug)).tuples().all())
     return {
         "email": subscriber.email,
         "first_name": subscriber.first_name,
         "last_name": subscriber.last_name,
         "organisation": subscriber.organisation,
         "country": subscriber.country,
-        "status": subscriber.status,
         "source": subscriber.source,
         "created_at": _iso(subscriber.created_at),
-        "confirmed_at": _iso(subscriber.confirmed_at),
-        "unsubscribed_at": _iso(subscriber.unsubscribed_at),
+        "subscriptions": [
+            {"list": lst.slug, "name": lst.name, "status": held.status,
+             "topics": "all" if held.topics is None else held.topics,
+             "created_at": _iso(held.created_at), "confirmed_at": _iso(held.confirmed_at),
+             "unsubscribed_at": _iso(held.unsubscribed_at)}
+            for held, lst in session.execute(
+                select(Subscription, MailingList)
+                .join(MailingList, MailingList.id == Subscription.list_id)
+                .where(Subscription.subscriber_id == subscriber.id)
+                .order_by(MailingList.position, MailingList.id)).tuples()
+        ],
         "suppressed": {"reason": suppression.reason, "since": _iso(suppression.created_at)}
         if suppression else None,
         "consent_history": [
             {
                 "event": e.kind,
                 "at": _iso(e.at),
+                **({"list": slug_of[e.list_id]} if e.list_id in slug_of else {}),
                 **{k: v for k, v in (
                     ("consent_version", e.consent_version), ("consent_text", e.consent_text),
                     ("source", e.source), ("channel", e.channel), ("ip", e.ip),
@@ -150,31 +161,51 @@ def _forget_bounces(session: Session, subscriber: Subscriber, *, by_address: boo
 
 
 def purge_pending(session: Session, *, older_than: dt.timedelta) -> int:
-    """Unconfirmed sign-ups older than ``older_than`` (MAILER_PURGE_PENDING_AFTER_DAYS, 14
-    days): forget them. A re-subscription that was never confirmed falls back to
+    """Sign-ups to a list not confirmed within ``older_than`` (MAILER_PURGE_PENDING_AFTER_DAYS,
+    14 days): forgotten. A re-subscription that was never confirmed falls back to
     unsubscribed instead, since the person's earlier consent and its withdrawal are a record
-    we must keep. Returns how many."""
+    we must keep. A person left on no list at all is forgotten whole, as if they had never
+    signed up. Returns how many subscriptions were purged."""
     now = utcnow()
     cutoff, days = now - older_than, older_than.days
     stale = session.scalars(
-        select(Subscriber).where(Subscriber.status == SubscriberStatus.pending,
-                                 Subscriber.updated_at < cutoff)
-        .order_by(Subscriber.id)
+        select(Subscription).where(Subscription.status == SubscriptionStatus.pending,
+                                   Subscription.updated_at < cutoff)
+        .order_by(Subscription.id)
         .limit(5000)
     ).all()
     if stale:
         audience_lock(session, exclusive=True)  # not while an audience freezes
-    for subscriber in stale:
-        if subscriber.confirmed_at is not None:
-            subscriber.status = SubscriberStatus.unsubscribed
-            retire_open_links(session, subscriber, now)
+    for held in stale:
+        subscriber = session.get(Subscriber, held.subscriber_id)
+        if subscriber is None:
+            continue
+        if held.confirmed_at is not None:
+            held.status = SubscriptionStatus.unsubscribed
+            held.unsubscribed_at = now
             record_event(session, subscriber, ConsentEventKind.unsubscribed, at=now,
-                         channel="unconfirmed",
+                         channel="unconfirmed", list_id=held.list_id,
                          detail={"reason": f"re-subscription not confirmed in {days} days"})
-            emit_for_subscriber(session, UNSUBSCRIBED, subscriber, channel="unconfirmed")
-        else:
-            forget_subscriber(session, subscriber.id)
-            _forget_bounces(session, subscriber, by_address=False)
-            session.execute(delete(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id))
-            session.delete(subscriber)
+            emit_for_subscriber(session, UNSUBSCRIBED, subscriber, channel="unconfirmed",
+                                lists=slugs_of(session, [held.list_id]))
+            if not _pending_anywhere(session, subscriber.id):
+                retire_open_links(session, subscriber, now)
+            continue
+        session.execute(delete(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id,
+                                                   ConsentEvent.list_id == held.list_id))
+        session.delete(held)
+        session.flush()
+        if session.scalar(select(Subscription.id)
+                          .where(Subscription.subscriber_id == subscriber.id).limit(1)):
+            continue  # still on another list
+        forget_subscriber(session, subscriber.id)
+        _forget_bounces(session, subscriber, by_address=False)
+        session.execute(delete(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id))
+        session.delete(subscriber)
     return len(stale)
+
+
+def _pending_anywhere(session: Session, subscriber_id: int) -> bool:
+    return session.scalar(select(Subscription.id).where(
+        Subscription.subscriber_id == subscriber_id,
+        Subscription.status == SubscriptionStatus.pending).limit(1)) is not None

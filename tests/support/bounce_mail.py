@@ -18,10 +18,12 @@ from mailer.deliveries.models import Delivery
 from mailer.editions.models import Edition
 from mailer.emails.message import message_id
 from mailer.emails.verp import return_path
+from mailer.lists.models import Subscription
 from mailer.subscribers.addresses import normalise
 from mailer.subscribers.models import ConsentEvent, Subscriber, Suppression
+from mailer.subscribers.queries import status_on
 from mailer.tokens import address_hash
-from tests.support.factories import stack_keys
+from tests.support.factories import FIRST_LIST, stack_keys
 
 _slugs = itertools.count(1)
 
@@ -34,10 +36,11 @@ def make_reader(email: str, status: str = "confirmed") -> int:
     now = utcnow()
     with transaction() as session:
         sub = Subscriber(public_id=secrets.token_hex(16), email=address, email_key=key,
-                         address_hash=address_hash(key), status=status, source="test",
-                         confirmed_at=now if status == "confirmed" else None)
+                         address_hash=address_hash(key), source="test")
         session.add(sub)
         session.flush()
+        session.add(Subscription(subscriber_id=sub.id, list_id=FIRST_LIST, status=status,
+                                 confirmed_at=now if status == "confirmed" else None))
         return sub.id
 
 
@@ -191,9 +194,10 @@ def suppressed(email: str) -> Suppression | None:
             Suppression.address_hash == address_hash(key))).first()
 
 
-def status_of(subscriber_id: int) -> str:
+def status_of(subscriber_id: int, list_id: int = FIRST_LIST) -> str | None:
+    """The reader's status on the list (the first one unless named)."""
     with transaction() as session:
-        return session.get(Subscriber, subscriber_id).status
+        return status_on(session, subscriber_id, list_id)
 
 
 def events_of(subscriber_id: int) -> list[ConsentEvent]:

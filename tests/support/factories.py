@@ -12,7 +12,11 @@ from mailer.articles.models import Article
 from mailer.config import BounceSettings, IdentitySettings, get_settings
 from mailer.db import transaction, utcnow
 from mailer.editions.models import Edition
+from mailer.lists.models import Subscription
 from mailer.subscribers.models import Subscriber
+
+#: The list migration 0016 makes (the single list of before): where the factories put readers.
+FIRST_LIST = 1
 
 IDENTITY = IdentitySettings()  # the association as the tests' stack has it
 BOUNCES = BounceSettings()  # the soft-bounce rule as the tests' stack has it (the defaults)
@@ -25,8 +29,10 @@ def stack_keys() -> list[bytes]:
 
 
 def make_subscribers(n: int, *, domain: str = "example.net", prefix: str = "reader",
-                     status: str = "confirmed", domains: int = 1) -> list[str]:
-    """``n`` subscribers reader00001@example.net …; returns their addresses in id order."""
+                     status: str = "confirmed", domains: int = 1,
+                     list_id: int = FIRST_LIST) -> list[str]:
+    """``n`` subscribers reader00001@example.net … on the list ``list_id`` in ``status``;
+    returns their addresses in id order."""
     now = utcnow()
     rows = []
     addresses = []
@@ -38,12 +44,19 @@ def make_subscribers(n: int, *, domain: str = "example.net", prefix: str = "read
             "public_id": secrets.token_hex(16), "email": email, "email_key": email,
             "address_hash": hashlib.sha256(email.encode()).hexdigest(),
             "first_name": f"Reader{i}", "last_name": "", "organisation": "", "country": "",
-            "status": status, "source": "test", "created_at": now, "updated_at": now,
-            "confirmed_at": now if status == "confirmed" else None,
+            "source": "test", "created_at": now, "updated_at": now,
         })
     with transaction() as session:
         for start in range(0, n, 5000):
             session.execute(insert(Subscriber), rows[start:start + 5000])
+        ids = [i for start in range(0, n, 5000) for i in session.scalars(
+            select(Subscriber.id).where(Subscriber.email_key.in_(addresses[start:start + 5000])))]
+        held = [{"subscriber_id": i, "list_id": list_id, "status": status, "created_at": now,
+                 "updated_at": now, "confirmed_at": now if status == "confirmed" else None,
+                 "unsubscribed_at": now if status == "unsubscribed" else None}
+                for i in sorted(ids)]
+        for start in range(0, len(held), 5000):
+            session.execute(insert(Subscription), held[start:start + 5000])
     return addresses
 
 

@@ -11,13 +11,17 @@ from sqlalchemy import select, update
 
 from mailer.config import get_settings
 from mailer.db import transaction, utcnow
+from mailer.lists.models import Subscription
+from mailer.lists.service import first_list
 from mailer.redis import get_redis
 from mailer.subscribers.addresses import normalise
 from mailer.subscribers.confirmation import confirm, confirmation_token_value
 from mailer.subscribers.models import ConfirmationToken, ConsentEvent, Subscriber
+from mailer.subscribers.queries import status_on
 from mailer.subscribers.signup import Origin, Profile, sign_up
 from mailer.subscribers.unsubscribe import unsubscribe
 from tests.conftest import wait_for
+from tests.support.factories import FIRST_LIST
 from tests.support.mail import links, parse, parts
 from tests.support.smtp_server import RecordingSMTPServer
 
@@ -28,6 +32,15 @@ def subscriber(email: str) -> Subscriber | None:
     key = normalise(email)[1]
     with transaction() as s:
         return s.scalars(select(Subscriber).where(Subscriber.email_key == key)).first()
+
+
+def list_status(email: str, list_id: int = FIRST_LIST) -> str | None:
+    """The reader's status on the list (the first one unless named); None: not on it, or
+    no such reader."""
+    key = normalise(email)[1]
+    with transaction() as s:
+        found = s.scalar(select(Subscriber.id).where(Subscriber.email_key == key))
+        return None if found is None else status_on(s, found, list_id)
 
 
 def events(subscriber_id: int) -> list[str]:
@@ -50,7 +63,7 @@ def make(email: str, status: str, *, first_name: str = "") -> Subscriber:
     the way such a reader comes about. No task is queued: nothing is mailed."""
     with transaction() as s:
         sub = sign_up(s, email=email, profile=Profile(first_name=first_name),
-                      origin=ORIGIN, signup=get_settings().signup)
+                      origin=ORIGIN, signup=get_settings().signup, lists=[first_list(s)])
         if status in ("confirmed", "unsubscribed"):
             token = s.scalars(select(ConfirmationToken).where(
                 ConfirmationToken.subscriber_id == sub.id)).one()
@@ -59,7 +72,7 @@ def make(email: str, status: str, *, first_name: str = "") -> Subscriber:
                             user_agent="test/1.0", signup=get_settings().signup, keys=keys)
             assert check.status == "ok"
         if status == "unsubscribed":
-            unsubscribe(s, sub, channel="link")
+            unsubscribe(s, sub, list_id=FIRST_LIST, channel="link")
         s.flush()
         s.refresh(sub)
         return sub
@@ -84,9 +97,13 @@ def move_back(subscriber_id: int, delta: dt.timedelta) -> None:
         sub = s.get(Subscriber, subscriber_id)
         assert sub is not None
         sub_values = {"created_at": sub.created_at - delta, "updated_at": sub.updated_at - delta}
-        if sub.confirmed_at is not None:
-            sub_values["confirmed_at"] = sub.confirmed_at - delta
         s.execute(update(Subscriber).where(Subscriber.id == subscriber_id).values(**sub_values))
+        for held in s.scalars(select(Subscription).where(
+                Subscription.subscriber_id == subscriber_id)):
+            for column in ("created_at", "updated_at", "confirmed_at", "unsubscribed_at"):
+                value = getattr(held, column)
+                if value is not None:
+                    setattr(held, column, value - delta)
         for token in s.scalars(select(ConfirmationToken).where(
                 ConfirmationToken.subscriber_id == subscriber_id)):
             for column in ("created_at", "expires_at", "used_at", "sent_at", "claimed_until"):

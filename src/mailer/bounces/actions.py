@@ -248,7 +248,7 @@ def _act(session: Session, bounce: Bounce, bounces: BounceSettings) -> str:
                         reason=SuppressionReason.hard_bounce, evidence=evidence)
         return "suppressed" if done else "already suppressed"
     if bounce.bounce_class == BounceClass.complaint:
-        unsubscribe(session, subscriber, channel="complaint")
+        unsubscribe(session, subscriber, list_id=None, channel="complaint")  # every list
         suppress(session, subscriber.address_hash,
                  reason=SuppressionReason.complaint, evidence=evidence)
         _raise_alert(session, "complaints", bounce.edition_id)

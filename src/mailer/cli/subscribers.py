@@ -19,9 +19,11 @@ from mailer import privacy
 from mailer.cli.actor import cli_actor
 from mailer.config import get_settings
 from mailer.db import transaction
+from mailer.lists.models import MailingList, Subscription, SubscriptionStatus
+from mailer.lists.service import by_slug, default_list
 from mailer.subscribers.addresses import InvalidAddress
 from mailer.subscribers.importer import import_rows, read_csv
-from mailer.subscribers.models import Subscriber, SubscriberStatus
+from mailer.subscribers.models import Subscriber
 from mailer.subscribers.records import find
 
 app = typer.Typer(no_args_is_help=True, help="Subscribers and their consent.")
@@ -36,14 +38,17 @@ def import_(
                                      "country, consented_at"),
     source: str = typer.Option(None, help="Where their consent was given "
                                           "(default: import:<file name>)"),
+    list_slug: str = typer.Option(None, "--list", help="the list they join (default: the "
+                                                        "first list)"),
 ) -> None:
     """Import confirmed readers from an older system (consent source recorded).
 
     Bad rows are reported with their line numbers and skipped; good rows are kept.
-    Addresses on the suppression list (erased, bounced) and existing subscribers are
-    left alone.
+    Addresses on the suppression list (erased, bounced) and people already on the list
+    are left alone; a person on another list joins this one.
     """
     source = source or f"import:{path.name}"
+    list_id = _list_of(list_slug).id
     try:
         with path.open(newline="", encoding="utf-8-sig") as stream:
             total = sum(1 for _ in read_csv(stream))
@@ -60,7 +65,7 @@ def import_(
         task = bar.add_task("importing", total=total)
         report = import_rows(read_csv(stream), source=source, by=cli_actor(), name=path.name,
                              check_deliverability=get_settings().signup.check_deliverability,
-                             progress=lambda n: bar.advance(task, n))
+                             progress=lambda n: bar.advance(task, n), list_id=list_id)
     for line, problem in report.problems:
         err.print(f"line {line}: {problem}", markup=False, highlight=False)
     typer.echo(f"imported {report.imported}, skipped {report.skipped}")
@@ -78,14 +83,20 @@ EXPORT_FIELDS = ["email", "first_name", "last_name", "organisation", "country", 
 @app.command("export")
 def export(
     fmt: Format = typer.Option(Format.csv, "--format", help="csv, or json (one array)"),
-    status: SubscriberStatus = typer.Option(None, help="only subscribers in this status"),
+    status: SubscriptionStatus = typer.Option(None, help="only subscribers in this status"),
+    list_slug: str = typer.Option(None, "--list", help="the list (default: the first list)"),
 ) -> None:
-    """Print every subscriber on standard output, as CSV or as a JSON array."""
+    """Print every subscriber of a list on standard output, as CSV or as a JSON array (the
+    status and its times are the list's)."""
+    lst = _list_of(list_slug)
     with transaction() as session:
-        query = select(Subscriber).order_by(Subscriber.id)
+        query = (select(Subscriber, Subscription)
+                 .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+                 .where(Subscription.list_id == lst.id).order_by(Subscriber.id))
         if status:
-            query = query.where(Subscriber.status == status)
-        rows = (_export_row(s) for s in session.scalars(query.execution_options(yield_per=1000)))
+            query = query.where(Subscription.status == status)
+        rows = (_export_row(s, held) for s, held in
+                session.execute(query.execution_options(yield_per=1000)).tuples())
         if fmt == Format.csv:
             writer = csv.writer(sys.stdout)
             writer.writerow(EXPORT_FIELDS)
@@ -99,8 +110,11 @@ def export(
             sys.stdout.write("\n]\n")
 
 
-def _export_row(subscriber: Subscriber) -> dict[str, Any]:
-    row = {f: getattr(subscriber, f) for f in EXPORT_FIELDS}
+_OF_SUBSCRIPTION = {"status", "confirmed_at", "unsubscribed_at"}
+
+
+def _export_row(subscriber: Subscriber, held: Subscription) -> dict[str, Any]:
+    row = {f: getattr(held if f in _OF_SUBSCRIPTION else subscriber, f) for f in EXPORT_FIELDS}
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
 
@@ -144,13 +158,26 @@ def erase(email: str, yes: bool = typer.Option(False, "--yes", help="do not ask"
 
 @app.command("count")
 def count() -> None:
-    """Subscribers by status."""
+    """Subscriptions by list and status."""
     with transaction() as session:
-        for status, n in session.execute(
-            select(Subscriber.status, func.count()).group_by(Subscriber.status)
-            .order_by(Subscriber.status)
+        for slug, status, n in session.execute(
+            select(MailingList.slug, Subscription.status, func.count())
+            .join(MailingList, MailingList.id == Subscription.list_id)
+            .group_by(MailingList.slug, Subscription.status)
+            .order_by(MailingList.slug, Subscription.status)
         ):
-            typer.echo(f"{status}: {n}")
+            typer.echo(f"{slug} {status}: {n}")
+
+
+def _list_of(slug: str | None) -> MailingList:
+    with transaction() as session:
+        lst = default_list(session) if slug is None else by_slug(session, slug)
+        if lst is None:
+            err.print(f"there is no list {slug!r} (`mailer lists list` names them)",
+                      style="red", markup=False)
+            raise typer.Exit(2)
+        session.expunge(lst)
+        return lst
 
 
 def _find(session: Session, email: str) -> Subscriber:

@@ -98,7 +98,7 @@ def preflight(session: Session, edition: Edition, *, settings: Settings,
     hold = complaint_hold(session, sending=settings.sending)
     if hold:
         problems.append(Problem(Check.complaints, hold))
-    audience = audience_size(session) if count_audience else None
+    audience = audience_size(session, edition.list_id) if count_audience else None
     if audience == 0:
         problems.append(nobody())
     return Preflight(edition.id, audience, problems)

@@ -79,7 +79,7 @@ def assembler_for(edition: Edition, settings: Settings) -> MessageAssembler:
             personaliser=snapshot.personaliser_for(edition, settings.base_url),
             view_url=snapshot.view_url(edition, settings.base_url),
             base_url=settings.base_url,
-            identity=settings.identity,
+            identity=snapshot.list_settings(edition, settings).identity,
             keys=settings.all_secrets,
             smtp=settings.smtp,
         )

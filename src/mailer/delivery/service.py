@@ -68,7 +68,7 @@ def _freeze_audience(session: Session, edition: Edition) -> int:
     chosen = select(
         literal(edition.id), Subscriber.id, literal(D.queued.value), literal(0),
         literal(now, UTCDateTime()),
-    ).where(_mailable()).order_by(Subscriber.id)
+    ).where(_mailable(edition.list_id)).order_by(Subscriber.id)
     columns = ["edition_id", "subscriber_id", "state", "attempts", "updated_at"]
     had_rows = session.scalar(
         select(Delivery.id).where(Delivery.edition_id == edition.id).limit(1)) is not None
@@ -379,7 +379,9 @@ def send_test_copies(
         assembler = MessageAssembler(edition_id=edition.id, subject=f"[TEST] {subject}",
                                      personaliser=personaliser,
                                      view_url=snapshot.view_url(edition, settings.base_url),
-                                     base_url=settings.base_url, identity=settings.identity,
+                                     base_url=settings.base_url,
+                                     identity=snapshot.list_settings(edition,
+                                                                     settings).identity,
                                      keys=settings.all_secrets, smtp=settings.smtp,
                                      kind=MessageKind.test)
         _record(session, by, "edition.test", edition, {"to": list(addresses)})

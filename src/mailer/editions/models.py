@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mailer.articles.models import Article
@@ -27,8 +27,9 @@ class Edition(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(120), unique=True)
-    #: The list it goes to (no foreign key: migration 0016; a list is never deleted).
-    list_id: Mapped[int] = mapped_column(Integer, index=True)
+    #: The list it goes to (no foreign key: migration 0016; a list is never deleted). An
+    #: edition written without one goes to the first list, the one migration 0016 made.
+    list_id: Mapped[int] = mapped_column(Integer, index=True, server_default=text("1"))
     subject: Mapped[str] = mapped_column(String(300))
     preheader: Mapped[str] = mapped_column(String(300), default="")
     intro: Mapped[str] = mapped_column(Text, default="")

@@ -46,6 +46,8 @@ from mailer.editions.errors import (
 )
 from mailer.editions.models import Edition, EditionArticle, EditionState
 from mailer.editions.states import EDITABLE, GONE_OUT
+from mailer.lists.models import MailingList
+from mailer.lists.service import default_list
 from mailer.localtime import last_day, window_label
 from mailer.subscribers.welcome_mail import LatestEdition
 
@@ -78,23 +80,28 @@ class RenderedEdition:
 def draft_edition(session: Session, *, subject: str | None = None,
                   window_start: dt.datetime | None = None, window_end: dt.datetime | None = None,
                   by: str, identity: IdentitySettings, require_articles: bool = False,
-                  audit: bool = True) -> Edition:
-    """A new draft with every article of its window, newest first (its subject, unless
-    given, is ``identity.list_name`` and the month).
+                  audit: bool = True, mailing_list: MailingList | None = None) -> Edition:
+    """A new draft for ``mailing_list`` (the default list when None) with every article of
+    its window, newest first (its subject, unless given, is the list's name and the month).
+    The window starts where the list's last edition that went out ended.
 
     ``require_articles``: raise :class:`EmptyWindow` instead of drafting an empty edition.
     ``audit=False`` is for a caller that writes a fuller entry itself (the schedule)."""
+    lst = mailing_list or default_list(session)
+    if lst.archived_at is not None:
+        raise EditionError(f"the list {lst.slug!r} is archived: it takes no new editions")
     end = _aware(window_end, "window end") or utcnow()
-    start = _aware(window_start, "window start") or _previous_cutoff(session) or _months_before(
-        end, FIRST_EDITION_MONTHS)
+    start = (_aware(window_start, "window start") or _previous_cutoff(session, lst.id)
+             or _months_before(end, FIRST_EDITION_MONTHS))
     _check_window(start, end)
     articles = [a.id for a in _window_articles(session, start, end)]
     if require_articles and not articles:
         raise EmptyWindow(start, end, identity.zone)
     edition = Edition(
-        slug=_unique_slug(session, f"{month_slug(end, zone=identity.zone)}-newsletter"),
+        list_id=lst.id,
+        slug=_unique_slug(session, f"{month_slug(end, zone=identity.zone)}-{lst.slug}"),
         subject=(_subject(subject) if subject
-                 else f"{identity.list_name} – {month_label(end, zone=identity.zone)}"),
+                 else f"{lst.name} – {month_label(end, zone=identity.zone)}"),
         window_start=start,
         window_end=end,
         category_order=[],
@@ -269,8 +276,9 @@ def check_sendable(session: Session, edition: Edition, *, settings: Settings) ->
 def archived_editions(session: Session) -> list[Edition]:
     """The editions that went out, newest first: the web archive's list."""
     return list(session.scalars(
-        select(Edition).where(Edition.state == EditionState.sent,
-                              Edition.archive_html.is_not(None))
+        select(Edition).join(MailingList, MailingList.id == Edition.list_id)
+        .where(Edition.state == EditionState.sent, Edition.archive_html.is_not(None),
+               MailingList.archive.is_(True))
         .order_by(Edition.finished_at.desc(), Edition.id.desc())))
 
 
@@ -329,8 +337,9 @@ def _window_articles(session: Session, start: dt.datetime, end: dt.datetime) -> 
     ))
 
 
-def _previous_cutoff(session: Session) -> dt.datetime | None:
-    return session.scalar(select(func.max(Edition.window_end)).where(Edition.state.in_(GONE_OUT)))
+def _previous_cutoff(session: Session, list_id: int) -> dt.datetime | None:
+    return session.scalar(select(func.max(Edition.window_end))
+                          .where(Edition.state.in_(GONE_OUT), Edition.list_id == list_id))
 
 
 def _months_before(moment: dt.datetime, months: int) -> dt.datetime:

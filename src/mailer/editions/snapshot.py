@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from sqlalchemy import delete, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from mailer.clicks.links import Link, rewrite
 from mailer.clicks.models import EditionLink
@@ -32,10 +32,12 @@ from mailer.editions.compose import (
 )
 from mailer.editions.errors import EditionError, NotSendable
 from mailer.editions.models import Edition
+from mailer.lists.models import MailingList
+from mailer.lists.service import settings_for
 from mailer.subscribers.unsubscribe import preferences_url_for, unsubscribe_url_for
 
 __all__ = ["PERSONAL_FIELDS", "AsMailed", "Personaliser", "as_mailed", "check_composed",
-           "freeze", "personaliser_for", "personaliser_of", "view_url"]
+           "freeze", "list_settings", "personaliser_for", "personaliser_of", "view_url"]
 
 #: A newsletter without a working unsubscribe or archive link must not go out.
 _REQUIRED = ("unsubscribe_url", "view_url")
@@ -49,6 +51,7 @@ def freeze(session: Session, edition: Edition, settings: Settings) -> None:
     """
     if edition.html_snapshot is not None:
         return
+    settings = list_settings(edition, settings)
     composed, links = with_tracked_links(compose(edition, settings), edition, settings)
     check_composed(composed, edition, settings, links_tracked=True)
     won = session.execute(
@@ -116,6 +119,17 @@ def _longest_values(edition: Edition, settings: Settings) -> dict[str, str]:
         "preferences_url": preferences_url_for("f" * 32, base_url=settings.base_url,
                                                keys=settings.all_secrets),
     }
+
+
+def list_settings(edition: Edition, settings: Settings) -> Settings:
+    """``settings`` as the edition's list makes its mail (``lists.service.settings_for``:
+    its sender, List-Id, click tracking). The edition must be in a session."""
+    session = object_session(edition)
+    lst = session.get(MailingList, edition.list_id) if session is not None else None
+    if lst is None:
+        raise EditionError(f"edition {edition.id} goes to list {edition.list_id}, which "
+                           "is not there (or the edition is not in a session)")
+    return settings_for(lst, settings)
 
 
 def view_url(edition: Edition, base_url: str) -> str:
@@ -203,6 +217,7 @@ def as_mailed(edition: Edition, settings: Settings, *, check: bool = False) -> A
     :class:`NotSendable` if it cannot be mailed (no articles, HTML over the budget).
 
     What a preview, the send checks and a test copy show, so that all three agree."""
+    settings = list_settings(edition, settings)
     if edition.html_snapshot is not None:
         personaliser = personaliser_for(edition, settings.base_url)
         if check:  # frozen, so it had articles; the budget may have changed since

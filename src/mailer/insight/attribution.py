@@ -13,6 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.deliveries.models import Delivery
+from mailer.editions.models import Edition
+from mailer.lists.models import MailingList
+from mailer.lists.service import first_list
 
 _DIGITS = 18  # more than any edition id; keeps int() away from huge input
 
@@ -25,3 +28,20 @@ def edition_of_unsubscribe(session: Session, subscriber_id: int, given: str | No
     found = session.scalar(select(Delivery.id).where(
         Delivery.subscriber_id == subscriber_id, Delivery.edition_id == edition_id).limit(1))
     return edition_id if found is not None else None
+
+
+def list_of_unsubscribe(session: Session, edition_id: int | None, given: str | None
+                        ) -> MailingList:
+    """The list an unsubscribe link ends: the edition's, when it names one the reader was
+    sent (``edition_of_unsubscribe``); else the list it names (``?list=``, in the mails
+    that are not editions); else the first list, the only one there was when the link was
+    mailed."""
+    if edition_id is not None:
+        edition = session.get(Edition, edition_id)
+        if edition is not None and (found := session.get(MailingList, edition.list_id)):
+            return found
+    if given and given.isascii() and given.isdigit() and len(given) <= _DIGITS:
+        found = session.get(MailingList, int(given))
+        if found is not None:
+            return found
+    return first_list(session)

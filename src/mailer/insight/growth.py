@@ -21,7 +21,8 @@ from mailer.db import utcnow
 from mailer.insight import buckets
 from mailer.insight.models import ListWeek
 from mailer.insight.tables import Table
-from mailer.subscribers.models import ConsentEvent, ConsentEventKind, Subscriber
+from mailer.lists.models import Subscription
+from mailer.subscribers.models import ConsentEvent, ConsentEventKind
 
 #: Unsubscribe channels as the consent events name them, in the order shown.
 CHANNELS = ("link", "one-click", "complaint", "api", "admin", "unconfirmed")
@@ -91,8 +92,8 @@ def list_figures(session: Session, weeks: int = 26, *, now: dt.datetime | None =
     kept[starts[-1]] = current.get(starts[-1], _nothing())
 
     statuses = {status: int(n) for status, n in session.execute(
-        select(Subscriber.status, func.count()).group_by(Subscriber.status)
-        .order_by(Subscriber.status))}
+        select(Subscription.status, func.count()).group_by(Subscription.status)
+        .order_by(Subscription.status))}
     seen = {channel for s in starts for channel in kept[s]["unsubscribed"]}
     channels = [c for c in CHANNELS if c in seen] + sorted(seen - set(CHANNELS))
     return ListFigures(

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailer.config import IdentitySettings, SignupSettings
+from mailer.config import IdentitySettings, Settings, SignupSettings
 from mailer.db import utcnow
 from mailer.environment import check_from_address
 from mailer.lists.models import MailingList, NoTopicsPolicy, Subscription, SubscriptionStatus
@@ -42,6 +42,14 @@ def default_list(session: Session) -> MailingList:
         .order_by(MailingList.position, MailingList.id).limit(1)).first()
     if found is None:
         raise ListError("there is no open list: create one with `mailer lists create`")
+    return found
+
+
+def first_list(session: Session) -> MailingList:
+    """The oldest list (migration 0016's, the single list of before), archived or not."""
+    found = session.scalars(select(MailingList).order_by(MailingList.id).limit(1)).first()
+    if found is None:
+        raise ListError("there is no list at all")
     return found
 
 
@@ -123,10 +131,26 @@ def identity_for(lst: MailingList, identity: IdentitySettings) -> IdentitySettin
     return identity.model_copy(update=changes)
 
 
+def settings_for(lst: MailingList, settings: Settings) -> Settings:
+    """``settings`` as the list's mail is made with them: its sender (``identity_for``) and
+    its click tracking where it sets its own."""
+    editions = settings.editions
+    if lst.click_tracking is not None and lst.click_tracking != editions.click_tracking:
+        editions = editions.model_copy(update={"click_tracking": lst.click_tracking})
+    return settings.model_copy(update={"identity": identity_for(lst, settings.identity),
+                                       "editions": editions})
+
+
 def consent_for(lst: MailingList, signup: SignupSettings) -> tuple[str, str]:
     """The consent a sign-up to this list gives: (version, text)."""
     return (lst.consent_version or signup.consent_version,
             lst.consent_text or signup.consent_text)
+
+
+def names_of(lists: Sequence[MailingList]) -> str:
+    """The lists' names as a sentence names them: "A", "A and B", "A, B and C"."""
+    names = [lst.name for lst in lists]
+    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]])) if names else ""
 
 
 def _next_position(session: Session) -> int:
@@ -172,6 +196,15 @@ def _checked(session: Session, lst: MailingList, name: str, value: Any) -> Any:
     if name == "description" and value is None:
         value = ""
     return value
+
+
+def slugs_of(session: Session, list_ids: Sequence[int]) -> list[str]:
+    """The slugs of these lists, in the order given (what webhooks and exports name)."""
+    if not list_ids:
+        return []
+    slug = dict(session.execute(select(MailingList.id, MailingList.slug)
+                                .where(MailingList.id.in_(list_ids))).tuples())
+    return [slug[i] for i in list_ids if i in slug]
 
 
 def lists_named(session: Session, slugs: Sequence[str]) -> list[MailingList]:

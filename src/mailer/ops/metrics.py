@@ -38,9 +38,10 @@ from mailer.counters import LATENCY_BUCKETS, record_smtp, timed
 from mailer.db import transaction
 from mailer.deliveries.models import Delivery, DeliveryState
 from mailer.emails.kinds import TYPES, MessageKind
+from mailer.lists.models import MailingList, Subscription
 from mailer.ops import alerts as alerts_
 from mailer.ops import status
-from mailer.subscribers.models import Subscriber, Suppression
+from mailer.subscribers.models import Suppression
 
 __all__ = ["CONTENT_TYPE", "figures", "record_smtp", "render", "timed"]
 
@@ -236,11 +237,21 @@ def _from_database(session: Session, redis_part: status.RedisState,
 
     yield from _complaint_rates(snapshot.rates)
 
-    subscribers = _gauge("mailer_subscribers", "Subscribers by status", labels=["status"])
-    for subscriber_status, n in sorted(session.execute(
-            select(Subscriber.status, func.count()).group_by(Subscriber.status))):
-        subscribers.add_metric([subscriber_status], n)
+    subscribers = _gauge("mailer_subscribers", "Subscriptions by status, all lists",
+                         labels=["status"])
+    on_lists = _gauge("mailer_list_subscriptions", "Subscriptions by list and status",
+                      labels=["list", "status"])
+    totals: dict[str, int] = {}
+    for slug, subscription_status, n in sorted(session.execute(
+            select(MailingList.slug, Subscription.status, func.count())
+            .join(MailingList, MailingList.id == Subscription.list_id)
+            .group_by(MailingList.slug, Subscription.status))):
+        on_lists.add_metric([slug, subscription_status], n)
+        totals[subscription_status] = totals.get(subscription_status, 0) + n
+    for subscription_status, n in sorted(totals.items()):
+        subscribers.add_metric([subscription_status], n)
     yield subscribers
+    yield on_lists
     suppressed = _gauge("mailer_suppressions", "Suppressed addresses by reason",
                         labels=["reason"])
     for reason, n in sorted(session.execute(

@@ -72,8 +72,8 @@ def change_name(session: Session, subscriber: Subscriber, *, first_name: str, la
 
 
 def leave(session: Session, subscriber: Subscriber, *, origin: Origin) -> bool:
-    """Unsubscribe, as the unsubscribe link does; False for a repeat (nothing recorded)."""
-    return unsubscribe(session, subscriber, channel=CHANNEL, ip=origin.ip,
+    """Leave every list; False for a repeat (nothing recorded)."""
+    return unsubscribe(session, subscriber, list_id=None, channel=CHANNEL, ip=origin.ip,
                        user_agent=origin.user_agent)
 
 

@@ -5,8 +5,9 @@ A sign-up leaves a token (``new_token``); the confirmations worker claims it, se
 mail and marks it sent (``claim_confirmation_mail``, ``mark_confirmation_sent``,
 ``release_confirmation_mail``; ``mailer.subscribers.confirmation_mail``); the sweeper
 queues again what a lost task never sent (``confirmations_to_resend``); the reader's click
-is checked and used (``check_confirmation``, ``confirm``). Only the newest link works, and
-at most one confirmation mail a day goes to an address. Never commits.
+is checked and used (``check_confirmation``, ``confirm``). A link confirms the lists its
+mail named (``ConfirmationToken.lists``); a newer link for the same lists retires it; at
+most one confirmation mail a day goes to an address. Never commits.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
@@ -21,11 +23,12 @@ from sqlalchemy.orm import Session
 from mailer import tasks
 from mailer.config import SignupSettings
 from mailer.db import utcnow
+from mailer.lists.models import MailingList, Subscription, SubscriptionStatus
+from mailer.lists.service import consent_for, slugs_of
 from mailer.subscribers.models import (
     ConfirmationToken,
     ConsentEventKind,
     Subscriber,
-    SubscriberStatus,
     Suppression,
 )
 from mailer.subscribers.records import record_event, rowcount
@@ -52,14 +55,31 @@ def link_mailed_today(session: Session, subscriber: Subscriber) -> bool:
 # --- confirmation tokens ----------------------------------------------------------------
 
 
-def new_token(session: Session, subscriber: Subscriber, *,
-              signup: SignupSettings) -> ConfirmationToken:
-    """A new confirmation link, valid ``signup.confirmation_ttl_days``."""
+def new_token(session: Session, subscriber: Subscriber, *, lists: Sequence[int],
+              signup: SignupSettings) -> ConfirmationToken | None:
+    """A new confirmation link for ``lists``, valid ``signup.confirmation_ttl_days``; None
+    when a link mailed in the last day names them all already (it stays the one to click).
+
+    That link is kept, and the new one names only what it lacks (its mail waits for the
+    daily limit); any other open link is retired and its lists join the new one's, so a
+    reader holds at most one link per list."""
     now = utcnow()
-    # Only the newest link works: older unused ones are retired.
-    retire_open_links(session, subscriber, now)
+    open_links = list(session.scalars(select(ConfirmationToken).where(
+        ConfirmationToken.subscriber_id == subscriber.id,
+        ConfirmationToken.used_at.is_(None))))
+    kept = [t for t in open_links if t.sent_at is not None and t.expires_at > now
+            and t.sent_at > now - MAIL_INTERVAL]
+    covered = {i for t in kept for i in (t.lists or [])}
+    wanted = set(lists) - covered
+    if not wanted:
+        return None
+    for old in open_links:
+        if old not in kept:
+            wanted |= set(old.lists or []) - covered
+            old.used_at = now
     token = ConfirmationToken(
         subscriber_id=subscriber.id,
+        lists=sorted(wanted),
         nonce=random_id(),
         created_at=now,
         expires_at=now + dt.timedelta(days=signup.confirmation_ttl_days),
@@ -109,7 +129,7 @@ def check_confirmation(session: Session, value: str, *, keys: Sequence[bytes]) -
     subscriber = session.get(Subscriber, token.subscriber_id)
     if subscriber is None:
         return TokenCheck("invalid")
-    if token.used_at is not None or subscriber.status != SubscriberStatus.pending:
+    if token.used_at is not None or not pending_lists(session, token):
         return TokenCheck("used", token, subscriber)
     if token.expires_at <= utcnow():
         return TokenCheck("expired", token, subscriber)
@@ -118,8 +138,9 @@ def check_confirmation(session: Session, value: str, *, keys: Sequence[bytes]) -
 
 def confirm(session: Session, value: str, *, ip: str | None, user_agent: str | None,
             signup: SignupSettings, keys: Sequence[bytes]) -> TokenCheck:
-    """Confirm the subscription a link belongs to (the POST of its Confirm button): the
-    consent is to ``signup.consent_version``; a welcome mail follows if ``signup`` says."""
+    """Confirm the subscriptions a link names that are still pending (the POST of its
+    Confirm button): the consent is to each list's version (``signup.consent_version``
+    where it has none); a welcome mail follows if ``signup`` says."""
     check = check_confirmation(session, value, keys=keys)
     if check.status != "ok" or check.token is None or check.subscriber is None:
         return check
@@ -133,12 +154,18 @@ def confirm(session: Session, value: str, *, ip: str | None, user_agent: str | N
     if not claimed:
         return TokenCheck("used", check.token, check.subscriber)
     subscriber = check.subscriber
-    subscriber.status = SubscriberStatus.confirmed
-    subscriber.confirmed_at = now
-    subscriber.unsubscribed_at = None
-    record_event(session, subscriber, ConsentEventKind.confirmed, at=now, ip=ip,
-                 user_agent=(user_agent or "")[:500] or None,
-                 consent_version=signup.consent_version)
+    confirmed = []
+    for held in pending_lists(session, check.token, lock=True):
+        held.status = SubscriptionStatus.confirmed
+        held.confirmed_at = now
+        held.unsubscribed_at = None
+        held.updated_at = now
+        lst = session.get(MailingList, held.list_id)
+        assert lst is not None
+        record_event(session, subscriber, ConsentEventKind.confirmed, at=now, ip=ip,
+                     user_agent=(user_agent or "")[:500] or None,
+                     consent_version=consent_for(lst, signup)[0], list_id=lst.id)
+        confirmed.append(lst.id)
     # A fresh double opt-in is fresh consent: it lifts an earlier suppression (an erasure,
     # a complaint), which is recorded.
     suppression = session.scalars(
@@ -148,10 +175,28 @@ def confirm(session: Session, value: str, *, ip: str | None, user_agent: str | N
         record_event(session, subscriber, ConsentEventKind.unsuppressed,
                      detail={"reason": suppression.reason, "by": "double opt-in"})
         session.delete(suppression)
-    emit_for_subscriber(session, CONFIRMED, subscriber)
+    emit_for_subscriber(session, CONFIRMED, subscriber, lists=slugs_of(session, confirmed))
     if signup.welcome_mail:  # sent once this transaction has committed
         tasks.publish(tasks.SEND_WELCOME, subscriber.id, check.token.id, session=session)
     return TokenCheck("ok", check.token, subscriber)
+
+
+def pending_lists(session: Session, token: ConfirmationToken, *,
+                  lock: bool = False) -> list[Subscription]:
+    """The subscriptions the link names that are still waiting for it, in list order."""
+    if not token.lists:
+        return []
+    query = (select(Subscription)
+             .where(Subscription.subscriber_id == token.subscriber_id,
+                    Subscription.list_id.in_(token.lists),
+                    Subscription.status == SubscriptionStatus.pending)
+             .order_by(Subscription.list_id))
+    return list(session.scalars(query.with_for_update() if lock else query))
+
+
+def _pending_anywhere(subscriber_id: Any) -> Any:
+    return exists().where(Subscription.subscriber_id == subscriber_id,
+                          Subscription.status == SubscriptionStatus.pending)
 
 
 # --- the confirmation mail (used by the confirmations worker) ------------------------------
@@ -168,7 +213,7 @@ def claim_confirmation_mail(
     """
     now = utcnow()
     subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None or subscriber.status != SubscriberStatus.pending:
+    if subscriber is None or not session.scalar(select(_pending_anywhere(subscriber_id))):
         return None
     day_ago = now - MAIL_INTERVAL
     recent = session.scalar(
@@ -206,8 +251,9 @@ def mark_confirmation_sent(session: Session, token_id: int, message_id: str) -> 
     token.last_error = None
     subscriber = session.get(Subscriber, token.subscriber_id)
     if subscriber is not None:
-        record_event(session, subscriber, ConsentEventKind.confirmation_sent,
-                     message_id=message_id, at=token.sent_at)
+        for list_id in token.lists or []:
+            record_event(session, subscriber, ConsentEventKind.confirmation_sent,
+                         message_id=message_id, at=token.sent_at, list_id=list_id)
 
 
 def release_confirmation_mail(
@@ -234,8 +280,7 @@ def confirmations_to_resend(session: Session, *, older_than: dt.timedelta) -> li
         ConfirmationToken.sent_at > now - MAIL_INTERVAL)
     rows = session.execute(
         select(ConfirmationToken.subscriber_id)
-        .join(Subscriber, Subscriber.id == ConfirmationToken.subscriber_id)
-        .where(Subscriber.status == SubscriberStatus.pending,
+        .where(_pending_anywhere(ConfirmationToken.subscriber_id),
                ConfirmationToken.used_at.is_(None),
                ConfirmationToken.sent_at.is_(None),
                ConfirmationToken.expires_at > now,

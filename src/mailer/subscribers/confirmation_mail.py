@@ -11,10 +11,14 @@ import datetime as dt
 import logging
 from enum import StrEnum
 
+from sqlalchemy import select
+
 from mailer.config import Settings
 from mailer.db import transaction, utcnow
 from mailer.emails.kinds import MessageKind
 from mailer.emails.send import render, send_one
+from mailer.lists.models import MailingList
+from mailer.lists.service import identity_for, names_of
 from mailer.subscribers.confirmation import (
     claim_confirmation_mail,
     confirmation_url,
@@ -51,6 +55,12 @@ def send_confirmation_mail(subscriber_id: int, *, settings: Settings,
             return MailResult.nothing
         subscriber = session.get(Subscriber, subscriber_id)
         assert subscriber is not None
+        lists = list(session.scalars(select(MailingList)
+                                     .where(MailingList.id.in_(token.lists or []))
+                                     .order_by(MailingList.position, MailingList.id)))
+        # One list: its own sender; several: the settings' (the association's).
+        identity = (identity_for(lists[0], settings.identity) if len(lists) == 1
+                    else settings.identity)
         # Rendered inside the claim's transaction: a template that fails claims nothing.
         # To carries the address alone, as in the newsletters: nothing a stranger typed
         # into the public form reaches a header (the email package's formataddr leaves
@@ -59,13 +69,15 @@ def send_confirmation_mail(subscriber_id: int, *, settings: Settings,
         rendered = render(MessageKind.confirmation, dict(
             settings=settings,
             subscriber=subscriber,
+            lists=lists,
+            list_names=names_of(lists),
             confirm_url=confirmation_url(token, base_url=settings.base_url,
                                          keys=settings.all_secrets),
             expires_days=settings.signup.confirmation_ttl_days,
         ))
         recipient, token_id = subscriber.email, token.id
     result = send_one(MessageKind.confirmation, recipient, {}, ids=[token_id],
-                      identity=settings.identity, keys=settings.all_secrets,
+                      identity=identity, keys=settings.all_secrets,
                       smtp=settings.smtp, verp_id=token_id,
                       rendered=rendered)
     if result.failure is not None:

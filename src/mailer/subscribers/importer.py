@@ -1,8 +1,10 @@
 """Importing confirmed readers from an older system, with their consent source recorded.
 
-Good rows are kept, bad rows are reported with their line numbers; an address on the
-suppression list (an erased person, a hard bounce) is never brought back by an import,
-and an existing subscriber is never changed (someone who left stays gone). Each imported
+An import goes to one list. Good rows are kept, bad rows are reported with their line
+numbers; an address on the suppression list (an erased person, a hard bounce) is never
+brought back by an import, and a subscription that exists is never changed (someone who
+left the list stays gone); a person already on another list gets a subscription to this
+one, their record otherwise unchanged. Each imported
 reader's consent event records where the consent came from (``source``, and what the
 caller knows of it: ``Consent``); the import as a whole is in the audit log with who ran it
 (``by``), written here for the CLI, the admin and the API alike.
@@ -23,12 +25,13 @@ from sqlalchemy.orm import Session
 
 from mailer.audit import record
 from mailer.db import transaction
+from mailer.lists.models import Subscription, SubscriptionStatus
+from mailer.lists.service import default_list, find
 from mailer.subscribers.addresses import InvalidAddress, normalise
 from mailer.subscribers.models import (
     ConsentEvent,
     ConsentEventKind,
     Subscriber,
-    SubscriberStatus,
     Suppression,
 )
 from mailer.subscribers.signup import clean_text
@@ -45,7 +48,7 @@ class Skip(StrEnum):
     invalid = "invalid"  # not an address, a wrong date, unreadable
     duplicate = "duplicate"  # the same address earlier in the same import
     suppressed = "suppressed"  # on the suppression list: never brought back by an import
-    exists = "exists"  # already a subscriber, in whatever state: left unchanged
+    exists = "exists"  # already on the list, in whatever state: left unchanged
 
 
 @dataclass(frozen=True)
@@ -126,12 +129,19 @@ class _CountedLines:
 def import_rows(
     rows: Iterable[Row], *, source: str, by: str, check_deliverability: bool, name: str = "",
     consent: Consent = Consent(),  # noqa: B008 (frozen)
-    progress: Callable[[int], None] = lambda _n: None,
+    progress: Callable[[int], None] = lambda _n: None, list_id: int | None = None,
 ) -> ImportReport:
-    """Import the rows, a chunk a transaction; then the audit entry ``subscribers.import``
-    (target ``name``: the file's, or the caller's) with who ran it and the counts.
-    ``check_deliverability`` (``SignupSettings``) asks DNS about each address's domain, as
-    a sign-up does."""
+    """Import the rows into the list ``list_id`` (the default list when None), a chunk a
+    transaction; then the audit entry ``subscribers.import`` (target ``name``: the file's,
+    or the caller's) with who ran it, the list and the counts. ``check_deliverability``
+    (``SignupSettings``) asks DNS about each address's domain, as a sign-up does.
+
+    Raises ValueError for a list that does not exist or is archived."""
+    with transaction() as session:
+        lst = default_list(session) if list_id is None else find(session, list_id)
+        if lst is None or lst.archived_at is not None:
+            raise ValueError(f"there is no open list {list_id}")
+        target, slug = lst.id, lst.slug
     report = ImportReport()
     seen: dict[str, int] = {}
     chunk: list[tuple[Row, str, str]] = []
@@ -149,17 +159,17 @@ def import_rows(
         seen[key] = row.line
         chunk.append((row, address, key))
         if len(chunk) >= CHUNK:
-            _import_chunk(chunk, source, by, consent, report)
+            _import_chunk(chunk, source, by, consent, report, target)
             progress(len(chunk))
             chunk = []
     if chunk:
-        _import_chunk(chunk, source, by, consent, report)
+        _import_chunk(chunk, source, by, consent, report, target)
         progress(len(chunk))
     report.problems.sort()
     with transaction() as session:
         record(session, actor=by, action="subscribers.import", target=name[:200],
                detail={"imported": report.imported, "skipped": report.skipped,
-                       "source": source})
+                       "source": source, "list": slug})
     return report
 
 
@@ -187,15 +197,20 @@ def _check(row: Row, check_deliverability: bool) -> tuple[str, str]:
 
 
 def _import_chunk(chunk: list[tuple[Row, str, str]], source: str, by: str,
-                  consent: Consent, report: ImportReport) -> None:
+                  consent: Consent, report: ImportReport, list_id: int) -> None:
     """One transaction per chunk; one savepoint per row, so a row that collides with a
     sign-up made at the same moment is reported and the rest of the chunk is kept."""
     keys = [key for _, _, key in chunk]
     hashes = {address_hash(k): k for k in keys}
     with transaction() as session:
+        people = dict(session.execute(
+            select(Subscriber.email_key, Subscriber.id).where(Subscriber.email_key.in_(keys))
+        ).tuples().all())
         existing = dict(session.execute(
-            select(Subscriber.email_key, Subscriber.status).where(Subscriber.email_key.in_(keys))
-        ).all())
+            select(Subscriber.email_key, Subscription.status)
+            .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+            .where(Subscriber.email_key.in_(keys), Subscription.list_id == list_id)
+        ).tuples().all())
         suppressed = dict(session.execute(
             select(Suppression.address_hash, Suppression.reason)
             .where(Suppression.address_hash.in_(list(hashes)))
@@ -209,12 +224,12 @@ def _import_chunk(chunk: list[tuple[Row, str, str]], source: str, by: str,
                 continue
             if key in existing:
                 report.skip(row.line, Skip.exists,
-                            f"already a subscriber ({existing[key]}): left unchanged")
+                            f"already on the list ({existing[key]}): left unchanged")
                 continue
             try:
                 with session.begin_nested():
                     public_id = _add(session, row, address, key, hash_, source, by,
-                                     consent, now)
+                                     consent, now, list_id, people.get(key))
             except IntegrityError:
                 report.skip(row.line, Skip.exists,
                             "signed up while the import ran: left unchanged")
@@ -224,18 +239,25 @@ def _import_chunk(chunk: list[tuple[Row, str, str]], source: str, by: str,
 
 
 def _add(session: Session, row: Row, address: str, key: str, hash_: str, source: str,
-         by: str, consent: Consent, now: dt.datetime) -> str:
-    subscriber = Subscriber(
-        public_id=random_id(), email=address, email_key=key, address_hash=hash_,
-        first_name=_cell(row, "first_name", 100), last_name=_cell(row, "last_name", 100),
-        organisation=_cell(row, "organisation", 200), country=_cell(row, "country", 100),
-        status=SubscriberStatus.confirmed, source=source[:100], confirmed_at=now,
-        created_at=now, updated_at=now,
-    )
-    session.add(subscriber)
-    session.flush()
+         by: str, consent: Consent, now: dt.datetime, list_id: int,
+         person: int | None) -> str:
+    subscriber = session.get(Subscriber, person) if person is not None else None
+    if subscriber is None:
+        subscriber = Subscriber(
+            public_id=random_id(), email=address, email_key=key, address_hash=hash_,
+            first_name=_cell(row, "first_name", 100), last_name=_cell(row, "last_name", 100),
+            organisation=_cell(row, "organisation", 200),
+            country=_cell(row, "country", 100), source=source[:100],
+            created_at=now, updated_at=now,
+        )
+        session.add(subscriber)
+        session.flush()
+    session.add(Subscription(subscriber_id=subscriber.id, list_id=list_id,
+                             status=SubscriptionStatus.confirmed, confirmed_at=now,
+                             created_at=now, updated_at=now))
     session.add(ConsentEvent(
         subscriber_id=subscriber.id, address_hash=hash_, kind=ConsentEventKind.imported,
+        list_id=list_id,
         at=now, source=source[:100], consent_version=consent.version[:32],
         consent_text=consent.text or None,
         detail={"line": row.line, "consented_at": row.values.get("consented_at") or None,

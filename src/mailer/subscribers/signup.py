@@ -8,7 +8,7 @@ until the reader confirms. Like every subscribers service it never commits.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -18,10 +18,12 @@ from sqlalchemy.orm import Session
 from mailer.audit import record
 from mailer.config import SignupSettings
 from mailer.db import utcnow
+from mailer.lists.models import MailingList, Subscription, SubscriptionStatus
+from mailer.lists.service import consent_for, subscription
 from mailer.subscribers.addresses import MAX_LENGTH as MAX_ADDRESS_LENGTH
 from mailer.subscribers.addresses import normalise
-from mailer.subscribers.confirmation import link_mailed_today, new_token, retire_open_links
-from mailer.subscribers.models import ConsentEventKind, Subscriber, SubscriberStatus
+from mailer.subscribers.confirmation import link_mailed_today, new_token
+from mailer.subscribers.models import ConsentEventKind, Subscriber
 from mailer.subscribers.records import record_event
 from mailer.tokens import address_hash, random_id
 from mailer.webhooks.events import SUBSCRIBED, emit_for_subscriber, endpoints_wanting
@@ -45,79 +47,116 @@ class Origin:
 
 
 def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
-            signup: SignupSettings, may_mail: bool = True, by: str | None = None) -> Subscriber:
-    """Record a sign-up. New, pending and unsubscribed addresses get a confirmation token
-    whose mail the confirmations worker sends; a confirmed one changes nothing.
+            signup: SignupSettings, lists: Sequence[MailingList], may_mail: bool = True,
+            by: str | None = None) -> Subscriber:
+    """Record a sign-up to ``lists``. Each list the address is not confirmed on gets a
+    pending subscription and is named in one confirmation link, whose mail the
+    confirmations worker sends; a list it is confirmed on changes nothing. The consent is
+    per list (its own text and version, ``lists.service.consent_for``).
 
-    A pending address whose confirmation mail went out in the last day keeps that link
-    (and gets no second mail today): a second press of the form must not kill the link
-    that is already in the reader's inbox. With ``may_mail`` false (the address is over
-    its daily limit) no new link is made at all, so no mail goes out; everything else
+    A link whose mail went out in the last day keeps working, and covers what it named: a
+    second press of the form must not kill the link that is already in the reader's
+    inbox, and the address gets no second mail today (a list it did not name waits for a
+    link of its own, mailed once the day is over). With ``may_mail`` false (the address is
+    over its daily limit) no new link is made at all, so no mail goes out; everything else
     happens as usual.
 
     ``by`` names who signs the reader up on their behalf (``api:<token name>``): the
     sign-up then also goes into the audit log, in this transaction. The form's sign-up is
-    the reader's own act; its consent event is its record. ``signup``: the consent given,
-    the link's lifetime, whether the address's domain is asked about.
+    the reader's own act; its consent event is its record. ``signup``: the consent given
+    where a list has none of its own, the link's lifetime, whether the address's domain is
+    asked about.
 
-    Raises InvalidAddress. The caller answers the same way whatever happened here.
+    Raises InvalidAddress, and ValueError for no list at all. The caller answers the same
+    way whatever happened here.
     """
+    if not lists:
+        raise ValueError("a sign-up names at least one list")
     subscriber = _sign_up(session, email=email, profile=profile, origin=origin,
-                          may_mail=may_mail, signup=signup)
+                          may_mail=may_mail, signup=signup, lists=lists)
     if by is not None:
         record(session, actor=by, action="subscriber.sign_up",
-               target=f"subscriber:{subscriber.id}", detail={"source": origin.source})
+               target=f"subscriber:{subscriber.id}",
+               detail={"source": origin.source, "lists": [lst.slug for lst in lists]})
     return subscriber
 
 
 def _sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
-             may_mail: bool, signup: SignupSettings) -> Subscriber:
+             may_mail: bool, signup: SignupSettings,
+             lists: Sequence[MailingList]) -> Subscriber:
     address, key = normalise(email, check_deliverability=signup.check_deliverability)
-    consent = {
-        "consent_version": signup.consent_version,
-        "consent_text": signup.consent_text,
+    given = {
         "source": origin.source[:100],
         "ip": (origin.ip or "")[:64] or None,
         "user_agent": (origin.user_agent or "")[:500] or None,
     }
     # Every kind of address goes through the same steps (find or create the row, write
-    # an event, settle the link) so that the answer takes as long for a subscribed address
-    # as for a new one: its timing must not tell an outsider who is subscribed.
+    # an event per list, settle the link) so that the answer takes as long for a
+    # subscribed address as for a new one: its timing must not tell who is subscribed.
     subscriber = _for_update(session, key)
     if subscriber is None:
         subscriber = _create_pending(session, address, key, profile, origin)
         if subscriber is None:  # a concurrent sign-up for the same address won the race
             subscriber = _for_update(session, key)
             assert subscriber is not None
-        else:
-            record_event(session, subscriber, ConsentEventKind.subscribed, **consent)
-            if may_mail:
-                new_token(session, subscriber, signup=signup)
-            emit_for_subscriber(session, SUBSCRIBED, subscriber)
-            return subscriber
-    if subscriber.status == SubscriberStatus.confirmed:
-        # Nothing changes and no mail goes out; the submission is written down (who tried)
-        # and any stray open link is retired, the same work as for the other kinds.
-        record_event(session, subscriber, ConsentEventKind.already_subscribed, **consent)
-        endpoints_wanting(session, SUBSCRIBED)  # the same work, nothing emitted
-        link_mailed_today(session, subscriber)
-        retire_open_links(session, subscriber, utcnow())
-        session.flush()
-        return subscriber
-    _apply_profile(subscriber, profile)
-    subscriber.email = address
+    elif not _confirmed_anywhere(session, subscriber.id):
+        # A stranger may type anybody's address: only a person nobody has confirmed yet
+        # takes the names the form gives.
+        _apply_profile(subscriber, profile)
+        subscriber.email = address
     # Set by hand: the 14-day purge counts from the latest sign-up, even one that changed
     # no column (the ORM's onupdate fires only for a row that changed).
     subscriber.updated_at = utcnow()
-    if subscriber.status == SubscriberStatus.unsubscribed:
-        subscriber.status = SubscriberStatus.pending
-        record_event(session, subscriber, ConsentEventKind.resubscribed, **consent)
+    to_confirm: list[int] = []
+    for lst in lists:
+        version, text = consent_for(lst, signup)
+        consent = dict(given, consent_version=version, consent_text=text, list_id=lst.id)
+        held = subscription(session, subscriber.id, lst.id, lock=True)
+        if held is None:
+            held = _new_subscription(session, subscriber.id, lst.id)
+        if held.status == SubscriptionStatus.confirmed:
+            # Nothing changes and no mail goes out; the submission is written down (who
+            # tried), the same work as for the other kinds.
+            record_event(session, subscriber, ConsentEventKind.already_subscribed, **consent)
+            continue
+        held.updated_at = utcnow()  # the purge of unconfirmed sign-ups counts from here
+        if held.status == SubscriptionStatus.unsubscribed:
+            held.status = SubscriptionStatus.pending
+            record_event(session, subscriber, ConsentEventKind.resubscribed, **consent)
+        else:
+            record_event(session, subscriber, ConsentEventKind.subscribed, **consent)
+        to_confirm.append(lst.id)
+    link_mailed_today(session, subscriber)  # the same work whatever follows
+    if to_confirm:
+        if may_mail:
+            new_token(session, subscriber, lists=to_confirm, signup=signup)
+        emit_for_subscriber(session, SUBSCRIBED, subscriber,
+                            lists=[lst.slug for lst in lists if lst.id in to_confirm])
     else:
-        record_event(session, subscriber, ConsentEventKind.subscribed, **consent)
-    if not link_mailed_today(session, subscriber) and may_mail:
-        new_token(session, subscriber, signup=signup)
-    emit_for_subscriber(session, SUBSCRIBED, subscriber)
+        endpoints_wanting(session, SUBSCRIBED)  # the same work, nothing emitted
+    session.flush()
     return subscriber
+
+
+def _confirmed_anywhere(session: Session, subscriber_id: int) -> bool:
+    return session.scalar(select(Subscription.id).where(
+        Subscription.subscriber_id == subscriber_id,
+        Subscription.status == SubscriptionStatus.confirmed).limit(1)) is not None
+
+
+def _new_subscription(session: Session, subscriber_id: int, list_id: int) -> Subscription:
+    """A pending subscription; a concurrent sign-up's row if that one was first."""
+    held = Subscription(subscriber_id=subscriber_id, list_id=list_id,
+                        status=SubscriptionStatus.pending)
+    try:
+        with session.begin_nested():
+            session.add(held)
+            session.flush()
+    except IntegrityError:
+        found = subscription(session, subscriber_id, list_id, lock=True)
+        assert found is not None
+        return found
+    return held
 
 
 def _for_update(session: Session, key: str) -> Subscriber | None:
@@ -134,7 +173,6 @@ def _create_pending(
         email=address,
         email_key=key,
         address_hash=address_hash(key),
-        status=SubscriberStatus.pending,
         source=origin.source[:100],
     )
     _apply_profile(subscriber, profile)

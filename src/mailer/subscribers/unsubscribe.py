@@ -15,8 +15,10 @@ from sqlalchemy.orm import Session
 
 from mailer.audit import record
 from mailer.db import utcnow
+from mailer.lists.models import Subscription, SubscriptionStatus
+from mailer.lists.service import slugs_of
 from mailer.subscribers.confirmation import retire_open_links
-from mailer.subscribers.models import ConsentEventKind, Subscriber, SubscriberStatus
+from mailer.subscribers.models import ConsentEventKind, Subscriber
 from mailer.subscribers.records import record_event, rowcount
 from mailer.tokens import sign, verify
 from mailer.webhooks.events import UNSUBSCRIBED, emit_for_subscriber
@@ -41,13 +43,17 @@ def unsubscribe_url(subscriber: Subscriber, *, base_url: str, keys: Sequence[byt
 
 
 def unsubscribe_url_for(public_id: str, edition_id: int | None = None, *, base_url: str,
-                        keys: Sequence[bytes]) -> str:
+                        keys: Sequence[bytes], list_id: int | None = None) -> str:
     """The reader's link under ``base_url`` (``Settings.base_url``), signed with ``keys``;
     in an edition's mail it names the edition too (``?edition=``), so that an unsubscribe
-    can be counted against the edition it came from. The link is personal already: naming
-    the edition changes no byte that readers share."""
+    ends the list the edition went to and is counted against it; a mail that is not an
+    edition names its list (``?list=``). The link is personal already: naming the edition
+    changes no byte that readers share. A link that names neither (one mailed before there
+    were lists) ends the first list, the only one there was."""
     url = f"{base_url}/unsubscribe/{_unsubscribe_token(public_id, keys)}"
-    return url if edition_id is None else f"{url}?edition={edition_id}"
+    if edition_id is not None:
+        return f"{url}?edition={edition_id}"
+    return url if list_id is None else f"{url}?list={list_id}"
 
 
 def subscriber_for_unsubscribe(session: Session, token: str, *,
@@ -105,33 +111,54 @@ def edition_of_test_copy(token: str, *, keys: Sequence[bytes]) -> int | None:
 
 
 def unsubscribe(
-    session: Session, subscriber: Subscriber, *, channel: str,
+    session: Session, subscriber: Subscriber, *, list_id: int | None, channel: str,
     ip: str | None = None, user_agent: str | None = None, by: str | None = None,
     edition_id: int | None = None,
 ) -> bool:
-    """Unsubscribe; False when there was nothing to change (repeats are idempotent).
+    """End the reader's subscription to ``list_id``, or to every list (None); False when
+    there was nothing to change (repeats are idempotent). One consent event per list ended.
 
     ``by`` names who unsubscribes the reader on their behalf (``api:<token name>``): the
     change is then in the audit log too. A reader's own click needs no audit entry: the
     consent event is its record. ``edition_id`` is the edition whose link was used, checked
     by the caller against what the reader was sent."""
     now = utcnow()
-    changed = rowcount(session.execute(
-        update(Subscriber)
-        .where(Subscriber.id == subscriber.id,
-               Subscriber.status != SubscriberStatus.unsubscribed)
-        .values(status=SubscriberStatus.unsubscribed, unsubscribed_at=now, updated_at=now)
-    ))
-    if not changed:
+    query = select(Subscription.id, Subscription.list_id).where(
+        Subscription.subscriber_id == subscriber.id,
+        Subscription.status != SubscriptionStatus.unsubscribed)
+    if list_id is not None:
+        query = query.where(Subscription.list_id == list_id)
+    ended: list[int] = []
+    for row_id, on_list in session.execute(query.order_by(Subscription.list_id)).all():
+        # The conditional update is the lock: two clicks at once end the list once.
+        if rowcount(session.execute(
+                update(Subscription)
+                .where(Subscription.id == row_id,
+                       Subscription.status != SubscriptionStatus.unsubscribed)
+                .values(status=SubscriptionStatus.unsubscribed, unsubscribed_at=now,
+                        updated_at=now))):
+            ended.append(on_list)
+    if not ended:
         return False
-    # Links still in a pending subscriber's inbox must not re-confirm them.
-    retire_open_links(session, subscriber, now)
-    session.refresh(subscriber)
-    record_event(session, subscriber, ConsentEventKind.unsubscribed, at=now, channel=channel,
-                 ip=ip, user_agent=(user_agent or "")[:500] or None, edition_id=edition_id)
-    emit_for_subscriber(session, UNSUBSCRIBED, subscriber, channel=channel)
+    subscriber.updated_at = now
+    if not _still_pending(session, subscriber.id):
+        # Links still in a pending subscriber's inbox must not re-confirm them.
+        retire_open_links(session, subscriber, now)
+    for on_list in ended:
+        record_event(session, subscriber, ConsentEventKind.unsubscribed, at=now,
+                     channel=channel, ip=ip, user_agent=(user_agent or "")[:500] or None,
+                     edition_id=edition_id, list_id=on_list)
+    emit_for_subscriber(session, UNSUBSCRIBED, subscriber, channel=channel,
+                        lists=slugs_of(session, ended))
     if by is not None:
         record(session, actor=by, action="subscriber.unsubscribe",
-               target=f"subscriber:{subscriber.id}", detail={"channel": channel})
+               target=f"subscriber:{subscriber.id}",
+               detail={"channel": channel, "lists": ended})
     return True
+
+
+def _still_pending(session: Session, subscriber_id: int) -> bool:
+    return session.scalar(select(Subscription.id).where(
+        Subscription.subscriber_id == subscriber_id,
+        Subscription.status == SubscriptionStatus.pending).limit(1)) is not None
 

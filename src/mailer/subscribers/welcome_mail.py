@@ -40,6 +40,8 @@ from mailer.db import transaction, utcnow
 from mailer.emails.kinds import MessageKind
 from mailer.emails.message import message_id
 from mailer.emails.send import send_one
+from mailer.lists.models import MailingList, Subscription, SubscriptionStatus
+from mailer.lists.service import identity_for, names_of
 from mailer.redis import get_redis
 from mailer.subscribers.confirmation_mail import MailResult
 from mailer.subscribers.models import (
@@ -47,10 +49,9 @@ from mailer.subscribers.models import (
     ConsentEvent,
     ConsentEventKind,
     Subscriber,
-    SubscriberStatus,
 )
 from mailer.subscribers.records import record_event
-from mailer.subscribers.unsubscribe import preferences_url, unsubscribe_url
+from mailer.subscribers.unsubscribe import preferences_url, unsubscribe_url_for
 
 log = logging.getLogger(__name__)
 
@@ -93,23 +94,33 @@ def _send_under_claim(subscriber_id: int, token_id: int, latest_edition: LatestE
     ids = [subscriber_id, token_id]
     with transaction() as session:
         subscriber = session.get(Subscriber, subscriber_id)
-        if subscriber is None or subscriber.status != SubscriberStatus.confirmed:
+        token = session.get(ConfirmationToken, token_id)
+        lists = [] if subscriber is None or token is None else list(session.scalars(
+            select(MailingList).join(Subscription, Subscription.list_id == MailingList.id)
+            .where(Subscription.subscriber_id == subscriber_id,
+                   Subscription.status == SubscriptionStatus.confirmed,
+                   Subscription.list_id.in_(token.lists or []))
+            .order_by(MailingList.position, MailingList.id)))
+        if subscriber is None or not lists:  # no longer on any list the round confirmed
             return MailResult.nothing
+        identity = identity_for(lists[0], settings.identity)
         if session.scalar(select(exists().where(
                 ConsentEvent.subscriber_id == subscriber_id,
                 ConsentEvent.kind == ConsentEventKind.welcome_sent,
                 ConsentEvent.message_id == message_id(MessageKind.welcome, *ids,
-                                                      identity=settings.identity,
+                                                      identity=identity,
                                                       keys=settings.all_secrets)))):
             return MailResult.nothing
-        context = {"settings": settings, "subscriber": subscriber,
-                   "unsubscribe_url": unsubscribe_url(subscriber, base_url=settings.base_url,
-                                                      keys=settings.all_secrets),
+        context = {"settings": settings, "subscriber": subscriber, "lists": lists,
+                   "list_names": names_of(lists),
+                   "unsubscribe_url": unsubscribe_url_for(
+                       subscriber.public_id, base_url=settings.base_url,
+                       keys=settings.all_secrets, list_id=lists[0].id),
                    "preferences_url": preferences_url(subscriber, base_url=settings.base_url,
                                                       keys=settings.all_secrets),
                    "latest_edition": latest_edition}
         recipient = subscriber.email
-    result = send_one(MessageKind.welcome, recipient, context, ids=ids, identity=settings.identity,
+    result = send_one(MessageKind.welcome, recipient, context, ids=ids, identity=identity,
                       keys=settings.all_secrets, smtp=settings.smtp, verp_id=subscriber_id)
     if result.failure is not None:
         log.warning("welcome mail not sent: %s", result.failure,
@@ -137,19 +148,19 @@ def welcomes_to_resend(session: Session, *, older_than: dt.timedelta = RESEND_AF
     confirmation), the round the welcome's Message-ID names.
     """
     now = utcnow()
-    welcomed = exists().where(ConsentEvent.subscriber_id == Subscriber.id,
+    welcomed = exists().where(ConsentEvent.subscriber_id == ConfirmationToken.subscriber_id,
                               ConsentEvent.kind == ConsentEventKind.welcome_sent,
-                              ConsentEvent.at >= Subscriber.confirmed_at)
-    # Read from the tokens, as the confirmations' resend is: the subscriber table has no
-    # index on confirmed_at, and is read here by its key only.
+                              ConsentEvent.at >= ConfirmationToken.used_at)
+    # A round that confirmed something: a subscription confirmed at the moment it was used.
+    confirmed = exists().where(Subscription.subscriber_id == ConfirmationToken.subscriber_id,
+                               Subscription.status == SubscriptionStatus.confirmed,
+                               Subscription.confirmed_at == ConfirmationToken.used_at)
+    # Read from the tokens, as the confirmations' resend is.
     rows = session.execute(
         select(ConfirmationToken.subscriber_id, func.max(ConfirmationToken.id))
-        .join(Subscriber, Subscriber.id == ConfirmationToken.subscriber_id)
         .where(ConfirmationToken.used_at <= now - older_than,
                ConfirmationToken.used_at > now - window,
-               ConfirmationToken.used_at == Subscriber.confirmed_at,
-               Subscriber.status == SubscriberStatus.confirmed,
-               ~welcomed)
+               confirmed, ~welcomed)
         .group_by(ConfirmationToken.subscriber_id)
         .order_by(ConfirmationToken.subscriber_id)
         .limit(1000)

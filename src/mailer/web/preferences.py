@@ -17,6 +17,7 @@ import secrets
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from sqlalchemy.orm import object_session
 from starlette.concurrency import run_in_threadpool
 
 from mailer.config import get_settings
@@ -24,6 +25,7 @@ from mailer.db import transaction
 from mailer.preferences import service
 from mailer.subscribers.models import Subscriber
 from mailer.subscribers.profile import ProfileError
+from mailer.subscribers.queries import overall_status
 from mailer.subscribers.signup import FIELD_LIMITS
 from mailer.subscribers.unsubscribe import subscriber_for_preferences
 from mailer.tokens import sign, verify
@@ -162,7 +164,8 @@ def _page(request: Request, token: str, subscriber: Subscriber, *, status_code: 
           values: dict[str, str] | None = None) -> HTMLResponse:
     shown = values or {name: getattr(subscriber, name) or "" for name in service.NAME_FIELDS}
     return _with_form(request, token, "preferences.html", status_code,
-                      email=subscriber.email, status=subscriber.status, values=shown,
+                      email=subscriber.email, values=shown,
+                      status=overall_status(object_session(subscriber), subscriber.id),
                       errors=errors or {}, notice=notice, limits=FIELD_LIMITS)
 
 

@@ -7,18 +7,20 @@ the thread pool (``run_in_threadpool``), never on the event loop.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mailer import tasks
 from mailer.config import get_settings
 from mailer.db import transaction
-from mailer.insight.attribution import edition_of_unsubscribe
+from mailer.insight.attribution import edition_of_unsubscribe, list_of_unsubscribe
+from mailer.lists.service import default_list
 from mailer.ratelimit import hit
 from mailer.subscribers import confirmation, signup
 from mailer.subscribers import unsubscribe as unsubscribing
 from mailer.subscribers.addresses import InvalidAddress, normalise
+from mailer.subscribers.queries import status_on
 from mailer.tokens import address_hash
 from mailer.web.forms import BadForm, client_ip, read_form
 from mailer.web.pages import page
@@ -100,6 +102,7 @@ def _sign_up(values: dict[str, str], origin: signup.Origin, may_mail: bool) -> N
             ),
             origin=origin,
             signup=get_settings().signup,
+            lists=[default_list(session)],
             may_mail=may_mail,
         )
         # Queued whatever the address's state, so that the answer and its timing are the
@@ -152,7 +155,8 @@ def _token_problem(status: str) -> HTMLResponse:
 
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse)
-def unsubscribe_page(token: str, edition: str = "") -> HTMLResponse:
+def unsubscribe_page(token: str, edition: str = "",
+                     list_: str = Query("", alias="list")) -> HTMLResponse:
     """Shows an Unsubscribe button and changes nothing (a GET never changes state). The
     button's form keeps the edition the link named (see ``mailer.insight.attribution``)."""
     with transaction() as session:
@@ -160,9 +164,14 @@ def unsubscribe_page(token: str, edition: str = "") -> HTMLResponse:
                                                               keys=get_settings().all_secrets)
         if subscriber is None:
             return _not_a_reader(token)
-        email, status = subscriber.email, subscriber.status
-    edition = edition if edition.isascii() and edition.isdigit() and len(edition) <= 18 else ""
-    return page("unsubscribe.html", token=token, email=email, status=status, edition=edition)
+        edition_id = edition_of_unsubscribe(session, subscriber.id, edition)
+        lst = list_of_unsubscribe(session, edition_id, list_)
+        email = subscriber.email
+        status = status_on(session, subscriber.id, lst.id) or "unsubscribed"
+        name, list_id = lst.name, lst.id
+    edition = str(edition_id) if edition_id is not None else ""
+    return page("unsubscribe.html", token=token, email=email, status=status, edition=edition,
+                list_name=name, list_id=list_id)
 
 
 @router.post("/unsubscribe/{token}")
@@ -180,6 +189,10 @@ async def unsubscribe(token: str, request: Request) -> Response:
         _unsubscribe, token, channel="one-click" if one_click else "link",
         ip=client_ip(request), user_agent=request.headers.get("user-agent"),
         edition=request.query_params.get("edition"),
+        list_=request.query_params.get("list"),
+        # RFC 8058 one-click ends the list the message came from; the page's second
+        # button ends every list.
+        everything=not one_click and form.get("scope") == "all",
     )
     if not found:
         if one_click and unsubscribing.edition_of_test_copy(
@@ -204,13 +217,15 @@ def _not_a_reader(token: str) -> HTMLResponse:
 
 
 def _unsubscribe(token: str, *, channel: str, ip: str, user_agent: str | None,
-                 edition: str | None) -> bool:
+                 edition: str | None, list_: str | None, everything: bool) -> bool:
     with transaction() as session:
         subscriber = unsubscribing.subscriber_for_unsubscribe(session, token,
                                                               keys=get_settings().all_secrets)
         if subscriber is None:
             return False
+        edition_id = edition_of_unsubscribe(session, subscriber.id, edition)
+        lst = list_of_unsubscribe(session, edition_id, list_)
         unsubscribing.unsubscribe(
-            session, subscriber, channel=channel, ip=ip, user_agent=user_agent,
-            edition_id=edition_of_unsubscribe(session, subscriber.id, edition))
+            session, subscriber, list_id=None if everything else lst.id, channel=channel,
+            ip=ip, user_agent=user_agent, edition_id=edition_id)
     return True

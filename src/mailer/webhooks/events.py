@@ -90,7 +90,7 @@ def subscriber_data(subscriber: Subscriber, **extra: Any) -> dict[str, Any]:
         "id": subscriber.public_id, "email": subscriber.email,
         "first_name": subscriber.first_name, "last_name": subscriber.last_name,
         "organisation": subscriber.organisation, "country": subscriber.country,
-        "status": str(subscriber.status), "source": subscriber.source,
+        "source": subscriber.source,
     }, **extra}
 
 

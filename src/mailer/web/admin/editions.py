@@ -29,6 +29,7 @@ from mailer.editions import service as editions
 from mailer.editions.compose import INTRO_HINT, category_order, reading_order, twice_greeted
 from mailer.editions.models import Edition
 from mailer.editions.states import EDITABLE, TransitionError
+from mailer.lists.service import default_list
 from mailer.localtime import last_day, zone_name
 from mailer.staff.audit import recent
 from mailer.web.admin.auth import AdminRefusal, Staff, editor, form_of, viewer
@@ -62,7 +63,8 @@ def index(request: Request, staff: Staff = Depends(viewer)) -> HTMLResponse:
                           editions=listing.editions, articles=listing.articles,
                           counts=state_counts_of(session, [e.id for e in listing.editions]),
                           newest=queries.newest_articles(session),
-                          audience=sending.audience_size(session))
+                          audience=sending.audience_size(session,
+                                                         default_list(session).id))
 
 
 @router.post("")

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
-from sqlalchemy import func, or_, select
+from sqlalchemy import exists, func, or_, select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -25,13 +26,14 @@ from mailer.bounces.models import Bounce
 from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.delivery.history import editions_sent
+from mailer.lists.models import MailingList, Subscription, SubscriptionStatus
+from mailer.lists.service import default_list
 from mailer.staff.audit import record
 from mailer.subscribers import importer
 from mailer.subscribers.addresses import InvalidAddress, key_hash
 from mailer.subscribers.models import (
     ConsentEvent,
     Subscriber,
-    SubscriberStatus,
     SuppressionReason,
 )
 from mailer.suppression import queries as suppression_queries
@@ -45,6 +47,8 @@ PAGE = 50
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
 EXPORT_FIELDS = ["email", "first_name", "last_name", "organisation", "country", "status",
                  "source", "created_at", "confirmed_at", "unsubscribed_at"]
+_OF_SUBSCRIPTION = {"status", "confirmed_at", "unsubscribed_at"}
+STATUSES = tuple(s.value for s in SubscriptionStatus)
 
 
 @router.get("/subscribers", response_class=HTMLResponse)
@@ -60,16 +64,31 @@ def search(request: Request, q: str = "", status: str = "", page: int = 1,
                 func.lower(Subscriber.first_name + " " + Subscriber.last_name)
                 .contains(needle, autoescape=True),
                 func.lower(Subscriber.organisation).contains(needle, autoescape=True)))
-        if status in {s.value for s in SubscriberStatus}:
-            query = query.where(Subscriber.status == status)
+        if status in STATUSES:
+            query = query.where(exists().where(Subscription.subscriber_id == Subscriber.id,
+                                               Subscription.status == status))
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         rows = session.scalars(query.order_by(Subscriber.id.desc())
                                .offset((page - 1) * PAGE).limit(PAGE)).all()
         by_status = dict(session.execute(
-            select(Subscriber.status, func.count()).group_by(Subscriber.status)).all())
+            select(Subscription.status, func.count()).group_by(Subscription.status)).all())
         return admin_page(request, "subscribers.html", staff, session=session, rows=rows, q=q,
                           status=status, total=total, page=page, pages=max(1, -(-total // PAGE)),
-                          by_status=by_status, statuses=[s.value for s in SubscriberStatus])
+                          by_status=by_status, statuses=list(STATUSES),
+                          on_lists=_on_lists(session, [s.id for s in rows]))
+
+
+def _on_lists(session: Session, ids: list[int]) -> dict[int, list[tuple[str, str]]]:
+    """Subscriber → (list name, status) of each of their subscriptions."""
+    found: dict[int, list[tuple[str, str]]] = {i: [] for i in ids}
+    if ids:
+        for subscriber_id, name, status in session.execute(
+                select(Subscription.subscriber_id, MailingList.name, Subscription.status)
+                .join(MailingList, MailingList.id == Subscription.list_id)
+                .where(Subscription.subscriber_id.in_(ids))
+                .order_by(MailingList.position, MailingList.id)):
+            found[subscriber_id].append((name, status))
+    return found
 
 
 def _subscriber(session: object, subscriber_id: int) -> Subscriber:
@@ -89,8 +108,14 @@ def detail(request: Request, subscriber_id: RowId, staff: Staff = Depends(editor
         bounces = session.scalars(select(Bounce).where(Bounce.subscriber_id == subscriber.id)
                                   .order_by(Bounce.id.desc()).limit(50)).all()
         sent = editions_sent(session, subscriber.id, limit=200)
+        subscriptions = session.execute(
+            select(Subscription, MailingList)
+            .join(MailingList, MailingList.id == Subscription.list_id)
+            .where(Subscription.subscriber_id == subscriber.id)
+            .order_by(MailingList.position, MailingList.id)).tuples().all()
         return admin_page(request, "subscriber.html", staff, session=session, subscriber=subscriber,
-                          events=events, suppression=suppression, bounces=bounces, sent=sent)
+                          events=events, suppression=suppression, bounces=bounces, sent=sent,
+                          subscriptions=subscriptions)
 
 
 @router.get("/subscribers/{subscriber_id}/export.json")
@@ -218,11 +243,17 @@ def _csv_rows(status: str) -> Iterator[str]:
     writer = csv.writer(buffer)
     writer.writerow(EXPORT_FIELDS)
     with transaction() as session:
-        query = select(Subscriber).order_by(Subscriber.id)
-        if status in {s.value for s in SubscriberStatus}:
-            query = query.where(Subscriber.status == status)
-        for subscriber in session.scalars(query.execution_options(yield_per=1000)):
-            writer.writerow([_cell(getattr(subscriber, f)) for f in EXPORT_FIELDS])
+        # The first list's subscribers, with its status and times (``mailer subscribers
+        # export --list`` exports another).
+        query = (select(Subscriber, Subscription)
+                 .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+                 .where(Subscription.list_id == default_list(session).id)
+                 .order_by(Subscriber.id))
+        if status in STATUSES:
+            query = query.where(Subscription.status == status)
+        for subscriber, held in session.execute(query.execution_options(yield_per=1000)):
+            writer.writerow([_cell(getattr(held if f in _OF_SUBSCRIPTION else subscriber, f))
+                             for f in EXPORT_FIELDS])
             if buffer.tell() > 64 * 1024:
                 yield buffer.getvalue()
                 buffer.seek(0)

@@ -11,21 +11,25 @@ the form's is. Every sign-up is in the audit log as ``api:<token name>``.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer import privacy, tasks
 from mailer.api_tokens.service import Caller
 from mailer.config import get_settings
 from mailer.db import transaction
+from mailer.lists import service as lists
+from mailer.lists.models import MailingList, Subscription
 from mailer.ratelimit import hit
 from mailer.subscribers import importer, profile, queries, signup
 from mailer.subscribers import unsubscribe as unsubscribing
 from mailer.subscribers.addresses import InvalidAddress, normalise
-from mailer.subscribers.models import Subscriber, SubscriberStatus
+from mailer.subscribers.models import Subscriber
 from mailer.tokens import address_hash
 from mailer.web.api.auth import require
 from mailer.web.api.problems import ApiProblem, field_errors, responses
@@ -37,6 +41,20 @@ Status = Literal["pending", "confirmed", "unsubscribed"]
 LIMITS = signup.FIELD_LIMITS
 #: No line break, tab or other control character (the form refuses them too).
 TEXT = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
+SLUG = r"^[a-z0-9][a-z0-9-]{0,59}$"
+
+
+class SubscriptionOut(BaseModel):
+    """The person on one list."""
+
+    #: The list's slug.
+    list_slug: str = Field(serialization_alias="list")
+    status: Status
+    #: The topic ids they follow on the list; null: all of them, new ones included.
+    topics: list[int] | None
+    created_at: dt.datetime
+    confirmed_at: dt.datetime | None
+    unsubscribed_at: dt.datetime | None
 
 
 class SubscriberOut(BaseModel):
@@ -46,19 +64,46 @@ class SubscriberOut(BaseModel):
     last_name: str
     organisation: str
     country: str
+    #: Over all lists: confirmed on one at least, else pending on one, else unsubscribed
+    #: (each list's own is in ``subscriptions``).
     status: Status
     source: str
     created_at: dt.datetime
+    #: The latest confirmation on any list.
     confirmed_at: dt.datetime | None
+    #: The latest unsubscribe, when the person is on no list any more.
     unsubscribed_at: dt.datetime | None
+    subscriptions: list[SubscriptionOut]
 
     @classmethod
-    def of(cls, s: Subscriber) -> SubscriberOut:
+    def of(cls, s: Subscriber, held: Sequence[tuple[Subscription, str]]) -> SubscriberOut:
+        statuses = {h.status for h, _ in held}
+        status = next((x for x in ("confirmed", "pending") if x in statuses), "unsubscribed")
+        confirmed = [h.confirmed_at for h, _ in held if h.confirmed_at]
+        left = [h.unsubscribed_at for h, _ in held if h.unsubscribed_at]
         return cls(public_id=s.public_id, email=s.email, first_name=s.first_name,
                    last_name=s.last_name, organisation=s.organisation, country=s.country,
-                   status=SubscriberStatus(s.status).value, source=s.source,
-                   created_at=s.created_at, confirmed_at=s.confirmed_at,
-                   unsubscribed_at=s.unsubscribed_at)
+                   status=cast(Status, status), source=s.source, created_at=s.created_at,
+                   confirmed_at=max(confirmed, default=None),
+                   unsubscribed_at=max(left, default=None) if status == "unsubscribed"
+                   else None,
+                   subscriptions=[SubscriptionOut(
+                       list_slug=slug, status=cast(Status, h.status), topics=h.topics, created_at=h.created_at,
+                       confirmed_at=h.confirmed_at, unsubscribed_at=h.unsubscribed_at)
+                       for h, slug in held])
+
+
+def _outs(session: Session, found: Sequence[Subscriber]) -> list[SubscriberOut]:
+    """The subscribers as the API shows them, their subscriptions read in one query."""
+    held: dict[int, list[tuple[Subscription, str]]] = {s.id: [] for s in found}
+    if found:
+        for h, slug in session.execute(
+                select(Subscription, MailingList.slug)
+                .join(MailingList, MailingList.id == Subscription.list_id)
+                .where(Subscription.subscriber_id.in_(list(held)))
+                .order_by(MailingList.position, MailingList.id)).tuples():
+            held[h.subscriber_id].append((h, slug))
+    return [SubscriberOut.of(s, held[s.id]) for s in found]
 
 
 class SubscriberPage(BaseModel):
@@ -84,6 +129,10 @@ class SignUp(BaseModel):
     #: form keeps them); otherwise the caller's own.
     ip: str | None = Field(None, max_length=45, pattern=r"^[0-9A-Fa-f:.]+$")
     user_agent: str | None = Field(None, max_length=500, pattern=TEXT)
+    #: The lists (slugs) asked for; the first list when left out. Private lists too: the
+    #: caller is staff's own system.
+    lists: list[Annotated[str, Field(max_length=60, pattern=SLUG)]] | None = Field(
+        None, min_length=1, max_length=50)
 
 
 class Accepted(BaseModel):
@@ -114,7 +163,7 @@ def search(caller: Annotated[Caller, Depends(require("subscribers:read"))],
         found = queries.search(session, email=params.email.strip(), status=params.status,
                                after_id=int(params.after) if params.after else 0,
                                limit=params.limit + 1)
-        page = [SubscriberOut.of(s) for s in found[:params.limit]]
+        page = _outs(session, found[:params.limit])
         more = str(found[params.limit - 1].id) if len(found) > params.limit else None
     return SubscriberPage(items=page, next=more)
 
@@ -124,7 +173,7 @@ def search(caller: Annotated[Caller, Depends(require("subscribers:read"))],
 def get_one(caller: Annotated[Caller, Depends(require("subscribers:read"))],
             public_id: Annotated[str, Path(max_length=64)]) -> SubscriberOut:
     with transaction() as session:
-        return SubscriberOut.of(_find(session, public_id))
+        return _outs(session, [_find(session, public_id)])[0]
 
 
 @router.post("", status_code=202, response_model=Accepted, summary="Sign a person up",
@@ -154,7 +203,7 @@ def sign_up(caller: Annotated[Caller, Depends(require("subscribers:write"))],
     with transaction() as session:
         subscriber = signup.sign_up(
             session, email=values["email"], origin=origin, signup=settings.signup,
-            may_mail=may_mail, by=caller.actor,
+            may_mail=may_mail, by=caller.actor, lists=_lists(session, body.lists),
             profile=signup.Profile(first_name=values["first_name"],
                                    last_name=values["last_name"],
                                    organisation=values["organisation"],
@@ -193,6 +242,8 @@ class Import(BaseModel):
     evidence: str | None = Field(None, max_length=1000, pattern=TEXT,
                                  description="where the proof of consent is kept")
     items: list[ImportItem] = Field(min_length=1, max_length=importer.CHUNK)
+    #: The list (slug) they join; the first list when left out.
+    list: str | None = Field(None, max_length=60, pattern=SLUG)
 
 
 class ImportResult(BaseModel):
@@ -224,8 +275,10 @@ def import_confirmed(caller: Annotated[Caller, Depends(require("subscribers:impo
     unsubscribed). At most 500 items a request; audited as ``subscribers.import``."""
     rows = [importer.Row(i + 1, {k: v.strip() for k, v in item.model_dump(
         exclude_none=True).items()}) for i, item in enumerate(body.items)]
+    with transaction() as session:
+        list_id = _lists(session, [body.list] if body.list else None)[0].id
     report = importer.import_rows(  # its own transaction, audited there
-        rows, source=body.source.strip(), by=caller.actor, name=caller.actor,
+        rows, source=body.source.strip(), by=caller.actor, name=caller.actor, list_id=list_id,
         check_deliverability=get_settings().signup.check_deliverability,
         consent=importer.Consent(version=body.consent_version.strip(),
                                  text=body.consent_text, evidence=body.evidence))
@@ -244,6 +297,16 @@ class Done(BaseModel):
     """What a change did: ``changed`` is false when there was nothing to change."""
 
     changed: bool
+
+
+def _lists(session: Session, slugs: Sequence[str] | None) -> list[MailingList]:
+    """The open lists named (the first list for none); a 422 names one that is not."""
+    if not slugs:
+        return [lists.default_list(session)]
+    try:
+        return lists.lists_named(session, list(dict.fromkeys(slugs)))
+    except lists.ListError as exc:
+        raise ApiProblem(422, str(exc)) from None
 
 
 def _find(session: Session, public_id: str) -> Subscriber:
@@ -286,19 +349,23 @@ def change(caller: Annotated[Caller, Depends(require("subscribers:write"))],
         except profile.ProfileError as exc:
             raise ApiProblem(422, "The change has fields that are wrong.",
                              errors=field_errors(**exc.problems)) from None
-        return Changed(subscriber=SubscriberOut.of(subscriber), changed=changed)
+        return Changed(subscriber=_outs(session, [subscriber])[0], changed=changed)
 
 
 @router.post("/{public_id}/unsubscribe", response_model=Done, summary="Unsubscribe",
              responses=responses(400, 401, 403, 404, 422, 429))
 def unsubscribe_one(caller: Annotated[Caller, Depends(require("subscribers:write"))],
-                    public_id: Annotated[str, Path(max_length=64)]) -> Done:
-    """Unsubscribe the person (recorded in their consent history with the channel
-    ``api``); unsubscribing again changes nothing."""
+                    public_id: Annotated[str, Path(max_length=64)],
+                    list_slug: Annotated[str | None, Query(alias="list", max_length=60,
+                                                           pattern=SLUG)] = None) -> Done:
+    """Unsubscribe the person from the list ``?list=`` names, or from every list
+    (recorded in their consent history with the channel ``api``); unsubscribing again
+    changes nothing."""
     with transaction() as session:
         subscriber = _find(session, public_id)
-        changed = unsubscribing.unsubscribe(session, subscriber, channel="api",
-                                            by=caller.actor)  # audited there
+        list_id = _lists(session, [list_slug])[0].id if list_slug else None
+        changed = unsubscribing.unsubscribe(session, subscriber, list_id=list_id,
+                                            channel="api", by=caller.actor)  # audited there
     return Done(changed=changed)
 
 
