@@ -88,8 +88,9 @@ class SubscriberOut(BaseModel):
                    unsubscribed_at=max(left, default=None) if status == "unsubscribed"
                    else None,
                    subscriptions=[SubscriptionOut(
-                       list_slug=slug, status=cast(Status, h.status), topics=h.topics, created_at=h.created_at,
-                       confirmed_at=h.confirmed_at, unsubscribed_at=h.unsubscribed_at)
+                       list_slug=slug, status=cast(Status, h.status), topics=h.topics,
+                       created_at=h.created_at, confirmed_at=h.confirmed_at,
+                       unsubscribed_at=h.unsubscribed_at)
                        for h, slug in held])
 
 
