@@ -114,14 +114,15 @@ def upgrade() -> None:
         "updated_at, confirmed_at, unsubscribed_at) SELECT id, 1, status, NULL, created_at, "
         "updated_at, confirmed_at, unsubscribed_at FROM subscriber ORDER BY id")
 
-    with op.batch_alter_table("edition", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("list_id", sa.Integer(), nullable=False,
-                                      server_default=sa.text("1")))
-    with op.batch_alter_table("confirmation_token", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("lists", sa.JSON(), nullable=True))
+    # Plain ALTER TABLE ... ADD COLUMN, never a batch: on SQLite a batch rebuilds a table
+    # whose new column has a server default (edition), and dropping the old edition table
+    # fires its foreign keys' ON DELETE (edition links and articles gone, bounces losing
+    # their edition) and drops the delivery trigger that lives on it.
+    op.add_column("edition", sa.Column("list_id", sa.Integer(), nullable=False,
+                                       server_default=sa.text("1")))
+    op.add_column("confirmation_token", sa.Column("lists", sa.JSON(), nullable=True))
     op.execute("UPDATE confirmation_token SET lists = '[1]'")
-    with op.batch_alter_table("consent_event", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("list_id", sa.Integer(), nullable=True))
+    op.add_column("consent_event", sa.Column("list_id", sa.Integer(), nullable=True))
     kinds = ", ".join(f"'{k}'" for k in LIST_KINDS)
     op.execute(f"UPDATE consent_event SET list_id = 1 WHERE kind IN ({kinds})")  # noqa: S608
     op.create_index("ix_edition_list_id", "edition", ["list_id"])
@@ -134,11 +135,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("subscriber", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("status", sa.String(16), nullable=False,
-                                      server_default="unsubscribed"))
-        batch_op.add_column(sa.Column("confirmed_at", WHEN, nullable=True))
-        batch_op.add_column(sa.Column("unsubscribed_at", WHEN, nullable=True))
+    # ADD COLUMN in place, as in upgrade: a rebuilt subscriber table would fire its
+    # foreign keys' ON DELETE (tokens, subscriptions, consent events) and lose its trigger.
+    op.add_column("subscriber", sa.Column("status", sa.String(16), nullable=False,
+                                          server_default="unsubscribed"))
+    op.add_column("subscriber", sa.Column("confirmed_at", WHEN, nullable=True))
+    op.add_column("subscriber", sa.Column("unsubscribed_at", WHEN, nullable=True))
     # A person not on the first list had no place in the single list of before: they are
     # kept, as unsubscribed (never mailed), rather than lost.
     op.execute(
