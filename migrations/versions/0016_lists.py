@@ -1,26 +1,28 @@
 """lists: mailing lists, a person's subscription to each, a list's topics
 
-The single list of before (``MAILER_LIST_NAME``, ``MAILER_LIST_ID``) becomes the first
-list, ``newsletter``, with today's settings: its From, Reply-To and consent text are left
-empty, which means "the settings' values", so nothing a reader gets changes. Every
+The single list of before (``MAILER_LIST_NAME``, ``MAILER_LIST_ID``, read as the settings
+read them: the environment over ``.env``) becomes the first list, ``newsletter``, with
+today's settings: its From, Reply-To and consent text are left empty, which means "the
+settings' values", so nothing a reader gets changes. Every
 subscriber's status, confirmation and unsubscribe times move, unchanged, to their
 subscription to that list; every edition, confirmation link and list-level consent event
 (sign-up, confirmation, unsubscribe…) is that list's. Person-level events (suppression,
 erasure, the preference page's requests) name no list.
 
 A confirmation link (``confirmation_token.lists``) confirms the lists it was mailed for.
-No foreign keys on the new ``list_id`` columns of edition and consent_event: SQLite cannot add a column with one (it would rebuild the tables,
-which foreign keys and the delivery triggers make unsafe), and a list is never deleted,
-only archived.
+No foreign keys on the new ``list_id`` columns of edition and consent_event: SQLite cannot
+add a column with one (it would rebuild the tables, which foreign keys and the delivery
+triggers make unsafe), and a list is never deleted, only archived. For the same reason every
+column here is added and dropped in place (ALTER TABLE), never by a batch.
 
 Revision ID: 0016
 Revises: 0015
 """
 
-import os
-
 import sqlalchemy as sa
 from alembic import op
+
+from mailer.environment import read_variables
 
 revision = "0016"
 down_revision = "0015"
@@ -97,13 +99,16 @@ def upgrade() -> None:
     )
 
     bind = op.get_bind()
+    # Where the settings come from (the environment over .env, names in any case), so that
+    # the list keeps the name and List-Id its readers know; the defaults are today's.
+    found = read_variables()
     first = sa.table("mailing_list", *(sa.column(c) for c in (
         "id", "slug", "name", "description", "list_id", "public", "archive", "no_topics",
         "position", "created_at")))
     bind.execute(first.insert().values(
         id=1, slug="newsletter",
-        name=os.environ.get("MAILER_LIST_NAME") or "CEP Newsletter",
-        description="", list_id=os.environ.get("MAILER_LIST_ID")
+        name=found.get("MAILER_LIST_NAME") or "CEP Newsletter",
+        description="", list_id=found.get("MAILER_LIST_ID")
         or "newsletter.cep-probation.example.org",
         public=True, archive=True, no_topics="skip", position=0,
         created_at=sa.func.current_timestamp()))
