@@ -155,6 +155,9 @@ def downgrade() -> None:
         "b.list_id = 1), unsubscribed_at = (SELECT b.unsubscribed_at FROM subscription b "
         "WHERE b.subscriber_id = subscriber.id AND b.list_id = 1) WHERE EXISTS (SELECT 1 "
         "FROM subscription b WHERE b.subscriber_id = subscriber.id AND b.list_id = 1)")
+    if op.get_bind().dialect.name == "postgresql":
+        # 0015's column had no default (SQLite keeps it: dropping it would rebuild the table).
+        op.alter_column("subscriber", "status", server_default=None)
     op.create_index("ix_subscriber_status_id", "subscriber", ["status", "id"])
     op.drop_index("ix_edition_list_id", table_name="edition")
     for table, column in (("consent_event", "list_id"), ("confirmation_token", "lists"),
