@@ -1,26 +1,28 @@
 """lists: mailing lists, a person's subscription to each, a list's topics
 
-The single list of before (``MAILER_LIST_NAME``, ``MAILER_LIST_ID``) becomes the first
-list, ``newsletter``, with today's settings: its From, Reply-To and consent text are left
-empty, which means "the settings' values", so nothing a reader gets changes. Every
+The single list of before (``MAILER_LIST_NAME``, ``MAILER_LIST_ID``, read as the settings
+read them: the environment over ``.env``) becomes the first list, ``newsletter``, with
+today's settings: its From, Reply-To and consent text are left empty, which means "the
+settings' values", so nothing a reader gets changes. Every
 subscriber's status, confirmation and unsubscribe times move, unchanged, to their
 subscription to that list; every edition, confirmation link and list-level consent event
 (sign-up, confirmation, unsubscribe…) is that list's. Person-level events (suppression,
 erasure, the preference page's requests) name no list.
 
 A confirmation link (``confirmation_token.lists``) confirms the lists it was mailed for.
-No foreign keys on the new ``list_id`` columns of edition and consent_event: SQLite cannot add a column with one (it would rebuild the tables,
-which foreign keys and the delivery triggers make unsafe), and a list is never deleted,
-only archived.
+No foreign keys on the new ``list_id`` columns of edition and consent_event: SQLite cannot
+add a column with one (it would rebuild the tables, which foreign keys and the delivery
+triggers make unsafe), and a list is never deleted, only archived. For the same reason every
+column here is added and dropped in place (ALTER TABLE), never by a batch.
 
 Revision ID: 0016
 Revises: 0015
 """
 
-import os
-
 import sqlalchemy as sa
 from alembic import op
+
+from mailer.environment import read_variables
 
 revision = "0016"
 down_revision = "0015"
@@ -97,13 +99,16 @@ def upgrade() -> None:
     )
 
     bind = op.get_bind()
+    # Where the settings come from (the environment over .env, names in any case), so that
+    # the list keeps the name and List-Id its readers know; the defaults are today's.
+    found = read_variables()
     first = sa.table("mailing_list", *(sa.column(c) for c in (
         "id", "slug", "name", "description", "list_id", "public", "archive", "no_topics",
         "position", "created_at")))
     bind.execute(first.insert().values(
         id=1, slug="newsletter",
-        name=os.environ.get("MAILER_LIST_NAME") or "CEP Newsletter",
-        description="", list_id=os.environ.get("MAILER_LIST_ID")
+        name=found.get("MAILER_LIST_NAME") or "CEP Newsletter",
+        description="", list_id=found.get("MAILER_LIST_ID")
         or "newsletter.cep-probation.example.org",
         public=True, archive=True, no_topics="skip", position=0,
         created_at=sa.func.current_timestamp()))
@@ -114,14 +119,15 @@ def upgrade() -> None:
         "updated_at, confirmed_at, unsubscribed_at) SELECT id, 1, status, NULL, created_at, "
         "updated_at, confirmed_at, unsubscribed_at FROM subscriber ORDER BY id")
 
-    with op.batch_alter_table("edition", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("list_id", sa.Integer(), nullable=False,
-                                      server_default=sa.text("1")))
-    with op.batch_alter_table("confirmation_token", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("lists", sa.JSON(), nullable=True))
+    # Plain ALTER TABLE ... ADD COLUMN, never a batch: on SQLite a batch rebuilds a table
+    # whose new column has a server default (edition), and dropping the old edition table
+    # fires its foreign keys' ON DELETE (edition links and articles gone, bounces losing
+    # their edition) and drops the delivery trigger that lives on it.
+    op.add_column("edition", sa.Column("list_id", sa.Integer(), nullable=False,
+                                       server_default=sa.text("1")))
+    op.add_column("confirmation_token", sa.Column("lists", sa.JSON(), nullable=True))
     op.execute("UPDATE confirmation_token SET lists = '[1]'")
-    with op.batch_alter_table("consent_event", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("list_id", sa.Integer(), nullable=True))
+    op.add_column("consent_event", sa.Column("list_id", sa.Integer(), nullable=True))
     kinds = ", ".join(f"'{k}'" for k in LIST_KINDS)
     op.execute(f"UPDATE consent_event SET list_id = 1 WHERE kind IN ({kinds})")  # noqa: S608
     op.create_index("ix_edition_list_id", "edition", ["list_id"])
@@ -134,11 +140,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("subscriber", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("status", sa.String(16), nullable=False,
-                                      server_default="unsubscribed"))
-        batch_op.add_column(sa.Column("confirmed_at", WHEN, nullable=True))
-        batch_op.add_column(sa.Column("unsubscribed_at", WHEN, nullable=True))
+    # ADD COLUMN in place, as in upgrade: a rebuilt subscriber table would fire its
+    # foreign keys' ON DELETE (tokens, subscriptions, consent events) and lose its trigger.
+    op.add_column("subscriber", sa.Column("status", sa.String(16), nullable=False,
+                                          server_default="unsubscribed"))
+    op.add_column("subscriber", sa.Column("confirmed_at", WHEN, nullable=True))
+    op.add_column("subscriber", sa.Column("unsubscribed_at", WHEN, nullable=True))
     # A person not on the first list had no place in the single list of before: they are
     # kept, as unsubscribed (never mailed), rather than lost.
     op.execute(
@@ -148,6 +155,9 @@ def downgrade() -> None:
         "b.list_id = 1), unsubscribed_at = (SELECT b.unsubscribed_at FROM subscription b "
         "WHERE b.subscriber_id = subscriber.id AND b.list_id = 1) WHERE EXISTS (SELECT 1 "
         "FROM subscription b WHERE b.subscriber_id = subscriber.id AND b.list_id = 1)")
+    if op.get_bind().dialect.name == "postgresql":
+        # 0015's column had no default (SQLite keeps it: dropping it would rebuild the table).
+        op.alter_column("subscriber", "status", server_default=None)
     op.create_index("ix_subscriber_status_id", "subscriber", ["status", "id"])
     op.drop_index("ix_edition_list_id", table_name="edition")
     for table, column in (("consent_event", "list_id"), ("confirmation_token", "lists"),
