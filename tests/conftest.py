@@ -176,6 +176,8 @@ def _truncate_all() -> None:
                 with engine.begin() as conn:
                     conn.execute(text("SET LOCAL lock_timeout = '2s'"))
                     conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+                    _first_list(conn)
+                    conn.execute(text("SELECT setval('mailing_list_id_seq', 1)"))
                 return
             except DBAPIError:
                 if attempt == 9:
@@ -186,6 +188,25 @@ def _truncate_all() -> None:
             conn.execute(text(f"DELETE FROM {name}"))
         if _has_sqlite_sequence(conn):
             conn.execute(text("DELETE FROM sqlite_sequence"))
+        _first_list(conn)
+
+
+def _first_list(conn: object) -> None:
+    """The list migration 0016 makes (every database has it): id 1, ``newsletter``."""
+    from mailer.config import get_settings
+    from mailer.lists.models import MailingList
+
+    identity = get_settings().identity
+    conn.execute(MailingList.__table__.insert().values(  # type: ignore[attr-defined]
+        id=1, slug="newsletter", name=identity.list_name, description="",
+        list_id=identity.list_id, public=True, archive=True, no_topics="skip", position=0,
+        created_at=utcnow_()))
+
+
+def utcnow_() -> object:
+    from mailer.db import utcnow
+
+    return utcnow()
 
 
 def _has_sqlite_sequence(conn: object) -> bool:

@@ -50,7 +50,7 @@ def export(session: Session, subscriber: Subscriber, *, by: str) -> dict[str, An
         select(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id)
         .order_by(ConsentEvent.id)
     ).all()
-    slug_of = dict(session.execute(select(MailingList.id, MailingList.slug)).tuples().all())
+    slug_of = dict(session.execute(select(MailingList.id, MailingList.slug)).all())
     return {
         "email": subscriber.email,
         "first_name": subscriber.first_name,
@@ -68,7 +68,7 @@ def export(session: Session, subscriber: Subscriber, *, by: str) -> dict[str, An
                 select(Subscription, MailingList)
                 .join(MailingList, MailingList.id == Subscription.list_id)
                 .where(Subscription.subscriber_id == subscriber.id)
-                .order_by(MailingList.position, MailingList.id)).tuples()
+                .order_by(MailingList.position, MailingList.id))
         ],
         "suppressed": {"reason": suppression.reason, "since": _iso(suppression.created_at)}
         if suppression else None,

@@ -96,7 +96,7 @@ def export(
         if status:
             query = query.where(Subscription.status == status)
         rows = (_export_row(s, held) for s, held in
-                session.execute(query.execution_options(yield_per=1000)).tuples())
+                session.execute(query.execution_options(yield_per=1000)))
         if fmt == Format.csv:
             writer = csv.writer(sys.stdout)
             writer.writerow(EXPORT_FIELDS)

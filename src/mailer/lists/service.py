@@ -203,7 +203,7 @@ def slugs_of(session: Session, list_ids: Sequence[int]) -> list[str]:
     if not list_ids:
         return []
     slug = dict(session.execute(select(MailingList.id, MailingList.slug)
-                                .where(MailingList.id.in_(list_ids))).tuples())
+                                .where(MailingList.id.in_(list_ids))).all())
     return [slug[i] for i in list_ids if i in slug]
 
 

@@ -205,12 +205,12 @@ def _import_chunk(chunk: list[tuple[Row, str, str]], source: str, by: str,
     with transaction() as session:
         people = dict(session.execute(
             select(Subscriber.email_key, Subscriber.id).where(Subscriber.email_key.in_(keys))
-        ).tuples().all())
+        ).all())
         existing = dict(session.execute(
             select(Subscriber.email_key, Subscription.status)
             .join(Subscription, Subscription.subscriber_id == Subscriber.id)
             .where(Subscriber.email_key.in_(keys), Subscription.list_id == list_id)
-        ).tuples().all())
+        ).all())
         suppressed = dict(session.execute(
             select(Suppression.address_hash, Suppression.reason)
             .where(Suppression.address_hash.in_(list(hashes)))

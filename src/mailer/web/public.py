@@ -138,9 +138,10 @@ def confirm(token: str, request: Request) -> HTMLResponse:
                                      user_agent=request.headers.get("user-agent"),
                                      signup=settings.signup, keys=settings.all_secrets)
         if check.status == "ok":
-            assert check.subscriber is not None
-            unsubscribe_url = unsubscribing.unsubscribe_url(
-                check.subscriber, base_url=settings.base_url, keys=settings.all_secrets)
+            assert check.subscriber is not None and check.token is not None
+            unsubscribe_url = unsubscribing.unsubscribe_url_for(
+                check.subscriber.public_id, base_url=settings.base_url,
+                keys=settings.all_secrets, list_id=(check.token.lists or [None])[0])
     if check.status != "ok":
         return _token_problem(check.status)
     return page("confirm-done.html", unsubscribe_url=unsubscribe_url)

@@ -112,7 +112,7 @@ def detail(request: Request, subscriber_id: RowId, staff: Staff = Depends(editor
             select(Subscription, MailingList)
             .join(MailingList, MailingList.id == Subscription.list_id)
             .where(Subscription.subscriber_id == subscriber.id)
-            .order_by(MailingList.position, MailingList.id)).tuples().all()
+            .order_by(MailingList.position, MailingList.id)).all()
         return admin_page(request, "subscriber.html", staff, session=session, subscriber=subscriber,
                           events=events, suppression=suppression, bounces=bounces, sent=sent,
                           subscriptions=subscriptions)

@@ -102,7 +102,7 @@ def _outs(session: Session, found: Sequence[Subscriber]) -> list[SubscriberOut]:
                 select(Subscription, MailingList.slug)
                 .join(MailingList, MailingList.id == Subscription.list_id)
                 .where(Subscription.subscriber_id.in_(list(held)))
-                .order_by(MailingList.position, MailingList.id)).tuples():
+                .order_by(MailingList.position, MailingList.id)):
             held[h.subscriber_id].append((h, slug))
     return [SubscriberOut.of(s, held[s.id]) for s in found]
 
@@ -244,7 +244,7 @@ class Import(BaseModel):
                                  description="where the proof of consent is kept")
     items: list[ImportItem] = Field(min_length=1, max_length=importer.CHUNK)
     #: The list (slug) they join; the first list when left out.
-    list: str | None = Field(None, max_length=60, pattern=SLUG)
+    list_slug: str | None = Field(None, alias="list", max_length=60, pattern=SLUG)
 
 
 class ImportResult(BaseModel):
@@ -277,7 +277,7 @@ def import_confirmed(caller: Annotated[Caller, Depends(require("subscribers:impo
     rows = [importer.Row(i + 1, {k: v.strip() for k, v in item.model_dump(
         exclude_none=True).items()}) for i, item in enumerate(body.items)]
     with transaction() as session:
-        list_id = _lists(session, [body.list] if body.list else None)[0].id
+        list_id = _lists(session, [body.list_slug] if body.list_slug else None)[0].id
     report = importer.import_rows(  # its own transaction, audited there
         rows, source=body.source.strip(), by=caller.actor, name=caller.actor, list_id=list_id,
         check_deliverability=get_settings().signup.check_deliverability,
