@@ -83,16 +83,20 @@ def make_articles(n: int = 3) -> list[int]:
         return ids
 
 
-def make_edition(subject: str = "CEP Newsletter – test edition", articles: int = 3) -> int:
-    """A draft edition with ``articles`` articles, made through the editions service."""
+def make_edition(subject: str = "CEP Newsletter – test edition", articles: int = 3,
+                 list_id: int = FIRST_LIST) -> int:
+    """A draft edition of the list ``list_id`` with ``articles`` articles, made through the
+    editions service."""
     from mailer.editions import service
+    from mailer.lists.models import MailingList
 
     make_articles(articles)
     with transaction() as session:
         # Not in the audit log: the tests' own editions are not a staff member's action.
         start = utcnow() - dt.timedelta(days=articles + 1)
         edition = service.draft_edition(session, identity=IDENTITY, subject=subject, by="test",
-                                        audit=False, window_start=start)
+                                        audit=False, window_start=start,
+                                        mailing_list=session.get(MailingList, list_id))
         return edition.id
 
 
