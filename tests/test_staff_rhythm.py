@@ -222,3 +222,36 @@ def test_the_migration_makes_the_table_the_model_describes(clean) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     mine = [d for d in diff if "scheduled_draft" in repr(d)]
     assert mine == []
+
+
+def test_each_list_has_its_own_rhythm(clean) -> None:
+    from mailer.lists import service as lists
+
+    make_articles(2)
+    with transaction() as session:
+        events = lists.create(session, slug="events", name="CEP Events",
+                              list_id="events.cep-probation.example.org",
+                              schedule_cron="0 8 * * 1")  # Mondays at 08:00
+        quiet = lists.create(session, slug="quiet", name="Quiet",
+                             list_id="quiet.cep-probation.example.org", schedule_cron="off")
+        also = lists.create(session, slug="also", name="Also on the setting",
+                            list_id="also.cep-probation.example.org")
+        events_id, quiet_id, also_id = events.id, quiet.id, also.id
+    today = dt.datetime.now(AMSTERDAM)  # the next Monday, 08:01: after the articles
+    monday = (today + dt.timedelta(days=7 - today.weekday())).replace(hour=8, minute=1)
+    day = monday.date().isoformat()
+    with transaction() as session:
+        assert [lst.id for lst in rhythm.lists_due(session, timezone=IDENTITY.timezone,
+                                                   now=monday)] == [events_id]
+        assert rhythm.lists_due(session, timezone=IDENTITY.timezone,
+                                now=monday + dt.timedelta(hours=2)) == []
+        assert [lst.id for lst in rhythm.lists_on_the_setting(session)] == [1, also_id]
+        assert quiet_id not in [lst.id for lst in rhythm.lists_on_the_setting(session)]
+        result = rhythm.draft_on_schedule(session, identity=IDENTITY, now=monday,
+                                          mailing_list=session.get(type(events), events_id))
+    assert result.drafted and result.slot == f"{day}/events", result.outcome
+    first = run(monday)  # the first list, the same day: a run of its own
+    assert first.drafted and first.slot == day, first.outcome
+    with transaction() as session:
+        lists_of = sorted(session.scalars(select(Edition.list_id)))
+    assert lists_of == [1, events_id]  # the first list's draft does not cover the other's

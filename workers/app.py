@@ -15,6 +15,7 @@ import logging
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 from celery.signals import (
     after_setup_logger,
     task_failure,
@@ -98,6 +99,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
             "task": tasks.DRAFT_NEXT_EDITION,
             "schedule": drafting,
         }
+    # The lists with a rhythm of their own, drafted in the hour it fires (rhythm.py).
+    schedule["draft-list-editions"] = {
+        "task": tasks.DRAFT_LIST_EDITIONS,
+        "schedule": crontab(minute=1),
+    }
     # What the bounce server accepted but no worker processed (a task lost with Redis).
     schedule["process-bounce-spool"] = {
         "task": tasks.PROCESS_SPOOL,

@@ -98,11 +98,35 @@ def draft_next_edition() -> str:
     Nothing is sent. Safe to run twice: one run per day of the schedule drafts anything
     (see :mod:`mailer.editions.rhythm`).
     """
+    from mailer.editions import rhythm
+
+    with transaction() as session:
+        chosen = [lst.id for lst in rhythm.lists_on_the_setting(session)]
+    return "; ".join(_draft_for(list_id) for list_id in chosen) or "no list follows the setting"
+
+
+@app.task(name=tasks.DRAFT_LIST_EDITIONS)
+def draft_list_editions() -> str:
+    """Beat's hourly run: draft the next edition of each list whose own rhythm fired in
+    the last hour (``MailingList.schedule_cron``)."""
     from mailer.config import get_settings
     from mailer.editions import rhythm
 
     with transaction() as session:
-        result = rhythm.draft_on_schedule(session, identity=get_settings().identity)
+        chosen = [lst.id for lst in rhythm.lists_due(
+            session, timezone=get_settings().identity.timezone)]
+    return "; ".join(_draft_for(list_id) for list_id in chosen) or "no list is due"
+
+
+def _draft_for(list_id: int) -> str:
+    """One list's scheduled draft, in a transaction of its own; the editors are asked."""
+    from mailer.config import get_settings
+    from mailer.editions import rhythm
+    from mailer.lists.models import MailingList
+
+    with transaction() as session:
+        result = rhythm.draft_on_schedule(session, identity=get_settings().identity,
+                                          mailing_list=session.get(MailingList, list_id))
         if result.drafted:
             tasks.publish(tasks.MAIL_EDITORS, result.edition_id, session=session)
     return result.outcome

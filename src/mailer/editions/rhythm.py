@@ -11,6 +11,12 @@ A run drafts an edition with every article since the last edition that went out.
 drafts nothing, and says so, when that window holds no article, or when an edition not
 sent yet (a draft or a scheduled one) already covers part of that window. Nothing is
 ever sent by the schedule: an editor reviews the draft and presses "Send" (or schedules it).
+
+Each list has its rhythm: a list with no ``schedule_cron`` of its own follows the
+setting (beat's ``draft-next-edition`` drafts one edition for each of them), one with its
+own five fields is drafted by the hourly ``draft-list-editions`` in the hour its schedule
+fires, and ``off`` is never drafted. One run per list and day (``ScheduledDraft.slot``:
+the day, then ``/<slug>`` for every list but the first).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from mailer.config import IdentitySettings
 from mailer.db import utcnow
 from mailer.editions import service as editions
 from mailer.editions.models import Edition, EditionState
+from mailer.lists.models import MailingList
+from mailer.lists.service import all_lists, first_list
 from mailer.localtime import window_label
 from mailer.staff.audit import record
 from mailer.staff.models import ScheduledDraft
@@ -90,12 +98,41 @@ class DraftResult:
         return self.edition_id is not None
 
 
-def draft_on_schedule(session: Session, *, identity: IdentitySettings,
-                      now: dt.datetime | None = None) -> DraftResult:
-    """The scheduled run: draft the next edition, or say why not. Safe to run twice (one
-    run per day of the schedule in the association's ``identity.timezone``)."""
+def lists_on_the_setting(session: Session) -> list[MailingList]:
+    """The open lists that follow ``MAILER_EDITION_SCHEDULE_CRON`` (no rhythm of their own)."""
+    return [lst for lst in all_lists(session) if lst.schedule_cron is None]
+
+
+def lists_due(session: Session, *, timezone: str, now: dt.datetime | None = None,
+              within: dt.timedelta = dt.timedelta(hours=1)) -> list[MailingList]:
+    """The open lists with a rhythm of their own that fired in the ``within`` before
+    ``now`` (the hourly run's window). A list whose rhythm cannot be read is left out, and
+    logged."""
     now = now or utcnow()
-    slot = now.astimezone(ZoneInfo(identity.timezone)).date().isoformat()
+    due = []
+    for lst in all_lists(session):
+        if lst.schedule_cron is None or lst.schedule_cron.strip().lower() in OFF:
+            continue
+        try:
+            [fires] = next_runs(lst.schedule_cron, timezone, after=now - within)
+        except ScheduleError as exc:
+            log.warning("list %s: %s", lst.slug, exc)
+            continue
+        if fires <= now:
+            due.append(lst)
+    return due
+
+
+def draft_on_schedule(session: Session, *, identity: IdentitySettings,
+                      now: dt.datetime | None = None,
+                      mailing_list: MailingList | None = None) -> DraftResult:
+    """The scheduled run for ``mailing_list`` (the first list when None): draft its next
+    edition, or say why not. Safe to run twice (one run per list and day of the schedule in
+    the association's ``identity.timezone``)."""
+    now = now or utcnow()
+    lst = mailing_list or first_list(session)
+    day = now.astimezone(ZoneInfo(identity.timezone)).date().isoformat()
+    slot = day if lst.id == first_list(session).id else f"{day}/{lst.slug}"[:32]
     run = ScheduledDraft(slot=slot, ran_at=now, outcome="running")
     try:
         with session.begin_nested():
@@ -109,12 +146,12 @@ def draft_on_schedule(session: Session, *, identity: IdentitySettings,
     savepoint = session.begin_nested()
     # The run writes its own entry, with its outcome (below).
     edition = editions.draft_edition(session, window_end=now, by=ACTOR, identity=identity,
-                                     audit=False)
+                                     audit=False, mailing_list=lst)
     window = window_label(edition.window_start, edition.window_end, zone=identity.zone)
     # An edition not sent yet whose window overlaps this one holds the same articles: the
     # editors have it to review already.
     covering = session.scalars(
-        select(Edition).where(Edition.id != edition.id,
+        select(Edition).where(Edition.id != edition.id, Edition.list_id == lst.id,
                               Edition.state.in_([EditionState.draft, EditionState.scheduled]),
                               Edition.window_start < edition.window_end,
                               Edition.window_end > edition.window_start)

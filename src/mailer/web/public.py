@@ -141,7 +141,8 @@ def confirm(token: str, request: Request) -> HTMLResponse:
             assert check.subscriber is not None and check.token is not None
             unsubscribe_url = unsubscribing.unsubscribe_url_for(
                 check.subscriber.public_id, base_url=settings.base_url,
-                keys=settings.all_secrets, list_id=(check.token.lists or [None])[0])
+                keys=settings.all_secrets,
+                list_id=check.token.lists[0] if check.token.lists else None)
     if check.status != "ok":
         return _token_problem(check.status)
     return page("confirm-done.html", unsubscribe_url=unsubscribe_url)
