@@ -20,6 +20,7 @@ from mailer.bounces.intake import receive
 from mailer.bounces.models import Bounce
 from mailer.config import get_settings
 from mailer.db import transaction
+from mailer.lists.models import Subscription
 from mailer.ops import alerts
 from mailer.subscribers.addresses import key_hash
 from mailer.subscribers.models import ConsentEvent, Subscriber
@@ -98,6 +99,8 @@ def test_a_name_change_does_not_keep_an_unconfirmed_sign_up_from_its_purge(clean
     with transaction() as session:
         session.execute(update(Subscriber).where(Subscriber.id == pending.id)
                         .values(updated_at=long_ago))
+        session.execute(update(Subscription).where(Subscription.subscriber_id == pending.id)
+                        .values(updated_at=long_ago))  # the sign-up, long ago
     answer = api(web, token("crm", "subscribers:write")).patch(
         f"/subscribers/{pending.public_id}", json={"first_name": "Lea"})
     assert answer.json()["changed"] == ["first_name"]

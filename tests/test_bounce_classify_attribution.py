@@ -21,8 +21,9 @@ from mailer.db import transaction, utcnow
 from mailer.deliveries.models import Delivery
 from mailer.editions.models import Edition
 from mailer.emails.verp import return_path
+from mailer.lists.models import Subscription
 from mailer.models import Base
-from mailer.subscribers.models import ConfirmationToken, Subscriber, Suppression
+from mailer.subscribers.models import ConfirmationToken, Suppression
 from tests.support import subscribers
 from tests.support.bounce_mail import newsletter_id, verp_of
 from tests.support.bounce_reading import OURS, parse_bounce
@@ -282,7 +283,7 @@ def test_forged_broken_and_harmless_mail_suppresses_nobody(clean) -> None:
 
     with transaction() as s:
         assert s.scalar(select(func.count()).select_from(Suppression)) == 0
-        assert set(s.scalars(select(Subscriber.status))) == {"confirmed"}
+        assert set(s.scalars(select(Subscription.status))) == {"confirmed"}
         kept = s.scalar(select(func.count()).select_from(Bounce))
     assert kept >= len(HOSTILE)  # kept as evidence, acted on for nobody
 

@@ -14,7 +14,7 @@ from mailer.db import transaction, utcnow
 from mailer.deliveries.models import Delivery, DeliveryState
 from mailer.delivery.ledger import ClaimsLost, Ledger, Outcome
 from mailer.editions.models import Edition
-from mailer.subscribers.models import Subscriber
+from mailer.lists.models import Subscription
 from tests.support.factories import make_edition, make_subscribers, start
 
 HOLDER = 4242
@@ -62,7 +62,7 @@ def test_a_group_records_claims_in_order_and_skips_who_left(clean, batches_kept_
     assert batches_kept_back == [(edition_id, ids[0], ids[-1])]  # one batch would have gone
     with transaction() as session:  # the fourth reader unsubscribes during the send
         sub = session.scalar(select(Delivery.subscriber_id).where(Delivery.id == ids[3]))
-        session.execute(update(Subscriber).where(Subscriber.id == sub)
+        session.execute(update(Subscription).where(Subscription.subscriber_id == sub)
                         .values(status="unsubscribed"))
     ledger = Ledger(edition_id, HOLDER, SendingSettings(), BounceSettings())
     try:

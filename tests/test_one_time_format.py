@@ -136,7 +136,8 @@ def test_the_footer_names_the_association_once(clean, template: str) -> None:
     context = {"settings": settings, "subscriber": {"first_name": "Maria"},
                "confirm_url": "https://example.org/confirm/x", "expires_days": 7,
                "edition": {"subject": "S"}, "articles": ["A"], "window": "w",
-               "review_url": "https://example.org/admin/editions/1"}
+               "review_url": "https://example.org/admin/editions/1",
+               "list_names": settings.identity.list_name}
     rendered = render_email(template, **context)
     for body in (rendered.text, rendered.html):
         footer = body[body.rindex("You get this mail" if template == "edition-ready"
