@@ -178,7 +178,7 @@ def get_one(caller: Annotated[Caller, Depends(require("subscribers:read"))],
 
 
 @router.post("", status_code=202, response_model=Accepted, summary="Sign a person up",
-             responses=responses(400, 401, 403, 422, 429))
+             responses=responses(400, 401, 403, 404, 422, 429))
 def sign_up(caller: Annotated[Caller, Depends(require("subscribers:write"))],
             body: SignUp, request: Request) -> Accepted:
     """Sign a person up with double opt-in, as the form does."""
@@ -266,7 +266,7 @@ class ImportReport(BaseModel):
 
 @router.post("/import", response_model=ImportReport,
              summary="Import confirmed readers with their consent's origin",
-             responses=responses(400, 401, 403, 422, 429))
+             responses=responses(400, 401, 403, 404, 422, 429))
 def import_confirmed(caller: Annotated[Caller, Depends(require("subscribers:import"))],
                      body: Import) -> ImportReport:
     """As ``mailer subscribers import`` does it: each reader confirmed at once (no mail),
@@ -301,13 +301,14 @@ class Done(BaseModel):
 
 
 def _lists(session: Session, slugs: Sequence[str] | None) -> list[MailingList]:
-    """The open lists named (the first list for none); a 422 names one that is not."""
+    """The open lists named (the first list for none); a 404 names one that is not (a list
+    that does not exist is a resource not found, as an unknown subscriber is)."""
     if not slugs:
         return [lists.default_list(session)]
     try:
         return lists.lists_named(session, list(dict.fromkeys(slugs)))
     except lists.ListError as exc:
-        raise ApiProblem(422, str(exc)) from None
+        raise ApiProblem(404, str(exc)) from None
 
 
 def _find(session: Session, public_id: str) -> Subscriber:
