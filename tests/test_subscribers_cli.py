@@ -166,7 +166,9 @@ def test_show_is_the_whole_consent_record_as_json(clean, web, worker) -> None:
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["email"] == "Gdpr@example.org" and record["first_name"] == "Greta"
-    assert record["status"] == "unsubscribed"
+    [held] = record["subscriptions"]
+    assert held["list"] == "newsletter" and held["status"] == "unsubscribed"
+    assert held["confirmed_at"] and held["unsubscribed_at"] and held["topics"] == "all"
     history = {e["event"]: e for e in record["consent_history"]}
     assert list(history) == ["subscribed", "confirmation_sent", "confirmed", "unsubscribed"]
     signed_up = history["subscribed"]
@@ -178,6 +180,7 @@ def test_show_is_the_whole_consent_record_as_json(clean, web, worker) -> None:
     assert history["confirmed"]["user_agent"] == "confirm-agent"
     assert history["confirmed"]["ip"] == "127.0.0.1"
     assert history["unsubscribed"]["channel"] == "one-click" and history["unsubscribed"]["at"]
+    assert {e.get("list") for e in record["consent_history"]} == {"newsletter"}
 
     missing = run(clean.env, "show", "nobody@example.org")
     assert missing.returncode == 1 and "no subscriber" in missing.stderr
