@@ -235,11 +235,14 @@ def _page(request: Request, token: str, session: Session, subscriber: Subscriber
     shown = values or {name: getattr(subscriber, name) or "" for name in service.NAME_FIELDS}
     choices = service.lists_of(session, subscriber,
                                unfiled=get_settings().articles.unfiled_categories)
+    on_page = {c.mailing_list.id for c in choices}
+    # A problem with a list the page does not show is said at the top.
+    list_errors = {(k if k in on_page else 0): v for k, v in (list_errors or {}).items()}
     return _with_form(request, token, "preferences.html", status_code,
                       email=subscriber.email, lists=choices,
                       on_any=any(c.on_it for c in choices), values=shown,
                       errors=errors or {}, notice=notice, limits=FIELD_LIMITS,
-                      list_errors=list_errors or {}, topic_field=TOPIC_FIELD)
+                      list_errors=list_errors, topic_field=TOPIC_FIELD)
 
 
 def _list_name(session: Session, list_id: int) -> str:
