@@ -150,15 +150,24 @@ def change_topics(session: Session, subscriber: Subscriber, list_id: int,
         raise PreferenceError(f"{exc}.".capitalize()) from exc
 
 
+class Limited(PreferenceError):
+    """Too many sign-ups from this IP address this hour (the sign-up form's limit)."""
+
+
 def join(session: Session, subscriber: Subscriber, list_id: int, *, origin: Origin,
-         signup: SignupSettings, may_mail: bool) -> MailingList:
+         signup: SignupSettings) -> MailingList:
     """Sign the reader up to a public list: a pending subscription, and a confirmation
-    link mailed to the address (double opt-in is per list), as the public form does.
-    ``may_mail`` false (over the address's daily limit): no new link today. The caller
-    publishes the confirmation task after the commit. Raises PreferenceError."""
+    link mailed to the address (double opt-in is per list), under the sign-up form's
+    limits: over the IP address's, Limited (nothing done); over the address's daily one,
+    no new link today (the rest as usual). Raises PreferenceError for a list that takes no
+    sign-ups here, before any limit is counted."""
     lst = lists.find(session, list_id)
     if lst is None or not lst.public or lst.archived_at is not None:
         raise PreferenceError("This list takes no sign-ups here.")
+    if not hit(f"signup-ip:{origin.ip}", signup.signup_limit_per_ip_per_hour, 3600):
+        raise Limited("Too many sign-ups from here: please try again in an hour.")
+    may_mail = hit(f"signup-address:{subscriber.address_hash}",
+                   signup.confirmation_mails_per_address_per_day, 86400)
     profile = Profile(first_name=subscriber.first_name, last_name=subscriber.last_name,
                       organisation=subscriber.organisation, country=subscriber.country)
     sign_up(session, email=subscriber.email, profile=profile,

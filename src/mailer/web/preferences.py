@@ -27,7 +27,6 @@ from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.lists import service as lists
 from mailer.preferences import service
-from mailer.ratelimit import hit
 from mailer.subscribers.models import Subscriber
 from mailer.subscribers.profile import ProfileError
 from mailer.subscribers.signup import FIELD_LIMITS
@@ -143,19 +142,15 @@ async def join(token: str, request: Request) -> HTMLResponse:
     """A public list: a pending subscription, and its confirmation link by mail."""
     def act(session: Session, subscriber: Subscriber, form: Form,
             origin: service.Origin) -> HTMLResponse:
-        settings = get_settings()
         list_id = id_or_none(form.get("list"))
         if list_id is None:
             return _page(request, token, session, subscriber, status_code=422,
                          list_errors={0: "That is not a list you can join."})
-        if not hit(f"signup-ip:{origin.ip}", settings.signup.signup_limit_per_ip_per_hour,
-                   3600):
-            return page("rate-limited.html", 429)
-        may_mail = hit(f"signup-address:{subscriber.address_hash}",
-                       settings.signup.confirmation_mails_per_address_per_day, 86400)
         try:
             lst = service.join(session, subscriber, list_id, origin=origin,
-                               signup=settings.signup, may_mail=may_mail)
+                               signup=get_settings().signup)
+        except service.Limited:
+            return page("rate-limited.html", 429)
         except service.PreferenceError as exc:
             return _page(request, token, session, subscriber, status_code=422,
                          list_errors={list_id: str(exc)})

@@ -64,6 +64,8 @@ def _change(list_id: int, topic_id: int, action: str, form: dict[str, str],
         return redirect(here, "There is no such change of a topic.", "error")
     try:
         with transaction() as session:
+            if lists.find(session, list_id) is None:
+                return redirect("/admin/lists", "There is no such list.", "error")
             topic = session.get(Topic, topic_id)
             if topic is None or topic.list_id != list_id:
                 raise topics.TopicError("That is not a topic of this list.")
