@@ -17,6 +17,9 @@ from mailer.bounces.models import BounceClass
 from mailer.config import get_settings
 from mailer.db import transaction, utcnow
 from mailer.editions.models import Edition
+from mailer.lists import service as lists
+from mailer.lists import topics
+from mailer.lists.models import Topic
 from mailer.staff.models import AuditEntry, StaffSession
 from mailer.subscribers.models import Subscriber, Suppression
 from mailer.webhooks.endpoints import add as add_endpoint
@@ -54,6 +57,7 @@ EDITOR_PAGES = {
     ("GET", "/admin/subscribers-import"), ("GET", "/admin/subscribers-export.csv"),
     ("GET", "/admin/suppressions"), ("GET", "/admin/tokens"),
     ("GET", "/admin/webhooks"), ("GET", "/admin/webhooks/{endpoint_id}"),
+    ("GET", "/admin/lists/{list_id}/topics"),
 }
 #: What each action gets posted, so that only the access check can refuse it.
 ACTIONS = {
@@ -82,6 +86,7 @@ ACTIONS = {
     "/admin/webhooks/{endpoint_id}/remove": {},
     "/admin/webhooks/{endpoint_id}/enable": {},
     "/admin/webhooks/{endpoint_id}/redeliver": {"delivery": "1"},
+    "/admin/lists/{list_id}/topics/{topic_id}/{action}": {"label": "Renamed by an intruder"},
 }
 
 
@@ -121,8 +126,12 @@ def world(clean, web):  # type: ignore[no-untyped-def]
         endpoint_id = add_endpoint(session, url="http://127.0.0.1:9/hooks",
                                    events=["subscriber.confirmed"], by="test",
                                    settings=get_settings().webhooks).id
+        list_id = lists.default_list(session).id
+        topics.sync(session, list_id)
+        topic_id = topics.catalogue(session, list_id)[0].id
     return {"edition_id": edition_id, "subscriber_id": subscriber_id, "bounce_id": bounce_id,
-            "endpoint_id": endpoint_id}
+            "endpoint_id": endpoint_id, "list_id": list_id, "topic_id": topic_id,
+            "action": "rename"}
 
 
 def state() -> tuple[object, ...]:
@@ -135,7 +144,9 @@ def state() -> tuple[object, ...]:
                 tuple(session.scalars(select(AuditEntry.action).where(
                     AuditEntry.action.not_like("login%")))),
                 tuple(session.execute(select(WebhookEndpoint.id, WebhookEndpoint.url,
-                                             WebhookEndpoint.enabled))))
+                                             WebhookEndpoint.enabled))),
+                tuple(session.execute(select(Topic.id, Topic.label, Topic.hidden,
+                                             Topic.merged_into).order_by(Topic.id))))
 
 
 #: A table of each insight page, for its ``{name}.csv``.

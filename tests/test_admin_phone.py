@@ -21,7 +21,7 @@ from mailer.suppression.service import suppress
 from mailer.web.admin import MODULES
 from tests.conftest import wait_for
 from tests.support.admin import Admin, make_staff
-from tests.support.factories import BOUNCES, make_subscribers
+from tests.support.factories import BOUNCES, FIRST_LIST, make_subscribers
 from tests.support.subscribers import make
 from tests.test_admin import EDITOR, draft_december, import_cep_feed
 
@@ -95,7 +95,8 @@ def make_data(admin: Admin) -> dict[str, dict[str, int]]:
                  evidence="asked by phone, ticket 4711 — " + "a long note " * 8)
     hook = _webhook_with_a_log()
     return {"edition_id": {"draft": draft, "scheduled": scheduled, "sent": sent},
-            "subscriber_id": {"maria": person.id}, "endpoint_id": {"webhook": hook}}
+            "subscriber_id": {"maria": person.id}, "endpoint_id": {"webhook": hook},
+            "list_id": {"first": FIRST_LIST}}
 
 
 def _webhook_with_a_log() -> int:

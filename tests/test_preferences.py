@@ -17,6 +17,9 @@ from sqlalchemy import select
 
 from mailer.config import get_settings
 from mailer.db import transaction
+from mailer.lists import service as lists
+from mailer.lists import topics
+from mailer.lists.models import Subscription
 from mailer.subscribers.models import ConsentEvent, Suppression
 from mailer.subscribers.unsubscribe import (
     preferences_url,
@@ -25,7 +28,14 @@ from mailer.subscribers.unsubscribe import (
 )
 from mailer.tokens import address_hash, random_id
 from tests.conftest import wait_for
-from tests.support.factories import make_edition, make_subscribers, stack_keys, start, wait_sent
+from tests.support.factories import (
+    make_articles,
+    make_edition,
+    make_subscribers,
+    stack_keys,
+    start,
+    wait_sent,
+)
 from tests.support.mail import links, parse, parts
 from tests.support.subscribers import (
     event_rows,
@@ -93,7 +103,7 @@ def test_a_forged_or_altered_link_is_a_404_that_changes_nothing(clean, web) -> N
     ]
     for bad in forged:
         assert client.get(f"/preferences/{bad}").status_code == 404, bad
-        for action in ("name", "leave", "export", "erase"):
+        for action in ("name", "leave", "export", "erase", "topics", "join"):
             answer = client.post(f"/preferences/{bad}/{action}",
                                  data={"csrf": csrf, "first_name": "Mallory"})
             assert answer.status_code == 404, (bad, action)
@@ -102,7 +112,7 @@ def test_a_forged_or_altered_link_is_a_404_that_changes_nothing(clean, web) -> N
             assert client.post(f"/preferences/confirm/{confirm}",
                                data={"csrf": csrf}).status_code == 404
     # The real link without the page's CSRF token (another site posting the form): 403.
-    for action in ("name", "leave", "export", "erase"):
+    for action in ("name", "leave", "export", "erase", "topics", "join"):
         stranger = _client(web)
         answer = stranger.post(f"{path(real)}/{action}",
                                data={"csrf": csrf, "first_name": "Mallory"})
@@ -263,3 +273,126 @@ def test_the_page_works_for_a_reader_who_is_not_subscribed(clean, web, status: s
     assert answer.status_code == 200
     assert ("Unsubscribe" in answer.text) == (status == "pending")
     assert "Download my data" in answer.text and "Erase me" in answer.text
+
+
+# --- lists and topics -----------------------------------------------------------------------
+
+
+def _lists_and_topics() -> tuple[int, int, int, dict[str, int]]:
+    """The first list (the reader's), a public and a private one; the first list's topics
+    made from four articles' categories: {label: topic id}."""
+    make_articles(4)  # News, CEP Events, Criminal Justice, Mental Health
+    with transaction() as s:
+        first = lists.default_list(s)
+        events_list = lists.create(s, slug="events", name="Event announcements",
+                                   list_id="events.example.org", description="Our events.")
+        private = lists.create(s, slug="experts", name="Expert group",
+                               list_id="experts.example.org", public=False)
+        topics.sync(s, first.id)
+        found = {v.label: v.id for v in topics.catalogue(s, first.id)}
+        return first.id, events_list.id, private.id, found
+
+
+def _subscription(subscriber_id: int, list_id: int) -> Subscription | None:
+    with transaction() as s:
+        return lists.subscription(s, subscriber_id, list_id)
+
+
+def _list_events(subscriber_id: int, kind: str) -> list[dict[str, object]]:
+    return [e for e in event_rows(subscriber_id) if e["kind"] == kind]
+
+
+def test_topics_changed_on_the_page_reach_the_subscription_as_consent_events(clean, web) -> None:
+    first, _, _, found = _lists_and_topics()
+    assert set(found) == {"News", "CEP Events", "Criminal Justice", "Mental Health"}
+    rut = make("rut.prefs@example.org", "confirmed")
+    url = preferences_url(rut, base_url=get_settings().base_url, keys=stack_keys())
+    client = _client(web)
+    csrf = _open(client, url)
+    page_text = client.get(path(url)).text
+    for label, topic_id in found.items():  # all ticked: follows everything
+        assert re.search(rf'name="topic-{topic_id}" value="yes"\s+checked>\s*{label}', page_text)
+
+    chosen = [found["Mental Health"], found["CEP Events"]]
+    answer = client.post(f"{path(url)}/topics", data={
+        "csrf": csrf, "list": str(first), **{f"topic-{i}": "yes" for i in chosen}})
+    assert answer.status_code == 200 and "Your topics for" in answer.text
+    held = _subscription(rut.id, first)
+    assert held is not None and sorted(held.topics or []) == sorted(chosen)
+    [changed] = _list_events(rut.id, "topics_changed")
+    assert (changed["list_id"], changed["channel"], changed["user_agent"]) == (
+        first, "preferences", "prefs-test/1.0")
+    assert changed["detail"]["before"] is None  # type: ignore[index]
+    assert sorted(changed["detail"]["after"]) == sorted(chosen)  # type: ignore[index]
+    assert not re.search(rf'name="topic-{found["News"]}" value="yes"\s+checked', answer.text)
+    with transaction() as s:
+        assert topics.categories_for(s, first, held.topics) == {"Mental Health", "CEP Events"}
+
+    # The same again: nothing recorded. No box ticked: refused beside the list.
+    client.post(f"{path(url)}/topics", data={
+        "csrf": csrf, "list": str(first), **{f"topic-{i}": "yes" for i in chosen}})
+    answer = client.post(f"{path(url)}/topics", data={"csrf": csrf, "list": str(first)})
+    assert answer.status_code == 422 and "at least one topic" in answer.text
+    for bad in ({"list": "x"}, {"list": str(first), "topic-999999": "yes"}):
+        assert client.post(f"{path(url)}/topics", data={"csrf": csrf, **bad}
+                           ).status_code == 422
+    assert len(_list_events(rut.id, "topics_changed")) == 1
+
+    # Every box ticked: all of them again (NULL), the topics of tomorrow included.
+    answer = client.post(f"{path(url)}/topics", data={
+        "csrf": csrf, "list": str(first), **{f"topic-{i}": "yes" for i in found.values()}})
+    assert answer.status_code == 200
+    held = _subscription(rut.id, first)
+    assert held is not None and held.topics is None
+    assert [e["detail"]["after"] is None  # type: ignore[index]
+            for e in _list_events(rut.id, "topics_changed")] == [False, True]
+
+
+def test_the_reader_joins_a_public_list_and_leaves_one_or_everything(clean, web, worker) -> None:
+    first, events_id, private_id, _ = _lists_and_topics()
+    ola = make("ola.prefs@example.org", "confirmed")
+    url = preferences_url(ola, base_url=get_settings().base_url, keys=stack_keys())
+    client = _client(web)
+    csrf = _open(client, url)
+    page_text = client.get(path(url)).text
+    assert "Event announcements" in page_text and "Join Event announcements" in page_text
+    assert "Expert group" not in page_text  # private: staff and import only
+
+    # A private list is not joined from here; nothing changes.
+    answer = client.post(f"{path(url)}/join", data={"csrf": csrf, "list": str(private_id)})
+    assert answer.status_code == 422
+    assert _subscription(ola.id, private_id) is None
+
+    answer = client.post(f"{path(url)}/join", data={"csrf": csrf, "list": str(events_id)})
+    assert answer.status_code == 200 and "we mail a link" in answer.text
+    held = _subscription(ola.id, events_id)
+    assert held is not None and held.status == "pending"
+    [subscribed] = [e for e in _list_events(ola.id, "subscribed") if e["list_id"] == events_id]
+    assert subscribed["source"] == "preferences"
+    [mail] = _mails_to(clean, ola.email, 1)
+    text, _ = parts(parse(mail))
+    [confirm_link] = [u for u in links(text) if "/confirm/" in u]
+    first_held = _subscription(ola.id, first)
+    assert first_held is not None and first_held.status == "confirmed"
+
+    # Leave one list: that one ends, the other stays.
+    answer = client.post(f"{path(url)}/leave", data={"csrf": csrf, "list": str(first)})
+    assert answer.status_code == 200 and "You have left" in answer.text
+    left = _subscription(ola.id, first)
+    assert left is not None and left.status == "unsubscribed"
+    still = _subscription(ola.id, events_id)
+    assert still is not None and still.status == "pending"
+    assert [(e["list_id"], e["channel"]) for e in _list_events(ola.id, "unsubscribed")] == [
+        (first, "preferences")]
+    assert confirm_link  # the events list's link is in the inbox
+
+    # Leave everything: the rest ends, each list its own event; a repeat records nothing.
+    for _ in range(2):
+        answer = client.post(f"{path(url)}/leave", data={"csrf": csrf})
+        assert answer.status_code == 200 and "You are not subscribed" in answer.text
+    ended = _subscription(ola.id, events_id)
+    assert ended is not None and ended.status == "unsubscribed"
+    assert sorted(e["list_id"] for e in _list_events(ola.id, "unsubscribed")) == sorted(
+        [first, events_id])
+    assert client.post(f"{path(url)}/leave", data={"csrf": csrf, "list": "0"}
+                       ).status_code == 422

@@ -44,3 +44,31 @@ def test_a_task_goes_out_only_once_the_transaction_commits(rig) -> None:
 
     tasks.publish(tasks.PROCESS_INBOUND, 6, session=None)  # now, outside any transaction
     assert _queued(tasks.DEFAULT) == [(tasks.PROCESS_INBOUND, [6])]
+
+
+def test_tasks_wait_for_the_transaction_not_for_a_savepoint(clean) -> None:
+    """A savepoint released after a publish (``begin_nested``, as many services use) is no
+    commit: the task goes out once the transaction itself commits, and never if it rolls
+    back."""
+    from sqlalchemy import text
+
+    from mailer.db import publish_after_commit, transaction
+
+    sent: list[str] = []
+    with transaction() as session:
+        publish_after_commit(session, lambda: sent.append("first"))
+        with session.begin_nested():
+            session.execute(text("SELECT 1"))
+        with session.begin_nested(), session.begin_nested():
+            session.execute(text("SELECT 1"))
+        assert sent == []
+    assert sent == ["first"]
+    try:
+        with transaction() as session:
+            publish_after_commit(session, lambda: sent.append("rolled back"))
+            with session.begin_nested():
+                session.execute(text("SELECT 1"))
+            raise RuntimeError("the caller fails")
+    except RuntimeError:
+        pass
+    assert sent == ["first"]

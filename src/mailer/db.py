@@ -196,6 +196,10 @@ def run_after_commit(callbacks: list[Callable[[], Any]]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _run_pending(session: Session) -> None:
+    # SQLAlchemy calls this when a savepoint (begin_nested) is released too: the tasks
+    # must wait for the transaction itself, or a worker looks before the rows are there.
+    if session.in_nested_transaction():
+        return
     run_after_commit(take_after_commit(session))
 
 

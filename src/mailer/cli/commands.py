@@ -21,6 +21,8 @@ from typer.core import TyperGroup
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "db": ("mailer.cli.db", "app", "Database schema migrations (Alembic)."),
     "subscribers": ("mailer.cli.subscribers", "app", "Subscribers and their consent."),
+    # the group of cli/lists.py, with the topic commands cli/list_topics.py adds to it
+    "lists": ("mailer.cli.list_topics", "app", "Mailing lists: their own From, consent, rhythm."),
     "outbox": ("mailer.cli.outbox", "app", "The local SMTP catcher for development."),
     "local-redis": ("mailer.cli.local_redis", "app",
                     "A Redis of its own for development, under var/redis/ (make run starts "

@@ -21,6 +21,7 @@ from sqlalchemy import JSON, Integer, String, column, func, insert, select, tabl
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailer.audit import record
 from mailer.db import UTCDateTime, utcnow
 from mailer.lists.models import Subscription, Topic
 
@@ -156,17 +157,20 @@ def topic_named(session: Session, list_id: int, ref: str | int) -> Topic:
     return found[0]
 
 
-def rename(session: Session, topic: Topic, label: str) -> Topic:
-    """Show the category under another name (the feed's name stays its category)."""
+def rename(session: Session, topic: Topic, label: str, *, by: str | None = None) -> Topic:
+    """Show the category under another name (the feed's name stays its category). ``by``
+    (staff, ``cli:<user>``) puts the change in the audit log."""
     label = " ".join((label or "").split())
     if not 0 < len(label) <= LABEL_LIMIT:
         raise TopicError(f"a topic's name is 1 to {LABEL_LIMIT} characters")
-    topic.label = label
+    before, topic.label = topic.label, label
     session.flush()
+    if by is not None and before != label:
+        _audit(session, by, "topic.rename", topic, {"before": before, "after": label})
     return topic
 
 
-def merge(session: Session, topic: Topic, into: Topic) -> Topic:
+def merge(session: Session, topic: Topic, into: Topic, *, by: str | None = None) -> Topic:
     """Count ``topic``'s articles as ``into``'s; the topics merged into ``topic`` follow it.
     Readers who followed ``topic`` follow ``into`` (``followed``)."""
     if topic.list_id != into.list_id:
@@ -182,22 +186,37 @@ def merge(session: Session, topic: Topic, into: Topic) -> Topic:
             other.merged_into = target.id
     topic.merged_into = target.id
     session.flush()
+    if by is not None:
+        _audit(session, by, "topic.merge", topic, {"into": target.id, "label": target.label})
     return target
 
 
-def unmerge(session: Session, topic: Topic) -> Topic:
+def unmerge(session: Session, topic: Topic, *, by: str | None = None) -> Topic:
     """A merged topic becomes a topic of its own again."""
-    topic.merged_into = None
-    session.flush()
+    if topic.merged_into is not None:
+        topic.merged_into = None
+        session.flush()
+        if by is not None:
+            _audit(session, by, "topic.unmerge", topic, {})
     return topic
 
 
-def hide(session: Session, topic: Topic, hidden: bool = True) -> Topic:
+def hide(session: Session, topic: Topic, hidden: bool = True, *,
+         by: str | None = None) -> Topic:
     """Offer the topic to nobody (``hidden=False`` offers it again). Its categories, and
     those merged into it, are in nobody's set while it is hidden."""
-    topic.hidden = hidden
-    session.flush()
+    if topic.hidden != hidden:
+        topic.hidden = hidden
+        session.flush()
+        if by is not None:
+            _audit(session, by, "topic.hide" if hidden else "topic.show", topic, {})
     return topic
+
+
+def _audit(session: Session, by: str, action: str, topic: Topic,
+           detail: dict[str, Any]) -> None:
+    record(session, actor=by, action=action, target=f"topic:{topic.id}",
+           detail={"list": topic.list_id, "category": topic.category, **detail})
 
 
 def set_topics(session: Session, subscription: Subscription, topic_ids: Sequence[int] | None,

@@ -15,7 +15,7 @@ transaction, and tasks are published after its commit.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,10 +25,16 @@ from sqlalchemy.orm import Session
 from mailer import privacy, tasks
 from mailer.config import SignupSettings
 from mailer.db import utcnow
+from mailer.lists import service as lists
+from mailer.lists import topics
+from mailer.lists.models import MailingList, Subscription, SubscriptionStatus
+from mailer.lists.topics import TopicView
 from mailer.ratelimit import hit
 from mailer.subscribers.models import ConsentEvent, ConsentEventKind, Subscriber
 from mailer.subscribers.profile import update_profile
 from mailer.subscribers.records import record_event
+from mailer.subscribers.signup import Origin as SignupOrigin
+from mailer.subscribers.signup import Profile, sign_up
 from mailer.subscribers.unsubscribe import UNSUBSCRIBE_SIGNATURE, unsubscribe
 from mailer.tokens import sign, verify
 
@@ -71,10 +77,104 @@ def change_name(session: Session, subscriber: Subscriber, *, first_name: str, la
     return changed
 
 
-def leave(session: Session, subscriber: Subscriber, *, origin: Origin) -> bool:
-    """Leave every list; False for a repeat (nothing recorded)."""
-    return unsubscribe(session, subscriber, list_id=None, channel=CHANNEL, ip=origin.ip,
+def leave(session: Session, subscriber: Subscriber, *, origin: Origin,
+          list_id: int | None = None) -> bool:
+    """Leave one list (``list_id``) or every list (None), as the unsubscribe link does;
+    False for a repeat (nothing recorded)."""
+    return unsubscribe(session, subscriber, list_id=list_id, channel=CHANNEL, ip=origin.ip,
                        user_agent=origin.user_agent)
+
+
+# --- the reader's lists and topics ------------------------------------------------------------
+
+
+class PreferenceError(ValueError):
+    """A change the page cannot make, in the reader's words (the page answers a 4xx)."""
+
+
+@dataclass(frozen=True)
+class ListChoice:
+    """A list as the reader's page shows it: their status on it (None: not on it, or
+    left it), the topics it offers and those they follow."""
+
+    mailing_list: MailingList
+    status: str | None
+    topics: list[TopicView]
+    followed: frozenset[int]
+
+    @property
+    def on_it(self) -> bool:
+        return self.status in (SubscriptionStatus.confirmed, SubscriptionStatus.pending)
+
+    @property
+    def follows_all(self) -> bool:
+        return self.followed == {t.id for t in self.topics}
+
+
+def lists_of(session: Session, subscriber: Subscriber, *,
+             unfiled: Collection[str] = topics.UNFILED) -> list[ListChoice]:
+    """The open lists the reader is on (or waits to be confirmed on), and the public ones
+    they could join, in the lists' order. A private list they are not on is not shown."""
+    held = {s.list_id: s for s in session.scalars(
+        select(Subscription).where(Subscription.subscriber_id == subscriber.id))}
+    choices = []
+    for lst in lists.all_lists(session):
+        subscription = held.get(lst.id)
+        status = subscription.status if subscription is not None else None
+        on_it = status in (SubscriptionStatus.confirmed, SubscriptionStatus.pending)
+        if not (on_it or lst.public):
+            continue
+        offered: list[TopicView] = []
+        followed: frozenset[int] = frozenset()
+        if on_it and subscription is not None:
+            topics.sync(session, lst.id, unfiled=unfiled)
+            offered = topics.catalogue(session, lst.id)
+            followed = frozenset(topics.followed(session, lst.id, subscription.topics))
+        choices.append(ListChoice(lst, status if on_it else None, offered, followed))
+    return choices
+
+
+def change_topics(session: Session, subscriber: Subscriber, list_id: int,
+                  topic_ids: Sequence[int], *, origin: Origin) -> bool:
+    """Follow these topics of a list the reader is on (every one offered: all of them,
+    the topics of tomorrow included); False when nothing changed. A ``topics_changed``
+    consent event records the change. Raises PreferenceError."""
+    subscription = lists.subscription(session, subscriber.id, list_id, lock=True)
+    if subscription is None or subscription.status not in (
+            SubscriptionStatus.confirmed, SubscriptionStatus.pending):
+        raise PreferenceError("You are not on this list: join it first.")
+    try:
+        return topics.set_topics(session, subscription, list(topic_ids), origin,
+                                 channel=CHANNEL)
+    except topics.TopicError as exc:
+        raise PreferenceError(f"{exc}.".capitalize()) from exc
+
+
+class Limited(PreferenceError):
+    """Too many sign-ups from this IP address this hour (the sign-up form's limit)."""
+
+
+def join(session: Session, subscriber: Subscriber, list_id: int, *, origin: Origin,
+         signup: SignupSettings) -> MailingList:
+    """Sign the reader up to a public list: a pending subscription, and a confirmation
+    link mailed to the address (double opt-in is per list), under the sign-up form's
+    limits: over the IP address's, Limited (nothing done); over the address's daily one,
+    no new link today (the rest as usual). Raises PreferenceError for a list that takes no
+    sign-ups here, before any limit is counted."""
+    lst = lists.find(session, list_id)
+    if lst is None or not lst.public or lst.archived_at is not None:
+        raise PreferenceError("This list takes no sign-ups here.")
+    if not hit(f"signup-ip:{origin.ip}", signup.signup_limit_per_ip_per_hour, 3600):
+        raise Limited("Too many sign-ups from here: please try again in an hour.")
+    may_mail = hit(f"signup-address:{subscriber.address_hash}",
+                   signup.confirmation_mails_per_address_per_day, 86400)
+    profile = Profile(first_name=subscriber.first_name, last_name=subscriber.last_name,
+                      organisation=subscriber.organisation, country=subscriber.country)
+    sign_up(session, email=subscriber.email, profile=profile,
+            origin=SignupOrigin(source=CHANNEL, ip=origin.ip, user_agent=origin.user_agent),
+            signup=signup, lists=[lst], may_mail=may_mail)
+    tasks.publish(tasks.SEND_CONFIRMATION, subscriber.id, session=session)
+    return lst
 
 
 def request(session: Session, subscriber: Subscriber, action: Action, *, origin: Origin,

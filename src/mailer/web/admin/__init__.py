@@ -10,7 +10,8 @@
 - ``ops``: queues, workers, sends under way, alerts; the audit log;
 - ``account``: the staff member's own second factor (TOTP) and recovery codes;
 - ``tokens``: the API's tokens: list, create (shown once), revoke;
-- ``webhooks``: outgoing webhook endpoints (secret shown once), their delivery log, redeliver.
+- ``webhooks``: outgoing webhook endpoints (secret shown once), their delivery log, redeliver;
+- ``topics``: a list's topics (its articles' categories): rename, merge, hide.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from mailer.web.admin import (
     ops,
     subscribers,
     tokens,
+    topics,
     webhooks,
 )
 
 #: Every router of the admin (the phone-width test visits each of their pages).
 MODULES = (auth, articles, editions, edition_sending, insight, subscribers, bounces, ops,
-           account, tokens, webhooks)
+           account, tokens, webhooks, topics)
 
 
 def install(app: FastAPI) -> None:
