@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from mailer.audit import record
 from mailer.db import transaction
 from mailer.lists.models import Subscription, SubscriptionStatus
-from mailer.lists.service import default_list, find
+from mailer.lists.service import default_list, find, slugs_of
 from mailer.subscribers.addresses import InvalidAddress, normalise
 from mailer.subscribers.models import (
     ConsentEvent,
@@ -264,7 +264,8 @@ def _add(session: Session, row: Row, address: str, key: str, hash_: str, source:
                 "by": by, **({"evidence": consent.evidence} if consent.evidence else {})},
     ))
     session.flush()
-    emit_for_subscriber(session, CONFIRMED, subscriber, imported=True)
+    emit_for_subscriber(session, CONFIRMED, subscriber, imported=True,
+                        lists=slugs_of(session, [list_id]))
     return subscriber.public_id
 
 
