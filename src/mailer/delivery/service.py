@@ -132,7 +132,7 @@ def _audience_by_topics(edition: Edition) -> Select[*tuple[Any, ...]]:
     """The mailable readers of the edition's list with their subscription's topics."""
     return select(Subscriber.id.label("subscriber_id"), _topics_key().label("topics")).join(
         Subscription, (Subscription.subscriber_id == Subscriber.id)
-        & (Subscription.list_id == edition.list_id)).where(_mailable())
+        & (Subscription.list_id == edition.list_id)).where(_mailable(edition.list_id))
 
 
 def _topic_groups(session: Session, edition: Edition) -> dict[str, int]:

@@ -31,8 +31,8 @@ from mailer.editions import service as editions
 from mailer.editions.compose import INTRO_HINT, category_order, reading_order, twice_greeted
 from mailer.editions.models import Edition
 from mailer.editions.states import EDITABLE, TransitionError
-from mailer.lists.service import default_list
 from mailer.lists import service as lists
+from mailer.lists.service import default_list
 from mailer.localtime import last_day, zone_name
 from mailer.staff.audit import recent
 from mailer.web.admin.auth import AdminRefusal, Staff, editor, form_of, viewer
