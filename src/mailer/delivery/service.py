@@ -33,8 +33,7 @@ from sqlalchemy import (
 from sqlalchemy import cast as cast_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.orm import Session, aliased
 
 from mailer import tasks
 from mailer.audit import record
@@ -122,17 +121,16 @@ def _insert_audience(session: Session, edition: Edition, chosen: Select[*tuple[A
 # --- topics: the variant each reader gets ------------------------------------------------
 
 
-def _topics_key() -> ColumnElement[str]:
-    """A subscription's topics as text, what the freeze groups and joins by ('null':
-    everything, whether the column is SQL NULL or JSON null)."""
-    return func.coalesce(cast_(Subscription.topics, Text), "null")
-
-
 def _audience_by_topics(edition: Edition) -> Select[*tuple[Any, ...]]:
-    """The mailable readers of the edition's list with their subscription's topics."""
-    return select(Subscriber.id.label("subscriber_id"), _topics_key().label("topics")).join(
-        Subscription, (Subscription.subscriber_id == Subscriber.id)
-        & (Subscription.list_id == edition.list_id)).where(_mailable(edition.list_id))
+    """The mailable readers of the edition's list with their subscription's topics as
+    text, what the freeze groups and joins by ('null': everything, whether the column is
+    SQL NULL or JSON null). The subscription is joined under an alias of its own: the
+    ``mailable`` test's EXISTS stays a test of its own table."""
+    held = aliased(Subscription)
+    topics = func.coalesce(cast_(held.topics, Text), "null")
+    return select(Subscriber.id.label("subscriber_id"), topics.label("topics")).join(
+        held, (held.subscriber_id == Subscriber.id) & (held.list_id == edition.list_id)
+    ).where(_mailable(edition.list_id))
 
 
 def _topic_groups(session: Session, edition: Edition) -> dict[str, int]:
