@@ -7,6 +7,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
+import subprocess
+import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -272,3 +275,22 @@ def test_variants_are_frozen_with_the_audience_and_their_counts(clean) -> None:
     assert [(v.number, v.article_ids, v.readers) for v in before] == [
         (v.number, v.article_ids, v.readers) for v in after]
     assert len(stored) == 2
+
+
+def test_mailer_editions_preview_lists_the_variants_and_writes_one(clean, tmp_path) -> None:
+    _, justice = make_subscribers(2)
+    edition_id, ids = _edition()
+    _follow(justice, [ids["Criminal Justice"]])
+    mailer = str(Path(sys.executable).parent / "mailer")
+    out = tmp_path / "variant.html"
+    shown = subprocess.run([mailer, "editions", "preview", str(edition_id), "--out", str(out),
+                            "--variant", "1"], env={**clean.env, "COLUMNS": "160"},
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"whole\s+│\s+1\s+│\s+4: ", shown.stdout), shown.stdout
+    assert re.search(r"1\s+│\s+1\s+│\s+1: Sentencing reform", shown.stdout), shown.stdout
+    assert _titles(out.read_text(encoding="utf-8")) == {"Sentencing reform in three countries"}
+    missing = subprocess.run([mailer, "editions", "preview", str(edition_id), "--out",
+                              str(out), "--variant", "7"], env=clean.env,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "no variant 7" in missing.stderr
