@@ -227,10 +227,12 @@ def test_a_variant_is_what_premailer_makes_of_its_own_articles(clean) -> None:
                        "preheader": default_preheader(chosen)}
             own = inline_css(env.get_template("email/digest/body.html").render(
                 **context, personal=personal, greeting=personal["greeting"]))
-            tracked = with_tracked_links(Composed("", own, "", "", 0, ""), edition, settings,
-                                         known=links)[0].html
-            assert variant.html == tracked  # byte for byte
-            assert "<!--" not in variant.html
+            text = env.get_template("email/digest/body.txt").render(
+                **context, personal=personal, greeting=personal["greeting"])
+            tracked = with_tracked_links(Composed("", own, text, "", 0, ""), edition, settings,
+                                         known=links)[0]
+            assert (variant.html, variant.text) == (tracked.html, tracked.text)  # byte for byte
+            assert "<!--" not in variant.html + variant.text
             assert _titles(variant.html) == _titles(variant.text) == {a.title for a in chosen}
 
 
@@ -294,3 +296,17 @@ def test_mailer_editions_preview_lists_the_variants_and_writes_one(clean, tmp_pa
                               str(out), "--variant", "7"], env=clean.env,
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and "no variant 7" in missing.stderr
+
+
+def test_categories_for_each_answers_as_categories_for_does(clean) -> None:
+    _, ids = _edition()
+    with transaction() as session:
+        rows = {t.label: t for t in topics.all_topics(session, FIRST_LIST)}
+        topics.merge(session, rows["Partners"], rows["Mental Health"])
+        topics.hide(session, rows["CEP Events"])
+        every = sorted(ids.values())
+        sets: list[list[int] | None] = [None, [], [10**6], *(
+            [i for k, i in enumerate(every) if n & (1 << k)] for n in range(1, 2 ** len(every)))]
+        one_by_one = [topics.categories_for(session, FIRST_LIST, s) for s in sets]
+        assert topics.categories_for_each(session, FIRST_LIST, sets) == one_by_one
+        assert frozenset({"Mental Health", "Partners"}) in one_by_one

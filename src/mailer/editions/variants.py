@@ -8,15 +8,15 @@ articles share a variant, one that selects every article gets the whole edition 
 edition's own snapshot, as before topics), one that selects none is skipped or gets the
 whole edition (the list's ``no_topics``).
 
-Composing a variant costs no premailer run of its own: the edition is rendered once with
-a comment around each section and each card (``compose.Marks``), inlined once, its links
-rewritten once; a variant's HTML is that HTML with the other articles' cards (and the
-sections left empty) cut out, the preheader drawn from its own titles, and the comments
-taken out. The CSS has no rule that depends on an element's place among its siblings (and
-premailer is told to leave pseudo-classes alone), so the cut is what inlining the
-variant's own rendering gives (``tests/test_variants.py`` checks it byte for byte). The
-text part is rendered per variant (Jinja, a tenth of a millisecond). Every variant's links
-keep the whole edition's ``/r/`` positions: a click counts for the article whatever the
+Composing a variant costs no rendering of its own: the edition's two parts are rendered
+once (Jinja) with a comment around each section and each card (``compose.Marks``), the
+HTML inlined once (premailer), the links of both rewritten once; a variant is those parts
+with the other articles' cards (and the sections left empty) cut out, the preheader drawn
+from its own titles, and the comments taken out. The CSS has no rule that depends on an
+element's place among its siblings (and premailer is told to leave pseudo-classes alone),
+so the cut is what rendering and inlining the variant's own articles gives
+(``tests/test_variants.py`` checks both parts byte for byte). Every variant's links keep
+the whole edition's ``/r/`` positions: a click counts for the article whatever the
 variant.
 """
 
@@ -26,9 +26,9 @@ import html
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from mailer.articles.models import Article
@@ -42,7 +42,6 @@ from mailer.editions.compose import (
     digest_context,
     new_placeholder_key,
     placeholders,
-    sections,
 )
 from mailer.editions.models import Edition, EditionVariant
 from mailer.editions.snapshot import Personaliser, list_settings, with_tracked_links
@@ -100,24 +99,24 @@ def assign(session: Session, edition: Edition, keys: Iterable[str | None]
            ) -> dict[str | None, tuple[int, ...]]:
     """The articles each topic set of the audience (``CAST(subscription.topics AS TEXT)``)
     gets, the list's ``no_topics`` applied: every article (the whole edition), some, or
-    none (skipped). One ``categories_for`` per distinct set of topic ids."""
+    none (skipped). The list's topics are read once (``categories_for_each``)."""
     articles = [link.article for link in edition.articles]
     everything = tuple(a.id for a in articles)
     mailing_list = session.get(MailingList, edition.list_id)
     whole_if_nothing = (mailing_list is not None
                         and mailing_list.no_topics == NoTopicsPolicy.whole)
-    by_topics: dict[frozenset[int] | None, tuple[int, ...]] = {}
-    subset_of: dict[str | None, tuple[int, ...]] = {}
+    set_of = {}
     for key in keys:
         ids = topics_of(key)
-        topic_set = None if ids is None else frozenset(ids)
-        if topic_set not in by_topics:
-            categories = list_topics.categories_for(
-                session, edition.list_id, None if topic_set is None else sorted(topic_set))
-            chosen = selected(articles, categories)
-            by_topics[topic_set] = everything if not chosen and whole_if_nothing else chosen
-        subset_of[key] = by_topics[topic_set]
-    return subset_of
+        set_of[key] = None if ids is None else frozenset(ids)
+    distinct = list(dict.fromkeys(set_of.values()))
+    answers = list_topics.categories_for_each(
+        session, edition.list_id, [None if s is None else sorted(s) for s in distinct])
+    by_topics: dict[frozenset[int] | None, tuple[int, ...]] = {}
+    for topic_set, categories in zip(distinct, answers, strict=True):
+        chosen = selected(articles, categories)
+        by_topics[topic_set] = everything if not chosen and whole_if_nothing else chosen
+    return {key: by_topics[topic_set] for key, topic_set in set_of.items()}
 
 
 def partial_subsets(edition: Edition, subsets: Iterable[tuple[int, ...]]
@@ -161,15 +160,17 @@ def freeze_variants(session: Session, edition: Edition, settings: Settings,
                         for link in links if link.position not in old)
         number = int(session.scalar(select(func.coalesce(func.max(EditionVariant.number), 0))
                                     .where(EditionVariant.edition_id == edition.id)) or 0)
+        rows = []
         for variant in composed:
             number += 1
-            session.add(EditionVariant(
-                edition_id=edition.id, number=number, article_ids=list(variant.article_ids),
-                subject_snapshot=variant.subject, html_snapshot=variant.html,
-                text_snapshot=variant.text, placeholder_key=variant.placeholder_key,
-                readers=0))
+            rows.append({"edition_id": edition.id, "number": number,
+                         "article_ids": list(variant.article_ids),
+                         "subject_snapshot": variant.subject, "html_snapshot": variant.html,
+                         "text_snapshot": variant.text,
+                         "placeholder_key": variant.placeholder_key, "readers": 0})
             have[variant.article_ids] = number
-        session.flush()
+        session.flush()  # the links first
+        session.execute(insert(EditionVariant), rows)  # one executemany, no ids read back
     return {s: have[s] for s in subsets}
 
 
@@ -182,7 +183,7 @@ def variants_of(session: Session, edition_id: int) -> list[EditionVariant]:
 def compose_variants(edition: Edition, settings: Settings, subsets: Sequence[tuple[int, ...]],
                      *, known: Sequence[Link] = ()) -> tuple[list[VariantComposed], list[Link]]:
     """Compose the variant of each article subset (see the module's docstring): one Jinja
-    rendering and one premailer run for all, a cut and a text rendering per variant.
+    rendering of each part and one premailer run for all, a cut per variant.
     Returns the variants and the links they use (``known`` keeps its positions)."""
     settings = list_settings(edition, settings)  # its sender, List-Id, click tracking
     env = jinja_env()
@@ -195,29 +196,25 @@ def compose_variants(edition: Edition, settings: Settings, subsets: Sequence[tup
     page = env.get_template("email/digest/body.html")
     text_page = env.get_template("email/digest/body.txt")
     subject = " ".join(env.get_template("email/digest/subject.txt").render(**context).split())
-    marked = inline_css(page.render(**{**context, "marks": marks, "preheader": preheader_slot},
-                                    **mail))
-    whole = Composed(subject=subject, html=marked, text="", archive_html="",
-                     article_count=int(context["article_count"]), placeholder_key=key)
-    tracked, links = with_tracked_links(whole, edition, settings, known=known)
-    known = links or list(known)
-    tree = _parse(tracked.html, marks.prefix)
+    marked = Composed(
+        subject=subject, html=inline_css(page.render(
+            **{**context, "marks": marks, "preheader": preheader_slot}, **mail)),
+        text=text_page.render(**{**context, "marks": marks}, **mail), archive_html="",
+        article_count=int(context["article_count"]), placeholder_key=key)
+    tracked, links = with_tracked_links(marked, edition, settings, known=known)
+    html_tree = _parse(tracked.html, marks.prefix)
+    text_tree = _parse(tracked.text, marks.prefix)
     articles = [link.article for link in edition.articles]
     results = []
     for subset in subsets:
         keep = set(subset)
         chosen = [a for a in articles if a.id in keep]
         preheader = edition.preheader.strip() or default_preheader(chosen)
-        text = text_page.render(**{**context, "article_count": len(chosen),
-                                   "sections": sections(chosen, edition.category_order,
-                                                        settings.articles,
-                                                        zone=settings.identity.zone),
-                                   "preheader": preheader}, **mail)
-        text = with_tracked_links(replace(whole, html="", text=text), edition, settings,
-                                  known=known)[0].text
-        body = _cut(tree, keep).replace(preheader_slot, html.escape(preheader, quote=False))
+        body = _cut(html_tree, keep).replace(preheader_slot, html.escape(preheader, quote=False))
+        text = _cut(text_tree, keep)
         Personaliser(subject, body, text, key=key)  # its links and placeholders are there
         results.append(VariantComposed(tuple(a.id for a in chosen), subject, body, text, key))
+    known = links or list(known)
     return results, list(known)
 
 
