@@ -162,26 +162,26 @@ def _freeze_with_variants(session: Session, edition: Edition, plan: dict[str, in
                   Column("variant", Integer), prefixes=["TEMPORARY"],
                   postgresql_on_commit="DROP")
     connection = session.connection()
+    # Created and dropped in the freeze's transaction: a failure rolls its creation back
+    # with everything else (a DROP in an aborted PostgreSQL transaction would hide the error).
     table.drop(connection, checkfirst=True)
     table.create(connection)
-    try:
-        session.execute(insert(table), [{"topics": k, "variant": v} for k, v in plan.items()])
-        audience = _audience_by_topics(edition).subquery()
-        got = func.coalesce(table.c.variant, variants.WHOLE)
-        nothing = got == variants.NOTHING
-        chosen = select(
-            literal(edition.id), audience.c.subscriber_id,
-            case((nothing, literal(D.skipped.value)), else_=literal(D.queued.value)),
-            literal(0), literal(now, UTCDateTime()),
-            case((nothing, literal(variants.SKIPPED_OUTCOME)), else_=null()),
-            case((got > 0, got), else_=null()),
-        ).select_from(audience.outerjoin(table, table.c.topics == audience.c.topics)
-                      ).order_by(audience.c.subscriber_id)
-        columns = ["edition_id", "subscriber_id", "state", "attempts", "updated_at", "outcome",
-                   "variant"]
-        audience_count = _insert_audience(session, edition, chosen, columns)
-    finally:
-        table.drop(connection, checkfirst=True)
+    session.execute(insert(table), [{"topics": k, "variant": v} for k, v in plan.items()])
+    audience = _audience_by_topics(edition).subquery()
+    got = func.coalesce(table.c.variant, variants.WHOLE)
+    nothing = got == variants.NOTHING
+    chosen = select(
+        literal(edition.id), audience.c.subscriber_id,
+        case((nothing, literal(D.skipped.value)), else_=literal(D.queued.value)),
+        literal(0), literal(now, UTCDateTime()),
+        case((nothing, literal(variants.SKIPPED_OUTCOME)), else_=null()),
+        case((got > 0, got), else_=null()),
+    ).select_from(audience.outerjoin(table, table.c.topics == audience.c.topics)
+                  ).order_by(audience.c.subscriber_id)
+    columns = ["edition_id", "subscriber_id", "state", "attempts", "updated_at", "outcome",
+               "variant"]
+    audience_count = _insert_audience(session, edition, chosen, columns)
+    table.drop(connection)
     _count_variant_readers(session, edition)
     return audience_count
 
