@@ -45,6 +45,7 @@ lint: venv ## ruff, mypy and the import contracts (pyproject.toml: layers, no cy
 bench: venv ## the benchmarks under bench/ (they print their figures)
 	$(BIN)/python bench/compose.py
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/topics.py
 	$(BIN)/python bench/bounces.py
 	$(BIN)/python bench/cli_startup.py
 	$(BIN)/python bench/ops.py

@@ -295,7 +295,7 @@ def main() -> None:
         for _ in range(3 if args.readers <= 100_000 else 1):
             with transaction() as session:
                 t0 = time.perf_counter()
-                sending._freeze_audience(session, session.get(Edition, probe_id))
+                sending._freeze_audience(session, session.get(Edition, probe_id), get_settings())
                 freeze_times.append(time.perf_counter() - t0)
                 session.rollback()
         results["freeze_seconds"] = round(statistics.median(freeze_times), 3)

@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from mailer import privacy
+from mailer.config import get_settings
 from mailer.db import transaction, utcnow
 from mailer.deliveries.models import Delivery
 from mailer.delivery import service as sending
@@ -53,7 +54,7 @@ def test_a_reader_has_one_delivery_per_edition_however_the_freeze_runs(clean) ->
     with transaction() as session:
         edition = session.get(Edition, edition_id)
         assert edition is not None
-        assert sending._freeze_audience(session, edition) == 6
+        assert sending._freeze_audience(session, edition, get_settings()) == 6
     assert sorted(s for s, _ in _deliveries(edition_id)) == sorted(ids)
 
 
@@ -110,7 +111,7 @@ def test_an_erasure_waits_for_a_freeze_in_progress(clean) -> None:
         with transaction() as session:
             edition = session.get(Edition, edition_id)
             assert edition is not None
-            assert sending._freeze_audience(session, edition) == 3
+            assert sending._freeze_audience(session, edition, get_settings()) == 3
             frozen.set()
             # The erasure is under way in the other thread; it must not get past the lock
             # while this freeze is uncommitted (it would commit, and its trigger would not

@@ -20,6 +20,7 @@ from mailer.cli.actor import cli_actor
 from mailer.cli.clock import format_date, format_time, window_label
 from mailer.config import get_settings
 from mailer.db import transaction
+from mailer.delivery import service as sending
 from mailer.delivery.preflight import preflight
 from mailer.editions import queries, service
 from mailer.editions.compose import INTRO_HINT, category_order, reading_order, twice_greeted
@@ -114,12 +115,32 @@ def preview(
     out_file: Path = typer.Option(..., "--out", help="where to write the HTML", dir_okay=False),
     text_file: Path = typer.Option(None, "--text", help="also write the text part here",
                                    dir_okay=False),
+    variant: int = typer.Option(None, "--variant", min=1,
+                                help="the variant of this number (readers' topics) instead "
+                                     "of the whole edition"),
 ) -> None:
-    """Write the HTML exactly as a reader gets it (a sample reader's personal links)."""
+    """Write the HTML exactly as a reader gets it (a sample reader's personal links), and
+    list the edition's variants (its readers' topics) with how many readers each reaches."""
     with _editing() as session:
         edition = _edition(session, edition_id)
-        rendered = service.render_preview(session, edition, settings=get_settings())
+        views = sending.variant_overview(session, edition)
+        chosen = None
+        if variant is not None:
+            chosen = next((v for v in views if v.number == variant), None)
+            if chosen is None:
+                err.print(f"[red]Edition {edition_id} has no variant {variant}.[/red]")
+                raise typer.Exit(1)
+        rendered = service.render_preview(session, edition, settings=get_settings(),
+                                          articles=chosen.article_ids if chosen else None)
         problem = _sendability(session, edition) if edition.state in EDITABLE else None
+    if len(views) > 1:
+        table = Table("variant", "readers", "articles", title="Variants (readers' topics)")
+        for view in views:
+            name = ("whole" if view.number is None else "nothing in their topics"
+                    if view.number < 0 else str(view.number))
+            table.add_row(name, f"{view.readers:,}",
+                          f"{len(view.titles)}: " + " · ".join(view.titles))
+        out.print(table)
     out_file.write_text(rendered.html, encoding="utf-8")
     typer.echo(f"Subject: {rendered.subject}")
     typer.echo(f"Wrote {out_file} ({len(rendered.html.encode()):,} bytes of HTML)")

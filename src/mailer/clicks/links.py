@@ -67,24 +67,33 @@ def tracked_url(base_url: str, edition_id: int, position: int, *,
 
 
 def rewrite(html_part: str, text_part: str, *, edition_id: int, base_url: str,
-            keys: Sequence[bytes]) -> Rewritten:
+            keys: Sequence[bytes], known: Sequence[Link] = ()) -> Rewritten:
     """Both parts with their links going through ``/r/``, and the links in the order they
     first appear in the HTML; each signed with ``keys`` (``Settings.all_secrets``).
+
+    ``known``: links the edition already has (those of its whole snapshot, for one of its
+    variants): they keep their positions, and a new link gets the next one; the result
+    lists the known links first.
 
     The HTML's links are the list. The text part gets the same tracked link wherever it
     spells one of them out (as written there, or as the HTML percent-encodes it); a link
     the text part has alone, or one it cannot tell apart from the words around it, stays
     as it is. It is not counted, but it leads where it should."""
     own = base_url.rstrip("/") + "/"
-    positions: dict[str, int] = {}
-    labels: dict[str, str] = {}
+    positions: dict[str, int] = {link.url: link.position for link in known}
+    labels: dict[str, str] = {link.url: link.label for link in known}
+    top = max(positions.values(), default=0)
 
     def in_html(match: re.Match[str]) -> str:
         before, href, after, inner = match.groups()
         url = html.unescape(href)
         if url.startswith(own) or url == own.rstrip("/"):
             return match.group(0)
-        position = positions.setdefault(url, len(positions) + 1)
+        nonlocal top
+        if url not in positions:
+            top += 1
+            positions[url] = top
+        position = positions[url]
         if not labels.get(url):
             aria = _ARIA_LABEL.search(before + after)
             label = aria.group(1) if aria else _TAG.sub("", inner)

@@ -63,6 +63,9 @@ class Delivery(Base):
     smtp_reply: Mapped[str | None] = mapped_column(Text)
     #: Why it failed or was skipped, in words an operator understands.
     outcome: Mapped[str | None] = mapped_column(String(32))
+    #: The edition's variant this reader gets (``edition_variant.number``: the articles of
+    #: their topics); NULL: the whole edition, its own snapshot.
+    variant: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         # One delivery per reader and edition; subscriber first, so that it also finds a

@@ -45,6 +45,8 @@ class Reader:
     email: str
     first_name: str
     public_id: str
+    #: The edition's variant they get (``delivery.variant``); 0: the whole edition.
+    variant: int = 0
 
 
 def _qp_piece(text: str) -> bytes:

@@ -66,7 +66,7 @@ class ClaimsLost(Exception):
 #: PostgreSQL skips rows another process has locked (it is claiming them right now).
 #: (MAILABLE_SQL is a constant, written beside mailable(); _GROUP below embeds it too.)
 _PICK_COLUMNS = (
-    "SELECT d.id, d.attempts, s.email, s.first_name, s.public_id, "  # noqa: S608
+    "SELECT d.id, d.attempts, s.email, s.first_name, s.public_id, d.variant, "  # noqa: S608
     f"CASE WHEN {MAILABLE_SQL} THEN 1 ELSE 0 END AS mailable "
     "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
 )
@@ -146,7 +146,7 @@ _GROUP = (
     "holder_id = NULL, lease_until = NULL FROM v "
     "WHERE d.id = v.id AND d.state = 'sending' AND d.holder_id = %(holder)s RETURNING d.id), "
     "ed AS (SELECT state FROM edition WHERE id = %(edition)s), "
-    "picked AS (SELECT d.id, d.attempts, s.email, s.first_name, s.public_id, "
+    "picked AS (SELECT d.id, d.attempts, s.email, s.first_name, s.public_id, d.variant, "
     f"({MAILABLE_SQL}) IS TRUE AS mailable "
     "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
     "WHERE %(claim)s AND EXISTS (SELECT 1 FROM ed WHERE ed.state = 'sending') "
@@ -160,7 +160,8 @@ _GROUP = (
     "WHERE d.id = p.id AND NOT p.mailable AND d.state = 'queued' RETURNING d.id) "
     "SELECT (SELECT state FROM ed), (SELECT count(*) FROM skipped), "
     "(SELECT max(id) FROM picked), "
-    "(SELECT json_agg(json_build_array(p.id, p.attempts, p.email, p.first_name, p.public_id) "
+    "(SELECT json_agg(json_build_array(p.id, p.attempts, p.email, p.first_name, p.public_id, "
+    "p.variant) "
     "ORDER BY p.id) FROM picked p JOIN claimed c ON c.id = p.id), "
     "CASE WHEN (SELECT count(*) FROM recorded) < %(expected)s "
     "THEN CAST('claims lost: ' || (SELECT count(*) FROM recorded) AS int) END"
@@ -262,8 +263,9 @@ class Ledger:
                 skipped += int(left or 0)
                 if top is not None:
                     reached = int(top)
-                claimed = [Claimed(Reader(int(i), email, first or "", public), int(n) + 1)
-                           for i, n, email, first, public in rows or []]
+                claimed = [Claimed(Reader(int(i), email, first or "", public, variant or 0),
+                                   int(n) + 1)
+                           for i, n, email, first, public, variant in rows or []]
                 # Only readers who left among the rows picked: pick the next ones.
                 if claimed or top is None or claim_after is None or state != "sending":
                     return str(state), (claimed, reached), skipped
@@ -304,8 +306,9 @@ class Ledger:
                 self._run("claim", {"ids": self._ids([r.id for r in mailable]), "now": when,
                                     "holder": self.holder,
                                     "lease": self._time(now + self.lease)})
-                return ([Claimed(Reader(r.id, r.email, r.first_name or "", r.public_id),
-                                 r.attempts + 1) for r in mailable], after, skipped)
+                return ([Claimed(Reader(r.id, r.email, r.first_name or "", r.public_id,
+                                        r.variant or 0), r.attempts + 1)
+                         for r in mailable], after, skipped)
 
     def _record(self, outcomes: list[Outcome], now: dt.datetime) -> list[Callable[[], object]]:
         if self.pg:

@@ -28,10 +28,12 @@ import datetime as dt
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import redis
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailer.bounces.classify import classify_reply
@@ -44,7 +46,7 @@ from mailer.delivery import breaker, holders
 from mailer.delivery.assembly import MessageAssembler
 from mailer.delivery.ledger import Claimed, ClaimsLost, Ledger, Outcome
 from mailer.delivery.service import SendError, complaint_hold, pause
-from mailer.editions.models import Edition, EditionState
+from mailer.editions.models import Edition, EditionState, EditionVariant
 from mailer.emails.transport import SMTPFailure, SMTPTransport, process_transport
 from mailer.ratelimit import LocalTokens
 
@@ -62,28 +64,88 @@ class BatchResult:
 # --- per-process edition context ------------------------------------------------------------
 
 
-_assemblers: dict[tuple[int, int], MessageAssembler] = {}
+#: (edition, snapshot, variant) → its assembler; the least recently used go first.
+_assemblers: OrderedDict[tuple[int, int, int], MessageAssembler] = OrderedDict()
+#: An edition of 8 topics has at most 255 variants; one assembler holds ~100 KB.
+ASSEMBLERS_KEPT = 300
+
+
+def _assembler(edition: Edition, settings: Settings, variant: EditionVariant | None = None
+               ) -> MessageAssembler:
+    from mailer.editions import snapshot
+
+    if variant is None:
+        personaliser = snapshot.personaliser_for(edition, settings.base_url)
+        subject = edition.subject_snapshot or edition.subject
+    else:
+        personaliser = snapshot.variant_personaliser(edition, variant, settings.base_url)
+        subject = variant.subject_snapshot
+    return MessageAssembler(
+        edition_id=edition.id,
+        subject=subject,
+        personaliser=personaliser,
+        view_url=snapshot.view_url(edition, settings.base_url),
+        base_url=settings.base_url,
+        identity=snapshot.list_settings(edition, settings).identity,
+        keys=settings.all_secrets,
+        smtp=settings.smtp,
+    )
+
+
+def _remember(key: tuple[int, int, int], assembler: MessageAssembler) -> MessageAssembler:
+    _assemblers[key] = assembler
+    while len(_assemblers) > ASSEMBLERS_KEPT:
+        _assemblers.popitem(last=False)
+    return assembler
 
 
 def assembler_for(edition: Edition, settings: Settings) -> MessageAssembler:
-    """The edition's assembler, built once per process and snapshot."""
-    from mailer.editions import snapshot
+    """The whole edition's assembler, built once per process and snapshot."""
+    key = (edition.id, hash(edition.html_snapshot), 0)
+    if key in _assemblers:
+        _assemblers.move_to_end(key)
+        return _assemblers[key]
+    return _remember(key, _assembler(edition, settings))
 
-    key = (edition.id, hash(edition.html_snapshot))
-    if key not in _assemblers:
-        if len(_assemblers) > 8:
-            _assemblers.clear()
-        _assemblers[key] = MessageAssembler(
-            edition_id=edition.id,
-            subject=edition.subject_snapshot or edition.subject,
-            personaliser=snapshot.personaliser_for(edition, settings.base_url),
-            view_url=snapshot.view_url(edition, settings.base_url),
-            base_url=settings.base_url,
-            identity=snapshot.list_settings(edition, settings).identity,
-            keys=settings.all_secrets,
-            smtp=settings.smtp,
-        )
-    return _assemblers[key]
+
+class EditionAssemblers:
+    """A batch's assemblers: the whole edition's, and each variant's (topics) once a claim
+    names it: the variants a group needs that this process has not built yet are read in
+    one query, each built once per process and snapshot."""
+
+    def __init__(self, edition: Edition, settings: Settings) -> None:
+        self.edition_id = edition.id
+        self.snapshot = hash(edition.html_snapshot)
+        self.settings = settings
+        self.whole = assembler_for(edition, settings)
+
+    def __getitem__(self, variant: int) -> MessageAssembler:
+        if not variant:
+            return self.whole
+        return _assemblers[(self.edition_id, self.snapshot, variant)]
+
+    def load(self, wanted: Iterable[int]) -> None:
+        """Build the assemblers of these variants that this process lacks."""
+        missing = {v for v in wanted if v and (self.edition_id, self.snapshot, v)
+                   not in _assemblers}
+        for v in wanted:
+            key = (self.edition_id, self.snapshot, v)
+            if v and key in _assemblers:
+                _assemblers.move_to_end(key)
+        if not missing:
+            return
+        with transaction() as session:
+            edition = session.get(Edition, self.edition_id)
+            if edition is None:
+                raise SendError(f"there is no edition {self.edition_id}")
+            for variant in session.scalars(select(EditionVariant).where(
+                    EditionVariant.edition_id == self.edition_id,
+                    EditionVariant.number.in_(sorted(missing)))):
+                _remember((self.edition_id, self.snapshot, variant.number),
+                          _assembler(edition, self.settings, variant))
+        lacking = [v for v in missing if (self.edition_id, self.snapshot, v) not in _assemblers]
+        if lacking:
+            raise SendError(f"edition {self.edition_id} has no variant {lacking[0]}")
 
 
 def outcome_of_failure(failure: SMTPFailure, delivery_id: int, attempts: int, max_attempts: int,
@@ -148,7 +210,7 @@ def send_batch(edition_id: int, first_id: int, last_id: int, settings: Settings)
             result.stopped = "edition has no snapshot"
             return result
         hold = _complaint_hold(session, edition_id, settings.sending)
-        assembler = assembler_for(edition, settings)
+        assemblers = EditionAssemblers(edition, settings)
         # A batch handed out again after its process died: that process's claims in this
         # range go back to the queue now, not when a heartbeat times out.
         holders.reclaim(session, settings.sending, edition_ids=[edition_id], first_id=first_id,
@@ -160,7 +222,7 @@ def send_batch(edition_id: int, first_id: int, last_id: int, settings: Settings)
     holders.me.working_on(settings.sending, edition_id, first_id, last_id)
     try:
         transport = process_transport(settings.smtp)
-        _Batch(edition_id, first_id, last_id, assembler, result, settings.sending,
+        _Batch(edition_id, first_id, last_id, assemblers, result, settings.sending,
                settings.bounces, transport).run()
     finally:
         holders.me.working_on(settings.sending, None)
@@ -169,12 +231,12 @@ def send_batch(edition_id: int, first_id: int, last_id: int, settings: Settings)
 
 class _Batch:
     def __init__(self, edition_id: int, first_id: int, last_id: int,
-                 assembler: MessageAssembler, result: BatchResult, sending: SendingSettings,
+                 assemblers: EditionAssemblers, result: BatchResult, sending: SendingSettings,
                  bounces: BounceSettings, transport: SMTPTransport) -> None:
         self.edition_id, self.last_id = edition_id, last_id
         self.sending = sending
         self.after = first_id - 1  # the claims so far reach up to here
-        self.assembler, self.result = assembler, result
+        self.assemblers, self.result = assemblers, result
         self.every = max(1, sending.commit_every)
         self.every_seconds = max(0.0, sending.commit_every_ms / 1000)
         self.transport = timed(transport)  # SMTP reply codes and latency
@@ -232,11 +294,13 @@ class _Batch:
 
     def _send(self, claim: Claimed, then: Claimed | None = None) -> Outcome:
         reader = claim.reader
-        ahead = None if then is None else (self.assembler.envelope_from(then.reader),
-                                            then.reader.email)
+        assembler = self.assemblers[reader.variant]
+        # (The envelope is the same whatever the variant: any assembler of the edition's.)
+        ahead = None if then is None else (assembler.envelope_from(then.reader),
+                                           then.reader.email)
         try:
-            accepted = self.transport.send(self.assembler.envelope_from(reader), reader.email,
-                                           self.assembler.build(reader), ahead)
+            accepted = self.transport.send(assembler.envelope_from(reader), reader.email,
+                                           assembler.build(reader), ahead)
         except SMTPFailure as failure:
             outcome = outcome_of_failure(failure, reader.delivery_id, claim.attempts,
                                          self.sending.max_attempts, reader.email)
@@ -266,6 +330,7 @@ class _Batch:
         if claim:
             self.claims, self.after = claimed
             if self.claims:
+                self.assemblers.load({c.reader.variant for c in self.claims})
                 _reserve_rate(self.claims, self.sending)
         return True
 

@@ -15,10 +15,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    Select,
+    Table,
+    Text,
+    case,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    update,
+)
+from sqlalchemy import cast as cast_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from mailer import tasks
 from mailer.audit import record
@@ -27,17 +42,19 @@ from mailer.db import UTCDateTime, audience_lock, utcnow
 from mailer.deliveries.models import FINAL_STATES, OPEN_STATES, Delivery, DeliveryState
 from mailer.delivery.preflight import Check, audience_size, complaint_hold, nobody, preflight
 from mailer.delivery.queries import state_counts
+from mailer.editions import variants
 from mailer.editions.errors import NotSendable
 from mailer.editions.models import Edition, EditionState
 from mailer.editions.states import EDITABLE, can_become, transition
+from mailer.lists.models import Subscription
 from mailer.subscribers.models import Subscriber
 from mailer.subscribers.queries import mailable as _mailable  # who the freeze chooses
 
 __all__ = [
-    "Progress", "SendError", "acknowledge_complaints", "audience_size", "cancel",
+    "Progress", "SendError", "VariantView", "acknowledge_complaints", "audience_size", "cancel",
     "complaint_hold", "enqueue_ids", "enqueue_pending", "finish_if_done", "pause",
     "progress", "publish_batches", "resume", "schedule_send", "send_test_copies",
-    "start_due_editions", "start_send", "state_counts", "unschedule",
+    "start_due_editions", "start_send", "state_counts", "unschedule", "variant_overview",
 ]
 
 D = DeliveryState
@@ -55,21 +72,35 @@ def _edition(session: Session, edition_id: int, *, lock: bool = False) -> Editio
     return edition
 
 
-def _freeze_audience(session: Session, edition: Edition) -> int:
+def _freeze_audience(session: Session, edition: Edition, settings: Settings) -> int:
     """One delivery row per mailable reader, in one statement; safe to run twice.
 
     The first freeze of an edition (no rows yet; ``start_send`` holds the edition's row
     lock, so nobody else is freezing it) is a plain ``INSERT … SELECT`` in subscriber
     order: the unique (subscriber, edition) index still refuses a second row for a reader,
     but no row pays for an ``ON CONFLICT`` look-up it cannot need. A freeze of an edition
-    that already has rows inserts only the readers it lacks."""
+    that already has rows inserts only the readers it lacks.
+
+    Topics (``mailer.editions.variants``): one grouped read of the audience's distinct topic
+    sets first; when some set selects less than the whole edition, each distinct selection
+    is composed once and the same one statement writes every reader's variant (or skips a
+    reader whose topics have nothing in this edition), joined on a small table of what each
+    topic set gets. Per reader nothing is looked at in Python."""
     audience_lock(session, exclusive=False)  # no subscriber deleted until this commits
     now = utcnow()
+    plan = _variant_plan(session, edition, settings)
+    if plan:
+        return _freeze_with_variants(session, edition, plan, now)
     chosen = select(
         literal(edition.id), Subscriber.id, literal(D.queued.value), literal(0),
         literal(now, UTCDateTime()),
     ).where(_mailable(edition.list_id)).order_by(Subscriber.id)
     columns = ["edition_id", "subscriber_id", "state", "attempts", "updated_at"]
+    return _insert_audience(session, edition, chosen, columns)
+
+
+def _insert_audience(session: Session, edition: Edition, chosen: Select[*tuple[Any, ...]],
+                     columns: list[str]) -> int:
     had_rows = session.scalar(
         select(Delivery.id).where(Delivery.edition_id == edition.id).limit(1)) is not None
     if not had_rows:
@@ -85,6 +116,98 @@ def _freeze_audience(session: Session, edition: Edition) -> int:
     return int(session.scalar(
         select(func.count()).select_from(Delivery).where(Delivery.edition_id == edition.id)
     ) or 0)
+
+
+# --- topics: the variant each reader gets ------------------------------------------------
+
+
+def _audience_by_topics(edition: Edition) -> Select[*tuple[Any, ...]]:
+    """The mailable readers of the edition's list with their subscription's topics as
+    text, what the freeze groups and joins by ('null': everything, whether the column is
+    SQL NULL or JSON null). The subscription is joined under an alias of its own: the
+    ``mailable`` test's EXISTS stays a test of its own table."""
+    held = aliased(Subscription)
+    topics = func.coalesce(cast_(held.topics, Text), "null")
+    return select(Subscriber.id.label("subscriber_id"), topics.label("topics")).join(
+        held, (held.subscriber_id == Subscriber.id) & (held.list_id == edition.list_id)
+    ).where(_mailable(edition.list_id))
+
+
+def _topic_groups(session: Session, edition: Edition) -> dict[str, int]:
+    """How many mailable readers follow each distinct topic set (one grouped read)."""
+    audience = _audience_by_topics(edition).subquery()
+    return {str(key): int(n) for key, n in session.execute(
+        select(audience.c.topics, func.count()).group_by(audience.c.topics))}
+
+
+def _variant_plan(session: Session, edition: Edition, settings: Settings) -> dict[str, int]:
+    """What each topic set of the audience gets (``variants.plan``), or {} when every
+    reader gets the whole edition (a send as before topics: no variant, no join)."""
+    groups = _topic_groups(session, edition)
+    if set(groups) <= {"null"}:
+        return {}
+    planned = variants.plan(session, edition, settings, groups)
+    if all(v == variants.WHOLE for v in planned.values()):
+        return {}
+    return {str(k): v for k, v in planned.items()}
+
+
+def _freeze_with_variants(session: Session, edition: Edition, plan: dict[str, int],
+                          now: dt.datetime) -> int:
+    """The freeze's one ``INSERT … SELECT``, joined on a temporary table of (topic set, what
+    it gets): the variant's number, NULL for the whole edition, or skipped with its reason.
+    A topic set that appeared since the plan was made (a reader changed theirs meanwhile)
+    has no row there and gets the whole edition."""
+    table = Table("freeze_variant_plan", MetaData(), Column("topics", Text, primary_key=True),
+                  Column("variant", Integer), prefixes=["TEMPORARY"],
+                  postgresql_on_commit="DROP")
+    connection = session.connection()
+    # Created and dropped in the freeze's transaction: a failure rolls its creation back
+    # with everything else (a DROP in an aborted PostgreSQL transaction would hide the error).
+    table.drop(connection, checkfirst=True)
+    table.create(connection)
+    session.execute(insert(table), [{"topics": k, "variant": v} for k, v in plan.items()])
+    audience = _audience_by_topics(edition).subquery()
+    got = func.coalesce(table.c.variant, variants.WHOLE)
+    nothing = got == variants.NOTHING
+    chosen = select(
+        literal(edition.id), audience.c.subscriber_id,
+        case((nothing, literal(D.skipped.value)), else_=literal(D.queued.value)),
+        literal(0), literal(now, UTCDateTime()),
+        case((nothing, literal(variants.SKIPPED_OUTCOME)), else_=null()),
+        case((got > 0, got), else_=null()),
+    ).select_from(audience.outerjoin(table, table.c.topics == audience.c.topics)
+                  ).order_by(audience.c.subscriber_id)
+    columns = ["edition_id", "subscriber_id", "state", "attempts", "updated_at", "outcome",
+               "variant"]
+    audience_count = _insert_audience(session, edition, chosen, columns)
+    table.drop(connection)
+    _count_variant_readers(session, edition)
+    return audience_count
+
+
+def _count_variant_readers(session: Session, edition: Edition) -> None:
+    """Each variant's readers as frozen, and the whole edition's and the skipped ones in
+    ``edition.stats["topics"]`` (the preview's figures)."""
+    counts: dict[int | None, int] = {}
+    skipped = 0
+    for variant, state, n in session.execute(
+            select(Delivery.variant, Delivery.state, func.count())
+            .where(Delivery.edition_id == edition.id)
+            .group_by(Delivery.variant, Delivery.state)):
+        if state == D.skipped:
+            skipped += int(n)
+        else:
+            counts[variant] = counts.get(variant, 0) + int(n)
+    for row in variants.variants_of(session, edition.id):
+        row.readers = counts.get(row.number, 0)
+    edition.stats = {**(edition.stats or {}), "topics": {
+        "whole": counts.get(None, 0), "nothing_in_topics": skipped}}
+
+
+def _anything_queued(session: Session, edition: Edition) -> bool:
+    return session.scalar(select(Delivery.id).where(
+        Delivery.edition_id == edition.id, Delivery.state == D.queued).limit(1)) is not None
 
 
 def start_send(session: Session, edition_id: int, *, by: str, settings: Settings) -> int:
@@ -109,9 +232,13 @@ def start_send(session: Session, edition_id: int, *, by: str, settings: Settings
         return edition.audience_count
     if not checked.ok:
         raise SendError(str(checked.first()))
-    audience = _freeze_audience(session, edition)
+    audience = _freeze_audience(session, edition, settings)
     if audience == 0:
         raise SendError(str(nobody()))
+    if not _anything_queued(session, edition):
+        raise SendError("No reader's topics have anything in this edition: it would go to "
+                        "nobody. Add articles of their topics, or set the list to send "
+                        "such readers the whole edition.")
     edition.audience_count = audience
     transition(session, edition, EditionState.sending, reason=f"started by {by}")
     _record(session, by, "edition.send", edition, {"audience": audience})
@@ -281,6 +408,49 @@ def enqueue_pending(session: Session, edition_id: int, *, sending: SendingSettin
         .group_by(numbered.c.batch).order_by(func.min(numbered.c.id))
     ).all()
     return publish_batches(session, edition_id, [(int(a), int(b)) for a, b in ranges])
+
+
+# --- topics: the preview's variants -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VariantView:
+    """One variant as the preview shows it (``number``: None for the whole edition, and
+    ``variants.NOTHING`` for the readers whose topics have nothing in it)."""
+
+    number: int | None
+    article_ids: tuple[int, ...]
+    titles: list[str]
+    readers: int
+
+
+def variant_overview(session: Session, edition: Edition) -> list[VariantView]:
+    """The edition's variants and how many readers each reaches: as frozen once the send
+    has started, else as a send started now would freeze them (numbered the same way)."""
+    titles = {link.article_id: link.article.title for link in edition.articles}
+    everything = tuple(titles)
+    topics = (edition.stats or {}).get("topics") if edition.audience_count else None
+    if edition.state not in EDITABLE:
+        whole = int(topics["whole"]) if topics else edition.audience_count
+        skipped = int(topics["nothing_in_topics"]) if topics else 0
+        rows = [(v.number, tuple(v.article_ids), v.readers)
+                for v in variants.variants_of(session, edition.id)]
+    else:
+        groups = _topic_groups(session, edition)
+        subset_of = variants.assign(session, edition, groups) if set(groups) - {"null"} else {}
+        readers: dict[tuple[int, ...], int] = {}
+        for key, n in groups.items():
+            subset = subset_of.get(key, everything)
+            readers[subset] = readers.get(subset, 0) + n
+        whole, skipped = readers.get(everything, 0), readers.get((), 0)
+        rows = [(i, s, readers[s]) for i, s in enumerate(
+            variants.partial_subsets(edition, readers), start=1)]
+    views = [VariantView(None, everything, list(titles.values()), whole)]
+    views += [VariantView(n, ids, [titles.get(i, f"article {i}") for i in ids], count)
+              for n, ids, count in rows]
+    if skipped:
+        views.append(VariantView(variants.NOTHING, (), [], skipped))
+    return views
 
 
 # --- watching -----------------------------------------------------------------------------------

@@ -79,6 +79,7 @@ class Card:
     categories: list[str]
     excerpt: str
     image: CardImage | None
+    article_id: int = 0  # which article: a variant keeps the cards of its articles
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,35 @@ def compose(edition: Edition, settings: Settings) -> Composed:
     )
 
 
+class Marks:
+    """The HTML comments around each section and card of a composition made to be cut into
+    variants (``mailer.editions.variants``): ``<!--v<key>:card:<article id>-->`` … The key
+    is the composition's placeholder key, so no feed text (which is escaped anyway) can
+    write one; the comments are taken out of every part that is stored or mailed."""
+
+    def __init__(self, key: str) -> None:
+        self.prefix = f"v{key}:" if key else ""
+
+    def _mark(self, what: str) -> Markup:
+        # Our own characters only: a hex key, a fixed word, an article id.
+        return Markup(f"<!--{self.prefix}{what}-->") if self.prefix else Markup("")  # noqa: S704
+
+    def section(self) -> Markup:
+        return self._mark("section")
+
+    def end_section(self) -> Markup:
+        return self._mark("/section")
+
+    def card(self, card: Card) -> Markup:
+        return self._mark(f"card:{card.article_id}")
+
+    def end_card(self) -> Markup:
+        return self._mark("/card")
+
+
+NO_MARKS = Marks("")
+
+
 def greeting_for(first_name: str) -> str:
     name = " ".join(first_name.split())
     return GREETING_NAMED.format(first_name=name) if name else GREETING_ANONYMOUS
@@ -140,6 +170,7 @@ def digest_context(edition: Edition, settings: Settings) -> dict[str, Any]:
         "website_host": urlsplit(website).hostname or website,
         "subscribe_url": f"{settings.base_url}/subscribe",
         "archive_url": f"{settings.base_url}/archive",
+        "marks": NO_MARKS,
     }
 
 
@@ -196,6 +227,7 @@ def card(article: Article, *, section: str, filing: ArticleSettings, zone: ZoneI
                     if name != section],
         excerpt=excerpt(article.summary_text, EXCERPT_CHARS),
         image=card_image(article),
+        article_id=article.id or 0,
     )
 
 

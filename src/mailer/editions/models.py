@@ -75,3 +75,29 @@ class EditionArticle(Base):
     article: Mapped[Article] = relationship()
 
     __table_args__ = (UniqueConstraint("edition_id", "article_id"),)
+
+
+class EditionVariant(Base):
+    """The edition as the readers of some topics get it: only the articles of those topics,
+    composed once at the freeze and personalised by bytes as the whole edition is.
+
+    The whole edition (readers who follow everything, or whose topics select every
+    article) is no variant: it is the edition's own snapshot, ``delivery.variant`` NULL.
+    Two topic sets that select the same articles share one variant."""
+
+    __tablename__ = "edition_variant"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("edition.id", ondelete="CASCADE"))
+    #: 1, 2, … within the edition: what ``delivery.variant`` names.
+    number: Mapped[int] = mapped_column(Integer)
+    #: The edition's articles it holds, in the edition's order.
+    article_ids: Mapped[list[int]] = mapped_column(JSON)
+    subject_snapshot: Mapped[str] = mapped_column(String(300))
+    html_snapshot: Mapped[str] = mapped_column(Text)
+    text_snapshot: Mapped[str] = mapped_column(Text)
+    placeholder_key: Mapped[str] = mapped_column(String(32))
+    #: The readers frozen with it (the preview's figure).
+    readers: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (UniqueConstraint("edition_id", "number"),)

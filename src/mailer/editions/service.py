@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,7 +29,7 @@ from mailer.articles.models import Article
 from mailer.audit import record
 from mailer.config import ArticleSettings, IdentitySettings, Settings
 from mailer.db import transaction, utcnow
-from mailer.editions import snapshot
+from mailer.editions import snapshot, variants
 from mailer.editions.compose import (
     category_order,
     month_label,
@@ -246,13 +247,34 @@ def candidate_articles(session: Session, edition: Edition) -> list[Article]:
             if a.id not in chosen]
 
 
-def render_preview(session: Session, edition: Edition, *, settings: Settings) -> RenderedEdition:
+def render_preview(session: Session, edition: Edition, *, settings: Settings,
+                   articles: Sequence[int] | None = None) -> RenderedEdition:
     """The edition exactly as a reader gets it, with sample personal values filled in:
-    the frozen snapshot once there is one, else a fresh composition of the same kind."""
-    personaliser = snapshot.as_mailed(edition, settings).personaliser
+    the frozen snapshot once there is one, else a fresh composition of the same kind.
+    ``articles``: the variant with these of its articles (topics; ``mailer.editions.
+    variants``), frozen or composed now."""
+    if articles is None or tuple(articles) == tuple(_article_ids(edition)):
+        personaliser = snapshot.as_mailed(edition, settings).personaliser
+    else:
+        personaliser = _variant_as_mailed(session, edition, settings, tuple(articles))
     values = sample_values(edition, settings.base_url)
     return RenderedEdition(subject=personaliser.subject(values), html=personaliser.html(values),
                            text=personaliser.text(values))
+
+
+def _variant_as_mailed(session: Session, edition: Edition, settings: Settings,
+                       articles: tuple[int, ...]) -> snapshot.Personaliser:
+    if not articles:
+        raise EditionError("that variant has no articles: its readers are skipped")
+    if edition.html_snapshot is not None:
+        for row in variants.variants_of(session, edition.id):
+            if tuple(row.article_ids) == articles:
+                return snapshot.variant_personaliser(edition, row, settings.base_url)
+    composed = variants.compose_variants(edition, settings, [articles])[0][0]
+    return snapshot.Personaliser(composed.subject, composed.html, composed.text,
+                                 key=composed.placeholder_key,
+                                 defaults={"view_url": snapshot.view_url(edition,
+                                                                         settings.base_url)})
 
 
 def sample_values(edition: Edition, base_url: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import lru_cache
 from typing import NamedTuple
@@ -31,13 +31,14 @@ from mailer.editions.compose import (
     placeholders,
 )
 from mailer.editions.errors import EditionError, NotSendable
-from mailer.editions.models import Edition
+from mailer.editions.models import Edition, EditionVariant
 from mailer.lists.models import MailingList
 from mailer.lists.service import settings_for
 from mailer.subscribers.unsubscribe import preferences_url_for, unsubscribe_url_for
 
 __all__ = ["PERSONAL_FIELDS", "AsMailed", "Personaliser", "as_mailed", "check_composed",
-           "freeze", "list_settings", "personaliser_for", "personaliser_of", "view_url"]
+           "freeze", "list_settings", "personaliser_for", "personaliser_of",
+           "variant_personaliser", "view_url"]
 
 #: A newsletter without a working unsubscribe or archive link must not go out.
 _REQUIRED = ("unsubscribe_url", "view_url")
@@ -62,22 +63,25 @@ def freeze(session: Session, edition: Edition, settings: Settings) -> None:
                 placeholder_key=composed.placeholder_key)
     )
     if won.rowcount:  # type: ignore[attr-defined]
-        # The links of this snapshot; an earlier one's (an edit forgot it) go.
+        # The links of this snapshot; an earlier one's (an edit forgot it) go, and so do
+        # the variants composed from it.
         session.execute(delete(EditionLink).where(EditionLink.edition_id == edition.id))
+        session.execute(delete(EditionVariant).where(EditionVariant.edition_id == edition.id))
         session.add_all(EditionLink(edition_id=edition.id, position=link.position,
                                     url=link.url, label=link.label) for link in links)
         session.flush()
     session.refresh(edition)
 
 
-def with_tracked_links(composed: Composed, edition: Edition, settings: Settings
-                       ) -> tuple[Composed, list[Link]]:
+def with_tracked_links(composed: Composed, edition: Edition, settings: Settings, *,
+                       known: Sequence[Link] = ()) -> tuple[Composed, list[Link]]:
     """The composition as it is frozen: its links going through ``/r/`` (unless
-    ``MAILER_CLICK_TRACKING`` is off), and those links (:mod:`mailer.clicks.links`)."""
+    ``MAILER_CLICK_TRACKING`` is off), and those links (:mod:`mailer.clicks.links`).
+    ``known``: the edition's links so far (a variant's keep the whole edition's positions)."""
     if not settings.editions.click_tracking:
         return composed, []
     rewritten = rewrite(composed.html, composed.text, edition_id=edition.id or 0,
-                        base_url=settings.base_url, keys=settings.all_secrets)
+                        base_url=settings.base_url, keys=settings.all_secrets, known=known)
     return replace(composed, html=rewritten.html, text=rewritten.text), rewritten.links
 
 
@@ -254,3 +258,12 @@ def _cached_personaliser(_edition_id: int, subject: str, html_snapshot: str,
     # The cache key holds the snapshot itself: a re-frozen edition gets a new personaliser.
     return Personaliser(subject, html_snapshot, text_snapshot, key=key,
                         defaults={"view_url": default_view_url})
+
+
+def variant_personaliser(edition: Edition, variant: EditionVariant, base_url: str
+                         ) -> Personaliser:
+    """A variant's personaliser (``mailer.editions.variants``): its own snapshot, the
+    edition's archive page as its "view in browser" link."""
+    return Personaliser(variant.subject_snapshot, variant.html_snapshot, variant.text_snapshot,
+                        key=variant.placeholder_key,
+                        defaults={"view_url": view_url(edition, base_url)})

@@ -13,7 +13,9 @@ message; nothing changes then.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -29,6 +31,7 @@ from mailer.editions import service as editions
 from mailer.editions.compose import INTRO_HINT, category_order, reading_order, twice_greeted
 from mailer.editions.models import Edition
 from mailer.editions.states import EDITABLE, TransitionError
+from mailer.lists import service as lists
 from mailer.lists.service import default_list
 from mailer.localtime import last_day, zone_name
 from mailer.staff.audit import recent
@@ -121,7 +124,14 @@ def show(request: Request, edition_id: RowId, staff: Staff = Depends(viewer)) ->
             window_until=last_day(edition.window_end, zone=zone()).isoformat(),
             audience=checked.audience if checked else edition.audience_count,
             zone_name=zone_name(utcnow(), zone=zone()), intro_hint=INTRO_HINT,
+            variants=sending.variant_overview(session, edition),
+            no_topics=_no_topics(session, edition),
         )
+
+
+def _no_topics(session: Session, edition: Edition) -> str:
+    found = lists.find(session, edition.list_id)
+    return found.no_topics if found is not None else "skip"
 
 
 @router.post("/{edition_id}/edit")
@@ -197,26 +207,46 @@ def _articles(edition_id: int, form: dict[str, str], staff: Staff) -> Response:
 # --- preview -------------------------------------------------------------------------------
 
 
+def _variant(session: Session, edition: Edition, number: int | None
+             ) -> sending.VariantView | None:
+    """The preview's variant ``number`` (topics), None for the whole edition."""
+    if number is None:
+        return None
+    for view in sending.variant_overview(session, edition):
+        if view.number == number and number > 0:
+            return view
+    raise AdminRefusal(404, f"edition {edition.id} has no variant {number}")
+
+
+VariantNumber = Annotated[int | None, Query(ge=1, le=100_000)]
+
+
 @router.get("/{edition_id}/preview", response_class=HTMLResponse)
-def preview(request: Request, edition_id: RowId, staff: Staff = Depends(viewer)) -> HTMLResponse:
+def preview(request: Request, edition_id: RowId, variant: VariantNumber = None,
+            staff: Staff = Depends(viewer)) -> HTMLResponse:
     with transaction() as session:
         edition = edition_or_404(session, edition_id)
+        view = _variant(session, edition, variant)
         try:
-            rendered = editions.render_preview(session, edition, settings=get_settings())
+            rendered = editions.render_preview(session, edition, settings=get_settings(),
+                                               articles=view.article_ids if view else None)
         except editions.EditionError as exc:
             return admin_page(request, "refused.html", staff, 422, session=session,
                               message=str(exc))
         return admin_page(request, "preview.html", staff, session=session, edition=edition,
-                          rendered=rendered, size=len(rendered.html.encode()))
+                          rendered=rendered, size=len(rendered.html.encode()), variant=view)
 
 
 @router.get("/{edition_id}/preview.html", response_class=HTMLResponse)
-def preview_html(edition_id: RowId, staff: Staff = Depends(viewer)) -> HTMLResponse:
+def preview_html(edition_id: RowId, variant: VariantNumber = None,
+                 staff: Staff = Depends(viewer)) -> HTMLResponse:
     """The mail's HTML exactly as a reader gets it, for the preview's frames."""
     with transaction() as session:
+        edition = edition_or_404(session, edition_id)
+        view = _variant(session, edition, variant)
         try:
-            rendered = editions.render_preview(session, edition_or_404(session, edition_id),
-                                               settings=get_settings())
+            rendered = editions.render_preview(session, edition, settings=get_settings(),
+                                               articles=view.article_ids if view else None)
         except editions.EditionError as exc:
             raise AdminRefusal(422, str(exc)) from None
     return HTMLResponse(rendered.html, headers={
