@@ -8,27 +8,38 @@ The web app is started as docker-compose.yml starts it (uvicorn, two worker proc
 PostgreSQL and a private Redis (where the clicks are counted); the load is Postfix-free
 ``wrk`` (Debian's `wrk` package: a C load generator, so the client does not eat the cores
 it measures), 2 threads and ``--connections`` keep-alive connections, each request a GET of
-one of the edition's signed links. Five phases, in one run:
+one of the edition's signed links. In one run:
 
+- a warm-up of 2 s each, not measured: every web process's first clicks open its database
+  and Redis connections and look the links up once (a few hundred ms), which a process
+  that runs for days does once;
 0. ``GET /healthz`` with the same load: the web stack alone (no database, no Redis), the
    baseline the redirects are read against (wrk shares the two cores with the web app, so
    its p99 is mostly the wait for a core);
-1. redirects alone: requests per second, p50 and p99 (wrk's latency distribution);
+1. redirects alone, as fast as they are answered: requests per second, p50 and p99 (wrk's
+   latency distribution), and the CPU per answer;
+   1b. redirects alone at ``--rate`` (2,000) a second: ``--paced-connections`` connections,
+   each waiting between an answer and its next request (wrk's ``delay``), so the latency is
+   that of a web app doing 2,000 a second, not of one flooded;
 2. ``bench/send.py --readers N`` alone: its messages per second (real Celery workers,
    smtp-sink);
-3. the same send again with redirects during it: both figures again;
-4. the same send again with ``/healthz`` under the same load during it: what the send
-   loses to the web stack alone, so that 3 against 4 is what the redirects' own work
-   (signature, Redis, counting) costs it.
+3. the same send again with redirects as fast as they are answered during it;
+   3b. again with redirects at ``--rate`` during it: the issue's figure (2,000 a second,
+   p99 under 20 ms, while a send runs);
+4. again with ``/healthz`` at the same rate during it: what the send loses to serving that
+   many requests at all, so that 3b against 4 is what the redirects' own work (signature,
+   Redis, counting) costs it.
 
 Then the counts are flushed from Redis to the database (as the beat task does) and checked
 against the number of redirects wrk had answered: a count lost or made up fails the run
 (a click is counted before its answer goes out, so the requests in flight when wrk stops, at
-most one per connection in each of the two wrk phases, may be counted and never answered).
-Figures go to bench/results/clicks-<time>.json. The machine has two cores: in phase 3 the
-web app and the send share them, so the send's rate there shows what the redirects' CPU
-takes from it, not what counting does (counting is one Redis script call per click, which
-also finds the link's destination).
+most one per connection in each wrk phase of redirects, may be counted and never answered).
+Figures go to bench/results/clicks-<time>.json, with the load average before and after.
+The machine has two cores: in phase 3 the web app and the send share them, so the send's
+rate there shows what the redirects' CPU takes from it, not what counting does.
+
+``PYTHONPATH=/other/checkout/src`` runs the same bench on another version of the web app
+(the web processes inherit it): before and after, on the same machine state.
 """
 
 from __future__ import annotations
@@ -64,6 +75,7 @@ request = function()
   i = i + 1
   return wrk.format("GET", paths[(i %% #paths) + 1], headers)
 end
+%s
 done = function(summary, latency, requests)
   io.write(string.format("answers %%d\\n", summary.requests))
   io.write(string.format("non2xx3xx %%d\\n", summary.errors.status))
@@ -94,12 +106,18 @@ def _cpu_seconds(root_pids: list[int]) -> float:
 
 
 def wrk(base: str, paths: list[str], *, seconds: float, connections: int,
-        workdir: Path, measured: list[int] | None = None) -> dict[str, float]:
+        workdir: Path, measured: list[int] | None = None, rate: float = 0
+        ) -> dict[str, float]:
     """wrk's figures, and with ``measured`` (process ids) the CPU those processes spent
-    per answer, in microseconds."""
+    per answer, in microseconds. With ``rate``, each connection waits between an answer
+    and its next request so that they make about that many a second (a little more: the
+    answer's own time is left to slow them to it)."""
     cpu_before = _cpu_seconds(measured or [])
     script = workdir / "paths.lua"
-    script.write_text(_LUA % ", ".join(f'"{p}"' for p in paths))
+    pace = ""
+    if rate:  # wrk's delay is whole milliseconds
+        pace = f"delay = function() return {int(connections * 1000 / (rate * 1.15))} end"
+    script.write_text(_LUA % (", ".join(f'"{p}"' for p in paths), pace))
     binary = shutil.which("wrk")
     if binary is None:
         raise SystemExit("wrk is needed: apt-get install -y wrk")
@@ -122,6 +140,10 @@ def wrk(base: str, paths: list[str], *, seconds: float, connections: int,
             "cpu_us_per_answer": round(cpu / max(answers, 1) * 1e6)}
 
 
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def send(readers: int, workdir: Path, name: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
     started, results = workdir / f"{name}.started", workdir / f"{name}.json"
     proc = subprocess.Popen(
@@ -133,62 +155,55 @@ def send(readers: int, workdir: Path, name: str) -> tuple[subprocess.Popen[bytes
 
 
 def _with_send(args: argparse.Namespace, base: str, paths: list[str], workdir: Path,
-               results: dict[str, object]) -> dict[str, float]:
-    """Phases 2 and 3: the send alone, then again with redirects during it."""
+               results: dict[str, object]) -> list[dict[str, float]]:
+    """Phases 2 to 4: the send alone, then again under each load; the redirect loads."""
     proc, _, figures = send(args.readers, workdir, "send-alone")
     if proc.wait() != 0:
         raise SystemExit((workdir / "send-alone.log").read_text()[-3000:])
     send_alone = json.loads(figures.read_text())
     seconds = float(send_alone["end_to_end_seconds"])
-    results["send_alone_per_second"] = send_alone["messages_per_second"]
-    print(f"2. the send alone            {send_alone['messages_per_second']:>8} msg/s "
-          f"({seconds:.1f} s)")
-
-    during, send_during = _send_under(args, base, paths, workdir, "send-with-redirects",
-                                      seconds)
-    results["redirects_during_send"] = during
-    results["send_with_redirects_per_second"] = send_during["messages_per_second"]
-    print(f"3. redirects during the send {during['per_second']:>8}/s  "
-          f"p50 {during['p50_ms']} ms  p99 {during['p99_ms']} ms")
-    share = float(send_during["messages_per_second"]) / float(
-        send_alone["messages_per_second"])
-    print(f"   the send meanwhile        {send_during['messages_per_second']:>8} msg/s "
-          f"({share:.0%} of phase 2)")
-
-    # The same web load without the clicks: what the send loses to the redirects' own work
-    # (signature, Redis, counting) is the difference between phases 3 and 4.
-    health, send_health = _send_under(args, base, ["/healthz"], workdir, "send-with-healthz",
-                                      seconds)
-    results["healthz_during_send"] = health
-    results["send_with_healthz_per_second"] = send_health["messages_per_second"]
-    print(f"4. /healthz during the send  {health['per_second']:>8}/s  "
-          f"p50 {health['p50_ms']} ms  p99 {health['p99_ms']} ms")
-    # wrk sends as fast as it is answered, so the two loads differ: compare what each
-    # answer a second took from the send.
     alone_rate = float(send_alone["messages_per_second"])
-    per_redirect = (alone_rate - float(send_during["messages_per_second"])) / max(
-        during["per_second"], 1.0)
-    per_health = (alone_rate - float(send_health["messages_per_second"])) / max(
-        health["per_second"], 1.0)
-    results["send_lost_per_redirect"] = round(per_redirect, 3)
-    results["send_lost_per_healthz"] = round(per_health, 3)
-    print(f"   the send meanwhile        {send_health['messages_per_second']:>8} msg/s")
-    print(f"   messages a second the send lost per answer a second: {per_redirect:.2f} per "
-          f"redirect, {per_health:.2f} per /healthz ({per_redirect / max(per_health, 1e-9):.1f}×)")
+    results["send_alone_per_second"] = alone_rate
+    print(f"2. the send alone            {alone_rate:>8} msg/s ({seconds:.1f} s)")
 
-    return during
+    loads = []
+    for phase, key, name, load_paths, rate, connections in (
+            ("3.", "redirects_flat_out", "redirects, flat out", paths, 0.0, args.connections),
+            ("3b.", "redirects_paced", f"redirects at {args.rate:,.0f}/s", paths, args.rate,
+             args.paced_connections),
+            ("4.", "healthz_paced", f"/healthz at {args.rate:,.0f}/s", ["/healthz"],
+             args.rate, args.paced_connections)):
+        load, send_during = _send_under(base, load_paths, workdir, seconds, args.readers,
+                                        rate=rate, connections=connections)
+        key = f"{key}_during_send"
+        rate_during = float(send_during["messages_per_second"])
+        results[key] = {**load, "send_per_second": rate_during}
+        if load_paths is paths:
+            loads.append(load)
+        print(f"{phase:<4}{name:<25} {load['per_second']:>8}/s  p50 {load['p50_ms']} ms  "
+              f"p99 {load['p99_ms']} ms; the send meanwhile {rate_during} msg/s "
+              f"({rate_during / alone_rate:.0%} of phase 2)")
+    redirects = results["redirects_paced_during_send"]
+    health = results["healthz_paced_during_send"]
+    assert isinstance(redirects, dict) and isinstance(health, dict)
+    print(f"   at the same load the send went {redirects['send_per_second']} msg/s under "
+          f"redirects and {health['send_per_second']} under /healthz "
+          f"({redirects['send_per_second'] / health['send_per_second'] - 1:+.1%}): what the "
+          "counting costs it")
+    return loads
 
 
-def _send_under(args: argparse.Namespace, base: str, paths: list[str], workdir: Path,
-                name: str, seconds: float) -> tuple[dict[str, float], dict[str, Any]]:
+def _send_under(base: str, paths: list[str], workdir: Path, seconds: float, readers: int,
+                *, rate: float, connections: int) -> tuple[dict[str, float], dict[str, Any]]:
     """bench/send.py again, with wrk on ``paths`` for about as long as it takes."""
-    proc, started, figures = send(args.readers, workdir, name)
+    name = f"send-{len(list(workdir.glob('send-*.log')))}"
+    proc, started, figures = send(readers, workdir, name)
     while not started.exists():
         if proc.poll() is not None:
             raise SystemExit((workdir / f"{name}.log").read_text()[-3000:])
         time.sleep(0.05)
-    load = wrk(base, paths, seconds=max(2.0, 0.9 * seconds), connections=args.connections,
-               workdir=workdir)
+    load = wrk(base, paths, seconds=max(2.0, 0.9 * seconds), connections=connections,
+               workdir=workdir, rate=rate)
     if proc.wait() != 0:
         raise SystemExit((workdir / f"{name}.log").read_text()[-3000:])
     return load, json.loads(figures.read_text())
@@ -198,7 +213,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="of redirects, phase 1")
     ap.add_argument("--readers", type=int, default=20_000, help="of the send, phases 2 and 3")
-    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--connections", type=int, default=32, help="flat out")
+    ap.add_argument("--rate", type=float, default=2000.0, help="redirects a second, paced")
+    ap.add_argument("--paced-connections", type=int, default=64)
     ap.add_argument("--redirects-only", action="store_true",
                     help="phases 0 and 1 only (no send)")
     ap.add_argument("--web-workers", type=int, default=2,
@@ -260,26 +277,35 @@ def main() -> None:
         first = httpx.get(base + paths[0])
         assert first.status_code == 303, first.text
 
-        print(f"{LINKS} links of one edition, wrk -t2 -c{args.connections}, "
-              f"{args.web_workers} uvicorn workers; send of {args.readers:,} readers")
+        print(f"{LINKS} links of one edition, wrk -t2 -c{args.connections} flat out or "
+              f"-c{args.paced_connections} at {args.rate:,.0f}/s, {args.web_workers} uvicorn "
+              f"workers; send of {args.readers:,} readers; load average {_load()}")
+        results["load_average_before"] = _load()
+        loads = [wrk(base, paths, seconds=2, connections=args.connections, workdir=workdir)]
+        wrk(base, ["/healthz"], seconds=2, connections=args.connections, workdir=workdir)
         measured = [web.pid] + ([redis_server.proc.pid] if redis_server.proc else [])
         baseline = wrk(base, ["/healthz"], seconds=args.seconds,
                        connections=args.connections, workdir=workdir, measured=measured)
         results["healthz_baseline"] = baseline
-        print(f"0. /healthz, the baseline    {baseline['per_second']:>8}/s  "
+        print(f"0.  /healthz, the baseline    {baseline['per_second']:>8}/s  "
               f"p50 {baseline['p50_ms']} ms  p99 {baseline['p99_ms']} ms  "
               f"{baseline['cpu_us_per_answer']} µs CPU each (web and Redis)")
         alone = wrk(base, paths, seconds=args.seconds, connections=args.connections,
                     workdir=workdir, measured=measured)
         results["redirects_alone"] = alone
-        print(f"1. redirects alone           {alone['per_second']:>8}/s  "
+        print(f"1.  redirects alone           {alone['per_second']:>8}/s  "
               f"p50 {alone['p50_ms']} ms  p99 {alone['p99_ms']} ms  "
               f"{alone['cpu_us_per_answer']} µs CPU each "
               f"({alone['per_second'] / baseline['per_second']:.0%} of /healthz's rate)")
-
-        during: dict[str, float] = {"answers": 0}
+        paced = wrk(base, paths, seconds=args.seconds, connections=args.paced_connections,
+                    workdir=workdir, measured=measured, rate=args.rate)
+        results["redirects_alone_paced"] = paced
+        print(f"1b. redirects at {args.rate:,.0f}/s       {paced['per_second']:>8}/s  "
+              f"p50 {paced['p50_ms']} ms  p99 {paced['p99_ms']} ms  "
+              f"{paced['cpu_us_per_answer']} µs CPU each")
+        loads += [alone, paced]
         if not args.redirects_only:
-            during = _with_send(args, base, paths, workdir, results)
+            loads += _with_send(args, base, paths, workdir, results)
 
         counting.flush(get_redis())
         with transaction() as session:
@@ -287,15 +313,17 @@ def main() -> None:
                 select(func.sum(EditionLink.clicks), func.sum(EditionLink.scanner_clicks))
                 .where(EditionLink.edition_id == edition_id)).one()
         # httpx's first request above is a program's: counted apart, as a scanner's.
-        answered = alone["answers"] + during["answers"]
+        answered = sum(int(load["answers"]) for load in loads)
         results["clicks_counted"], results["redirects_answered"] = counted, answered
-        print(f"counted {counted:,} clicks for {answered:,} redirects answered")
-        results["load_average"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        print(f"counted {counted:,} clicks for {answered:,} redirects answered; "
+              f"load average {_load()}")
+        results["load_average_after"] = _load()
         out = ROOT / "bench" / "results"
         out.mkdir(parents=True, exist_ok=True)
         (out / f"clicks-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(
             json.dumps(results, indent=2))
-        in_flight = (1 if args.redirects_only else 2) * args.connections  # when wrk stopped
+        # when each wrk phase of redirects stopped
+        in_flight = len(loads) * max(args.connections, args.paced_connections)
         if not answered <= counted <= answered + in_flight or scanners != 1:
             raise SystemExit(f"{answered} redirects but {counted} clicks counted "
                              f"(and {scanners} scanner fetches for 1)")

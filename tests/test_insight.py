@@ -208,6 +208,7 @@ def _figures_after_a_send(rig, web_url: str) -> None:  # type: ignore[no-untyped
     assert domains[1][:7] == ["example.net", "8", "6", "1", "2", "12.5", "25.0"]
     assert set(domains[1][7].split()) == {"250×6", "550×1", "554×1"}
     assert admin.get("/admin/insight/deliverability?editions=x").status_code == 200
+    _the_summaries_are_the_live_counts(edition_id)
     for path in ("/admin/insight/list?weeks=99999999999", "/admin/insight/list?weeks=-1",
                  "/admin/insight/deliverability?editions=0"):
         assert admin.get(path).status_code == 200
@@ -254,6 +255,25 @@ def _the_report_mail(stack, edition_id: int) -> None:  # type: ignore[no-untyped
 
     again = send_report_mails(edition_id, settings=get_settings())
     assert [(m.to, m.result) for m in again] == [(EDITOR, "already")]
+
+
+def _the_summaries_are_the_live_counts(edition_id: int) -> None:
+    """The pages read what the end of the send summed (one query for every edition on the
+    deliverability page): the same figures as counting the delivery rows now."""
+    from mailer.insight.deliverability import deliverability
+    from mailer.insight.editions import DomainFigures, count_deliveries, edition_figures
+    from mailer.insight.models import EditionSummary
+
+    with transaction() as session:
+        stored = session.get(EditionSummary, edition_id)
+        live = count_deliveries(session, edition_id)
+        assert stored is not None and stored.figures == live
+        ranked = sorted(live["domains"], key=lambda r: (-r["deliveries"], r["domain"]))
+        assert deliverability(session, 5).domains == [DomainFigures(**r) for r in ranked]
+        figures = edition_figures(session, edition_id)
+        assert figures is not None
+        assert figures.domains == [DomainFigures(**r) for r in live["domains"]]
+        assert figures.per_minute == [tuple(m) for m in live["per_minute"]]
 
 
 def test_mailer_report_prints_the_figures(clean, worker) -> None:

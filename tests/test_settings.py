@@ -183,10 +183,11 @@ def test_each_variable_keeps_its_name_and_lands_in_its_group() -> None:
                  for name in group.model_fields]
     variables += [Settings.variable(name) for name in Settings.model_fields
                   if name not in Settings.groups()]
-    # as before the groups, + CLICK_TRACKING, + the seven of WebhookSettings
-    assert len(variables) == len(set(variables)) == 98
+    # as before the groups, + CLICK_TRACKING, + the seven of WebhookSettings,
+    # + WORKER_NICENESS
+    assert len(variables) == len(set(variables)) == 99
     assert {"MAILER_SMTP_URL", "MAILER_BATCH_SIZE", "MAILER_POP3_URL",
-            "MAILER_CLICK_TRACKING"} <= set(variables)
+            "MAILER_CLICK_TRACKING", "MAILER_WORKER_NICENESS"} <= set(variables)
 
 
 def test_a_group_is_built_on_its_own_and_frozen() -> None:

@@ -22,6 +22,7 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     task_retry,
+    worker_init,
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
@@ -139,6 +140,22 @@ def _note_loglevel(loglevel: int | str | None = None, **_: object) -> None:
     level = loglevel if isinstance(loglevel, int) else logging.getLevelName(str(loglevel).upper())
     if isinstance(level, int):
         _loglevel[:] = [level]
+
+
+@worker_init.connect
+def _yield_to_the_web(**_: object) -> None:
+    """A send is work by the hour; a reader who follows a link waits for the answer. On a
+    machine that runs both, the worker (and the pool processes it forks, which inherit it)
+    runs at ``sending.worker_niceness``, so the web app's requests get a core first and
+    the send has every cycle they leave."""
+    niceness = get_settings().sending.worker_niceness
+    if niceness > 0:
+        try:
+            current = os.getpriority(os.PRIO_PROCESS, 0)
+            os.setpriority(os.PRIO_PROCESS, 0, max(current, min(niceness, 19)))
+        except OSError as exc:  # a container that forbids it: the send runs as it is
+            logging.getLogger(__name__).warning("could not lower the worker's priority: %s",
+                                                exc)
 
 
 @worker_process_init.connect

@@ -266,6 +266,9 @@ class SendingSettings(Group):
     breaker_policy_rate: float = 0.05
     complaint_alert_rate: float = 0.001
     complaint_stop_rate: float = 0.003
+    #: The workers' niceness (0–19; 0: as started): the web app's readers first, the send
+    #: with what they leave (``workers.app``). bench/clicks.py measures both.
+    worker_niceness: int = Field(default=10, ge=0, le=19)
 
 
 class BounceSettings(Group):

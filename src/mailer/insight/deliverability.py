@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from mailer.editions.models import Edition
 from mailer.insight.editions import (
@@ -20,6 +20,7 @@ from mailer.insight.editions import (
     delivery_summary,
     merge_domains,
 )
+from mailer.insight.models import EditionSummary
 from mailer.insight.tables import Table
 
 MAX_EDITIONS = 100
@@ -47,12 +48,21 @@ def codes_text(codes: dict[str, int]) -> str:
 
 def deliverability(session: Session, editions: int = 10, top: int = 15) -> Deliverability:
     editions = max(1, min(editions, MAX_EDITIONS))
+    # The few columns it shows or needs, not the editions' snapshots (their whole mail).
     chosen = list(session.scalars(
-        select(Edition).where(Edition.state.in_(SETTLED), Edition.started_at.is_not(None))
+        select(Edition).options(load_only(Edition.id, Edition.subject, Edition.subject_snapshot,
+                                          Edition.state, Edition.started_at,
+                                          Edition.finished_at))
+        .where(Edition.state.in_(SETTLED), Edition.started_at.is_not(None))
         .order_by(Edition.started_at.desc(), Edition.id.desc()).limit(editions)))
+    # Their summaries in one query (one round trip each cost the page 20 ms at 20 editions);
+    # an edition not summed yet is summed now, as its own page would.
+    stored = {summary.edition_id: summary.figures for summary in session.scalars(
+        select(EditionSummary).where(EditionSummary.edition_id.in_([e.id for e in chosen])))}
     per_domain: dict[str, list[dict]] = {}  # type: ignore[type-arg]
     for edition in chosen:
-        for row in delivery_summary(session, edition)["domains"]:
+        figures = stored.get(edition.id) or delivery_summary(session, edition)
+        for row in figures["domains"]:
             per_domain.setdefault(row["domain"], []).append(row)
     merged = [merge_domains(name, rows) for name, rows in per_domain.items()]
     merged.sort(key=lambda r: (-r["deliveries"], r["domain"]))

@@ -4,60 +4,126 @@
 reader (:mod:`mailer.clicks`). Anything we did not sign, or a link the edition does not
 have, is 404 and redirects nowhere. A Redis that does not answer loses the count, never
 the reader's way to the article.
+
+It is a plain ASGI app that the web app hands ``/r/…`` to before anything else of its own
+runs (:class:`mailer.web.app.MailerApp`): a redirect is a signature check and one Redis
+round trip, and Starlette's middleware, routing and FastAPI's request handling around them
+cost about as much again. The headers are built once; only ``Location`` is per link.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Sequence
+from urllib.parse import quote
 
 import redis as redis_lib
-from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Message, Receive, Scope, Send
 
 from mailer.clicks import counting, links
-from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.redis import get_hasty_async_redis, get_hasty_redis
 from mailer.web.bounds import id_or_none
 
-router = APIRouter()
 log = logging.getLogger(__name__)
 
-_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
-            "X-Robots-Tag": "noindex"}
+PREFIX = "/r/"
+#: What every answer of ours carries (:mod:`mailer.web.pages`' headers, as far as they
+#: matter for a redirect or a line of text): never cached, no referrer to the article, not
+#: indexed, never framed, nothing run or loaded from the 404's text.
+_HEADERS = [(b"cache-control", b"no-store"), (b"referrer-policy", b"no-referrer"),
+            (b"x-robots-tag", b"noindex"), (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")]
+_NOT_OURS = b"This link is not one of ours."
+_404 = {"type": "http.response.start", "status": 404, "headers": [
+    (b"content-type", b"text/plain; charset=utf-8"),
+    (b"content-length", str(len(_NOT_OURS)).encode()), *_HEADERS]}
+_405 = {"type": "http.response.start", "status": 405, "headers": [
+    (b"allow", b"GET, HEAD"), (b"content-type", b"text/plain; charset=utf-8"),
+    (b"content-length", b"18"), *_HEADERS]}
+_NO_BODY: Message = {"type": "http.response.body", "body": b""}
 
 
-@router.api_route("/r/{edition}/{position}/{signature}", methods=["GET", "HEAD"],
-                  include_in_schema=False)
-async def follow(edition: str, position: str, signature: str, request: Request) -> Response:
-    # On the event loop, not in the thread pool: a click Redis can answer is a signature
-    # check and one round trip, and the hop to a thread would cost more than both.
-    edition_id, link = id_or_none(edition), id_or_none(position)
-    if edition_id is None or link is None or not links.is_signed(
-            edition_id, link, signature, keys=get_settings().all_secrets):
-        return _not_found()
-    kind = counting.kind_of(request.method, request.headers.get("user-agent"))
-    try:  # one round trip: where it leads, if an earlier click found out, and counted
-        # (a Redis that hangs holds the reader a quarter second)
-        url = await counting.recall_and_count(get_hasty_async_redis(), edition_id, link, kind)
-    except RedisError as exc:
-        log.warning("a click on edition %d link %d was not counted: %s", edition_id, link, exc)
-        return await run_in_threadpool(_from_database, None, edition_id, link, kind)
-    if url is None:
-        return await run_in_threadpool(_from_database, get_hasty_redis(), edition_id, link,
-                                       kind)
-    return _to(url)
+class Follow:
+    """The ASGI app of ``/r/…`` (an ``http`` scope whose path starts with :data:`PREFIX`),
+    with the keys that signed the links (``Settings.all_secrets``)."""
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        self.keys = list(keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if method != "GET" and method != "HEAD":
+            await send(_405)
+            await send({"type": "http.response.body", "body": b"Method Not Allowed"})
+            return
+        found = self._signed(scope["path"])
+        if found is None:
+            return await _not_found(send)
+        edition_id, link = found
+        agent = None
+        for name, value in scope["headers"]:
+            if name == b"user-agent":
+                agent = value.decode("latin-1")
+                break
+        kind = counting.kind_of(method, agent)
+        try:  # one round trip: where it leads, if an earlier click found out, and counted
+            # (a Redis that hangs holds the reader a quarter second)
+            url = await counting.recall_and_count(get_hasty_async_redis(), edition_id, link,
+                                                  kind)
+        except RedisError as exc:
+            log.warning("a click on edition %d link %d was not counted: %s", edition_id, link,
+                        exc)
+            url = await run_in_threadpool(_from_database, None, edition_id, link, kind)
+        else:
+            if url is None:
+                url = await run_in_threadpool(_from_database, get_hasty_redis(), edition_id,
+                                              link, kind)
+        if url is None:
+            return await _not_found(send)
+        await send({"type": "http.response.start", "status": 303,
+                    "headers": _redirect_headers(url)})
+        await send(_NO_BODY)
+
+    def _signed(self, path: str) -> tuple[int, int] | None:
+        """The edition and link of a path we signed; None for anything else."""
+        parts = path[len(PREFIX):].split("/")
+        if len(parts) == 4 and parts[3] == "":  # a trailing slash: the same link
+            parts.pop()
+        if len(parts) != 3:
+            return None
+        edition_id, link = id_or_none(parts[0]), id_or_none(parts[1])
+        if edition_id is None or link is None or not links.is_signed(
+                edition_id, link, parts[2], keys=self.keys):
+            return None
+        return edition_id, link
+
+
+@functools.lru_cache(maxsize=1024)
+def _redirect_headers(url: str) -> list[tuple[bytes, bytes]]:
+    """The 303's headers to ``url``, quoted as Starlette's ``RedirectResponse`` quotes it
+    (an edition has a few dozen links: each is quoted once per process)."""
+    location = quote(url, safe=":/%#?=@[]!$&'()*+,;").encode("latin-1")
+    return [(b"location", location), (b"content-length", b"0"), *_HEADERS]
+
+
+async def _not_found(send: Send) -> None:
+    await send(_404)
+    await send({"type": "http.response.body", "body": _NOT_OURS})
 
 
 def _from_database(client: redis_lib.Redis | None, edition_id: int, link: int,
-                   kind: counting.Kind) -> Response:
-    """A link Redis did not know: looked up, counted, and remembered if it is for good."""
+                   kind: counting.Kind) -> str | None:
+    """A link Redis did not know: looked up, counted, and remembered if it is for good.
+    None: the edition has no such link."""
     with transaction() as session:
         found = links.destination(session, edition_id, link)
     if found is None:
-        return _not_found()
+        return None
     url, for_good = found
     if client is not None:
         try:
@@ -67,11 +133,7 @@ def _from_database(client: redis_lib.Redis | None, edition_id: int, link: int,
         except RedisError as exc:
             log.warning("a click on edition %d link %d was not counted: %s", edition_id,
                         link, exc)
-    return _to(url)
-
-
-def _to(url: str) -> Response:
-    return RedirectResponse(url, status_code=303, headers=_HEADERS)
+    return url
 
 
 class LeaveClicksOut(logging.Filter):
@@ -81,9 +143,4 @@ class LeaveClicksOut(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         path = args[2] if isinstance(args, tuple) and len(args) > 2 else ""
-        return not (isinstance(path, str) and path.startswith("/r/"))
-
-
-def _not_found() -> Response:
-    return PlainTextResponse("This link is not one of ours.", status_code=404,
-                             headers=_HEADERS)
+        return not (isinstance(path, str) and path.startswith(PREFIX))
