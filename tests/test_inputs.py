@@ -7,6 +7,7 @@ server answer 500, an id too large for the database.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -166,14 +167,21 @@ def test_a_second_sign_up_within_the_day_answers_as_the_first_and_sends_no_mail(
         "subscribed", "confirmation_sent", "subscribed", "subscribed", "subscribed"]
 
 
-def test_over_the_limit_a_new_address_gets_no_link(clean) -> None:
-    """The service, as the route calls it over the limit: the same steps, no link."""
+def test_over_the_limit_the_link_is_made_but_its_mail_waits_a_day(clean) -> None:
+    """The service, as the route calls it over the limit: the same steps, and a link (the
+    list asked for must be confirmable) whose mail no worker sends before a day is over."""
+    from mailer.subscribers.confirmation import claim_confirmation_mail, confirmations_to_resend
+
     with transaction() as s:
         made = sign_up(s, email="quiet@example.org", profile=Profile(),
                                origin=Origin(source="test"), signup=get_settings().signup,
                                may_mail=False, lists=[first_list(s)])
-        assert s.scalars(select(ConfirmationToken).where(
-            ConfirmationToken.subscriber_id == made.id)).all() == []
+        [token] = s.scalars(select(ConfirmationToken).where(
+            ConfirmationToken.subscriber_id == made.id)).all()
+        assert token.sent_at is None and token.claimed_until is not None
+        assert token.claimed_until - token.created_at == dt.timedelta(days=1)
+        assert claim_confirmation_mail(s, made.id) is None
+        assert made.id not in confirmations_to_resend(s, older_than=dt.timedelta(0))
 
 
 # --- tokens: compared as bytes ------------------------------------------------------------------

@@ -243,13 +243,23 @@ def test_each_list_has_its_own_rhythm(clean) -> None:
     with transaction() as session:
         assert [lst.id for lst in rhythm.lists_due(session, timezone=IDENTITY.timezone,
                                                    now=monday)] == [events_id]
+        # Later that day (a run that came late) it is still due: once a day, by its slot.
+        assert [lst.id for lst in rhythm.lists_due(
+            session, timezone=IDENTITY.timezone, now=monday + dt.timedelta(hours=5))] == [
+            events_id]
         assert rhythm.lists_due(session, timezone=IDENTITY.timezone,
-                                now=monday + dt.timedelta(hours=2)) == []
+                                now=monday - dt.timedelta(hours=2)) == []  # not yet
+        assert rhythm.lists_due(session, timezone=IDENTITY.timezone,
+                                now=monday + dt.timedelta(days=1)) == []  # Tuesday
         assert [lst.id for lst in rhythm.lists_on_the_setting(session)] == [1, also_id]
         assert quiet_id not in [lst.id for lst in rhythm.lists_on_the_setting(session)]
         result = rhythm.draft_on_schedule(session, identity=IDENTITY, now=monday,
                                           mailing_list=session.get(type(events), events_id))
-    assert result.drafted and result.slot == f"{day}/events", result.outcome
+    assert result.drafted and result.slot == f"{day}/{events_id}", result.outcome
+    with transaction() as session:
+        again = rhythm.draft_on_schedule(session, identity=IDENTITY, now=monday,
+                                         mailing_list=session.get(type(events), events_id))
+    assert not again.drafted and again.outcome.startswith("already ran")
     first = run(monday)  # the first list, the same day: a run of its own
     assert first.drafted and first.slot == day, first.outcome
     with transaction() as session:

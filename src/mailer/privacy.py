@@ -168,11 +168,14 @@ def purge_pending(session: Session, *, older_than: dt.timedelta) -> int:
     signed up. Returns how many subscriptions were purged."""
     now = utcnow()
     cutoff, days = now - older_than, older_than.days
+    # Locked, and those a confirmation holds right now left for the next run: a reader
+    # who presses Confirm on day 14 is not purged under their own click.
     stale = session.scalars(
         select(Subscription).where(Subscription.status == SubscriptionStatus.pending,
                                    Subscription.updated_at < cutoff)
         .order_by(Subscription.id)
         .limit(5000)
+        .with_for_update(skip_locked=True)
     ).all()
     if stale:
         audience_lock(session, exclusive=True)  # not while an audience freezes

@@ -103,18 +103,22 @@ def lists_on_the_setting(session: Session) -> list[MailingList]:
     return [lst for lst in all_lists(session) if lst.schedule_cron is None]
 
 
-def lists_due(session: Session, *, timezone: str, now: dt.datetime | None = None,
-              within: dt.timedelta = dt.timedelta(hours=1)) -> list[MailingList]:
-    """The open lists with a rhythm of their own that fired in the ``within`` before
-    ``now`` (the hourly run's window). A list whose rhythm cannot be read is left out, and
-    logged."""
+def lists_due(session: Session, *, timezone: str, now: dt.datetime | None = None
+              ) -> list[MailingList]:
+    """The open lists with a rhythm of their own that has fired today (in ``timezone``) by
+    ``now``: the hourly run drafts each once a day (its slot), so a run that comes late, or
+    after a worker was down for a while, still finds what fired since midnight. A list whose
+    rhythm cannot be read is left out, and logged."""
     now = now or utcnow()
+    midnight = now.astimezone(ZoneInfo(timezone)).replace(hour=0, minute=0, second=0,
+                                                          microsecond=0)
     due = []
     for lst in all_lists(session):
         if lst.schedule_cron is None or lst.schedule_cron.strip().lower() in OFF:
             continue
         try:
-            [fires] = next_runs(lst.schedule_cron, timezone, after=now - within)
+            [fires] = next_runs(lst.schedule_cron, timezone,
+                                after=midnight - dt.timedelta(seconds=1))
         except ScheduleError as exc:
             log.warning("list %s: %s", lst.slug, exc)
             continue
@@ -132,7 +136,7 @@ def draft_on_schedule(session: Session, *, identity: IdentitySettings,
     now = now or utcnow()
     lst = mailing_list or first_list(session)
     day = now.astimezone(ZoneInfo(identity.timezone)).date().isoformat()
-    slot = day if lst.id == first_list(session).id else f"{day}/{lst.slug}"[:32]
+    slot = day if lst.id == first_list(session).id else f"{day}/{lst.id}"
     run = ScheduledDraft(slot=slot, ran_at=now, outcome="running")
     try:
         with session.begin_nested():

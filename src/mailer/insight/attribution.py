@@ -18,13 +18,14 @@ from mailer.lists.models import MailingList
 from mailer.lists.service import first_list
 
 _DIGITS = 18  # more than any edition id; keeps int() away from huge input
+_MAX_ID = 2**31 - 1
 
 
 def edition_of_unsubscribe(session: Session, subscriber_id: int, given: str | None
                            ) -> int | None:
-    if not given or not given.isascii() or not given.isdigit() or len(given) > _DIGITS:
+    edition_id = _row_id(given)
+    if edition_id is None:
         return None
-    edition_id = int(given)
     found = session.scalar(select(Delivery.id).where(
         Delivery.subscriber_id == subscriber_id, Delivery.edition_id == edition_id).limit(1))
     return edition_id if found is not None else None
@@ -40,8 +41,16 @@ def list_of_unsubscribe(session: Session, edition_id: int | None, given: str | N
         edition = session.get(Edition, edition_id)
         if edition is not None and (found := session.get(MailingList, edition.list_id)):
             return found
-    if given and given.isascii() and given.isdigit() and len(given) <= _DIGITS:
-        found = session.get(MailingList, int(given))
-        if found is not None:
-            return found
+    list_id = _row_id(given)
+    if list_id is not None and (found := session.get(MailingList, list_id)) is not None:
+        return found
     return first_list(session)
+
+
+def _row_id(given: str | None) -> int | None:
+    """A row id from a query string, or None: digits only, within the INTEGER columns'
+    range (PostgreSQL refuses a larger bound value, which would be a 500)."""
+    if not given or not given.isascii() or not given.isdigit() or len(given) > _DIGITS:
+        return None
+    value = int(given)
+    return value if 1 <= value <= _MAX_ID else None

@@ -56,13 +56,15 @@ def link_mailed_today(session: Session, subscriber: Subscriber) -> bool:
 
 
 def new_token(session: Session, subscriber: Subscriber, *, lists: Sequence[int],
-              signup: SignupSettings) -> ConfirmationToken | None:
+              signup: SignupSettings, hold: bool = False) -> ConfirmationToken | None:
     """A new confirmation link for ``lists``, valid ``signup.confirmation_ttl_days``; None
     when a link mailed in the last day names them all already (it stays the one to click).
 
     That link is kept, and the new one names only what it lacks (its mail waits for the
     daily limit); any other open link is retired and its lists join the new one's, so a
-    reader holds at most one link per list."""
+    reader holds at most one link per list. ``hold``: the address is over its daily limit
+    of sign-ups, so the new link's mail is not sent before a day has passed (the sweeper
+    sends it then)."""
     now = utcnow()
     open_links = list(session.scalars(select(ConfirmationToken).where(
         ConfirmationToken.subscriber_id == subscriber.id,
@@ -83,10 +85,27 @@ def new_token(session: Session, subscriber: Subscriber, *, lists: Sequence[int],
         nonce=random_id(),
         created_at=now,
         expires_at=now + dt.timedelta(days=signup.confirmation_ttl_days),
+        claimed_until=now + MAIL_INTERVAL if hold else None,
     )
     session.add(token)
     session.flush()
     return token
+
+
+def drop_from_open_links(session: Session, subscriber: Subscriber, lists: Sequence[int],
+                         now: dt.datetime) -> None:
+    """Open links name these lists no more (the reader left them, or is confirmed on them
+    already): a link kept in the inbox must not confirm a list the reader has left. A link
+    left naming nothing is retired."""
+    gone = set(lists)
+    for token in session.scalars(select(ConfirmationToken).where(
+            ConfirmationToken.subscriber_id == subscriber.id,
+            ConfirmationToken.used_at.is_(None)).with_for_update()):
+        kept = [i for i in (token.lists or []) if i not in gone]
+        if kept != (token.lists or []):
+            token.lists = kept
+            if not kept:
+                token.used_at = now
 
 
 def retire_open_links(session: Session, subscriber: Subscriber, now: dt.datetime) -> None:
@@ -166,6 +185,10 @@ def confirm(session: Session, value: str, *, ip: str | None, user_agent: str | N
                      user_agent=(user_agent or "")[:500] or None,
                      consent_version=consent_for(lst, signup)[0], list_id=lst.id)
         confirmed.append(lst.id)
+    if not confirmed:
+        # What the link named was ended (left, or purged) since it was checked: nothing is
+        # confirmed, so nothing is lifted, announced or welcomed.
+        return TokenCheck("used", check.token, subscriber)
     # A fresh double opt-in is fresh consent: it lifts an earlier suppression (an erasure,
     # a complaint), which is recorded.
     suppression = session.scalars(

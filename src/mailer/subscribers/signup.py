@@ -22,7 +22,7 @@ from mailer.lists.models import MailingList, Subscription, SubscriptionStatus
 from mailer.lists.service import consent_for, subscription
 from mailer.subscribers.addresses import MAX_LENGTH as MAX_ADDRESS_LENGTH
 from mailer.subscribers.addresses import normalise
-from mailer.subscribers.confirmation import link_mailed_today, new_token
+from mailer.subscribers.confirmation import drop_from_open_links, link_mailed_today, new_token
 from mailer.subscribers.models import ConsentEventKind, Subscriber
 from mailer.subscribers.records import record_event
 from mailer.tokens import address_hash, random_id
@@ -58,7 +58,7 @@ def sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
     second press of the form must not kill the link that is already in the reader's
     inbox, and the address gets no second mail today (a list it did not name waits for a
     link of its own, mailed once the day is over). With ``may_mail`` false (the address is
-    over its daily limit) no new link is made at all, so no mail goes out; everything else
+    over its daily limit) the link is made but its mail waits a day; everything else
     happens as usual.
 
     ``by`` names who signs the reader up on their behalf (``api:<token name>``): the
@@ -108,6 +108,7 @@ def _sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
     # no column (the ORM's onupdate fires only for a row that changed).
     subscriber.updated_at = utcnow()
     to_confirm: list[int] = []
+    confirmed_already: list[int] = []
     for lst in lists:
         version, text = consent_for(lst, signup)
         consent = dict(given, consent_version=version, consent_text=text, list_id=lst.id)
@@ -118,6 +119,7 @@ def _sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
             # Nothing changes and no mail goes out; the submission is written down (who
             # tried), the same work as for the other kinds.
             record_event(session, subscriber, ConsentEventKind.already_subscribed, **consent)
+            confirmed_already.append(lst.id)
             continue
         held.updated_at = utcnow()  # the purge of unconfirmed sign-ups counts from here
         if held.status == SubscriptionStatus.unsubscribed:
@@ -128,12 +130,15 @@ def _sign_up(session: Session, *, email: str, profile: Profile, origin: Origin,
         to_confirm.append(lst.id)
     link_mailed_today(session, subscriber)  # the same work whatever follows
     if to_confirm:
-        if may_mail:
-            new_token(session, subscriber, lists=to_confirm, signup=signup)
+        # Over the address's daily limit the link is made all the same (a list asked for
+        # must be confirmable), but its mail waits a day.
+        new_token(session, subscriber, lists=to_confirm, signup=signup, hold=not may_mail)
         emit_for_subscriber(session, SUBSCRIBED, subscriber,
                             lists=[lst.slug for lst in lists if lst.id in to_confirm])
     else:
-        endpoints_wanting(session, SUBSCRIBED)  # the same work, nothing emitted
+        # The same work, nothing emitted; an open link needs no longer name these lists.
+        drop_from_open_links(session, subscriber, confirmed_already, utcnow())
+        endpoints_wanting(session, SUBSCRIBED)
     session.flush()
     return subscriber
 

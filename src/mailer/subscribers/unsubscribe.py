@@ -17,7 +17,7 @@ from mailer.audit import record
 from mailer.db import utcnow
 from mailer.lists.models import Subscription, SubscriptionStatus
 from mailer.lists.service import slugs_of
-from mailer.subscribers.confirmation import retire_open_links
+from mailer.subscribers.confirmation import drop_from_open_links, retire_open_links
 from mailer.subscribers.models import ConsentEventKind, Subscriber
 from mailer.subscribers.records import record_event, rowcount
 from mailer.tokens import sign, verify
@@ -141,8 +141,10 @@ def unsubscribe(
     if not ended:
         return False
     subscriber.updated_at = now
-    if not _still_pending(session, subscriber.id):
-        # Links still in a pending subscriber's inbox must not re-confirm them.
+    # Links still in the inbox must not confirm a list the reader has left.
+    if _still_pending(session, subscriber.id):
+        drop_from_open_links(session, subscriber, ended, now)
+    else:
         retire_open_links(session, subscriber, now)
     for on_list in ended:
         record_event(session, subscriber, ConsentEventKind.unsubscribed, at=now,
