@@ -296,3 +296,74 @@ def test_an_archived_list_takes_no_new_edition_and_no_import(clean) -> None:
     with pytest.raises(ValueError, match="no open list"):
         importer.import_rows([], source="x", by="test", check_deliverability=False,
                              list_id=events.id)
+
+
+def test_a_second_list_over_the_daily_limit_still_gets_a_link_its_mail_held(clean) -> None:
+    events = _events_list()
+    ida = _sign_up("ida@example.org", "newsletter")
+    [first] = _tokens(ida)
+    with transaction() as session:
+        mark_confirmation_sent(session, first.id, "<round-1@example.org>")
+    assert _confirm(first) == "ok"
+    # The same day, over the address's limit (the form's counter), she joins events.
+    with transaction() as session:
+        sign_up(session, email="ida@example.org", profile=Profile(), origin=ORIGIN,
+                signup=get_settings().signup, may_mail=False,
+                lists=[session.get(MailingList, events.id)])
+    newer = _tokens(ida)[-1]
+    assert newer.lists == [events.id] and newer.sent_at is None
+    assert newer.claimed_until is not None  # its mail waits a day…
+    assert _confirm(newer) == "ok"  # … but the list can be confirmed
+    assert list_status("ida@example.org", events.id) == "confirmed"
+
+
+def test_a_link_kept_in_the_inbox_never_confirms_a_list_the_reader_left(clean) -> None:
+    events = _events_list()
+    ben = _sign_up("ben@example.org", "newsletter", "events")
+    [token] = _tokens(ben)
+    with transaction() as session:  # the link is in the inbox
+        mark_confirmation_sent(session, token.id, "<round-1@example.org>")
+    with transaction() as session:
+        unsubscribe(session, session.get(Subscriber, ben), list_id=events.id, channel="link")
+    [after] = _tokens(ben)
+    assert after.lists == [FIRST_LIST] and after.used_at is None
+    # Someone signs the address up for events again the same day; the link in the inbox
+    # still does not name it (events gets a link of its own).
+    _sign_up("ben@example.org", "events")
+    assert [t.lists for t in _tokens(ben)] == [[FIRST_LIST], [events.id]]
+    assert _confirm(_tokens(ben)[0]) == "ok"
+    assert list_status("ben@example.org") == "confirmed"
+    assert list_status("ben@example.org", events.id) == "pending"  # waits for its own link
+
+
+def test_a_confirm_that_finds_nothing_pending_lifts_no_suppression(clean) -> None:
+    cleo = _sign_up("cleo@example.org", "newsletter")
+    [token] = _tokens(cleo)
+    with transaction() as session:
+        person = session.get(Subscriber, cleo)
+        suppress(session, person.address_hash, reason="manual", by="test")
+    # The link was checked (GET), then the reader left before pressing Confirm.
+    keys = stack_keys()
+    value = confirmation_token_value(token, keys=keys)
+    from mailer.subscribers.confirmation import check_confirmation
+    with transaction() as session:
+        assert check_confirmation(session, value, keys=keys).status == "ok"
+        unsubscribe(session, session.get(Subscriber, cleo), list_id=FIRST_LIST,
+                    channel="link")
+    assert _confirm(token) == "used"
+    from mailer.suppression.service import is_suppressed
+    with transaction() as session:
+        assert is_suppressed(session, session.get(Subscriber, cleo).address_hash)
+
+
+def test_a_huge_list_or_edition_in_an_unsubscribe_link_is_no_error(clean, web) -> None:
+    [reader] = make_subscribers(1, prefix="gil")
+    person = subscriber(reader)
+    assert person is not None
+    base = unsubscribe_url_for(person.public_id, base_url=clean.base_url, keys=stack_keys())
+    for query in ("?list=3000000000", "?edition=3000000000", "?list=99999999999999999",
+                  "?list=-1", "?list=0"):
+        assert httpx.get(base + query).status_code == 200
+        assert httpx.post(base + query, data={"List-Unsubscribe": "One-Click"}
+                          ).status_code == 200
+    assert list_status(reader) == "unsubscribed"  # the first list: the link named no other
