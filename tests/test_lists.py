@@ -367,3 +367,20 @@ def test_a_huge_list_or_edition_in_an_unsubscribe_link_is_no_error(clean, web) -
         assert httpx.post(base + query, data={"List-Unsubscribe": "One-Click"}
                           ).status_code == 200
     assert list_status(reader) == "unsubscribed"  # the first list: the link named no other
+
+
+def test_the_pages_name_the_lists_they_are_about(clean, web) -> None:
+    events = _events_list()
+    ida = _sign_up("ida@example.org", "events")
+    [token] = _tokens(ida)
+    value = confirmation_token_value(token, keys=stack_keys())
+    shown = httpx.get(f"{clean.base_url}/confirm/{value}")
+    assert shown.status_code == 200 and "receive the CEP Events" in shown.text
+    done = httpx.post(f"{clean.base_url}/confirm/{value}")
+    assert done.status_code == 200 and "next CEP Events" in done.text
+    person = subscriber("ida@example.org")
+    assert person is not None
+    left = httpx.post(unsubscribe_url_for(person.public_id, base_url=clean.base_url,
+                                          keys=stack_keys(), list_id=events.id))
+    assert left.status_code == 200 and "not receive the CEP Events any more" in left.text
+    assert list_status("ida@example.org", events.id) == "unsubscribed"

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from mailer import tasks
 from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.insight.attribution import edition_of_unsubscribe, list_of_unsubscribe
-from mailer.lists.service import default_list
+from mailer.lists.models import MailingList
+from mailer.lists.service import default_list, names_of
 from mailer.ratelimit import hit
 from mailer.subscribers import confirmation, signup
 from mailer.subscribers import unsubscribe as unsubscribing
@@ -125,9 +127,11 @@ def confirm_page(token: str) -> HTMLResponse:
     """Shows a Confirm button and changes nothing: link scanners fetch every URL in a mail."""
     with transaction() as session:
         check = confirmation.check_confirmation(session, token, keys=get_settings().all_secrets)
+        names = "" if check.token is None else _names(session, [
+            held.list_id for held in confirmation.pending_lists(session, check.token)])
     if check.status != "ok":
         return _token_problem(check.status)
-    return page("confirm.html", token=token)
+    return page("confirm.html", token=token, list_names=names)
 
 
 @router.post("/confirm/{token}", response_class=HTMLResponse)
@@ -143,9 +147,17 @@ def confirm(token: str, request: Request) -> HTMLResponse:
                 check.subscriber.public_id, base_url=settings.base_url,
                 keys=settings.all_secrets,
                 list_id=check.token.lists[0] if check.token.lists else None)
+            names = _names(session, [
+                i for i in check.token.lists or []
+                if status_on(session, check.subscriber.id, i) == "confirmed"])
     if check.status != "ok":
         return _token_problem(check.status)
-    return page("confirm-done.html", unsubscribe_url=unsubscribe_url)
+    return page("confirm-done.html", unsubscribe_url=unsubscribe_url, list_names=names)
+
+
+def _names(session: Session, list_ids: list[int]) -> str:
+    """The lists as the pages name them: "CEP Newsletter and CEP Events"."""
+    return names_of([lst for i in list_ids if (lst := session.get(MailingList, i))])
 
 
 def _token_problem(status: str) -> HTMLResponse:
@@ -196,7 +208,7 @@ async def unsubscribe(token: str, request: Request) -> Response:
         # button ends every list.
         everything=not one_click and form.get("scope") == "all",
     )
-    if not found:
+    if found is None:
         if one_click and unsubscribing.edition_of_test_copy(
                 token, keys=get_settings().all_secrets) is not None:
             return PlainTextResponse("This was a test copy: nobody was unsubscribed.\n")
@@ -206,7 +218,7 @@ async def unsubscribe(token: str, request: Request) -> Response:
     if one_click:
         # A 2xx, no redirect, nothing the mail program has to render.
         return PlainTextResponse("You are unsubscribed.\n", status_code=200)
-    return page("unsubscribe-done.html", resubscribe_url="/subscribe")
+    return page("unsubscribe-done.html", resubscribe_url="/subscribe", list_name=found)
 
 
 def _not_a_reader(token: str) -> HTMLResponse:
@@ -219,15 +231,16 @@ def _not_a_reader(token: str) -> HTMLResponse:
 
 
 def _unsubscribe(token: str, *, channel: str, ip: str, user_agent: str | None,
-                 edition: str | None, list_: str | None, everything: bool) -> bool:
+                 edition: str | None, list_: str | None, everything: bool) -> str | None:
+    """The name of the list left ("" for every list); None when the link names nobody."""
     with transaction() as session:
         subscriber = unsubscribing.subscriber_for_unsubscribe(session, token,
                                                               keys=get_settings().all_secrets)
         if subscriber is None:
-            return False
+            return None
         edition_id = edition_of_unsubscribe(session, subscriber.id, edition)
         lst = list_of_unsubscribe(session, edition_id, list_)
         unsubscribing.unsubscribe(
             session, subscriber, list_id=None if everything else lst.id, channel=channel,
             ip=ip, user_agent=user_agent, edition_id=edition_id)
-    return True
+        return "" if everything else lst.name
