@@ -384,3 +384,27 @@ def test_the_pages_name_the_lists_they_are_about(clean, web) -> None:
                                           keys=stack_keys(), list_id=events.id))
     assert left.status_code == 200 and "not receive the CEP Events any more" in left.text
     assert list_status("ida@example.org", events.id) == "unsubscribed"
+
+
+def test_a_search_by_status_is_over_all_lists_unless_a_list_is_named(clean) -> None:
+    from mailer.lists.models import Subscription
+    from mailer.subscribers import queries
+
+    events = _events_list()
+    make_subscribers(1, prefix="both")  # confirmed on the first list …
+    make_subscribers(1, prefix="gone", status="unsubscribed")
+    make_subscribers(1, prefix="wait", status="pending")
+    with transaction() as session:
+        both = session.scalar(select(Subscriber.id).where(Subscriber.email.like("both%")))
+        session.add(Subscription(subscriber_id=both, list_id=events.id,
+                                 status="unsubscribed"))  # … and left events
+
+    def found(**kwargs: object) -> list[str]:
+        with transaction() as session:
+            return [s.email.split("0")[0] for s in queries.search(session, **kwargs)]
+
+    assert found(status="confirmed") == ["both"]
+    assert found(status="unsubscribed") == ["gone"]  # not "both": still on a list
+    assert found(status="pending") == ["wait"]
+    assert found(status="unsubscribed", list_id=events.id) == ["both"]
+    assert found(list_id=events.id) == ["both"]

@@ -50,8 +50,8 @@ def search(session: Session, *, email: str = "", status: str | None = None,
            list_id: int | None = None, after_id: int = 0, limit: int = 50) -> list[Subscriber]:
     """Subscribers in id order after ``after_id`` (keyset pagination: a page costs the same
     deep in the list as at its start), whose address contains ``email`` (any case), on the
-    list ``list_id`` (in ``status`` there when given; ``status`` without a list: in that
-    status on any list)."""
+    list ``list_id`` (in ``status`` there when given; ``status`` without a list: that status
+    over all lists, as :func:`overall_status` says it)."""
     if after_id >= _MAX_ID:  # past any id the column holds (PostgreSQL refuses the bind)
         return []
     return list(session.scalars(search_query(email, status, after_id, limit, list_id)))
@@ -66,14 +66,28 @@ def search_query(email: str, status: str | None, after_id: int, limit: int,
         query = query.where(Subscriber.id > after_id)
     if email:
         query = query.where(Subscriber.email_key.contains(email.lower(), autoescape=True))
-    if status or list_id is not None:
-        on_list = [Subscription.subscriber_id == Subscriber.id]
-        if list_id is not None:
-            on_list.append(Subscription.list_id == list_id)
+    if list_id is not None:
+        on_list = [Subscription.subscriber_id == Subscriber.id, Subscription.list_id == list_id]
         if status:
             on_list.append(Subscription.status == status)
         query = query.where(exists().where(*on_list))
+    elif status:
+        query = query.where(_overall_is(status))
     return query.limit(limit)
+
+
+def _overall_is(status: str) -> ColumnElement[bool]:
+    """``overall_status`` as SQL: confirmed on a list; else pending on one; else neither."""
+    def on_any(held: str) -> ColumnElement[bool]:
+        return exists().where(Subscription.subscriber_id == Subscriber.id,
+                              Subscription.status == held)
+
+    confirmed, pending = on_any(SubscriptionStatus.confirmed), on_any(SubscriptionStatus.pending)
+    if status == SubscriptionStatus.confirmed:
+        return confirmed
+    if status == SubscriptionStatus.pending:
+        return pending & ~confirmed
+    return ~confirmed & ~pending
 
 
 def subscriptions_of(session: Session, subscriber_id: int) -> list[Subscription]:

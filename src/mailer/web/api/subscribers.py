@@ -149,19 +149,24 @@ class Search(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: str = Field("", max_length=320, pattern=TEXT,
                        description="a part of the address, in any case")
+    #: Without ``list``: the status over all lists (the item's ``status``); with it, on it.
     status: Status | None = None
+    list_slug: str | None = Field(None, alias="list", max_length=60, pattern=SLUG,
+                                  description="only people on this list (its slug)")
     after: str | None = Field(None, max_length=20, pattern=r"^[0-9]{1,18}$",
                               description="`next` of the page before")
     limit: int = Field(50, ge=1, le=200)
 
 
 @router.get("", response_model=SubscriberPage, summary="Search subscribers",
-            responses=responses(400, 401, 403, 422, 429))
+            responses=responses(400, 401, 403, 404, 422, 429))
 def search(caller: Annotated[Caller, Depends(require("subscribers:read"))],
            params: Annotated[Search, Query()]) -> SubscriberPage:
     """Subscribers in the order they came, a page at a time (keyset pagination)."""
     with transaction() as session:
+        list_id = _lists(session, [params.list_slug])[0].id if params.list_slug else None
         found = queries.search(session, email=params.email.strip(), status=params.status,
+                               list_id=list_id,
                                after_id=int(params.after) if params.after else 0,
                                limit=params.limit + 1)
         page = _outs(session, found[:params.limit])
