@@ -116,7 +116,8 @@ def test_the_combined_form_offers_each_public_list(clean, web, worker) -> None:
     client = httpx.Client(base_url=web.url, follow_redirects=False)
     doc = lxml.html.fromstring(client.get("/subscribe").text)
     boxes = doc.xpath("//input[@type='checkbox'][starts-with(@name, 'list-')]/@name")
-    assert boxes == ["list-alpha", "list-beta"]  # neither the private nor the archived one
+    # The first list, then ours; neither the private nor the archived one.
+    assert boxes == ["list-newsletter", "list-alpha", "list-beta"]
     assert "All about alpha" in doc.xpath("string(//label[@for='list-alpha'])")
 
     # None ticked: said beside the boxes, nothing stored.
