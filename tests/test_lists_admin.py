@@ -185,3 +185,108 @@ def test_refusals_keep_what_was_typed(clean, web) -> None:
     wrong = editor.post(f"/admin/lists/{ok.id}/archive", {"confirm": "not-it"})
     assert "type the list's slug" in flash_of(editor.follow(wrong).text)
     assert one("ok").archived_at is None
+
+
+def test_an_edition_goes_to_the_list_chosen(clean, web) -> None:
+    from mailer.editions.models import Edition
+    from tests.support.factories import make_articles
+
+    make_staff(EDITOR, "editor")
+    with transaction() as session:
+        events = lists.create(session, slug="events", name="Event announcements",
+                              list_id="events.example.org")
+        old = lists.create(session, slug="old", name="Old", list_id="old.example.org")
+        lists.archive(session, old)
+    people(2, events.id, "confirmed")
+    make_articles(3)
+    editor = Admin(web.url)
+    editor.login(EDITOR)
+    index = lxml.html.fromstring(editor.get("/admin/editions").text)
+    options = {o.get("value"): o.text_content()
+               for o in index.xpath("//select[@name='list']/option")}
+    assert set(options) == {"newsletter", "events"}  # not the archived one
+    assert "2 readers now" in options["events"]
+    assert index.xpath("//select[@name='list']/option[@selected]/@value") == ["newsletter"]
+
+    for slug, words in (("nosuch", "no open list 'nosuch'"), ("old", "no open list 'old'")):
+        refused = editor.post("/admin/editions", {"list": slug})
+        assert words in flash_of(editor.follow(refused).text)
+    with transaction() as session:
+        assert session.scalars(select(Edition)).all() == []
+
+    made = editor.post("/admin/editions", {"list": "events"})
+    page = editor.follow(made)
+    assert "drafted with 3 article(s)" in flash_of(page.text)
+    with transaction() as session:
+        edition = session.scalars(select(Edition)).one()
+        assert edition.list_id == events.id
+        assert edition.subject.startswith("Event announcements")
+    doc = lxml.html.fromstring(page.text)
+    assert doc.xpath("string(//a[@id='edition-list'])") == "Event announcements"
+    send = lxml.html.fromstring(editor.get(f"/admin/editions/{edition.id}/send").text)
+    assert send.xpath("string(//*[@id='edition-list'])") == "Event announcements"
+    listed = lxml.html.fromstring(editor.get("/admin/editions").text)
+    assert listed.xpath("string(//td[@data-label='List'])") == "Event announcements"
+    # Without a list named: the default list, as before.
+    editor.follow(editor.post("/admin/editions", {"since": "2000-01-01"}))
+    with transaction() as session:
+        assert sorted(e.list_id for e in session.scalars(select(Edition))) == sorted(
+            [events.id, lists.default_list(session).id])
+
+
+def test_import_export_and_search_per_list(clean, web) -> None:
+    make_staff(EDITOR, "editor")
+    with transaction() as session:
+        experts = lists.create(session, slug="experts", name="Experts",
+                               list_id="experts.example.org", public=False)
+    people(1, 1, "confirmed")  # on the first list
+    editor = Admin(web.url)
+    editor.login(EDITOR)
+    form = lxml.html.fromstring(editor.get("/admin/subscribers-import").text)
+    assert form.xpath("//select[@name='list']/option/@value") == ["newsletter", "experts"]
+    assert form.xpath("//select[@name='list']/option[@selected]/@value") == ["newsletter"]
+
+    csv_text = "email,first_name\nexpert1@example.org,Eva\nconfirmed0@example.net,X\n"
+    answer = editor.http.post("/admin/subscribers-import", data={
+        "csrf": editor.csrf, "source": "expert meeting", "list": "experts"},
+        files={"file": ("experts.csv", csv_text.encode(), "text/csv")})
+    assert answer.status_code == 200, answer.text
+    assert "imported 2, skipped 0" in answer.text and "(to experts)" in answer.text
+    with transaction() as session:
+        held = {s.email: sub.status for s, sub in session.execute(
+            select(Subscriber, Subscription)
+            .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+            .where(Subscription.list_id == experts.id))}
+    assert held == {"expert1@example.org": "confirmed", "confirmed0@example.net": "confirmed"}
+    wrong = editor.http.post("/admin/subscribers-import", data={
+        "csrf": editor.csrf, "source": "x", "list": "nosuch"},
+        files={"file": ("x.csv", b"email\nx@example.org\n", "text/csv")})
+    assert "no open list 'nosuch'" in flash_of(editor.follow(wrong).text)
+
+    export = editor.get("/admin/subscribers-export.csv", params={"list": "experts"})
+    assert export.status_code == 200
+    assert 'filename="subscribers-experts.csv"' in export.headers["content-disposition"]
+    rows = export.text.strip().splitlines()
+    assert len(rows) == 3 and "expert1@example.org" in export.text
+    default = editor.get("/admin/subscribers-export.csv").text
+    assert "expert1@example.org" not in default and "confirmed0@example.net" in default
+    assert editor.get("/admin/subscribers-export.csv", params={"list": "nosuch"}
+                      ).status_code == 404
+
+    found = lxml.html.fromstring(editor.get("/admin/subscribers", params={
+        "list": "experts"}).text)
+    addresses = found.xpath("//table//td/a/text()")
+    assert sorted(addresses) == ["confirmed0@example.net", "expert1@example.org"]
+    first = lxml.html.fromstring(editor.get("/admin/subscribers", params={
+        "list": "newsletter"}).text)
+    assert first.xpath("//table//td/a/text()") == ["confirmed0@example.net"]
+
+    # The subscriber's page: each list, its status, the topics followed.
+    with transaction() as session:
+        person = session.scalars(select(Subscriber).where(
+            Subscriber.email == "confirmed0@example.net")).one()
+    page = lxml.html.fromstring(editor.get(f"/admin/subscribers/{person.id}").text)
+    cells = [" ".join(r.xpath(".//td//text()")) for r in page.xpath(
+        "//tr[td[@data-label='List']]")]
+    assert any("Experts" in c and "confirmed" in c and "all" in c for c in cells), cells
+    assert len(cells) == 2
