@@ -65,7 +65,7 @@ def _default_id(session: Session) -> int | None:
 
 
 @router.get("", response_model=ListPage, summary="The lists",
-            responses=responses(401, 403, 422, 429))
+            responses=responses(400, 401, 403, 422, 429))
 def all_lists(caller: Annotated[Caller, Depends(require("lists"))],
               archived: Annotated[bool, Query(description="archived lists too")] = False
               ) -> ListPage:
