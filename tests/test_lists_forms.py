@@ -200,3 +200,25 @@ def test_the_embed_snippet_of_a_list(clean, web) -> None:
     names = general.xpath("//input[starts-with(@name, 'list-')]/@name")
     assert "list-alpha" in names and "list-beta" in names and "list-gamma" not in names
     assert general.xpath("//input[@name='lists-offered']/@value") == ["yes"]
+
+
+def test_a_private_default_list_is_never_signed_up_to_from_a_public_form(clean, web,
+                                                                        worker) -> None:
+    """The first list made private: a form without boxes goes to the first public list;
+    with no public list at all, the form says so and stores nothing."""
+    with transaction() as session:
+        first = lists.default_list(session)
+        lists.edit(session, first, public=False)
+        lists.create(session, slug="open", name="Open", list_id="open.example.org")
+    client = httpx.Client(base_url=web.url, follow_redirects=False)
+    assert client.post("/subscribe", data={**FORM, "email": "eve@example.org"}
+                       ).status_code == 200
+    assert statuses("eve@example.org") == {"open": "pending"}
+    confirmation_link(clean.smtp, "eve@example.org")  # its mail is out: nothing more to come
+    assert client.get(f"/subscribe/{first.slug}").status_code == 404
+    with transaction() as session:
+        lists.archive(session, lists.by_slug(session, "open"))  # type: ignore[arg-type]
+    before = stored()
+    nothing = client.post("/subscribe", data={**FORM, "email": "fay@example.org"})
+    assert nothing.status_code == 422 and "no list to subscribe to" in nothing.text
+    assert stored() == before

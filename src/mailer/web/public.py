@@ -80,7 +80,8 @@ def list_embed(slug: str) -> HTMLResponse:
 @router.post("/subscribe", response_class=HTMLResponse)
 async def subscribe(request: Request) -> HTMLResponse:
     """The combined form: a box per public list (``list-<slug>``). A form that offers no
-    boxes (one public list, or an embed snippet of before) signs up to the default list."""
+    boxes (one public list, or an embed snippet of before) signs up to the first public
+    list (the default list)."""
     return await _subscribe(request, None)
 
 
@@ -115,13 +116,14 @@ async def _subscribe(request: Request, one: PublicList | None) -> HTMLResponse:
     for name in form.undecodable & set(FIELDS):
         errors[name] = NOT_UTF8
     chosen = _chosen(form, offered, one)
-    if chosen is not None and not chosen:
-        errors["lists"] = "Please tick at least one list."
+    if not chosen:
+        errors["lists"] = ("Please tick at least one list." if offered else
+                           "There is no list to subscribe to at the moment.")
     consented = form.get("consent") in CONSENT_VALUES
     if not consented:
         errors["consent"] = "Please tick the box to confirm that you want the newsletter."
     if errors:
-        ticked = {lst.slug for lst in chosen or []}
+        ticked = {lst.slug for lst in chosen}
         return page("subscribe.html", 422, **{**context, "errors": errors, "source": source,
                                                "values": {**values, "consent": consented},
                                                "ticked": ticked})
@@ -136,8 +138,7 @@ async def _subscribe(request: Request, one: PublicList | None) -> HTMLResponse:
     may_mail = hit(f"signup-address:{address_hash(key)}",
                    settings.signup.confirmation_mails_per_address_per_day, 86400)
     origin = signup.Origin(source=source, ip=ip, user_agent=request.headers.get("user-agent"))
-    await run_in_threadpool(_sign_up, values, origin, may_mail,
-                            None if chosen is None else [lst.id for lst in chosen])
+    await run_in_threadpool(_sign_up, values, origin, may_mail, [lst.id for lst in chosen])
     return _thanks()
 
 
@@ -196,23 +197,25 @@ def _embed_context(offered: list[PublicList], *, one: PublicList | None = None
 
 
 def _chosen(form: Form, offered: list[PublicList], one: PublicList | None
-            ) -> list[PublicList] | None:
-    """The lists the form signs up to; None: the default list (a form of before, that names
-    none). A box naming a list that is not offered (private, archived, unknown) counts for
-    nothing."""
+            ) -> list[PublicList]:
+    """The lists the form signs up to. A box naming a list that is not offered (private,
+    archived, unknown) counts for nothing. A form without boxes (one public list, or a
+    snippet of before) signs up to the first public list: the default list, unless that
+    one is private."""
     if one is not None:
         return [one]
     ticked = [lst for lst in offered if form.get(LIST_BOX + lst.slug) in CONSENT_VALUES]
     if ticked or form.get(LISTS_OFFERED) == "yes":
         return ticked
-    return None
+    return offered[:1]
 
 
 def _sign_up(values: dict[str, str], origin: signup.Origin, may_mail: bool,
-             list_ids: list[int] | None) -> None:
+             list_ids: list[int]) -> None:
     with transaction() as session:
-        chosen = [lists.default_list(session)] if list_ids is None else \
-            [lst for lst in lists.public_lists(session) if lst.id in list_ids]
+        chosen = [lst for lst in lists.public_lists(session) if lst.id in list_ids]
+        if not chosen:  # archived or made private since the form was read
+            return
         subscriber = signup.sign_up(
             session,
             email=values["email"],
