@@ -89,7 +89,7 @@ def test_sign_up_and_import_name_lists(clean, web) -> None:
     for wrong in (["nosuch"], ["delta"]):  # unknown, archived
         refused = client.post("/subscribers", json={"email": "bob@example.org",
                                                     "consent": True, "lists": wrong})
-        is_problem(refused, 422)
+        assert "no open list" in is_problem(refused, 404)["detail"]
     assert subscriber("bob@example.org") is None
     is_problem(client.post("/subscribers", json={"email": "bob@example.org", "consent": True,
                                                  "lists": ["Not A Slug"]}), 422)
@@ -103,7 +103,7 @@ def test_sign_up_and_import_name_lists(clean, web) -> None:
                                            "gamma": "pending"}
     assert statuses("cem@example.org") == {"alpha": "confirmed"}
     is_problem(client.post("/subscribers/import", json={
-        "source": "x", "list": "nosuch", "items": [{"email": "d@example.org"}]}), 422)
+        "source": "x", "list": "nosuch", "items": [{"email": "d@example.org"}]}), 404)
 
     found = subscriber("ann@example.org")
     assert found is not None

@@ -65,7 +65,7 @@ def test_every_answer_matches_the_schema_and_none_is_a_5xx(clean, web, mode) -> 
         # sent, paused, cancelled as Hypothesis finds it. Every other check runs on them.
         # An article list's since may be after its until; an article added to an edition
         # may not exist, a new position may be past the last: a 422 each, naming the field.
-        # A sign-up's or an import's list may not exist (a 422 naming it).
+        # A sign-up's or an import's list may not exist (a 404 naming it).
         excluded = [positive_data_acceptance] if operation.label in (
             "POST /subscribers", "POST /subscribers/import", "POST /suppressions",
             "PATCH /subscribers/{public_id}",
