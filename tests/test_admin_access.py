@@ -19,7 +19,7 @@ from mailer.db import transaction, utcnow
 from mailer.editions.models import Edition
 from mailer.lists import service as lists
 from mailer.lists import topics
-from mailer.lists.models import Topic
+from mailer.lists.models import MailingList, Topic
 from mailer.staff.models import AuditEntry, StaffSession
 from mailer.subscribers.models import Subscriber, Suppression
 from mailer.webhooks.endpoints import add as add_endpoint
@@ -40,6 +40,8 @@ VIEWER_PAGES = {
     ("GET", "/admin/editions/{edition_id}/progress.json"),
     ("GET", "/admin/bounces"), ("GET", "/admin/ops"), ("GET", "/admin/audit"),
     ("GET", "/admin/articles"), ("POST", "/admin/logout"),
+    # The lists and their counts (no person's data); changing them is editors'.
+    ("GET", "/admin/lists"), ("GET", "/admin/lists/{list_id}"),
     # What readers read: every figure is a count, nobody's personal data.
     ("GET", "/admin/editions/{edition_id}/insight"),
     ("GET", "/admin/editions/{edition_id}/insight/{name}.csv"),
@@ -87,6 +89,9 @@ ACTIONS = {
     "/admin/webhooks/{endpoint_id}/enable": {},
     "/admin/webhooks/{endpoint_id}/redeliver": {"delivery": "1"},
     "/admin/lists/{list_id}/topics/{topic_id}/{action}": {"label": "Renamed by an intruder"},
+    "/admin/lists": {"slug": "intruders", "name": "Intruders", "list_id": "in.example.org"},
+    "/admin/lists/{list_id}/edit": {"name": "Changed by an intruder", "list_id": "x.example.org"},
+    "/admin/lists/{list_id}/archive": {"confirm": "newsletter"},
 }
 
 
@@ -135,7 +140,8 @@ def world(clean, web):  # type: ignore[no-untyped-def]
 
 
 def state() -> tuple[object, ...]:
-    """What an action could change: editions, subscribers, suppressions, staff actions."""
+    """What an action could change: editions, subscribers, suppressions, staff actions,
+    webhook endpoints, lists."""
     with transaction() as session:
         editions = tuple(session.execute(select(Edition.id, Edition.state, Edition.subject,
                                                 Edition.scheduled_at)).all())
@@ -146,7 +152,9 @@ def state() -> tuple[object, ...]:
                 tuple(session.execute(select(WebhookEndpoint.id, WebhookEndpoint.url,
                                              WebhookEndpoint.enabled))),
                 tuple(session.execute(select(Topic.id, Topic.label, Topic.hidden,
-                                             Topic.merged_into).order_by(Topic.id))))
+                                             Topic.merged_into).order_by(Topic.id))),
+                tuple(session.execute(select(MailingList.id, MailingList.slug, MailingList.name,
+                                             MailingList.list_id, MailingList.archived_at))))
 
 
 #: A table of each insight page, for its ``{name}.csv``.

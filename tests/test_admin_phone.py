@@ -94,9 +94,18 @@ def make_data(admin: Admin) -> dict[str, dict[str, int]]:
         suppress(session, key_hash(readers[0]), reason="manual",
                  evidence="asked by phone, ticket 4711 — " + "a long note " * 8)
     hook = _webhook_with_a_log()
+    with transaction() as session:
+        from mailer.lists import service as lists
+
+        long_list = lists.create(
+            session, slug="expert-group-on-radicalisation-and-violent-extremism",
+            name="Expert group on radicalisation, violent extremism and probation practice",
+            list_id="expert-group-on-radicalisation.lists.cep-probation.org",
+            from_address="CEP expert group <expert-group-radicalisation@cep-probation.org>",
+            description="For the members of the expert group only " * 3, public=False).id
     return {"edition_id": {"draft": draft, "scheduled": scheduled, "sent": sent},
             "subscriber_id": {"maria": person.id}, "endpoint_id": {"webhook": hook},
-            "list_id": {"first": FIRST_LIST}}
+            "list_id": {"first": FIRST_LIST, "long": long_list}}
 
 
 def _webhook_with_a_log() -> int:

@@ -1,4 +1,5 @@
-"""The reader's pages: subscribe, confirm, unsubscribe.
+"""The reader's pages: subscribe (one list's form, or the combined one with a box per public
+list, and their embed snippets), confirm, unsubscribe.
 
 Routes are thin: they read the form, answer bad input with a page that says what is
 wrong, and call the subscribers service inside one transaction. Database work runs in
@@ -6,6 +7,9 @@ the thread pool (``run_in_threadpool``), never on the event loop.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -16,15 +20,16 @@ from mailer import tasks
 from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.insight.attribution import edition_of_unsubscribe, list_of_unsubscribe
+from mailer.lists import service as lists
 from mailer.lists.models import MailingList
-from mailer.lists.service import default_list, names_of
+from mailer.lists.service import names_of
 from mailer.ratelimit import hit
 from mailer.subscribers import confirmation, signup
 from mailer.subscribers import unsubscribe as unsubscribing
 from mailer.subscribers.addresses import InvalidAddress, normalise
 from mailer.subscribers.queries import status_on
 from mailer.tokens import address_hash
-from mailer.web.forms import BadForm, client_ip, read_form
+from mailer.web.forms import BadForm, Form, client_ip, read_form
 from mailer.web.pages import page
 
 router = APIRouter()
@@ -33,6 +38,10 @@ FIELDS = ("email", "first_name", "last_name", "organisation", "country")
 SOURCES = {"subscribe-page", "website-embed"}
 HONEYPOT = "website"
 CONSENT_VALUES = ("yes", "on", "true", "1")
+#: The combined form's box for a list is ``list-<slug>``; ``lists-offered`` says the form
+#: had boxes (so that ticking none is an error, not a sign-up to the default list).
+LIST_BOX = "list-"
+LISTS_OFFERED = "lists-offered"
 NOT_UTF8 = ("This could not be read as text: it was not sent as UTF-8. Please type it "
             "again.")
 
@@ -44,21 +53,55 @@ def home() -> RedirectResponse:
 
 @router.get("/subscribe", response_class=HTMLResponse)
 def subscribe_form() -> HTMLResponse:
-    return page("subscribe.html", values={}, errors={}, limits=signup.FIELD_LIMITS)
+    return page("subscribe.html", **_form_context(_public_lists()))
 
 
 @router.get("/subscribe/embed", response_class=HTMLResponse)
 def subscribe_embed() -> HTMLResponse:
-    return page("embed.html", limits=signup.FIELD_LIMITS)
+    return page("embed.html", limits=signup.FIELD_LIMITS, **_embed_context(_public_lists()))
+
+
+@router.get("/subscribe/{slug}", response_class=HTMLResponse)
+def list_form(slug: str) -> HTMLResponse:
+    lst = _public_list(slug)
+    if lst is None:
+        return _no_such_list()
+    return page("subscribe.html", **_form_context([lst], one=lst))
+
+
+@router.get("/subscribe/{slug}/embed", response_class=HTMLResponse)
+def list_embed(slug: str) -> HTMLResponse:
+    lst = _public_list(slug)
+    if lst is None:
+        return _no_such_list()
+    return page("embed.html", limits=signup.FIELD_LIMITS, **_embed_context([lst], one=lst))
 
 
 @router.post("/subscribe", response_class=HTMLResponse)
 async def subscribe(request: Request) -> HTMLResponse:
+    """The combined form: a box per public list (``list-<slug>``). A form that offers no
+    boxes (one public list, or an embed snippet of before) signs up to the first public
+    list (the default list)."""
+    return await _subscribe(request, None)
+
+
+@router.post("/subscribe/{slug}", response_class=HTMLResponse)
+async def subscribe_to(slug: str, request: Request) -> HTMLResponse:
+    """The form of one list; an unknown, archived or private list is a 404."""
+    lst = await run_in_threadpool(_public_list, slug)
+    if lst is None:
+        return _no_such_list()
+    return await _subscribe(request, lst)
+
+
+async def _subscribe(request: Request, one: PublicList | None) -> HTMLResponse:
+    offered = [one] if one is not None else await run_in_threadpool(_public_lists)
+    context = _form_context(offered, one=one)
     try:
         form = await read_form(request)
     except BadForm:
-        return page("subscribe.html", 400, values={}, limits=signup.FIELD_LIMITS,
-                    errors={"form": "The form could not be read. Please fill it in again."})
+        return page("subscribe.html", 400, **{**context, "errors": {
+            "form": "The form could not be read. Please fill it in again."}})
     if form.get(HONEYPOT):
         return _thanks()  # a bot: answer as if all went well, store nothing
     values = {name: form.get(name).strip() for name in FIELDS}
@@ -72,12 +115,18 @@ async def subscribe(request: Request) -> HTMLResponse:
         errors["email"] = str(exc)
     for name in form.undecodable & set(FIELDS):
         errors[name] = NOT_UTF8
+    chosen = _chosen(form, offered, one)
+    if not chosen:
+        errors["lists"] = ("Please tick at least one list." if offered else
+                           "There is no list to subscribe to at the moment.")
     consented = form.get("consent") in CONSENT_VALUES
     if not consented:
         errors["consent"] = "Please tick the box to confirm that you want the newsletter."
     if errors:
-        return page("subscribe.html", 422, values={**values, "consent": consented},
-                    errors=errors, source=source, limits=signup.FIELD_LIMITS)
+        ticked = {lst.slug for lst in chosen}
+        return page("subscribe.html", 422, **{**context, "errors": errors, "source": source,
+                                               "values": {**values, "consent": consented},
+                                               "ticked": ticked})
 
     settings = get_settings()
     ip = client_ip(request)
@@ -89,12 +138,84 @@ async def subscribe(request: Request) -> HTMLResponse:
     may_mail = hit(f"signup-address:{address_hash(key)}",
                    settings.signup.confirmation_mails_per_address_per_day, 86400)
     origin = signup.Origin(source=source, ip=ip, user_agent=request.headers.get("user-agent"))
-    await run_in_threadpool(_sign_up, values, origin, may_mail)
+    await run_in_threadpool(_sign_up, values, origin, may_mail, [lst.id for lst in chosen])
     return _thanks()
 
 
-def _sign_up(values: dict[str, str], origin: signup.Origin, may_mail: bool) -> None:
+@dataclass(frozen=True)
+class PublicList:
+    """A list as the public forms show it (read in one transaction, used after it)."""
+
+    id: int
+    slug: str
+    name: str
+    description: str
+    consent_text: str
+
+    @classmethod
+    def of(cls, lst: MailingList) -> PublicList:
+        return cls(id=lst.id, slug=lst.slug, name=lst.name, description=lst.description,
+                   consent_text=lists.consent_for(lst, get_settings().signup)[1])
+
+
+def _public_lists() -> list[PublicList]:
     with transaction() as session:
+        return [PublicList.of(lst) for lst in lists.public_lists(session)]
+
+
+def _public_list(slug: str) -> PublicList | None:
+    """The open public list of this slug; None for anything else, which is the same 404
+    (a private list's form does not exist for the public)."""
+    with transaction() as session:
+        found = lists.by_slug(session, slug.lower()) if lists.SLUG.match(slug.lower()) else None
+        if found is None or not found.public or found.archived_at is not None:
+            return None
+        return PublicList.of(found)
+
+
+def _no_such_list() -> HTMLResponse:
+    return page("list-missing.html", 404)
+
+
+def _form_context(offered: list[PublicList], *, one: PublicList | None = None
+                  ) -> dict[str, Any]:
+    """What subscribe.html needs: the lists offered as boxes (none when there is only one
+    to offer), where the form posts, the consent text beside its box."""
+    boxes = offered if one is None and len(offered) > 1 else []
+    consent = one.consent_text if one is not None else \
+        offered[0].consent_text if len(offered) == 1 else get_settings().signup.consent_text
+    return {"values": {}, "errors": {}, "limits": signup.FIELD_LIMITS, "one": one,
+            "boxes": boxes, "ticked": set(), "consent_text": consent,
+            "action": f"/subscribe/{one.slug}" if one is not None else "/subscribe",
+            "single": offered[0] if one is None and len(offered) == 1 else None}
+
+
+def _embed_context(offered: list[PublicList], *, one: PublicList | None = None
+                   ) -> dict[str, Any]:
+    context = _form_context(offered, one=one)
+    return {key: context[key] for key in ("one", "boxes", "consent_text", "action", "single")}
+
+
+def _chosen(form: Form, offered: list[PublicList], one: PublicList | None
+            ) -> list[PublicList]:
+    """The lists the form signs up to. A box naming a list that is not offered (private,
+    archived, unknown) counts for nothing. A form without boxes (one public list, or a
+    snippet of before) signs up to the first public list: the default list, unless that
+    one is private."""
+    if one is not None:
+        return [one]
+    ticked = [lst for lst in offered if form.get(LIST_BOX + lst.slug) in CONSENT_VALUES]
+    if ticked or form.get(LISTS_OFFERED) == "yes":
+        return ticked
+    return offered[:1]
+
+
+def _sign_up(values: dict[str, str], origin: signup.Origin, may_mail: bool,
+             list_ids: list[int]) -> None:
+    with transaction() as session:
+        chosen = [lst for lst in lists.public_lists(session) if lst.id in list_ids]
+        if not chosen:  # archived or made private since the form was read
+            return
         subscriber = signup.sign_up(
             session,
             email=values["email"],
@@ -104,7 +225,7 @@ def _sign_up(values: dict[str, str], origin: signup.Origin, may_mail: bool) -> N
             ),
             origin=origin,
             signup=get_settings().signup,
-            lists=[default_list(session)],
+            lists=chosen,
             may_mail=may_mail,
         )
         # Queued whatever the address's state, so that the answer and its timing are the

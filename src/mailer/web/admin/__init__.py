@@ -4,6 +4,7 @@
 - ``articles``: the newest articles; importing more from a file or a feed address;
 - ``editions``: the list, draft, edit, choose and order the articles, preview;
 - ``edition_sending``: test copies, schedule, send, pause, resume, cancel, watch;
+- ``lists``: the lists with their counts; a new one; one list's settings; archive;
 - ``subscribers``: search, consent history, import, export, erase, the suppression list;
 - ``bounces``: the latest bounces with their evidence;
 - ``insight``: an edition after its send, the list over time, deliverability (charts);
@@ -27,6 +28,7 @@ from mailer.web.admin import (
     edition_sending,
     editions,
     insight,
+    lists,
     ops,
     subscribers,
     tokens,
@@ -35,8 +37,8 @@ from mailer.web.admin import (
 )
 
 #: Every router of the admin (the phone-width test visits each of their pages).
-MODULES = (auth, articles, editions, edition_sending, insight, subscribers, bounces, ops,
-           account, tokens, webhooks, topics)
+MODULES = (auth, articles, editions, edition_sending, insight, lists, subscribers, bounces,
+           ops, account, tokens, webhooks, topics)
 
 
 def install(app: FastAPI) -> None:

@@ -21,7 +21,7 @@ from mailer.delivery import service as sending
 from mailer.delivery.preflight import preflight
 from mailer.localtime import format_clock
 from mailer.web.admin.auth import Staff, editor, form_of, viewer
-from mailer.web.admin.editions import PROBLEMS, edition_or_404, edition_url
+from mailer.web.admin.editions import PROBLEMS, edition_or_404, edition_url, list_of
 from mailer.web.admin.render import admin_page, local_time, parse_local_time, redirect, zone
 from mailer.web.bounds import RowId
 
@@ -104,7 +104,7 @@ def confirm_send(request: Request, edition_id: RowId,
         checked = preflight(session, edition, settings=get_settings())
         return admin_page(request, "send.html", staff, session=session, edition=edition,
                           audience=checked.audience or 0, problems=checked.problems,
-                          articles=len(edition.articles))
+                          articles=len(edition.articles), edition_list=list_of(session, edition))
 
 
 @router.post("/{edition_id}/send")

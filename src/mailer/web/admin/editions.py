@@ -32,7 +32,7 @@ from mailer.editions.compose import INTRO_HINT, category_order, reading_order, t
 from mailer.editions.models import Edition
 from mailer.editions.states import EDITABLE, TransitionError
 from mailer.lists import service as lists
-from mailer.lists.service import default_list
+from mailer.lists.models import MailingList
 from mailer.localtime import last_day, zone_name
 from mailer.staff.audit import recent
 from mailer.web.admin.auth import AdminRefusal, Staff, editor, form_of, viewer
@@ -42,6 +42,7 @@ from mailer.web.bounds import RowId, id_or_none
 router = APIRouter(prefix="/admin/editions")
 #: Problems a staff member can act on; anything else is a bug and shows as a 500.
 PROBLEMS = (editions.EditionError, sending.SendError, TransitionError, ValueError)
+# (lists.ListError is a ValueError)
 
 
 def edition_or_404(session: Session, edition_id: int) -> Edition:
@@ -49,6 +50,11 @@ def edition_or_404(session: Session, edition_id: int) -> Edition:
     if edition is None:
         raise AdminRefusal(404, f"There is no edition {edition_id}.")
     return edition
+
+
+def list_of(session: Session, edition: Edition) -> MailingList | None:
+    """The list the edition goes to (the edition pages name it)."""
+    return lists.find(session, edition.list_id)
 
 
 def edition_url(edition_id: int, page: str = "") -> str:
@@ -62,12 +68,16 @@ def edition_url(edition_id: int, page: str = "") -> str:
 def index(request: Request, staff: Staff = Depends(viewer)) -> HTMLResponse:
     with transaction() as session:
         listing = queries.edition_list(session, limit=200)
+        every = lists.all_lists(session, archived=True)
+        # The lists a new edition may go to, each with the readers a send now would reach.
+        open_lists = [(lst, sending.audience_size(session, lst.id)) for lst in every
+                      if lst.archived_at is None]
         return admin_page(request, "editions.html", staff, session=session,
                           editions=listing.editions, articles=listing.articles,
                           counts=state_counts_of(session, [e.id for e in listing.editions]),
-                          newest=queries.newest_articles(session),
-                          audience=sending.audience_size(session,
-                                                         default_list(session).id))
+                          newest=queries.newest_articles(session), open_lists=open_lists,
+                          list_names={lst.id: lst.name for lst in every},
+                          default_id=open_lists[0][0].id if open_lists else None)
 
 
 @router.post("")
@@ -81,11 +91,14 @@ def _draft(form: dict[str, str], staff: Staff) -> Response:
         start = parse_date(form.get("since", ""), "start date")
         end = parse_date(form.get("until", ""), "end date", end_of_day=True)
         with transaction() as session:
+            slug = form.get("list", "").strip().lower()
+            # An unknown or archived list is the service's refusal (ListError).
+            chosen = lists.lists_named(session, [slug])[0] if slug else None
             try:
                 edition = editions.draft_edition(
                     session, subject=form.get("subject") or None, window_start=start,
                     window_end=end, by=staff.email, identity=get_settings().identity,
-                    require_articles=True)
+                    require_articles=True, mailing_list=chosen)
             except editions.EmptyWindow as exc:
                 hint = queries.empty_window_hint(session, earlier="choose a start date before it",
                                                  none_yet="No article has been imported yet.",
@@ -126,6 +139,7 @@ def show(request: Request, edition_id: RowId, staff: Staff = Depends(viewer)) ->
             zone_name=zone_name(utcnow(), zone=zone()), intro_hint=INTRO_HINT,
             variants=sending.variant_overview(session, edition),
             no_topics=_no_topics(session, edition),
+            edition_list=list_of(session, edition),
         )
 
 

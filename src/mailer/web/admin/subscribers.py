@@ -13,8 +13,9 @@ import io
 import json
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy import exists, func, or_, select
 from sqlalchemy.orm import Session
@@ -26,8 +27,8 @@ from mailer.bounces.models import Bounce
 from mailer.config import get_settings
 from mailer.db import transaction
 from mailer.delivery.history import editions_sent
+from mailer.lists import service as lists
 from mailer.lists.models import MailingList, Subscription, SubscriptionStatus
-from mailer.lists.service import default_list
 from mailer.staff.audit import record
 from mailer.subscribers import importer
 from mailer.subscribers.addresses import InvalidAddress, key_hash
@@ -53,9 +54,11 @@ STATUSES = tuple(s.value for s in SubscriptionStatus)
 
 @router.get("/subscribers", response_class=HTMLResponse)
 def search(request: Request, q: str = "", status: str = "", page: int = 1,
+           list_slug: str = Query("", alias="list", max_length=60),
            staff: Staff = Depends(editor)) -> HTMLResponse:
     q, page = q.strip()[:200], page_number(page)
     with transaction() as session:
+        on_list = lists.by_slug(session, list_slug.strip().lower()) if list_slug else None
         query = select(Subscriber)
         if q:
             needle = q.casefold()
@@ -64,17 +67,25 @@ def search(request: Request, q: str = "", status: str = "", page: int = 1,
                 func.lower(Subscriber.first_name + " " + Subscriber.last_name)
                 .contains(needle, autoescape=True),
                 func.lower(Subscriber.organisation).contains(needle, autoescape=True)))
+        held = [Subscription.subscriber_id == Subscriber.id]
+        if on_list is not None:  # on that list (in ``status`` there, when given)
+            held.append(Subscription.list_id == on_list.id)
         if status in STATUSES:
-            query = query.where(exists().where(Subscription.subscriber_id == Subscriber.id,
-                                               Subscription.status == status))
+            held.append(Subscription.status == status)
+        if len(held) > 1:
+            query = query.where(exists().where(*held))
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         rows = session.scalars(query.order_by(Subscriber.id.desc())
                                .offset((page - 1) * PAGE).limit(PAGE)).all()
-        by_status = dict(session.execute(
-            select(Subscription.status, func.count()).group_by(Subscription.status)).all())
+        counted = select(Subscription.status, func.count()).group_by(Subscription.status)
+        if on_list is not None:
+            counted = counted.where(Subscription.list_id == on_list.id)
+        by_status = dict(session.execute(counted).all())
         return admin_page(request, "subscribers.html", staff, session=session, rows=rows, q=q,
                           status=status, total=total, page=page, pages=max(1, -(-total // PAGE)),
                           by_status=by_status, statuses=list(STATUSES),
+                          lists=lists.all_lists(session, archived=True),
+                          on_list=on_list.slug if on_list else "",
                           on_lists=_on_lists(session, [s.id for s in rows]))
 
 
@@ -179,7 +190,15 @@ def _suppress(subscriber_id: int, form: dict[str, str], staff: Staff) -> Respons
 
 @router.get("/subscribers-import", response_class=HTMLResponse)
 def import_form(request: Request, staff: Staff = Depends(editor)) -> HTMLResponse:
-    return admin_page(request, "import.html", staff, report=None, columns=importer.COLUMNS)
+    return admin_page(request, "import.html", staff, report=None, columns=importer.COLUMNS,
+                      imported_to="", **_import_lists())
+
+
+def _import_lists() -> dict[str, Any]:
+    """The lists an import may go to (private ones too), and the default one."""
+    with transaction() as session:
+        open_lists = [(lst.slug, lst.name, lst.public) for lst in lists.all_lists(session)]
+        return {"lists": open_lists, "default_slug": lists.default_list(session).slug}
 
 
 @router.post("/subscribers-import", response_class=HTMLResponse)
@@ -198,6 +217,7 @@ async def import_csv(request: Request, staff: Staff = Depends(editor)) -> Respon
                                 "Go back, reload the page and try again.")
     upload = form.get("file")
     source = str(form.get("source") or "").strip()[:80] or "admin import"
+    list_slug = str(form.get("list") or "").strip()[:60]
     if not isinstance(upload, UploadFile) or not upload.filename:
         return redirect("/admin/subscribers-import", "Choose a CSV file to import.", "error")
     raw = await upload.read(MAX_IMPORT_BYTES + 1)
@@ -209,45 +229,57 @@ async def import_csv(request: Request, staff: Staff = Depends(editor)) -> Respon
         return redirect("/admin/subscribers-import", "The file is not UTF-8 text. Save it as "
                         "“CSV UTF-8” and import it again; nothing was imported.", "error")
     name = upload.filename[:100]
-    report = await run_in_threadpool(_import, text, source, name, staff)
+    report = await run_in_threadpool(_import, text, source, name, list_slug, staff)
     if isinstance(report, str):
         return redirect("/admin/subscribers-import", report, "error")
     return admin_page(request, "import.html", staff, report=report, filename=name,
-                      columns=importer.COLUMNS)
+                      columns=importer.COLUMNS, imported_to=list_slug,
+                      **await run_in_threadpool(_import_lists))
 
 
-def _import(text: str, source: str, filename: str,
+def _import(text: str, source: str, filename: str, list_slug: str,
             staff: Staff) -> importer.ImportReport | str:
     try:
+        with transaction() as session:  # the list chosen (the default one for none)
+            list_id = (lists.lists_named(session, [list_slug.lower()])[0] if list_slug
+                       else lists.default_list(session)).id
         rows = importer.read_csv(io.StringIO(text, newline=""))
         # audited there
         report = importer.import_rows(
-            rows, source=source, by=staff.email, name=filename,
+            rows, source=source, by=staff.email, name=filename, list_id=list_id,
             check_deliverability=get_settings().signup.check_deliverability)
-    except ValueError as exc:
+    except ValueError as exc:  # ListError included
         return f"Nothing was imported: {exc}"
     return report
 
 
 @router.get("/subscribers-export.csv")
-def export_all(status: str = "", staff: Staff = Depends(editor)) -> Response:
+def export_all(status: str = "", list_slug: str = Query("", alias="list", max_length=60),
+               staff: Staff = Depends(editor)) -> Response:
+    """A list's subscribers (``?list=``; the default list's without), with its status and
+    times; archived lists too."""
     with transaction() as session:
+        lst = lists.by_slug(session, list_slug.strip().lower()) if list_slug \
+            else lists.default_list(session)
+        if lst is None:
+            raise AdminRefusal(404, f"There is no list {list_slug[:60]!r}.")
+        list_id, slug = lst.id, lst.slug
         record(session, actor=staff.email, action="subscribers.export",
-               detail={"status": status or "all"})
-    return StreamingResponse(_csv_rows(status), media_type="text/csv; charset=utf-8", headers={
-        **headers(), "Content-Disposition": 'attachment; filename="subscribers.csv"'})
+               detail={"status": status or "all", "list": slug})
+    return StreamingResponse(_csv_rows(status, list_id), media_type="text/csv; charset=utf-8",
+                             headers={**headers(), "Content-Disposition":
+                                      f'attachment; filename="subscribers-{slug}.csv"'})
 
 
-def _csv_rows(status: str) -> Iterator[str]:
+def _csv_rows(status: str, list_id: int) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(EXPORT_FIELDS)
     with transaction() as session:
-        # The first list's subscribers, with its status and times (``mailer subscribers
-        # export --list`` exports another).
+        # The list's subscribers, with its status and times.
         query = (select(Subscriber, Subscription)
                  .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-                 .where(Subscription.list_id == default_list(session).id)
+                 .where(Subscription.list_id == list_id)
                  .order_by(Subscriber.id))
         if status in STATUSES:
             query = query.where(Subscription.status == status)

@@ -22,6 +22,7 @@ from mailer.web.api import (
     docs,
     edition_articles,
     editions,
+    lists,
     stats,
     subscribers,
     suppressions,
@@ -51,6 +52,7 @@ def create_api() -> FastAPI:
     )
     api.include_router(subscribers.router)
     api.include_router(suppressions.router)
+    api.include_router(lists.router)
     api.include_router(articles.router)
     api.include_router(bounces.router)
     api.include_router(stats.router)
