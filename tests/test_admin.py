@@ -215,7 +215,10 @@ def test_send_now_names_the_audience_and_the_progress_reaches_100(clean, editor,
                               .json())["state"] == "sent" and p, timeout=90, what="the send")
     assert final["percent"] == 100 and final["done"] == 59 and final["remaining"] == 0
     assert final["counts"]["sent"] == 59
-    assert len({r for m in clean.smtp.messages for r in m.rcpt_tos}) == 59
+    # The edition's copies (a confirmation mail to the pending reader, from a task left
+    # over by an earlier test for the same row id, is not one of them).
+    assert {r for m in clean.smtp.messages if b"\nList-Id:" in m.data
+            for r in m.rcpt_tos} == set(readers[1:])
     again = editor.post(f"/admin/editions/{edition_id}/send", {"confirm": "yes"})
     assert edition_state(edition_id) == "sent"
     assert editor.follow(again).status_code == 200
