@@ -284,7 +284,7 @@ def test_the_openapi_description_and_the_docs_come_from_this_server(clean, web) 
         "/editions/{edition_id}/pause", "/editions/{edition_id}/resume",
         "/editions/{edition_id}/cancel", "/editions/{edition_id}/articles",
         "/editions/{edition_id}/articles/{article_id}",
-        "/editions/{edition_id}/complaints/acknowledge"}
+        "/editions/{edition_id}/complaints/acknowledge", "/lists", "/lists/{slug}"}
     assert spec["servers"] == [{"url": "/api/v1"}]
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert PROBLEM in spec["paths"]["/subscribers"]["post"]["responses"]["422"]["content"]
