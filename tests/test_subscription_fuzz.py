@@ -22,7 +22,7 @@ from mailer.subscribers.confirmation import confirmation_token_value
 from mailer.subscribers.models import ConsentEvent, Subscriber
 from mailer.subscribers.queries import status_on
 from mailer.subscribers.unsubscribe import unsubscribe_token
-from tests.conftest import wait_for
+from tests.conftest import ARTIFACTS, wait_for
 from tests.support.factories import FIRST_LIST, stack_keys
 from tests.support.subscribers import (
     TaskLog,
@@ -174,7 +174,10 @@ def test_a_thousand_random_requests_change_nothing_they_should_not(clean, web, w
     assert "Traceback" not in web.output()[log_offset:]
     # The names that got in went through the confirmation mail without an error.
     wait_for(lambda: tasks.received() == len(tasks.outcomes()), timeout=120,
-             what="the worker to finish the confirmation mails")
+             what=lambda: (ARTIFACTS / "fuzz-worker.log").write_text(tasks.since()) and
+             "the worker to finish the confirmation mails "
+                          f"({tasks.received()} received, {len(tasks.outcomes())} done; "
+                          f"its log ends: {tasks.since()[-3000:]})")
     assert "Traceback" not in tasks.since() and "ERROR" not in tasks.since()
     assert tasks.outcomes().count("sent") >= 10
     assert sum(seen.values()) >= 1000
