@@ -269,10 +269,14 @@ def mark_confirmation_sent(session: Session, token_id: int, message_id: str) -> 
     token = session.get(ConfirmationToken, token_id)
     if token is None or token.sent_at is not None:
         return
+    # The subscriber first, as a sign-up locks them (then their links): the events written
+    # below would otherwise wait for the subscriber while holding the link a sign-up waits
+    # for (a deadlock PostgreSQL ends by failing one of the two).
+    subscriber = session.scalars(select(Subscriber).where(
+        Subscriber.id == token.subscriber_id).with_for_update(key_share=True)).first()
     token.sent_at = utcnow()
     token.message_id = message_id
     token.last_error = None
-    subscriber = session.get(Subscriber, token.subscriber_id)
     if subscriber is not None:
         for list_id in token.lists or []:
             record_event(session, subscriber, ConsentEventKind.confirmation_sent,
