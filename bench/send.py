@@ -422,30 +422,45 @@ def main() -> None:
         results["ratio_to_smtp_source"] = round(rate / source_rate, 2)
         results["load_average"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(p.pid, signal.SIGKILL)
-        sink.terminate()
-        redis_server.kill()
-        redis_server.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
-        from mailer.db import dispose_engines
+        stop_stack(procs, sink, redis_server, workdir, args.pg, db_name)
+    report(results, "send")
+    if args.results_file:
+        args.results_file.write_text(json.dumps(results, indent=2))
 
-        dispose_engines()
-        with psycopg.connect(args.pg, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
+def stop_stack(procs: list[subprocess.Popen[bytes]], sink: subprocess.Popen[bytes],
+               redis_server: subprocess.Popen[bytes], workdir: Path, pg: str,
+               db_name: str) -> None:
+    """Stop what a run started: the workers (their process groups), smtp-sink, its Redis,
+    its folder, and drop its PostgreSQL database."""
+    import psycopg
+
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(p.pid, signal.SIGKILL)
+    sink.terminate()
+    redis_server.kill()
+    redis_server.wait(10)
+    shutil.rmtree(workdir, ignore_errors=True)
+    from mailer.db import dispose_engines
+
+    dispose_engines()
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
+def report(results: dict[str, object], name: str) -> None:
+    """Print the figures, one a line, and keep them in bench/results/<name>-<time>.json."""
     width = max(len(k) for k in results)
     for key, value in results.items():
         print(f"{key:<{width}}  {value}")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"send-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(results, indent=2))
-    if args.results_file:
-        args.results_file.write_text(json.dumps(results, indent=2))
+    (out / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(
+        json.dumps(results, indent=2))
 
 
 def tenths_rate(edition_id: int) -> list[float]:

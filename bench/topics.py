@@ -31,8 +31,6 @@ import json
 import os
 import random
 import secrets
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -117,8 +115,10 @@ def main() -> None:
         free_port,
         make_readers,
         proc_status,
+        report,
         start_redis,
         start_sink,
+        stop_stack,
         worker_argv,
     )
 
@@ -271,29 +271,8 @@ def main() -> None:
         results["topics_rate_share_of_single"] = round(topics_rate / single_rate, 3)
         results["load_average"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(p.pid, signal.SIGKILL)
-        sink.terminate()
-        redis_server.kill()
-        redis_server.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
-        from mailer.db import dispose_engines
-
-        dispose_engines()
-        with psycopg.connect(args.pg, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-
-    width = max(len(k) for k in results)
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value}")
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"topics-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(
-        json.dumps(results, indent=2))
+        stop_stack(procs, sink, redis_server, workdir, args.pg, db_name)
+    report(results, "topics")
 
 
 if __name__ == "__main__":

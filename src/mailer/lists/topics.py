@@ -103,15 +103,22 @@ def all_topics(session: Session, list_id: int) -> list[Topic]:
                                 .order_by(Topic.position, Topic.id)))
 
 
-def catalogue(session: Session, list_id: int) -> list[TopicView]:
-    """The topics a reader of this list may follow: not hidden, not merged, in order."""
-    rows = all_topics(session, list_id)
+def _categories_by_topic(rows: list[Topic]) -> dict[int, set[str]]:
+    """Each visible topic's categories: its own and those merged into it (hidden ones, and
+    those merged into a hidden one, stand for nobody)."""
     by_id = {t.id: t for t in rows}
     categories: dict[int, set[str]] = {}
     for topic in rows:
         root = _root(topic, by_id)
         if root is not None and not root.hidden:
             categories.setdefault(root.id, set()).add(topic.category)
+    return categories
+
+
+def catalogue(session: Session, list_id: int) -> list[TopicView]:
+    """The topics a reader of this list may follow: not hidden, not merged, in order."""
+    rows = all_topics(session, list_id)
+    categories = _categories_by_topic(rows)
     return [TopicView(t.id, t.label, frozenset(categories.get(t.id, ())))
             for t in rows if t.merged_into is None and not t.hidden]
 
@@ -287,11 +294,7 @@ def categories_for_each(session: Session, list_id: int,
     topics), and three queries each were most of the freeze's time."""
     rows = all_topics(session, list_id)
     by_id = {t.id: t for t in rows}
-    categories: dict[int, set[str]] = {}
-    for topic in rows:
-        root = _root(topic, by_id)
-        if root is not None and not root.hidden:
-            categories.setdefault(root.id, set()).add(topic.category)
+    categories = _categories_by_topic(rows)
     visible = {t.id for t in rows if t.merged_into is None and not t.hidden}
     answers: list[frozenset[str] | None] = []
     for topic_ids in topic_sets:
