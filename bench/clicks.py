@@ -18,9 +18,9 @@ one of the edition's signed links. In one run:
    its p99 is mostly the wait for a core);
 1. redirects alone, as fast as they are answered: requests per second, p50 and p99 (wrk's
    latency distribution), and the CPU per answer;
-   1b. redirects alone at ``--rate`` (2,000) a second: ``--paced-connections`` connections,
-   each waiting between an answer and its next request (wrk's ``delay``), so the latency is
-   that of a web app doing 2,000 a second, not of one flooded;
+   1b. redirects alone at ``--rate`` (2,000) a second: requests sent on a schedule of that
+   many a second over ``--paced-connections`` connections (wrk's ``delay``, :data:`_PACE`),
+   so the latency is that of a web app doing 2,000 a second, not of one flooded;
 2. ``bench/send.py --readers N`` alone: its messages per second (real Celery workers,
    smtp-sink);
 3. the same send again with redirects as fast as they are answered during it;
@@ -83,6 +83,33 @@ end
 """
 
 
+_THREADS = 2
+#: wrk's pacing (``delay``, whole milliseconds, asked before each request): each of its
+#: threads keeps a schedule of one request every ``%f`` ms and holds a request until its
+#: slot, on the clock (LuaJIT's FFI: wrk's Lua has none of its own). Requests whose slots
+#: passed while every connection was waiting for an answer go out at once, as readers'
+#: clicks would, rather than lowering the rate (a fixed wait between an answer and the
+#: next request did that: the slower the answers, the fewer the requests).
+_PACE = """
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } pace_timespec;
+int clock_gettime(int clock, pace_timespec *now);
+]]
+local clock = ffi.new("pace_timespec")
+local every = %f
+local slot = nil
+delay = function()
+  ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC
+  local now = tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+  if slot == nil then slot = now end
+  slot = slot + every
+  if slot <= now then return 0 end
+  return math.floor(slot - now)
+end
+"""
+
+
 def _cpu_seconds(root_pids: list[int]) -> float:
     """User and system CPU of these processes and their children (/proc): what the web
     app (and its Redis) spent, whatever else the machine was doing meanwhile."""
@@ -109,19 +136,18 @@ def wrk(base: str, paths: list[str], *, seconds: float, connections: int,
         workdir: Path, measured: list[int] | None = None, rate: float = 0
         ) -> dict[str, float]:
     """wrk's figures, and with ``measured`` (process ids) the CPU those processes spent
-    per answer, in microseconds. With ``rate``, each connection waits between an answer
-    and its next request so that they make about that many a second (a little more: the
-    answer's own time is left to slow them to it)."""
+    per answer, in microseconds. With ``rate``, requests go out on a schedule of that many
+    a second (:data:`_PACE`), whatever the answers' times, as long as a connection is free
+    for each: a slow answer does not lower the rate asked for."""
     cpu_before = _cpu_seconds(measured or [])
     script = workdir / "paths.lua"
-    pace = ""
-    if rate:  # wrk's delay is whole milliseconds
-        pace = f"delay = function() return {int(connections * 1000 / (rate * 1.15))} end"
+    pace = _PACE % (_THREADS * 1000 / rate) if rate else ""
     script.write_text(_LUA % (", ".join(f'"{p}"' for p in paths), pace))
     binary = shutil.which("wrk")
     if binary is None:
         raise SystemExit("wrk is needed: apt-get install -y wrk")
-    out = subprocess.run([binary, "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+    out = subprocess.run([binary, f"-t{_THREADS}", f"-c{connections}",
+                          f"-d{max(1, round(seconds))}s",
                           "--latency", "-s", str(script), base],
                          check=True, capture_output=True, text=True).stdout
 
@@ -270,7 +296,7 @@ def main() -> None:
         web = subprocess.Popen(
             [str(BIN / "uvicorn"), "--factory", "mailer.web.app:create_app", "--host",
              "127.0.0.1", "--port", str(port), "--workers", str(args.web_workers)],
-            env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+            env={**os.environ, **env}, stdout=subprocess.DEVNULL, start_new_session=True,
             stderr=open(workdir / "web.log", "w"))  # noqa: SIM115
         base = f"http://127.0.0.1:{port}"
         _wait(base, web)

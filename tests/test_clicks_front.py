@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from sqlalchemy import select, update
 from starlette.responses import RedirectResponse
 
@@ -119,3 +120,16 @@ def test_the_workers_give_the_web_the_cores_first(worker) -> None:
                  if "celery" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
     assert len(processes) >= 3  # the worker and its pool processes
     assert {_niceness(pid) for pid in processes} == {max(wanted, own)}
+    # started as honcho starts it (a session of its own): with autogroups, the session's
+    # own niceness is what ranks it against the web app, so it is lowered too
+    autogroup = Path(f"/proc/{worker.proc.pid}/autogroup")
+    if autogroup.exists():
+        assert os.getsid(worker.proc.pid) == worker.proc.pid
+        assert autogroup.read_text().split()[-1] == str(wanted)
+        assert all(Path(f"/proc/{pid}/autogroup").read_text() == autogroup.read_text()
+                   for pid in processes)
+    # in docker-compose.yml each service is a cgroup of its own: the worker's CPU weight
+    compose = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker-compose.yml")
+                             .read_text())
+    assert compose["services"]["worker"]["cpu_shares"] < 1024
+    assert "cpu_shares" not in compose["services"]["web"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from celery import Celery
 from celery.schedules import crontab
@@ -156,6 +157,23 @@ def _yield_to_the_web(**_: object) -> None:
         except OSError as exc:  # a container that forbids it: the send runs as it is
             logging.getLogger(__name__).warning("could not lower the worker's priority: %s",
                                                 exc)
+        _lower_own_autogroup(min(niceness, 19))
+
+
+def _lower_own_autogroup(niceness: int) -> None:
+    """Linux with autogroups (``kernel.sched_autogroup_enabled``, on in Debian's kernels)
+    shares the cores between sessions first and only then by niceness inside each. honcho
+    (``make run``) and a process manager start every program in a session of its own, so a
+    niceness alone changes nothing against the web app: the autogroup's own niceness does
+    (sched(7)). Only a worker that leads its session has an autogroup of its own: one it
+    shares (a worker started from a shell beside other programs) is left alone."""
+    autogroup = Path("/proc/self/autogroup")
+    if os.getsid(0) != os.getpid() or not autogroup.exists():
+        return
+    try:
+        autogroup.write_text(str(niceness))
+    except OSError as exc:  # not allowed here: the niceness above is what there is
+        logging.getLogger(__name__).warning("could not lower the worker's autogroup: %s", exc)
 
 
 @worker_process_init.connect
