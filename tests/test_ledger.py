@@ -6,14 +6,18 @@ back applied not at all."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from sqlalchemy import select, update
 
+from mailer.bounces.models import BounceClass
 from mailer.config import BounceSettings, SendingSettings
 from mailer.db import transaction, utcnow
 from mailer.deliveries.models import Delivery, DeliveryState
 from mailer.delivery.ledger import ClaimsLost, Ledger, Outcome
 from mailer.editions.models import Edition
+from mailer.insight.models import EditionDeferral
 from mailer.lists.models import Subscription
 from tests.support.factories import make_edition, make_subscribers, start
 
@@ -126,3 +130,61 @@ def test_no_claims_once_the_edition_stops(clean) -> None:
         ledger.close()
     assert (state, more) == ("paused", [])
     assert [s for _, s, _, _ in _rows(edition_id)] == ["sent", "sent", "queued", "queued"]
+
+
+def _deferred(delivery_id: int, at: dt.datetime, code: int | None = 451) -> Outcome:
+    return Outcome(delivery_id, DeliveryState.deferred, code, f"{code} 4.7.1 try later",
+                   1, "deferred", at)
+
+
+def _deferrals(edition_id: int) -> dict[tuple[str, str], int]:
+    with transaction() as session:
+        return {(f"{m:%H:%M}", d): n for m, d, n in session.execute(
+            select(EditionDeferral.minute, EditionDeferral.domain, EditionDeferral.deferrals)
+            .where(EditionDeferral.edition_id == edition_id))}
+
+
+def test_a_deferral_is_counted_once_when_its_row_moves_to_deferred(clean) -> None:
+    """Per minute of the answer and the reader's domain, by the statement that records it:
+    the same outcomes recorded again, a group whose claims were taken back, a connection
+    that failed under a message and a claim given back as deferred add nothing."""
+    make_subscribers(8, domains=2)  # d0.example.net, d1.example.net in turn
+    edition_id = make_edition()
+    start(edition_id)
+    ids = [r[0] for r in _rows(edition_id)]
+    nine = utcnow().replace(hour=9, minute=14, second=5)
+    ledger = Ledger(edition_id, HOLDER, SendingSettings(), BounceSettings())
+    try:
+        _, (claims, reached), _ = ledger.commit_group(
+            [], claim_after=ids[0] - 1, last_id=ids[-1], limit=4, now=utcnow())
+        first = [_deferred(ids[0], nine), _deferred(ids[1], nine),
+                 _deferred(ids[2], nine + dt.timedelta(seconds=50)), _sent(ids[3])]
+        _, (claims, reached), _ = ledger.commit_group(
+            first, claim_after=reached, last_id=ids[-1], limit=4, now=utcnow())
+        with pytest.raises(ClaimsLost):  # a task run twice: the rows are not sending any more
+            ledger.commit_group(first, claim_after=None, last_id=ids[-1], limit=4, now=utcnow())
+        assert _deferrals(edition_id) == {("09:14", "d0.example.net"): 2,
+                                          ("09:14", "d1.example.net"): 1}
+        with transaction() as session:  # declared gone: one of the next claims queued again
+            session.execute(update(Delivery).where(Delivery.id == ids[7])
+                            .values(state="queued", holder_id=None))
+        with pytest.raises(ClaimsLost):
+            ledger.commit_group([_deferred(i, nine) for i in ids[4:8]], claim_after=None,
+                                last_id=ids[-1], limit=4, now=utcnow())
+        assert sum(_deferrals(edition_id).values()) == 3
+        # The rest, in a group with a hard bounce (PostgreSQL records it statement by
+        # statement, in a transaction): a deferral a minute later and a failed connection.
+        hard = Outcome(ids[4], DeliveryState.bounced, 550, "550 5.1.1 unknown", 1,
+                       "hard bounce", utcnow(), BounceClass.hard, "5.1.1",
+                       "reader00004@d0.example.net")
+        ledger.commit_group([hard, _deferred(ids[5], nine + dt.timedelta(minutes=1)),
+                             _deferred(ids[6], nine, code=None)], claim_after=None,
+                            last_id=ids[-1], limit=4, now=utcnow())
+        ledger.release([], to=DeliveryState.deferred, now=utcnow())
+    finally:
+        ledger.close()
+    assert _deferrals(edition_id) == {("09:14", "d0.example.net"): 2,
+                                      ("09:14", "d1.example.net"): 1,
+                                      ("09:15", "d1.example.net"): 1}
+    states = [s for _, s, _, _ in _rows(edition_id)]
+    assert states == ["deferred"] * 3 + ["sent", "bounced", "deferred", "deferred", "queued"]

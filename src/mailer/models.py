@@ -8,7 +8,7 @@ from mailer.db import Base
 from mailer.deliveries.models import Delivery
 from mailer.delivery.models import SenderProcess
 from mailer.editions.models import Edition, EditionArticle
-from mailer.insight.models import EditionSummary, ListWeek
+from mailer.insight.models import EditionDeferral, EditionSummary, ListWeek
 from mailer.lists.models import MailingList, Subscription, Topic
 from mailer.staff.models import (
     AuditEntry,
@@ -27,8 +27,9 @@ from mailer.webhooks.models import (
 
 __all__ = [
     "ApiToken", "Article", "AuditEntry", "Base", "Bounce", "ClickFlush", "ConfirmationToken",
-    "ConsentEvent", "Delivery", "Edition", "EditionArticle", "EditionLink", "EditionSummary",
-    "InboundMessage", "ListWeek", "MailingList", "ScheduledDraft", "SenderProcess",
+    "ConsentEvent", "Delivery", "Edition", "EditionArticle", "EditionDeferral", "EditionLink",
+    "EditionSummary", "InboundMessage", "ListWeek", "MailingList", "ScheduledDraft",
+    "SenderProcess",
     "StaffRecoveryCode", "StaffSession", "StaffUser", "Subscriber", "Subscription",
     "Suppression", "Topic", "WebhookAttempt", "WebhookDelivery", "WebhookEndpoint",
     "WebhookEvent", "WebhookMessage",

@@ -9,6 +9,10 @@ its first few runs. A whole group's outcomes go in one UPDATE (arrays on Postgre
 Every statement that changes a claim checks that it is still ``sending`` *and still held by
 this process*: once a holder is declared gone and its claims are queued again, nothing it
 writes afterwards can touch them.
+
+The deliveries a receiving server deferred are counted per edition, minute and domain
+(``edition_deferral``) by the statement, or in the transaction, that records them: a delivery
+row keeps only how often it was tried, and insight shows the deferrals over time.
 """
 
 from __future__ import annotations
@@ -71,6 +75,34 @@ _PICK_COLUMNS = (
     "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
 )
 
+#: PostgreSQL: a group's outcomes (``v``) recorded where the claim is still this process's
+#: (``recorded``), and the deferrals among them counted per minute of their answer and the
+#: reader's domain, in the same statement: only a row this statement really moves to
+#: ``deferred`` is counted, so a group recorded twice, or refused because its claims were
+#: taken back, counts nothing more. Only a server's answer (a reply code) is a deferral;
+#: a connection that failed under a message was our trouble, not the domain's. The domain
+#: is worked out as ``mailer.insight.buckets`` does (insight's "(erased readers)" when the
+#: reader is gone).
+_RECORD = (
+    "v AS (SELECT * FROM unnest(%(ids)s::bigint[], %(states)s::text[], "
+    "%(codes)s::int[], %(replies)s::text[], %(outcomes)s::text[], %(ats)s::timestamptz[], "
+    "%(next_ats)s::timestamptz[]) AS v(id, state, code, reply, outcome, at, next_at)), "
+    "recorded AS (UPDATE delivery AS d SET state = v.state, smtp_code = v.code, "
+    "smtp_reply = v.reply, outcome = v.outcome, updated_at = %(now)s, "
+    "sent_at = CASE WHEN v.state = 'sent' THEN v.at END, next_attempt_at = v.next_at, "
+    "holder_id = NULL, lease_until = NULL FROM v "
+    "WHERE d.id = v.id AND d.state = 'sending' AND d.holder_id = %(holder)s "
+    "RETURNING d.id, d.subscriber_id), "
+    "deferrals AS (INSERT INTO edition_deferral (edition_id, minute, domain, deferrals) "
+    "SELECT %(edition)s::int, date_trunc('minute', v.at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', "
+    "coalesce(lower(split_part(s.email, '@', 2)), '(erased readers)'), count(*) "
+    "FROM recorded r JOIN v ON v.id = r.id LEFT JOIN subscriber s ON s.id = r.subscriber_id "
+    "WHERE v.state = 'deferred' AND v.code IS NOT NULL "
+    "GROUP BY 2, 3 ORDER BY 2, 3 "  # one order of the rows' locks for every batch
+    "ON CONFLICT (edition_id, minute, domain) "
+    "DO UPDATE SET deferrals = edition_deferral.deferrals + excluded.deferrals)"
+)
+
 _STATEMENTS: dict[str, dict[str, str]] = {
     "postgresql": {
         "pick": _PICK_COLUMNS + (
@@ -81,16 +113,7 @@ _STATEMENTS: dict[str, dict[str, str]] = {
                   "WHERE id = ANY(%(ids)s) AND state = 'queued'"),
         "skip": ("UPDATE delivery SET state = 'skipped', outcome = %(outcome)s, "
                  "updated_at = %(now)s WHERE id = ANY(%(ids)s) AND state = 'queued'"),
-        "record": (
-            "UPDATE delivery AS d SET state = v.state, smtp_code = v.code, "
-            "smtp_reply = v.reply, outcome = v.outcome, updated_at = %(now)s, "
-            "sent_at = CASE WHEN v.state = 'sent' THEN v.at END, next_attempt_at = v.next_at, "
-            "holder_id = NULL, lease_until = NULL "
-            "FROM unnest(%(ids)s::bigint[], %(states)s::text[], %(codes)s::int[], "
-            "%(replies)s::text[], %(outcomes)s::text[], %(ats)s::timestamptz[], "
-            "%(next_ats)s::timestamptz[]) AS v(id, state, code, reply, outcome, at, next_at) "
-            "WHERE d.id = v.id AND d.state = 'sending' AND d.holder_id = %(holder)s "
-            "RETURNING d.id"),
+        "record": f"WITH {_RECORD} SELECT id FROM recorded",  # noqa: S608
         "release": ("UPDATE delivery SET state = %(to)s, attempts = attempts - 1, "
                     "holder_id = NULL, lease_until = NULL, next_attempt_at = %(next_at)s, "
                     "outcome = %(outcome)s, updated_at = %(now)s "
@@ -116,6 +139,13 @@ _STATEMENTS: dict[str, dict[str, str]] = {
             "outcome = :outcome, updated_at = :now, sent_at = :sent_at, "
             "next_attempt_at = :next_at, holder_id = NULL, lease_until = NULL "
             "WHERE id = :id AND state = 'sending' AND holder_id = :holder"),
+        # Run per deferral once every outcome of the group is recorded (the same transaction).
+        "count_deferral": (
+            "INSERT INTO edition_deferral (edition_id, minute, domain, deferrals) "
+            "SELECT :edition, :minute, "
+            "coalesce(lower(substr(s.email, instr(s.email, '@') + 1)), '(erased readers)'), 1 "
+            "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id WHERE d.id = :id "
+            "ON CONFLICT (edition_id, minute, domain) DO UPDATE SET deferrals = deferrals + 1"),
         "release": ("UPDATE delivery SET state = :to, attempts = attempts - 1, "
                     "holder_id = NULL, lease_until = NULL, next_attempt_at = :next_at, "
                     "outcome = :outcome, updated_at = :now "
@@ -132,19 +162,13 @@ _STATEMENTS: dict[str, dict[str, str]] = {
 
 #: PostgreSQL: a whole group in one statement, run as its own transaction (autocommit):
 #: record the outcomes, read the edition's state and, while it is sending, claim the next
-#: rows (those whose reader left are skipped). One round trip instead of six (BEGIN,
-#: record, state, pick, claim, COMMIT). All or nothing: when an outcome's claim is no
-#: longer this process's, the last column fails the statement (a cast error naming
-#: "claims lost") and nothing of it is applied, as when the old transaction rolled back.
+#: rows (those whose reader left are skipped); the deferrals are counted (``_RECORD``).
+#: One round trip instead of six (BEGIN, record, state, pick, claim, COMMIT). All or
+#: nothing: when an outcome's claim is no longer this process's, the last column fails the
+#: statement (a cast error naming "claims lost") and nothing of it is applied, its
+#: deferrals neither, as when the old transaction rolled back.
 _GROUP = (
-    "WITH v AS (SELECT * FROM unnest(%(ids)s::bigint[], %(states)s::text[], "  # noqa: S608
-    "%(codes)s::int[], %(replies)s::text[], %(outcomes)s::text[], %(ats)s::timestamptz[], "
-    "%(next_ats)s::timestamptz[]) AS v(id, state, code, reply, outcome, at, next_at)), "
-    "recorded AS (UPDATE delivery AS d SET state = v.state, smtp_code = v.code, "
-    "smtp_reply = v.reply, outcome = v.outcome, updated_at = %(now)s, "
-    "sent_at = CASE WHEN v.state = 'sent' THEN v.at END, next_attempt_at = v.next_at, "
-    "holder_id = NULL, lease_until = NULL FROM v "
-    "WHERE d.id = v.id AND d.state = 'sending' AND d.holder_id = %(holder)s RETURNING d.id), "
+    f"WITH {_RECORD}, "  # noqa: S608
     "ed AS (SELECT state FROM edition WHERE id = %(edition)s), "
     "picked AS (SELECT d.id, d.attempts, s.email, s.first_name, s.public_id, d.variant, "
     f"({MAILABLE_SQL}) IS TRUE AS mailable "
@@ -313,7 +337,7 @@ class Ledger:
     def _record(self, outcomes: list[Outcome], now: dt.datetime) -> list[Callable[[], object]]:
         if self.pg:
             recorded = {row[0] for row in self._run("record", {
-                "now": now, "holder": self.holder,
+                "now": now, "holder": self.holder, "edition": self.edition_id,
                 **_columns(outcomes, self.sending),
             })}
             lost = len(recorded) < len(outcomes)
@@ -327,9 +351,15 @@ class Ledger:
             } for o in outcomes]).rowcount
             lost = found < len(outcomes)
             recorded = {o.delivery_id for o in outcomes} if not lost else set()
-        if lost:
+        if lost:  # the transaction rolls back: nothing of the group, nor its deferrals
             raise ClaimsLost(f"{len(outcomes) - len(recorded)} of {len(outcomes)} claims were "
                              "queued again by someone else")
+        deferred = [o for o in outcomes if o.state == D.deferred and o.code is not None]
+        if deferred and not self.pg:
+            self._run("count_deferral", [{
+                "edition": self.edition_id, "id": o.delivery_id,
+                "minute": _sqlite_time(o.at.replace(second=0, microsecond=0)),
+            } for o in deferred])
         refused = [o for o in outcomes if o.bounce is not None and o.delivery_id in recorded]
         if not refused:
             return []
@@ -350,7 +380,10 @@ class Ledger:
     # --- giving claims back -----------------------------------------------------------------
     def release(self, ids: Sequence[int], *, to: DeliveryState, now: dt.datetime,
                 next_at: dt.datetime | None = None, outcome: str | None = None) -> None:
-        """Give back claims this process did not attempt (paused, cancelled, SMTP down)."""
+        """Give back claims this process did not attempt (paused, cancelled, SMTP down).
+
+        Not counted as deferrals (``edition_deferral``) even when they go back as
+        ``deferred``: no receiving server was asked, our own connection was the trouble."""
         if not ids:
             return
         with self.conn.begin():
@@ -360,7 +393,8 @@ class Ledger:
 
     def defer_rest(self, after: int, last_id: int, *, next_at: dt.datetime, outcome: str,
                    now: dt.datetime) -> int:
-        """The batch's still queued rows wait until ``next_at`` (the sweeper queues them)."""
+        """The batch's still queued rows wait until ``next_at`` (the sweeper queues them).
+        Never offered to a server: not counted as deferrals (see :meth:`release`)."""
         with self.conn.begin():
             return int(self._run("defer_rest", {
                 "edition": self.edition_id, "after": after, "last": last_id,

@@ -1,12 +1,12 @@
 """What insight keeps of its own: an edition's delivery figures, summed once it is sent,
-and the list's figures of each week that is over."""
+its deferrals per minute and domain, and the list's figures of each week that is over."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy import JSON, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailer.db import Base, UTCDateTime, utcnow
@@ -26,6 +26,21 @@ class EditionSummary(Base):
         ForeignKey("edition.id", ondelete="CASCADE"), primary_key=True)
     made_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     figures: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class EditionDeferral(Base):
+    """How many of an edition's deliveries a receiving domain deferred (answered with a
+    temporary refusal) in one minute (UTC). The send adds to it in the statement that moves
+    the deliveries to ``deferred`` (``mailer.delivery.ledger``): a delivery row keeps only
+    how often it was tried, not when. A count, like a link's clicks: it names no reader."""
+
+    __tablename__ = "edition_deferral"
+
+    edition_id: Mapped[int] = mapped_column(
+        ForeignKey("edition.id", ondelete="CASCADE"), primary_key=True)
+    minute: Mapped[dt.datetime] = mapped_column(UTCDateTime, primary_key=True)
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    deferrals: Mapped[int] = mapped_column(Integer)
 
 
 class ListWeek(Base):
