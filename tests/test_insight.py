@@ -20,6 +20,7 @@ from mailer.clicks.models import EditionLink
 from mailer.db import get_engine, transaction, utcnow
 from mailer.deliveries.models import Delivery
 from mailer.insight import charts
+from mailer.insight.models import EditionDeferral
 from mailer.insight.tables import Table
 from mailer.subscribers.models import ConsentEvent, Subscriber
 from tests.conftest import wait_for, wait_settled
@@ -160,7 +161,7 @@ def _figures_after_a_send(rig, web_url: str) -> None:  # type: ignore[no-untyped
               for el in page.xpath("//*[@data-figure]")}
     assert figure == {"delivered": "6", "deferred": "1", "bounced": "2", "complaints": "0",
                       "unsubscribes": "1", "clicks": "4"}
-    assert len(page.xpath("//figure//svg[@class='chart']")) == 4
+    assert len(page.xpath("//figure//svg[@class='chart']")) == 5
     assert not page.xpath("//svg//script|//svg//*[@onload]")
     base = f"/admin/editions/{edition_id}/insight"
     for link in page.xpath("//a[@class='csv']/@href"):
@@ -187,6 +188,16 @@ def _figures_after_a_send(rig, web_url: str) -> None:  # type: ignore[no-untyped
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", m) for m, _, _ in minutes[1:])
     deferrals = _csv(admin, f"{base}/deferrals.csv")
     assert deferrals[1] == ["example.net", "8", "6", "1", "2", "12.5"]
+    # Over time: per minute, as many deferrals as the server answered 4xx, and the page's
+    # table is the CSV.
+    over_time = _csv(admin, f"{base}/deferrals-per-minute.csv")
+    temporary = [a for a in stack.smtp.behaviour.given if a[2].startswith("4")]
+    assert over_time[0] == ["minute", "example.net"] and len(temporary) == 1
+    assert sum(int(n) for _, n in over_time[1:]) == len(temporary)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", m) for m, _ in over_time[1:])
+    shown = page.xpath("//figure[@id='chart-deferrals-per-minute']//table//tr")
+    assert [[c.text_content() for c in row.xpath("th|td")] for row in shown] == over_time
+    assert page.xpath("//figure[@id='chart-deferrals-per-minute']//svg//polyline")
     assert admin.get(f"{base}/nothing.csv").status_code == 404
     assert admin.get(f"/admin/editions/{edition_id + 99}/insight").status_code == 404
 
@@ -482,6 +493,15 @@ def test_the_insight_pages_in_chromium_light_and_dark_at_375_px(
     tasks.publish(tasks.FLUSH_CLICKS, session=None)
     wait_for(lambda: _clicks(edition_id) == 6, what="the clicks' flush")
     make_staff(EDITOR)
+    # Deferrals as a send counts them: five domains over three minutes (the three that
+    # deferred most drawn, the other two summed).
+    minute = utcnow().replace(second=0, microsecond=0)
+    with transaction() as session:
+        for k, (domain, n) in enumerate([("a.example", 9), ("b.example", 7), ("c.example", 5),
+                                         ("d.example", 2), ("e.example", 1)]):
+            for m in range(3):
+                session.add(EditionDeferral(edition_id=edition_id, domain=domain, deferrals=n,
+                                            minute=minute + dt.timedelta(minutes=m + k % 2)))
 
     for scheme in ("light", "dark"):
         context = browser.new_context(viewport={"width": 375, "height": 800},
@@ -521,6 +541,17 @@ def test_the_insight_pages_in_chromium_light_and_dark_at_375_px(
                 assert over_time.locator("th").all_text_contents() == [
                     "minute", "messages", "refused"]
                 over_time.screenshot(path=str(artifacts / f"insight-over-time-{scheme}-375-"
+                                                          f"{clean.backend}.png"))
+                deferring = page.locator("#chart-deferrals-per-minute")
+                assert deferring.locator("svg.chart polyline.line").count() == 4
+                assert deferring.locator("th").all_text_contents() == [
+                    "minute", "a.example", "b.example", "c.example", "(other domains)"]
+                # Minute by minute, b and d.example deferred a minute after the others.
+                assert [deferring.locator("tbody tr").nth(i).locator("td")
+                        .all_text_contents()[1:] for i in range(4)] == [
+                    ["9", "0", "5", "1"], ["9", "7", "5", "3"], ["9", "7", "5", "3"],
+                    ["0", "7", "0", "2"]]
+                deferring.screenshot(path=str(artifacts / f"insight-deferrals-{scheme}-375-"
                                                           f"{clean.backend}.png"))
         assert problems == []  # no CSP violation, no script error
         context.close()

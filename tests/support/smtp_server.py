@@ -37,6 +37,8 @@ class Rule:
 @dataclass
 class Behaviour:
     rules: dict[str, list[Rule]] = field(default_factory=dict)  # address or "*" → rules
+    #: Every answer a rule gave, in order: (address, stage, reply).
+    given: list[tuple[str, str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, address: str, stage: str, reply: str, times: int | None = None) -> None:
@@ -53,6 +55,7 @@ class Behaviour:
                         if rule.times <= 0:
                             continue
                         rule.times -= 1
+                    self.given.append((address.lower(), stage, rule.reply))
                     return rule.reply
         return None
 

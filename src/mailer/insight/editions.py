@@ -1,18 +1,19 @@
 """An edition, after the send: how it went out and what readers did with it.
 
 From the delivery rows (summed once the edition is sent, :class:`EditionSummary`):
-delivered, deferred, refused, messages per minute and the receiving domains. Fresh from
-their own tables on every view, as they keep arriving after the send: bounces by class
-and complaints (``mailer.bounces.rates.class_counts``), unsubscribes from its link
-(consent events that name it) and clicks per link (``mailer.clicks.queries``). No figure
-names a reader.
+delivered, deferred, refused, messages per minute and the receiving domains. From the counts
+the send keeps (:class:`EditionDeferral`): the deferrals per minute of the domains that
+deferred most. Fresh from their own tables on every view, as they keep arriving after the
+send: bounces by class and complaints (``mailer.bounces.rates.class_counts``), unsubscribes
+from its link (consent events that name it) and clicks per link (``mailer.clicks.queries``).
+No figure names a reader.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import case, func, literal_column, select
@@ -26,7 +27,7 @@ from mailer.db import utcnow
 from mailer.deliveries.models import Delivery, DeliveryState
 from mailer.editions.models import Edition, EditionState
 from mailer.insight import buckets
-from mailer.insight.models import EditionSummary
+from mailer.insight.models import EditionDeferral, EditionSummary
 from mailer.insight.tables import Table
 from mailer.subscribers.models import ConsentEvent, ConsentEventKind, Subscriber
 
@@ -34,6 +35,9 @@ D = DeliveryState
 #: The receiving domains a summary keeps, by deliveries (the rest are summed as "other").
 DOMAINS_KEPT = 200
 OTHER = "(other domains)"
+#: The domains the deferrals over time are drawn for, most deferrals first; the rest are
+#: summed as "other". Three and "other" use the four colours a chart has.
+DEFERRING_DOMAINS_SHOWN = 3
 ERASED = "(erased readers)"
 #: Bounce classes shown per edition, in this order.
 BOUNCE_CLASSES = ("hard", "soft", "policy", "delayed", "autoreply", "unparsed")
@@ -89,6 +93,8 @@ class EditionFigures:
     #: for a summary stored before they were counted.
     domains: list[DomainFigures]
     refused_per_minute: list[tuple[str, int]] | None = None
+    #: ("2026-12-03 09:14", "example.org", deliveries it deferred then), in minute order.
+    deferrals_per_minute: list[tuple[str, str, int]] = field(default_factory=list)
 
     @property
     def clicks(self) -> int:
@@ -108,6 +114,7 @@ class EditionFigures:
                               link.head_requests + link.scanner_clicks]
                              for link in self.links]),
             "per-minute": self._per_minute(),
+            "deferrals-per-minute": self._deferrals_per_minute(),
             "deferrals": Table("deferrals", "Receiving domains, most deferred first",
                                ["domain", "deliveries", "accepted", "deferred", "refused",
                                 "deferred %"],
@@ -116,7 +123,6 @@ class EditionFigures:
                                 for d in sorted(self.domains, key=lambda d: -d.deferred)[:20]
                                 if d.deferred or d.refused]),
         }
-
 
     def _per_minute(self) -> Table:
         """How the send went over time: accepted, and refused for good, per minute."""
@@ -128,6 +134,23 @@ class EditionFigures:
                      ["minute", "messages", "refused"],
                      [[minute, accepted.get(minute, 0), refused.get(minute, 0)]
                       for minute in sorted(accepted.keys() | refused.keys())])
+
+    def _deferrals_per_minute(self) -> Table:
+        """How the deferrals went over time: a column per domain that deferred most, the
+        others summed in one, a row per minute in which some domain deferred."""
+        totals: Counter[str] = Counter()
+        for _, domain, n in self.deferrals_per_minute:
+            totals[domain] += n
+        shown = [d for d, _ in sorted(totals.items(), key=lambda t: (-t[1], t[0]))
+                 ][:DEFERRING_DOMAINS_SHOWN]
+        columns = shown + ([OTHER] if len(totals) > len(shown) else [])
+        minutes: dict[str, Counter[str]] = {}
+        for minute, domain, n in self.deferrals_per_minute:
+            minutes.setdefault(minute, Counter())[domain if domain in shown else OTHER] += n
+        return Table("deferrals-per-minute", "Deferrals per minute (UTC), by receiving domain",
+                     ["minute", *columns],
+                     [[minute, *(minutes[minute][c] for c in columns)]
+                      for minute in sorted(minutes)])
 
 
 def edition_figures(session: Session, edition_id: int) -> EditionFigures | None:
@@ -151,7 +174,17 @@ def edition_figures(session: Session, edition_id: int) -> EditionFigures | None:
         per_minute=[(minute, n) for minute, n in summary["per_minute"]],
         refused_per_minute=None if "refused_per_minute" not in summary else [
             (minute, n) for minute, n in summary["refused_per_minute"]],
-        domains=domains_of(summary))
+        domains=domains_of(summary),
+        deferrals_per_minute=deferrals_per_minute(session, edition_id))
+
+
+def deferrals_per_minute(session: Session, edition_id: int) -> list[tuple[str, str, int]]:
+    """The edition's deferrals as the send counted them (``mailer.delivery.ledger``): a few
+    rows per minute of the send, so they are read afresh on every view."""
+    return [(f"{minute:%Y-%m-%d %H:%M}", domain, n) for minute, domain, n in session.execute(
+        select(EditionDeferral.minute, EditionDeferral.domain, EditionDeferral.deferrals)
+        .where(EditionDeferral.edition_id == edition_id)
+        .order_by(EditionDeferral.minute, EditionDeferral.domain))]
 
 
 def domains_of(summary: dict[str, Any]) -> list[DomainFigures]:

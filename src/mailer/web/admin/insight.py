@@ -57,6 +57,7 @@ def edition_page(request: Request, edition_id: RowId, staff: Staff = Depends(vie
     clicks = tables["clicks"]
     minutes = tables["per-minute"]
     deferrals = tables["deferrals"]
+    over_time = tables["deferrals-per-minute"]
     pictures = {
         "outcome": charts.bars(outcome.title, [str(r[0]) for r in outcome.rows],
                                [outcome.column(1)]),
@@ -68,6 +69,10 @@ def edition_page(request: Request, edition_id: RowId, staff: Staff = Depends(vie
         "deferrals": charts.bars(deferrals.title, [str(r[0]) for r in deferrals.rows],
                                  [deferrals.column(3), deferrals.column(4)],
                                  ["deferred", "refused"]),
+        "deferrals-per-minute": charts.lines(
+            over_time.title, [str(r[0])[11:] for r in over_time.rows],
+            [over_time.column(k) for k in range(1, len(over_time.columns))],
+            over_time.columns[1:]),
     }
     return admin_page(request, "insight-edition.html", staff, figures=figures, tables=tables,
                       pictures=pictures, csv_base=f"/admin/editions/{edition_id}/insight")
