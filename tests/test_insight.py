@@ -253,6 +253,8 @@ def _the_report_mail(stack, edition_id: int) -> None:  # type: ignore[no-untyped
                  "Complaints: 0"):
         assert line in text, line
     assert "example.net (1 deferred, 2 refused)" in text
+    assert re.search(r"^Most deferrals in a minute: 1 at \d{4}-\d\d-\d\d \d\d:\d\d UTC "
+                     r"\(1 by example\.net\)\r$", text, re.MULTILINE)
     url = f"{stack.base_url}/admin/editions/{edition_id}/insight"
     assert url in links(text) and url in {unescape(u) for u in re.findall(r'href="([^"]+)"', html)}
     assert set(links(text)) <= {url, "https://www.cep-probation.org"}

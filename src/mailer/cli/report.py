@@ -36,6 +36,7 @@ def report(edition: int = typer.Argument(..., help="The edition's id (mailer edi
                       for row in tables["clicks"].rows],
             "per_minute": figures.per_minute,
             "refused_per_minute": figures.refused_per_minute,
+            "deferrals_per_minute": figures.deferrals_per_minute,
         }, indent=2))
         return
     console = Console()

@@ -2,12 +2,13 @@
 (``templates/email/edition-report``) and printed by ``mailer report EDITION``.
 
 The same figures as the edition's insight page, as they stand when the send finishes:
-delivered, deferred, bounced by class, complaints, unsubscribes, the most followed links
-(clicks keep coming for days: the page has the latest). One mail per active editor,
-recorded in the audit log once the SMTP server accepted it (``edition.report_mail``), so
-a task that runs again mails only those still waiting; two running at once do not both
-mail an editor, as each takes a five-minute claim in Redis first. Staff mail: sent from
-the newsletter's own address, with no VERP token (its registry entry has no letter).
+delivered, deferred (and the minute with the most deferrals), bounced by class, complaints,
+unsubscribes, the most followed links (clicks keep coming for days: the page has the
+latest). One mail per active editor, recorded in the audit log once the SMTP server
+accepted it (``edition.report_mail``), so a task that runs again mails only those still
+waiting; two running at once do not both mail an editor, as each takes a five-minute claim
+in Redis first. Staff mail: sent from the newsletter's own address, with no VERP token (its
+registry entry has no letter).
 
 The task is published when the send finishes; a broker that is away then (or a Redis
 that loses the message) loses it. Beat's sweep queues it again (:func:`requeue_lost_reports`)
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,12 +78,26 @@ def lines(figures: EditionFigures) -> list[tuple[str, str]]:
         ("Readers in the audience", f"{figures.audience:,}"),
         ("Delivered", f"{figures.delivered:,}{share(figures.delivered)}"),
         ("Deferred at least once", f"{figures.deferred:,}"),
+        *_peak(figures),
         ("Bounced", f"{bounced['hard']:,} hard, {bounced['soft']:,} soft, "
                     f"{bounced['policy']:,} policy"),
         ("Complaints", f"{figures.complaints:,}"),
         ("Unsubscribed from it", f"{figures.unsubscribes:,}"),
         ("Clicks on its links", f"{figures.clicks:,}"),
     ]
+
+
+def _peak(figures: EditionFigures) -> list[tuple[str, str]]:
+    """The minute with the most deferrals, and the domain that deferred most in it."""
+    minutes: dict[str, Counter[str]] = {}
+    for minute, domain, n in figures.deferrals_per_minute:
+        minutes.setdefault(minute, Counter())[domain] += n
+    if not minutes:
+        return []
+    minute, domains = max(minutes.items(), key=lambda m: (m[1].total(), m[0]))
+    domain, most = domains.most_common(1)[0]
+    return [("Most deferrals in a minute",
+             f"{domains.total():,} at {minute} UTC ({most:,} by {domain})")]
 
 
 def context(figures: EditionFigures, settings: Settings) -> dict[str, Any]:
