@@ -167,8 +167,13 @@ def task_figures(client: redis.Redis | None = None) -> dict[str, dict[str, int]]
 
 
 def last_activity(client: redis.Redis | None = None) -> dict[str, float]:
-    raw = _decoded((client or get_redis()).hgetall(ACTIVITY_KEY))  # type: ignore[arg-type]
-    return {k: float(v) for k, v in raw.items()}
+    return activity_of((client or get_redis()).hgetall(ACTIVITY_KEY))  # type: ignore[arg-type]
+
+
+def activity_of(raw: dict[Any, Any]) -> dict[str, float]:
+    """Per queue, when a worker last touched it, from ``HGETALL`` of ``ACTIVITY_KEY`` (what
+    :func:`last_activity` asks; ``mailer.ops.queues`` asks it in its own pipeline)."""
+    return {k: float(v) for k, v in _decoded(raw).items()}
 
 
 # --- the sending pipeline's hook -----------------------------------------------------------

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
+from redis.client import Pipeline
 
-from mailer.counters import last_activity
+from mailer.counters import ACTIVITY_KEY, activity_of
 from mailer.redis import get_redis
 from mailer.tasks import QUEUES
 
@@ -56,10 +58,14 @@ class QueueState:
 
 def depth(client: redis.Redis, name: str) -> int:
     pipe = client.pipeline(transaction=False)
+    _ask_depth(pipe, name)
+    return sum(int(n) for n in pipe.execute())
+
+
+def _ask_depth(pipe: Pipeline, name: str) -> None:
     pipe.llen(name)
     for priority in _PRIORITIES:
         pipe.llen(f"{name}{_PRIORITY_SEP}{priority}")
-    return sum(int(n) for n in pipe.execute())
 
 
 def unacked(client: redis.Redis | None = None) -> int:
@@ -71,26 +77,54 @@ def states(stall: float, client: redis.Redis | None = None,
     """Every queue's depth and whether it is stalled. ``waiting``: work per queue that
     waits in the database. Raises RedisError."""
     r = client or get_redis()
-    now = time.time()
-    activity = last_activity(r)
-    seen = {(k.decode() if isinstance(k, bytes) else k): float(v)
-            for k, v in r.hgetall(NONEMPTY_KEY).items()}  # type: ignore[union-attr]
-    out = []
+    pipe = r.pipeline(transaction=False)
+    ask(pipe)
+    return answer(pipe.execute(), stall, r, waiting)
+
+
+#: How many replies :func:`ask` queues on a pipeline.
+ASKED = 2 + len(QUEUES) * (1 + len(_PRIORITIES))
+
+
+def ask(pipe: Pipeline) -> None:
+    """Queue on ``pipe`` what :func:`answer` reads (``ASKED`` replies): the queues' last
+    activity, since when each has held work, and every queue's lists. One round trip for
+    all of it: every admin page's banner asks (it was six)."""
+    pipe.hgetall(ACTIVITY_KEY)
+    pipe.hgetall(NONEMPTY_KEY)
     for name in QUEUES:
-        n = depth(r, name)
+        _ask_depth(pipe, name)
+
+
+def answer(replies: list[Any], stall: float, client: redis.Redis,
+           waiting: dict[str, int] | None = None) -> list[QueueState]:
+    """The queues' states from the replies to :func:`ask`. A queue that starts or stops
+    holding work is noted in ``NONEMPTY_KEY`` (a second round trip, only then)."""
+    now = time.time()
+    activity = activity_of(replies[0])
+    seen = {(k.decode() if isinstance(k, bytes) else k): float(v)
+            for k, v in replies[1].items()}
+    depths = replies[2:]
+    notes = client.pipeline(transaction=False)
+    out = []
+    for i, name in enumerate(QUEUES):
+        per_queue = 1 + len(_PRIORITIES)
+        n = sum(int(d) for d in depths[i * per_queue:(i + 1) * per_queue])
         in_database = (waiting or {}).get(name)
         since: float | None
         if n or in_database:
             since = seen.get(name)
             if since is None:
-                r.hsetnx(NONEMPTY_KEY, name, now)
+                notes.hsetnx(NONEMPTY_KEY, name, now)
                 since = now
         else:
             since = None
             if name in seen:
-                r.hdel(NONEMPTY_KEY, name)
+                notes.hdel(NONEMPTY_KEY, name)
         last = activity.get(name)
         stalled = bool(n or in_database) and since is not None and now - since >= stall and (
             last is None or now - last >= stall)
         out.append(QueueState(name, n, since, last, stalled, in_database))
+    if len(notes):
+        notes.execute()
     return out

@@ -147,9 +147,18 @@ def redis_state(settings: Settings, session: Session | None = None) -> RedisStat
     try:
         waiting = {BULK: waiting_deliveries(session)} if session is not None else {}
         client = get_redis()
-        return (None, queues_.states(settings.ops.queue_stall_seconds, client, waiting),
-                queues_.unacked(client),
-                workers_.alive(ops=settings.ops, client=client))
+        # One round trip for all of it (every admin page's banner asks): queues, unacked
+        # tasks, heartbeats.
+        pipe = client.pipeline(transaction=False)
+        queues_.ask(pipe)
+        pipe.hlen("unacked")
+        workers_.ask(pipe, settings.ops)
+        replies = pipe.execute()
+        queue_replies, unacked, worker_replies = (
+            replies[:queues_.ASKED], replies[queues_.ASKED], replies[queues_.ASKED + 1:])
+        return (None, queues_.answer(queue_replies, settings.ops.queue_stall_seconds, client,
+                                     waiting),
+                int(unacked), workers_.answer(worker_replies))
     except (redis.RedisError, OSError) as exc:
         log.warning("ops status cannot read Redis: %s", exc)
         return f"{type(exc).__name__}: {exc}", None, None, None

@@ -1,8 +1,8 @@
 """Which Celery workers are alive: each worker's main process writes a heartbeat to Redis.
 
 A worker counts as alive while its heartbeat is younger than three intervals. This works
-across machines (every worker shares the broker's Redis), costs the reader one sorted-set
-query, and a worker killed with ``kill -9`` drops out on its own when its beats stop.
+across machines (every worker shares the broker's Redis), costs the reader one round trip
+(:func:`ask`), and a worker killed with ``kill -9`` drops out on its own when its beats stop.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from mailer.config import OpsSettings
 from mailer.redis import get_redis
@@ -69,17 +70,34 @@ def forget(hostname: str) -> None:
 def alive(*, ops: OpsSettings, client: redis.Redis | None = None) -> list[WorkerInfo]:
     """The workers whose last heartbeat is recent enough (``ops.worker_heartbeat_seconds``).
     Raises RedisError."""
-    r = client or get_redis()
-    members: list[tuple[Any, float]] = r.zrangebyscore(  # type: ignore[assignment]
-        WORKERS_KEY, time.time() - _ttl(ops), "+inf", withscores=True)
-    if not members:
-        return []
-    names = [m.decode() if isinstance(m, bytes) else str(m) for m, _ in members]
-    infos = r.mget([INFO_PREFIX + n for n in names])
+    pipe = (client or get_redis()).pipeline(transaction=False)
+    ask(pipe, ops)
+    return answer(pipe.execute())
+
+
+#: How many replies :func:`ask` queues on a pipeline.
+ASKED = 2
+
+
+def ask(pipe: Pipeline, ops: OpsSettings) -> None:
+    """Queue on ``pipe`` what :func:`answer` reads (``ASKED`` replies): the workers that
+    beat lately, and every known worker's name with its info. ``SORT … BY nosort GET #
+    GET <prefix>*`` reads each member's info key in the same round trip as the heartbeats
+    (``ZRANGEBYSCORE`` then ``MGET`` was two; the set holds the workers of one day)."""
+    pipe.zrangebyscore(WORKERS_KEY, time.time() - _ttl(ops), "+inf", withscores=True)
+    pipe.sort(WORKERS_KEY, by="nosort", get=["#", INFO_PREFIX + "*"])
+
+
+def answer(replies: list[Any]) -> list[WorkerInfo]:
+    """The live workers from the replies to :func:`ask`, by host name."""
+    members: list[tuple[Any, float]] = replies[0]
+    flat = replies[1]
+    infos = {_text(name): raw for name, raw in zip(flat[::2], flat[1::2], strict=True)}
     out = []
-    for (_, score), name, raw in zip(members, names, infos, strict=True):
+    for member, score in members:
+        name = _text(member)
         data: dict[str, Any] = {}
-        if raw:
+        if raw := infos.get(name):
             try:
                 data = json.loads(raw)
             except ValueError:
@@ -89,6 +107,10 @@ def alive(*, ops: OpsSettings, client: redis.Redis | None = None) -> list[Worker
                               concurrency=data.get("concurrency"),
                               started_at=data.get("started_at")))
     return sorted(out, key=lambda w: w.hostname)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Heartbeat:
