@@ -25,9 +25,10 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from mailer.bounces.models import Bounce, BounceClass
-from mailer.bounces.rates import edition_rates
+from mailer.bounces.rates import class_counts_of, edition_rates
 from mailer.config import SendingSettings, Settings
 from mailer.db import utcnow
+from mailer.delivery.queries import state_counts_of
 from mailer.editions.models import Edition, EditionState
 from mailer.ops.queues import QueueState
 from mailer.ops.workers import WorkerInfo
@@ -38,6 +39,10 @@ NAMES = ("circuit_breaker", "policy_rejections", "complaint_rate", "queue_not_dr
 BREAKER_PREFIX = "circuit breaker:"
 #: Sent editions whose complaint rate is still watched (complaints come back for weeks).
 COMPLAINT_WATCH_DAYS = 30
+
+_PAUSED_BY_BREAKER = (Edition.state == EditionState.paused,
+                      Edition.state_reason.startswith(BREAKER_PREFIX))
+_DISABLED_ENDPOINT = (WebhookEndpoint.enabled.is_(False), WebhookEndpoint.disabled_at.is_not(None))
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,13 @@ def evaluate(session: Session, settings: Settings, *, queues: list[QueueState] |
     ``rates``: :func:`watched_rates`, when the caller has them already."""
     if rates is None:
         rates = watched_rates(session, settings.sending)
-    alerts = [*_breaker(session), *_policy(session, settings.ops.alert_window_hours),
+    hours = settings.ops.alert_window_hours
+    look = _first_look(session, hours)
+    alerts = [*(_breaker(session) if look.breakers else []),
+              *_policy(session, hours, look.policy_count, look.policy_latest),
               *_complaints(rates, settings.sending.complaint_alert_rate,
                            settings.sending.complaint_stop_rate),
-              *_webhooks(session)]
+              *(_webhooks(session) if look.webhooks_disabled else [])]
     if queues is None or workers is None:
         alerts.append(Alert("redis_unreachable", "critical",
                             "Redis cannot be reached: nothing can be queued or sent."))
@@ -82,12 +90,38 @@ def evaluate(session: Session, settings: Settings, *, queues: list[QueueState] |
     return alerts
 
 
+@dataclass(frozen=True)
+class _Look:
+    breakers: int
+    policy_count: int
+    policy_latest: int | None
+    webhooks_disabled: int
+
+
+def _first_look(session: Session, hours: int) -> _Look:
+    """Whether the alerts read from rows have anything to say, in one statement (each is
+    an indexed count that is nearly always 0): editions the breaker paused, policy
+    refusals in the window and the latest of them, disabled webhook endpoints. Only an
+    alert that holds reads its rows. Every admin page's banner asks, so one round trip
+    instead of three."""
+    since = utcnow() - dt.timedelta(hours=hours)
+    policy = (Bounce.bounce_class == BounceClass.policy, Bounce.edition_id.is_not(None),
+              Bounce.received_at >= since)
+    row = session.execute(select(
+        select(func.count()).select_from(Edition).where(*_PAUSED_BY_BREAKER)
+        .scalar_subquery(),
+        select(func.count()).select_from(Bounce).where(*policy).scalar_subquery(),
+        select(func.max(Bounce.id)).where(*policy).scalar_subquery(),
+        select(func.count()).select_from(WebhookEndpoint).where(*_DISABLED_ENDPOINT)
+        .scalar_subquery(),
+    )).one()
+    return _Look(int(row[0] or 0), int(row[1] or 0), row[2], int(row[3] or 0))
+
+
 def _breaker(session: Session) -> list[Alert]:
     paused = session.execute(
         select(Edition.id, Edition.subject, Edition.state_reason)
-        .where(Edition.state == EditionState.paused,
-               Edition.state_reason.startswith(BREAKER_PREFIX))
-        .order_by(Edition.id)
+        .where(*_PAUSED_BY_BREAKER).order_by(Edition.id)
     ).all()
     return [Alert("circuit_breaker", "critical",
                   f"Edition {eid} (“{subject}”) was paused by the {reason}. Find the cause "
@@ -95,13 +129,9 @@ def _breaker(session: Session) -> list[Alert]:
             for eid, subject, reason in paused]
 
 
-def _policy(session: Session, hours: int) -> list[Alert]:
-    since = utcnow() - dt.timedelta(hours=hours)
-    count, latest = session.execute(
-        select(func.count(), func.max(Bounce.id))
-        .where(Bounce.bounce_class == BounceClass.policy, Bounce.edition_id.is_not(None),
-               Bounce.received_at >= since)
-    ).one()
+def _policy(session: Session, hours: int, count: int, latest: int | None) -> list[Alert]:
+    """``count`` policy refusals in the last ``hours``, ``latest`` the newest
+    (:func:`_first_look`)."""
     if not count:
         return []
     last = session.get(Bounce, latest)
@@ -119,7 +149,9 @@ def watched_rates(session: Session, sending: SendingSettings) -> list[dict[str, 
     A sent edition's deliveries are not counted again: none changes state after the send
     (a bounce that comes back later is a row of its own), and the end of the send kept
     their counts (``edition.stats["deliveries"]``, ``delivery.service.finish_if_done``).
-    Counting 100,000 rows per edition took every admin page's banner 30–40 ms each."""
+    Counting 100,000 rows per edition took every admin page's banner 30–40 ms each. The
+    others' deliveries, and every watched edition's bounces, are counted in one grouped
+    query each, not one per edition."""
     since = utcnow() - dt.timedelta(days=COMPLAINT_WATCH_DAYS)
     watched = session.execute(
         select(Edition.id, Edition.state, Edition.stats).where(or_(
@@ -127,8 +159,16 @@ def watched_rates(session: Session, sending: SendingSettings) -> list[dict[str, 
             (Edition.state == EditionState.sent) & (Edition.finished_at >= since),
         )).order_by(Edition.id)
     ).all()
-    return [edition_rates(session, edition_id, sending, states=_final_counts(state, stats))
-            for edition_id, state, stats in watched]
+    if not watched:
+        return []
+    kept = {edition_id: _final_counts(state, stats) for edition_id, state, stats in watched}
+    uncounted = [edition_id for edition_id, states in kept.items() if states is None]
+    counted = state_counts_of(session, uncounted) if uncounted else {}
+    per_class = class_counts_of(session, list(kept))
+    return [edition_rates(session, edition_id, sending,
+                          states=states if states is not None else counted.get(edition_id, {}),
+                          per_class=per_class.get(edition_id, {}))
+            for edition_id, states in kept.items()]
 
 
 def _final_counts(state: str, stats: dict[str, Any] | None) -> dict[str, int] | None:
@@ -157,9 +197,7 @@ def _complaints(watched: list[dict[str, Any]], alert_rate: float,
 
 def _webhooks(session: Session) -> list[Alert]:
     disabled = session.scalars(
-        select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(False),
-                                      WebhookEndpoint.disabled_at.is_not(None))
-        .order_by(WebhookEndpoint.id)).all()
+        select(WebhookEndpoint).where(*_DISABLED_ENDPOINT).order_by(WebhookEndpoint.id)).all()
     return [Alert("webhook_disabled", "warning",
                   f"Webhook endpoint {e.id} ({e.url}) is disabled: {e.disabled_reason} "
                   "Enable it again on the Webhooks page once the receiver answers.")
