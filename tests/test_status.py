@@ -201,3 +201,61 @@ def test_a_sent_editions_complaint_alert_reads_the_delivery_counts_its_send_kept
     [complaint] = [a for a in found if a.name == "complaint_rate"]
     assert complaint.edition_id == edition_id and complaint.severity == "critical"
     assert "1 complaint(s) for 38 delivered, 2.63 %" in complaint.message
+
+
+def test_the_banner_says_what_mailer_status_and_metrics_say_after_a_real_send(
+        clean, worker) -> None:
+    """The banner on top of every admin page reads the queues and heartbeats in one Redis
+    round trip and the alerts' rows only when the first look finds some; after a real send
+    that a server refused once for policy reasons and a reader complained about, its alerts
+    are ``mailer status``'s, one for one, and ``/metrics`` raises the same."""
+    from sqlalchemy import select
+
+    from mailer.deliveries.models import Delivery
+    from mailer.ops.alerts import NAMES
+    from mailer.ops.metrics import render
+    from mailer.web.admin.render import _banner
+    from tests.support.factories import start, wait_sent
+
+    readers = make_subscribers(40)
+    clean.smtp.behaviour.add(readers[0], "data", "554 5.7.1 Message rejected as spam")
+    edition_id = make_edition()
+    start(edition_id)
+    wait_sent(edition_id)  # by the session's worker
+    with transaction() as session:
+        sent = session.scalars(select(Delivery.id).where(
+            Delivery.edition_id == edition_id, Delivery.state == "sent")).first()
+        record_bounce(session, bounces=BOUNCES, bounce_class=BounceClass.complaint, source="test",
+                      delivery_id=sent, recipient="x@example.net", fingerprint="complaint-1")
+    code, snapshot = wait_for(lambda: (r := status_json())[1]["workers"] and r, timeout=40,
+                              what="the worker's heartbeat")
+    assert names(snapshot) == ["complaint_rate", "policy_rejections"] and code == 2
+    with transaction() as session:
+        banner = _banner(object(), session)  # type: ignore[arg-type]  # any staff member
+    assert [a.as_dict() for a in banner] == snapshot["alerts"]
+    assert "Message rejected as spam" in banner[0].message + banner[1].message
+    metrics = render(get_settings()).decode()
+    for name in NAMES:
+        raised = name in names(snapshot)
+        assert f'mailer_alert{{alert="{name}"}} {1.0 if raised else 0.0}' in metrics, name
+
+
+def test_with_redis_away_the_banner_and_mailer_status_say_redis_unreachable(rig) -> None:
+    """The one round trip fails as the ten did: the answer is redis_unreachable, not an
+    error page, in the banner as in ``mailer status``."""
+    from mailer.ops import status
+    from mailer.web.admin.render import _banner
+
+    rig.redis.stop()
+    try:
+        error, queues, unacked, workers = status.redis_state(get_settings())
+        assert error and queues is None and unacked is None and workers is None
+        code, snapshot = status_json()
+        assert code == 2 and names(snapshot) == ["redis_unreachable"]
+        with transaction() as session:
+            banner = _banner(object(), session)  # type: ignore[arg-type]
+        assert [a.as_dict() for a in banner] == snapshot["alerts"]
+    finally:
+        rig.redis.start()
+    assert status.redis_state(get_settings())[0] is None
+
