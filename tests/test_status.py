@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from mailer.bounces.actions import record_bounce
@@ -259,3 +260,39 @@ def test_with_redis_away_the_banner_and_mailer_status_say_redis_unreachable(rig)
         rig.redis.start()
     assert status.redis_state(get_settings())[0] is None
 
+
+
+def test_a_redis_user_whose_acl_names_the_keys_sees_the_same_workers(rig, monkeypatch) -> None:
+    """The heartbeats and the workers' info come in one round trip (``SORT … GET``), which
+    Redis 7 refuses to a user who may not read every key; such a user (an ACL that names
+    mailer's keys and Celery's queues) gets the infos asked apart: the same workers, the
+    same queues, and no redis_unreachable."""
+    import redis
+
+    from mailer.ops import status, workers
+    from mailer.redis import get_redis
+
+    settings = get_settings()
+    workers.beat("celery@acl-test", {"pid": 42, "queues": ["bulk"], "concurrency": 3},
+                 ops=settings.ops)
+    every_key = status.redis_state(settings)
+    assert every_key[0] is None and [w.hostname for w in every_key[3]] == ["celery@acl-test"]
+    admin = redis.Redis.from_url(rig.redis.url)
+    admin.execute_command("ACL", "SETUSER", "mailer", "on", ">secret", "resetkeys",
+                          "~mailer:*", "~bulk*", "~confirmations*", "~default*",
+                          "~webhooks*", "~unacked*", "+@all")
+    url = rig.redis.url
+    try:
+        monkeypatch.setenv("MAILER_REDIS_URL", url.replace("redis://", "redis://mailer:secret@"))
+        reset_settings()
+        with pytest.raises(redis.ResponseError, match="ACL"):  # what the one trip meets
+            get_redis().sort(workers.WORKERS_KEY, by="nosort",
+                                    get=["#", workers.INFO_PREFIX + "*"])
+        named_keys = status.redis_state(get_settings())
+    finally:
+        monkeypatch.setenv("MAILER_REDIS_URL", url)
+        reset_settings()
+    assert named_keys[0] is None
+    assert [q.as_dict() for q in named_keys[1]] == [q.as_dict() for q in every_key[1]]
+    assert [(w.hostname, w.pid, w.queues, w.concurrency) for w in named_keys[3]] == [
+        ("celery@acl-test", 42, ("bulk",), 3)]

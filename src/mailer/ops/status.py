@@ -153,12 +153,15 @@ def redis_state(settings: Settings, session: Session | None = None) -> RedisStat
         queues_.ask(pipe)
         pipe.hlen("unacked")
         workers_.ask(pipe, settings.ops)
-        replies = pipe.execute()
+        replies = pipe.execute(raise_on_error=False)  # the workers' answer copes with its own
         queue_replies, unacked, worker_replies = (
             replies[:queues_.ASKED], replies[queues_.ASKED], replies[queues_.ASKED + 1:])
+        for reply in [*queue_replies, unacked]:
+            if isinstance(reply, Exception):
+                raise reply
         return (None, queues_.answer(queue_replies, settings.ops.queue_stall_seconds, client,
                                      waiting),
-                int(unacked), workers_.answer(worker_replies))
+                int(unacked), workers_.answer(worker_replies, client))
     except (redis.RedisError, OSError) as exc:
         log.warning("ops status cannot read Redis: %s", exc)
         return f"{type(exc).__name__}: {exc}", None, None, None

@@ -70,9 +70,10 @@ def forget(hostname: str) -> None:
 def alive(*, ops: OpsSettings, client: redis.Redis | None = None) -> list[WorkerInfo]:
     """The workers whose last heartbeat is recent enough (``ops.worker_heartbeat_seconds``).
     Raises RedisError."""
-    pipe = (client or get_redis()).pipeline(transaction=False)
+    r = client or get_redis()
+    pipe = r.pipeline(transaction=False)
     ask(pipe, ops)
-    return answer(pipe.execute())
+    return answer(pipe.execute(raise_on_error=False), r)
 
 
 #: How many replies :func:`ask` queues on a pipeline.
@@ -83,19 +84,31 @@ def ask(pipe: Pipeline, ops: OpsSettings) -> None:
     """Queue on ``pipe`` what :func:`answer` reads (``ASKED`` replies): the workers that
     beat lately, and every known worker's name with its info. ``SORT … BY nosort GET #
     GET <prefix>*`` reads each member's info key in the same round trip as the heartbeats
-    (``ZRANGEBYSCORE`` then ``MGET`` was two; the set holds the workers of one day)."""
+    (``ZRANGEBYSCORE`` then ``MGET`` was two; the set holds the workers of one day). Run
+    the pipeline with ``raise_on_error=False``: :func:`answer` copes with a refused
+    ``SORT``."""
     pipe.zrangebyscore(WORKERS_KEY, time.time() - _ttl(ops), "+inf", withscores=True)
     pipe.sort(WORKERS_KEY, by="nosort", get=["#", INFO_PREFIX + "*"])
 
 
-def answer(replies: list[Any]) -> list[WorkerInfo]:
-    """The live workers from the replies to :func:`ask`, by host name."""
-    members: list[tuple[Any, float]] = replies[0]
-    flat = replies[1]
-    infos = {_text(name): raw for name, raw in zip(flat[::2], flat[1::2], strict=True)}
+def answer(replies: list[Any], client: redis.Redis) -> list[WorkerInfo]:
+    """The live workers from the replies to :func:`ask`, by host name. Raises the
+    heartbeats' RedisError.
+
+    Redis 7 runs ``SORT … GET`` only for a user who may read every key: one whose ACL
+    names the keys (``~mailer:* ~bulk* …``) is refused it, and gets the infos asked
+    apart, in a second round trip."""
+    members, listed = replies
+    if isinstance(members, Exception):
+        raise members
+    names = [_text(member) for member, _ in members]
+    if isinstance(listed, redis.ResponseError):
+        found = client.mget([INFO_PREFIX + n for n in names]) if names else []
+        infos = dict(zip(names, found, strict=True))  # type: ignore[arg-type]
+    else:
+        infos = {_text(n): raw for n, raw in zip(listed[::2], listed[1::2], strict=True)}
     out = []
-    for member, score in members:
-        name = _text(member)
+    for name, (_, score) in zip(names, members, strict=True):
         data: dict[str, Any] = {}
         if raw := infos.get(name):
             try:
