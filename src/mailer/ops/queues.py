@@ -104,11 +104,10 @@ def answer(replies: list[Any], stall: float, client: redis.Redis,
     activity = activity_of(replies[0])
     seen = {(k.decode() if isinstance(k, bytes) else k): float(v)
             for k, v in replies[1].items()}
-    depths = replies[2:]
+    depths, per_queue = replies[2:], 1 + len(_PRIORITIES)
     notes = client.pipeline(transaction=False)
     out = []
     for i, name in enumerate(QUEUES):
-        per_queue = 1 + len(_PRIORITIES)
         n = sum(int(d) for d in depths[i * per_queue:(i + 1) * per_queue])
         in_database = (waiting or {}).get(name)
         since: float | None
