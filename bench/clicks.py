@@ -149,7 +149,8 @@ def wrk(base: str, paths: list[str], *, seconds: float, connections: int,
     out = subprocess.run([binary, f"-t{_THREADS}", f"-c{connections}",
                           f"-d{max(1, round(seconds))}s",
                           "--latency", "-s", str(script), base],
-                         check=True, capture_output=True, text=True).stdout
+                         check=True, capture_output=True, text=True,
+                         start_new_session=True).stdout
 
     def latency(percent: str) -> float:
         value, unit = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
