@@ -480,6 +480,27 @@ def test_a_chart_escapes_its_labels_and_carries_no_script() -> None:
     assert "Nothing to show" in str(charts.bars("t", [], [[]]))
 
 
+def test_a_line_over_time_is_as_long_as_the_time_it_pictures() -> None:
+    from mailer.web.admin.insight import _over_time
+
+    minutes = Table("m", "Per minute", ["minute", "a", "b"],
+                    [["2026-12-03 09:14", 2, 0], ["2026-12-03 09:17", 1, 4]])
+    title, labels, series = _over_time(minutes)
+    assert (title, labels) == ("Per minute", ["09:14", "09:15", "09:16", "09:17"])
+    assert series == [[2, 0, 0, 1], [0, 0, 0, 4]]
+    # retries that came back the next day and a week later: per hour, the date written
+    later = Table("m", "Per minute", ["minute", "a"],
+                  [["2026-12-03 09:14", 2], ["2026-12-03 09:50", 1], ["2026-12-10 11:05", 3]])
+    title, labels, series = _over_time(later)
+    assert title == "Per minute, per hour" and len(labels) == 7 * 24 + 3
+    assert (labels[0], labels[-1]) == ("12-03 09:00", "12-10 11:00")
+    assert (series[0][0], series[0][-1], sum(series[0])) == (3, 3, 6)
+    over_a_night = Table("m", "M", ["minute", "a"], [["2026-12-03 23:59", 1],
+                                                     ["2026-12-04 00:01", 1]])
+    assert _over_time(over_a_night)[1] == ["12-03 23:59", "12-04 00:00", "12-04 00:01"]
+    assert _over_time(Table("m", "M", ["minute", "a"], []))[1:] == ([], [[]])
+
+
 @pytest.mark.browser
 def test_the_insight_pages_in_chromium_light_and_dark_at_375_px(
         clean, web, worker, browser, artifacts) -> None:

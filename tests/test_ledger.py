@@ -188,3 +188,28 @@ def test_a_deferral_is_counted_once_when_its_row_moves_to_deferred(clean) -> Non
                                       ("09:15", "d1.example.net"): 1}
     states = [s for _, s, _, _ in _rows(edition_id)]
     assert states == ["deferred"] * 3 + ["sent", "bounced", "deferred", "deferred", "queued"]
+
+
+def test_a_deferral_is_a_4xx_answer_whatever_the_row_becomes(clean) -> None:
+    """The last 4xx of a delivery whose attempts ran out is a deferral (the row is failed);
+    a 5xx that is tried again (the row is deferred) is not."""
+    make_subscribers(2, domains=1)
+    edition_id = make_edition()
+    start(edition_id)
+    ids = [r[0] for r in _rows(edition_id)]
+    nine = utcnow().replace(hour=9, minute=14, second=5)
+    exhausted = Outcome(ids[0], DeliveryState.failed, 421, "421 4.7.0 try later", 5,
+                        "retries exhausted", nine)
+    soft = Outcome(ids[1], DeliveryState.deferred, 552, "552 5.2.2 mailbox full", 1,
+                   "deferred", nine)
+    ledger = Ledger(edition_id, HOLDER, SendingSettings(), BounceSettings())
+    try:
+        _, (claims, reached), _ = ledger.commit_group(
+            [], claim_after=ids[0] - 1, last_id=ids[-1], limit=2, now=utcnow())
+        assert len(claims) == 2
+        ledger.commit_group([exhausted, soft], claim_after=reached, last_id=ids[-1], limit=2,
+                            now=utcnow())
+    finally:
+        ledger.close()
+    assert _deferrals(edition_id) == {("09:14", "example.net"): 1}
+    assert [s for _, s, _, _ in _rows(edition_id)] == ["failed", "deferred"]

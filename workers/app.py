@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import time
 from pathlib import Path
 
 from celery import Celery
@@ -163,17 +165,27 @@ def _yield_to_the_web(**_: object) -> None:
 def _lower_own_autogroup(niceness: int) -> None:
     """Linux with autogroups (``kernel.sched_autogroup_enabled``, on in Debian's kernels)
     shares the cores between sessions first and only then by niceness inside each. honcho
-    (``make run``) and a process manager start every program in a session of its own, so a
+    (``make run``) starts every program in a session of its own, so a
     niceness alone changes nothing against the web app: the autogroup's own niceness does
     (sched(7)). Only a worker that leads its session has an autogroup of its own: one it
     shares (a worker started from a shell beside other programs) is left alone."""
     autogroup = Path("/proc/self/autogroup")
     if os.getsid(0) != os.getpid() or not autogroup.exists():
         return
-    try:
-        autogroup.write_text(str(niceness))
-    except OSError as exc:  # not allowed here: the niceness above is what there is
-        logging.getLogger(__name__).warning("could not lower the worker's autogroup: %s", exc)
+    for attempt in range(20):
+        try:  # "/autogroup-42 nice 0": never raised back up from a higher niceness
+            current = int(autogroup.read_text().split()[-1])
+            if current < niceness:
+                autogroup.write_text(str(niceness))
+            return
+        except OSError as exc:
+            # The kernel takes one such change every 100 ms from the whole machine (EAGAIN):
+            # several workers started together wait their turn.
+            if exc.errno != errno.EAGAIN or attempt == 19:
+                logging.getLogger(__name__).warning(
+                    "could not lower the worker's autogroup: %s", exc)
+                return
+            time.sleep(0.11)
 
 
 @worker_process_init.connect

@@ -77,10 +77,12 @@ _PICK_COLUMNS = (
 
 #: PostgreSQL: a group's outcomes (``v``) recorded where the claim is still this process's
 #: (``recorded``), and the deferrals among them counted per minute of their answer and the
-#: reader's domain, in the same statement: only a row this statement really moves to
-#: ``deferred`` is counted, so a group recorded twice, or refused because its claims were
-#: taken back, counts nothing more. Only a server's answer (a reply code) is a deferral;
-#: a connection that failed under a message was our trouble, not the domain's. The domain
+#: reader's domain, in the same statement: only a row this statement really records is
+#: counted, so a group recorded twice, or refused because its claims were taken back,
+#: counts nothing more. A deferral is a server's temporary refusal, a 4xx reply, whatever
+#: the row became: the last one of a delivery whose attempts ran out is one too (it is
+#: ``failed``), and a 5xx we try again is not; a connection that failed under a message
+#: (no reply) was our trouble, not the domain's. The domain
 #: is worked out as ``mailer.insight.buckets`` does (insight's "(erased readers)" when the
 #: reader is gone).
 _RECORD = (
@@ -97,7 +99,7 @@ _RECORD = (
     "SELECT %(edition)s::int, date_trunc('minute', v.at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', "
     "coalesce(lower(split_part(s.email, '@', 2)), '(erased readers)'), count(*) "
     "FROM recorded r JOIN v ON v.id = r.id LEFT JOIN subscriber s ON s.id = r.subscriber_id "
-    "WHERE v.state = 'deferred' AND v.code IS NOT NULL "
+    "WHERE v.code BETWEEN 400 AND 499 "
     "GROUP BY 2, 3 ORDER BY 2, 3 "  # one order of the rows' locks for every batch
     "ON CONFLICT (edition_id, minute, domain) "
     "DO UPDATE SET deferrals = edition_deferral.deferrals + excluded.deferrals)"
@@ -354,7 +356,7 @@ class Ledger:
         if lost:  # the transaction rolls back: nothing of the group, nor its deferrals
             raise ClaimsLost(f"{len(outcomes) - len(recorded)} of {len(outcomes)} claims were "
                              "queued again by someone else")
-        deferred = [o for o in outcomes if o.state == D.deferred and o.code is not None]
+        deferred = [o for o in outcomes if o.code is not None and 400 <= o.code <= 499]
         if deferred and not self.pg:
             self._run("count_deferral", [{
                 "edition": self.edition_id, "id": o.delivery_id,

@@ -6,6 +6,7 @@ next to the tables they picture, and each table is also a CSV at ``…/<table>.c
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -39,6 +40,39 @@ def _bounded(value: str, default: int, most: int) -> int:
 
 # --- an edition ---------------------------------------------------------------------------------
 
+#: The widths a line over time is drawn in: minutes for a send of up to a day, hours for
+#: one whose retries ran on for weeks, then days; never more than ~1,500 points.
+_WIDTHS = ((dt.timedelta(minutes=1), dt.timedelta(days=1), "%H:%M", ""),
+           (dt.timedelta(hours=1), dt.timedelta(days=60), "%m-%d %H:00", ", per hour"),
+           (dt.timedelta(days=1), None, "%Y-%m-%d", ", per day"))
+
+
+def _over_time(table: Table) -> tuple[str, list[str], list[list[float]]]:
+    """A per-minute table (first column "YYYY-MM-DD HH:MM", a row only for minutes with
+    something in them) as a chart's title, labels and lines: every minute from the first
+    to the last, the empty ones 0, so that the line's length is time; summed per hour or
+    per day when the send ran on longer than a day (retries can come days later)."""
+    if not table.rows:
+        return table.title, [], [[] for _ in table.columns[1:]]
+    at = [dt.datetime.strptime(str(row[0])[:16], "%Y-%m-%d %H:%M") for row in table.rows]
+    span = max(at) - min(at)
+    width, _, label, named = next(w for w in _WIDTHS if w[1] is None or span <= w[1])
+
+    def bucket(moment: dt.datetime) -> dt.datetime:
+        return dt.datetime.min + (moment - dt.datetime.min) // width * width
+
+    first, last = bucket(min(at)), bucket(max(at))
+    steps = [first + k * width for k in range((last - first) // width + 1)]
+    index = {moment: k for k, moment in enumerate(steps)}
+    series: list[list[float]] = [[0.0] * len(steps) for _ in table.columns[1:]]
+    for moment, row in zip(at, table.rows, strict=True):
+        for column, value in enumerate(row[1:]):
+            series[column][index[bucket(moment)]] += float(value)
+    if width == _WIDTHS[0][0] and first.date() != last.date():
+        label = "%m-%d %H:%M"
+    return table.title + named, [m.strftime(label) for m in steps], series
+
+
 
 def _edition(edition_id: int) -> Any:
     with transaction() as session:
@@ -63,16 +97,11 @@ def edition_page(request: Request, edition_id: RowId, staff: Staff = Depends(vie
                                [outcome.column(1)]),
         "clicks": charts.bars(clicks.title, [str(r[0]) for r in clicks.rows],
                               [clicks.column(2)]),
-        "per-minute": charts.lines(minutes.title, [str(r[0])[11:] for r in minutes.rows],
-                                   [minutes.column(k) for k in range(1, len(minutes.columns))],
-                                   ["accepted", "refused"]),
+        "per-minute": charts.lines(*_over_time(minutes), ["accepted", "refused"]),
         "deferrals": charts.bars(deferrals.title, [str(r[0]) for r in deferrals.rows],
                                  [deferrals.column(3), deferrals.column(4)],
                                  ["deferred", "refused"]),
-        "deferrals-per-minute": charts.lines(
-            over_time.title, [str(r[0])[11:] for r in over_time.rows],
-            [over_time.column(k) for k in range(1, len(over_time.columns))],
-            over_time.columns[1:]),
+        "deferrals-per-minute": charts.lines(*_over_time(over_time), over_time.columns[1:]),
     }
     return admin_page(request, "insight-edition.html", staff, figures=figures, tables=tables,
                       pictures=pictures, csv_base=f"/admin/editions/{edition_id}/insight")
