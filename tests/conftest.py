@@ -9,6 +9,7 @@ server's mailbox before each test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import time
@@ -99,6 +100,27 @@ def _create_pg_database() -> tuple[str, str]:
 def _drop_pg_database(name: str) -> None:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def empty_database(backend: str, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty database of its own on ``backend`` (no schema: the migration
+    tests build it), its engines disposed and the database dropped afterwards."""
+    from mailer import db
+
+    name = None
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    else:
+        name, url = _create_pg_database()
+    try:
+        yield url
+    finally:
+        engine = db._ENGINES.pop(url, None)
+        if engine is not None:
+            engine.dispose()
+        if name:
+            _drop_pg_database(name)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -18,7 +18,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from mailer.migrate import alembic_config
-from tests.conftest import REDIS_BASE, REDIS_DB, _create_pg_database, _drop_pg_database
+from tests.conftest import REDIS_BASE, REDIS_DB, empty_database
 from tests.support.processes import free_port
 
 MAILER = Path(sys.executable).with_name("mailer")
@@ -42,14 +42,8 @@ def _mailer(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 @pytest.fixture(params=["sqlite", "postgresql"])
 def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database, no schema yet."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    name, url = _create_pg_database()
-    try:
+    with empty_database(request.param, tmp_path) as url:
         yield url
-    finally:
-        _drop_pg_database(name)
 
 
 def test_check_names_the_database_and_redis_it_uses(tmp_path: Path, fresh_database: str) -> None:

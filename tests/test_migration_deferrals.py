@@ -10,26 +10,14 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from mailer import db, migrate
+from mailer import migrate
+from tests.conftest import empty_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    from tests.conftest import _create_pg_database, _drop_pg_database
-
-    name = None
-    if request.param == "sqlite":
-        database_url = f"sqlite:///{tmp_path / 'deferrals.db'}"
-    else:
-        name, database_url = _create_pg_database()
-    try:
+    with empty_database(request.param, tmp_path) as database_url:
         yield database_url
-    finally:
-        engine = db._ENGINES.pop(database_url, None)
-        if engine is not None:
-            engine.dispose()
-        if name:
-            _drop_pg_database(name)
 
 
 def _tables(engine: sa.Engine) -> set[str]:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from mailer import db, migrate
 from mailer.config import IdentitySettings
 from mailer.subscribers.models import LIST_KINDS, ConsentEventKind
+from tests.conftest import empty_database
 
 BACKENDS = ["sqlite", "postgresql"]
 NAME, LIST_ID = "Probation Matters", "matters.probation.example.net"
@@ -38,21 +39,8 @@ def at(day: int, hour: int = 9, minute: int = 0) -> dt.datetime:
 
 @pytest.fixture(params=BACKENDS)
 def url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    from tests.conftest import _create_pg_database, _drop_pg_database
-
-    name = None
-    if request.param == "sqlite":
-        database_url = f"sqlite:///{tmp_path / 'lists.db'}"
-    else:
-        name, database_url = _create_pg_database()
-    try:
+    with empty_database(request.param, tmp_path) as database_url:
         yield database_url
-    finally:
-        engine = db._ENGINES.pop(database_url, None)
-        if engine is not None:
-            engine.dispose()
-        if name:
-            _drop_pg_database(name)
 
 
 @pytest.fixture

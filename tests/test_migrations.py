@@ -39,14 +39,9 @@ PG_ONLY = {"ix_subscriber_email_key_trgm"}
 def test_the_migrated_schema_is_the_models_schema(backend: str, tmp_path) -> None:
     """Every table, column, index and constraint the models declare is what the migrations
     build, on both databases: a model changed without a migration (or moved and lost) fails."""
-    from tests.conftest import _create_pg_database, _drop_pg_database
+    from tests.conftest import empty_database
 
-    name = None
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'schema.db'}"
-    else:
-        name, url = _create_pg_database()
-    try:
+    with empty_database(backend, tmp_path) as url:
         migrate.upgrade(url)
         engine = create_engine(url)
         try:
@@ -54,9 +49,6 @@ def test_the_migrated_schema_is_the_models_schema(backend: str, tmp_path) -> Non
                 diff = compare_metadata(MigrationContext.configure(conn), models.Base.metadata)
         finally:
             engine.dispose()
-        if backend == "sqlite":  # PostgreSQL's alone: SQLite has no trigram index
-            diff = [d for d in diff if not (d[0] == "add_index" and d[1].name in PG_ONLY)]
-        assert diff == []
-    finally:
-        if name:
-            _drop_pg_database(name)
+    if backend == "sqlite":  # PostgreSQL's alone: SQLite has no trigram index
+        diff = [d for d in diff if not (d[0] == "add_index" and d[1].name in PG_ONLY)]
+    assert diff == []
