@@ -73,44 +73,29 @@ def alive(*, ops: OpsSettings, client: redis.Redis | None = None) -> list[Worker
     r = client or get_redis()
     pipe = r.pipeline(transaction=False)
     ask(pipe, ops)
-    return answer(pipe.execute(raise_on_error=False), r)
+    return answer(pipe.execute(), r)
 
 
 #: How many replies :func:`ask` queues on a pipeline.
-ASKED = 2
+ASKED = 1
 
 
 def ask(pipe: Pipeline, ops: OpsSettings) -> None:
     """Queue on ``pipe`` what :func:`answer` reads (``ASKED`` replies): the workers that
-    beat lately, and every known worker's name with its info. ``SORT … BY nosort GET #
-    GET <prefix>*`` reads each member's info key in the same round trip as the heartbeats
-    (``ZRANGEBYSCORE`` then ``MGET`` was two; the set holds the workers of one day). Run
-    the pipeline with ``raise_on_error=False``: :func:`answer` copes with a refused
-    ``SORT``."""
+    beat lately, with their beats' times."""
     pipe.zrangebyscore(WORKERS_KEY, time.time() - _ttl(ops), "+inf", withscores=True)
-    pipe.sort(WORKERS_KEY, by="nosort", get=["#", INFO_PREFIX + "*"])
 
 
 def answer(replies: list[Any], client: redis.Redis) -> list[WorkerInfo]:
-    """The live workers from the replies to :func:`ask`, by host name. Raises the
-    heartbeats' RedisError.
-
-    Redis 7 runs ``SORT … GET`` only for a user who may read every key: one whose ACL
-    names the keys (``~mailer:* ~bulk* …``) is refused it, and gets the infos asked
-    apart, in a second round trip."""
-    members, listed = replies
-    if isinstance(members, Exception):
-        raise members
+    """The live workers from the replies to :func:`ask`, by host name, each with its info
+    (``MGET``, one more round trip, when any is alive). Raises RedisError."""
+    [members] = replies
     names = [_text(member) for member, _ in members]
-    if isinstance(listed, redis.ResponseError):
-        found = client.mget([INFO_PREFIX + n for n in names]) if names else []
-        infos = dict(zip(names, found, strict=True))  # type: ignore[arg-type]
-    else:
-        infos = {_text(n): raw for n, raw in zip(listed[::2], listed[1::2], strict=True)}
+    infos = client.mget([INFO_PREFIX + n for n in names]) if names else []
     out = []
-    for name, (_, score) in zip(names, members, strict=True):
+    for name, (_, score), raw in zip(names, members, infos, strict=True):
         data: dict[str, Any] = {}
-        if raw := infos.get(name):
+        if raw:
             try:
                 data = json.loads(raw)
             except ValueError:
