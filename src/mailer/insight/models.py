@@ -30,9 +30,9 @@ class EditionSummary(Base):
 
 class EditionDeferral(Base):
     """How many of an edition's deliveries a receiving domain deferred (answered with a
-    temporary refusal) in one minute (UTC). The send adds to it in the statement that moves
-    the deliveries to ``deferred`` (``mailer.delivery.ledger``): a delivery row keeps only
-    how often it was tried, not when. A count, like a link's clicks: it names no reader."""
+    temporary refusal, a 4xx) in one minute (UTC). The send adds to it in the statement that
+    records those answers (``mailer.delivery.ledger``): a delivery row keeps only how often
+    it was tried, not when. A count, like a link's clicks: it names no reader."""
 
     __tablename__ = "edition_deferral"
 
